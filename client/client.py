@@ -1,0 +1,205 @@
+"""`Client`: the one way every client (chkdctl, shim, MCP, TUI) talks to chkdd.
+
+DEALER for requests (one socket, many requests in flight), SUB for events. Raises
+`ChkdError` with the daemon's sentence on an `Err` reply, and `DaemonUnavailable`
+(a ChkdError too) when nothing answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from typing import TypeVar
+
+import zmq
+
+from chkd.protocol import codec
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import AnyCommand, Err, Event, Events, EventList, Result
+from chkd.protocol.paths import Paths
+
+from . import daemonctl
+
+R = TypeVar("R", bound=Result)
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class DaemonUnavailable(ChkdError):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__("busy", message, hint)
+
+
+class Client:
+    def __init__(
+        self,
+        paths: Paths,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        autostart: bool | None = None,
+        zctx: zmq.Context | None = None,
+    ) -> None:
+        self.paths = paths
+        self.timeout = timeout
+        self.autostart = (os.environ.get("CHKD_NO_AUTOSTART") != "1") if autostart is None else autostart
+        self._zctx = zctx or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._ids = itertools.count(1)
+        self._checked = False
+
+    # -- connection ------------------------------------------------------------------------
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            if not self._checked:
+                self.ensure_daemon()
+            sock = self._zctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.paths.ctl_endpoint)
+            self._sock = sock
+        return self._sock
+
+    def ensure_daemon(self) -> None:
+        """Start the daemon if it is not running and autostart is on; otherwise say so clearly."""
+        self._checked = True
+        if daemonctl.is_running(self.paths):
+            return
+        if not self.autostart:
+            raise DaemonUnavailable(
+                f"chkdd is not running (no daemon holds {self.paths.lock_file}).",
+                "Start it with `chkdctl daemon start` (autostart is off: CHKD_NO_AUTOSTART=1).",
+            )
+        daemonctl.start(self.paths)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests -----------------------------------------------------------------------------
+    def send_raw(self, payload: bytes) -> None:
+        """Send bytes as they are (tests of the daemon's robustness use this)."""
+        self._socket().send(payload)
+
+    def recv_raw(self, timeout: float | None = None) -> bytes:
+        sock = self._socket()
+        if not sock.poll(int((self.timeout if timeout is None else timeout) * 1000)):
+            raise self._no_answer(self.timeout if timeout is None else timeout)
+        return sock.recv()
+
+    def request(self, body: AnyCommand, timeout: float | None = None) -> Result:
+        """Send one command and return its reply body (an `Err` is returned, not raised)."""
+        sock = self._socket()
+        req_id = next(self._ids)
+        sock.send(codec.encode_request(req_id, body))
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
+                # the socket may hold a late reply for this id; a fresh one avoids confusion
+                self.close()
+                raise self._no_answer(limit)
+            reply = codec.decode_reply(sock.recv())
+            if reply.id == req_id:
+                return reply.body
+            # a late reply to an earlier request that timed out: skip it
+
+    def call(self, body: AnyCommand, expect: type[R] | None = None, timeout: float | None = None) -> R:
+        """Send one command; raise ChkdError on an `Err` reply."""
+        result = self.request(body, timeout)
+        if isinstance(result, Err):
+            raise ChkdError(result.code, result.message, result.hint)
+        if expect is not None and not isinstance(result, expect):
+            raise ChkdError("internal", f"The daemon answered {type(result).__name__} where {expect.__name__} was expected.")
+        return result  # type: ignore[return-value]
+
+    def _no_answer(self, timeout: float) -> DaemonUnavailable:
+        if not daemonctl.is_running(self.paths):
+            return DaemonUnavailable(f"chkdd stopped before it answered (see {self.paths.log_file}).")
+        return DaemonUnavailable(
+            f"chkdd (pid {daemonctl.pid(self.paths) or '?'}) did not answer within {timeout:g} s.",
+            f"It may be busy or stuck; see {self.paths.log_file}.",
+        )
+
+    # -- events -------------------------------------------------------------------------------
+    def events(
+        self,
+        since: int = 0,
+        *,
+        worker: str | None = None,
+        task: str | None = None,
+        repo: str | None = None,
+        follow: bool = True,
+        poll_s: float = 0.5,
+        idle_timeout: float | None = None,
+    ) -> Iterator[Event]:
+        """Every event after `since`, in seq order with no gap: history from the table, then live.
+
+        Subscribes first, then replays from the table, then drops live events it already
+        yielded, so nothing falls between replay and live. A daemon restart is survived:
+        the SUB socket reconnects on its own and a gap in seq is filled from the table.
+        """
+        self._socket()
+        sub = self._zctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(self.paths.events_endpoint)
+        cursor = since  # every event up to here has been handled (yielded, or filtered out)
+        try:
+            def replay() -> Iterator[Event]:
+                nonlocal cursor
+                while True:
+                    page = self.call(Events(since=cursor, limit=1000, worker=worker, task=task, repo=repo), EventList)
+                    for ev in page.events:
+                        cursor = ev.seq
+                        yield ev
+                    if len(page.events) < 1000:
+                        # the page covered everything up to the daemon's newest event at that moment
+                        cursor = max(cursor, page.last_seq)
+                        return
+
+            yield from replay()
+            if not follow:
+                return
+            idle_since = time.monotonic()
+            while True:
+                if sub.poll(int(poll_s * 1000)):
+                    _topic, payload = sub.recv_multipart()
+                    ev = codec.decode_event(payload)
+                    if ev.seq <= cursor:
+                        continue
+                    if ev.seq != cursor + 1:
+                        yield from replay()  # a gap (slow joiner, restart): the table is the truth
+                        continue
+                    cursor = ev.seq
+                    if _matches(ev, worker, task, repo):
+                        idle_since = time.monotonic()
+                        yield ev
+                else:
+                    before = cursor
+                    try:
+                        yield from replay()  # cheap catch-up; also notices a restarted daemon
+                    except DaemonUnavailable:
+                        pass
+                    if cursor != before:
+                        idle_since = time.monotonic()
+                    elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                        return
+        finally:
+            sub.close(0)
+
+
+def _matches(ev: Event, worker: str | None, task: str | None, repo: str | None) -> bool:
+    return (worker is None or ev.worker_id == worker) and (task is None or ev.task_id == task) and (
+        repo is None or ev.repo == repo
+    )
+

@@ -1,0 +1,1 @@
+"""chkdctl commands, one module per area (mirrors chkd.daemon.handlers). Each exports COMMANDS."""

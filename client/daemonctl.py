@@ -1,0 +1,133 @@
+"""Starting, finding and stopping chkdd from a client, without importing the daemon.
+
+"Running" means: some process holds the flock on `run/chkdd.lock`. That is exact
+(the kernel drops the lock when the daemon dies, even on kill -9), unlike a pid file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import time
+
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.paths import Paths
+
+START_TIMEOUT = 20.0
+
+
+def is_running(paths: Paths) -> bool:
+    try:
+        fd = os.open(paths.lock_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def pid(paths: Paths) -> int | None:
+    try:
+        text = paths.lock_file.read_text(encoding="utf-8").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def daemon_argv(paths: Paths) -> list[str]:
+    argv = [sys.executable, "-m", "chkd.daemon.main"]
+    if paths.home is not None:
+        argv += ["--home", str(paths.home)]
+    return argv
+
+
+def _answers(paths: Paths, timeout: float) -> bool:
+    import zmq
+
+    from chkd.protocol import codec
+    from chkd.protocol.messages import Ping, Pong
+
+    if not paths.ctl_sock.exists():
+        return False
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(paths.ctl_endpoint)
+        sock.send(codec.encode_request(0, Ping()))
+        if not sock.poll(int(timeout * 1000)):
+            return False
+        return isinstance(codec.decode_reply(sock.recv()).body, Pong)
+    finally:
+        sock.close(0)
+
+
+def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
+    """Start chkdd detached (own session, no terminal) and return once it answers a ping.
+
+    Returns the daemon's pid. If another client started it at the same moment, that
+    daemon is the one waited for.
+    """
+    import subprocess
+
+    paths.ensure()
+    out_path = paths.state / "chkdd.out"
+    with open(out_path, "ab") as out:
+        start_offset = out.tell()
+        proc = subprocess.Popen(
+            daemon_argv(paths),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None and code != 0 and not is_running(paths):
+            raise ChkdError("internal", f"chkdd could not start: {_last_words(out_path, start_offset)}")
+        if is_running(paths) and _answers(paths, 0.5):
+            return pid(paths) or proc.pid
+        time.sleep(0.02)
+    raise ChkdError("busy", f"chkdd did not answer within {timeout:g} s of starting.",
+                    f"See {paths.log_file} and {out_path}.")
+
+
+def stop(paths: Paths, timeout: float = 15.0) -> bool:
+    """Ask chkdd to stop (SIGTERM to the lock holder) and wait for the lock to be released.
+    Returns False if it was not running."""
+    if not is_running(paths):
+        return False
+    daemon_pid = pid(paths)
+    if daemon_pid is None:
+        raise ChkdError("internal", f"chkdd is running but {paths.lock_file} names no pid.")
+    try:
+        os.kill(daemon_pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(paths):
+            return True
+        time.sleep(0.02)
+    raise ChkdError("busy", f"chkdd (pid {daemon_pid}) did not stop within {timeout:g} s.",
+                    f"Look at {paths.log_file}; `kill -9 {daemon_pid}` is safe (the next start repairs state).")
+
+
+def _last_words(path: os.PathLike[str], offset: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    line = text.splitlines()[-1] if text else "it exited without saying why"
+    return line.removeprefix("chkdd: ")

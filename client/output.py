@@ -1,0 +1,68 @@
+"""How chkdctl prints: `--json` for scripts, plain lines for people, errors as sentences."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, NoReturn
+
+import click
+import msgspec
+
+from chkd.protocol.errors import ChkdError
+
+
+class Exit(SystemExit):
+    pass
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
+
+
+def fail(err: ChkdError | str, code: int = 1) -> NoReturn:
+    """Print the error as a sentence (and its hint) on stderr and exit with `code`."""
+    if isinstance(err, ChkdError):
+        click.echo(f"chkdctl: {err.message}", err=True)
+        if err.hint:
+            click.echo(f"  hint: {err.hint}", err=True)
+    else:
+        click.echo(f"chkdctl: {err}", err=True)
+    raise Exit(code)
+
+
+def ago(ms: int | None, now_ms: int | None = None) -> str:
+    """'3s', '5m', '2h', '4d' ago, or '-'."""
+    if not ms:
+        return "-"
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    s = max(0, (now - ms) // 1000)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """Left-aligned columns; the last column is never padded."""
+    cells = [headers, *rows]
+    widths = [max(_width(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for r in cells:
+        parts = [c + " " * (widths[i] - _width(c)) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    import unicodedata
+
+    w = 0
+    for ch in text:
+        if unicodedata.combining(ch) or ch == "\ufe0f":
+            continue
+        w += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return w

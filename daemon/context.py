@@ -1,0 +1,126 @@
+"""What every handler and timer receives: the store, config, paths, events, off-loop jobs.
+
+There is no module-level state in the daemon: everything lives on one `Ctx` per daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from chkd.protocol.codec import encode, encode_reply, topic_for
+from chkd.protocol.config import Config
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import AnyResult, Err, Event
+from chkd.protocol.paths import Paths
+
+from .store import Store, now_ms
+from .timers import Timers
+
+
+@dataclass
+class Deferred:
+    """A request whose reply comes later (when its off-loop job finishes)."""
+
+    envelope: list[bytes]  # routing frames to send the reply to
+    request_id: int
+    done: bool = False
+
+
+Then = Callable[[Any, BaseException | None], None]
+Completion = tuple[Then, Any, "BaseException | None", "Deferred | None"]
+
+
+@dataclass
+class Ctx:
+    paths: Paths
+    config: Config
+    store: Store
+    log: Any
+    timers: Timers = field(default_factory=Timers)
+    started_mono: float = field(default_factory=time.monotonic)
+    running: bool = True
+    #: Per-area services (merge queue, radar cache, notifier), set up by each area's `setup`.
+    ext: dict[str, Any] = field(default_factory=dict)
+    # -- loop plumbing (owned by server.py) ----------------------------------------------
+    outbox: list[list[bytes]] = field(default_factory=list)  # replies, sent after commit
+    pubbox: list[Event] = field(default_factory=list)  # events, published after commit
+    completions: "queue.SimpleQueue[Completion]" = field(
+        default_factory=queue.SimpleQueue
+    )
+    wake_fd: int = -1
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "chkd-job"))
+    current: Deferred | None = None  # the request being handled, for `defer()`
+
+    # -- events ---------------------------------------------------------------------------
+    def emit(
+        self,
+        kind: str,
+        *,
+        repo: str | None = None,
+        worker_id: str | None = None,
+        task_id: str | None = None,
+        **data: Any,
+    ) -> Event:
+        """Write the event row now (inside the current transaction); publish after commit."""
+        at = now_ms()
+        blob = encode(data) if data else None
+        seq = self.store.insert(
+            "INSERT INTO events(at, kind, repo, worker_id, task_id, data) VALUES(?,?,?,?,?,?)",
+            (at, kind, repo, worker_id, task_id, blob),
+        )
+        event = Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id, data=data)
+        self.pubbox.append(event)
+        return event
+
+    # -- deferred replies -------------------------------------------------------------------
+    def defer(self) -> Deferred:
+        """Keep the current request open; call `finish` later. Return the Deferred from the handler."""
+        if self.current is None:
+            raise RuntimeError("defer() outside a request")
+        return self.current
+
+    def finish(self, deferred: Deferred, result: AnyResult | ChkdError) -> None:
+        if deferred.done:
+            return
+        deferred.done = True
+        if isinstance(result, ChkdError):
+            result = Err(code=result.code, message=result.message, hint=result.hint)
+        self.outbox.append([*deferred.envelope, encode_reply(deferred.request_id, result)])
+
+    # -- off-loop work ------------------------------------------------------------------------
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, then: Then, reply_to: Deferred | None = None, **kwargs: Any
+    ) -> Future:
+        """Run `fn` in a worker thread (git, test gates, process waits) and call
+        `then(result, error)` back on the loop, inside a transaction. `fn` must not touch the store.
+
+        With `reply_to`, a `then` that raises answers that request with the error
+        (a ChkdError as itself, anything else as `internal`), so no client waits forever."""
+        future = self.executor.submit(fn, *args, **kwargs)
+
+        def _done(f: Future) -> None:
+            exc = f.exception()
+            self.completions.put((then, None if exc else f.result(), exc, reply_to))
+            try:
+                os.write(self.wake_fd, b"j")
+            except OSError:
+                pass
+
+        future.add_done_callback(_done)
+        return future
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_mono
+
+
+def publish_frames(event: Event) -> list[bytes]:
+    return [topic_for(event), msgspec.msgpack.encode(event)]

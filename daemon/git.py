@@ -1,0 +1,130 @@
+"""The one way the daemon runs git: argument lists, no shell, timeouts, errors as sentences.
+
+Everything here blocks, so it is only ever called from off-loop jobs (`ctx.submit`),
+never from a handler directly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from chkd.protocol.errors import ChkdError
+
+DEFAULT_TIMEOUT = 120.0
+
+#: Identity for commits the daemon makes when the repository has none configured.
+FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "chkd",
+    "GIT_AUTHOR_EMAIL": "chkd@localhost",
+    "GIT_COMMITTER_NAME": "chkd",
+    "GIT_COMMITTER_EMAIL": "chkd@localhost",
+}
+
+
+class GitError(ChkdError):
+    def __init__(self, message: str, stderr: str = "", returncode: int = 1) -> None:
+        super().__init__("conflict", message)
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"})
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    env.pop("GIT_INDEX_FILE", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    args: Sequence[str],
+    cwd: str | Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `git ARGS` in `cwd`. With `check`, a non-zero exit raises GitError with git's own reason."""
+    argv = ["git", *args]
+    try:
+        proc = subprocess.run(
+            argv, cwd=str(cwd), capture_output=True, text=True, timeout=timeout, input=input,
+            env=git_env(env), stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0]} took longer than {timeout:.0f} s in {cwd} and was stopped.") from None
+    except FileNotFoundError:
+        if not Path(cwd).exists():
+            raise GitError(f"The directory {cwd} does not exist.") from None
+        raise GitError("git is not installed or not on PATH.") from None
+    except NotADirectoryError:
+        raise GitError(f"{cwd} is not a directory.") from None
+    if check and proc.returncode != 0:
+        raise GitError(f"git {args[0]} failed in {cwd}: {reason(proc.stderr or proc.stdout)}",
+                       proc.stderr, proc.returncode)
+    return proc
+
+
+def out(args: Sequence[str], cwd: str | Path, **kw: object) -> str:
+    """stdout of a git command that must succeed, stripped."""
+    return run(args, cwd, **kw).stdout.strip()  # type: ignore[arg-type]
+
+
+def reason(stderr: str) -> str:
+    """git's most telling line, as the end of a sentence."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("fatal:", "error:")):
+            text = ln.split(":", 1)[1].strip()
+            return text.rstrip(".") + "."
+    return (lines[-1].rstrip(".") + ".") if lines else "no reason given."
+
+
+def identity_env(cwd: str | Path) -> dict[str, str]:
+    """The fallback identity, only for the parts git config does not already provide."""
+    env: dict[str, str] = {}
+    name = run(["config", "user.name"], cwd, check=False).stdout.strip()
+    email = run(["config", "user.email"], cwd, check=False).stdout.strip()
+    if not name:
+        env.update({k: v for k, v in FALLBACK_IDENTITY.items() if k.endswith("_NAME")})
+    if not email:
+        env.update({k: v for k, v in FALLBACK_IDENTITY.items() if k.endswith("_EMAIL")})
+    return env
+
+
+def rev(ref: str, cwd: str | Path) -> str | None:
+    """The commit `ref` names, or None."""
+    proc = run(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def dirty_files(cwd: str | Path, *, tracked_only: bool = False) -> list[str]:
+    """Paths with uncommitted changes (untracked too unless `tracked_only`)."""
+    args = ["status", "--porcelain=v1", "-z"]
+    if tracked_only:
+        args.append("--untracked-files=no")
+    raw = run(args, cwd).stdout
+    files: list[str] = []
+    entries = raw.split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        files.append(entry[3:])
+        if entry[0] in "RC":  # a rename carries its source path in the next entry
+            i += 1
+    return files
+
+
+def current_branch(cwd: str | Path) -> str | None:
+    proc = run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None

@@ -1,0 +1,46 @@
+"""ping, status, shutdown."""
+
+from __future__ import annotations
+
+import os
+
+import chkd
+from chkd.protocol.messages import Ok, Ping, Pong, Shutdown, Status, StatusResult
+
+from ..context import Ctx
+
+
+def ping(ctx: Ctx, _req: Ping) -> Pong:
+    store = ctx.store
+    return Pong(
+        version=chkd.__version__,
+        pid=os.getpid(),
+        uptime_s=round(ctx.uptime_s, 3),
+        home=str(ctx.paths.home or ctx.paths.state),
+        db=str(store.path),
+        repos=store.scalar("SELECT count(*) FROM repos", (), 0),
+        tasks=store.scalar("SELECT count(*) FROM task_queue", (), 0),
+        workers=store.scalar("SELECT count(*) FROM workers", (), 0),
+        last_seq=store.scalar("SELECT max(seq) FROM events", (), 0) or 0,
+    )
+
+
+def status(ctx: Ctx, req: Status) -> StatusResult:
+    from .repos import repo_infos  # the repos area owns RepoInfo rendering
+
+    store = ctx.store
+    return StatusResult(
+        pong=ping(ctx, Ping()),
+        repos=repo_infos(ctx),
+        tasks_by_status=dict(store.all("SELECT status, count(*) FROM task_queue GROUP BY status")),
+        workers_by_status=dict(store.all("SELECT status, count(*) FROM workers GROUP BY status")),
+    )
+
+
+def shutdown(ctx: Ctx, _req: Shutdown) -> Ok:
+    ctx.running = False
+    ctx.log.info("shutdown_requested")
+    return Ok(message="chkdd is shutting down.")
+
+
+HANDLERS = {Ping: ping, Status: status, Shutdown: shutdown}

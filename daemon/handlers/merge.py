@@ -1,0 +1,5 @@
+"""Handlers for the merge area (see protocol/messages.py)."""
+
+from __future__ import annotations
+
+HANDLERS: dict = {}

@@ -1,0 +1,5 @@
+"""Handlers for the tasks area (see protocol/messages.py)."""
+
+from __future__ import annotations
+
+HANDLERS: dict = {}

@@ -1,0 +1,230 @@
+"""The SQLite store: one apsw connection, one writer (the daemon's loop), WAL.
+
+Schema changes are numbered migrations keyed by `PRAGMA user_version`; each runs
+in its own transaction, so an upgrade either happens whole or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+Row = tuple[Any, ...]
+
+#: Migration N turns a version N-1 database into version N. Append only; never edit a shipped one.
+MIGRATIONS: list[str] = [
+    # 1: the whole schema of DESIGN.md.
+    """
+    CREATE TABLE repos(
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL UNIQUE,
+        main_branch TEXT NOT NULL,
+        test_cmd TEXT,                       -- JSON argv or NULL
+        added_at INTEGER NOT NULL
+    );
+    CREATE TABLE task_queue(
+        pk INTEGER PRIMARY KEY,
+        repo_id INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,                    -- the user's id (SD.13) or generated (T-1); unique per repo
+        spec_item_id TEXT,
+        title TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'pending',
+        held INTEGER NOT NULL DEFAULT 0,
+        tags TEXT NOT NULL DEFAULT '[]',     -- JSON list
+        claimed_by TEXT,
+        priority INTEGER NOT NULL DEFAULT 2,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 3,
+        created_at INTEGER NOT NULL,
+        claimed_at INTEGER,
+        completed_at INTEGER,
+        UNIQUE(repo_id, id)
+    );
+    CREATE INDEX task_queue_claim ON task_queue(repo_id, status, held, priority, created_at);
+    CREATE TABLE task_deps(
+        task_pk INTEGER NOT NULL REFERENCES task_queue(pk) ON DELETE CASCADE,
+        depends_on_pk INTEGER NOT NULL REFERENCES task_queue(pk) ON DELETE CASCADE,
+        PRIMARY KEY(task_pk, depends_on_pk)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_deps_reverse ON task_deps(depends_on_pk);
+    CREATE TABLE workers(
+        id TEXT PRIMARY KEY,                 -- w1, w2, ...
+        seq INTEGER NOT NULL UNIQUE,
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        status TEXT NOT NULL,
+        worktree_path TEXT,
+        branch_name TEXT,
+        task_pk INTEGER REFERENCES task_queue(pk) ON DELETE SET NULL,
+        task_id TEXT,
+        task_title TEXT,
+        agent TEXT,
+        cmd TEXT,                            -- JSON argv the shim runs
+        pid INTEGER,                         -- the agent (its process group leader)
+        pgid INTEGER,
+        proc_started REAL,                   -- agent create time (psutil), with pid its identity
+        shim_pid INTEGER,
+        shim_started REAL,
+        started_at INTEGER NOT NULL,
+        completed_at INTEGER,
+        heartbeat_at INTEGER,                -- last shim heartbeat: the process lives
+        activity_at INTEGER,                 -- last agent activity: it gets somewhere
+        message TEXT,
+        exit_code INTEGER,
+        exit_signal INTEGER,
+        tokens_in INTEGER NOT NULL DEFAULT 0,
+        tokens_out INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX workers_status ON workers(status);
+    CREATE INDEX workers_repo ON workers(repo_id, status);
+    CREATE TABLE sessions(
+        id INTEGER PRIMARY KEY,
+        repo_id INTEGER REFERENCES repos(id),
+        worker_id TEXT,
+        is_master INTEGER NOT NULL DEFAULT 0,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER
+    );
+    CREATE TABLE merges(
+        id INTEGER PRIMARY KEY,
+        worker_id TEXT NOT NULL,
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        strategy TEXT NOT NULL,
+        status TEXT NOT NULL,
+        target TEXT,
+        priority INTEGER NOT NULL DEFAULT 2,
+        run_tests INTEGER NOT NULL DEFAULT 1,
+        base_sha TEXT,
+        head_sha TEXT,
+        result_sha TEXT,
+        conflict_files TEXT NOT NULL DEFAULT '[]',
+        log TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX merges_status ON merges(repo_id, status);
+    CREATE TABLE events(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        repo TEXT,
+        worker_id TEXT,
+        task_id TEXT,
+        data BLOB                             -- msgpack map
+    );
+    CREATE INDEX events_worker ON events(worker_id, seq);
+    CREATE INDEX events_task ON events(task_id, seq);
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    """The one connection. Only the daemon's loop thread may use it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = apsw.Connection(str(path))
+        self.conn.set_busy_timeout(5000)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # -- schema ---------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return int(self.one("PRAGMA user_version")[0])
+
+    def migrate(self) -> int:
+        """Apply every migration past the database's version; returns how many ran."""
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path} is schema version {current}, newer than this chkd "
+                f"understands ({SCHEMA_VERSION}); upgrade chkd or use another CHKD_HOME"
+            )
+        for number in range(current + 1, SCHEMA_VERSION + 1):
+            with self.conn:
+                self.conn.execute(MIGRATIONS[number - 1])
+                self.conn.execute(f"PRAGMA user_version={number}")
+        return SCHEMA_VERSION - current
+
+    # -- transactions -------------------------------------------------------------------
+    @contextmanager
+    def tx(self) -> Iterator[None]:
+        """The outer transaction of one loop turn (group commit); nested `savepoint()`s inside."""
+        with self.conn:
+            yield
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint: rolled back alone if the block raises, the outer transaction goes on."""
+        with self.conn:
+            yield
+
+    # -- queries --------------------------------------------------------------------------
+    def x(self, sql: str, params: tuple | dict = ()) -> int:
+        """Execute a write; returns the number of rows changed."""
+        self.conn.execute(sql, params)
+        return self.conn.changes()
+
+    def insert(self, sql: str, params: tuple | dict = ()) -> int:
+        self.conn.execute(sql, params)
+        return self.conn.last_insert_rowid()
+
+    def all(self, sql: str, params: tuple | dict = ()) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: tuple | dict = ()) -> Row | None:
+        for row in self.conn.execute(sql, params):
+            return row
+        return None
+
+    def scalar(self, sql: str, params: tuple | dict = (), default: Any = None) -> Any:
+        row = self.one(sql, params)
+        return default if row is None else row[0]
+
+    def dicts(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        try:
+            names = [d[0] for d in cur.get_description()]
+        except apsw.ExecutionCompleteError:  # no rows at all
+            return []
+        return [dict(zip(names, row)) for row in cur]
+
+    def dict(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
+        rows = self.dicts(sql, params)
+        return rows[0] if rows else None
+
+    def meta_next(self, key: str) -> int:
+        """A per-database counter (worker numbers, generated ids): never reused."""
+        value = int(self.scalar("SELECT value FROM meta WHERE key=?", (key,), 0)) + 1
+        self.x("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+               (key, str(value)))
+        return value
+
+    def close(self) -> None:
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except apsw.Error:
+            pass
+        self.conn.close()

@@ -1,0 +1,603 @@
+"""The whole contract between chkdd and its clients.
+
+Reading this file tells you everything the daemon can do. A request is
+`Request(v, id, body)` with `body` one of the command Structs below (tagged by
+its `cmd` field); the reply is `Reply(v, id, body)` with `body` one of the result
+Structs (tagged by `result`) or `Err`. Events published on the PUB socket are `Event`.
+
+Rules: every field added later is optional with a default, so old peers keep
+working; `repo` fields take a repository name or any path inside it (a worker's
+worktree maps back to its repository); `worker` fields take an id or a unique prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct, field
+
+from .errors import ErrorCode
+
+PROTOCOL_VERSION = 1
+
+TaskStatus = Literal["pending", "claimed", "in_progress", "review", "done", "failed", "cancelled"]
+WorkerStatus = Literal[
+    "starting", "working", "stalled", "paused", "done", "merging", "merged", "conflict", "error", "dead", "aborted"
+]
+MergeStatus = Literal["queued", "checking", "testing", "awaiting_review", "merged", "conflict", "failed", "rejected"]
+Strategy = Literal["auto", "review"]
+
+TASK_STATUSES: tuple[str, ...] = TaskStatus.__args__  # type: ignore[attr-defined]
+WORKER_STATUSES: tuple[str, ...] = WorkerStatus.__args__  # type: ignore[attr-defined]
+MERGE_STATUSES: tuple[str, ...] = MergeStatus.__args__  # type: ignore[attr-defined]
+#: Worker states in which an agent process may still be running.
+LIVE_WORKER_STATUSES: frozenset[str] = frozenset({"starting", "working", "stalled", "paused"})
+
+
+# ---------------------------------------------------------------------------
+# Records: the shapes of things the daemon reports about.
+# ---------------------------------------------------------------------------
+
+
+class RepoInfo(Struct, omit_defaults=True):
+    id: int
+    name: str
+    path: str
+    main_branch: str
+    test_cmd: list[str] | None = None
+    added_at: int = 0
+    tasks: int = 0
+    live_workers: int = 0
+
+
+class TaskInfo(Struct, omit_defaults=True):
+    repo: str
+    id: str
+    title: str
+    status: TaskStatus
+    priority: int = 2
+    description: str = ""
+    tags: list[str] = []
+    held: bool = False
+    ready: bool = False
+    attempts: int = 0
+    max_attempts: int = 3
+    claimed_by: str | None = None
+    created_at: int = 0
+    claimed_at: int | None = None
+    completed_at: int | None = None
+    depends_on: list[str] = []
+    dependants: list[str] = []
+
+
+class WorkerInfo(Struct, omit_defaults=True):
+    id: str
+    repo: str
+    status: WorkerStatus
+    task_id: str | None = None
+    task_title: str | None = None
+    agent: str | None = None
+    worktree: str | None = None
+    branch: str | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    started_at: int = 0
+    completed_at: int | None = None
+    heartbeat_at: int | None = None
+    activity_at: int | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    last_error: str | None = None
+    log_path: str | None = None
+
+
+class MergeInfo(Struct, omit_defaults=True):
+    id: int
+    worker_id: str
+    repo: str
+    strategy: Strategy
+    status: MergeStatus
+    task_id: str | None = None
+    target: str | None = None
+    base_sha: str | None = None
+    head_sha: str | None = None
+    result_sha: str | None = None
+    conflict_files: list[str] = []
+    log: str = ""
+    created_at: int = 0
+    finished_at: int | None = None
+
+
+class Event(Struct, omit_defaults=True):
+    """One state change. Written to the `events` table first (seq is its rowid), then published."""
+
+    seq: int
+    at: int
+    kind: str
+    repo: str | None = None
+    worker_id: str | None = None
+    task_id: str | None = None
+    data: dict[str, Any] = {}
+
+
+class ImportProblem(Struct):
+    line: int
+    text: str
+    reason: str
+
+
+class Overlap(Struct, omit_defaults=True):
+    """Two workers (or a worker and the target, `b` = None) touching the same files."""
+
+    repo: str
+    a: str
+    b: str | None
+    files: list[str]
+    conflict: bool = False
+    conflict_files: list[str] = []
+
+
+class GcItem(Struct, omit_defaults=True):
+    kind: Literal["worktree", "worker", "branch", "dead_worker"]
+    repo: str
+    what: str
+    reason: str
+    removable: bool = True
+    removed: bool = False
+
+
+class AtticEntry(Struct):
+    ref: str
+    sha: str
+    worker_id: str
+    at: int
+
+
+# ---------------------------------------------------------------------------
+# Commands (request bodies). Tag = the command name on the wire.
+# ---------------------------------------------------------------------------
+
+
+class Command(Struct, tag_field="op", omit_defaults=True):
+    """Base of every request body."""
+
+
+# -- daemon --------------------------------------------------------------------
+class Ping(Command, tag="ping"):
+    pass
+
+
+class Status(Command, tag="status"):
+    pass
+
+
+class Shutdown(Command, tag="shutdown"):
+    pass
+
+
+# -- repositories ----------------------------------------------------------------
+class RepoAdd(Command, tag="repo.add"):
+    path: str
+    name: str | None = None
+    main_branch: str | None = None
+    test_cmd: list[str] | None = None
+
+
+class RepoList(Command, tag="repo.list"):
+    pass
+
+
+class RepoRm(Command, tag="repo.rm"):
+    repo: str
+
+
+# -- tasks ------------------------------------------------------------------------
+class TaskAdd(Command, tag="task.add"):
+    title: str
+    repo: str | None = None
+    id: str | None = None
+    priority: int = 2
+    after: list[str] = []
+    tags: list[str] = []
+    description: str = ""
+    max_attempts: int | None = None
+
+
+class TaskList(Command, tag="task.list"):
+    repo: str | None = None
+    status: TaskStatus | None = None
+    ready: bool = False
+    all_repos: bool = False
+    tag: str | None = None
+
+
+class TaskShow(Command, tag="task.show"):
+    id: str
+    repo: str | None = None
+
+
+class TaskEdit(Command, tag="task.edit"):
+    id: str
+    repo: str | None = None
+    title: str | None = None
+    description: str | None = None
+    priority: int | None = None
+    tags: list[str] | None = None
+    max_attempts: int | None = None
+
+
+class TaskCancel(Command, tag="task.cancel"):
+    id: str
+    repo: str | None = None
+
+
+class TaskRetry(Command, tag="task.retry"):
+    id: str
+    repo: str | None = None
+
+
+class TaskHold(Command, tag="task.hold"):
+    id: str
+    repo: str | None = None
+
+
+class TaskRelease(Command, tag="task.release"):
+    """Un-hold a held task, or put a claimed task whose worker went away back to pending."""
+
+    id: str
+    repo: str | None = None
+
+
+class DepAdd(Command, tag="dep.add"):
+    """`task` depends on `depends_on`: it runs after `depends_on` is done."""
+
+    task: str
+    depends_on: str
+    repo: str | None = None
+
+
+class DepRm(Command, tag="dep.rm"):
+    task: str
+    depends_on: str
+    repo: str | None = None
+
+
+class Claim(Command, tag="claim"):
+    """Atomically take the most urgent ready task (peer agents use this directly)."""
+
+    repo: str | None = None
+    worker: str | None = None
+    tag: str | None = None
+
+
+class TaskImport(Command, tag="task.import"):
+    text: str
+    source: str = "SPEC.md"
+    repo: str | None = None
+    dry_run: bool = False
+
+
+# -- workers ----------------------------------------------------------------------
+class Spawn(Command, tag="spawn"):
+    repo: str | None = None
+    task_id: str | None = None
+    title: str | None = None
+    description: str = ""
+    next: bool = False
+    tag: str | None = None
+    agent: str | None = None
+    cmd: list[str] | None = None
+
+
+class WorkerList(Command, tag="worker.list"):
+    repo: str | None = None
+    all: bool = False
+
+
+class WorkerShow(Command, tag="worker.show"):
+    worker: str
+
+
+class Pause(Command, tag="pause"):
+    worker: str | None = None
+    all: bool = False
+    repo: str | None = None
+
+
+class Resume(Command, tag="resume"):
+    worker: str | None = None
+    all: bool = False
+    repo: str | None = None
+
+
+class Abort(Command, tag="abort"):
+    worker: str | None = None
+    all: bool = False
+    repo: str | None = None
+
+
+class Remove(Command, tag="rm"):
+    worker: str
+    force: bool = False
+
+
+class AtticList(Command, tag="attic.list"):
+    repo: str | None = None
+
+
+class AtticRestore(Command, tag="attic.restore"):
+    ref: str
+    repo: str | None = None
+    branch: str | None = None
+
+
+class Heartbeat(Command, tag="heartbeat"):
+    """The agent's own sign of progress (activity), from inside a worker."""
+
+    worker: str
+    message: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+class WorkerState(Command, tag="worker.state"):
+    worker: str
+
+
+class Done(Command, tag="done"):
+    worker: str
+    summary: str = ""
+
+
+# -- shim (one per worker) ----------------------------------------------------------
+class ShimHello(Command, tag="shim.hello"):
+    worker: str
+    shim_pid: int
+    shim_started: float
+    agent_pid: int
+    agent_started: float
+    pgid: int
+
+
+class ShimBeat(Command, tag="shim.beat"):
+    """Proves the shim and agent process live; carries the agent's latest activity."""
+
+    worker: str
+    agent_alive: bool = True
+    activity_at: int | None = None
+    output_at: int | None = None
+
+
+class ShimExit(Command, tag="shim.exit"):
+    worker: str
+    exit_code: int | None = None
+    signal: int | None = None
+    at: int = 0
+
+
+# -- events, maintenance ---------------------------------------------------------------
+class Events(Command, tag="events"):
+    since: int = 0
+    limit: int = 1000
+    worker: str | None = None
+    task: str | None = None
+    repo: str | None = None
+
+
+class Gc(Command, tag="gc"):
+    repo: str | None = None
+    apply: bool = False
+
+
+# -- merges --------------------------------------------------------------------------
+class Merge(Command, tag="merge"):
+    worker: str
+    strategy: Strategy | None = None
+    no_test: bool = False
+
+
+class Approve(Command, tag="approve"):
+    worker: str
+
+
+class Reject(Command, tag="reject"):
+    worker: str
+    reason: str = ""
+
+
+class MergeList(Command, tag="merge.list"):
+    repo: str | None = None
+    all: bool = False
+
+
+class MergeShow(Command, tag="merge.show"):
+    id: int | None = None
+    worker: str | None = None
+
+
+class Diff(Command, tag="diff"):
+    worker: str
+    stat: bool = False
+
+
+class Update(Command, tag="update"):
+    worker: str
+
+
+class Conflicts(Command, tag="conflicts"):
+    repo: str | None = None
+
+
+AnyCommand = (
+    Ping | Status | Shutdown
+    | RepoAdd | RepoList | RepoRm
+    | TaskAdd | TaskList | TaskShow | TaskEdit | TaskCancel | TaskRetry | TaskHold | TaskRelease
+    | DepAdd | DepRm | Claim | TaskImport
+    | Spawn | WorkerList | WorkerShow | Pause | Resume | Abort | Remove | AtticList | AtticRestore
+    | Heartbeat | WorkerState | Done
+    | ShimHello | ShimBeat | ShimExit
+    | Events | Gc
+    | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts
+)  # fmt: skip
+
+COMMANDS: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------
+# Results (reply bodies). Tag = `result`.
+# ---------------------------------------------------------------------------
+
+
+class Result(Struct, tag_field="result", omit_defaults=True):
+    """Base of every successful reply body."""
+
+
+class Err(Result, tag="error"):
+    code: ErrorCode
+    message: str
+    hint: str = ""
+
+
+class Ok(Result, tag="ok"):
+    message: str = ""
+
+
+class Pong(Result, tag="pong"):
+    version: str
+    pid: int
+    uptime_s: float
+    home: str
+    db: str
+    repos: int
+    tasks: int
+    workers: int
+    last_seq: int = 0
+
+
+class StatusResult(Result, tag="status"):
+    pong: Pong
+    repos: list[RepoInfo] = []
+    tasks_by_status: dict[str, int] = {}
+    workers_by_status: dict[str, int] = {}
+
+
+class RepoResult(Result, tag="repo"):
+    repo: RepoInfo
+    created: bool = False
+
+
+class RepoListResult(Result, tag="repos"):
+    repos: list[RepoInfo]
+
+
+class TaskResult(Result, tag="task"):
+    task: TaskInfo
+    history: list[Event] = []
+
+
+class TaskListResult(Result, tag="tasks"):
+    tasks: list[TaskInfo]
+
+
+class ClaimResult(Result, tag="claimed"):
+    task: TaskInfo | None = None
+
+
+class ImportReport(Result, tag="import"):
+    repo: str
+    dry_run: bool
+    new: list[str] = []
+    updated: list[str] = []
+    unchanged: list[str] = []
+    skipped: list[str] = []
+    vanished: list[str] = []
+    warnings: list[str] = []
+    problems: list[ImportProblem] = []
+
+
+class WorkerResult(Result, tag="worker"):
+    worker: WorkerInfo
+
+
+class WorkerListResult(Result, tag="workers"):
+    workers: list[WorkerInfo]
+
+
+class ActivityAck(Result, tag="ack"):
+    """Reply to heartbeats and shim messages: what the daemon wants from the worker now."""
+
+    status: WorkerStatus
+    heartbeat_s: float = 10.0
+
+
+class AtticListResult(Result, tag="attic"):
+    entries: list[AtticEntry]
+
+
+class EventList(Result, tag="events"):
+    events: list[Event]
+    last_seq: int = 0
+
+
+class GcReport(Result, tag="gc"):
+    applied: bool
+    items: list[GcItem] = []
+
+
+class MergeResult(Result, tag="merge"):
+    merge: MergeInfo
+
+
+class MergeListResult(Result, tag="merges"):
+    merges: list[MergeInfo]
+
+
+class DiffResult(Result, tag="diff"):
+    text: str
+    base: str = ""
+    head: str = ""
+
+
+class ConflictReport(Result, tag="conflicts"):
+    overlaps: list[Overlap]
+    computed_at: int = 0
+
+
+AnyResult = (
+    Err | Ok | Pong | StatusResult
+    | RepoResult | RepoListResult
+    | TaskResult | TaskListResult | ClaimResult | ImportReport
+    | WorkerResult | WorkerListResult | ActivityAck | AtticListResult
+    | EventList | GcReport
+    | MergeResult | MergeListResult | DiffResult | ConflictReport
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Envelopes.
+# ---------------------------------------------------------------------------
+
+
+class Request(Struct):
+    v: int
+    id: int
+    body: AnyCommand
+
+
+class Reply(Struct):
+    v: int
+    id: int
+    body: AnyResult
+
+
+class RawRequest(Struct):
+    """What the daemon decodes first: the version is checked before the body is read."""
+
+    v: int
+    id: int
+    body: msgspec.Raw = field(default_factory=lambda: msgspec.Raw(b"\xc0"))

@@ -1,0 +1,266 @@
+"""Shared fixtures: a real chkdd per test (CHKD_HOME=tmp_path), real git repositories, real sockets.
+
+Use `daemon` for a running daemon; `daemon.ctl(...)` runs the real `chkdctl` in a
+subprocess; `daemon.client()` gives an in-process `Client`; `make_repo()` builds a git
+repository with one commit; `wait_for(cond)` polls with a deadline instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from chkd.client import daemonctl
+from chkd.client.client import Client
+from chkd.protocol.paths import Paths, resolve
+
+T = TypeVar("T")
+
+BIN = Path(sys.executable).parent
+
+# Commits made by tests, agents and the daemon need an identity, whatever the machine's git config.
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "chkd test",
+    "GIT_AUTHOR_EMAIL": "test@chkd.invalid",
+    "GIT_COMMITTER_NAME": "chkd test",
+    "GIT_COMMITTER_EMAIL": "test@chkd.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_environment() -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(GIT_IDENTITY)
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # chkdctl, chkd-shim, demo agent
+    os.environ.pop("CHKD_HOME", None)
+    os.environ.pop("CHKD_WORKER_ID", None)
+    os.environ.pop("CHKD_NO_AUTOSTART", None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
+    """Poll `cond` until it returns something truthy; fail the test with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = cond()
+        except AssertionError:
+            last = None
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last value: {last!r})")
+        time.sleep(interval)
+
+
+def git(cwd: Path | str, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str] | None = None, branch: str = "main") -> Path:
+    """A git repository at `path` with one commit holding `files` (default: a README)."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", branch)
+    git(path, "config", "user.name", "chkd test")
+    git(path, "config", "user.email", "test@chkd.invalid")
+    git(path, "config", "commit.gpgsign", "false")
+    for name, text in (files or {"README.md": "# test repo\n"}).items():
+        f = path / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+class CtlResult:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"CtlResult(code={self.code}, out={self.out[-800:]!r}, err={self.err[-800:]!r})"
+
+
+class Daemon:
+    """A real chkdd in its own CHKD_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.paths: Paths = resolve(home)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._clients: list[Client] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 15.0) -> Daemon:
+        self.paths.ensure()
+        out = open(self.paths.state / "chkdd.out", "ab")
+        env = {**os.environ, "CHKD_HOME": str(self.home)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chkd.daemon.main", "--home", str(self.home)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
+        )
+        out.close()
+        wait_for(lambda: self.proc.poll() is not None or daemonctl._answers(self.paths, 0.5),
+                 timeout, what="chkdd to answer")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"chkdd exited with {self.proc.returncode}: {self.output()}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError("chkdd did not stop within its grace period on SIGTERM") from None
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self) -> Daemon:
+        self.stop()
+        return self.start()
+
+    def output(self) -> str:
+        try:
+            return (self.paths.state / "chkdd.out").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        try:
+            text = self.paths.log_file.read_text(errors="replace")
+        except OSError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+    # -- talking to it -------------------------------------------------------------------------
+    def client(self, timeout: float = 10.0) -> Client:
+        c = Client(self.paths, timeout=timeout, autostart=False)
+        self._clients.append(c)
+        return c
+
+    def call(self, body: Any, expect: Any = None, timeout: float = 30.0) -> Any:
+        if not self._clients:
+            self.client()
+        return self._clients[0].call(body, expect, timeout)
+
+    def ctl(self, *args: str, cwd: Path | str | None = None, timeout: float = 60.0,
+            env: dict[str, str] | None = None, input: str | None = None) -> CtlResult:
+        """Run the real chkdctl (a subprocess) against this daemon."""
+        full_env = {**os.environ, "CHKD_HOME": str(self.home), "CHKD_NO_AUTOSTART": "1", **(env or {})}
+        proc = subprocess.run(
+            [str(BIN / "chkdctl"), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+            timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        return CtlResult(proc)
+
+    def write_config(self, text: str) -> None:
+        self.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.config_file.write_text(text)
+
+
+#: Small timeouts so liveness tests run in seconds. Tests may override with `daemon_config`.
+DEFAULT_TEST_CONFIG = """\
+heartbeat_s = 0.5
+heartbeat_timeout_s = 3
+stall_timeout_s = 30
+abort_grace_s = 2
+notify = false
+"""
+
+
+@pytest.fixture
+def daemon_config() -> str:
+    """Override in a test module (or parametrize) to start the daemon with other settings."""
+    return DEFAULT_TEST_CONFIG
+
+
+@pytest.fixture
+def chkd_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def daemon(chkd_home: Path, daemon_config: str) -> Iterator[Daemon]:
+    d = Daemon(chkd_home)
+    d.write_config(daemon_config)
+    d.start()
+    try:
+        yield d
+    finally:
+        try:
+            d.stop()
+        finally:
+            d.kill()
+            _kill_strays(chkd_home)
+
+
+def _kill_strays(home: Path) -> None:
+    """Kill any worker process groups a test left behind (shims record themselves in state)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover
+        return
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "environ"]):
+        try:
+            if proc.info["pid"] == me:
+                continue
+            environ = proc.info.get("environ") or {}
+            if environ.get("CHKD_HOME") == str(home):
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh git repository `tmp_path/proj` with one commit on `main`."""
+    return make_repo(tmp_path / "proj")
+
+
+@pytest.fixture
+def make_git_repo(tmp_path: Path) -> Callable[..., Path]:
+    def _make(name: str = "proj", files: dict[str, str] | None = None, branch: str = "main") -> Path:
+        return make_repo(tmp_path / name, files, branch)
+
+    return _make
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if shutil.which("git") is None:  # pragma: no cover
+        raise pytest.UsageError("the tests need git on PATH")
