@@ -128,3 +128,41 @@ def dirty_files(cwd: str | Path, *, tracked_only: bool = False) -> list[str]:
 def current_branch(cwd: str | Path) -> str | None:
     proc = run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd, check=False)
     return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def merge_tree(ours: str, theirs: str, cwd: str | Path) -> tuple[str | None, list[str]]:
+    """Merge two commits in memory (`git merge-tree --write-tree`, no checkout, no index).
+
+    Returns (tree, []) when clean, or (None, conflicting paths) on conflict.
+    """
+    proc = run(["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs], cwd, check=False)
+    if proc.returncode == 0:
+        return proc.stdout.split("\0", 1)[0].strip(), []
+    if proc.returncode == 1:
+        parts = proc.stdout.split("\0")
+        files = sorted({p for p in parts[1:] if p.strip()})
+        return None, files
+    raise GitError(f"git merge-tree failed in {cwd}: {reason(proc.stderr)}", proc.stderr, proc.returncode)
+
+
+def content_in(branch: str, target: str, cwd: str | Path) -> bool:
+    """Whether everything `branch` holds is already in `target` — by content, not reachability.
+
+    True when `branch` is an ancestor of `target`, or when merging it into `target`
+    would change nothing (so squash and cherry-picked merges count as merged).
+    """
+    branch_sha, target_sha = rev(branch, cwd), rev(target, cwd)
+    if branch_sha is None:
+        return True  # nothing there to lose
+    if target_sha is None:
+        return False
+    if run(["merge-base", "--is-ancestor", branch_sha, target_sha], cwd, check=False).returncode == 0:
+        return True
+    tree, conflicts = merge_tree(target_sha, branch_sha, cwd)
+    return not conflicts and tree == out(["rev-parse", f"{target_sha}^{{tree}}"], cwd)
+
+
+def unmerged_commits(branch: str, target: str, cwd: str | Path, limit: int = 20) -> list[str]:
+    """One line per commit on `branch` not reachable from `target` (`sha subject`)."""
+    text = out(["log", f"--max-count={limit}", "--format=%h %s", f"{target}..{branch}", "--"], cwd)
+    return [ln for ln in text.splitlines() if ln]
