@@ -155,11 +155,10 @@ class Server:
     def _serve_requests(self) -> None:
         ctx = self.ctx
         frames_batch: list[list[bytes]] = []
-        for _ in range(BATCH):
-            try:
-                frames_batch.append(self.router.recv_multipart(zmq.NOBLOCK, copy=True))
-            except zmq.Again:
-                break
+        router = self.router
+        # Checking EVENTS instead of catching zmq.Again saves an exception per turn (~10 us).
+        while len(frames_batch) < BATCH and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames_batch.append(router.recv_multipart(zmq.NOBLOCK))
         if not frames_batch:
             return
         try:
@@ -254,15 +253,30 @@ class Server:
 
 
 def _describe_decode_error(raw: bytes, exc: Exception) -> str:
+    """msgspec's validation error as a sentence about the request's fields."""
+    import re
+
     text = str(exc)
-    if "`$.op`" in text and "Invalid value" in text:
+    at = re.search(r"at `\$\.?([^`]*)`", text)
+    where = at.group(1) if at else ""
+    text = re.sub(r"\s*-\s*at `[^`]*`", "", text)
+    if where == "op" and "Invalid value" in text:
         try:
             name = msgspec.msgpack.decode(raw).get("op")
         except Exception:
             name = None
         return f"Unknown command {name!r}; run `chkdctl --help` to see what the daemon can do."
-    if "missing required field" in text.lower() and "`op`" in text:
-        return "The request body has no 'op' field naming the command."
-    cleaned = text.replace("`$.", "'").replace("`", "'")
-    return f"The request is malformed: {cleaned[:1].lower() + cleaned[1:]}."
-
+    missing = re.match(r"Object missing required field `([^`]+)`", text)
+    if missing:
+        if missing.group(1) == "op":
+            return "The request body has no 'op' field naming the command."
+        field = ".".join(p for p in (where, missing.group(1)) if p)
+        return f"The request is missing the required field '{field}'."
+    typed = re.match(r"Expected `([^`]+)`, got `([^`]+)`", text)
+    if typed:
+        want, got = typed.groups()
+        if not where:
+            return f"The request body must be a command object, not {got}."
+        return f"The field '{where}' must be {want}, not {got}."
+    cleaned = text.replace("`", "'").rstrip(".")
+    return f"The request is malformed: {cleaned[:1].lower() + cleaned[1:]}" + (f" (at '{where}')." if where else ".")

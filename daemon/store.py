@@ -7,8 +7,6 @@ in its own transaction, so an upgrade either happens whole or not at all.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,17 +167,15 @@ class Store:
         return SCHEMA_VERSION - current
 
     # -- transactions -------------------------------------------------------------------
-    @contextmanager
-    def tx(self) -> Iterator[None]:
-        """The outer transaction of one loop turn (group commit); nested `savepoint()`s inside."""
-        with self.conn:
-            yield
+    def tx(self) -> apsw.Connection:
+        """`with store.tx():` — the outer transaction of one loop turn (group commit).
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A savepoint: rolled back alone if the block raises, the outer transaction goes on."""
-        with self.conn:
-            yield
+        Nested `with store.savepoint():` blocks inside it roll back alone when they raise.
+        (apsw's connection is itself the context manager: BEGIN outside, SAVEPOINT inside.)
+        """
+        return self.conn
+
+    savepoint = tx
 
     # -- queries --------------------------------------------------------------------------
     def x(self, sql: str, params: tuple | dict = ()) -> int:

@@ -11,17 +11,20 @@ from ..context import Ctx
 
 
 def ping(ctx: Ctx, _req: Ping) -> Pong:
-    store = ctx.store
+    repos, tasks, workers, last_seq = ctx.store.one(
+        "SELECT (SELECT count(*) FROM repos), (SELECT count(*) FROM task_queue),"
+        " (SELECT count(*) FROM workers), (SELECT coalesce(max(seq), 0) FROM events)"
+    ) or (0, 0, 0, 0)
     return Pong(
         version=chkd.__version__,
         pid=os.getpid(),
         uptime_s=round(ctx.uptime_s, 3),
         home=str(ctx.paths.home or ctx.paths.state),
-        db=str(store.path),
-        repos=store.scalar("SELECT count(*) FROM repos", (), 0),
-        tasks=store.scalar("SELECT count(*) FROM task_queue", (), 0),
-        workers=store.scalar("SELECT count(*) FROM workers", (), 0),
-        last_seq=store.scalar("SELECT max(seq) FROM events", (), 0) or 0,
+        db=str(ctx.store.path),
+        repos=repos,
+        tasks=tasks,
+        workers=workers,
+        last_seq=last_seq,
     )
 
 

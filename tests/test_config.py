@@ -1,0 +1,81 @@
+"""config.toml: defaults, validation that names the key, `config check|show`, and start-up refusal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from chkd.protocol.config import Config, ConfigError, config_to_toml, parse_config
+
+from conftest import Daemon
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bogus = 1", "unknown key 'bogus'"),
+        ("heartbeat_s = 'fast'", "'heartbeat_s': expected a number, got a string"),
+        ("on_stall = 'panic'", "'on_stall': invalid enum value 'panic'"),
+        ("[repos.web]\nmax_workers = 'five'", "'repos.web.max_workers': expected a whole number, got a string"),
+        ("[repos.web]\ntest_cmd = 'pytest'", "'repos.web.test_cmd': expected a list, got a string"),
+        ("[agents.claude]\nargs = []", "unknown key 'agents.claude.args'"),
+        ("heartbeat_s = 0", "heartbeat_s must be greater than 0"),
+        ("heartbeat_s = 40", "heartbeat_timeout_s must be longer than heartbeat_s"),
+        ("worktree_pattern = '../x'", "worktree_pattern must contain {task}"),
+        ("max_workers = [", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_sentence_naming_the_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("config.toml"))
+    message = str(info.value)
+    assert expected in message
+    assert message.startswith("config.toml: ") and message.endswith(".") and "\n" not in message
+
+
+def test_defaults_and_overrides() -> None:
+    cfg = parse_config('max_workers = 4\n[repos.web]\nmax_workers = 6\n', Path("c.toml"))
+    assert cfg.max_workers_for("web") == 6
+    assert cfg.max_workers_for("other") == 4
+    assert cfg.agent_profile("demo") is not None and cfg.agent_profile("nope") is None
+    assert Config().heartbeat_timeout_s == 30
+
+
+def test_show_output_parses_back_to_the_same_settings() -> None:
+    cfg = parse_config('notify_cmd = ["sh", "-c", "cat > \\"x\\""]\n[repos."my repo"]\ntest_cmd = ["pytest", "-q"]\n'
+                       '[agents.claude]\ncmd = ["claude"]\nenv = { A = "1" }\n', Path("c.toml"))
+    again = parse_config(config_to_toml(cfg), Path("c.toml"))
+    assert again == cfg
+    tomllib.loads(config_to_toml(Config()))
+
+
+def test_config_check_and_show_cli(chkd_home: Path) -> None:
+    d = Daemon(chkd_home)
+    res = d.ctl("config", "check")
+    assert res.code == 0 and "defaults apply" in res.out
+    d.write_config("max_workers = 5\n")
+    assert d.ctl("config", "check").code == 0
+    shown = d.ctl("config", "show")
+    assert shown.code == 0 and "max_workers = 5" in shown.out
+    assert d.ctl("--json", "config", "show").json()["max_workers"] == 5
+    d.write_config("max_worker = 5\n")
+    bad = d.ctl("config", "check")
+    assert bad.code == 1
+    assert bad.err.strip() == f"chkdctl: {d.paths.config_file}: unknown key 'max_worker'."
+
+
+def test_daemon_refuses_to_start_with_bad_config(chkd_home: Path) -> None:
+    d = Daemon(chkd_home)
+    d.write_config("on_stall = 'sometimes'\n")
+    proc = subprocess.run([sys.executable, "-m", "chkd.daemon.main", "--home", str(chkd_home)],
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 1
+    assert "'on_stall': invalid enum value 'sometimes'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # and autostart reports the same sentence instead of hanging
+    res = d.ctl("ping", env={"CHKD_NO_AUTOSTART": "0"})
+    assert res.code == 1 and "invalid enum value 'sometimes'" in res.err and "Traceback" not in res.err
