@@ -122,6 +122,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_task ON events(task_id, seq);
     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: a reviewed merge remembers its approval, so it lands (after a re-check) without asking again.
+    """
+    ALTER TABLE merges ADD COLUMN approved_at INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
