@@ -1,0 +1,44 @@
+"""chkdctl demo."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("demo")
+@click.option("--workers", "-w", type=click.IntRange(1, 8), default=3, show_default=True,
+              help="How many agents run in parallel.")
+@click.option("--speed", type=click.FloatRange(0.1, 20), default=1.0, show_default=True,
+              help="Scale the agents' pace (2 = twice as fast).")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (repository, logs, database) and print where.")
+@click.pass_obj
+def demo(app, workers: int, speed: float, keep: bool) -> None:  # type: ignore[no-untyped-def]
+    """Run a scripted multi-worker session in a temporary repository and show it live.
+
+    A private daemon (its own home in the temporary directory) runs demo agents in
+    parallel, each in its own worktree and branch, merges each finished worker, and
+    steers one pair into a conflict that is detected, updated, resolved and merged.
+    Your own daemon, config and repositories are not touched.
+    """
+    from ..demo import run_demo, summary_lines
+    from ..output import fail, print_json
+
+    result = run_demo(workers=workers, speed=speed, keep=keep)
+    if app.json:
+        print_json({
+            "ok": result.ok, "directory": str(result.directory) if keep else None,
+            "tasks_total": result.tasks_total, "tasks_merged": result.tasks_merged,
+            "workers": result.workers, "wall_s": round(result.wall_s, 2),
+            "sequential_s": round(result.sequential_s, 2), "conflicts_detected": result.conflicts_detected,
+            "conflicts_resolved": result.conflicts_resolved, "problems": result.problems,
+        })
+    else:
+        for line in summary_lines(result):
+            click.echo(line)
+        if keep:
+            click.echo(f"  kept:                {result.directory} (repository: {result.repo})")
+    if not result.ok:
+        fail("the demo did not complete: " + "; ".join(result.problems or ["not every task was merged"]) + ".")
+
+
+COMMANDS: list[click.Command] = [demo]

@@ -1,0 +1,17 @@
+"""One icon per worker status, shared by `workers`, `watch`, the demo and the TUI."""
+
+from __future__ import annotations
+
+STATUS_ICONS: dict[str, str] = {
+    "starting": "⚪",
+    "working": "🟢",
+    "stalled": "🟠",
+    "paused": "🟡",
+    "done": "✅",
+    "merging": "🔀",
+    "merged": "🟣",
+    "conflict": "⚠",
+    "error": "🔴",
+    "dead": "🔴",
+    "aborted": "⚫",
+}
