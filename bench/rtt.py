@@ -114,6 +114,17 @@ def main() -> None:
     ap.add_argument("--cli-runs", type=int, default=21)
     args = ap.parse_args()
 
+    # Byte-compile chkd as a wheel install would: with PYTHONDONTWRITEBYTECODE set (as on
+    # some machines) an editable checkout would otherwise be compiled on every start,
+    # while the baseline's packages come precompiled.
+    import compileall
+
+    import chkd
+
+    root = Path(chkd.__file__).resolve().parent.parent
+    for folder in ("chkd", "protocol", "client"):
+        compileall.compile_dir(str(root / folder), quiet=1)
+
     tmp = Path(tempfile.mkdtemp(prefix="chkd-bench-rtt-"))
     home = tmp / "home"
     env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
