@@ -1,0 +1,454 @@
+"""The merge queue: one merge at a time per repository, in task-priority order.
+
+Merges of different repositories run side by side; every git step runs off-loop
+(`daemon/merging.py` through `ctx.submit`), so the loop keeps answering meanwhile.
+
+State machine (merges.status):
+    queued → checking → testing → awaiting_review → (approve) queued → checking → merged
+                  ↘ conflict    ↘ failed            ↘ (reject) rejected
+A merge that waits for review does not hold its repository: the next one may go.
+After approval it lands without asking again; if the target moved meanwhile it is
+re-checked (and re-tested) against the new target first. A CAS that loses a race
+goes back to `checking`, never forces.
+
+Events (kind → data; every one carries repo, worker_id and task_id too):
+    merge.queued          merge_id, strategy, target, priority, run_tests, [approved]
+    merge.checking        merge_id, target_sha, head_sha (attempt > 1: also `retry`, why)
+    merge.testing         merge_id, cmd
+    merge.awaiting_review merge_id, result_sha
+    merge.approved        merge_id
+    merge.merged          merge_id, result_sha, target, already_in (True: nothing to merge,
+                          e.g. squash-merged), checkouts (paths brought up to date)
+    merge.conflict        merge_id, files
+    merge.failed          merge_id, reason
+    merge.rejected        merge_id, reason
+    worker.update         worker's branch took the target in (`chkdctl update`): merged, files
+    overlap               (radar) a, b (None = the target), files, conflict, conflict_files
+Worker and task status changes go through the workers and tasks areas (their own events).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import MergeInfo
+
+from . import merging
+from .context import Ctx
+from .store import now_ms
+
+FINAL = frozenset({"merged", "conflict", "failed", "rejected"})
+ACTIVE = frozenset({"queued", "checking", "testing", "awaiting_review"})
+#: States during which the repository's merge slot is held.
+RUNNING = frozenset({"checking", "testing"})
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"checking", "rejected", "failed"}),
+    "checking": frozenset({"testing", "awaiting_review", "merged", "conflict", "failed", "checking", "queued"}),
+    "testing": frozenset({"awaiting_review", "checking", "merged", "failed", "queued"}),
+    "awaiting_review": frozenset({"queued", "rejected", "failed"}),
+}
+
+EXT = "merge.queue"
+
+
+# -- pure logic ------------------------------------------------------------------------------------
+def can_transition(old: str, new: str) -> bool:
+    return new in TRANSITIONS.get(old, frozenset())
+
+
+def pick_next(queued: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The most urgent queued merge: lowest task priority number, then first come."""
+    return min(queued, key=lambda m: (m["priority"], m["id"]), default=None)
+
+
+def step_after_check(plan: merging.Plan, *, gate: bool, review: bool, approved: bool,
+                     tested_base: str | None) -> str:
+    """What follows the conflict check: merged (nothing to do) | conflict | testing | awaiting_review | landing.
+
+    An approved merge whose target has not moved since its gate passed lands directly."""
+    if plan.already_in:
+        return "merged"
+    if plan.tree is None:
+        return "conflict"
+    if approved and tested_base == plan.target_sha:
+        return "landing"
+    if gate:
+        return "testing"
+    return step_after_gate(review=review, approved=approved)
+
+
+def step_after_gate(*, review: bool, approved: bool) -> str:
+    return "awaiting_review" if review and not approved else "landing"
+
+
+# -- the queue on the loop ----------------------------------------------------------------------------
+@dataclass
+class QueueState:
+    #: repo_id → merge_id currently holding that repository's merge slot
+    busy: dict[int, int] = field(default_factory=dict)
+    #: merge_id → the plan being tested or landed (kept in memory; a restart re-checks)
+    plans: dict[int, merging.Plan] = field(default_factory=dict)
+    #: merge_id → the target sha its last test gate passed against
+    tested: dict[int, str] = field(default_factory=dict)
+
+
+def state(ctx: Ctx) -> QueueState:
+    st = ctx.ext.get(EXT)
+    if st is None:
+        st = ctx.ext[EXT] = QueueState()
+    return st
+
+
+def setup(ctx: Ctx) -> None:
+    """Merges cut off by a restart start over from the check (it is idempotent); then go."""
+    for m in ctx.store.dicts("SELECT * FROM merges WHERE status IN ('checking', 'testing')"):
+        ctx.store.x("UPDATE merges SET status='queued' WHERE id=?", (m["id"],))
+        _emit(ctx, m, "merge.queued", note="requeued after a daemon restart")
+    ctx.timers.every(2.0, lambda: kick_all(ctx), "merge-queue", first_in=0.05)
+
+
+def kick_all(ctx: Ctx) -> None:
+    for (repo_id,) in ctx.store.all("SELECT DISTINCT repo_id FROM merges WHERE status='queued'"):
+        kick(ctx, repo_id)
+
+
+def kick(ctx: Ctx, repo_id: int) -> None:
+    """Start the repository's next merge if its slot is free."""
+    st = state(ctx)
+    if repo_id in st.busy:
+        return
+    nxt = pick_next(ctx.store.dicts("SELECT * FROM merges WHERE repo_id=? AND status='queued'", (repo_id,)))
+    if nxt is None:
+        return
+    st.busy[repo_id] = nxt["id"]
+    _start_check(ctx, nxt)
+
+
+def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: str, run_tests: bool) -> dict[str, Any]:
+    """A queued merge for a done worker; the worker becomes `merging`."""
+    priority = ctx.store.scalar("SELECT priority FROM task_queue WHERE pk=?", (worker["task_pk"],), 2)
+    merge_id = ctx.store.insert(
+        "INSERT INTO merges(worker_id, repo_id, strategy, status, target, priority, run_tests, created_at) "
+        "VALUES(?,?,?,?,?,?,?,?)",
+        (worker["id"], repo["id"], strategy, "queued", repo["main_branch"], priority, int(run_tests), now_ms()),
+    )
+    m = load(ctx, merge_id)
+    _emit(ctx, m, "merge.queued", strategy=strategy, target=repo["main_branch"], priority=priority,
+          run_tests=bool(run_tests))
+    set_worker(ctx, worker, "merging", message=f"merge {merge_id} queued")
+    kick(ctx, repo["id"])
+    return load(ctx, merge_id)
+
+
+def approve(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any]:
+    _set(ctx, m, "queued", approved_at=now_ms())
+    _emit(ctx, m, "merge.approved")
+    _emit(ctx, m, "merge.queued", approved=True)
+    kick(ctx, m["repo_id"])
+    return load(ctx, m["id"])
+
+
+def reject(ctx: Ctx, m: dict[str, Any], reason: str) -> dict[str, Any]:
+    text = reason.strip() or "rejected in review"
+    _finish(ctx, m, "rejected", log_add=f"rejected: {text}")
+    _emit(ctx, m, "merge.rejected", reason=text)
+    worker = _worker(ctx, m)
+    if worker is not None:
+        set_worker(ctx, worker, "working", message=text)
+        set_task(ctx, worker, "in_progress", note=f"merge rejected: {text}")
+    return load(ctx, m["id"])
+
+
+# -- steps ----------------------------------------------------------------------------------------------
+def _start_check(ctx: Ctx, m: dict[str, Any], retry: str | None = None) -> None:
+    worker = _worker(ctx, m)
+    repo = _repo(ctx, m)
+    if worker is None or not worker["branch_name"]:
+        _fail(ctx, m, "The worker or its branch is gone.")
+        return
+    _set(ctx, m, "checking")
+    extra = {"retry": True, "why": retry} if retry else {}
+    _emit(ctx, m, "merge.checking", **extra)
+    message = f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
+                                                   if worker["task_id"] else "") + f" [chkd {worker['id']}]"
+    ctx.submit(merging.plan, repo["path"], m["target"], f"refs/heads/{worker['branch_name']}", message,
+               then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc))
+
+
+def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseException | None) -> None:
+    if exc is not None:
+        _fail(ctx, m, _why(exc))
+        return
+    assert plan is not None
+    ctx.store.x("UPDATE merges SET base_sha=?, head_sha=? WHERE id=?", (plan.target_sha, plan.head_sha, m["id"]))
+    st = state(ctx)
+    repo = _repo(ctx, m)
+    gate_cmd = test_cmd(ctx, repo) if m["run_tests"] else None
+    step = step_after_check(plan, gate=bool(gate_cmd), review=m["strategy"] == "review",
+                            approved=m["approved_at"] is not None, tested_base=st.tested.get(m["id"]))
+    if step == "merged":
+        _after_land(ctx, m, merging.Landed(new_sha=plan.target_sha), already_in=True)
+        return
+    if step == "conflict":
+        _conflict(ctx, m, plan.conflict_files)
+        return
+    st.plans[m["id"]] = plan
+    if step == "testing":
+        assert gate_cmd is not None and plan.commit is not None
+        _set(ctx, m, "testing")
+        _emit(ctx, m, "merge.testing", cmd=gate_cmd)
+        ctx.submit(merging.run_gate, repo["path"], plan.commit, gate_cmd, test_timeout(ctx, repo),
+                   then=lambda res, e: _guard(ctx, m["id"], _gated, res, e))
+    elif step == "awaiting_review":
+        _await_review(ctx, m, plan)
+    else:
+        _land(ctx, m, plan)
+
+
+def _gated(ctx: Ctx, m: dict[str, Any], res: merging.GateResult | None, exc: BaseException | None) -> None:
+    if exc is not None:
+        _fail(ctx, m, f"The test gate could not run: {_why(exc)}")
+        return
+    assert res is not None
+    plan = state(ctx).plans[m["id"]]
+    head = f"test gate ({res.seconds:.1f} s): " + ("passed" if res.ok else
+                                                   "timed out" if res.timed_out else f"failed (exit {res.returncode})")
+    _append_log(ctx, m, f"{head}\n{res.output}")
+    if not res.ok:
+        _fail(ctx, m, f"The test gate {'timed out' if res.timed_out else 'failed'}; "
+                      f"{m['target']} is untouched (see `chkdctl merges --json` for the output).", logged=True)
+        return
+    state(ctx).tested[m["id"]] = plan.target_sha
+    if step_after_gate(review=m["strategy"] == "review", approved=m["approved_at"] is not None) == "awaiting_review":
+        _await_review(ctx, m, plan)
+    else:
+        _land(ctx, m, plan)
+
+
+def _await_review(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
+    _set(ctx, m, "awaiting_review", result_sha=plan.commit)
+    _emit(ctx, m, "merge.awaiting_review", result_sha=plan.commit)
+    _release(ctx, m)
+
+
+def _land(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
+    assert plan.commit is not None
+    repo = _repo(ctx, m)
+    ctx.submit(merging.land, repo["path"], m["target"], plan.commit, plan.target_sha,
+               then=lambda res, e: _guard(ctx, m["id"], _landed, res, e))
+
+
+def _landed(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None, exc: BaseException | None) -> None:
+    if exc is not None:
+        _fail(ctx, m, _why(exc))
+        return
+    assert res is not None
+    if res.moved:
+        _start_check(ctx, m, retry=f"{m['target']} moved while merging; checking again against the new target")
+        return
+    _after_land(ctx, m, res, already_in=False)
+
+
+def _after_land(ctx: Ctx, m: dict[str, Any], res: merging.Landed, *, already_in: bool) -> None:
+    """The target holds the work: worker merged, task done, merge merged; cleanup runs off-loop."""
+    worker = _worker(ctx, m)
+    notes = list(res.notes)
+    if already_in:
+        notes.insert(0, f"the branch's content is already in {m['target']}; nothing to merge")
+    _finish(ctx, m, "merged", result_sha=res.new_sha, log_add="\n".join(notes) if notes else None)
+    _emit(ctx, m, "merge.merged", result_sha=res.new_sha, target=m["target"], already_in=already_in,
+          checkouts=res.updated_checkouts)
+    if worker is not None:
+        set_worker(ctx, worker, "merged", message=f"merged into {m['target']}")
+        set_task(ctx, worker, "done", note=f"merged into {m['target']}")
+        repo = _repo(ctx, m)
+        ctx.submit(merging.remove_checkout, repo["path"], worker["worktree_path"], worker["branch_name"],
+                   m["target"], then=lambda notes_, e: _cleaned(ctx, m["id"], notes_, e))
+
+
+def _cleaned(ctx: Ctx, merge_id: int, notes: list[str] | None, exc: BaseException | None) -> None:
+    lines = ([f"cleanup failed: {_why(exc)}"] if exc else []) + (notes or [])
+    if lines:
+        _append_log(ctx, load(ctx, merge_id), "\n".join(lines))
+
+
+def _conflict(ctx: Ctx, m: dict[str, Any], files: list[str]) -> None:
+    _finish(ctx, m, "conflict", conflict_files=files,
+            log_add=f"conflict with {m['target']} in: {', '.join(files)}")
+    _emit(ctx, m, "merge.conflict", files=files)
+    worker = _worker(ctx, m)
+    if worker is not None:
+        set_worker(ctx, worker, "conflict",
+                   message=f"conflicts with {m['target']} in {', '.join(files)}; run `chkdctl update {worker['id']}`")
+
+
+def _fail(ctx: Ctx, m: dict[str, Any], reason: str, *, logged: bool = False) -> None:
+    m = load(ctx, m["id"])
+    if m["status"] in FINAL:
+        _release(ctx, m)
+        return
+    _finish(ctx, m, "failed", log_add=None if logged else reason)
+    _emit(ctx, m, "merge.failed", reason=reason)
+    worker = _worker(ctx, m)
+    if worker is not None and worker["status"] == "merging":
+        set_worker(ctx, worker, "done", message=f"merge {m['id']} failed: {reason}")
+
+
+def _guard(ctx: Ctx, merge_id: int, step: Any, result: Any, exc: BaseException | None) -> None:
+    """Run a step; a bug in it fails that merge (and frees its repository) instead of wedging the queue."""
+    m = ctx.store.dict("SELECT * FROM merges WHERE id=?", (merge_id,))
+    if m is None:  # the request that queued it was rolled back: just free the slot
+        st = state(ctx)
+        for repo_id, held in list(st.busy.items()):
+            if held == merge_id:
+                del st.busy[repo_id]
+        return
+    mark = len(ctx.pubbox)
+    try:
+        with ctx.store.savepoint():
+            step(ctx, m, result, exc)
+    except Exception as err:  # noqa: BLE001 - the queue must go on
+        del ctx.pubbox[mark:]
+        ctx.log.error("merge_step_failed", merge_id=merge_id, step=step.__name__, exc_info=True)
+        _fail(ctx, m, f"The daemon failed during the merge ({type(err).__name__}); see its log.")
+    finally:
+        _release_if_done(ctx, merge_id)
+
+
+# -- bookkeeping -------------------------------------------------------------------------------------------
+def load(ctx: Ctx, merge_id: int) -> dict[str, Any]:
+    m = ctx.store.dict("SELECT * FROM merges WHERE id=?", (merge_id,))
+    if m is None:
+        raise ChkdError("not_found", f"There is no merge {merge_id}.")
+    return m
+
+
+def _set(ctx: Ctx, m: dict[str, Any], status: str, **cols: Any) -> None:
+    current = ctx.store.scalar("SELECT status FROM merges WHERE id=?", (m["id"],))
+    if current != status and not can_transition(current, status):
+        raise ChkdError("conflict", f"Merge {m['id']} is {current.replace('_', ' ')}; it cannot become "
+                                    f"{status.replace('_', ' ')}.")
+    sets = ", ".join(["status=?"] + [f"{k}=?" for k in cols])
+    ctx.store.x(f"UPDATE merges SET {sets} WHERE id=?", (status, *cols.values(), m["id"]))
+    m["status"] = status
+    m.update(cols)
+
+
+def _finish(ctx: Ctx, m: dict[str, Any], status: str, *, log_add: str | None = None,
+            conflict_files: list[str] | None = None, result_sha: str | None = None) -> None:
+    cols: dict[str, Any] = {"finished_at": now_ms()}
+    if conflict_files is not None:
+        cols["conflict_files"] = json.dumps(conflict_files)
+    if result_sha is not None:
+        cols["result_sha"] = result_sha
+    _set(ctx, m, status, **cols)
+    if log_add:
+        _append_log(ctx, m, log_add)
+    state(ctx).plans.pop(m["id"], None)
+    state(ctx).tested.pop(m["id"], None)
+    _release(ctx, m)
+
+
+def _append_log(ctx: Ctx, m: dict[str, Any], text: str) -> None:
+    ctx.store.x("UPDATE merges SET log = log || ? WHERE id=?", (text.rstrip("\n") + "\n", m["id"]))
+
+
+def _release(ctx: Ctx, m: dict[str, Any]) -> None:
+    """Free the repository's merge slot and start its next merge (next loop turn at the latest)."""
+    st = state(ctx)
+    if st.busy.get(m["repo_id"]) == m["id"]:
+        del st.busy[m["repo_id"]]
+        ctx.timers.after(0, lambda: kick(ctx, m["repo_id"]), "merge-queue-next")
+
+
+def _release_if_done(ctx: Ctx, merge_id: int) -> None:
+    m = ctx.store.dict("SELECT id, repo_id, status FROM merges WHERE id=?", (merge_id,))
+    if m is not None and m["status"] not in RUNNING:
+        _release(ctx, m)
+
+
+def _emit(ctx: Ctx, m: dict[str, Any], kind: str, **data: Any) -> None:
+    worker = _worker(ctx, m)
+    repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (m["repo_id"],))
+    ctx.emit(kind, repo=repo, worker_id=m["worker_id"], task_id=worker["task_id"] if worker else None,
+             merge_id=m["id"], **data)
+
+
+def _worker(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any] | None:
+    return ctx.store.dict("SELECT * FROM workers WHERE id=?", (m["worker_id"],))
+
+
+def _repo(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any]:
+    row = ctx.store.dict("SELECT * FROM repos WHERE id=?", (m["repo_id"],))
+    if row is None:
+        raise ChkdError("not_found", f"The repository of merge {m['id']} is no longer registered.")
+    return row
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
+
+
+def test_cmd(ctx: Ctx, repo: dict[str, Any]) -> list[str] | None:
+    """The repository's test gate: `[repos.NAME] test_cmd` in config.toml, else the one it was added with."""
+    configured = ctx.config.for_repo(repo["name"]).test_cmd
+    if configured:
+        return list(configured)
+    return json.loads(repo["test_cmd"]) if repo.get("test_cmd") else None
+
+
+def test_timeout(ctx: Ctx, repo: dict[str, Any]) -> float:
+    return ctx.config.for_repo(repo["name"]).test_timeout_s or ctx.config.test_timeout_s
+
+
+def default_strategy(ctx: Ctx, repo: dict[str, Any]) -> str:
+    return ctx.config.for_repo(repo["name"]).merge_strategy or ctx.config.merge_strategy
+
+
+def merge_info(ctx: Ctx, m: dict[str, Any]) -> MergeInfo:
+    repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (m["repo_id"],)) or "?"
+    task_id = ctx.store.scalar("SELECT task_id FROM workers WHERE id=?", (m["worker_id"],))
+    return MergeInfo(
+        id=m["id"], worker_id=m["worker_id"], repo=repo, strategy=m["strategy"], status=m["status"],
+        task_id=task_id, target=m["target"], base_sha=m["base_sha"], head_sha=m["head_sha"],
+        result_sha=m["result_sha"], conflict_files=json.loads(m["conflict_files"] or "[]"), log=m["log"] or "",
+        created_at=m["created_at"], finished_at=m["finished_at"],
+    )
+
+
+# -- other areas: worker and task status -------------------------------------------------------------------
+def set_worker(ctx: Ctx, worker: dict[str, Any], status: str, **fields: Any) -> None:
+    """Through the workers area (its events, its rules) when it is there."""
+    try:
+        from .workers import set_worker_status
+    except ImportError:
+        set_worker_status = None  # type: ignore[assignment]
+    if set_worker_status is not None:
+        set_worker_status(ctx, worker, status, **fields)
+        return
+    if worker["status"] == status and fields.get("message") == worker.get("message"):
+        return
+    ctx.store.x("UPDATE workers SET status=?, message=coalesce(?, message) WHERE id=?",
+                (status, fields.get("message"), worker["id"]))
+    repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (worker["repo_id"],))
+    ctx.emit("worker.status", repo=repo, worker_id=worker["id"], task_id=worker["task_id"],
+             status=status, **{"from": worker["status"], **fields})
+    worker["status"] = status
+
+
+def set_task(ctx: Ctx, worker: dict[str, Any], status: str, note: str) -> None:
+    if worker.get("task_pk") is None:
+        return
+    from . import tasks
+
+    task = ctx.store.dict("SELECT * FROM task_queue WHERE pk=?", (worker["task_pk"],))
+    if task is None or task["status"] == status:
+        return
+    try:
+        tasks.set_task_status(ctx, task, status, worker_id=worker["id"], note=note)
+    except ChkdError as exc:  # e.g. a task cancelled meanwhile: the merge stands, say so in the log
+        ctx.log.warning("merge_task_status", task=task["id"], wanted=status, error=exc.message)

@@ -1,0 +1,289 @@
+"""The merge engine: blocking git work, run only off-loop (`ctx.submit`).
+
+Why these steps, in this order: the conflict check and the merge commit never touch a
+working tree (`merge-tree --write-tree`, `commit-tree`), so a conflict changes nothing;
+the test gate runs in a throw-away worktree of the exact merge result; the target moves
+only by compare-and-swap (`update-ref NEW OLD`), and a checkout of the target is first
+proven clean (and updatable) so nothing a user has there is ever overwritten.
+Nothing in this module touches the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chkd.protocol.errors import ChkdError
+
+from . import git
+
+#: The test gate keeps at most this much output (the tail) in the merge log.
+MAX_LOG = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What merging `head` into `target` would give, computed without a checkout."""
+
+    target_sha: str
+    head_sha: str
+    tree: str | None = None  # None on conflict
+    conflict_files: list[str] = field(default_factory=list)
+    already_in: bool = False  # the branch's content is already in the target (nothing to merge)
+    commit: str | None = None  # the merge commit object (unreferenced until landed)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    output: str
+    seconds: float
+    timed_out: bool = False
+    returncode: int | None = None
+
+
+@dataclass(frozen=True)
+class Landed:
+    """Outcome of `land`: `moved` means the target changed under us (re-check, never force)."""
+
+    moved: bool = False
+    new_sha: str | None = None
+    updated_checkouts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def target_ref(branch: str) -> str:
+    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+
+
+def plan(repo: str | Path, target: str, head: str, message: str) -> Plan:
+    """Conflict check + merge commit object for `head` into `target` (no checkout, no ref moves)."""
+    target_sha = git.rev(target_ref(target), repo)
+    if target_sha is None:
+        raise ChkdError("not_found", f"The target branch '{target}' does not exist in {repo}.")
+    head_sha = git.rev(head, repo)
+    if head_sha is None:
+        raise ChkdError("not_found", f"The branch '{head}' does not exist in {repo}; nothing to merge.")
+    if _is_ancestor(head_sha, target_sha, repo):
+        return Plan(target_sha, head_sha, already_in=True)
+    tree, conflicts = git.merge_tree(target_sha, head_sha, repo)
+    if tree is None:
+        return Plan(target_sha, head_sha, conflict_files=conflicts)
+    if tree == git.out(["rev-parse", f"{target_sha}^{{tree}}"], repo):
+        return Plan(target_sha, head_sha, tree=tree, already_in=True)  # squash-merged or cherry-picked
+    commit = git.out(["commit-tree", tree, "-p", target_sha, "-p", head_sha, "-m", message], repo,
+                     env=git.identity_env(repo))
+    return Plan(target_sha, head_sha, tree=tree, commit=commit)
+
+
+def _is_ancestor(a: str, b: str, repo: str | Path) -> bool:
+    return git.run(["merge-base", "--is-ancestor", a, b], repo, check=False).returncode == 0
+
+
+# -- test gate ------------------------------------------------------------------------------
+def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float) -> GateResult:
+    """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed."""
+    tmp = Path(tempfile.mkdtemp(prefix="chkd-gate-"))
+    wt = tmp / "tree"
+    started = time.monotonic()
+    try:
+        git.run(["worktree", "add", "--detach", "--quiet", str(wt), commit], repo, timeout=300)
+        return _run_cmd(cmd, wt, timeout, started)
+    finally:
+        git.run(["worktree", "remove", "--force", str(wt)], repo, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+        git.run(["worktree", "prune"], repo, check=False)
+
+
+def _run_cmd(cmd: list[str], cwd: Path, timeout: float, started: float) -> GateResult:
+    env = git.git_env()
+    for key in ("CHKD_WORKER_ID", "CHKD_TASK_ID"):
+        env.pop(key, None)
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    except OSError as exc:
+        return GateResult(False, f"The test command {cmd[0]!r} could not start: {exc.strerror or exc}.",
+                          time.monotonic() - started)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, _ = proc.communicate()
+        timed_out = True
+    text = _tail(out.decode(errors="replace"))
+    seconds = time.monotonic() - started
+    if timed_out:
+        text += f"\n[chkd] the test command ran longer than {timeout:g} s and was stopped.\n"
+    return GateResult(not timed_out and proc.returncode == 0, text, seconds, timed_out, proc.returncode)
+
+
+def _kill_group(pgid: int) -> None:
+    """The gate's own process group only (it was started in a new session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+
+
+def _tail(text: str) -> str:
+    if len(text) <= MAX_LOG:
+        return text
+    return "[chkd] output truncated to its last 64 KiB\n" + text[-MAX_LOG:]
+
+
+# -- landing -------------------------------------------------------------------------------
+def checkouts_of(repo: str | Path, branch: str) -> list[str]:
+    """Every worktree (the main checkout included) that has `branch` checked out."""
+    text = git.out(["worktree", "list", "--porcelain"], repo)
+    ref = target_ref(branch)
+    found: list[str] = []
+    path: str | None = None
+    for line in text.splitlines() + [""]:
+        if line.startswith("worktree "):
+            path = line[len("worktree "):]
+        elif line.startswith("branch ") and line[len("branch "):] == ref and path and os.path.isdir(path):
+            found.append(path)
+        elif not line:
+            path = None
+    return found
+
+
+def land(repo: str | Path, target: str, new: str, old: str) -> Landed:
+    """Move `target` from `old` to `new` by CAS and bring every clean checkout of it along.
+
+    Refuses (nothing written) when a checkout of the target has tracked changes, or
+    untracked files the merge would overwrite. Returns `moved=True` when the target is no
+    longer at `old`: the caller re-checks against the new target.
+    """
+    if git.rev(target_ref(target), repo) != old:
+        return Landed(moved=True)
+    checkouts = checkouts_of(repo, target)
+    for wt in checkouts:
+        _require_updatable(wt, target, old, new)
+    proc = git.run(["update-ref", "-m", "chkd: merge", target_ref(target), new, old], repo, check=False)
+    if proc.returncode != 0:
+        if git.rev(target_ref(target), repo) != old:
+            return Landed(moved=True)
+        raise git.GitError(f"The target '{target}' could not be moved: {git.reason(proc.stderr)}", proc.stderr)
+    notes: list[str] = []
+    updated: list[str] = []
+    for wt in checkouts:
+        res = git.run(["read-tree", "-m", "-u", old, new], wt, check=False)
+        if res.returncode == 0:
+            updated.append(wt)
+        else:  # a user touched it between the check and now: their files are untouched, say so
+            notes.append(f"The checkout {wt} was not brought up to date ({git.reason(res.stderr)}) "
+                         f"Run `git reset --keep {new[:12]}` there once your edits are saved.")
+    return Landed(new_sha=new, updated_checkouts=updated, notes=notes)
+
+
+def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
+    git.run(["update-index", "-q", "--refresh"], wt, check=False)
+    dirty = git.dirty_files(wt, tracked_only=True)
+    if dirty:
+        raise ChkdError("refused",
+                        f"The target '{target}' is checked out in {wt} with uncommitted changes to "
+                        f"{_names(dirty)}; nothing was merged.",
+                        "Commit or stash those changes there, then merge again.")
+    probe = git.run(["read-tree", "-m", "-u", "-n", old, new], wt, check=False)
+    if probe.returncode != 0:
+        files = [ln.strip() for ln in probe.stderr.splitlines() if ln.startswith(("\t", "    "))]
+        files += re.findall(r"file '([^']+)' would be", probe.stderr)
+        what = _names(files) if files else git.reason(probe.stderr).rstrip(".")
+        raise ChkdError("refused",
+                        f"The checkout of '{target}' in {wt} has files the merge would overwrite ({what}); "
+                        "nothing was merged.", "Move or commit those files there, then merge again.")
+
+
+def _names(files: list[str], limit: int = 8) -> str:
+    shown = ", ".join(files[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+# -- after the merge ----------------------------------------------------------------------
+def remove_checkout(repo: str | Path, worktree: str | None, branch: str | None, target: str) -> list[str]:
+    """Remove the worker's worktree and branch once its content is in the target.
+
+    The workers area does the removal (it never deletes content that is not in the target);
+    returns notes for the merge log: a cleanup problem never undoes a merge."""
+    from . import worktrees
+
+    try:
+        removal = worktrees.remove_checkout(str(repo), worktree, branch, force=False, target=target)
+    except ChkdError as exc:
+        return [f"The worktree and branch were kept: {exc.message}"]
+    return list(removal.notes)
+
+
+# -- worker-side helpers: dirty check, diff, update ---------------------------------------------
+def worktree_dirty(worktree: str | None) -> list[str]:
+    """Uncommitted files (untracked too) in a worker's worktree; [] when it is gone."""
+    if not worktree or not os.path.isdir(worktree):
+        return []
+    return git.dirty_files(worktree)
+
+
+def diff(repo: str | Path, target: str, head: str, worktree: str | None, stat: bool) -> tuple[str, str, str]:
+    """The worker's change against the target: from their merge base to the worktree
+    (committed and uncommitted tracked changes) or to the branch when the worktree is gone."""
+    target_sha = git.rev(target_ref(target), repo)
+    if target_sha is None:
+        raise ChkdError("not_found", f"The target branch '{target}' does not exist in {repo}.")
+    head_sha = git.rev(head, repo)
+    if head_sha is None:
+        raise ChkdError("not_found", f"The branch '{head}' no longer exists; there is nothing to compare.")
+    base = git.out(["merge-base", target_sha, head_sha], repo)
+    args = ["diff", "--no-color", "--no-ext-diff"] + (["--stat"] if stat else [])
+    if worktree and os.path.isdir(worktree) and git.current_branch(worktree) == _short(head):
+        text = git.run([*args, base, "--"], worktree).stdout
+    else:
+        text = git.run([*args, base, head_sha, "--"], repo).stdout
+    return text, base, head_sha
+
+
+def _short(ref: str) -> str:
+    return ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    merged: bool  # True: committed (or already up to date); False: conflict markers left
+    conflict_files: list[str] = field(default_factory=list)
+    up_to_date: bool = False
+    head: str | None = None
+
+
+def update_branch(worktree: str | None, target: str) -> UpdateOutcome:
+    """Merge the target into the branch checked out in `worktree` (a real `git merge`)."""
+    if not worktree or not os.path.isdir(worktree):
+        raise ChkdError("not_found", f"The worktree {worktree} no longer exists; there is nothing to update.")
+    if git.run(["rev-parse", "-q", "--verify", "MERGE_HEAD"], worktree, check=False).returncode == 0:
+        raise ChkdError("conflict", f"A merge is already in progress in {worktree}.",
+                        "Resolve the conflict markers and commit, or run `git merge --abort` there.")
+    dirty = git.dirty_files(worktree, tracked_only=True)
+    if dirty:
+        raise ChkdError("refused", f"The worktree {worktree} has uncommitted changes to {_names(dirty)}.",
+                        "Commit them first, then update again.")
+    ref = target_ref(target)
+    if _is_ancestor(ref, "HEAD", worktree):
+        return UpdateOutcome(True, up_to_date=True, head=git.rev("HEAD", worktree))
+    proc = git.run(["merge", "--no-edit", "--no-ff", "-m", f"Merge {_short(ref)} into {git.current_branch(worktree)}",
+                    ref], worktree, check=False, env=git.identity_env(worktree))
+    if proc.returncode == 0:
+        return UpdateOutcome(True, head=git.rev("HEAD", worktree))
+    files = git.out(["diff", "--name-only", "--diff-filter=U"], worktree).splitlines()
+    if not files:
+        raise git.GitError(f"Merging '{target}' into {worktree} failed: {git.reason(proc.stderr or proc.stdout)}",
+                           proc.stderr)
+    return UpdateOutcome(False, conflict_files=sorted(files))

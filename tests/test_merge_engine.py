@@ -1,0 +1,144 @@
+"""The blocking merge engine (daemon/merging.py) against real repositories, no daemon."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from chkd.daemon import merging
+from chkd.protocol.errors import ChkdError
+
+from conftest import git, make_repo
+
+
+def _branch(repo: Path, name: str, files: dict[str, str], msg: str = "work") -> Path:
+    """A worktree beside the repo on a new branch `name` from main, with `files` committed."""
+    wt = repo.parent / f"wt-{name.replace('/', '-')}"
+    git(repo, "worktree", "add", "-q", "-b", name, str(wt), "main")
+    for f, text in files.items():
+        (wt / f).parent.mkdir(parents=True, exist_ok=True)
+        (wt / f).write_text(text)
+    git(wt, "add", "-A")
+    git(wt, "commit", "-q", "-m", msg)
+    return wt
+
+
+def _commit_main(repo: Path, files: dict[str, str], msg: str = "main moves") -> str:
+    for f, text in files.items():
+        (repo / f).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", msg)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "proj", {"README.md": "hello\n", "a.txt": "one\ntwo\nthree\n"})
+
+
+def test_clean_plan_lands_by_cas_and_updates_clean_checkout(proj: Path) -> None:
+    _branch(proj, "chkd/T-1", {"new.txt": "new\n"})
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-1", "Merge T-1")
+    assert plan.conflict_files == [] and plan.commit and not plan.already_in
+    assert git(proj, "rev-parse", "main") == old  # planning moves nothing
+    parents = git(proj, "rev-list", "--parents", "-n", "1", plan.commit).split()[1:]
+    assert parents == [old, plan.head_sha]
+    res = merging.land(proj, "main", plan.commit, old)
+    assert not res.moved and res.updated_checkouts == [str(proj)]
+    assert git(proj, "rev-parse", "main") == plan.commit
+    assert (proj / "new.txt").read_text() == "new\n"
+    assert git(proj, "status", "--porcelain") == ""
+
+
+def test_conflict_plan_lists_files_and_changes_nothing(proj: Path) -> None:
+    _branch(proj, "chkd/T-2", {"a.txt": "ONE\ntwo\nthree\n"})
+    old = _commit_main(proj, {"a.txt": "uno\ntwo\nthree\n"})
+    refs_before = git(proj, "for-each-ref")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-2", "Merge T-2")
+    assert plan.tree is None and plan.commit is None and plan.conflict_files == ["a.txt"]
+    assert git(proj, "for-each-ref") == refs_before
+    assert git(proj, "rev-parse", "main") == old
+    assert (proj / "a.txt").read_text() == "uno\ntwo\nthree\n"
+
+
+def test_dirty_checkout_refuses_and_writes_nothing(proj: Path) -> None:
+    _branch(proj, "chkd/T-3", {"new.txt": "new\n"})
+    (proj / "README.md").write_text("local edit\n")
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-3", "m")
+    with pytest.raises(ChkdError) as err:
+        merging.land(proj, "main", plan.commit, old)
+    assert err.value.code == "refused" and "README.md" in err.value.message
+    assert git(proj, "rev-parse", "main") == old
+    assert (proj / "README.md").read_text() == "local edit\n" and not (proj / "new.txt").exists()
+
+
+def test_untracked_file_in_the_way_refuses(proj: Path) -> None:
+    _branch(proj, "chkd/T-4", {"new.txt": "from branch\n"})
+    (proj / "new.txt").write_text("mine, untracked\n")
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-4", "m")
+    with pytest.raises(ChkdError) as err:
+        merging.land(proj, "main", plan.commit, old)
+    assert "new.txt" in err.value.message
+    assert git(proj, "rev-parse", "main") == old and (proj / "new.txt").read_text() == "mine, untracked\n"
+
+
+def test_target_moved_is_reported_not_forced(proj: Path) -> None:
+    _branch(proj, "chkd/T-5", {"new.txt": "new\n"})
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-5", "m")
+    moved = _commit_main(proj, {"other.txt": "x\n"})
+    res = merging.land(proj, "main", plan.commit, old)
+    assert res.moved and git(proj, "rev-parse", "main") == moved
+
+
+def test_squash_merged_branch_counts_as_in_target(proj: Path) -> None:
+    _branch(proj, "chkd/T-6", {"new.txt": "new\n", "a.txt": "one\n2\nthree\n"})
+    git(proj, "merge", "-q", "--squash", "chkd/T-6")
+    git(proj, "commit", "-q", "-m", "squashed")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-6", "m")
+    assert plan.already_in and plan.commit is None
+
+
+def test_gate_runs_in_the_merge_result_and_reports_failure(proj: Path) -> None:
+    _branch(proj, "chkd/T-7", {"new.txt": "new\n"})
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-7", "m")
+    ok = merging.run_gate(proj, plan.commit, [sys.executable, "-c", "print(open('new.txt').read())"], 30)
+    assert ok.ok and "new" in ok.output
+    bad = merging.run_gate(proj, plan.commit, [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 30)
+    assert not bad.ok and bad.returncode == 3 and "boom" in bad.output
+    slow = merging.run_gate(proj, plan.commit, [sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
+    assert not slow.ok and slow.timed_out and slow.seconds < 10
+    missing = merging.run_gate(proj, plan.commit, ["no-such-test-runner-xyz"], 5)
+    assert not missing.ok and "could not start" in missing.output
+    assert git(proj, "worktree", "list").count("\n") == 1  # the temporary worktrees are gone
+
+
+def test_update_branch_clean_then_conflict(proj: Path) -> None:
+    wt = _branch(proj, "chkd/T-8", {"b.txt": "b\n"})
+    _commit_main(proj, {"c.txt": "c\n"})
+    res = merging.update_branch(str(wt), "main")
+    assert res.merged and not res.up_to_date and (wt / "c.txt").exists()
+    assert merging.update_branch(str(wt), "main").up_to_date
+    (wt / "a.txt").write_text("branch\n")
+    git(wt, "commit", "-qam", "branch edit")
+    _commit_main(proj, {"a.txt": "main\n"})
+    res = merging.update_branch(str(wt), "main")
+    assert not res.merged and res.conflict_files == ["a.txt"]
+    assert "<<<<<<<" in (wt / "a.txt").read_text()
+    with pytest.raises(ChkdError, match="already in progress"):
+        merging.update_branch(str(wt), "main")
+
+
+def test_diff_shows_the_workers_change_only(proj: Path) -> None:
+    wt = _branch(proj, "chkd/T-9", {"b.txt": "b\n"})
+    _commit_main(proj, {"c.txt": "c\n"})
+    (wt / "README.md").write_text("uncommitted\n")
+    text, base, head = merging.diff(proj, "main", "refs/heads/chkd/T-9", str(wt), stat=False)
+    assert "b.txt" in text and "uncommitted" in text and "c.txt" not in text
+    stat, _, _ = merging.diff(proj, "main", "refs/heads/chkd/T-9", None, stat=True)
+    assert "b.txt" in stat and "README" not in stat and "changed" in stat
