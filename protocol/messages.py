@@ -387,6 +387,8 @@ class Events(Command, tag="events"):
     worker: str | None = None
     task: str | None = None
     repo: str | None = None
+    #: > 0: only the newest `tail` matching events after `since` (still oldest first), for `events -n N`.
+    tail: int = 0
 
 
 class Gc(Command, tag="gc"):

@@ -1,7 +1,166 @@
-"""chkdctl commands for the liveness area."""
+"""chkdctl watch, events, gc: following what happens, reading history, clearing leftovers."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from ..icons import STATUS_ICONS
+from ..output import fail, print_json, table
+
+#: Icons by event kind; a `*.status` event shows the worker status icon (client/icons.py).
+KIND_ICONS = {
+    "repo.added": "📁", "repo.removed": "📁",
+    "task.added": "➕", "task.updated": "✏️", "task.claimed": "📌", "task.requeued": "🔁",
+    "task.failed": "❌", "task.escalated": "🚨", "task.cancelled": "🚫", "task.done": "✅",
+    "worker.spawned": "🚀", "worker.heartbeat": "💓", "worker.done": "✅", "worker.dead": "💀",
+    "merge.queued": "🔀", "merge.merged": "🎉", "merge.conflict": "⚠️", "merge.failed": "❌",
+    "gc.removed": "🧹",
+}
+#: Data fields shown first (when present) after the who.
+DETAIL_KEYS = ("status", "title", "reason", "message", "summary", "files", "attempts", "what")
+
+
+def icon(kind: str, data: dict[str, Any]) -> str:
+    if "status" in data and str(data["status"]) in STATUS_ICONS and kind.endswith(".status"):
+        return STATUS_ICONS[str(data["status"])]
+    if kind in KIND_ICONS:
+        return KIND_ICONS[kind]
+    if "budget" in kind:
+        return "💸"
+    return "•"
+
+
+def _short(value: Any, width: int = 80) -> str:
+    if isinstance(value, list):
+        value = ", ".join(map(str, value[:8])) + (" …" if len(value) > 8 else "")
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_event(ev: Any) -> str:
+    """One readable line: time, seq, icon, kind, who, then the telling details."""
+    clock = time.strftime("%H:%M:%S", time.localtime(ev.at / 1000))
+    who = " ".join(p for p in (ev.repo, ev.worker_id, ev.task_id and f"task {ev.task_id}") if p)
+    data = dict(ev.data or {})
+    details = [f"{k}={_short(data.pop(k))}" for k in DETAIL_KEYS if k in data]
+    details += [f"{k}={_short(v, 40)}" for k, v in sorted(data.items())][:4]
+    parts = [f"{clock} #{ev.seq:<5} {icon(ev.kind, ev.data or {})} {ev.kind:<16}", who, " ".join(details)]
+    return "  ".join(p for p in parts if p).rstrip()
+
+
+def _resolve_worker(app: Any, ref: str | None) -> str | None:
+    """A full worker id for the live filter (it compares ids exactly); unknown ids stay as typed."""
+    if ref is None:
+        return None
+    from chkd.protocol.errors import ChkdError
+    from chkd.protocol.messages import WorkerResult, WorkerShow
+
+    try:
+        return app.call(WorkerShow(worker=ref), WorkerResult).worker.id
+    except ChkdError as exc:
+        if exc.code in ("not_found", "bad_request"):
+            return ref
+        raise
+
+
+@click.command("watch")
+@click.option("--since", type=int, default=None, metavar="SEQ",
+              help="Replay every event after SEQ first (default: only new events; 0 = all history).")
+@click.option("--worker", "-w", metavar="W", help="Only events of this worker (id or unique prefix).")
+@click.option("--task", "-t", metavar="T", help="Only events of this task id.")
+@click.option("--repo", metavar="R", help="Only events of this repository.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--idle-exit", type=float, default=None, metavar="S", hidden=True,
+              help="Exit after S seconds without events (for scripts and tests).")
+@click.pass_obj
+def watch(app, since: int | None, worker: str | None, task: str | None, repo: str | None,  # type: ignore[no-untyped-def]
+          as_json: bool, idle_exit: float | None) -> None:
+    """Stream events live as they happen, in order, with no gaps; survives a daemon restart.
+
+    Stop with Ctrl-C. `--since SEQ` replays history first, so a watcher that reconnects
+    continues from the last seq it printed.
+    """
+    import gc
+    import sys
+
+    import msgspec
+
+    from chkd.protocol.messages import Ping, Pong
+
+    gc.enable()  # long-running: cli.py turned cyclic GC off for start-up speed
+    as_json = as_json or app.json
+    worker_id = _resolve_worker(app, worker)
+    if since is None:
+        since = app.call(Ping(), Pong).last_seq
+    if since < 0:
+        fail("--since must be 0 or more.")
+    client = app.client
+    client.timeout = 3.0  # a request lost in a daemon restart is retried quickly
+    encoder = msgspec.json.Encoder()
+    for ev in client.events(since, worker=worker_id, task=task, repo=repo, follow=True, idle_timeout=idle_exit):
+        if as_json:
+            sys.stdout.write(encoder.encode(ev).decode() + "\n")
+        else:
+            sys.stdout.write(format_event(ev) + "\n")
+        sys.stdout.flush()
+
+
+@click.command("events")
+@click.option("-n", "count", type=click.IntRange(1, 5000), default=50, show_default=True,
+              help="How many of the newest events to show.")
+@click.option("--since", type=int, default=0, metavar="SEQ", help="Only events after SEQ.")
+@click.option("--worker", "-w", metavar="W", help="Only events of this worker.")
+@click.option("--task", "-t", metavar="T", help="Only events of this task id.")
+@click.option("--repo", metavar="R", help="Only events of this repository.")
+@click.pass_obj
+def events(app, count: int, since: int, worker: str | None, task: str | None, repo: str | None) -> None:  # type: ignore[no-untyped-def]
+    """List the event history (newest last)."""
+    from chkd.protocol.messages import EventList, Events
+
+    res = app.call(Events(since=since, limit=count, tail=count, worker=worker, task=task, repo=repo), EventList)
+    if app.json:
+        print_json(res)
+        return
+    if not res.events:
+        click.echo("No events match." if (worker or task or repo or since) else "No events yet.")
+        return
+    for ev in res.events:
+        click.echo(format_event(ev))
+
+
+@click.command("gc")
+@click.option("--apply", "apply_", is_flag=True, help="Remove what is safe to remove (default: only list).")
+@click.option("--repo", metavar="R", help="Only this repository (default: every registered one).")
+@click.pass_obj
+def gc_cmd(app, apply_: bool, repo: str | None) -> None:  # type: ignore[no-untyped-def]
+    """Find leftovers: worktrees and chkd/* branches no worker uses, workers whose worktree is
+    gone, dead workers older than a week. Dry run unless --apply; never removes work that is
+    not in the target branch (uncommitted changes or unmerged commits are kept)."""
+    from chkd.protocol.messages import Gc, GcReport
+
+    res = app.call(Gc(repo=repo, apply=apply_), GcReport, timeout=600)
+    if app.json:
+        print_json(res)
+        return
+    if not res.items:
+        click.echo("Nothing to clean up.")
+        return
+    rows = []
+    for it in res.items:
+        if it.removed:
+            action = "removed"
+        elif it.removable:
+            action = "would remove" if not res.applied else "kept"
+        else:
+            action = "kept"
+        rows.append([it.kind, it.repo, it.what, action, it.reason])
+    click.echo(table(rows, ["KIND", "REPO", "WHAT", "ACTION", "REASON"]))
+    removable = sum(1 for it in res.items if it.removable and not it.removed)
+    if not res.applied and removable:
+        click.echo(f"{removable} item(s) can be removed safely; run `chkdctl gc --apply` to remove them.")
+
+
+COMMANDS: list[click.Command] = [watch, events, gc_cmd]

@@ -1,5 +1,333 @@
-"""Handlers for the liveness area (see protocol/messages.py)."""
+"""Liveness and recovery on the loop: the reaper tick, start-up reconciliation, the events
+query, the notifier and gc.
+
+The reaper's rules are pure (`daemon/reaper.py`); this module gathers the facts they need
+(worker rows, psutil's view of the processes: fast syscalls, fine on the loop) and carries
+out the actions: `dead` (task requeued, worktree and branch kept), `stalled` and back.
+"""
 
 from __future__ import annotations
 
-HANDLERS: dict = {}
+import os
+import signal
+from typing import Any
+
+import msgspec
+import psutil
+
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import Event, EventList, Events, Gc, GcItem, GcReport
+
+from .. import gc as gcmod
+from .. import lookup, notify, reaper
+from ..context import Ctx
+from ..store import now_ms
+
+EVENT_COLUMNS = "seq, at, kind, repo, worker_id, task_id, data"
+MAX_PAGE = 5000
+_WATCHED_SQL = "SELECT * FROM workers WHERE status IN ('starting','working','stalled','paused') ORDER BY seq"
+
+
+# -- events ------------------------------------------------------------------------------------
+def row_event(row: tuple[Any, ...]) -> Event:
+    seq, at, kind, repo, worker_id, task_id, data = row
+    return Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id,
+                 data=msgspec.msgpack.decode(data) if data else {})
+
+
+def events(ctx: Ctx, req: Events) -> EventList:
+    """History after `since`, oldest first; `last_seq` is the newest seq in the whole table,
+    so a client that saw a short page knows nothing between its cursor and `last_seq` matched."""
+    if req.since < 0 or req.limit < 1:
+        raise ChkdError("bad_request", "since must be 0 or more and limit at least 1.")
+    last_seq = ctx.store.scalar("SELECT max(seq) FROM events", (), 0) or 0
+    where, params = ["seq > ?"], [req.since]
+    if req.worker:
+        where.append("worker_id = ?")
+        params.append(_worker_id(ctx, req.worker))
+    if req.task:
+        where.append("task_id = ?")
+        params.append(req.task)
+    if req.repo:
+        row = lookup.find_repo(ctx.store, req.repo)
+        where.append("repo = ?")
+        params.append(row["name"] if row else req.repo)
+    if req.tail < 0:
+        raise ChkdError("bad_request", "tail must be 0 or more.")
+    cond = " AND ".join(where)
+    if req.tail:
+        rows = ctx.store.all(
+            f"SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events WHERE {cond} AND seq <= ? "
+            "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+            (*params, last_seq, min(req.tail, req.limit, MAX_PAGE)),
+        )
+    else:
+        rows = ctx.store.all(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {cond} AND seq <= ? ORDER BY seq LIMIT ?",
+            (*params, last_seq, min(req.limit, MAX_PAGE)),
+        )
+    return EventList(events=[row_event(r) for r in rows], last_seq=last_seq)
+
+
+def _worker_id(ctx: Ctx, ref: str) -> str:
+    """A full worker id from a prefix; an unknown id is kept as typed (its worker may be gone)."""
+    try:
+        return lookup.worker(ctx.store, ref)["id"]
+    except ChkdError:
+        return ref
+
+
+# -- process facts -------------------------------------------------------------------------------
+def proc_alive(pid: int | None, started: float | None) -> bool | None:
+    """Whether the process (pid, create time) still runs; None when no pid was recorded."""
+    if not pid:
+        return None
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return True if started is None else reaper.identity_matches(p.create_time(), started)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def _facts(ctx: Ctx, rows: list[dict[str, Any]], now: int) -> dict[str, reaper.ProcFacts]:
+    gone_since: dict[str, int] = ctx.ext.setdefault("agent_gone_since", {})
+    facts: dict[str, reaper.ProcFacts] = {}
+    for row in rows:
+        agent = proc_alive(row["pid"], row["proc_started"])
+        shim = proc_alive(row["shim_pid"], row["shim_started"])
+        if agent is False and shim is True:
+            since = gone_since.setdefault(row["id"], now)
+        else:
+            gone_since.pop(row["id"], None)
+            since = None
+        facts[row["id"]] = reaper.ProcFacts(agent_alive=agent, shim_alive=shim, agent_gone_since=since)
+    return facts
+
+
+def kill_leftovers(ctx: Ctx, row: dict[str, Any]) -> None:
+    """SIGKILL what is left of a dead worker: its agent's process group and its shim, each only
+    after checking (pid, create time), so a reused pid is never hit."""
+    if row["pgid"] and proc_alive(row["pid"], row["proc_started"]):
+        _signal(ctx, row, lambda: os.killpg(row["pgid"], signal.SIGKILL), "agent group")
+    if proc_alive(row["shim_pid"], row["shim_started"]):
+        _signal(ctx, row, lambda: os.kill(row["shim_pid"], signal.SIGKILL), "shim")
+
+
+def _signal(ctx: Ctx, row: dict[str, Any], send: Any, what: str) -> None:
+    try:
+        send()
+    except (ProcessLookupError, PermissionError) as exc:
+        ctx.log.info("kill_skipped", worker=row["id"], what=what, error=str(exc))
+
+
+# -- acting on decisions -----------------------------------------------------------------------------
+def _set_status(ctx: Ctx, row: dict[str, Any], status: str, **fields: Any) -> None:
+    from .. import workers
+
+    workers.set_worker_status(ctx, row, status, **fields)
+
+
+def requeue_worker_task(ctx: Ctx, row: dict[str, Any], reason: str) -> str | None:
+    """Put the worker's task back (attempts + 1; failed and escalated at max_attempts)."""
+    from .. import tasks
+
+    if not row.get("task_pk"):
+        return None
+    if not ctx.store.scalar("SELECT 1 FROM task_queue WHERE pk=?", (row["task_pk"],)):
+        return None
+    return tasks.requeue_task(ctx, {"pk": row["task_pk"]}, reason)
+
+
+def mark_dead(ctx: Ctx, row: dict[str, Any], reason: str, *, kill: bool = False) -> None:
+    """`dead` with its reason; the task goes back to the queue; worktree and branch stay."""
+    if kill:
+        kill_leftovers(ctx, row)
+    ctx.ext.get("agent_gone_since", {}).pop(row["id"], None)
+    _set_status(ctx, row, "dead", last_error=reason, reason=reason)
+    requeue_worker_task(ctx, row, f"worker {row['id']} died: {reason}")
+
+
+def _stalled(ctx: Ctx, row: dict[str, Any], action: reaper.Stalled) -> None:
+    reason = f"no agent activity for {action.idle_s} s (stall_timeout_s {ctx.config.stall_timeout_s:g})"
+    _set_status(ctx, row, "stalled", reason=reason, idle_s=action.idle_s, on_stall=action.then)
+    if action.then == "notify":
+        return
+    from .. import workers
+
+    fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (row["id"],)) or row
+    workers.abort_worker(ctx, fresh, f"stalled: {reason}")
+    if action.then == "requeue":
+        requeue_worker_task(ctx, fresh, f"worker {row['id']} stalled: {reason}")
+
+
+def apply_action(ctx: Ctx, row: dict[str, Any], action: reaper.Action) -> None:
+    if isinstance(action, reaper.Dead):
+        mark_dead(ctx, row, action.reason, kill=action.kill)
+    elif isinstance(action, reaper.Stalled):
+        _stalled(ctx, row, action)
+    elif isinstance(action, reaper.Resumed):
+        _set_status(ctx, row, "working", reason="agent activity resumed")
+
+
+def reap(ctx: Ctx) -> None:
+    """The 1-second reaper tick."""
+    rows = ctx.store.dicts(_WATCHED_SQL)
+    if not rows:
+        ctx.ext.get("agent_gone_since", {}).clear()
+        return
+    now = now_ms()
+    limits = reaper.Limits.from_config(ctx.config)
+    if now < ctx.ext.get("stall_grace_until", 0):
+        limits = reaper.Limits(limits.heartbeat_timeout_ms, 2**62, limits.on_stall)  # shims are reconnecting
+    by_id = {r["id"]: r for r in rows}
+    for action in reaper.decide(rows, now, limits, _facts(ctx, rows, now)):
+        try:
+            with ctx.store.savepoint():
+                apply_action(ctx, by_id[action.worker_id], action)
+        except Exception:  # one worker's trouble never stops the reaper for the others
+            ctx.log.error("reaper_action_failed", worker=action.worker_id, action=type(action).__name__,
+                          exc_info=True)
+
+
+def reconcile(ctx: Ctx) -> None:
+    """Start-up: a worker whose processes still run (same pid and create time) stays and gets a
+    fresh heartbeat deadline while its shim reconnects; one whose processes are gone is dead."""
+    rows = ctx.store.dicts(_WATCHED_SQL)
+    now = now_ms()
+    alive = gone = 0
+    for row in rows:
+        agent = proc_alive(row["pid"], row["proc_started"])
+        shim = proc_alive(row["shim_pid"], row["shim_started"])
+        if shim is False or (agent is False and shim is None) or (shim is None and agent is None and row["status"] != "starting"):
+            reason = "its processes were gone when chkdd restarted"
+            mark_dead(ctx, row, reason, kill=shim is False and agent is True)
+            gone += 1
+        else:
+            ctx.store.x("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, row["id"]))
+            alive += 1
+    ctx.ext["stall_grace_until"] = now + int(ctx.config.heartbeat_timeout_s * 1000)
+    if rows:
+        ctx.log.info("reconciled", alive=alive, dead=gone)
+
+
+# -- notifications ----------------------------------------------------------------------------------
+def notifier_setup(ctx: Ctx) -> None:
+    last = ctx.store.scalar("SELECT max(seq) FROM events", (), 0) or 0
+    saved = ctx.store.scalar("SELECT value FROM meta WHERE key=?", (notify.CURSOR_KEY,))
+    cursor = int(saved) if saved is not None else last
+    n = notify.Notifier(cursor=min(cursor, last))
+    recent = ctx.store.all(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq <= ? AND seq > ? ORDER BY seq",
+                           (n.cursor, n.cursor - notify.REMEMBER))
+    n.remember([row_event(r) for r in recent])
+    ctx.ext["notifier"] = n
+
+
+def notify_tick(ctx: Ctx) -> None:
+    """Send a notification for each new notable event (off-loop), then advance the saved cursor."""
+    n: notify.Notifier = ctx.ext["notifier"]
+    rows = ctx.store.all(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 500", (n.cursor,))
+    if not rows:
+        return
+    before = n.cursor
+    picked = n.pick([row_event(r) for r in rows])
+    argvs = notify.commands(ctx.config.notify_cmd)
+    for cls, ev in picked:
+        if not argvs:
+            break
+        title, body = notify.text(cls, ev)
+        ctx.submit(notify.send, argvs, ctx.config.notify_cmd, title, body, notify.event_json(ev),
+                   then=lambda failures, exc, seq=ev.seq: _notified(ctx, seq, failures, exc))
+    if n.cursor != before:
+        ctx.store.x("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (notify.CURSOR_KEY, str(n.cursor)))
+
+
+def _notified(ctx: Ctx, seq: int, failures: list[str] | None, exc: BaseException | None) -> None:
+    for problem in failures or ([f"{type(exc).__name__}: {exc}"] if exc else []):
+        ctx.log.warning("notify_failed", seq=seq, problem=problem)
+
+
+# -- gc -------------------------------------------------------------------------------------------------
+def _snapshots(ctx: Ctx, ref: str | None) -> list[gcmod.RepoSnapshot]:
+    repos = [lookup.repo(ctx.store, ref)] if ref else ctx.store.dicts(f"SELECT {lookup.REPO_COLUMNS} FROM repos")
+    now = now_ms()
+    snaps = []
+    for r in repos:
+        workers = ctx.store.dicts(
+            "SELECT id, status, worktree_path, branch_name, started_at, completed_at, heartbeat_at "
+            "FROM workers WHERE repo_id=?", (r["id"],))
+        snaps.append(gcmod.RepoSnapshot(r["name"], r["path"], r["main_branch"], workers,
+                                        ctx.config.branch_prefix, ctx.config.worktree_pattern, now))
+    return snaps
+
+
+def _scan_all(snaps: list[gcmod.RepoSnapshot]) -> list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]]:
+    return [(s, gcmod.scan(s)) for s in snaps if os.path.isdir(s.path)]
+
+
+def _apply_all(plan: list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]]) -> list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]]:
+    return [(s, gcmod.apply(s, found)) for s, found in plan]
+
+
+def _still_orphan(ctx: Ctx, f: gcmod.Found) -> bool:
+    """Re-checked on the loop right before acting: a worker made since the scan owns it now."""
+    if f.item.kind in ("worktree", "branch"):
+        owner = ctx.store.scalar("SELECT id FROM workers WHERE (worktree_path IS NOT NULL AND worktree_path=?) "
+                                 "OR (branch_name IS NOT NULL AND branch_name=?)", (f.worktree, f.branch))
+        return owner is None
+    status = ctx.store.scalar("SELECT status FROM workers WHERE id=?", (f.worker_id,))
+    return status is not None and status not in gcmod.LIVE
+
+
+def gc_handler(ctx: Ctx, req: Gc) -> Any:
+    snaps = _snapshots(ctx, req.repo)
+    deferred = ctx.defer()
+
+    def _scanned(plan: list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]] | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            raise exc
+        assert plan is not None
+        if not req.apply:
+            ctx.finish(deferred, GcReport(applied=False, items=[f.item for _, fs in plan for f in fs]))
+            return
+        for _, found in plan:
+            for f in found:
+                if f.item.removable and not _still_orphan(ctx, f):
+                    f.item.removable, f.item.reason = False, "a worker took it over during gc; kept"
+        ctx.submit(_apply_all, plan, then=_applied, reply_to=deferred)
+
+    def _applied(plan: list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]] | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            raise exc
+        assert plan is not None
+        items: list[GcItem] = []
+        for snap, found in plan:
+            for f in found:
+                items.append(f.item)
+                if not f.item.removed:
+                    continue
+                if f.worker_id and f.item.kind in ("worker", "dead_worker"):
+                    ctx.store.x("DELETE FROM workers WHERE id=? AND status NOT IN "
+                                "('starting','working','stalled','paused','merging')", (f.worker_id,))
+                ctx.emit("gc.removed", repo=snap.name, worker_id=f.worker_id, what=f.item.what,
+                         item=f.item.kind, reason=f.item.reason)
+        ctx.finish(deferred, GcReport(applied=True, items=items))
+
+    ctx.submit(_scan_all, snaps, then=_scanned, reply_to=deferred)
+    return deferred
+
+
+# -- start-up ---------------------------------------------------------------------------------------------
+def setup(ctx: Ctx) -> None:
+    reconcile(ctx)
+    ctx.timers.every(1.0, lambda: reap(ctx), "reaper")
+    if ctx.config.notify:
+        notifier_setup(ctx)
+        ctx.timers.every(0.25, lambda: notify_tick(ctx), "notifier")
+
+
+HANDLERS = {Events: events, Gc: gc_handler}

@@ -1,0 +1,149 @@
+"""Desktop notifications for the events a person must act on: done, conflict, error/dead,
+stalled, escalation, budget.
+
+The notifier follows the events table with a cursor (kept in `meta`, so a daemon crash
+neither loses nor repeats notifications), so no area has to remember to call it: every
+state change already is an event. Sending runs off-loop (`ctx.submit`): `notify-send`
+where present, `osascript` on macOS, and `notify_cmd` from config.toml with the event as
+JSON on stdin. The same (kind, worker, task) is sent once. `notify = false` turns it off.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from chkd.protocol.messages import Event
+
+#: Worker states worth a notification, and what the notification calls them.
+WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled"}
+#: Event kinds (other than worker status changes) worth a notification.
+KINDS = {
+    "merge.conflict": "conflict",
+    "task.escalated": "escalated",
+    "worker.done": "done",
+    "worker.dead": "dead",
+    "worker.error": "error",
+    "worker.stalled": "stalled",
+    "worker.conflict": "conflict",
+}
+TITLES = {
+    "done": "chkd: worker done",
+    "conflict": "chkd: merge conflict",
+    "error": "chkd: worker failed",
+    "dead": "chkd: worker died",
+    "stalled": "chkd: worker stalled",
+    "escalated": "chkd: task escalated",
+    "budget": "chkd: budget reached",
+}
+CURSOR_KEY = "notify_seq"
+SEND_TIMEOUT_S = 10.0
+#: At start-up, remember what was already sent among this many recent events.
+REMEMBER = 5000
+
+
+def classify(kind: str, data: Mapping[str, Any]) -> str | None:
+    """The notification class of an event, or None when it is not worth one."""
+    if kind in KINDS:
+        return KINDS[kind]
+    if kind.endswith(".status") or kind == "worker.status":
+        return WORKER_STATES.get(str(data.get("status") or data.get("to") or ""))
+    if "budget" in kind:
+        return "budget"
+    return None
+
+
+def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None]:
+    return (cls, event.worker_id, event.task_id)
+
+
+def text(cls: str, event: Event) -> tuple[str, str]:
+    """(title, body) for a person."""
+    who = " ".join(p for p in (event.worker_id and f"worker {event.worker_id}",
+                               event.task_id and f"task {event.task_id}") if p)
+    detail = event.data.get("reason") or event.data.get("message") or event.data.get("summary") or ""
+    files = event.data.get("files") or event.data.get("conflict_files")
+    if files and isinstance(files, list):
+        detail = (detail + "; " if detail else "") + "files: " + ", ".join(map(str, files[:5]))
+    body = ": ".join(p for p in (who or (event.repo or ""), str(detail)) if p) or event.kind
+    return TITLES.get(cls, "chkd"), body
+
+
+def commands(notify_cmd: list[str], platform: str | None = None, which: Any = shutil.which) -> list[list[str]]:
+    """The argv lists to run for one notification (title/body appended for the desktop ones)."""
+    platform = platform or sys.platform
+    argvs: list[list[str]] = []
+    if platform == "darwin" and which("osascript"):
+        argvs.append(["osascript"])
+    elif which("notify-send"):
+        argvs.append(["notify-send"])
+    if notify_cmd:
+        argvs.append(list(notify_cmd))
+    return argvs
+
+
+def _applescript_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def send(argvs: list[list[str]], notify_cmd: list[str], title: str, body: str, payload: bytes) -> list[str]:
+    """Off-loop: run every notifier; returns one sentence per failure (never raises)."""
+    failures: list[str] = []
+    for argv in argvs:
+        stdin: bytes | None = None
+        if argv == ["notify-send"]:
+            full = ["notify-send", "--app-name=chkd", title, body]
+        elif argv == ["osascript"]:
+            full = ["osascript", "-e", f"display notification {_applescript_quote(body)} "
+                                       f"with title {_applescript_quote(title)}"]
+        else:
+            full, stdin = argv, payload
+        try:
+            proc = subprocess.run(full, input=stdin if stdin is not None else b"", capture_output=True,
+                                  timeout=SEND_TIMEOUT_S)
+            if proc.returncode != 0 and argv is not None and argv == notify_cmd:
+                failures.append(f"{full[0]} exited with {proc.returncode}: "
+                                f"{proc.stderr.decode(errors='replace').strip()[:200]}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            failures.append(f"{full[0]} could not run: {exc}")
+    return failures
+
+
+@dataclass
+class Notifier:
+    """Follows the events table from `cursor`; remembers what it sent."""
+
+    cursor: int = 0
+    sent: set[tuple[str, str | None, str | None]] = field(default_factory=set)
+
+    def pick(self, events: list[Event]) -> list[tuple[str, Event]]:
+        """The events to notify about (advancing the cursor, skipping repeats)."""
+        picked: list[tuple[str, Event]] = []
+        for ev in events:
+            self.cursor = max(self.cursor, ev.seq)
+            cls = classify(ev.kind, ev.data)
+            if cls is None:
+                continue
+            key = dedupe_key(cls, ev)
+            if key in self.sent:
+                continue
+            self.sent.add(key)
+            picked.append((cls, ev))
+        return picked
+
+    def remember(self, events: list[Event]) -> None:
+        """Mark events as already sent (those before the saved cursor at start-up)."""
+        for ev in events:
+            cls = classify(ev.kind, ev.data)
+            if cls is not None:
+                self.sent.add(dedupe_key(cls, ev))
+
+
+def event_json(event: Event) -> bytes:
+    return msgspec.json.encode(event)
