@@ -149,6 +149,7 @@ def rm(ctx: Ctx, req: RepoRm) -> Ok:
         raise ChkdError("refused", f"The repository '{row['name']}' has {info.live_workers} live worker(s).",
                         "Abort them first (`chkdctl abort --all --repo NAME`).")
     store = ctx.store
+    store.x("DELETE FROM sessions WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM merges WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM task_queue WHERE repo_id=?", (row["id"],))

@@ -1,5 +1,314 @@
-"""Handlers for the tasks area (see protocol/messages.py)."""
+"""task.add/list/show/edit/cancel/retry/hold/release, dep.add/rm, claim, task.import.
+
+Thin handlers: validation and state changes live in `daemon/tasks.py`, graph rules in
+`daemon/taskgraph.py`, the spec format in `daemon/spec.py`.
+"""
 
 from __future__ import annotations
 
-HANDLERS: dict = {}
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import (
+    Claim, ClaimResult, DepAdd, DepRm, Event, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit, TaskHold,
+    TaskImport, TaskList, TaskListResult, TaskRelease, TaskResult, TaskRetry, TaskShow,
+)
+from chkd.protocol.paths import find_repo_root
+
+from .. import lookup, spec, taskgraph, tasks
+from ..context import Ctx
+from .repos import ensure_repo
+
+#: `task show` returns at most this many history events (the newest).
+HISTORY_LIMIT = 500
+
+
+# -- repositories -----------------------------------------------------------------------------
+def find_repo(ctx: Ctx, ref: str | None) -> dict[str, Any] | None:
+    """The repository `ref` names; a directory outside every git repository means the only one."""
+    row = lookup.find_repo(ctx.store, ref)
+    if row is None and ref and (os.sep in ref or ref.startswith(".")):
+        path = Path(ref).expanduser()
+        if path.is_dir() and find_repo_root(path) is None:
+            row = lookup.find_repo(ctx.store, None)
+    return row
+
+
+def resolve_repo(ctx: Ctx, ref: str | None) -> dict[str, Any]:
+    return find_repo(ctx, ref) or lookup.repo(ctx.store, ref)
+
+
+def _with_repo(ctx: Ctx, ref: str | None, then: Any) -> Any:
+    """Run `then(repo)`; an unknown git repository at `ref` is registered first."""
+    row = find_repo(ctx, ref)
+    if row is not None:
+        return then(row)
+    return ensure_repo(ctx, ref, then)
+
+
+def _result(ctx: Ctx, task: dict[str, Any], repo: dict[str, Any]) -> TaskResult:
+    return TaskResult(task=tasks.task_info(ctx, task, repo["name"]))
+
+
+# -- add, list, show, edit ---------------------------------------------------------------------
+def add(ctx: Ctx, req: TaskAdd) -> Any:
+    tasks.check_title(req.title)  # fail fast, before any repository is registered
+    tasks.check_priority(req.priority)
+
+    def _add(repo: dict[str, Any]) -> TaskResult:
+        task = tasks.create_task(ctx, repo, title=req.title, id=req.id, priority=req.priority,
+                                 description=req.description, tags=req.tags, after=req.after,
+                                 max_attempts=req.max_attempts)
+        return _result(ctx, task, repo)
+
+    return _with_repo(ctx, req.repo, _add)
+
+
+def list_(ctx: Ctx, req: TaskList) -> TaskListResult:
+    where, params = [], []  # type: ignore[var-annotated]
+    if not req.all_repos:
+        where.append("repo_id=?")
+        params.append(resolve_repo(ctx, req.repo)["id"])
+    if req.status:
+        where.append("status=?")
+        params.append(req.status)
+    if req.tag:
+        where.append("EXISTS (SELECT 1 FROM json_each(task_queue.tags) WHERE json_each.value = ?)")
+        params.append(req.tag.lstrip("#"))
+    sql = f"SELECT {tasks.TASK_COLUMNS} FROM task_queue"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = ctx.store.dicts(sql, tuple(params))
+    infos = tasks.task_infos(ctx, rows)
+    pks = {id(info): row["pk"] for info, row in zip(infos, rows)}
+    if req.ready:
+        infos = [i for i in infos if i.ready]
+    infos.sort(key=lambda i: taskgraph.list_order_key(i.ready, i.priority, i.created_at, pks[id(i)]))
+    return TaskListResult(tasks=infos)
+
+
+def show(ctx: Ctx, req: TaskShow) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.id)
+    rows = ctx.store.all(
+        "SELECT seq, at, kind, repo, worker_id, task_id, data FROM events WHERE task_id=? AND repo=? "
+        "ORDER BY seq DESC LIMIT ?", (task["id"], repo["name"], HISTORY_LIMIT))
+    history = [Event(seq=s, at=at, kind=k, repo=r, worker_id=w, task_id=t,
+                     data=msgspec.msgpack.decode(d) if d else {}) for s, at, k, r, w, t, d in reversed(rows)]
+    return TaskResult(task=tasks.task_info(ctx, task, repo["name"]), history=history)
+
+
+def edit(ctx: Ctx, req: TaskEdit) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.id)
+    changes: dict[str, Any] = {}
+    if req.title is not None:
+        changes["title"] = tasks.check_title(req.title)
+    if req.description is not None:
+        changes["description"] = req.description
+    if req.priority is not None:
+        changes["priority"] = tasks.check_priority(req.priority)
+    if req.tags is not None:
+        changes["tags"] = json.dumps(tasks.check_tags(req.tags))
+    if req.max_attempts is not None:
+        changes["max_attempts"] = tasks.check_max_attempts(req.max_attempts, 1)
+    if not changes:
+        raise ChkdError("bad_request", "Nothing to change: give --title, --description, --priority, --tag or "
+                                       "--max-attempts.")
+    update_fields(ctx, repo, task, changes)
+    return _result(ctx, tasks.reload(ctx, task), repo)
+
+
+def update_fields(ctx: Ctx, repo: dict[str, Any], task: dict[str, Any], changes: dict[str, Any]) -> list[str]:
+    """Write the fields that differ; emits `task.edited` naming them. Returns the changed field names."""
+    differ = {k: v for k, v in changes.items() if task.get(k) != v}
+    if not differ:
+        return []
+    sets = ", ".join(f"{k}=?" for k in differ)
+    ctx.store.x(f"UPDATE task_queue SET {sets} WHERE pk=?", (*differ.values(), task["pk"]))
+    shown = {k: (json.loads(v) if k == "tags" else v) for k, v in differ.items() if k != "description"}
+    ctx.emit("task.edited", repo=repo["name"], task_id=task["id"], fields=sorted(differ), **shown)
+    return sorted(differ)
+
+
+# -- lifecycle by hand ----------------------------------------------------------------------------
+def cancel(ctx: Ctx, req: TaskCancel) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.id)
+    if task["status"] == "cancelled":
+        raise ChkdError("conflict", f"Task {task['id']} is already cancelled.")
+    if task["status"] not in taskgraph.LIVE_STATUSES:
+        raise ChkdError("conflict", f"Task {task['id']} is {task['status']}; only a task that is still wanted "
+                                    "can be cancelled.")
+    note = None
+    worker = tasks.live_worker_for(ctx, task)
+    if worker:
+        note = f"worker {worker} still runs; abort it with `chkdctl abort {worker}`"
+    task = tasks.set_task_status(ctx, task, "cancelled", note=note or "cancelled by hand")
+    return _result(ctx, task, repo)
+
+
+def retry(ctx: Ctx, req: TaskRetry) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.id)
+    if task["status"] not in ("failed", "cancelled"):
+        raise ChkdError("conflict", f"Task {task['id']} is {task['status'].replace('_', ' ')}; only a failed or "
+                                    "cancelled task can be retried.")
+    task = tasks.set_task_status(ctx, task, "pending", note="retried by hand")
+    ctx.store.x("UPDATE task_queue SET attempts=0 WHERE pk=?", (task["pk"],))
+    return _result(ctx, tasks.reload(ctx, task), repo)
+
+
+def hold(ctx: Ctx, req: TaskHold) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.id)
+    if task["held"]:
+        raise ChkdError("conflict", f"Task {task['id']} is already on hold.")
+    if task["status"] in taskgraph.FINAL_STATUSES:
+        raise ChkdError("conflict", f"Task {task['id']} is {task['status']}; there is nothing to hold.")
+    ctx.store.x("UPDATE task_queue SET held=1 WHERE pk=?", (task["pk"],))
+    ctx.emit("task.held", repo=repo["name"], task_id=task["id"], status=task["status"])
+    return _result(ctx, tasks.reload(ctx, task), repo)
+
+
+def release(ctx: Ctx, req: TaskRelease) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.id)
+    if task["held"]:
+        ctx.store.x("UPDATE task_queue SET held=0 WHERE pk=?", (task["pk"],))
+        ctx.emit("task.released", repo=repo["name"], task_id=task["id"], was="held")
+        return _result(ctx, tasks.reload(ctx, task), repo)
+    if task["status"] in taskgraph.RUNNING_STATUSES:
+        worker = tasks.live_worker_for(ctx, task)
+        if worker:
+            raise ChkdError("refused", f"Task {task['id']} is being worked on by the live worker {worker}.",
+                            f"Abort the worker first (`chkdctl abort {worker}`); its task is then put back.")
+        task = tasks.set_task_status(ctx, task, "pending", note=f"released from {task['claimed_by'] or 'its claim'}")
+        return _result(ctx, task, repo)
+    raise ChkdError("conflict", f"Task {task['id']} is {task['status'].replace('_', ' ')} and not on hold; "
+                                "there is nothing to release.")
+
+
+# -- dependencies --------------------------------------------------------------------------------------
+def _graph(ctx: Ctx, repo_id: int) -> dict[str, list[str]]:
+    edges: dict[str, list[str]] = {}
+    for a, b in ctx.store.all(
+            "SELECT t.id, u.id FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk "
+            "JOIN task_queue u ON u.pk = d.depends_on_pk WHERE t.repo_id=?", (repo_id,)):
+        edges.setdefault(a, []).append(b)
+    return edges
+
+
+def dep_add(ctx: Ctx, req: DepAdd) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.task)
+    dep = tasks.get_task(ctx, repo, req.depends_on)
+    cycle = taskgraph.cycle_if_added(_graph(ctx, repo["id"]), task["id"], dep["id"])
+    if cycle is not None:
+        raise ChkdError("conflict", f"{task['id']} cannot depend on {dep['id']}: that would make a cycle "
+                                    f"({taskgraph.format_cycle(cycle)}).")
+    if ctx.store.x("INSERT OR IGNORE INTO task_deps(task_pk, depends_on_pk) VALUES(?,?)", (task["pk"], dep["pk"])):
+        ctx.emit("dep.added", repo=repo["name"], task_id=task["id"], depends_on=dep["id"])
+    return _result(ctx, task, repo)
+
+
+def dep_rm(ctx: Ctx, req: DepRm) -> TaskResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.get_task(ctx, repo, req.task)
+    dep = tasks.get_task(ctx, repo, req.depends_on)
+    if not ctx.store.x("DELETE FROM task_deps WHERE task_pk=? AND depends_on_pk=?", (task["pk"], dep["pk"])):
+        raise ChkdError("not_found", f"{task['id']} does not depend on {dep['id']}.")
+    ctx.emit("dep.removed", repo=repo["name"], task_id=task["id"], depends_on=dep["id"])
+    return _result(ctx, task, repo)
+
+
+# -- claim -----------------------------------------------------------------------------------------------
+def claim(ctx: Ctx, req: Claim) -> ClaimResult:
+    repo = resolve_repo(ctx, req.repo)
+    task = tasks.claim_next(ctx, repo, req.worker, req.tag.lstrip("#") if req.tag else None)
+    if task is None:
+        return ClaimResult(task=None)
+    return ClaimResult(task=tasks.task_info(ctx, task, repo["name"]))
+
+
+# -- spec import ---------------------------------------------------------------------------------------------
+def import_(ctx: Ctx, req: TaskImport) -> Any:
+    if "\0" in req.text:
+        raise ChkdError("bad_request", f"{req.source} is a binary file, not a markdown checklist.")
+    return _with_repo(ctx, req.repo, lambda repo: apply_spec(ctx, repo, spec.parse(req.text), req.source,
+                                                           req.dry_run))
+
+
+def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_run: bool) -> ImportReport:
+    """Create new items, update changed ones; never set back a done or running task, never delete."""
+    report = ImportReport(repo=repo["name"], dry_run=dry_run, warnings=list(doc.warnings),
+                          problems=[ImportProblem(line=p.line, text=p.text[:200], reason=p.reason)
+                                    for p in doc.problems])
+    seen: set[str] = set()
+    for item in doc.items:
+        seen.add(item.id)
+        existing = tasks.find_task(ctx, repo["id"], item.id)
+        if existing is None:
+            report.new.append(item.id)
+            if not dry_run:
+                tasks.create_task(ctx, repo, title=item.title, id=item.id, priority=_priority(item, 2),
+                                  description=item.description, tags=item.tags, status=item.status,
+                                  held=item.held, spec_item_id=item.id)
+            continue
+        changes = _changes(existing, item)
+        if not changes:
+            report.unchanged.append(item.id)
+        elif existing["status"] == "done" or existing["status"] in taskgraph.RUNNING_STATUSES:
+            report.skipped.append(item.id)
+            report.warnings.append(f"{item.id} is {existing['status'].replace('_', ' ')}; its changes in "
+                                   f"{source} (line {item.line}) were not applied")
+        else:
+            report.updated.append(item.id)
+            if not dry_run:
+                _apply_changes(ctx, repo, existing, changes)
+        if not dry_run and existing["spec_item_id"] is None:
+            ctx.store.x("UPDATE task_queue SET spec_item_id=? WHERE pk=?", (item.id, existing["pk"]))
+    report.vanished = [r[0] for r in ctx.store.all(
+        "SELECT id FROM task_queue WHERE repo_id=? AND spec_item_id IS NOT NULL ORDER BY pk", (repo["id"],))
+        if r[0] not in seen]
+    if not dry_run:
+        ctx.emit("spec.imported", repo=repo["name"], source=source, new=len(report.new),
+                 updated=len(report.updated), unchanged=len(report.unchanged), skipped=len(report.skipped),
+                 problems=len(report.problems))
+    return report
+
+
+def _priority(item: spec.SpecItem, default: int) -> int:
+    return default if item.priority is None else item.priority
+
+
+def _changes(task: dict[str, Any], item: spec.SpecItem) -> dict[str, Any]:
+    """What the file would change on an existing task; status only moves forward from pending."""
+    want = {"title": item.title, "description": item.description,
+            "priority": _priority(item, task["priority"]), "tags": json.dumps(item.tags)}
+    changes = {k: v for k, v in want.items() if task[k] != v}
+    if task["status"] == "pending":
+        if item.status != "pending":
+            changes["status"] = item.status
+        if bool(task["held"]) != item.held:
+            changes["held"] = int(item.held)
+    return changes
+
+
+def _apply_changes(ctx: Ctx, repo: dict[str, Any], task: dict[str, Any], changes: dict[str, Any]) -> None:
+    status = changes.pop("status", None)
+    if changes:
+        update_fields(ctx, repo, task, changes)
+    if status is not None:
+        tasks.set_task_status(ctx, tasks.reload(ctx, task), status, note="from the spec")
+
+
+HANDLERS = {
+    TaskAdd: add, TaskList: list_, TaskShow: show, TaskEdit: edit, TaskCancel: cancel, TaskRetry: retry,
+    TaskHold: hold, TaskRelease: release, DepAdd: dep_add, DepRm: dep_rm, Claim: claim, TaskImport: import_,
+}
