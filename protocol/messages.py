@@ -318,6 +318,8 @@ class Abort(Command, tag="abort"):
     worker: str | None = None
     all: bool = False
     repo: str | None = None
+    #: By default the task goes back to pending (not a failed attempt); True cancels it instead.
+    cancel_task: bool = False
 
 
 class Remove(Command, tag="rm"):
