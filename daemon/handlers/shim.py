@@ -1,5 +1,117 @@
-"""Handlers for the shim area (see protocol/messages.py)."""
+"""shim.hello, shim.beat, shim.exit: what each worker's chkd-shim reports.
+
+Every reply is an `ActivityAck` carrying the status the daemon wants, so a shim
+learns about a pause or an abort even when the daemon's own signal could not reach
+the agent (a restart in between). All three are idempotent: a shim that did not get
+its reply (daemon restarting) sends again, and the second copy changes nothing more.
+"""
 
 from __future__ import annotations
 
-HANDLERS: dict = {}
+import signal
+from typing import Any
+
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import ActivityAck, ShimBeat, ShimExit, ShimHello
+
+from .. import lookup, procs, worktrees
+from .. import workers as W
+from ..context import Ctx
+from ..store import now_ms
+
+#: Statuses in which an exit of the agent changes the worker's status.
+RUNNING = frozenset({"starting", "working", "stalled", "paused"})
+
+
+def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
+    return ActivityAck(status=row["status"], heartbeat_s=ctx.config.heartbeat_s)
+
+
+def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
+    row = lookup.worker(ctx.store, req.worker)
+    if row["exit_code"] is not None or row["exit_signal"] is not None:
+        return _ack(ctx, row)  # a late duplicate after the exit report
+    now = now_ms()
+    row = W.update(ctx, row, pid=req.agent_pid, pgid=req.pgid, proc_started=req.agent_started,
+                   shim_pid=req.shim_pid, shim_started=req.shim_started, heartbeat_at=now)
+    status = row["status"]
+    if status == "starting":
+        row = W.set_worker_status(ctx, row, "working", reason="the agent started", pid=req.agent_pid)
+        W.start_task(ctx, row)
+    elif status == "paused":  # paused before its processes were known: freeze them now
+        W.signal_worker(row, signal.SIGSTOP)
+    elif status == "aborted":  # aborted while starting: stop what just started
+        procs.stop_group(row["pgid"], row["pid"], row["proc_started"])
+        W.arm_kill(ctx, row)
+    return _ack(ctx, row)
+
+
+def beat(ctx: Ctx, req: ShimBeat) -> ActivityAck:
+    """The processes live; record the shim's heartbeat and the agent's last output as activity."""
+    row = lookup.worker(ctx.store, req.worker)
+    fields: dict[str, Any] = {"heartbeat_at": now_ms()}
+    latest = max(req.activity_at or 0, req.output_at or 0)
+    if latest and latest > (row["activity_at"] or 0):
+        fields["activity_at"] = min(latest, fields["heartbeat_at"])
+    row = W.update(ctx, row, **fields)
+    return _ack(ctx, row)
+
+
+def _exit_words(code: int | None, sig: int | None) -> str:
+    if sig is not None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
+def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
+    """The agent ended: 0 = done (leftover changes committed off-loop), non-zero = error (a failed attempt)."""
+    row = lookup.worker(ctx.store, req.worker)
+    if row["exit_code"] is not None or row["exit_signal"] is not None:
+        return _ack(ctx, row)  # already recorded: the shim is retrying a report we got
+    code = req.exit_code if req.signal is None else None
+    row = W.update(ctx, row, exit_code=code, exit_signal=req.signal, heartbeat_at=now_ms())
+    words = _exit_words(code, req.signal)
+    ctx.emit("worker.exited", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
+             exit_code=code, signal=req.signal)
+    status = row["status"]
+    if status in RUNNING and code == 0:
+        row = W.set_worker_status(ctx, row, "done", reason=f"the agent {words}")
+        W.finish_task(ctx, row, None)
+        _commit_leftovers(ctx, row)
+    elif status in RUNNING:
+        reason = f"The agent {words}."
+        row = W.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)
+        W.fail_task_attempt(ctx, row, f"worker {row['id']}: the agent {words}")
+    elif status == "done" and code == 0:
+        _commit_leftovers(ctx, row)  # `chkdctl done`, then more edits before exiting
+    return _ack(ctx, row)
+
+
+def _commit_leftovers(ctx: Ctx, row: dict[str, Any]) -> None:
+    """Off-loop: commit whatever the agent left uncommitted, as `chkd: <task>: <title>`."""
+    if not row["worktree_path"]:
+        return
+    wid = row["id"]
+    message = f"chkd: {row['task_id'] or wid}: {row['task_title'] or 'work left uncommitted'}"
+
+    def _committed(sha: str | None, exc: BaseException | None) -> None:
+        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
+        if fresh is None:
+            return
+        if exc is not None:
+            msg = exc.message if isinstance(exc, ChkdError) else str(exc)
+            W.update(ctx, fresh, last_error=f"Could not commit the work left uncommitted: {msg}")
+            ctx.emit("worker.commit_failed", repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid,
+                     task_id=fresh["task_id"], error=msg)
+        elif sha:
+            ctx.emit("worker.committed", repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid,
+                     task_id=fresh["task_id"], sha=sha, message=message)
+
+    ctx.submit(worktrees.commit_all, row["worktree_path"], message, then=_committed)
+
+
+HANDLERS = {ShimHello: hello, ShimBeat: beat, ShimExit: exited}

@@ -1,0 +1,114 @@
+"""chkd-demo-agent: a scripted stand-in for Claude, for the demo and the tests.
+
+It reads its worker and task from the environment the shim sets (`CHKD_WORKER_ID`,
+`CHKD_TASK_ID`), then works in `--steps` steps of `--step-s` seconds: each step
+rewrites a file named after its task (or `--conflict-file`, so two workers collide),
+commits it with plain git, and reports `chkdctl heartbeat --message "step i/N: …"`
+with made-up token usage. Flags make it misbehave on purpose:
+
+- `--fail-after N`: exit 1 after step N;
+- `--hang`: stop all output and heartbeats but stay alive (a stalled agent);
+- `--spawn-child`: leave a grandchild process in its group (abort must kill it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _chkdctl() -> list[str]:
+    beside = Path(sys.executable).parent / "chkdctl"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("chkdctl")
+    return [found] if found else [sys.executable, "-m", "chkd.client.cli"]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def heartbeat(message: str, rng: random.Random) -> None:
+    """Report progress; a missing daemon is not the agent's problem (it keeps working)."""
+    tokens_in, tokens_out = rng.randint(500, 3000), rng.randint(100, 900)
+    cost = round(tokens_in * 3e-6 + tokens_out * 15e-6, 6)
+    proc = subprocess.run(
+        [*_chkdctl(), "heartbeat", "--message", message, "--tokens-in", str(tokens_in),
+         "--tokens-out", str(tokens_out), "--cost", str(cost)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        say(f"(heartbeat not delivered: {proc.stderr.strip() or proc.returncode})")
+
+
+def spawn_child() -> int:
+    """A grandchild in our process group that would outlive us if nobody killed the group."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile True: time.sleep(1)", "chkd-demo-grandchild"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return child.pid
+
+
+def hang() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random) -> int:
+    worker = os.environ.get("CHKD_WORKER_ID", "w?")
+    task = os.environ.get("CHKD_TASK_ID", "demo")
+    target = Path(conflict_file) if conflict_file else Path(f"chkd-demo-{task.replace('/', '-')}.txt")
+    for i in range(1, steps + 1):
+        time.sleep(step_s)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f"{task} by {worker}: step {i} of {steps}\n")
+        git("add", "--", str(target))
+        commit = git("commit", "--quiet", "--no-verify", "-m", f"demo: {task}: step {i}/{steps}", "--", str(target))
+        if commit.returncode != 0:
+            say(f"step {i}/{steps}: git commit failed: {commit.stderr.strip()}")
+            return 2
+        say(f"step {i}/{steps}: edited {target} and committed")
+        heartbeat(f"step {i}/{steps}: edited {target}", rng)
+        if fail_after is not None and i >= fail_after:
+            say(f"failing on purpose after step {i}")
+            return 1
+    say(f"all {steps} steps done")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="chkd-demo-agent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=5, help="how many steps (default 5)")
+    parser.add_argument("--step-s", type=float, default=0.5, help="seconds per step (default 0.5)")
+    parser.add_argument("--conflict-file", metavar="PATH", help="edit this file instead of one named after the task")
+    parser.add_argument("--fail-after", type=int, metavar="N", help="exit 1 after step N")
+    parser.add_argument("--hang", action="store_true", help="go silent but stay alive (a stalled agent)")
+    parser.add_argument("--spawn-child", action="store_true", help="leave a grandchild process in the group")
+    args = parser.parse_args(argv)
+    if args.steps < 0 or args.step_s < 0:
+        parser.error("--steps and --step-s cannot be negative")
+    rng = random.Random(os.environ.get("CHKD_WORKER_ID", "demo"))
+    say(f"demo agent: task {os.environ.get('CHKD_TASK_ID', '?')}, worker {os.environ.get('CHKD_WORKER_ID', '?')}, "
+        f"{args.steps} steps of {args.step_s:g} s (pid {os.getpid()})")
+    if args.spawn_child:
+        say(f"spawned grandchild pid {spawn_child()}")
+    if args.hang:
+        say("hanging: no more output or heartbeats")
+        hang()
+    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng))
+
+
+if __name__ == "__main__":
+    main()

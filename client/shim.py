@@ -1,0 +1,266 @@
+"""chkd-shim: runs one worker's agent and keeps the daemon informed.
+
+The daemon starts `chkd-shim --worker W` in its own session with a pipe on stdin and
+the worker log as stdout/stderr. The shim forks away at once (so the daemon reaps
+its first process immediately and never collects zombies), then waits for one line
+on stdin: `go {json}` with the agent's argv, cwd and environment once the worktree
+exists, or `stop`. It then
+
+- starts the agent in its own session / process group (so signals to the group reach
+  the agent and everything it starts, and nothing else), stdout+stderr into a pipe
+  that the shim copies to `state/workers/<id>.log`, noting when output last came;
+- says hello (pids and create times, the same values psutil reports), then sends a
+  heartbeat every `heartbeat_s`: the shim and the agent live, plus the agent's last
+  output time as activity;
+- reports the exit code (or signal) when the agent ends, retrying with backoff until
+  the daemon has it. An unreachable daemon never stops the agent.
+
+Imports only protocol + zmq (through the Client): never the daemon, never psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import ActivityAck, ShimBeat, ShimExit, ShimHello
+from chkd.protocol.paths import Paths, resolve
+
+from .client import Client
+
+#: Per-attempt reply timeout, and the backoff bounds for retries.
+SEND_TIMEOUT = 3.0
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
+#: Statuses in which the agent must stop (the shim relays it if the daemon's signal did not land).
+STOP_STATUSES = frozenset({"aborted", "dead"})
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- process identity, the way psutil computes it (no psutil on the client side) ----------------
+def _boot_time() -> float:
+    with open("/proc/stat", "rb") as fh:
+        for line in fh:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def create_time(pid: int) -> float:
+    """The process's create time in epoch seconds: boot time + starttime / CLK_TCK, as psutil does on Linux.
+
+    Elsewhere (no /proc) it falls back to the current time, which is only right for a
+    process that was just started — the one case the shim needs.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        ticks = float(int(fields[19]))  # field 22 of stat: starttime, in clock ticks since boot
+        return ticks / os.sysconf("SC_CLK_TCK") + _boot_time()
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+# -- talking to the daemon -----------------------------------------------------------------------
+class Link:
+    """One request at a time to the daemon; a fresh DEALER after any failure (a restarted daemon)."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.client: Client | None = None
+        self.failures = 0
+
+    def send(self, body: Any) -> ActivityAck | None:
+        """The daemon's ack, or None when it could not be reached (the caller retries later)."""
+        try:
+            if self.client is None:
+                self.client = Client(self.paths, timeout=SEND_TIMEOUT, autostart=False)
+            reply = self.client.call(body, ActivityAck)
+        except ChkdError as exc:
+            if exc.code in ("not_found", "bad_request"):
+                raise  # the daemon answered: retrying cannot help
+            self._reset()
+            return None
+        except Exception:  # noqa: BLE001 - zmq errors, a daemon mid-restart: retry later
+            self._reset()
+            return None
+        self.failures = 0
+        return reply
+
+    def _reset(self) -> None:
+        self.failures += 1
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def backoff(self) -> float:
+        return min(BACKOFF_MAX, BACKOFF_MIN * (2 ** min(self.failures, 6)))
+
+
+def log_line(log: Any, text: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        log.write(f"[chkd-shim {stamp}] {text}\n".encode())
+    except OSError:
+        pass
+
+
+class Shim:
+    def __init__(self, spec: dict[str, Any], paths: Paths) -> None:
+        self.worker: str = spec["worker"]
+        self.argv: list[str] = list(spec["argv"])
+        self.cwd: str = spec["cwd"]
+        self.env = {**os.environ, **spec.get("env", {})}
+        self.period = float(spec.get("heartbeat_s", 10.0))
+        self.grace = float(spec.get("abort_grace_s", 5.0))
+        self.log = open(spec["log"], "ab", buffering=0)
+        self.link = Link(paths)
+        self.output_at: int | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.term_sent: float | None = None
+        self.orphaned = False  # the daemon no longer knows this worker: stop reporting
+
+    # -- the agent ----------------------------------------------------------------------------
+    def start_agent(self) -> bool:
+        log_line(self.log, f"worker {self.worker}: starting {shlex.join(self.argv)} in {self.cwd}")
+        try:
+            self.agent = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+        except OSError as exc:
+            log_line(self.log, f"cannot start the agent: {exc}")
+            return False
+        threading.Thread(target=self._copy_output, name="output", daemon=True).start()
+        return True
+
+    def _copy_output(self) -> None:
+        assert self.agent is not None and self.agent.stdout is not None
+        fd = self.agent.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.output_at = now_ms()
+            try:
+                self.log.write(chunk)
+            except OSError:
+                pass
+
+    def _signal_agent(self, sig: int) -> None:
+        """Only while the agent is our unreaped child: its pid (= its group id) cannot be reused."""
+        if self.agent is not None and self.agent.returncode is None:
+            try:
+                os.killpg(self.agent.pid, sig)
+            except OSError:
+                pass
+
+    def _apply(self, ack: ActivityAck | None) -> None:
+        if ack is None:
+            return
+        self.period = max(0.05, float(ack.heartbeat_s))
+        if ack.status in STOP_STATUSES and self.term_sent is None:
+            log_line(self.log, f"the daemon says the worker is {ack.status}: stopping the agent")
+            self._signal_agent(signal.SIGTERM)
+            self._signal_agent(signal.SIGCONT)
+            self.term_sent = time.monotonic()
+
+    def _send(self, body: Any) -> ActivityAck | None:
+        if self.orphaned:
+            return None
+        try:
+            return self.link.send(body)
+        except ChkdError as exc:
+            log_line(self.log, f"the daemon refused {type(body).__name__}: {exc.message} (reporting stops)")
+            self.orphaned = True
+            return None
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> int:
+        if not self.start_agent():
+            self.report_exit(127, None)
+            return 1
+        assert self.agent is not None
+        pid = self.agent.pid
+        hello = ShimHello(worker=self.worker, shim_pid=os.getpid(), shim_started=create_time(os.getpid()),
+                          agent_pid=pid, agent_started=create_time(pid), pgid=pid)
+        greeted = False
+        while True:
+            if not greeted:
+                ack = self._send(hello)
+                greeted = ack is not None
+            else:
+                ack = self._send(ShimBeat(worker=self.worker, agent_alive=True, output_at=self.output_at))
+            self._apply(ack)
+            if self.term_sent is not None and time.monotonic() - self.term_sent > self.grace:
+                self._signal_agent(signal.SIGKILL)
+            wait = self.period if ack is not None else min(self.period, self.link.backoff())
+            try:
+                self.agent.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        rc = self.agent.returncode
+        code, sig = (rc, None) if rc >= 0 else (None, -rc)
+        log_line(self.log, f"the agent {'exited with code ' + str(code) if sig is None else 'was killed by signal ' + str(sig)}")
+        if not greeted and not self.orphaned:
+            self._deliver(hello)
+        self.report_exit(code, sig)
+        return 0
+
+    def _deliver(self, body: Any) -> ActivityAck | None:
+        """Send until the daemon has it (or says it does not know the worker)."""
+        while not self.orphaned:
+            ack = self._send(body)
+            if ack is not None:
+                return ack
+            time.sleep(self.link.backoff())
+        return None
+
+    def report_exit(self, code: int | None, sig: int | None) -> None:
+        self._deliver(ShimExit(worker=self.worker, exit_code=code, signal=sig, at=now_ms()))
+
+
+def _detach() -> None:
+    """Fork: the parent (the daemon's child) exits now; the shim goes on in the child, reparented."""
+    if os.fork() > 0:
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="chkd-shim", description=(
+        "Runs one chkd worker's agent (started by chkdd; reads `go {json}` or `stop` on stdin)."))
+    parser.add_argument("--worker", required=True, help="the worker id")
+    parser.add_argument("--no-detach", action="store_true", help="stay in the foreground (debugging)")
+    args = parser.parse_args(argv)
+    if not args.no_detach:
+        _detach()
+    line = sys.stdin.readline()
+    if not line.startswith("go "):
+        print(f"chkd-shim {args.worker}: not starting ({line.strip() or 'no go from the daemon'}).", file=sys.stderr)
+        sys.exit(0)
+    spec = json.loads(line[3:])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sys.exit(Shim(spec, resolve()).run())
+
+
+if __name__ == "__main__":
+    main()

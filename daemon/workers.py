@@ -1,0 +1,238 @@
+"""Worker records on the loop: rendering, status changes (one event each), pause/resume/abort.
+
+Everything here runs on the daemon's loop inside the current transaction. Signals are
+plain syscalls (no waiting), sent only to the worker's own process group after
+`procs` checked (pid, create time). The SIGKILL after an abort's grace period is a
+timer, never a sleep.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, WorkerInfo
+
+from . import procs, tasks
+from .context import Ctx
+from .store import now_ms
+
+#: Columns `set_worker_status` and `update` may write.
+COLUMNS = frozenset({
+    "status", "worktree_path", "branch_name", "task_pk", "task_id", "task_title", "agent", "cmd", "pid", "pgid",
+    "proc_started", "shim_pid", "shim_started", "completed_at", "heartbeat_at", "activity_at", "message",
+    "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error",
+})
+FINAL_STATUSES = frozenset({"done", "merged", "error", "dead", "aborted"})
+
+#: What each action needs (pure rules; `transition_error` turns them into sentences).
+ACTIONS: dict[str, frozenset[str]] = {
+    "pause": frozenset({"starting", "working", "stalled"}),
+    "resume": frozenset({"paused"}),
+    "abort": frozenset(LIVE_WORKER_STATUSES),
+    "done": frozenset({"starting", "working", "stalled"}),
+    "rm": frozenset({"done", "merged", "conflict", "error", "dead", "aborted"}),
+}
+_NEEDS = {
+    "pause": "only a running worker can be paused",
+    "resume": "only a paused worker can be resumed",
+    "abort": "only a live worker can be aborted",
+    "done": "only a running worker can finish",
+    "rm": "abort it first (`chkdctl abort {id}`) or let it finish",
+}
+
+
+def transition_error(worker_id: str, status: str, action: str) -> str | None:
+    """The sentence explaining why `action` is impossible in `status`, or None when it is fine."""
+    if status in ACTIONS[action]:
+        return None
+    if action == "pause" and status == "paused":
+        return f"Worker {worker_id} is already paused."
+    if action == "resume" and status in ("starting", "working", "stalled"):
+        return f"Worker {worker_id} is not paused (it is {status})."
+    return f"Worker {worker_id} is {status}; {_NEEDS[action].format(id=worker_id)}."
+
+
+# -- placeholders in agent commands (pure) -------------------------------------------------
+_PLACEHOLDER = re.compile(r"\{(worker_id|task_id|title|description|worktree|branch|prompt)\}")
+
+
+def render_argv(template: Iterable[str], values: Mapping[str, str]) -> list[str]:
+    """Fill `{worker_id}` … `{prompt}` in each argument; any other braces stay as they are."""
+    return [_PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), arg) for arg in template]
+
+
+def default_prompt(worker_id: str, task_id: str, title: str, description: str) -> str:
+    text = f"You are chkd worker {worker_id}. Your task is {task_id}: {title}."
+    if description:
+        text += f"\n\n{description}"
+    text += ("\n\nWork and commit in the current directory (your own git worktree and branch). "
+             "Report progress with `chkdctl heartbeat --message TEXT`; when finished run "
+             "`chkdctl done --summary TEXT`.")
+    return text
+
+
+# -- reading --------------------------------------------------------------------------------
+def repo_name(ctx: Ctx, repo_id: int) -> str:
+    return ctx.store.scalar("SELECT name FROM repos WHERE id=?", (repo_id,), "?")
+
+
+def reload(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    return ctx.store.dict("SELECT * FROM workers WHERE id=?", (row["id"],))
+
+
+def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> WorkerInfo:
+    return WorkerInfo(
+        id=row["id"], repo=repo or repo_name(ctx, row["repo_id"]), status=row["status"], task_id=row["task_id"],
+        task_title=row["task_title"], agent=row["agent"], worktree=row["worktree_path"], branch=row["branch_name"],
+        pid=row["pid"], pgid=row["pgid"], started_at=row["started_at"], completed_at=row["completed_at"],
+        heartbeat_at=row["heartbeat_at"], activity_at=row["activity_at"], message=row["message"],
+        exit_code=row["exit_code"], tokens_in=row["tokens_in"] or 0, tokens_out=row["tokens_out"] or 0,
+        cost_usd=row["cost_usd"] or 0.0, last_error=row["last_error"],
+        log_path=str(ctx.paths.worker_log(row["id"])),
+    )
+
+
+def live_count(ctx: Ctx, repo_id: int) -> int:
+    marks = ",".join("?" * len(LIVE_WORKER_STATUSES))
+    return ctx.store.scalar(f"SELECT count(*) FROM workers WHERE repo_id=? AND status IN ({marks})",
+                            (repo_id, *sorted(LIVE_WORKER_STATUSES)), 0)
+
+
+def task_of(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    if row.get("task_pk") is None:
+        return None
+    return ctx.store.dict(f"SELECT {tasks.TASK_COLUMNS} FROM task_queue WHERE pk=?", (row["task_pk"],))
+
+
+# -- writing --------------------------------------------------------------------------------
+def update(ctx: Ctx, row: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """Write columns of a worker row (no event: for facts that are not a status change)."""
+    bad = set(fields) - COLUMNS
+    if bad:
+        raise ValueError(f"unknown worker columns {sorted(bad)}")
+    if fields:
+        sets = ", ".join(f"{k}=?" for k in fields)
+        ctx.store.x(f"UPDATE workers SET {sets} WHERE id=?", (*fields.values(), row["id"]))
+    fresh = reload(ctx, row)
+    assert fresh is not None
+    return fresh
+
+
+def set_worker_status(ctx: Ctx, row: Mapping[str, Any], status: str, *, reason: str | None = None,
+                      **fields: Any) -> dict[str, Any]:
+    """Change the status (and other columns) and emit `worker.status` {from, to[, reason]}."""
+    old = row["status"]
+    if status in FINAL_STATUSES and "completed_at" not in fields and not row.get("completed_at"):
+        fields["completed_at"] = now_ms()
+    fresh = update(ctx, row, status=status, **fields)
+    data: dict[str, Any] = {"from": old, "to": status}
+    if reason:
+        data["reason"] = reason
+    ctx.emit("worker.status", repo=repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
+             **data)
+    return fresh
+
+
+def release_task(ctx: Ctx, row: Mapping[str, Any], note: str, *, cancel: bool = False) -> None:
+    """Give the worker's task back to the queue (not a failed attempt), or cancel it."""
+    task = task_of(ctx, row)
+    if task is None or task["claimed_by"] not in (row["id"], None):
+        return
+    if cancel:
+        if task["status"] not in ("done", "cancelled"):
+            tasks.set_task_status(ctx, task, "cancelled", worker_id=row["id"], note=note)
+    elif task["status"] in ("claimed", "in_progress", "review"):
+        tasks.set_task_status(ctx, task, "pending", worker_id=row["id"], note=note)
+
+
+def fail_task_attempt(ctx: Ctx, row: Mapping[str, Any], reason: str) -> None:
+    """The agent failed: count the attempt (requeue until max_attempts, then failed)."""
+    task = task_of(ctx, row)
+    if task is not None and task["claimed_by"] == row["id"]:
+        tasks.requeue_task(ctx, task, reason)
+
+
+def start_task(ctx: Ctx, row: Mapping[str, Any]) -> None:
+    """The agent runs: its task goes claimed → in_progress."""
+    task = task_of(ctx, row)
+    if task is not None and task["status"] == "claimed" and task["claimed_by"] == row["id"]:
+        tasks.set_task_status(ctx, task, "in_progress", worker_id=row["id"])
+
+
+def finish_task(ctx: Ctx, row: Mapping[str, Any], summary: str | None) -> None:
+    """The agent finished: its task goes to review (waiting for the merge)."""
+    task = task_of(ctx, row)
+    if task is not None and task["status"] in ("claimed", "in_progress") and task["claimed_by"] == row["id"]:
+        tasks.set_task_status(ctx, task, "review", worker_id=row["id"], note=summary or None)
+
+
+# -- signals ---------------------------------------------------------------------------------
+def _group(row: Mapping[str, Any]) -> tuple[int | None, int | None, float | None]:
+    return row.get("pgid"), row.get("pid"), row.get("proc_started")
+
+
+def signal_worker(row: Mapping[str, Any], sig: int) -> bool:
+    return procs.signal_group(*_group(row), sig)
+
+
+def pause_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
+    err = transition_error(row["id"], row["status"], "pause")
+    if err:
+        raise ChkdError("conflict", err)
+    signalled = signal_worker(row, signal.SIGSTOP)
+    return _status_with(ctx, row, "paused", "paused by the user", signalled)
+
+
+def resume_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
+    err = transition_error(row["id"], row["status"], "resume")
+    if err:
+        raise ChkdError("conflict", err)
+    signalled = signal_worker(row, signal.SIGCONT)
+    # the pause does not count as idleness: activity restarts now
+    fresh = update(ctx, row, activity_at=now_ms())
+    return _status_with(ctx, fresh, "working", "resumed by the user", signalled)
+
+
+def _status_with(ctx: Ctx, row: Mapping[str, Any], status: str, reason: str, signalled: bool) -> dict[str, Any]:
+    fresh = update(ctx, row, status=status)
+    ctx.emit("worker.status", repo=repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
+             **{"from": row["status"], "to": status, "reason": reason, "signalled": signalled})
+    return fresh
+
+
+def abort_worker(ctx: Ctx, row: Mapping[str, Any], reason: str, *, cancel_task: bool = False) -> dict[str, Any]:
+    """Flag `aborted`, SIGTERM the group (SIGKILL after `abort_grace_s`), give the task back."""
+    err = transition_error(row["id"], row["status"], "abort")
+    if err:
+        raise ChkdError("conflict", err)
+    procs.stop_group(*_group(row))
+    fresh = set_worker_status(ctx, row, "aborted", reason=reason, last_error=reason)
+    release_task(ctx, fresh, f"worker {row['id']} aborted", cancel=cancel_task)
+    arm_kill(ctx, fresh)
+    return fresh
+
+
+def arm_kill(ctx: Ctx, row: Mapping[str, Any]) -> None:
+    """After the grace period, SIGKILL whatever is left of the worker's group (a timer, not a sleep)."""
+    wid = row["id"]
+
+    def _kill() -> None:
+        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
+        if fresh is None or fresh["status"] != "aborted":
+            return
+        if procs.group_alive(*_group(fresh)) and signal_worker(fresh, signal.SIGKILL):
+            ctx.emit("worker.killed", repo=repo_name(ctx, fresh["repo_id"]), worker_id=wid,
+                     task_id=fresh["task_id"], after_s=ctx.config.abort_grace_s)
+
+    ctx.timers.after(ctx.config.abort_grace_s, _kill, f"abort-kill {wid}")
+
+
+def rearm_aborts(ctx: Ctx) -> None:
+    """At start-up: an abort whose SIGKILL timer died with the previous daemon gets a new one."""
+    for row in ctx.store.dicts("SELECT * FROM workers WHERE status='aborted' AND pid IS NOT NULL"):
+        if procs.group_alive(*_group(row)):
+            arm_kill(ctx, row)
