@@ -134,10 +134,10 @@ def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: st
     merge_id = ctx.store.insert(
         "INSERT INTO merges(worker_id, repo_id, strategy, status, target, priority, run_tests, created_at) "
         "VALUES(?,?,?,?,?,?,?,?)",
-        (worker["id"], repo["id"], strategy, "queued", repo["main_branch"], priority, int(run_tests), now_ms()),
+        (worker["id"], repo["id"], strategy, "queued", target_of(ctx, repo), priority, int(run_tests), now_ms()),
     )
     m = load(ctx, merge_id)
-    _emit(ctx, m, "merge.queued", strategy=strategy, target=repo["main_branch"], priority=priority,
+    _emit(ctx, m, "merge.queued", strategy=strategy, target=m["target"], priority=priority,
           run_tests=bool(run_tests))
     set_worker(ctx, worker, "merging", message=f"merge {merge_id} queued")
     kick(ctx, repo["id"])
@@ -393,6 +393,11 @@ def _why(exc: BaseException) -> str:
     return exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
 
 
+def target_of(ctx: Ctx, repo: dict[str, Any]) -> str:
+    """The branch work lands on: `[repos.NAME] main_branch` in config.toml, else the repository's."""
+    return ctx.config.for_repo(repo["name"]).main_branch or repo["main_branch"]
+
+
 def test_cmd(ctx: Ctx, repo: dict[str, Any]) -> list[str] | None:
     """The repository's test gate: `[repos.NAME] test_cmd` in config.toml, else the one it was added with."""
     configured = ctx.config.for_repo(repo["name"]).test_cmd
@@ -422,22 +427,11 @@ def merge_info(ctx: Ctx, m: dict[str, Any]) -> MergeInfo:
 
 # -- other areas: worker and task status -------------------------------------------------------------------
 def set_worker(ctx: Ctx, worker: dict[str, Any], status: str, **fields: Any) -> None:
-    """Through the workers area (its events, its rules) when it is there."""
-    try:
-        from .workers import set_worker_status
-    except ImportError:
-        set_worker_status = None  # type: ignore[assignment]
-    if set_worker_status is not None:
-        set_worker_status(ctx, worker, status, **fields)
-        return
-    if worker["status"] == status and fields.get("message") == worker.get("message"):
-        return
-    ctx.store.x("UPDATE workers SET status=?, message=coalesce(?, message) WHERE id=?",
-                (status, fields.get("message"), worker["id"]))
-    repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (worker["repo_id"],))
-    ctx.emit("worker.status", repo=repo, worker_id=worker["id"], task_id=worker["task_id"],
-             status=status, **{"from": worker["status"], **fields})
-    worker["status"] = status
+    """Through the workers area (its `worker.status` event); `worker` is updated in place."""
+    from .workers import set_worker_status
+
+    fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (worker["id"],)) or worker
+    worker.update(set_worker_status(ctx, fresh, status, **fields))
 
 
 def set_task(ctx: Ctx, worker: dict[str, Any], status: str, note: str) -> None:
