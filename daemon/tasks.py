@@ -29,18 +29,36 @@ ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,63}")
 MAX_TITLE = 500
 
-# The claim: the most urgent ready task (pending, not held, every dependency done).
-# Uses the task_queue_claim index (repo_id, status, held, priority, created_at[, pk]).
-_CLAIM_SQL = f"""
-SELECT {TASK_COLUMNS} FROM task_queue t
+_COLUMN_NAMES = tuple(c.strip() for c in TASK_COLUMNS.split(","))
+
+# The claim: the most urgent ready task (pending, not held, every dependency done). The
+# SELECT walks the covering task_queue_claim index (repo_id, status, held, priority,
+# created_at[, pk]) in claim order and stops at the first hit; the UPDATE marks it.
+_CLAIM_SQL = """
+SELECT t.pk FROM task_queue t
 WHERE t.repo_id = ? AND t.status = 'pending' AND t.held = 0
   AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk
                   WHERE d.task_pk = t.pk AND u.status != 'done')
-  {{tag}}
+  {tag}
 ORDER BY t.priority, t.created_at, t.pk LIMIT 1
 """
 _CLAIM_ANY = _CLAIM_SQL.format(tag="")
 _CLAIM_TAG = _CLAIM_SQL.format(tag="AND EXISTS (SELECT 1 FROM json_each(t.tags) WHERE json_each.value = ?)")
+# Marks it claimed and returns the row with both directions of its edges (newline-joined ids),
+# so the claim's reply needs no further query.
+_MARK_CLAIMED = (
+    f"UPDATE task_queue SET status = 'claimed', claimed_by = ?, claimed_at = ? "
+    f"WHERE pk = ? AND status = 'pending' RETURNING {TASK_COLUMNS}, "
+    "(SELECT group_concat(u.id, char(10)) FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk "
+    " WHERE d.task_pk = task_queue.pk), "
+    "(SELECT group_concat(u.id, char(10)) FROM task_deps d JOIN task_queue u ON u.pk = d.task_pk "
+    " WHERE d.depends_on_pk = task_queue.pk)"
+)
+# Both directions of a task's edges in one query: (id, status, 0) = it depends on; (id, NULL, 1) = dependant.
+_EDGES_SQL = (
+    "SELECT u.id, u.status, 0 FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk WHERE d.task_pk = ? "
+    "UNION ALL SELECT t.id, NULL, 1 FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk WHERE d.depends_on_pk = ?"
+)
 
 
 # -- validation (pure) ------------------------------------------------------------------------
@@ -86,8 +104,13 @@ def check_max_attempts(value: int | None, default: int) -> int:
 
 
 # -- reads -------------------------------------------------------------------------------------
+def _row(values: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """A task row as a dict (cheaper than Store.dict on the claim path)."""
+    return None if values is None else dict(zip(_COLUMN_NAMES, values))
+
+
 def find_task(ctx: Ctx, repo_id: int, task_id: str) -> dict[str, Any] | None:
-    return ctx.store.dict(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE repo_id=? AND id=?", (repo_id, task_id))
+    return _row(ctx.store.one(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE repo_id=? AND id=?", (repo_id, task_id)))
 
 
 def get_task(ctx: Ctx, repo: dict[str, Any], task_id: str) -> dict[str, Any]:
@@ -99,7 +122,7 @@ def get_task(ctx: Ctx, repo: dict[str, Any], task_id: str) -> dict[str, Any]:
 
 
 def reload(ctx: Ctx, task: dict[str, Any]) -> dict[str, Any]:
-    row = ctx.store.dict(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE pk=?", (task["pk"],))
+    row = _row(ctx.store.one(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE pk=?", (task["pk"],)))
     assert row is not None
     return row
 
@@ -126,10 +149,14 @@ def is_ready(ctx: Ctx, task: dict[str, Any]) -> bool:
 
 
 def task_info(ctx: Ctx, task: dict[str, Any], repo_name: str | None = None) -> TaskInfo:
-    deps = dependencies(ctx, task)
-    return _info(task, repo_name or repo_name_of(ctx, task["repo_id"]),
-                 [d["id"] for d in deps], dependants(ctx, task),
-                 taskgraph.is_ready(task["status"], bool(task["held"]), (d["status"] for d in deps)))
+    name = repo_name or repo_name_of(ctx, task["repo_id"])
+    if "_edges" in task and task["status"] == "claimed":  # straight from a claim: edges already read
+        return _info(task, name, *task["_edges"], False)
+    edges = ctx.store.all(_EDGES_SQL, (task["pk"], task["pk"]))
+    deps = sorted((tid, status) for tid, status, back in edges if not back)
+    ready = taskgraph.is_ready(task["status"], bool(task["held"]), (s for _, s in deps))
+    return _info(task, name, [tid for tid, _ in deps],
+                 sorted(tid for tid, _, back in edges if back), ready)
 
 
 def _info(task: dict[str, Any], repo: str, depends_on: list[str], deps_of: list[str], ready: bool) -> TaskInfo:
@@ -217,7 +244,7 @@ def create_task(
     )
     for row in dep_rows:
         ctx.store.x("INSERT INTO task_deps(task_pk, depends_on_pk) VALUES(?,?)", (pk, row["pk"]))
-    task = ctx.store.dict(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE pk=?", (pk,))
+    task = _row(ctx.store.one(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE pk=?", (pk,)))
     assert task is not None
     if emit:
         ctx.emit("task.added", repo=repo["name"], task_id=task_id, title=title, priority=priority,
@@ -228,20 +255,20 @@ def create_task(
 # -- claims ----------------------------------------------------------------------------------------
 def claim_next(ctx: Ctx, repo: dict[str, Any], worker_id: str | None, tag: str | None = None) -> dict[str, Any] | None:
     """Take the most urgent ready task and mark it claimed, or None when nothing is ready."""
-    if tag:
-        row = ctx.store.dict(_CLAIM_TAG, (repo["id"], tag))
-    else:
-        row = ctx.store.dict(_CLAIM_ANY, (repo["id"],))
-    if row is None:
+    pk = ctx.store.scalar(_CLAIM_TAG, (repo["id"], tag)) if tag else ctx.store.scalar(_CLAIM_ANY, (repo["id"],))
+    if pk is None:
         return None
-    return _mark_claimed(ctx, repo["name"], row, worker_id)
+    return _mark_claimed(ctx, repo["name"], pk, worker_id)
 
 
-def _mark_claimed(ctx: Ctx, repo: str, row: dict[str, Any], worker_id: str | None) -> dict[str, Any]:
-    now = now_ms()
-    ctx.store.x("UPDATE task_queue SET status='claimed', claimed_by=?, claimed_at=? WHERE pk=? AND status='pending'",
-                (worker_id, now, row["pk"]))
-    row.update(status="claimed", claimed_by=worker_id, claimed_at=now)
+def _mark_claimed(ctx: Ctx, repo: str, pk: int, worker_id: str | None) -> dict[str, Any]:
+    values = ctx.store.one(_MARK_CLAIMED, (worker_id, now_ms(), pk))
+    assert values is not None, "only a pending task is ever marked claimed"
+    row = _row(values[:-2])
+    assert row is not None
+    # A claimed task is not ready; its edges came with the row (see task_info).
+    row["_edges"] = (sorted((values[-2] or "").split("\n")) if values[-2] else [],
+                     sorted((values[-1] or "").split("\n")) if values[-1] else [])
     ctx.emit("task.claimed", repo=repo, worker_id=worker_id, task_id=row["id"], by=worker_id)
     return row
 
@@ -260,7 +287,7 @@ def claim_task(ctx: Ctx, task: dict[str, Any], worker_id: str | None) -> dict[st
     waiting = [d["id"] for d in dependencies(ctx, task) if d["status"] != "done"]
     if waiting:
         raise ChkdError("conflict", f"Task {tid} is not ready: it waits for {', '.join(waiting)} to be done.")
-    return _mark_claimed(ctx, repo_name_of(ctx, task["repo_id"]), dict(task), worker_id)
+    return _mark_claimed(ctx, repo_name_of(ctx, task["repo_id"]), task["pk"], worker_id)
 
 
 # -- transitions --------------------------------------------------------------------------------------
