@@ -15,7 +15,8 @@ KIND_ICONS = {
     "repo.added": "📁", "repo.removed": "📁",
     "task.added": "➕", "task.updated": "✏️", "task.claimed": "📌", "task.requeued": "🔁",
     "task.failed": "❌", "task.escalated": "🚨", "task.cancelled": "🚫", "task.done": "✅",
-    "worker.spawned": "🚀", "worker.heartbeat": "💓", "worker.done": "✅", "worker.dead": "💀",
+    "worker.spawned": "🚀", "worker.started": "▶️", "worker.exited": "🏁", "worker.killed": "🔪",
+    "worker.committed": "💾", "worker.heartbeat": "💓", "worker.done": "✅", "worker.dead": "💀",
     "merge.queued": "🔀", "merge.merged": "🎉", "merge.conflict": "⚠️", "merge.failed": "❌",
     "gc.removed": "🧹",
 }
@@ -24,8 +25,9 @@ DETAIL_KEYS = ("status", "title", "reason", "message", "summary", "files", "atte
 
 
 def icon(kind: str, data: dict[str, Any]) -> str:
-    if "status" in data and str(data["status"]) in STATUS_ICONS and kind.endswith(".status"):
-        return STATUS_ICONS[str(data["status"])]
+    status = str(data.get("to") or data.get("status") or "")
+    if kind.endswith(".status") and status in STATUS_ICONS:
+        return STATUS_ICONS[status]
     if kind in KIND_ICONS:
         return KIND_ICONS[kind]
     if "budget" in kind:
@@ -45,7 +47,10 @@ def format_event(ev: Any) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(ev.at / 1000))
     who = " ".join(p for p in (ev.repo, ev.worker_id, ev.task_id and f"task {ev.task_id}") if p)
     data = dict(ev.data or {})
-    details = [f"{k}={_short(data.pop(k))}" for k in DETAIL_KEYS if k in data]
+    change = f"{data.pop('from', None) or '?'} → {data.pop('to')}" if "to" in data else ""
+    details = [change] if change else []
+    data = {k: v for k, v in data.items() if v not in (None, "", [], {})}
+    details += [f"{k}={_short(data.pop(k))}" for k in DETAIL_KEYS if k in data]
     details += [f"{k}={_short(v, 40)}" for k, v in sorted(data.items())][:4]
     parts = [f"{clock} #{ev.seq:<5} {icon(ev.kind, ev.data or {})} {ev.kind:<16}", who, " ".join(details)]
     return "  ".join(p for p in parts if p).rstrip()

@@ -19,7 +19,8 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import Event, EventList, Events, Gc, GcItem, GcReport
 
 from .. import gc as gcmod
-from .. import lookup, notify, reaper
+from .. import lookup, notify, procs, reaper
+from .. import workers as W
 from ..context import Ctx
 from ..store import now_ms
 
@@ -108,60 +109,38 @@ def _facts(ctx: Ctx, rows: list[dict[str, Any]], now: int) -> dict[str, reaper.P
     return facts
 
 
-def kill_leftovers(ctx: Ctx, row: dict[str, Any]) -> None:
+def kill_leftovers(row: dict[str, Any]) -> None:
     """SIGKILL what is left of a dead worker: its agent's process group and its shim, each only
-    after checking (pid, create time), so a reused pid is never hit."""
-    if row["pgid"] and proc_alive(row["pid"], row["proc_started"]):
-        _signal(ctx, row, lambda: os.killpg(row["pgid"], signal.SIGKILL), "agent group")
-    if proc_alive(row["shim_pid"], row["shim_started"]):
-        _signal(ctx, row, lambda: os.kill(row["shim_pid"], signal.SIGKILL), "shim")
-
-
-def _signal(ctx: Ctx, row: dict[str, Any], send: Any, what: str) -> None:
-    try:
-        send()
-    except (ProcessLookupError, PermissionError) as exc:
-        ctx.log.info("kill_skipped", worker=row["id"], what=what, error=str(exc))
+    after checking (pid, create time), so a reused pid is never hit. SIGKILL also ends a stopped shim."""
+    procs.signal_group(row["pgid"], row["pid"], row["proc_started"], signal.SIGKILL)
+    if row["shim_pid"] and procs.same_process(row["shim_pid"], row["shim_started"]):
+        try:
+            os.kill(row["shim_pid"], signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # -- acting on decisions -----------------------------------------------------------------------------
-def _set_status(ctx: Ctx, row: dict[str, Any], status: str, **fields: Any) -> None:
-    from .. import workers
-
-    workers.set_worker_status(ctx, row, status, **fields)
-
-
-def requeue_worker_task(ctx: Ctx, row: dict[str, Any], reason: str) -> str | None:
-    """Put the worker's task back (attempts + 1; failed and escalated at max_attempts)."""
-    from .. import tasks
-
-    if not row.get("task_pk"):
-        return None
-    if not ctx.store.scalar("SELECT 1 FROM task_queue WHERE pk=?", (row["task_pk"],)):
-        return None
-    return tasks.requeue_task(ctx, {"pk": row["task_pk"]}, reason)
-
-
-def mark_dead(ctx: Ctx, row: dict[str, Any], reason: str, *, kill: bool = False) -> None:
-    """`dead` with its reason; the task goes back to the queue; worktree and branch stay."""
+def mark_dead(ctx: Ctx, row: dict[str, Any], reason: str, *, kill: bool = False) -> dict[str, Any]:
+    """`dead` with its reason; the task goes back to the queue (attempts + 1, escalated at
+    max_attempts); the worktree and branch stay for inspection."""
     if kill:
-        kill_leftovers(ctx, row)
+        kill_leftovers(row)
     ctx.ext.get("agent_gone_since", {}).pop(row["id"], None)
-    _set_status(ctx, row, "dead", last_error=reason, reason=reason)
-    requeue_worker_task(ctx, row, f"worker {row['id']} died: {reason}")
+    fresh = W.set_worker_status(ctx, row, "dead", reason=reason, last_error=reason)
+    W.fail_task_attempt(ctx, fresh, f"worker {row['id']} died: {reason}")
+    return fresh
 
 
 def _stalled(ctx: Ctx, row: dict[str, Any], action: reaper.Stalled) -> None:
+    """`stalled` (event, notification); `on_stall` abort/requeue stop the worker too, and requeue
+    counts the attempt first so a task that always hangs ends up failed and escalated."""
     reason = f"no agent activity for {action.idle_s} s (stall_timeout_s {ctx.config.stall_timeout_s:g})"
-    _set_status(ctx, row, "stalled", reason=reason, idle_s=action.idle_s, on_stall=action.then)
-    if action.then == "notify":
-        return
-    from .. import workers
-
-    fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (row["id"],)) or row
-    workers.abort_worker(ctx, fresh, f"stalled: {reason}")
+    fresh = W.set_worker_status(ctx, row, "stalled", reason=reason)
     if action.then == "requeue":
-        requeue_worker_task(ctx, fresh, f"worker {row['id']} stalled: {reason}")
+        W.fail_task_attempt(ctx, fresh, f"worker {row['id']} stalled: {reason}")
+    if action.then in ("abort", "requeue"):
+        W.abort_worker(ctx, fresh, f"stalled: {reason} (on_stall = {action.then})")
 
 
 def apply_action(ctx: Ctx, row: dict[str, Any], action: reaper.Action) -> None:
@@ -170,7 +149,7 @@ def apply_action(ctx: Ctx, row: dict[str, Any], action: reaper.Action) -> None:
     elif isinstance(action, reaper.Stalled):
         _stalled(ctx, row, action)
     elif isinstance(action, reaper.Resumed):
-        _set_status(ctx, row, "working", reason="agent activity resumed")
+        W.set_worker_status(ctx, row, "working", reason="agent activity resumed")
 
 
 def reap(ctx: Ctx) -> None:

@@ -1,0 +1,244 @@
+"""Liveness with real processes: hung agents stall, silent or vanished shims and agents die,
+tasks are requeued up to max_attempts, and a daemon crash loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from chkd.protocol.messages import (EventList, Events, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult,
+                                    TaskShow, WorkerInfo, WorkerResult, WorkerShow)
+
+from conftest import Daemon, make_repo, wait_for
+
+BASE = """\
+heartbeat_s = 0.5
+heartbeat_timeout_s = 3
+abort_grace_s = 1
+notify = false
+max_workers = 4
+"""
+#: An agent that only sleeps, silently: alive, no activity.
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+@pytest.fixture
+def daemon_config() -> str:
+    return BASE + "stall_timeout_s = 30\n"
+
+
+@pytest.fixture
+def proj(daemon: Daemon, tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path / "proj")
+    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    return repo
+
+
+def spawn(daemon: Daemon, task: str, cmd: list[str], max_attempts: int | None = None) -> WorkerInfo:
+    if not _task_exists(daemon, task):
+        daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task, max_attempts=max_attempts))
+    return daemon.call(Spawn(repo="proj", task_id=task, cmd=cmd), WorkerResult).worker
+
+
+def _task_exists(daemon: Daemon, task: str) -> bool:
+    try:
+        daemon.call(TaskShow(id=task, repo="proj"), TaskResult)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def worker(daemon: Daemon, wid: str) -> WorkerInfo:
+    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+
+
+def task(daemon: Daemon, tid: str) -> Any:
+    return daemon.call(TaskShow(id=tid, repo="proj"), TaskResult).task
+
+
+def wait_status(daemon: Daemon, wid: str, statuses: set[str], timeout: float) -> WorkerInfo:
+    return wait_for(lambda: (w := worker(daemon, wid)).status in statuses and w, timeout,
+                    what=f"worker {wid} to be {'/'.join(sorted(statuses))}")
+
+
+def running(daemon: Daemon, wid: str) -> WorkerInfo:
+    """Wait until the shim said hello (pids known) and the worker is working."""
+    return wait_for(lambda: (w := worker(daemon, wid)).status == "working" and w.pid and w, 15,
+                    what=f"worker {wid} to run")
+
+
+def shim_of(wid: str, home: Path) -> psutil.Process:
+    def find() -> psutil.Process | None:
+        for p in psutil.process_iter(["cmdline", "environ"]):
+            try:
+                cmd = p.info["cmdline"] or []
+                if any("chkd-shim" in c or c == "chkd.client.shim" for c in cmd) and wid in cmd and \
+                        (p.info.get("environ") or {}).get("CHKD_HOME") == str(home):
+                    return p
+            except (psutil.Error, OSError):
+                continue
+        return None
+    return wait_for(find, 10, what=f"the shim of {wid}")
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def kinds(daemon: Daemon, **filters: Any) -> list[str]:
+    return [e.kind for e in daemon.call(Events(**filters), EventList).events]
+
+
+# -- stalls -----------------------------------------------------------------------------------------
+class TestStall:
+    @pytest.fixture
+    def daemon_config(self) -> str:
+        return BASE + 'stall_timeout_s = 2\non_stall = "requeue"\n'
+
+    @pytest.mark.timeout(60)
+    def test_hung_agent_is_stalled_then_aborted_and_requeued(self, daemon: Daemon, proj: Path) -> None:
+        w = spawn(daemon, "H-1", ["chkd-demo-agent", "--hang"])
+        running(daemon, w.id)
+        t0 = time.monotonic()
+        wait_for(lambda: "stalled" in _statuses(daemon, w.id), 2 + 2 + 1, what="stalled")
+        assert time.monotonic() - t0 <= 2 + 2 + 0.5
+        w = wait_status(daemon, w.id, {"aborted"}, 5)
+        assert "stalled" in (w.last_error or "") and "on_stall = requeue" in w.last_error
+        t = task(daemon, "H-1")
+        assert t.status == "pending" and t.attempts == 1
+        wait_for(lambda: gone(w.pid), 5, what="the hung agent to be stopped")
+        # the worktree and branch stay for inspection
+        assert Path(w.worktree).is_dir()
+
+
+def _statuses(daemon: Daemon, wid: str) -> list[str]:
+    return [e.data.get("to") for e in daemon.call(Events(worker=wid), EventList).events if e.kind == "worker.status"]
+
+
+class TestStallNotify:
+    @pytest.fixture
+    def daemon_config(self) -> str:
+        return BASE + "stall_timeout_s = 1.5\n"
+
+    @pytest.mark.timeout(60)
+    def test_stalled_worker_returns_to_working_when_activity_resumes(self, daemon: Daemon, proj: Path) -> None:
+        quiet_then_busy = [sys.executable, "-c",
+                           "import time\ntime.sleep(3.5)\nwhile True:\n    print('busy', flush=True)\n    time.sleep(0.2)"]
+        w = spawn(daemon, "S-1", quiet_then_busy)
+        running(daemon, w.id)
+        wait_status(daemon, w.id, {"stalled"}, 1.5 + 2 + 1)
+        wait_status(daemon, w.id, {"working"}, 5)
+        assert _statuses(daemon, w.id)[-2:] == ["stalled", "working"]
+        assert task(daemon, "S-1").status == "in_progress"  # on_stall = notify: nothing else happens
+        ev = [e for e in daemon.call(Events(worker=w.id), EventList).events if e.data.get("to") == "stalled"][0]
+        assert "no agent activity" in ev.data["reason"]
+
+    def test_paused_worker_is_not_stalled_and_its_shim_keeps_it_alive(self, daemon: Daemon, proj: Path) -> None:
+        from chkd.protocol.messages import Pause, Resume
+
+        w = spawn(daemon, "P-1", SLEEPER)
+        running(daemon, w.id)
+        daemon.call(Pause(worker=w.id))
+        time.sleep(4)  # past both the stall timeout and heartbeat_timeout_s
+        assert worker(daemon, w.id).status == "paused"
+        daemon.call(Resume(worker=w.id))
+        assert worker(daemon, w.id).status == "working"
+
+
+# -- death --------------------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_sigstopped_shim_makes_the_worker_dead_and_requeues(daemon: Daemon, proj: Path) -> None:
+    w = running(daemon, spawn(daemon, "D-1", SLEEPER).id)
+    shim = shim_of(w.id, daemon.home)
+    shim.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    w = wait_status(daemon, w.id, {"dead"}, 3 + 2 + 1)
+    assert time.monotonic() - t0 <= 3 + 2
+    assert "no heartbeat from the shim" in w.last_error
+    t = task(daemon, "D-1")
+    assert t.status == "pending" and t.attempts == 1 and t.claimed_by is None
+    assert "task.requeued" in kinds(daemon, task="D-1")
+    wait_for(lambda: gone(w.pid) and gone(shim.pid), 5, what="agent and stopped shim to be killed")
+    assert Path(w.worktree).is_dir() and w.branch  # kept for inspection
+
+
+@pytest.mark.timeout(60)
+def test_kill_9_of_the_agent_is_noticed_with_its_signal(daemon: Daemon, proj: Path) -> None:
+    w = running(daemon, spawn(daemon, "K-1", SLEEPER).id)
+    os.kill(w.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    w = wait_status(daemon, w.id, {"dead", "error"}, 2)
+    assert time.monotonic() - t0 <= 2
+    assert "SIGKILL" in (w.last_error or "")
+    assert task(daemon, "K-1").status == "pending" and task(daemon, "K-1").attempts == 1
+
+
+@pytest.mark.timeout(60)
+def test_kill_9_of_the_shim_is_noticed_and_its_agent_stopped(daemon: Daemon, proj: Path) -> None:
+    w = running(daemon, spawn(daemon, "K-2", SLEEPER).id)
+    shim = shim_of(w.id, daemon.home)
+    shim.kill()
+    w = wait_status(daemon, w.id, {"dead"}, 3)
+    assert "shim" in w.last_error and "gone" in w.last_error
+    wait_for(lambda: gone(w.pid), 5, what="the orphaned agent to be killed")
+    assert task(daemon, "K-2").status == "pending"
+
+
+@pytest.mark.timeout(90)
+def test_a_task_that_keeps_dying_is_failed_and_escalated_at_max_attempts(daemon: Daemon, proj: Path) -> None:
+    kills_its_shim = ["sh", "-c", "kill -9 $PPID; sleep 60"]
+    for attempt in (1, 2, 3):
+        w = spawn(daemon, "F-1", kills_its_shim, max_attempts=3)
+        w = wait_status(daemon, w.id, {"dead"}, 10)
+        t = task(daemon, "F-1")
+        assert t.attempts == attempt
+        assert t.status == ("pending" if attempt < 3 else "failed")
+    seen = kinds(daemon, task="F-1")
+    assert seen.count("task.requeued") == 2 and seen.count("task.escalated") == 1
+    assert seen.index("task.escalated") > seen.index("task.failed")
+
+
+# -- daemon crash ------------------------------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemon: Daemon, proj: Path) -> None:
+    ids = [running(daemon, spawn(daemon, f"R-{i}", SLEEPER).id).id for i in range(4)]
+    victim = worker(daemon, ids[3])
+    victim_shim = shim_of(victim.id, daemon.home)
+    daemon.kill()
+    victim_shim.kill()
+    os.killpg(victim.pgid, signal.SIGKILL)
+    wait_for(lambda: gone(victim.pid) and gone(victim_shim.pid), 5, what="the victim to die")
+    time.sleep(1)
+    daemon.start()
+    restarted_at = int(time.time() * 1000)
+    for wid in ids[:3]:
+        w = worker(daemon, wid)
+        assert w.status == "working", w
+    # heartbeats flow again from the reconnected shims
+    for wid in ids[:3]:
+        wait_for(lambda: (worker(daemon, wid).heartbeat_at or 0) > restarted_at + 200, 5,
+                 what=f"heartbeats from {wid} after the restart")
+    dead = wait_status(daemon, victim.id, {"dead"}, 3)
+    assert "gone" in dead.last_error
+    time.sleep(3.5)  # past heartbeat_timeout_s: the live ones stay live
+    assert [worker(daemon, w).status for w in ids[:3]] == ["working"] * 3
+    # nothing duplicated or lost: each task once, owned by its original worker or back in the queue
+    for i, wid in enumerate(ids[:3]):
+        t = task(daemon, f"R-{i}")
+        assert t.status == "in_progress" and t.claimed_by == wid and t.attempts == 0
+    t = task(daemon, "R-3")
+    assert t.status == "pending" and t.attempts == 1
+    from chkd.protocol.messages import TaskList, TaskListResult, WorkerList, WorkerListResult
+
+    assert len(daemon.call(TaskList(repo="proj"), TaskListResult).tasks) == 4
+    assert len(daemon.call(WorkerList(all=True), WorkerListResult).workers) == 4
