@@ -1,0 +1,170 @@
+"""Merge benchmark: the conflict check next to the naive way, and merge-queue throughput.
+
+Prints one JSON object:
+- files: how many files the generated repository holds (>= 20,000).
+- merge_tree_ms: p50 of the conflict check chkd does (`git merge-tree --write-tree`, no checkout).
+- naive_ms: p50 of the naive check, same repository, same run (`git worktree add` of the target,
+  `git merge --no-commit --no-ff`, `git worktree remove`).
+- speedup: naive_ms / merge_tree_ms (goal >= 20).
+- queue: 20 done, non-conflicting workers merged at once through a real chkdd
+  (strategy auto, no test gate, the main checkout kept up to date): seconds and merges_per_min.
+
+Usage: python bench/merge.py [--files 20000] [--workers 20] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from chkd.client import daemonctl
+from chkd.client.client import Client
+from chkd.protocol.messages import (
+    Merge, MergeResult, MergeShow, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow,
+)
+from chkd.protocol.paths import resolve
+
+IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@chkd.invalid",
+            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@chkd.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+AGENT = r"""
+import subprocess, sys
+open(sys.argv[1], "w").write("work of " + sys.argv[1] + "\n")
+subprocess.run(["git", "add", "-A"], check=True)
+subprocess.run(["git", "commit", "-q", "-m", "add " + sys.argv[1]], check=True)
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_big_repo(path: Path, files: int) -> None:
+    """`files` small files in 100-file directories, one commit (written with fast-import: seconds)."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    lines = ["commit refs/heads/main", "committer bench <bench@chkd.invalid> 1700000000 +0000",
+             "data 7", "initial"]
+    for i in range(files):
+        body = f"file {i}\n" + "line\n" * 20
+        lines += [f"M 100644 inline src/d{i // 100:04d}/f{i:05d}.txt", f"data {len(body.encode())}", body.rstrip("\n")]
+    stream = "\n".join(lines) + "\n"
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input=stream.encode(), check=True)
+    git(path, "checkout", "-q", "-f", "main")
+
+
+def commit_change(cwd: Path, rel: str, text: str, msg: str) -> None:
+    (cwd / rel).write_text(text)
+    git(cwd, "add", "-A")
+    git(cwd, "commit", "-q", "-m", msg)
+
+
+def time_checks(repo: Path, reps: int) -> tuple[float, float]:
+    """p50 ms of merge-tree and of the naive temporary-worktree merge, same branches."""
+    git(repo, "branch", "feature", "main")
+    wt = repo.parent / "feature-wt"
+    git(repo, "worktree", "add", "-q", str(wt), "feature")
+    commit_change(wt, "src/d0001/f00100.txt", "feature change\n", "feature")
+    git(repo, "worktree", "remove", "--force", str(wt))
+    commit_change(repo, "src/d0002/f00200.txt", "main change\n", "main moves")
+    fast, slow = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", "main", "feature"], cwd=repo,
+                       check=True, capture_output=True)
+        fast.append((time.perf_counter() - t0) * 1000)
+    for i in range(reps):
+        tmp = repo.parent / f"naive-{i}"
+        t0 = time.perf_counter()
+        git(repo, "worktree", "add", "-q", "--detach", str(tmp), "main")
+        subprocess.run(["git", "merge", "--no-commit", "--no-ff", "feature"], cwd=tmp, check=True, capture_output=True)
+        git(repo, "worktree", "remove", "--force", str(tmp))
+        slow.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(fast), statistics.median(slow)
+
+
+def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
+    paths = resolve(home)
+    paths.ensure()
+    paths.config_file.write_text(f"max_workers = {workers}\nnotify = false\nheartbeat_s = 1\n"
+                                 "heartbeat_timeout_s = 30\n")
+    env = {**os.environ, **IDENTITY, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    os.environ.update(IDENTITY)
+    try:
+        deadline = time.monotonic() + 20
+        while not daemonctl._answers(paths, 0.5):
+            if time.monotonic() > deadline:
+                raise SystemExit("chkdd did not start")
+        client = Client(paths, timeout=120, autostart=False)
+        client.call(RepoAdd(path=str(repo)), RepoResult)
+        ids = []
+        for i in range(workers):
+            task = client.call(TaskAdd(title=f"bench {i}", repo=str(repo)), TaskResult).task
+            cmd = [sys.executable, "-c", AGENT, f"bench-{i}.txt"]
+            ids.append(client.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd), WorkerResult).worker.id)
+        deadline = time.monotonic() + 600
+        while any(client.call(WorkerShow(worker=w), WorkerResult).worker.status != "done" for w in ids):
+            if time.monotonic() > deadline:
+                raise SystemExit("workers did not finish")
+            time.sleep(0.2)
+        t0 = time.perf_counter()
+        merge_ids = [client.call(Merge(worker=w, strategy="auto", no_test=True), MergeResult).merge.id for w in ids]
+        pending = set(merge_ids)
+        while pending:
+            for mid in list(pending):
+                status = client.call(MergeShow(id=mid), MergeResult).merge.status
+                if status == "merged":
+                    pending.discard(mid)
+                elif status in ("conflict", "failed", "rejected"):
+                    raise SystemExit(f"merge {mid} ended {status}")
+            time.sleep(0.02)
+        seconds = time.perf_counter() - t0
+        landed = git(repo, "rev-list", "--count", "--merges", "main")
+        client.close()
+        return {"workers": workers, "seconds": round(seconds, 2),
+                "merges_per_min": round(workers / seconds * 60, 1), "merge_commits_on_main": int(landed)}
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--workers", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    os.environ.update(IDENTITY)
+    tmp = Path(tempfile.mkdtemp(prefix="chkd-bench-merge-"))
+    try:
+        repo = tmp / "big"
+        t0 = time.perf_counter()
+        make_big_repo(repo, args.files)
+        gen_s = time.perf_counter() - t0
+        files = int(subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout.count("\n"))
+        fast, slow = time_checks(repo, args.reps)
+        home = tmp / "home"
+        home.mkdir()
+        queue = queue_throughput(repo, home, args.workers)
+        print(json.dumps({
+            "files": files, "generate_s": round(gen_s, 1), "reps": args.reps,
+            "merge_tree_ms": round(fast, 1), "naive_ms": round(slow, 1), "speedup": round(slow / fast, 1),
+            "queue": queue,
+        }))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
