@@ -41,7 +41,8 @@ from .client import Client
 SEND_TIMEOUT = 3.0
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 #: Statuses in which the agent must stop (the shim relays it if the daemon's signal did not land).
-STOP_STATUSES = frozenset({"aborted", "dead"})
+#: Not `dead`: that verdict may come from a daemon that was away too long, and stopping would lose work.
+STOP_STATUSES = frozenset({"aborted"})
 
 
 def now_ms() -> int:
