@@ -66,9 +66,16 @@ def state_word(t: Any) -> str:
     return t.status + (" (held)" if t.held else "")
 
 
+def full(task: Any) -> dict[str, Any] | None:
+    """A TaskInfo with every field (the wire form omits defaults; scripts want `ready: false`)."""
+    import msgspec
+
+    return None if task is None else msgspec.structs.asdict(task)
+
+
 def _print_task(app: Any, res: Any, verb: str) -> None:
     if app.json:
-        print_json(res.task)
+        print_json(full(res.task))
         return
     t = res.task
     click.echo(f"{verb} {t.id} (P{t.priority}, {state_word(t)}) in {t.repo}: {t.title}")
@@ -110,7 +117,7 @@ def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_re
     res = app.call(TaskList(repo=None if all_repos else _repo(repo), status=status, ready=ready,
                             all_repos=all_repos, tag=tag), TaskListResult)
     if app.json:
-        print_json(res.tasks)
+        print_json([full(t) for t in res.tasks])
         return
     if not res.tasks:
         click.echo("No tasks match." if (status or ready or tag) else "No tasks yet: `chkdctl task add TITLE`.")
@@ -136,7 +143,7 @@ def task_show(app: Any, task_id: str, repo: str | None) -> None:
 
     res = app.call(TaskShow(id=task_id, repo=_repo(repo)), TaskResult)
     if app.json:
-        print_json(res)
+        print_json({"task": full(res.task), "history": res.history})
         return
     t = res.task
     click.echo(f"{t.id}: {t.title}")
@@ -221,7 +228,7 @@ def _dep(name: str, command: str, doc: str) -> click.Command:
         res = app.call(getattr(messages, command)(task=task, depends_on=depends_on, repo=_repo(repo)),
                        messages.TaskResult)
         if app.json:
-            print_json(res.task)
+            print_json(full(res.task))
             return
         t = res.task
         click.echo(f"{t.id} now runs after: {', '.join(t.depends_on) or 'nothing'} ({state_word(t)}).")
@@ -246,7 +253,7 @@ def task_claim(app: Any, worker: str | None, tag: str | None, repo: str | None) 
     res = app.call(Claim(repo=_repo(repo), worker=worker or os.environ.get("CHKD_WORKER_ID"), tag=tag),
                    ClaimResult)
     if app.json:
-        print_json(res.task)
+        print_json(full(res.task))
     elif res.task is not None:
         click.echo(f"{res.task.id}\t{res.task.title}")
     else:
@@ -289,7 +296,9 @@ def task_import(app: Any, file: str, dry_run: bool, repo: str | None) -> None:
     text = read_spec(file)
     res = app.call(TaskImport(text=text, source=file, repo=_repo(repo), dry_run=dry_run), ImportReport)
     if app.json:
-        print_json(res)
+        import msgspec
+
+        print_json(msgspec.structs.asdict(res))  # every list, even the empty ones
         return
     click.echo(format_report(res, file))
 
