@@ -276,7 +276,7 @@ def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_
     report.vanished = [r[0] for r in ctx.store.all(
         "SELECT id FROM task_queue WHERE repo_id=? AND spec_item_id IS NOT NULL ORDER BY pk", (repo["id"],))
         if r[0] not in seen]
-    if not dry_run:
+    if not dry_run and (report.new or report.updated):  # a re-import that changes nothing writes nothing
         ctx.emit("spec.imported", repo=repo["name"], source=source, new=len(report.new),
                  updated=len(report.updated), unchanged=len(report.unchanged), skipped=len(report.skipped),
                  problems=len(report.problems))
