@@ -192,11 +192,21 @@ def task_infos(ctx: Ctx, rows: Sequence[dict[str, Any]]) -> list[TaskInfo]:
     return out
 
 
+def forget_repo(ctx: Ctx, repo_id: int) -> None:
+    """Delete a repository's tasks (their edges cascade) and its id counter (`repo rm`)."""
+    ctx.store.x("DELETE FROM task_queue WHERE repo_id=?", (repo_id,))
+    ctx.store.x("DELETE FROM meta WHERE key=?", (_seq_key(repo_id),))
+
+
+def _seq_key(repo_id: int) -> str:
+    return f"task_seq:{repo_id}"
+
+
 # -- create --------------------------------------------------------------------------------------
 def next_id(ctx: Ctx, repo_id: int) -> str:
     """`T-1`, `T-2`, … per repository, skipping ids the user took."""
     while True:
-        candidate = f"T-{ctx.store.meta_next(f'task_seq:{repo_id}')}"
+        candidate = f"T-{ctx.store.meta_next(_seq_key(repo_id))}"
         if find_task(ctx, repo_id, candidate) is None:
             return candidate
 

@@ -11,7 +11,7 @@ from typing import Any
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, Ok, RepoAdd, RepoInfo, RepoList, RepoListResult, RepoResult, RepoRm
 
-from .. import git, lookup
+from .. import git, lookup, tasks
 from ..context import Ctx
 from ..store import now_ms
 
@@ -152,7 +152,7 @@ def rm(ctx: Ctx, req: RepoRm) -> Ok:
     store.x("DELETE FROM sessions WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM merges WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
-    store.x("DELETE FROM task_queue WHERE repo_id=?", (row["id"],))
+    tasks.forget_repo(ctx, row["id"])
     store.x("DELETE FROM repos WHERE id=?", (row["id"],))
     ctx.emit("repo.removed", repo=row["name"], path=row["path"])
     return Ok(message=f"Removed repository '{row['name']}' from chkd; its files and branches are untouched.")
