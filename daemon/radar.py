@@ -58,7 +58,7 @@ def snapshot(worktree: str) -> str | None:
     tmp_index = os.path.join(tmpdir, "index")
     try:
         if os.path.exists(index):
-            shutil.copyfile(index, tmp_index)  # keeps stat data: only changed files are hashed
+            shutil.copy2(index, tmp_index)  # stat data and mtime kept: only changed (or racy) files are hashed
         env = {"GIT_INDEX_FILE": tmp_index}
         if not os.path.exists(index):
             git.run(["read-tree", head], worktree, env=env)
