@@ -30,6 +30,7 @@ Worker and task status changes go through the workers and tasks areas (their own
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,8 @@ def setup(ctx: Ctx) -> None:
     for m in ctx.store.dicts("SELECT * FROM merges WHERE status IN ('checking', 'testing')"):
         ctx.store.x("UPDATE merges SET status='queued' WHERE id=?", (m["id"],))
         _emit(ctx, m, "merge.queued", note="requeued after a daemon restart")
+    for repo in ctx.store.dicts("SELECT path FROM repos"):
+        ctx.submit(merging.prune_gates, repo["path"], time.time(), then=lambda _n, _e: None)
     ctx.timers.every(2.0, lambda: kick_all(ctx), "merge-queue", first_in=0.05)
 
 

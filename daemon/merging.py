@@ -24,6 +24,8 @@ from chkd.protocol.errors import ChkdError
 
 from . import git
 
+#: Temporary directories of test gates start with this (so leftovers can be recognised).
+GATE_PREFIX = "chkd-gate-"
 #: The test gate keeps at most this much output (the tail) in the merge log.
 MAX_LOG = 64 * 1024
 
@@ -90,7 +92,7 @@ def _is_ancestor(a: str, b: str, repo: str | Path) -> bool:
 # -- test gate ------------------------------------------------------------------------------
 def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float) -> GateResult:
     """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed."""
-    tmp = Path(tempfile.mkdtemp(prefix="chkd-gate-"))
+    tmp = Path(tempfile.mkdtemp(prefix=GATE_PREFIX))
     wt = tmp / "tree"
     started = time.monotonic()
     try:
@@ -100,6 +102,29 @@ def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float) -> G
         git.run(["worktree", "remove", "--force", str(wt)], repo, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
         git.run(["worktree", "prune"], repo, check=False)
+
+
+def prune_gates(repo: str | Path, before: float) -> int:
+    """Remove test-gate worktrees a killed daemon left behind (made before `before`, epoch s)."""
+    text = git.run(["worktree", "list", "--porcelain"], repo, check=False).stdout
+    gone = 0
+    for line in text.splitlines():
+        path = line[len("worktree "):] if line.startswith("worktree ") else ""
+        parent = Path(path).parent
+        if parent.name.startswith(GATE_PREFIX) and _mtime(parent) < before:
+            git.run(["worktree", "remove", "--force", path], repo, check=False)
+            shutil.rmtree(parent, ignore_errors=True)
+            gone += 1
+    if gone:
+        git.run(["worktree", "prune"], repo, check=False)
+    return gone
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _run_cmd(cmd: list[str], cwd: Path, timeout: float, started: float) -> GateResult:
