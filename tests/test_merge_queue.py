@@ -66,3 +66,21 @@ def test_kill_9_during_the_test_gate_then_the_merge_finishes(daemon: Daemon, tmp
     assert worker(daemon, w.id).status == "merged"
     assert any(e.data.get("note") == "requeued after a daemon restart" for e in events(daemon, "merge.queued"))
     wait_for(lambda: "chkd-gate-" not in git(repo, "worktree", "list"), 10, what="the old gate worktree to go")
+
+
+@pytest.mark.timeout(60)
+def test_merges_of_different_repositories_run_side_by_side(daemon: Daemon, tmp_path: Path) -> None:
+    gate = [sys.executable, "-c", "import time; time.sleep(1.5)"]
+    repos = [make_repo(tmp_path / name) for name in ("one", "two")]
+    ws = []
+    for repo in repos:
+        add_repo(daemon, repo, test_cmd=gate)
+        ws.append(done_worker(daemon, repo, f"work in {repo.name}", {"f.txt": repo.name}))
+    ids = [daemon.call(Merge(worker=w.id, strategy="auto"), MergeResult).merge.id for w in ws]
+    for mid in ids:
+        wait_for(lambda mid=mid: daemon.call(MergeShow(id=mid), MergeResult).merge.status == "merged", 20,
+                 what=f"merge {mid}")
+    kinds = [(e.kind, e.data["merge_id"]) for e in events(daemon, "merge.")]
+    first_merged = min(i for i, (k, _) in enumerate(kinds) if k == "merge.merged")
+    testing = {mid for k, mid in kinds[:first_merged] if k == "merge.testing"}
+    assert testing == set(ids), kinds  # both gates ran before either landed
