@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
+
+import msgspec
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import TaskInfo
@@ -34,16 +37,24 @@ _COLUMN_NAMES = tuple(c.strip() for c in TASK_COLUMNS.split(","))
 # The claim: the most urgent ready task (pending, not held, every dependency done). The
 # SELECT walks the covering task_queue_claim index (repo_id, status, held, priority,
 # created_at[, pk]) in claim order and stops at the first hit; the UPDATE marks it.
+# The repository id is written into the SQL (an int, one cached statement per repository):
+# with a bound `?` SQLite re-plans this ORDER BY ... LIMIT query on every run (16 µs vs 2.4 µs).
 _CLAIM_SQL = """
 SELECT t.pk FROM task_queue t
-WHERE t.repo_id = ? AND t.status = 'pending' AND t.held = 0
+WHERE t.repo_id = {repo_id:d} AND t.status = 'pending' AND t.held = 0
   AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk
                   WHERE d.task_pk = t.pk AND u.status != 'done')
   {tag}
 ORDER BY t.priority, t.created_at, t.pk LIMIT 1
 """
-_CLAIM_ANY = _CLAIM_SQL.format(tag="")
-_CLAIM_TAG = _CLAIM_SQL.format(tag="AND EXISTS (SELECT 1 FROM json_each(t.tags) WHERE json_each.value = ?)")
+_TAG_FILTER = "AND EXISTS (SELECT 1 FROM json_each(t.tags) WHERE json_each.value = ?)"
+
+
+@lru_cache(maxsize=256)
+def _claim_sql(repo_id: int, tagged: bool) -> str:
+    return _CLAIM_SQL.format(repo_id=int(repo_id), tag=_TAG_FILTER if tagged else "")
+
+
 # Marks it claimed and returns the row with both directions of its edges (newline-joined ids),
 # so the claim's reply needs no further query.
 _MARK_CLAIMED = (
@@ -162,11 +173,18 @@ def task_info(ctx: Ctx, task: dict[str, Any], repo_name: str | None = None) -> T
 def _info(task: dict[str, Any], repo: str, depends_on: list[str], deps_of: list[str], ready: bool) -> TaskInfo:
     return TaskInfo(
         repo=repo, id=task["id"], title=task["title"], status=task["status"], priority=task["priority"],
-        description=task["description"], tags=json.loads(task["tags"] or "[]"), held=bool(task["held"]),
+        description=task["description"], tags=_tags(task["tags"]), held=bool(task["held"]),
         ready=ready, attempts=task["attempts"], max_attempts=task["max_attempts"], claimed_by=task["claimed_by"],
         created_at=task["created_at"], claimed_at=task["claimed_at"], completed_at=task["completed_at"],
         depends_on=depends_on, dependants=deps_of,
     )
+
+
+def _tags(text: str | None) -> list[str]:
+    return [] if not text or text == "[]" else _decode_tags(text)
+
+
+_decode_tags = msgspec.json.Decoder(list[str]).decode
 
 
 def task_infos(ctx: Ctx, rows: Sequence[dict[str, Any]]) -> list[TaskInfo]:
@@ -265,7 +283,7 @@ def create_task(
 # -- claims ----------------------------------------------------------------------------------------
 def claim_next(ctx: Ctx, repo: dict[str, Any], worker_id: str | None, tag: str | None = None) -> dict[str, Any] | None:
     """Take the most urgent ready task and mark it claimed, or None when nothing is ready."""
-    pk = ctx.store.scalar(_CLAIM_TAG, (repo["id"], tag)) if tag else ctx.store.scalar(_CLAIM_ANY, (repo["id"],))
+    pk = ctx.store.scalar(_claim_sql(repo["id"], bool(tag)), (tag,) if tag else ())
     if pk is None:
         return None
     return _mark_claimed(ctx, repo["name"], pk, worker_id)
