@@ -29,7 +29,7 @@ TASK_COLUMNS = (
 )
 #: Task ids: letters, digits and . _ - / (like `SD.13`, `T-4`, `fix-login`), at most 64 characters.
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,63}")
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:-]{0,63}")
 MAX_TITLE = 500
 
 _COLUMN_NAMES = tuple(c.strip() for c in TASK_COLUMNS.split(","))
@@ -100,7 +100,7 @@ def check_tags(tags: Iterable[str]) -> list[str]:
     for tag in tags:
         clean = (tag or "").strip().lstrip("#")
         if not TAG_RE.fullmatch(clean):
-            raise ChkdError("bad_request", f"'{tag}' is not a valid tag; use letters, digits and . _ - / :.")
+            raise ChkdError("bad_request", f"'{tag}' is not a valid tag; use letters, digits and _ . - / :.")
         if clean not in out:
             out.append(clean)
     return out

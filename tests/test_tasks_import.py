@@ -132,8 +132,18 @@ def test_bad_files_are_clear_errors_and_change_nothing(daemon: Daemon, repo: Pat
 
 
 def test_a_plain_markdown_checklist_imports_too(daemon: Daemon, repo: Path) -> None:
-    (repo / "TODO.md").write_text("Things:\n\n- [ ] buy milk\n- [x] call Bob #phone\n")
+    write(repo, SPEC)
+    daemon.ctl("task", "import", "docs/SPEC.md", cwd=repo)
+    long_title = "word " * 120
+    (repo / "TODO.md").write_text(f"Things:\n\n- [ ] buy milk #my_tag\n- [x] call Bob #phone\n- [ ] {long_title}\n"
+                                  "- [ ] odd tag #café\n")
     res = daemon.ctl("task", "import", "TODO.md", "--json", cwd=repo)
-    assert res.json()["new"] == ["T.1", "T.2"]
+    report = res.json()
+    assert report["new"] == ["T.1", "T.2"]
+    assert report["vanished"] == []  # the spec's tasks are not this file's
+    assert [(p["line"], p["reason"]) for p in report["problems"]] == [
+        (5, "The task title is 599 characters; the limit is 500."),
+        (6, "'café' is not a valid tag; use letters, digits and _ . - / :.")]
     tasks = tasks_by_id(daemon, repo)
     assert (tasks["T.1"]["title"], tasks["T.2"]["status"], tasks["T.2"]["tags"]) == ("buy milk", "done", ["phone"])
+    assert tasks["T.1"]["tags"] == ["my_tag"] and "T.3" not in tasks
