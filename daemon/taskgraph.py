@@ -16,7 +16,7 @@ FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 #: Allowed status changes (from → to). `done` is final: a done task is never set back.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"claimed", "in_progress", "done", "cancelled", "failed"}),  # done: by spec import
-    "claimed": frozenset({"in_progress", "review", "pending", "cancelled", "failed"}),
+    "claimed": frozenset({"in_progress", "review", "done", "pending", "cancelled", "failed"}),  # done: merged
     "in_progress": frozenset({"review", "done", "pending", "cancelled", "failed"}),
     "review": frozenset({"done", "in_progress", "pending", "cancelled", "failed"}),
     "failed": frozenset({"pending", "cancelled"}),
