@@ -70,7 +70,8 @@ def add(ctx: Ctx, req: TaskAdd) -> Any:
 
 
 def list_(ctx: Ctx, req: TaskList) -> TaskListResult:
-    where, params = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    params: list[Any] = []
     if not req.all_repos:
         where.append("repo_id=?")
         params.append(resolve_repo(ctx, req.repo)["id"])
@@ -84,12 +85,10 @@ def list_(ctx: Ctx, req: TaskList) -> TaskListResult:
     if where:
         sql += " WHERE " + " AND ".join(where)
     rows = ctx.store.dicts(sql, tuple(params))
-    infos = tasks.task_infos(ctx, rows)
-    pks = {id(info): row["pk"] for info, row in zip(infos, rows)}
-    if req.ready:
-        infos = [i for i in infos if i.ready]
-    infos.sort(key=lambda i: taskgraph.list_order_key(i.ready, i.priority, i.created_at, pks[id(i)]))
-    return TaskListResult(tasks=infos)
+    pairs = [(info, row["pk"]) for info, row in zip(tasks.task_infos(ctx, rows), rows)
+             if info.ready or not req.ready]
+    pairs.sort(key=lambda p: taskgraph.list_order_key(p[0].ready, p[0].priority, p[0].created_at, p[1]))
+    return TaskListResult(tasks=[info for info, _ in pairs])
 
 
 def show(ctx: Ctx, req: TaskShow) -> TaskResult:
