@@ -16,7 +16,7 @@ from typing import Any
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, WorkerInfo
 
-from . import procs, tasks
+from . import procs, tasks, worktrees
 from .context import Ctx
 from .store import now_ms
 
@@ -168,6 +168,29 @@ def finish_task(ctx: Ctx, row: Mapping[str, Any], summary: str | None) -> None:
     task = task_of(ctx, row)
     if task is not None and task["status"] in ("claimed", "in_progress") and task["claimed_by"] == row["id"]:
         tasks.set_task_status(ctx, task, "review", worker_id=row["id"], note=summary or None)
+
+
+def commit_leftovers(ctx: Ctx, row: dict[str, Any]) -> None:
+    """Off-loop: commit whatever the agent left uncommitted, as `chkd: <task>: <title>`."""
+    if not row["worktree_path"]:
+        return  # the exit beat the spawn's own completion: that one calls us again
+    wid = row["id"]
+    message = f"chkd: {row['task_id'] or wid}: {row['task_title'] or 'work left uncommitted'}"
+
+    def _committed(sha: str | None, exc: BaseException | None) -> None:
+        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
+        if fresh is None:
+            return
+        if exc is not None:
+            msg = exc.message if isinstance(exc, ChkdError) else str(exc)
+            update(ctx, fresh, last_error=f"Could not commit the work left uncommitted: {msg}")
+            ctx.emit("worker.commit_failed", repo=repo_name(ctx, fresh["repo_id"]), worker_id=wid,
+                     task_id=fresh["task_id"], error=msg)
+        elif sha:
+            ctx.emit("worker.committed", repo=repo_name(ctx, fresh["repo_id"]), worker_id=wid,
+                     task_id=fresh["task_id"], sha=sha, message=message)
+
+    ctx.submit(worktrees.commit_all, row["worktree_path"], message, then=_committed)
 
 
 # -- signals ---------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -89,9 +88,8 @@ def test_agent_keeps_running_while_daemon_is_down(daemon: Daemon, repo: Path) ->
     spawn(daemon, repo, "K", f"{DEMO} --steps 30 --step-s 0.1")
     w = wait_for(lambda: (x := show(daemon, "w1")).pid and x, 10, what="hello")
     daemon.kill()
-    time.sleep(1.0)
+    wait_for(lambda: "heartbeat not delivered" in Path(w.log_path).read_text(), 10, what="a failed heartbeat")
     assert alive(w.pid)
-    log = Path(w.log_path).read_text()
     daemon.start()
     wait_for(lambda: show(daemon, "w1").status == "done", 30, what="done after the restart")
     log = Path(w.log_path).read_text()

@@ -11,10 +11,9 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import ActivityAck, ShimBeat, ShimExit, ShimHello
 
-from .. import lookup, procs, worktrees
+from .. import lookup, procs
 from .. import workers as W
 from ..context import Ctx
 from ..store import now_ms
@@ -83,37 +82,14 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     if status in RUNNING and code == 0:
         row = W.set_worker_status(ctx, row, "done", reason=f"the agent {words}")
         W.finish_task(ctx, row, None)
-        _commit_leftovers(ctx, row)
+        W.commit_leftovers(ctx, row)
     elif status in RUNNING:
         reason = f"The agent {words}."
         row = W.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)
         W.fail_task_attempt(ctx, row, f"worker {row['id']}: the agent {words}")
     elif status == "done" and code == 0:
-        _commit_leftovers(ctx, row)  # `chkdctl done`, then more edits before exiting
+        W.commit_leftovers(ctx, row)  # `chkdctl done`, then more edits before exiting
     return _ack(ctx, row)
-
-
-def _commit_leftovers(ctx: Ctx, row: dict[str, Any]) -> None:
-    """Off-loop: commit whatever the agent left uncommitted, as `chkd: <task>: <title>`."""
-    if not row["worktree_path"]:
-        return
-    wid = row["id"]
-    message = f"chkd: {row['task_id'] or wid}: {row['task_title'] or 'work left uncommitted'}"
-
-    def _committed(sha: str | None, exc: BaseException | None) -> None:
-        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
-        if fresh is None:
-            return
-        if exc is not None:
-            msg = exc.message if isinstance(exc, ChkdError) else str(exc)
-            W.update(ctx, fresh, last_error=f"Could not commit the work left uncommitted: {msg}")
-            ctx.emit("worker.commit_failed", repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid,
-                     task_id=fresh["task_id"], error=msg)
-        elif sha:
-            ctx.emit("worker.committed", repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid,
-                     task_id=fresh["task_id"], sha=sha, message=message)
-
-    ctx.submit(worktrees.commit_all, row["worktree_path"], message, then=_committed)
 
 
 HANDLERS = {ShimHello: hello, ShimBeat: beat, ShimExit: exited}

@@ -155,6 +155,8 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
                        cmd=json.dumps(result.argv))
         ctx.emit("worker.started", repo=repo["name"], worker_id=wid, task_id=task["id"],
                  worktree=result.checkout.path, branch=result.checkout.branch, base=result.checkout.base_sha)
+        if row["status"] == "done" and row["exit_code"] == 0:
+            W.commit_leftovers(ctx, row)  # the agent was quicker than this completion
         ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, row, repo["name"])))
 
     ctx.submit(launch, spec, then=_launched, reply_to=deferred)
