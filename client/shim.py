@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,15 @@ class Link:
         return min(BACKOFF_MAX, BACKOFF_MIN * (2 ** min(self.failures, 6)))
 
 
+def resolve_program(argv: list[str], env: dict[str, str]) -> list[str]:
+    """A bare program name not on PATH is also looked for beside this Python (the chkd venv's
+    `chkd-demo-agent` when the daemon runs with a minimal PATH, as under systemd)."""
+    if not argv or os.sep in argv[0] or shutil.which(argv[0], path=env.get("PATH")):
+        return argv
+    beside = os.path.join(os.path.dirname(sys.executable), argv[0])
+    return [beside, *argv[1:]] if os.access(beside, os.X_OK) else argv
+
+
 def log_line(log: Any, text: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
@@ -138,7 +148,7 @@ class Shim:
         log_line(self.log, f"worker {self.worker}: starting {shlex.join(self.argv)} in {self.cwd}")
         try:
             self.agent = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                resolve_program(self.argv, self.env), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
             )
         except OSError as exc:

@@ -95,3 +95,11 @@ def test_agent_keeps_running_while_daemon_is_down(daemon: Daemon, repo: Path) ->
     log = Path(w.log_path).read_text()
     assert "heartbeat not delivered" in log and "step 30/30" in log
     assert os.path.exists(w.worktree)
+
+
+def test_program_beside_python_is_found_without_path(tmp_path: Path) -> None:
+    from chkd.client.shim import resolve_program
+
+    assert resolve_program(["chkd-demo-agent", "--hang"], {"PATH": str(tmp_path)}) == [DEMO, "--hang"]
+    assert resolve_program(["sh", "-c", "x"], {"PATH": "/bin:/usr/bin"}) == ["sh", "-c", "x"]
+    assert resolve_program(["no-such-thing"], {"PATH": str(tmp_path)}) == ["no-such-thing"]
