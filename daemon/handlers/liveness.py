@@ -27,6 +27,17 @@ from ..store import now_ms
 EVENT_COLUMNS = "seq, at, kind, repo, worker_id, task_id, data"
 MAX_PAGE = 5000
 _WATCHED_SQL = "SELECT * FROM workers WHERE status IN ('starting','working','stalled','paused') ORDER BY seq"
+#: What the reaper's rules read, for the rows that could need an action at all: those with
+#: processes to check, and those whose heartbeat or activity is old enough to matter. A tick
+#: over many quiet rows then costs one indexed query, not a dict per row.
+_REAP_COLUMNS = ("id", "status", "pid", "proc_started", "shim_pid", "shim_started", "heartbeat_at",
+                 "activity_at", "started_at")
+_REAP_SQL = (
+    f"SELECT {', '.join(_REAP_COLUMNS)} FROM workers WHERE status IN ('starting','working','stalled','paused') "
+    "AND (pid IS NOT NULL OR shim_pid IS NOT NULL OR status = 'stalled' "
+    "     OR coalesce(heartbeat_at, started_at) < :beat_cut "
+    "     OR (status = 'working' AND max(coalesce(activity_at, 0), started_at) < :stall_cut)) ORDER BY seq"
+)
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -106,6 +117,8 @@ def _facts(ctx: Ctx, rows: list[dict[str, Any]], now: int) -> dict[str, reaper.P
             gone_since.pop(row["id"], None)
             since = None
         facts[row["id"]] = reaper.ProcFacts(agent_alive=agent, shim_alive=shim, agent_gone_since=since)
+    for wid in set(gone_since) - set(facts):
+        del gone_since[wid]
     return facts
 
 
@@ -154,19 +167,22 @@ def apply_action(ctx: Ctx, row: dict[str, Any], action: reaper.Action) -> None:
 
 def reap(ctx: Ctx) -> None:
     """The 1-second reaper tick."""
-    rows = ctx.store.dicts(_WATCHED_SQL)
-    if not rows:
-        ctx.ext.get("agent_gone_since", {}).clear()
-        return
     now = now_ms()
     limits = reaper.Limits.from_config(ctx.config)
     if now < ctx.ext.get("stall_grace_until", 0):
         limits = reaper.Limits(limits.heartbeat_timeout_ms, 2**62, limits.on_stall)  # shims are reconnecting
-    by_id = {r["id"]: r for r in rows}
+    rows = [dict(zip(_REAP_COLUMNS, r)) for r in ctx.store.all(
+        _REAP_SQL, {"beat_cut": now - limits.heartbeat_timeout_ms, "stall_cut": now - limits.stall_timeout_ms})]
+    if not rows:
+        ctx.ext.get("agent_gone_since", {}).clear()
+        return
     for action in reaper.decide(rows, now, limits, _facts(ctx, rows, now)):
+        row = ctx.store.dict("SELECT * FROM workers WHERE id=?", (action.worker_id,))
+        if row is None:
+            continue
         try:
             with ctx.store.savepoint():
-                apply_action(ctx, by_id[action.worker_id], action)
+                apply_action(ctx, row, action)
         except Exception:  # one worker's trouble never stops the reaper for the others
             ctx.log.error("reaper_action_failed", worker=action.worker_id, action=type(action).__name__,
                           exc_info=True)
