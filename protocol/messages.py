@@ -522,6 +522,8 @@ class ImportReport(Result, tag="import"):
     vanished: list[str] = []
     warnings: list[str] = []
     problems: list[ImportProblem] = []
+    #: For each updated (or skipped) id, the fields the file changes: title, priority, status, ...
+    changes: dict[str, list[str]] = {}
 
 
 class WorkerResult(Result, tag="worker"):

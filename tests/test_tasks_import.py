@@ -90,6 +90,11 @@ def test_reimport_updates_but_never_sets_back_done_or_running_and_lists_vanished
     write(repo, changed)
     dry = daemon.ctl("task", "import", "docs/SPEC.md", "--dry-run", "--json", cwd=repo).json()
     assert (dry["new"], dry["updated"], dry["skipped"]) == ([], ["SD.1", "SD.3", "SD.5"], ["BE.1"])
+    assert dry["changes"] == {"SD.1": ["title"], "SD.3": ["status"], "SD.5": ["held"],
+                              "BE.1": ["priority", "title"]}
+    dry_text = daemon.ctl("task", "import", "docs/SPEC.md", "--dry-run", cwd=repo).out
+    assert "  would be updated: SD.1 (title), SD.3 (status), SD.5 (held)" in dry_text
+    assert "  skipped: BE.1 (priority, title)" in dry_text
     assert tasks_by_id(daemon, repo)["SD.1"]["title"] == "Landing page"  # dry run changed nothing
     res = daemon.ctl("task", "import", "docs/SPEC.md", cwd=repo)
     assert res.code == 0, res

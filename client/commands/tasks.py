@@ -307,9 +307,11 @@ def format_report(r: Any, file: str) -> str:
     counts = f"{len(r.new)} new, {len(r.updated)} updated, {len(r.unchanged)} unchanged, {len(r.skipped)} skipped"
     lines = [f"{'Dry run, nothing changed' if r.dry_run else 'Imported'} {file} into {r.repo}: {counts}."]
     would = "would be " if r.dry_run else ""
-    for label, ids in ((f"{would}new", r.new), (f"{would}updated", r.updated), ("skipped", r.skipped)):
+    if r.new:
+        lines.append(f"  {would}new: {_ids(r.new)}")
+    for label, ids in ((f"{would}updated", r.updated), ("skipped", r.skipped)):
         if ids:
-            lines.append(f"  {label}: {_ids(ids)}")
+            lines.append(f"  {label}: {_ids([_with_fields(i, r.changes) for i in ids])}")
     if r.vanished:
         lines.append(f"  no longer in the file (kept): {_ids(r.vanished)}")
     for w in r.warnings:
@@ -317,6 +319,12 @@ def format_report(r: Any, file: str) -> str:
     for p in r.problems:
         lines.append(f"  line {p.line}: {p.reason}: {p.text}")
     return "\n".join(lines)
+
+
+def _with_fields(task_id: str, changes: dict[str, list[str]]) -> str:
+    """`SD.1 (title, priority)`: what the file changes on that task."""
+    fields = changes.get(task_id)
+    return f"{task_id} ({', '.join(fields)})" if fields else task_id
 
 
 def _ids(ids: list[str], limit: int = 30) -> str:

@@ -266,6 +266,8 @@ def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_
                                   held=item.held, spec_item_id=item.id)
             continue
         changes = _changes(existing, item)
+        if changes:
+            report.changes[item.id] = sorted(changes)
         if not changes:
             report.unchanged.append(item.id)
         elif existing["status"] == "done" or existing["status"] in taskgraph.RUNNING_STATUSES:
