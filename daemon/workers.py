@@ -53,6 +53,8 @@ def transition_error(worker_id: str, status: str, action: str) -> str | None:
         return f"Worker {worker_id} is already paused."
     if action == "resume" and status in ("starting", "working", "stalled"):
         return f"Worker {worker_id} is not paused (it is {status})."
+    if action == "rm" and status == "merging":
+        return f"Worker {worker_id} is merging; wait for the merge to finish."
     return f"Worker {worker_id} is {status}; {_NEEDS[action].format(id=worker_id)}."
 
 
@@ -123,13 +125,13 @@ def update(ctx: Ctx, row: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def set_worker_status(ctx: Ctx, row: Mapping[str, Any], status: str, *, reason: str | None = None,
-                      **fields: Any) -> dict[str, Any]:
-    """Change the status (and other columns) and emit `worker.status` {from, to[, reason]}."""
+                      event: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """Change the status (and other columns) and emit `worker.status` {from, to[, reason], **event}."""
     old = row["status"]
     if status in FINAL_STATUSES and "completed_at" not in fields and not row.get("completed_at"):
         fields["completed_at"] = now_ms()
     fresh = update(ctx, row, status=status, **fields)
-    data: dict[str, Any] = {"from": old, "to": status}
+    data: dict[str, Any] = {"from": old, "to": status, **(event or {})}
     if reason:
         data["reason"] = reason
     ctx.emit("worker.status", repo=repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
@@ -207,7 +209,7 @@ def pause_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
     if err:
         raise ChkdError("conflict", err)
     signalled = signal_worker(row, signal.SIGSTOP)
-    return _status_with(ctx, row, "paused", "paused by the user", signalled)
+    return set_worker_status(ctx, row, "paused", reason="paused by the user", event={"signalled": signalled})
 
 
 def resume_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,15 +218,8 @@ def resume_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
         raise ChkdError("conflict", err)
     signalled = signal_worker(row, signal.SIGCONT)
     # the pause does not count as idleness: activity restarts now
-    fresh = update(ctx, row, activity_at=now_ms())
-    return _status_with(ctx, fresh, "working", "resumed by the user", signalled)
-
-
-def _status_with(ctx: Ctx, row: Mapping[str, Any], status: str, reason: str, signalled: bool) -> dict[str, Any]:
-    fresh = update(ctx, row, status=status)
-    ctx.emit("worker.status", repo=repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
-             **{"from": row["status"], "to": status, "reason": reason, "signalled": signalled})
-    return fresh
+    return set_worker_status(ctx, row, "working", reason="resumed by the user", event={"signalled": signalled},
+                             activity_at=now_ms())
 
 
 def abort_worker(ctx: Ctx, row: Mapping[str, Any], reason: str, *, cancel_task: bool = False) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from conftest import git, make_repo
     ("starting", "abort", None),
     ("error", "abort", "Worker w1 is error; only a live worker can be aborted."),
     ("working", "rm", "Worker w1 is working; abort it first (`chkdctl abort w1`) or let it finish."),
+    ("merging", "rm", "Worker w1 is merging; wait for the merge to finish."),
     ("dead", "rm", None),
     ("done", "done", "Worker w1 is done; only a running worker can finish."),
 ])

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     Abort, ActivityAck, AtticEntry, AtticList, AtticListResult, AtticRestore, Done,
@@ -80,7 +81,7 @@ def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> tuple[str, list[str], 
     name = req.agent or ctx.config.for_repo(repo["name"]).default_agent or ctx.config.default_agent
     profile = ctx.config.agent_profile(name)
     if profile is None:
-        known = sorted({*ctx.config.agents, "demo", "claude"})
+        known = sorted({*ctx.config.agents, *BUILTIN_AGENTS})
         raise ChkdError("not_found", f"There is no agent profile '{name}' (known: {', '.join(known)}).",
                         "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.")
     return name, list(profile.cmd), dict(profile.env)
@@ -171,6 +172,7 @@ def spawn(ctx: Ctx, req: Spawn) -> Deferred:
         raise ChkdError("bad_request", "Give --agent or --cmd, not both.")
     if req.cmd is not None and not [a for a in req.cmd if a.strip()]:
         raise ChkdError("bad_request", "The --cmd command is empty.")
+    # Like repos.ensure_repo, but the reply comes from the launch job, not from the registration.
     deferred = ctx.defer()
     repo = lookup.find_repo(ctx.store, req.repo)
     if repo is not None:
