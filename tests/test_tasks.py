@@ -208,3 +208,29 @@ def test_claim_over_the_protocol_marks_and_events(daemon: Daemon, repo: Path) ->
     shown = daemon.ctl("task", "show", "one", "--json", cwd=repo).json()["history"]
     assert shown[-1]["kind"] == "task.claimed" and shown[-1]["worker_id"] == "peer-1"
     assert shown[-1]["repo"] == "proj" and shown[-1]["task_id"] == "one"
+
+
+def test_protocol_bad_input_gets_err_replies(daemon: Daemon, repo: Path) -> None:
+    import pytest
+
+    from chkd.protocol.errors import ChkdError
+    from chkd.protocol.messages import ImportReport, TaskEdit, TaskImport
+
+    c = daemon.client()
+    c.call(RepoAdd(path=str(repo)), RepoResult)
+    cases = [
+        (TaskAdd(title="x", repo="proj", priority=9), "bad_request", "Priority P9 does not exist"),
+        (TaskAdd(title="x", repo="proj", priority=-1), "bad_request", "P-1 does not exist"),
+        (TaskAdd(title="\n\t", repo="proj"), "bad_request", "title is empty"),
+        (TaskAdd(title="x", repo="proj", tags=["two words"]), "bad_request", "not a valid tag"),
+        (TaskEdit(id="nope", repo="proj", title="y"), "not_found", "has no task 'nope'"),
+        (TaskImport(text="- [ ] a\0b", repo="proj"), "bad_request", "binary file"),
+        (Claim(repo="/nonexistent/dir"), "not_found", "No registered repository"),
+    ]
+    for body, code, words in cases:
+        with pytest.raises(ChkdError) as err:
+            c.call(body)
+        assert err.value.code == code and words in err.value.message, body
+    assert c.call(TaskList(repo="proj"), TaskListResult).tasks == []
+    report = c.call(TaskImport(text="\ufffd" * 1000 + "\n- [ ] fine\n", repo="proj"), ImportReport)
+    assert report.new == ["T.1"]
