@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 #: States in which the reaper watches a worker (a paused worker's shim still heartbeats).
 WATCHED = frozenset({"starting", "working", "stalled", "paused"})
-#: A dead agent under a live shim: how long the shim gets to report the exit code itself.
+#: A dead agent under a live shim: the least time the shim gets to report the exit code itself
+#: (it normally does at once; after a daemon restart its retry backoff can take seconds, so
+#: `from_config` allows a whole heartbeat timeout: a shim that stays silent that long is dead anyway).
 EXIT_REPORT_GRACE_MS = 1500
 
 
@@ -38,6 +40,7 @@ class Limits:
             heartbeat_timeout_ms=int(config.heartbeat_timeout_s * 1000),
             stall_timeout_ms=int(config.stall_timeout_s * 1000),
             on_stall=config.on_stall,
+            exit_grace_ms=max(EXIT_REPORT_GRACE_MS, int(config.heartbeat_timeout_s * 1000)),
         )
 
 

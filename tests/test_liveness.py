@@ -196,10 +196,11 @@ def test_kill_9_of_the_shim_is_noticed_and_its_agent_stopped(daemon: Daemon, pro
 
 @pytest.mark.timeout(90)
 def test_a_task_that_keeps_dying_is_failed_and_escalated_at_max_attempts(daemon: Daemon, proj: Path) -> None:
-    kills_its_shim = ["sh", "-c", "kill -9 $PPID; sleep 60"]
+    kills_its_shim = ["sh", "-c", "sleep 0.5; kill -9 $PPID; sleep 60"]  # after the shim's hello
     for attempt in (1, 2, 3):
         w = spawn(daemon, "F-1", kills_its_shim, max_attempts=3)
         w = wait_status(daemon, w.id, {"dead"}, 10)
+        assert "shim" in w.last_error
         t = task(daemon, "F-1")
         assert t.attempts == attempt
         assert t.status == ("pending" if attempt < 3 else "failed")

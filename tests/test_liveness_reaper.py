@@ -107,6 +107,7 @@ def test_limits_from_config() -> None:
 
     lim = Limits.from_config(Config(heartbeat_s=1, heartbeat_timeout_s=2.5, stall_timeout_s=7, on_stall="abort"))
     assert (lim.heartbeat_timeout_ms, lim.stall_timeout_ms, lim.on_stall) == (2_500, 7_000, "abort")
+    assert lim.exit_grace_ms == 2_500  # a shim retrying its exit report after a restart is not cut short
 
 
 def test_identity_needs_the_same_create_time() -> None:

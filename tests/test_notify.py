@@ -83,3 +83,21 @@ class TestDisabled:
         run_done_and_dead(daemon, tmp_path)
         time.sleep(1.5)
         assert received(out) == []
+
+
+class TestEscalation:
+    @pytest.fixture
+    def daemon_config(self, out: Path) -> str:
+        return config(out, True)
+
+    @pytest.mark.timeout(60)
+    def test_escalation_is_notified(self, daemon: Daemon, tmp_path: Path, out: Path) -> None:
+        daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))), RepoResult)
+        daemon.call(TaskAdd(title="one shot", repo="proj", id="E-1", max_attempts=1))
+        daemon.call(Spawn(repo="proj", task_id="E-1", cmd=["sh", "-c", "sleep 0.5; kill -9 $PPID; sleep 60"]),
+                    WorkerResult)
+        wait_for(lambda: {e["kind"] for e in received(out)} >= {"worker.status", "task.escalated"}, 15,
+                 what="dead and escalation notifications")
+        got = received(out)
+        esc = [e for e in got if e["kind"] == "task.escalated"]
+        assert len(esc) == 1 and esc[0]["task_id"] == "E-1" and esc[0]["data"]["attempts"] == 1

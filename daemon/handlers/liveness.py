@@ -170,7 +170,8 @@ def reap(ctx: Ctx) -> None:
     now = now_ms()
     limits = reaper.Limits.from_config(ctx.config)
     if now < ctx.ext.get("stall_grace_until", 0):
-        limits = reaper.Limits(limits.heartbeat_timeout_ms, 2**62, limits.on_stall)  # shims are reconnecting
+        limits = reaper.Limits(limits.heartbeat_timeout_ms, 2**62, limits.on_stall,  # shims are reconnecting
+                               limits.exit_grace_ms)
     rows = [dict(zip(_REAP_COLUMNS, r)) for r in ctx.store.all(
         _REAP_SQL, {"beat_cut": now - limits.heartbeat_timeout_ms, "stall_cut": now - limits.stall_timeout_ms})]
     if not rows:
