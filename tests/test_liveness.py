@@ -192,6 +192,14 @@ def test_kill_9_of_the_shim_is_noticed_and_its_agent_stopped(daemon: Daemon, pro
     assert "shim" in w.last_error and "gone" in w.last_error
     wait_for(lambda: gone(w.pid), 5, what="the orphaned agent to be killed")
     assert task(daemon, "K-2").status == "pending"
+    # the story as `watch` tells it: only this worker, in order, readable
+    res = daemon.ctl("watch", "--since", "0", "--worker", w.id, "--idle-exit", "0.5")
+    assert res.code == 0, res
+    lines = res.out.strip().splitlines()
+    assert all(f" {w.id} " in line for line in lines)
+    assert any("starting → working" in line for line in lines)
+    dead = next(line for line in lines if "→ dead" in line)
+    assert "🔴 worker.status" in dead and "reason=the shim" in dead
 
 
 @pytest.mark.timeout(90)
