@@ -119,6 +119,23 @@ def judge(row: Mapping[str, Any], now: int, limits: Limits, facts: ProcFacts) ->
     return None
 
 
+def judge_at_start(row: Mapping[str, Any], facts: ProcFacts) -> Dead | None:
+    """Start-up reconciliation: a watched worker whose processes are gone is dead; one whose shim
+    still runs (same pid and create time) stays — its shim reconnects, heartbeats resume, and it
+    reports an agent exit that happened while the daemon was down."""
+    if row["status"] not in WATCHED:
+        return None
+    shim, agent = facts.shim_alive, facts.agent_alive
+    reason = "its processes were gone when chkdd restarted"
+    if shim is False:
+        return Dead(row["id"], reason, "gone", kill=agent is True)
+    if shim is None and agent is False:
+        return Dead(row["id"], reason, "gone")
+    if shim is None and agent is None and row["status"] != "starting":
+        return Dead(row["id"], "no processes were ever recorded for it when chkdd restarted", "gone")
+    return None
+
+
 def decide(
     rows: Iterable[Mapping[str, Any]], now: int, limits: Limits, facts: Mapping[str, ProcFacts]
 ) -> list[Action]:

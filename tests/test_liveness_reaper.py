@@ -114,3 +114,23 @@ def test_identity_needs_the_same_create_time() -> None:
     assert reaper.identity_matches(1000.0, 1000.0)
     assert not reaper.identity_matches(1003.0, 1000.0)  # a reused pid
     assert not reaper.identity_matches(None, 1000.0)
+
+
+def test_at_start_a_live_shim_keeps_its_worker() -> None:
+    assert reaper.judge_at_start(row(heartbeat_at=0), ALIVE) is None  # an old heartbeat is no reason
+    # its agent ended while the daemon was down: the shim will report the exit itself
+    assert reaper.judge_at_start(row(), ProcFacts(agent_alive=False, shim_alive=True)) is None
+
+
+def test_at_start_gone_processes_are_dead() -> None:
+    both = reaper.judge_at_start(row(), ProcFacts(agent_alive=False, shim_alive=False))
+    assert isinstance(both, Dead) and "when chkdd restarted" in both.reason and not both.kill
+    orphan = reaper.judge_at_start(row(), ProcFacts(agent_alive=True, shim_alive=False))
+    assert isinstance(orphan, Dead) and orphan.kill  # an agent without its shim is stopped
+    assert isinstance(reaper.judge_at_start(row(shim_pid=None), ProcFacts(agent_alive=False)), Dead)
+
+
+def test_at_start_a_starting_worker_without_pids_gets_its_heartbeat_timeout() -> None:
+    assert reaper.judge_at_start(row("starting", pid=None, shim_pid=None), ProcFacts()) is None
+    assert isinstance(reaper.judge_at_start(row("working", pid=None, shim_pid=None), ProcFacts()), Dead)
+    assert reaper.judge_at_start(row("dead"), ProcFacts(False, False)) is None

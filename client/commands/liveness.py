@@ -13,7 +13,7 @@ from ..output import fail, print_json, table
 #: Icons by event kind; a `*.status` event shows the worker status icon (client/icons.py).
 KIND_ICONS = {
     "repo.added": "📁", "repo.removed": "📁",
-    "task.added": "➕", "task.updated": "✏️", "task.claimed": "📌", "task.requeued": "🔁",
+    "task.added": "➕", "task.status": "📋", "task.updated": "✏️", "task.claimed": "📌", "task.requeued": "🔁",
     "task.failed": "❌", "task.escalated": "🚨", "task.cancelled": "🚫", "task.done": "✅",
     "worker.spawned": "🚀", "worker.started": "▶️", "worker.exited": "🏁", "worker.killed": "🔪",
     "worker.committed": "💾", "worker.heartbeat": "💓", "worker.done": "✅", "worker.dead": "💀",

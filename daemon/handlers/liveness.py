@@ -196,11 +196,11 @@ def reconcile(ctx: Ctx) -> None:
     now = now_ms()
     alive = gone = 0
     for row in rows:
-        agent = proc_alive(row["pid"], row["proc_started"])
-        shim = proc_alive(row["shim_pid"], row["shim_started"])
-        if shim is False or (agent is False and shim is None) or (shim is None and agent is None and row["status"] != "starting"):
-            reason = "its processes were gone when chkdd restarted"
-            mark_dead(ctx, row, reason, kill=shim is False and agent is True)
+        facts = reaper.ProcFacts(agent_alive=proc_alive(row["pid"], row["proc_started"]),
+                                 shim_alive=proc_alive(row["shim_pid"], row["shim_started"]))
+        verdict = reaper.judge_at_start(row, facts)
+        if verdict is not None:
+            mark_dead(ctx, row, verdict.reason, kill=verdict.kill)
             gone += 1
         else:
             ctx.store.x("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, row["id"]))
