@@ -189,3 +189,25 @@ def test_empty_and_garbage_input_never_raise() -> None:
     assert doc.items == []
     doc = spec.parse("\ufeff# T\n\t- [ ] tab-indented is not top level\n- [x]\n")
     assert doc.items == [] and len(doc.problems) == 1
+
+
+def test_parser_never_raises_and_ids_are_unique() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from([
+        "# T", "## Site Design", "## Odd Area", "### Phase", "- [ ] **SD.1 a**", "- [x] b #t", "- [~] [P1] c",
+        "- [!] **SD.2**", "- [-] d - e", "- ✓ f", "  - [ ] sub", "> story", "**Testing:**", "```", "", "prose",
+        "- [?] g", "- [ ] [P7] h", "- [ ]", "* [X] **SD.1 dup**", "\t- [ ] tab",
+    ])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(pieces, st.text(max_size=30)), max_size=40))
+    def check(lines: list[str]) -> None:
+        doc = spec.parse("\n".join(lines))
+        ids = [i.id for i in doc.items]
+        assert len(ids) == len(set(ids))
+        assert all(i.title and i.priority in (None, 0, 1, 2, 3, 4) for i in doc.items)
+        assert spec.parse("\n".join(lines)).items == doc.items  # deterministic: a re-import matches
+
+    check()
