@@ -22,7 +22,7 @@ from chkd.protocol.paths import find_repo_root
 
 from .. import lookup, spec, taskgraph, tasks
 from ..context import Ctx
-from .repos import ensure_repo
+from .repos import RepoFacts, ensure_repo, inspect_repo
 
 #: `task show` returns at most this many history events (the newest).
 HISTORY_LIMIT = 500
@@ -239,8 +239,26 @@ def claim(ctx: Ctx, req: Claim) -> ClaimResult:
 def import_(ctx: Ctx, req: TaskImport) -> Any:
     if "\0" in req.text:
         raise ChkdError("bad_request", f"{req.source} is a binary file, not a markdown checklist.")
-    return _with_repo(ctx, req.repo, lambda repo: apply_spec(ctx, repo, spec.parse(req.text), req.source,
-                                                           req.dry_run))
+    def _apply(repo: dict[str, Any]) -> ImportReport:
+        return apply_spec(ctx, repo, spec.parse(req.text), req.source, req.dry_run)
+
+    if req.dry_run and find_repo(ctx, req.repo) is None and req.repo and Path(req.repo).expanduser().exists():
+        return _dry_run_unknown(ctx, req.repo, _apply)
+    return _with_repo(ctx, req.repo, _apply)
+
+
+def _dry_run_unknown(ctx: Ctx, path: str, apply: Any) -> Any:
+    """A dry run in a repository chkd does not know: check it is one, report, register nothing."""
+    deferred = ctx.defer()
+
+    def _inspected(facts: RepoFacts | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            raise exc
+        assert facts is not None
+        ctx.finish(deferred, apply({"id": -1, "name": Path(facts.path).name, "path": facts.path}))
+
+    ctx.submit(inspect_repo, path, then=_inspected, reply_to=deferred)
+    return deferred
 
 
 def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_run: bool) -> ImportReport:
