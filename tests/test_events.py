@@ -99,7 +99,8 @@ def test_watch_streams_new_events_live_as_json(daemon: Daemon, tmp_path: Path) -
         daemon.call(TaskAdd(title="live two", repo="a", id="L-2"))
         out = _read_lines(proc, 2)
     finally:
-        _stop(proc)
+        _, err = _stop(proc)
+    assert proc.returncode == 0 and err == ""  # Ctrl-C ends a watch quietly
     got = [json.loads(line) for line in out]
     assert [g["task_id"] for g in got] == ["L-1", "L-2"]
     assert got[1]["seq"] == got[0]["seq"] + 1 and got[0]["kind"] == "task.added"

@@ -105,12 +105,12 @@ def watch(app, since: int | None, worker: str | None, task: str | None, repo: st
     client = app.client
     client.timeout = 3.0  # a request lost in a daemon restart is retried quickly
     encoder = msgspec.json.Encoder()
-    for ev in client.events(since, worker=worker_id, task=task, repo=repo, follow=True, idle_timeout=idle_exit):
-        if as_json:
-            sys.stdout.write(encoder.encode(ev).decode() + "\n")
-        else:
-            sys.stdout.write(format_event(ev) + "\n")
-        sys.stdout.flush()
+    try:
+        for ev in client.events(since, worker=worker_id, task=task, repo=repo, follow=True, idle_timeout=idle_exit):
+            sys.stdout.write(encoder.encode(ev).decode() + "\n" if as_json else format_event(ev) + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends: no complaint, exit 0
 
 
 @click.command("events")
