@@ -91,10 +91,9 @@ def test_watch_prints_readable_lines_and_filters(daemon: Daemon, tmp_path: Path)
 
 def test_watch_streams_new_events_live_as_json(daemon: Daemon, tmp_path: Path) -> None:
     add_repos(daemon, tmp_path, ["a"])
-    proc = _watch(daemon, "--json")
+    now = daemon.call(Ping(), Pong).last_seq
+    proc = _watch(daemon, "--json", "--since", str(now))  # from now on, with no race against its start-up
     try:
-        # the watcher starts from now: wait until it is subscribed, then make events
-        wait_for(lambda: proc.poll() is None and _subscribed(daemon), what="watcher to start")
         daemon.call(TaskAdd(title="live one", repo="a", id="L-1"))
         daemon.call(TaskAdd(title="live two", repo="a", id="L-2"))
         out = _read_lines(proc, 2)
@@ -103,15 +102,13 @@ def test_watch_streams_new_events_live_as_json(daemon: Daemon, tmp_path: Path) -
     assert proc.returncode == 0 and err == ""  # Ctrl-C ends a watch quietly
     got = [json.loads(line) for line in out]
     assert [g["task_id"] for g in got] == ["L-1", "L-2"]
-    assert got[1]["seq"] == got[0]["seq"] + 1 and got[0]["kind"] == "task.added"
+    assert got[0]["seq"] == now + 1 and got[1]["seq"] == now + 2 and got[0]["kind"] == "task.added"
 
 
-def _subscribed(daemon: Daemon) -> bool:
-    # the watcher asks Ping for last_seq first, then Events; give it a moment to finish both
-    import time
-
-    time.sleep(0.5)
-    return True
+def test_watch_starts_from_now_by_default(daemon: Daemon, tmp_path: Path) -> None:
+    add_repos(daemon, tmp_path, ["a"])
+    res = daemon.ctl("watch", "--idle-exit", "0.5")
+    assert res.code == 0 and res.out == ""  # history is `events` or `--since`, not replayed by default
 
 
 def _read_lines(proc: subprocess.Popen[str], n: int, timeout: float = 10.0) -> list[str]:
