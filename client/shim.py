@@ -142,6 +142,7 @@ class Shim:
         self.agent: subprocess.Popen[bytes] | None = None
         self.term_sent: float | None = None
         self.orphaned = False  # the daemon no longer knows this worker: stop reporting
+        self.exited = threading.Event()
 
     # -- the agent ----------------------------------------------------------------------------
     def start_agent(self) -> bool:
@@ -155,7 +156,14 @@ class Shim:
             log_line(self.log, f"cannot start the agent: {exc}")
             return False
         threading.Thread(target=self._copy_output, name="output", daemon=True).start()
+        threading.Thread(target=self._wait_agent, name="waiter", daemon=True).start()
         return True
+
+    def _wait_agent(self) -> None:
+        """Block in waitpid (no polling); the main loop sleeps on `exited` between heartbeats."""
+        assert self.agent is not None
+        self.agent.wait()
+        self.exited.set()
 
     def _copy_output(self) -> None:
         assert self.agent is not None and self.agent.stdout is not None
@@ -218,14 +226,9 @@ class Shim:
             else:
                 ack = self._send(ShimBeat(worker=self.worker, agent_alive=True, output_at=self.output_at))
             self._apply(ack)
-            if self.term_sent is not None and time.monotonic() - self.term_sent > self.grace:
-                self._signal_agent(signal.SIGKILL)
             wait = self.period if ack is not None else min(self.period, self.link.backoff())
-            try:
-                self.agent.wait(timeout=wait)
+            if self._sleep(wait):
                 break
-            except subprocess.TimeoutExpired:
-                continue
         rc = self.agent.returncode
         code, sig = (rc, None) if rc >= 0 else (None, -rc)
         log_line(self.log, f"the agent {'exited with code ' + str(code) if sig is None else 'was killed by signal ' + str(sig)}")
@@ -233,6 +236,19 @@ class Shim:
             self._deliver(hello)
         self.report_exit(code, sig)
         return 0
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait for the agent's exit up to `seconds` (True if it exited); SIGKILL a stopping agent on time."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.term_sent is not None and time.monotonic() - self.term_sent > self.grace:
+                self._signal_agent(signal.SIGKILL)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.exited.is_set()
+            step = left if self.term_sent is None else min(left, 0.2)
+            if self.exited.wait(step):
+                return True
 
     def _deliver(self, body: Any) -> ActivityAck | None:
         """Send until the daemon has it (or says it does not know the worker)."""

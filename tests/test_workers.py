@@ -189,7 +189,9 @@ def test_pause_freezes_the_whole_group_and_resume_continues(daemon: Daemon, repo
     frozen_group = wait_for(lambda: (g := group_pids(pgid)) and all(proc_state(p) == "T" for p in g) and g, 5,
                             what="process state T for the whole group")
     assert running.pid in frozen_group and set(members) <= set(frozen_group) | {p for p in members if not alive(p)}
-    frozen = show(daemon, "w1")
+    paused_at = int(time.time() * 1000)
+    # a shim beat processed after the pause: any agent heartbeat sent before the SIGSTOP is in too
+    frozen = wait_for(lambda: (x := show(daemon, "w1")).heartbeat_at > paused_at and x, 10, what="a shim beat")
     later = wait_for(lambda: (x := show(daemon, "w1")).heartbeat_at >= frozen.heartbeat_at + 1000 and x, 10,
                      what="the shim heartbeating on for a second")  # the shim still proves the processes live
     assert later.status == "paused"
@@ -199,7 +201,7 @@ def test_pause_freezes_the_whole_group_and_resume_continues(daemon: Daemon, repo
     assert again.code == 1 and "already paused" in again.err
     res = daemon.ctl("resume", "w1", cwd=repo)
     assert res.code == 0 and "🟢 working" in res.out
-    assert proc_state(running.pid) in ("S", "R", "D")
+    wait_for(lambda: proc_state(running.pid) in ("S", "R", "D"), 5, what="the agent running again")
     wait_for(lambda: show(daemon, "w1").message != frozen.message, 10, what="heartbeats after resume")
     daemon.ctl("abort", "w1", cwd=repo)
 
