@@ -194,7 +194,10 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseEx
     step = step_after_check(plan, gate=bool(gate_cmd), review=m["strategy"] == "review",
                             approved=m["approved_at"] is not None, tested_base=st.tested.get(m["id"]))
     if step == "merged":
-        _after_land(ctx, m, merging.Landed(new_sha=plan.target_sha), already_in=True)
+        worker = _worker(ctx, m) or {}
+        ctx.submit(merging.clean_merged, repo["path"], m["target"], plan.target_sha, worker.get("worktree_path"),
+                   worker.get("branch_name"),
+                   then=lambda res, e: _guard(ctx, m["id"], _cleaned_already_in, res, e))
         return
     if step == "conflict":
         _conflict(ctx, m, plan.conflict_files)
@@ -238,10 +241,21 @@ def _await_review(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
     _release(ctx, m)
 
 
+def _cleaned_already_in(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None, exc: BaseException | None) -> None:
+    if exc is not None:
+        _fail(ctx, m, _why(exc))
+        return
+    assert res is not None
+    _after_land(ctx, m, res, already_in=True)
+
+
 def _land(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
+    """Off-loop: CAS the target, bring its checkouts along, then remove the worker's worktree and branch."""
     assert plan.commit is not None
     repo = _repo(ctx, m)
-    ctx.submit(merging.land, repo["path"], m["target"], plan.commit, plan.target_sha,
+    worker = _worker(ctx, m) or {}
+    ctx.submit(merging.land_and_clean, repo["path"], m["target"], plan.commit, plan.target_sha,
+               worker.get("worktree_path"), worker.get("branch_name"),
                then=lambda res, e: _guard(ctx, m["id"], _landed, res, e))
 
 
@@ -257,7 +271,7 @@ def _landed(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None, exc: BaseEx
 
 
 def _after_land(ctx: Ctx, m: dict[str, Any], res: merging.Landed, *, already_in: bool) -> None:
-    """The target holds the work: worker merged, task done, merge merged; cleanup runs off-loop."""
+    """The target holds the work (and the worktree and branch are gone): worker merged, task done."""
     worker = _worker(ctx, m)
     notes = list(res.notes)
     if already_in:
@@ -268,15 +282,6 @@ def _after_land(ctx: Ctx, m: dict[str, Any], res: merging.Landed, *, already_in:
     if worker is not None:
         set_worker(ctx, worker, "merged", message=f"merged into {m['target']}")
         set_task(ctx, worker, "done", note=f"merged into {m['target']}")
-        repo = _repo(ctx, m)
-        ctx.submit(merging.remove_checkout, repo["path"], worker["worktree_path"], worker["branch_name"],
-                   m["target"], then=lambda notes_, e: _cleaned(ctx, m["id"], notes_, e))
-
-
-def _cleaned(ctx: Ctx, merge_id: int, notes: list[str] | None, exc: BaseException | None) -> None:
-    lines = ([f"cleanup failed: {_why(exc)}"] if exc else []) + (notes or [])
-    if lines:
-        _append_log(ctx, load(ctx, merge_id), "\n".join(lines))
 
 
 def _conflict(ctx: Ctx, m: dict[str, Any], files: list[str]) -> None:

@@ -248,7 +248,24 @@ def remove_checkout(repo: str | Path, worktree: str | None, branch: str | None, 
         removal = worktrees.remove_checkout(str(repo), worktree, branch, force=False, target=target)
     except ChkdError as exc:
         return [f"The worktree and branch were kept: {exc.message}"]
+    except OSError as exc:  # the merge stands whatever happens here
+        return [f"The worktree and branch were kept: {exc}"]
     return list(removal.notes)
+
+
+def land_and_clean(repo: str | Path, target: str, new: str, old: str,
+                   worktree: str | None, branch: str | None) -> Landed:
+    """`land`, then (when it landed) remove the worker's worktree and branch; cleanup notes ride along."""
+    landed = land(repo, target, new, old)
+    if landed.moved:
+        return landed
+    notes = remove_checkout(repo, worktree, branch, target)
+    return Landed(new_sha=landed.new_sha, updated_checkouts=landed.updated_checkouts, notes=landed.notes + notes)
+
+
+def clean_merged(repo: str | Path, target: str, target_sha: str, worktree: str | None, branch: str | None) -> Landed:
+    """Nothing to merge (the content is already in the target): only the cleanup."""
+    return Landed(new_sha=target_sha, notes=remove_checkout(repo, worktree, branch, target))
 
 
 # -- worker-side helpers: dirty check, diff, update ---------------------------------------------

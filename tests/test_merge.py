@@ -23,6 +23,10 @@ for name, text in json.loads(sys.argv[1]).items():
     open(name, "w").write(text)
 subprocess.run(["git", "add", "-A"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", sys.argv[2]], check=True)
+if len(sys.argv) > 3:  # linger: say done, then stay alive (an agent that can still resolve conflicts)
+    import time
+    subprocess.run(["chkdctl", "done"], check=True)
+    time.sleep(60)
 """
 
 CONFIG = """\
@@ -49,10 +53,11 @@ def add_repo(daemon: Daemon, repo: Path, test_cmd: list[str] | None = None) -> N
     daemon.call(RepoAdd(path=str(repo), test_cmd=test_cmd), RepoResult)
 
 
-def done_worker(daemon: Daemon, repo: Path, title: str, files: dict[str, str], priority: int = 2) -> WorkerInfo:
-    """Spawn a worker whose agent commits `files` and exits; wait until it is done."""
+def done_worker(daemon: Daemon, repo: Path, title: str, files: dict[str, str], priority: int = 2,
+                linger: bool = False) -> WorkerInfo:
+    """Spawn a worker whose agent commits `files` and exits (or, `linger`, says done and stays); wait for done."""
     task = daemon.call(TaskAdd(title=title, repo=str(repo), priority=priority), TaskResult).task
-    cmd = [sys.executable, "-c", AGENT, json.dumps(files), f"{task.id}: {title}"]
+    cmd = [sys.executable, "-c", AGENT, json.dumps(files), f"{task.id}: {title}"] + (["linger"] if linger else [])
     w = daemon.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd), WorkerResult).worker
     return wait_for(lambda: _done(daemon, w.id), 20, what=f"worker {w.id} to be done")
 
@@ -176,7 +181,7 @@ def test_dirty_checked_out_main_is_refused_with_no_file_touched(daemon: Daemon, 
 
 def test_dirty_worker_worktree_is_refused_before_queueing(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj)
-    w = done_worker(daemon, proj, "feature", {"feature.txt": "x\n"})
+    w = done_worker(daemon, proj, "feature", {"feature.txt": "x\n"}, linger=True)  # no leftover commit at exit
     (Path(w.worktree) / "stray.txt").write_text("late edit\n")
     res = daemon.ctl("merge", w.id, cwd=proj)
     assert res.code == 1 and "stray.txt" in res.err and "nothing was queued" in res.err
@@ -220,7 +225,7 @@ def test_review_then_approve_merges(daemon: Daemon, proj: Path) -> None:
 
 def test_review_then_reject_sends_worker_back(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj)
-    w = done_worker(daemon, proj, "feature", {"feature.txt": "x\n"})
+    w = done_worker(daemon, proj, "feature", {"feature.txt": "x\n"}, linger=True)
     assert daemon.ctl("merge", w.id, "--strategy", "review", cwd=proj).code == 0
     res = daemon.ctl("reject", w.id, "--reason", "needs tests", cwd=proj)
     assert res.code == 0 and "back to working" in res.out
@@ -233,7 +238,7 @@ def test_review_then_reject_sends_worker_back(daemon: Daemon, proj: Path) -> Non
 
 def test_update_resolves_a_stale_branch(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj)
-    w = done_worker(daemon, proj, "edit a", {"a.txt": "ONE\ntwo\nthree\n"})
+    w = done_worker(daemon, proj, "edit a", {"a.txt": "ONE\ntwo\nthree\n"}, linger=True)
     commit_on_main(proj, {"b.txt": "b\n"})
     res = daemon.ctl("update", w.id, cwd=proj)  # clean: main's commit comes into the branch
     assert res.code == 0, res
