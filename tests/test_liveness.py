@@ -121,6 +121,23 @@ class TestStall:
         assert Path(w.worktree).is_dir()
 
 
+class TestStallAbort:
+    @pytest.fixture
+    def daemon_config(self) -> str:
+        return BASE + 'stall_timeout_s = 1.5\non_stall = "abort"\n'
+
+    @pytest.mark.timeout(60)
+    def test_on_stall_abort_stops_the_worker_and_gives_the_task_back_without_an_attempt(
+            self, daemon: Daemon, proj: Path) -> None:
+        w = running(daemon, spawn(daemon, "A-1", SLEEPER).id)
+        w = wait_status(daemon, w.id, {"aborted"}, 1.5 + 2 + 2)
+        assert _statuses(daemon, w.id)[-2:] == ["stalled", "aborted"]
+        assert "on_stall = abort" in w.last_error
+        t = task(daemon, "A-1")
+        assert t.status == "pending" and t.attempts == 0
+        wait_for(lambda: gone(w.pid), 5, what="the aborted agent to stop")
+
+
 def _statuses(daemon: Daemon, wid: str) -> list[str]:
     return [e.data.get("to") for e in daemon.call(Events(worker=wid), EventList).events if e.kind == "worker.status"]
 
