@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class Found:
     branch: str | None = None
     branch_sha: str | None = None
     worker_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -131,6 +130,10 @@ def scan(snap: RepoSnapshot) -> list[Found]:
         item = GcItem(kind="worktree", repo=snap.name, what=path, reason="no worker uses this worktree")
         if not os.path.isdir(path):
             item.reason = "registered with git but the directory is gone"
+            why = _unmerged_reason(branch, target, cwd) if branch else None
+            if why:  # pruning the registration loses nothing; the branch itself stays
+                item.reason += f"; {why}"
+                branch = None
         else:
             why = _worktree_reason(path, branch, target, cwd)
             if why:
@@ -202,7 +205,7 @@ def apply(snap: RepoSnapshot, found: list[Found]) -> list[Found]:
             elif f.item.kind in ("worktree", "worker") and not pruned:
                 git.run(["worktree", "prune"], cwd)
                 pruned = True
-            if f.branch and f.item.kind in ("branch", "worker", "dead_worker", "worktree"):
+            if f.branch:
                 _delete_branch(f, target, cwd)
             f.item.removed = True
         except git.GitError as exc:

@@ -149,3 +149,22 @@ def test_workers_with_gone_worktrees_and_old_dead_workers(daemon: Daemon, proj: 
     assert not wt2.exists() and (wt3 / "w3.txt").exists()
     assert "chkd/w3-task" in branches(proj) and "chkd/w2-task" not in branches(proj)
     assert {it.what for it in daemon.call(Gc(), GcReport).items} == {"w3"}
+
+
+def test_a_deleted_worktree_directory_is_pruned_but_its_unmerged_branch_kept(
+        daemon: Daemon, proj: Path, tmp_path: Path) -> None:
+    import shutil
+
+    wt = tmp_path / "proj-T-lost"
+    git(proj, "worktree", "add", "-q", "-b", "chkd/T-lost", str(wt))
+    sha = commit_file(wt, "lost.txt", "still on the branch\n", "work whose directory vanished")
+    shutil.rmtree(wt)
+    items = by_what(daemon.call(Gc(), GcReport))
+    assert items[str(wt)].removable and "directory is gone" in items[str(wt)].reason
+    assert "chkd/T-lost holds 1 commit(s) not in main; kept" in items[str(wt)].reason
+    applied = by_what(daemon.call(Gc(apply=True), GcReport))
+    assert applied[str(wt)].removed
+    assert str(wt) not in git(proj, "worktree", "list")
+    assert git(proj, "rev-parse", "chkd/T-lost") == sha
+    after = by_what(daemon.call(Gc(), GcReport))
+    assert set(after) == {"chkd/T-lost"} and not after["chkd/T-lost"].removable
