@@ -92,26 +92,29 @@ def _applescript_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def send(argvs: list[list[str]], notify_cmd: list[str], title: str, body: str, payload: bytes) -> list[str]:
-    """Off-loop: run every notifier; returns one sentence per failure (never raises)."""
+def send(argvs: list[list[str]], title: str, body: str, payload: bytes) -> list[str]:
+    """Off-loop: run every notifier; returns one sentence per failure (never raises).
+
+    A desktop notifier that exits non-zero (no display session) is not worth a log line;
+    a configured `notify_cmd` that fails is."""
     failures: list[str] = []
     for argv in argvs:
-        stdin: bytes | None = None
+        desktop = argv in (["notify-send"], ["osascript"])
         if argv == ["notify-send"]:
-            full = ["notify-send", "--app-name=chkd", title, body]
+            full, stdin = ["notify-send", "--app-name=chkd", title, body], b""
         elif argv == ["osascript"]:
-            full = ["osascript", "-e", f"display notification {_applescript_quote(body)} "
-                                       f"with title {_applescript_quote(title)}"]
+            script = f"display notification {_applescript_quote(body)} with title {_applescript_quote(title)}"
+            full, stdin = ["osascript", "-e", script], b""
         else:
             full, stdin = argv, payload
         try:
-            proc = subprocess.run(full, input=stdin if stdin is not None else b"", capture_output=True,
-                                  timeout=SEND_TIMEOUT_S)
-            if proc.returncode != 0 and argv is not None and argv == notify_cmd:
-                failures.append(f"{full[0]} exited with {proc.returncode}: "
-                                f"{proc.stderr.decode(errors='replace').strip()[:200]}")
+            proc = subprocess.run(full, input=stdin, capture_output=True, timeout=SEND_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError) as exc:
             failures.append(f"{full[0]} could not run: {exc}")
+            continue
+        if proc.returncode != 0 and not desktop:
+            failures.append(f"{full[0]} exited with {proc.returncode}: "
+                            f"{proc.stderr.decode(errors='replace').strip()[:200]}")
     return failures
 
 

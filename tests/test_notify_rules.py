@@ -67,9 +67,9 @@ def test_send_pipes_the_event_json_to_notify_cmd_and_reports_failures(tmp_path: 
     out = tmp_path / "got.jsonl"
     cmd = [sys.executable, "-c", f"import sys; open({str(out)!r}, 'ab').write(sys.stdin.buffer.read() + b'\\n')"]
     payload = notify.event_json(ev(7, "worker.status", status="done"))
-    assert notify.send([cmd], cmd, "t", "b", payload) == []
+    assert notify.send([cmd], "t", "b", payload) == []
     got = json.loads(out.read_text())
     assert got["seq"] == 7 and got["data"]["status"] == "done"
     bad = [sys.executable, "-c", "import sys; sys.exit(3)"]
-    assert "exited with 3" in notify.send([bad], bad, "t", "b", payload)[0]
-    assert "could not run" in notify.send([["/nonexistent/notifier"]], ["/nonexistent/notifier"], "t", "b", payload)[0]
+    assert "exited with 3" in notify.send([bad], "t", "b", payload)[0]
+    assert "could not run" in notify.send([["/nonexistent/notifier"]], "t", "b", payload)[0]

@@ -235,7 +235,7 @@ def notify_tick(ctx: Ctx) -> None:
         if not argvs:
             break
         title, body = notify.text(cls, ev)
-        ctx.submit(notify.send, argvs, ctx.config.notify_cmd, title, body, notify.event_json(ev),
+        ctx.submit(notify.send, argvs, title, body, notify.event_json(ev),
                    then=lambda failures, exc, seq=ev.seq: _notified(ctx, seq, failures, exc))
     if n.cursor != before:
         ctx.store.x("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
