@@ -118,12 +118,19 @@ def send(argvs: list[list[str]], title: str, body: str, payload: bytes) -> list[
     return failures
 
 
+def send_all(argvs: list[list[str]], jobs: list[tuple[str, str, bytes]]) -> list[str]:
+    """Off-loop: send (title, body, event JSON) notifications one after another."""
+    return [problem for title, body, payload in jobs for problem in send(argvs, title, body, payload)]
+
+
 @dataclass
 class Notifier:
-    """Follows the events table from `cursor`; remembers what it sent."""
+    """Follows the events table from `cursor`; remembers what it sent; queues what to send."""
 
     cursor: int = 0
     sent: set[tuple[str, str | None, str | None]] = field(default_factory=set)
+    outbox: list[tuple[str, Event]] = field(default_factory=list)
+    sending: bool = False
 
     def pick(self, events: list[Event]) -> list[tuple[str, Event]]:
         """The events to notify about (advancing the cursor, skipping repeats)."""

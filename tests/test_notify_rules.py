@@ -73,3 +73,11 @@ def test_send_pipes_the_event_json_to_notify_cmd_and_reports_failures(tmp_path: 
     bad = [sys.executable, "-c", "import sys; sys.exit(3)"]
     assert "exited with 3" in notify.send([bad], "t", "b", payload)[0]
     assert "could not run" in notify.send([["/nonexistent/notifier"]], "t", "b", payload)[0]
+
+
+def test_send_all_runs_the_jobs_in_order(tmp_path: Path) -> None:
+    out = tmp_path / "seq.txt"
+    cmd = [sys.executable, "-c", f"import sys, json; open({str(out)!r}, 'a').write(str(json.load(sys.stdin)['seq']))"]
+    jobs = [("t", "b", notify.event_json(ev(i, "worker.status", status="dead"))) for i in (3, 4, 5)]
+    assert notify.send_all([cmd], jobs) == []
+    assert out.read_text() == "345"

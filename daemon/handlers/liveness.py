@@ -223,28 +223,31 @@ def notifier_setup(ctx: Ctx) -> None:
 
 
 def notify_tick(ctx: Ctx) -> None:
-    """Send a notification for each new notable event (off-loop), then advance the saved cursor."""
+    """Queue a notification for each new notable event, advance the saved cursor, and hand the
+    queue to one off-loop job at a time (a slow notify_cmd never ties up the git job pool)."""
     n: notify.Notifier = ctx.ext["notifier"]
     rows = ctx.store.all(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 500", (n.cursor,))
-    if not rows:
+    if rows:
+        before = n.cursor
+        n.outbox.extend(n.pick([row_event(r) for r in rows]))
+        if n.cursor != before:
+            ctx.store.x("INSERT INTO meta(key, value) VALUES(?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (notify.CURSOR_KEY, str(n.cursor)))
+    if n.sending or not n.outbox:
         return
-    before = n.cursor
-    picked = n.pick([row_event(r) for r in rows])
     argvs = notify.commands(ctx.config.notify_cmd)
-    for cls, ev in picked:
-        if not argvs:
-            break
-        title, body = notify.text(cls, ev)
-        ctx.submit(notify.send, argvs, title, body, notify.event_json(ev),
-                   then=lambda failures, exc, seq=ev.seq: _notified(ctx, seq, failures, exc))
-    if n.cursor != before:
-        ctx.store.x("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (notify.CURSOR_KEY, str(n.cursor)))
+    batch, n.outbox = n.outbox, []
+    if not argvs:
+        return
+    jobs = [(*notify.text(cls, ev), notify.event_json(ev)) for cls, ev in batch]
+    n.sending = True
+    ctx.submit(notify.send_all, argvs, jobs, then=lambda failures, exc: _notified(ctx, failures, exc))
 
 
-def _notified(ctx: Ctx, seq: int, failures: list[str] | None, exc: BaseException | None) -> None:
+def _notified(ctx: Ctx, failures: list[str] | None, exc: BaseException | None) -> None:
+    ctx.ext["notifier"].sending = False
     for problem in failures or ([f"{type(exc).__name__}: {exc}"] if exc else []):
-        ctx.log.warning("notify_failed", seq=seq, problem=problem)
+        ctx.log.warning("notify_failed", problem=problem)
 
 
 # -- gc -------------------------------------------------------------------------------------------------
