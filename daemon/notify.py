@@ -1,8 +1,8 @@
 """Desktop notifications for the events a person must act on: done, conflict, error/dead,
 stalled, escalation, budget.
 
-The notifier follows the events table with a cursor (kept in `meta`, so a daemon crash
-neither loses nor repeats notifications), so no area has to remember to call it: every
+The notifier follows the events table with a cursor (kept in `meta`: after a restart it
+resumes where it was, repeating nothing), so no area has to remember to call it: every
 state change already is an event. Sending runs off-loop (`ctx.submit`): `notify-send`
 where present, `osascript` on macOS, and `notify_cmd` from config.toml with the event as
 JSON on stdin. The same (kind, worker, task) is sent once. `notify = false` turns it off.
