@@ -13,7 +13,7 @@ goes back to `checking`, never forces.
 
 Events (kind → data; every one carries repo, worker_id and task_id too):
     merge.queued          merge_id, strategy, target, priority, run_tests, [approved]
-    merge.checking        merge_id, target_sha, head_sha (attempt > 1: also `retry`, why)
+    merge.checking        merge_id (a re-check after the target moved: also retry=True, why)
     merge.testing         merge_id, cmd
     merge.awaiting_review merge_id, result_sha
     merge.approved        merge_id
@@ -128,7 +128,11 @@ def kick(ctx: Ctx, repo_id: int) -> None:
     if nxt is None:
         return
     st.busy[repo_id] = nxt["id"]
-    _start_check(ctx, nxt)
+    try:
+        _start_check(ctx, nxt)
+    except BaseException:
+        st.busy.pop(repo_id, None)  # the caller's savepoint rolls back; the timer retries
+        raise
 
 
 def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: str, run_tests: bool) -> dict[str, Any]:
