@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from chkd.protocol.messages import (EventList, Events, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult,
+from chkd.protocol.messages import (EventList, Events, Ping, Pong, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult,
                                     TaskShow, WorkerInfo, WorkerResult, WorkerShow)
 
 from conftest import Daemon, make_repo, wait_for
@@ -237,6 +238,7 @@ def test_a_task_that_keeps_dying_is_failed_and_escalated_at_max_attempts(daemon:
 # -- daemon crash ------------------------------------------------------------------------------------
 @pytest.mark.timeout(90)
 def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemon: Daemon, proj: Path) -> None:
+    watcher = _watch(daemon)  # sees the whole run, across the crash
     ids = [running(daemon, spawn(daemon, f"R-{i}", SLEEPER).id).id for i in range(4)]
     victim = worker(daemon, ids[3])
     victim_shim = shim_of(victim.id, daemon.home)
@@ -268,3 +270,35 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
 
     assert len(daemon.call(TaskList(repo="proj"), TaskListResult).tasks) == 4
     assert len(daemon.call(WorkerList(all=True), WorkerListResult).workers) == 4
+    last = daemon.call(Ping(), Pong).last_seq
+    seen = _watched(watcher, last)
+    assert [e["seq"] for e in seen] == list(range(1, last + 1))  # every event, in order, no gap
+    assert any(e.get("worker_id") == victim.id and e.get("data", {}).get("to") == "dead" for e in seen)
+
+
+def _watch(daemon: Daemon) -> subprocess.Popen[str]:
+    env = {**os.environ, "CHKD_HOME": str(daemon.home), "CHKD_NO_AUTOSTART": "1"}
+    return subprocess.Popen(["chkdctl", "watch", "--since", "0", "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
+
+def _watched(proc: subprocess.Popen[str], last_seq: int, timeout: float = 15) -> list[dict[str, Any]]:
+    """The watcher's events up to `last_seq` (then it is stopped)."""
+    import json
+    import threading
+
+    seen: list[dict[str, Any]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(json.loads(line))
+            if seen[-1]["seq"] >= last_seq:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(10)
+    return seen
