@@ -172,7 +172,7 @@ def update(ctx: Ctx, req: Update) -> Deferred:
         else:
             files = ", ".join(res.conflict_files)
             message = (f"conflicts with {target} in {files}: resolve the markers, commit, "
-                       f"then `chkdctl done {worker['id']}`")
+                       f"then `chkdctl done --worker {worker['id']}`")
             fresh = mergequeue_set(ctx, fresh, "working", message)
             mergequeue.set_task(ctx, fresh, "in_progress", note=f"conflicts with {target} in {files}")
         ctx.emit("worker.update", repo=repo["name"], worker_id=worker["id"], task_id=worker["task_id"],
