@@ -372,20 +372,21 @@ def test_rm_of_merged_content_needs_no_force_and_live_worker_is_refused(daemon: 
 @pytest.mark.timeout(90)
 def test_daemon_restart_mid_run_workers_keep_working(daemon: Daemon, repo: Path) -> None:
     for t in ("X", "Y"):
-        spawn(daemon, repo, t, f"{DEMO} --steps 12 --step-s 0.25")
+        spawn(daemon, repo, t, f"{DEMO} --steps 20 --step-s 0.25")
     wait_for(lambda: all(show(daemon, w).message for w in ("w1", "w2")), 15, what="first heartbeats")
     daemon.kill()
     wait_for(lambda: all("heartbeat not delivered" in _log(daemon, w) for w in ("w1", "w2")), 15,
              what="agents working on without a daemon")
     daemon.start()
     listed = daemon.call(WorkerList(), WorkerListResult).workers
-    assert [(w.id, w.status) for w in listed] == [("w1", "working"), ("w2", "working")]
+    assert [(w.id, w.status) for w in listed] == [("w1", "working"), ("w2", "working")], \
+        (listed, _log(daemon, "w1")[-500:], [ln for ln in daemon.log_lines() if ln.get("worker") or ln.get("level") != "info"])
     before = {w.id: w.heartbeat_at for w in listed}
     wait_for(lambda: all(show(daemon, w).heartbeat_at > before[w] for w in before), 10,
              what="shims heartbeating the restarted daemon")
     for wid in ("w1", "w2"):
         assert wait_status(daemon, wid, "done", "error", "dead", timeout=30).status == "done"
-    assert git(repo, "log", "-1", "--format=%s", "chkd/X") == "demo: X: step 12/12"
+    assert git(repo, "log", "-1", "--format=%s", "chkd/X") == "demo: X: step 20/20"
 
 
 @pytest.mark.timeout(60)
