@@ -201,8 +201,12 @@ def reconcile(ctx: Ctx) -> None:
                                  shim_alive=proc_alive(row["shim_pid"], row["shim_started"]))
         verdict = reaper.judge_at_start(row, facts)
         if verdict is not None:
-            mark_dead(ctx, row, verdict.reason, kill=verdict.kill)
-            gone += 1
+            try:
+                with ctx.store.savepoint():
+                    mark_dead(ctx, row, verdict.reason, kill=verdict.kill)
+                gone += 1
+            except Exception:  # one bad row never blocks the others (the reaper retries it)
+                ctx.log.error("reconcile_failed", worker=row["id"], exc_info=True)
         else:
             ctx.store.x("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, row["id"]))
             alive += 1
@@ -365,12 +369,14 @@ def move_checkpoints_off_loop(ctx: Ctx) -> None:
 
 # -- start-up ---------------------------------------------------------------------------------------------
 def setup(ctx: Ctx) -> None:
-    reconcile(ctx)
-    move_checkpoints_off_loop(ctx)
+    """Timers first, so nothing reconciliation trips over can leave the daemon without a reaper;
+    the notifier's cursor before reconciliation, so the dead it finds are notified."""
     ctx.timers.every(1.0, lambda: reap(ctx), "reaper")
+    move_checkpoints_off_loop(ctx)
     if ctx.config.notify:
         notifier_setup(ctx)
         ctx.timers.every(0.25, lambda: notify_tick(ctx), "notifier")
+    reconcile(ctx)
 
 
 HANDLERS = {Events: events, Gc: gc_handler}
