@@ -92,6 +92,8 @@ def judge(row: Mapping[str, Any], now: int, limits: Limits, facts: ProcFacts) ->
     if status not in WATCHED:
         return None
     wid = row["id"]
+    if exit_reported(row):
+        return _judge_activity(row, now, limits)
     shim, agent = facts.shim_alive, facts.agent_alive
     if shim is False and agent is not True:
         return Dead(wid, "the shim and agent processes are gone (no exit was reported)", "gone")
@@ -109,13 +111,26 @@ def judge(row: Mapping[str, Any], now: int, limits: Limits, facts: ProcFacts) ->
         what = "no heartbeat from the shim" if row.get("heartbeat_at") else "the shim never reported"
         return Dead(wid, f"{what} for {_secs(silent)} (heartbeat_timeout_s {_secs(limits.heartbeat_timeout_ms)})",
                     "timeout", kill=True)
+    return _judge_activity(row, now, limits)
+
+
+def exit_reported(row: Mapping[str, Any]) -> bool:
+    """The agent already exited and its shim said so. Such a worker set back to `working`
+    (by `update` leaving conflict markers, or a rejected review) waits for a person or a new
+    agent in its worktree: there is no process to watch, so it is never `dead` — but it still
+    turns `stalled` when nothing happens there for the stall timeout."""
+    return row.get("exit_code") is not None or row.get("exit_signal") is not None
+
+
+def _judge_activity(row: Mapping[str, Any], now: int, limits: Limits) -> Action | None:
+    status = row["status"]
     if status in ("working", "stalled"):
         last_act = max(row.get("activity_at") or 0, row.get("started_at") or 0) or now
         idle = now - last_act
         if status == "working" and idle > limits.stall_timeout_ms:
-            return Stalled(wid, idle // 1000, limits.on_stall)
+            return Stalled(row["id"], idle // 1000, limits.on_stall)
         if status == "stalled" and idle <= limits.stall_timeout_ms:
-            return Resumed(wid)
+            return Resumed(row["id"])
     return None
 
 
@@ -123,7 +138,7 @@ def judge_at_start(row: Mapping[str, Any], facts: ProcFacts) -> Dead | None:
     """Start-up reconciliation: a watched worker whose processes are gone is dead; one whose shim
     still runs (same pid and create time) stays — its shim reconnects, heartbeats resume, and it
     reports an agent exit that happened while the daemon was down."""
-    if row["status"] not in WATCHED:
+    if row["status"] not in WATCHED or exit_reported(row):
         return None
     shim, agent = facts.shim_alive, facts.agent_alive
     reason = "its processes were gone when chkdd restarted"

@@ -134,3 +134,16 @@ def test_at_start_a_starting_worker_without_pids_gets_its_heartbeat_timeout() ->
     assert reaper.judge_at_start(row("starting", pid=None, shim_pid=None), ProcFacts()) is None
     assert isinstance(reaper.judge_at_start(row("working", pid=None, shim_pid=None), ProcFacts()), Dead)
     assert reaper.judge_at_start(row("dead"), ProcFacts(False, False)) is None
+
+
+def test_a_worker_whose_agent_exit_was_reported_is_never_dead_but_still_stalls() -> None:
+    """`update` with conflict markers, or a rejected review, sets a finished worker back to
+    `working`: its agent exited long ago, so there is nothing to reap — only idleness to report."""
+    gone = ProcFacts(agent_alive=False, shim_alive=False)
+    finished = row(exit_code=0, heartbeat_at=NOW - 60_000, activity_at=NOW - 1_000)
+    assert judge(finished, NOW, LIM, gone) is None
+    assert reaper.judge_at_start(finished, gone) is None
+    idle = row(exit_code=0, heartbeat_at=NOW - 60_000, activity_at=NOW - 11_000, started_at=NOW - 90_000)
+    assert isinstance(judge(idle, NOW, LIM, gone), Stalled)
+    # without a reported exit the same facts are a dead worker
+    assert isinstance(judge(row(heartbeat_at=NOW - 60_000), NOW, LIM, gone), Dead)

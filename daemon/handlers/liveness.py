@@ -32,7 +32,7 @@ _WATCHED_SQL = "SELECT * FROM workers WHERE status IN ('starting','working','sta
 #: processes to check, and those whose heartbeat or activity is old enough to matter. A tick
 #: over many quiet rows then costs one indexed query, not a dict per row.
 _REAP_COLUMNS = ("id", "status", "pid", "proc_started", "shim_pid", "shim_started", "heartbeat_at",
-                 "activity_at", "started_at")
+                 "activity_at", "started_at", "exit_code", "exit_signal")
 _REAP_SQL = (
     f"SELECT {', '.join(_REAP_COLUMNS)} FROM workers WHERE status IN ('starting','working','stalled','paused') "
     "AND (pid IS NOT NULL OR shim_pid IS NOT NULL OR status = 'stalled' "
