@@ -228,3 +228,26 @@ class Store:
         except apsw.Error:
             pass
         self.conn.close()
+
+
+#: The loop's own (automatic) WAL checkpoint only past this many pages (~40 MB): a backstop.
+WAL_BACKSTOP_PAGES = 10_000
+
+
+def checkpoint_wal(db: str) -> tuple[int, int, int]:
+    """Off-loop, on its own connection: copy committed WAL frames into the database.
+
+    Why: SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 WAL pages,
+    on the loop, with fsyncs — 5-20 ms stalls about once a second at 1,000 heartbeats/s
+    (p99 ~5 ms; under 1.5 ms without). PASSIVE never waits for, nor blocks, the loop's
+    writer. (A RESTART from this connection would make the loop's writes fail with
+    SQLITE_BUSY.) The loop's autocheckpoint stays as a backstop at WAL_BACKSTOP_PAGES:
+    a writer that never pauses keeps a concurrent checkpoint from catching up.
+    Returns SQLite's (busy, frames in the WAL, frames checkpointed).
+    """
+    conn = apsw.Connection(db)
+    try:
+        return tuple(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())  # type: ignore[return-value]
+    finally:
+        conn.close()
+

@@ -8,6 +8,7 @@ import chkd
 from chkd.protocol.messages import Ok, Ping, Pong, Shutdown, Status, StatusResult
 
 from ..context import Ctx
+from ..store import WAL_BACKSTOP_PAGES, checkpoint_wal
 
 
 def ping(ctx: Ctx, _req: Ping) -> Pong:
@@ -44,6 +45,25 @@ def shutdown(ctx: Ctx, _req: Shutdown) -> Ok:
     ctx.running = False
     ctx.log.info("shutdown_requested")
     return Ok(message="chkdd is shutting down.")
+
+
+def _checkpoint_tick(ctx: Ctx) -> None:
+    if ctx.ext.get("checkpointing"):
+        return
+    ctx.ext["checkpointing"] = True
+
+    def _done(_result: object, exc: BaseException | None) -> None:
+        ctx.ext["checkpointing"] = False
+        if exc is not None:
+            ctx.log.warning("wal_checkpoint_failed", error=str(exc))
+
+    ctx.submit(checkpoint_wal, str(ctx.store.path), then=_done)
+
+
+def setup(ctx: Ctx) -> None:
+    """WAL checkpoints run off the loop every second (see `store.checkpoint_wal`)."""
+    ctx.store.x(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+    ctx.timers.every(1.0, lambda: _checkpoint_tick(ctx), "wal-checkpoint")
 
 
 HANDLERS = {Ping: ping, Status: status, Shutdown: shutdown}

@@ -12,7 +12,6 @@ import os
 import signal
 from typing import Any
 
-import apsw
 import msgspec
 import psutil
 
@@ -325,54 +324,11 @@ def gc_handler(ctx: Ctx, req: Gc) -> Any:
     return deferred
 
 
-# -- WAL checkpoints off the loop ---------------------------------------------------------------------------
-#: The loop's own (automatic) checkpoint only past this many WAL pages (~40 MB): a backstop.
-WAL_BACKSTOP_PAGES = 10_000
-
-
-def checkpoint_wal(db: str) -> tuple[int, int, int]:
-    """Off-loop, on its own connection: copy committed WAL frames into the database. PASSIVE
-    never waits for, nor blocks, the loop's writer. Returns SQLite's (busy, frames in the WAL,
-    frames checkpointed)."""
-    conn = apsw.Connection(db)
-    try:
-        return tuple(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())  # type: ignore[return-value]
-    finally:
-        conn.close()
-
-
-def _checkpoint_tick(ctx: Ctx) -> None:
-    if ctx.ext.get("checkpointing"):
-        return
-    ctx.ext["checkpointing"] = True
-
-    def _done(_result: Any, exc: BaseException | None) -> None:
-        ctx.ext["checkpointing"] = False
-        if exc is not None:
-            ctx.log.warning("wal_checkpoint_failed", error=str(exc))
-
-    ctx.submit(checkpoint_wal, str(ctx.store.path), then=_done)
-
-
-def move_checkpoints_off_loop(ctx: Ctx) -> None:
-    """Heartbeat latency: SQLite's automatic checkpoint runs inside the COMMIT that crosses
-    1,000 WAL pages, on the loop, with fsyncs: 5-20 ms stalls about once a second at 1,000
-    heartbeats/s (p99 ~5 ms; under 1 ms without). So a job checkpoints every second on its
-    own connection (PASSIVE: it never blocks the loop's writer), and the loop's automatic
-    checkpoint stays only as a backstop: a writer that never pauses keeps a concurrent
-    checkpoint from ever catching up, and only a checkpoint by the writer itself then lets
-    the WAL be reused. (A RESTART from the other connection would make the loop's writes
-    fail with SQLITE_BUSY: a read transaction cannot wait to become a write one.)"""
-    ctx.store.x(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
-    ctx.timers.every(1.0, lambda: _checkpoint_tick(ctx), "wal-checkpoint")
-
-
 # -- start-up ---------------------------------------------------------------------------------------------
 def setup(ctx: Ctx) -> None:
     """Timers first, so nothing reconciliation trips over can leave the daemon without a reaper;
     the notifier's cursor before reconciliation, so the dead it finds are notified."""
     ctx.timers.every(1.0, lambda: reap(ctx), "reaper")
-    move_checkpoints_off_loop(ctx)
     if ctx.config.notify:
         notifier_setup(ctx)
         ctx.timers.every(0.25, lambda: notify_tick(ctx), "notifier")
