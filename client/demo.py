@@ -243,6 +243,8 @@ def _session(client: Client, repo: Path, max_workers: int, step_s: float, steps:
         waiting = sum(1 for t in tasks if t.status == "pending")
         screen.draw(ws, waiting, len(merged_tasks), len(DEMO_TASKS))
         time.sleep(0.2)
+    final = client.call(WorkerList(repo=repo_name, all=True), WorkerListResult).workers
+    screen.draw(final, 0, len(merged_tasks), len(DEMO_TASKS))
     result.sequential_s = sum(durations)
 
 
