@@ -235,8 +235,8 @@ def test_abort_kills_agent_and_grandchild_but_not_a_decoy(daemon: Daemon, repo: 
 
 @pytest.mark.timeout(60)
 def test_abort_escalates_to_sigkill_after_the_grace_period(daemon: Daemon, repo: Path) -> None:
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('stubborn', flush=True)\n" \
-               "while True: time.sleep(1)"
+    stubborn = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('stubborn', flush=True)\n" \
+               "while True: signal.pause()"
     spawn(daemon, repo, "S", f"{sys.executable} -c \"{stubborn}\"")
     w = wait_for(lambda: (x := show(daemon, "w1")).pid and x, 10, what="agent pid")
     t0 = time.monotonic()

@@ -71,7 +71,7 @@ def test_worker_rows_show_icons() -> None:
 
 # -- process identity --------------------------------------------------------------------------------
 def test_shim_create_time_matches_psutil() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         assert shim.create_time(proc.pid) == psutil.Process(proc.pid).create_time()
         assert procs.same_process(proc.pid, shim.create_time(proc.pid))
@@ -82,7 +82,7 @@ def test_shim_create_time_matches_psutil() -> None:
 
 
 def test_signal_group_checks_identity_first() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"], start_new_session=True)
     try:
         started = psutil.Process(proc.pid).create_time()
         assert not procs.signal_group(proc.pid, proc.pid, started - 10, signal.SIGKILL)  # wrong identity
