@@ -172,8 +172,12 @@ def finish_task(ctx: Ctx, row: Mapping[str, Any], summary: str | None) -> None:
         tasks.set_task_status(ctx, task, "review", worker_id=row["id"], note=summary or None)
 
 
-def commit_leftovers(ctx: Ctx, row: dict[str, Any]) -> None:
-    """Off-loop: commit whatever the agent left uncommitted, as `chkd: <task>: <title>`."""
+def commit_leftovers(ctx: Ctx, row: dict[str, Any], *, then_done: str | None = None) -> None:
+    """Off-loop: commit whatever the agent left uncommitted, as `chkd: <task>: <title>`.
+
+    With `then_done` (the agent exited 0), the worker becomes `done` (task → review) only
+    once that commit is made, so a merge started the moment it is done never misses work.
+    """
     if not row["worktree_path"]:
         return  # the exit beat the spawn's own completion: that one calls us again
     wid = row["id"]
@@ -183,14 +187,21 @@ def commit_leftovers(ctx: Ctx, row: dict[str, Any]) -> None:
         fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
         if fresh is None:
             return
+        repo = repo_name(ctx, fresh["repo_id"])
         if exc is not None:
             msg = exc.message if isinstance(exc, ChkdError) else str(exc)
-            update(ctx, fresh, last_error=f"Could not commit the work left uncommitted: {msg}")
-            ctx.emit("worker.commit_failed", repo=repo_name(ctx, fresh["repo_id"]), worker_id=wid,
-                     task_id=fresh["task_id"], error=msg)
-        elif sha:
-            ctx.emit("worker.committed", repo=repo_name(ctx, fresh["repo_id"]), worker_id=wid,
-                     task_id=fresh["task_id"], sha=sha, message=message)
+            error = f"Could not commit the work left uncommitted: {msg}"
+            fresh = update(ctx, fresh, last_error=error)
+            ctx.emit("worker.commit_failed", repo=repo, worker_id=wid, task_id=fresh["task_id"], error=msg)
+            if then_done is not None and fresh["status"] in LIVE_WORKER_STATUSES:
+                fresh = set_worker_status(ctx, fresh, "error", reason=error)
+                fail_task_attempt(ctx, fresh, f"worker {wid}: {error}")
+            return
+        if sha:
+            ctx.emit("worker.committed", repo=repo, worker_id=wid, task_id=fresh["task_id"], sha=sha, message=message)
+        if then_done is not None and fresh["status"] in LIVE_WORKER_STATUSES:
+            fresh = set_worker_status(ctx, fresh, "done", reason=then_done)
+            finish_task(ctx, fresh, None)
 
     ctx.submit(worktrees.commit_all, row["worktree_path"], message, then=_committed)
 

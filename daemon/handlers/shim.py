@@ -69,7 +69,8 @@ def _exit_words(code: int | None, sig: int | None) -> str:
 
 
 def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
-    """The agent ended: 0 = done (leftover changes committed off-loop), non-zero = error (a failed attempt)."""
+    """The agent ended: 0 = done once its leftover changes are committed (off-loop), non-zero =
+    error (a failed attempt)."""
     row = lookup.worker(ctx.store, req.worker)
     if row["exit_code"] is not None or row["exit_signal"] is not None:
         return _ack(ctx, row)  # already recorded: the shim is retrying a report we got
@@ -80,9 +81,8 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
              exit_code=code, signal=req.signal)
     status = row["status"]
     if status in RUNNING and code == 0:
-        row = W.set_worker_status(ctx, row, "done", reason=f"the agent {words}")
-        W.finish_task(ctx, row, None)
-        W.commit_leftovers(ctx, row)
+        # `done` once the leftovers are committed (off-loop), so a merge never misses work
+        W.commit_leftovers(ctx, row, then_done=f"the agent {words}")
     elif status in RUNNING:
         reason = f"The agent {words}."
         row = W.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)

@@ -22,7 +22,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     Abort, ActivityAck, AtticEntry, AtticList, AtticListResult, AtticRestore, Done,
     Heartbeat, Ok, Pause, Remove, Resume, Spawn, WorkerList, WorkerListResult, WorkerResult, WorkerShow,
-    WorkerState,
+    WorkerState, LIVE_WORKER_STATUSES,
 )
 
 from .. import lookup, procs, tasks, worktrees
@@ -156,8 +156,11 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
                        cmd=json.dumps(result.argv))
         ctx.emit("worker.started", repo=repo["name"], worker_id=wid, task_id=task["id"],
                  worktree=result.checkout.path, branch=result.checkout.branch, base=result.checkout.base_sha)
-        if row["status"] == "done" and row["exit_code"] == 0:
-            W.commit_leftovers(ctx, row)  # the agent was quicker than this completion
+        if row["exit_code"] == 0 and row["status"] in LIVE_WORKER_STATUSES:
+            # the agent exited 0 before this completion recorded the worktree
+            W.commit_leftovers(ctx, row, then_done="the agent exited with code 0")
+        elif row["status"] == "done" and row["exit_code"] == 0:
+            W.commit_leftovers(ctx, row)  # `chkdctl done` was quicker than this completion
         ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, row, repo["name"])))
 
     ctx.submit(launch, spec, then=_launched, reply_to=deferred)
