@@ -45,15 +45,22 @@ def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
     return _ack(ctx, row)
 
 
+#: One statement per heartbeat (the hot path: every worker, every `heartbeat_s`): record the
+#: shim's beat and the agent's latest output or heartbeat as activity, and read the status back.
+_BEAT_SQL = (
+    "UPDATE workers SET heartbeat_at = :now, activity_at = CASE WHEN :latest > coalesce(activity_at, 0) "
+    "THEN min(:latest, :now) ELSE activity_at END WHERE id = :id RETURNING status"
+)
+
+
 def beat(ctx: Ctx, req: ShimBeat) -> ActivityAck:
     """The processes live; record the shim's heartbeat and the agent's last output as activity."""
-    row = lookup.worker(ctx.store, req.worker)
-    fields: dict[str, Any] = {"heartbeat_at": now_ms()}
-    latest = max(req.activity_at or 0, req.output_at or 0)
-    if latest and latest > (row["activity_at"] or 0):
-        fields["activity_at"] = min(latest, fields["heartbeat_at"])
-    row = W.update(ctx, row, **fields)
-    return _ack(ctx, row)
+    params = {"now": now_ms(), "latest": max(req.activity_at or 0, req.output_at or 0), "id": req.worker}
+    rows = ctx.store.all(_BEAT_SQL, params)  # all(): run the statement to completion
+    if not rows:  # not an exact id: a prefix, or unknown (lookup raises the not_found sentence)
+        params["id"] = lookup.worker(ctx.store, req.worker)["id"]
+        rows = ctx.store.all(_BEAT_SQL, params)
+    return ActivityAck(status=rows[0][0], heartbeat_s=ctx.config.heartbeat_s)
 
 
 def _exit_words(code: int | None, sig: int | None) -> str:
