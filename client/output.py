@@ -16,6 +16,17 @@ class Exit(SystemExit):
     pass
 
 
+def json_option(fn: Any) -> Any:
+    """`--json` after the command too (`chkdctl workers --json`), same as the global one."""
+
+    def _set(ctx: click.Context, _param: Any, value: bool) -> None:
+        if value and ctx.obj is not None:
+            ctx.obj.json = True
+
+    return click.option("--json", "as_json", is_flag=True, expose_value=False, is_eager=True, callback=_set,
+                        help="Print machine-readable JSON.")(fn)
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
 

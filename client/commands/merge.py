@@ -8,22 +8,12 @@ from typing import Any
 
 import click
 
-from ..output import Exit, ago, print_json, table
+from ..output import Exit, ago, json_option, print_json, table
 
 #: Merge states after which `chkdctl merge` stops waiting.
 SETTLED = ("merged", "conflict", "failed", "rejected", "awaiting_review")
 POLL_S = 0.1
 
-
-def json_option(fn: Any) -> Any:
-    """`--json` after the command too (`chkdctl merges --json`), same as the global one."""
-
-    def _set(ctx: click.Context, _param: Any, value: bool) -> None:
-        if value and ctx.obj is not None:
-            ctx.obj.json = True
-
-    return click.option("--json", "as_json", is_flag=True, expose_value=False, is_eager=True, callback=_set,
-                        help="Print machine-readable JSON.")(fn)
 
 
 def _wait(app: Any, merge_id: int) -> Any:

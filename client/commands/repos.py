@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from ..output import ago, fail, print_json, table
-from .tasks import json_option
+from ..output import ago, fail, json_option, print_json, table
 
 
 @click.group("repo")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..output import Exit, ago, fail, print_json, table
+from ..output import Exit, ago, fail, json_option, print_json, table
 
 #: Largest spec file sent to the daemon (its frame limit is 4 MiB).
 MAX_SPEC_BYTES = 4 * 1024 * 1024 - 64 * 1024
@@ -35,16 +35,6 @@ class PriorityType(click.ParamType):
 PRIORITY = PriorityType()
 STATUSES = click.Choice(["pending", "claimed", "in_progress", "review", "done", "failed", "cancelled"])
 
-
-def json_option(fn: Any) -> Any:
-    """`--json` after the command too (`chkdctl task list --json`), same as the global one."""
-
-    def _set(ctx: click.Context, _param: Any, value: bool) -> None:
-        if value and ctx.obj is not None:
-            ctx.obj.json = True
-
-    return click.option("--json", "as_json", is_flag=True, expose_value=False, is_eager=True, callback=_set,
-                        help="Print machine-readable JSON.")(fn)
 
 
 def repo_option(fn: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..output import Exit, ago, fail, print_json, table
+from ..output import Exit, ago, fail, json_option, print_json, table
 
 ICONS = {
     "working": "🟢", "stalled": "🟠", "paused": "🟡", "error": "🔴", "dead": "🔴", "starting": "⚪",
@@ -21,16 +21,6 @@ FINAL = frozenset({"done", "merged", "error", "dead", "aborted", "conflict"})
 STATUS_EXIT = {"working": 0, "starting": 0, "stalled": 0, "paused": 10, "aborted": 11}
 STATUS_EXIT_OTHER = 12
 
-
-def json_option(fn: Any) -> Any:
-    """`--json` after the command too (`chkdctl workers --json`), same as the global one."""
-
-    def _set(ctx: click.Context, _param: Any, value: bool) -> None:
-        if value and ctx.obj is not None:
-            ctx.obj.json = True
-
-    return click.option("--json", "as_json", is_flag=True, expose_value=False, is_eager=True, callback=_set,
-                        help="Print machine-readable JSON.")(fn)
 
 
 def status_word(status: str) -> str:
