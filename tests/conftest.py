@@ -67,6 +67,19 @@ def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
         time.sleep(interval)
 
 
+def holds(cond: Callable[[], object], seconds: float, interval: float = 0.05, what: str = "condition") -> None:
+    """Assert that `cond` stays true for `seconds` (checked throughout, failing at the first
+    lapse): for "nothing more happens" checks, where waiting for a change cannot work."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = cond()
+        if not value:
+            raise AssertionError(f"{what} stopped holding (value: {value!r})")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
 def git(cwd: Path | str, *args: str, check: bool = True) -> str:
     proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if check and proc.returncode != 0:

@@ -14,7 +14,7 @@ import pytest
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import EventList, Events, Ping, Pong, RepoAdd, RepoResult, TaskAdd
 
-from conftest import BIN, Daemon, make_repo, wait_for
+from conftest import BIN, Daemon, make_repo
 
 
 def add_repos(daemon: Daemon, tmp_path: Path, names: list[str]) -> None:

@@ -17,7 +17,7 @@ import pytest
 from chkd.protocol.messages import (EventList, Events, Ping, Pong, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult,
                                     TaskShow, WorkerInfo, WorkerResult, WorkerShow)
 
-from conftest import Daemon, make_repo, wait_for
+from conftest import Daemon, holds, make_repo, wait_for
 
 BASE = """\
 heartbeat_s = 0.5
@@ -167,8 +167,8 @@ class TestStallNotify:
         w = spawn(daemon, "P-1", SLEEPER)
         running(daemon, w.id)
         daemon.call(Pause(worker=w.id))
-        time.sleep(4)  # past both the stall timeout and heartbeat_timeout_s
-        assert worker(daemon, w.id).status == "paused"
+        # past both the stall timeout and heartbeat_timeout_s
+        holds(lambda: worker(daemon, w.id).status == "paused", 4, what="paused")
         daemon.call(Resume(worker=w.id))
         assert worker(daemon, w.id).status == "working"
 
@@ -258,8 +258,8 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
                  what=f"heartbeats from {wid} after the restart")
     dead = wait_status(daemon, victim.id, {"dead"}, 3)
     assert "gone" in dead.last_error
-    time.sleep(3.5)  # past heartbeat_timeout_s: the live ones stay live
-    assert [worker(daemon, w).status for w in ids[:3]] == ["working"] * 3
+    # past heartbeat_timeout_s: the live ones stay live
+    holds(lambda: [worker(daemon, w).status for w in ids[:3]] == ["working"] * 3, 3.5, what="three live workers")
     # nothing duplicated or lost: each task once, owned by its original worker or back in the queue
     for i, wid in enumerate(ids[:3]):
         t = task(daemon, f"R-{i}")

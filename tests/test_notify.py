@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from chkd.protocol.messages import RepoAdd, RepoResult, Spawn, TaskAdd, WorkerResult, WorkerShow
 
-from conftest import Daemon, make_repo, wait_for
+from conftest import Daemon, holds, make_repo, wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -62,15 +61,15 @@ class TestEnabled:
     def test_notify_cmd_receives_done_and_dead_once_each(self, daemon: Daemon, tmp_path: Path, out: Path) -> None:
         ok, doomed = run_done_and_dead(daemon, tmp_path)
         wait_for(lambda: len(received(out)) >= 2, 10, what="two notifications")
-        time.sleep(1.5)  # later ticks (requeue, exit reports) must not add repeats
+        # later ticks (requeue, exit reports) must not add repeats
+        holds(lambda: len(received(out)) == 2, 1.5, what="exactly two notifications")
         got = received(out)
         assert sorted((e["worker_id"], e["data"]["to"]) for e in got) == sorted([(ok, "done"), (doomed, "dead")])
         dead = next(e for e in got if e["data"]["to"] == "dead")
         assert dead["kind"] == "worker.status" and dead["task_id"] == "N-2" and "shim" in dead["data"]["reason"]
         # a restart neither repeats what was sent nor loses the cursor
         daemon.restart()
-        time.sleep(1.5)
-        assert len(received(out)) == 2
+        holds(lambda: len(received(out)) == 2, 1.5, what="no repeat after the restart")
 
 
 class TestDisabled:
@@ -81,8 +80,7 @@ class TestDisabled:
     @pytest.mark.timeout(60)
     def test_notify_false_sends_nothing(self, daemon: Daemon, tmp_path: Path, out: Path) -> None:
         run_done_and_dead(daemon, tmp_path)
-        time.sleep(1.5)
-        assert received(out) == []
+        holds(lambda: received(out) == [], 1.5, what="no notification")
 
 
 class TestEscalation:
