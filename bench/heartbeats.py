@@ -37,6 +37,7 @@ import zmq
 
 from chkd.protocol import codec
 from chkd.protocol.messages import ActivityAck, Ping, ShimBeat
+from chkd.daemon.store import db_path
 from chkd.protocol.paths import resolve
 
 PROCS = 8
@@ -199,7 +200,7 @@ def main() -> None:
     paths = resolve(home)
     paths.ensure()
     paths.config_file.write_text(CONFIG)
-    seed(paths.db)
+    seed(db_path(paths))
     env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
     daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -234,7 +235,7 @@ def main() -> None:
 
         import apsw
 
-        conn = apsw.Connection(str(paths.db), flags=apsw.SQLITE_OPEN_READONLY)
+        conn = apsw.Connection(str(db_path(paths)), flags=apsw.SQLITE_OPEN_READONLY)
         committed = conn.execute("SELECT count(*) FROM workers WHERE heartbeat_at > ?", (started,)).fetchone()[0]
         conn.close()
         result = {

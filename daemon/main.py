@@ -14,7 +14,7 @@ from chkd.protocol.config import ConfigError, load_config
 
 from .context import Ctx
 from .log import make_logger
-from .store import Store, StoreError
+from .store import Store, StoreError, db_path
 
 
 def acquire_lock(path: os.PathLike[str]) -> TextIO | None:
@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     log, log_stream = make_logger(paths.log_file, args.log_format)
     try:
-        store = Store(paths.db)
+        store = Store(db_path(paths))
     except (StoreError, Exception) as exc:  # noqa: BLE001 - any DB failure is a start-up sentence
         log.error("store_open_failed", exc_info=True)
-        print(f"chkdd: cannot open the database {paths.db} ({exc}).", file=sys.stderr)
+        print(f"chkdd: cannot open the database {db_path(paths)} ({exc}).", file=sys.stderr)
         return 1
 
     from .server import Server  # imports every handler module

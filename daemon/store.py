@@ -12,6 +12,8 @@ from typing import Any
 
 import apsw
 
+from chkd.protocol.paths import Paths
+
 Row = tuple[Any, ...]
 
 #: Migration N turns a version N-1 database into version N. Append only; never edit a shipped one.
@@ -129,6 +131,11 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def db_path(paths: Paths) -> Path:
+    """Where the database lives: in the state directory. Only the daemon ever opens it."""
+    return paths.state / "chkd.db"
 
 
 def now_ms() -> int:

@@ -47,10 +47,6 @@ class Paths:
         return self.run / "chkdd.lock"
 
     @property
-    def db(self) -> Path:
-        return self.state / "chkd.db"
-
-    @property
     def log_file(self) -> Path:
         return self.state / "chkdd.log"
 

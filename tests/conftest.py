@@ -165,6 +165,12 @@ class Daemon:
         self.stop()
         return self.start()
 
+    @property
+    def db(self) -> Path:
+        from chkd.daemon.store import db_path
+
+        return db_path(self.paths)
+
     def output(self) -> str:
         try:
             return (self.paths.state / "chkdd.out").read_text(errors="replace")

@@ -15,7 +15,7 @@ from conftest import Daemon, wait_for
 def test_ping_reports_identity_and_counts(daemon: Daemon) -> None:
     pong = daemon.call(Ping(), Pong)
     assert pong.pid == daemon.proc.pid
-    assert pong.db == str(daemon.paths.db)
+    assert pong.db == str(daemon.db)
     assert (pong.repos, pong.tasks, pong.workers) == (0, 0, 0)
     status = daemon.call(Status(), StatusResult)
     assert status.pong.pid == pong.pid

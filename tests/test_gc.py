@@ -132,7 +132,7 @@ def test_workers_with_gone_worktrees_and_old_dead_workers(daemon: Daemon, proj: 
     commit_file(wt3, "w3.txt", "precious\n", "w3 work")
     # w4: dead yesterday → not old enough, not listed
     daemon.stop()
-    db = daemon.paths.db
+    db = daemon.db
     _insert_worker(db, "w1", "done", str(tmp_path / "proj-gone"), "chkd/w1-task", now)
     _insert_worker(db, "w2", "dead", str(wt2), "chkd/w2-task", week_ago)
     _insert_worker(db, "w3", "dead", str(wt3), "chkd/w3-task", week_ago)

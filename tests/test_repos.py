@@ -85,7 +85,7 @@ def test_rm_forgets_the_repository_and_its_tasks(daemon: Daemon, repo: Path) -> 
 def test_rm_is_refused_while_a_worker_lives(daemon: Daemon, repo: Path) -> None:
     assert daemon.ctl("repo", "add", str(repo)).code == 0
     now = int(time.time() * 1000)
-    db = apsw.Connection(str(daemon.paths.db))  # a live worker, as the workers area would record it
+    db = apsw.Connection(str(daemon.db))  # a live worker, as the workers area would record it
     db.set_busy_timeout(5000)
     db.execute("INSERT INTO workers(id, seq, repo_id, status, started_at, heartbeat_at, activity_at) "
                "VALUES('w1', 1, (SELECT id FROM repos WHERE name='proj'), 'working', ?, ?, ?)", (now, now, now))
