@@ -197,6 +197,7 @@ def test_kill_9_of_the_agent_is_noticed_with_its_signal(daemon: Daemon, proj: Pa
     t0 = time.monotonic()
     w = wait_status(daemon, w.id, {"dead", "error"}, 2)
     assert time.monotonic() - t0 <= 2
+    assert w.status == "dead"  # gone by a signal: dead, not the agent's own error exit
     assert "SIGKILL" in (w.last_error or "")
     assert task(daemon, "K-1").status == "pending" and task(daemon, "K-1").attempts == 1
 

@@ -76,8 +76,8 @@ def _exit_words(code: int | None, sig: int | None) -> str:
 
 
 def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
-    """The agent ended: 0 = done once its leftover changes are committed (off-loop), non-zero =
-    error (a failed attempt)."""
+    """The agent ended: 0 = done once its leftover changes are committed (off-loop); a non-zero
+    code = error, a signal = dead (both a failed attempt)."""
     row = lookup.worker(ctx.store, req.worker)
     if row["exit_code"] is not None or row["exit_signal"] is not None:
         return _ack(ctx, row)  # already recorded: the shim is retrying a report we got
@@ -91,8 +91,12 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
         # `done` once the leftovers are committed (off-loop), so a merge never misses work
         W.commit_leftovers(ctx, row, then_done=f"the agent {words}")
     elif status in RUNNING:
+        # Killed by a signal chkd did not send (an abort is `aborted` already): the process is
+        # gone without a word of its own, so `dead`. A non-zero exit code is the agent's own
+        # verdict: `error`. Either way the attempt counts and the task is requeued.
         reason = f"The agent {words}."
-        row = W.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)
+        outcome = "dead" if req.signal is not None else "error"
+        row = W.set_worker_status(ctx, row, outcome, reason=reason, last_error=reason)
         W.fail_task_attempt(ctx, row, f"worker {row['id']}: the agent {words}")
     elif status == "done" and code == 0:
         W.commit_leftovers(ctx, row)  # `chkdctl done`, then more edits before exiting
