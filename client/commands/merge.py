@@ -45,8 +45,9 @@ def _report(app: Any, m: Any) -> None:
         click.echo(f"chkdctl: {m.worker_id} conflicts with {m.target} in: {', '.join(m.conflict_files)}; "
                    f"nothing was changed.", err=True)
         click.echo(f"  hint: `chkdctl update {m.worker_id}` brings {m.target} into its worktree to resolve.", err=True)
-    elif m.status == "queued":
-        click.echo(f"Queued merge {m.id} of {m.worker_id} into {m.target} ({m.strategy}).")
+    elif m.status in ("queued", "checking", "testing"):  # --no-wait: it goes on in the daemon
+        click.echo(f"Merge {m.id} of {m.worker_id} into {m.target} ({m.strategy}) is {m.status}; "
+                   f"follow it with `chkdctl merges` or `chkdctl watch --worker {m.worker_id}`.")
     else:
         click.echo(f"chkdctl: merge {m.id} of {m.worker_id} {m.status}.", err=True)
         if m.log.strip():
