@@ -9,9 +9,9 @@ STATUS_ICONS: dict[str, str] = {
     "paused": "🟡",
     "done": "✅",
     "merging": "🔀",
-    "merged": "🟣",
+    "merged": "✅",
     "conflict": "⚠",
     "error": "🔴",
     "dead": "🔴",
-    "aborted": "⚫",
+    "aborted": "⛔",
 }

@@ -163,7 +163,8 @@ def _worker_items(snap: RepoSnapshot, w: dict[str, Any]) -> list[Found]:
     cwd, target = snap.path, snap.main_branch
     path, branch = w.get("worktree_path"), w.get("branch_name")
     live = w["status"] in LIVE
-    gone = bool(path) and not os.path.isdir(path)
+    # a merged worker's worktree is gone by design (the merge removed it): that is history, not an orphan
+    gone = bool(path) and not os.path.isdir(path) and w["status"] != "merged"
     old_dead = w["status"] == "dead" and snap.now_ms - last_seen(w) > WEEK_MS
     if not gone and not old_dead:
         return []

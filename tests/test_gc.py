@@ -168,3 +168,21 @@ def test_a_deleted_worktree_directory_is_pruned_but_its_unmerged_branch_kept(
     assert git(proj, "rev-parse", "chkd/T-lost") == sha
     after = by_what(daemon.call(Gc(), GcReport))
     assert set(after) == {"chkd/T-lost"} and not after["chkd/T-lost"].removable
+
+
+@pytest.mark.timeout(60)
+def test_a_merged_worker_is_history_not_an_orphan(daemon: Daemon, proj: Path) -> None:
+    from chkd.protocol.messages import Merge, MergeResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow
+
+    from conftest import wait_for
+
+    task = daemon.call(TaskAdd(title="small", repo=str(proj)), TaskResult).task
+    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.05"]),
+                    WorkerResult).worker
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "done", 20, what="done")
+    daemon.call(Merge(worker=w.id, strategy="auto", no_test=True), MergeResult)
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "merged", 20, what="merged")
+    report = daemon.call(Gc(repo=str(proj)), GcReport)
+    assert report.items == []
+    res = daemon.ctl("gc", cwd=proj)
+    assert res.code == 0 and w.id not in res.out

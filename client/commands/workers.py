@@ -10,12 +10,9 @@ from typing import Any
 
 import click
 
+from ..icons import STATUS_ICONS
 from ..output import Exit, ago, fail, json_option, print_json, table
 
-ICONS = {
-    "working": "🟢", "stalled": "🟠", "paused": "🟡", "error": "🔴", "dead": "🔴", "starting": "⚪",
-    "done": "✅", "merging": "🔀", "merged": "✅", "conflict": "⚠", "aborted": "⛔",
-}
 FINAL = frozenset({"done", "merged", "error", "dead", "aborted", "conflict"})
 #: `chkdctl worker-status` exit codes, so an agent's script can branch without parsing.
 STATUS_EXIT = {"working": 0, "starting": 0, "stalled": 0, "paused": 10, "aborted": 11}
@@ -24,7 +21,7 @@ STATUS_EXIT_OTHER = 12
 
 
 def status_word(status: str) -> str:
-    return f"{ICONS.get(status, '·')} {status}"
+    return f"{STATUS_ICONS.get(status, '·')} {status}"
 
 
 def _short(text: str | None, width: int) -> str:
