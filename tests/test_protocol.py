@@ -51,7 +51,7 @@ def test_decoding_arbitrary_bytes_only_raises_decode_errors(data: bytes) -> None
 def test_paths_with_home(tmp_path: Path) -> None:
     p = resolve(tmp_path / "h")
     assert p.run == tmp_path / "h" / "run"
-    assert p.db == tmp_path / "h" / "state" / "chkd.db"
+    assert p.state == tmp_path / "h" / "state"
     assert p.config_file == tmp_path / "h" / "config.toml"
 
 
