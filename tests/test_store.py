@@ -7,7 +7,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from chkd.daemon.store import SCHEMA_VERSION, Store, StoreError
+from chkd.daemon.store import SCHEMA_VERSION, Store, StoreError, db_path
+from chkd.protocol.paths import resolve
 
 FROZEN_V1 = Path(__file__).parent / "data" / "chkd_v1.sql"
 
@@ -38,6 +39,10 @@ def test_frozen_v1_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
     assert store.scalar("SELECT count(*) FROM events") == 1
     assert store.meta_next("worker") == 2  # counters continue, ids are never reused
     store.close()
+
+
+def test_the_database_lives_in_the_state_directory(tmp_path: Path) -> None:
+    assert db_path(resolve(tmp_path / "h")) == tmp_path / "h" / "state" / "chkd.db"
 
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:
