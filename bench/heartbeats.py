@@ -39,6 +39,7 @@ from chkd.protocol import codec
 from chkd.protocol.messages import ActivityAck, Ping, ShimBeat
 from chkd.daemon.store import db_path
 from chkd.protocol.paths import resolve
+from floor import echo_floor, pct
 
 PROCS = 8
 WORKERS = 1000
@@ -46,12 +47,6 @@ TASKS = 10_000
 CONFIG = "heartbeat_s = 10\nheartbeat_timeout_s = 3600\nstall_timeout_s = 3600\nnotify = false\n"
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
-
-
-# -- set-up ------------------------------------------------------------------------------------
 def seed(db: Path) -> None:
     """A database with one repository, 10,000 tasks and 1,000 working workers (fresh heartbeats)."""
     from chkd.daemon.store import Store, now_ms
@@ -150,33 +145,6 @@ def paced(endpoint: str, proc_index: int, rate: float, seconds: float, start_at:
     ctx.term()
 
 
-def echo_server(endpoint: str, ready: mp.Event) -> None:  # type: ignore[valid-type]
-    """The floor: a bare ROUTER that drains what waits and echoes it (chkdd's loop shape, no work)."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.bind(endpoint)
-    ready.set()
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    pending: list[list[bytes]] = []
-    while True:
-        if not poller.poll(1000):
-            continue
-        while len(pending) < 512:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if frames[-1] == b"stop":
-                return
-            pending.append(frames)
-        for frames in pending:
-            sock.send_multipart(frames)
-        pending.clear()
-
-
 def run_clients(target, endpoint: str, extra: tuple, procs: int = PROCS) -> list:  # type: ignore[no-untyped-def, type-arg]
     out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 0.5
@@ -205,63 +173,54 @@ def main() -> None:
     daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     echo_endpoint = f"ipc://{tmp}/echo.sock"
-    ready = mp.Event()
-    echo = mp.Process(target=echo_server, args=(echo_endpoint, ready), daemon=True)
-    echo.start()
-    try:
-        from chkd.client.client import Client
+    with echo_floor(echo_endpoint):
+        try:
+            from chkd.client.client import Client
 
-        deadline = time.monotonic() + 20
-        while not paths.ctl_sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with Client(paths, autostart=False) as c:
-            c.call(Ping())
-        ready.wait(10)
-        started = int(time.time() * 1000)
+            deadline = time.monotonic() + 20
+            while not paths.ctl_sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with Client(paths, autostart=False) as c:
+                c.call(Ping())
+            started = int(time.time() * 1000)
 
-        sustained = {}
-        bad = 0
-        for label, window in (("all_shims_in_flight", WORKERS // PROCS), ("one_in_flight_per_process", 1)):
-            echo_counts = run_clients(flood, echo_endpoint, (args.seconds, False, window))
-            hb_counts = run_clients(flood, paths.ctl_endpoint, (args.seconds, True, window))
-            hb_rate = sum(d for d, _ in hb_counts) / args.seconds
-            echo_rate = sum(d for d, _ in echo_counts) / args.seconds
-            bad += sum(b for _, b in hb_counts)
-            sustained[label] = {"in_flight": window * PROCS, "heartbeats_per_s": round(hb_rate),
-                                "echo_per_s": round(echo_rate), "ratio": round(hb_rate / echo_rate, 3)}
+            sustained = {}
+            bad = 0
+            for label, window in (("all_shims_in_flight", WORKERS // PROCS), ("one_in_flight_per_process", 1)):
+                echo_counts = run_clients(flood, echo_endpoint, (args.seconds, False, window))
+                hb_counts = run_clients(flood, paths.ctl_endpoint, (args.seconds, True, window))
+                hb_rate = sum(d for d, _ in hb_counts) / args.seconds
+                echo_rate = sum(d for d, _ in echo_counts) / args.seconds
+                bad += sum(b for _, b in hb_counts)
+                sustained[label] = {"in_flight": window * PROCS, "heartbeats_per_s": round(hb_rate),
+                                    "echo_per_s": round(echo_rate), "ratio": round(hb_rate / echo_rate, 3)}
 
-        rtts = [x for r in run_clients(paced, paths.ctl_endpoint, (1000 / PROCS, args.seconds)) for x in r]
-        rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
+            rtts = [x for r in run_clients(paced, paths.ctl_endpoint, (1000 / PROCS, args.seconds)) for x in r]
+            rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
 
-        import apsw
+            import apsw
 
-        conn = apsw.Connection(str(db_path(paths)), flags=apsw.SQLITE_OPEN_READONLY)
-        committed = conn.execute("SELECT count(*) FROM workers WHERE heartbeat_at > ?", (started,)).fetchone()[0]
-        conn.close()
-        result = {
-            "workers": WORKERS,
-            "tasks": TASKS,
-            "client_processes": PROCS,
-            "seconds": args.seconds,
-            "heartbeats_per_s": sustained["all_shims_in_flight"]["heartbeats_per_s"],
-            "sustained": sustained,
-            "bad_replies": bad,
-            "latency_ms_at_1000_per_s": {"p50": round(pct(rtts, 0.5), 3), "p99": round(pct(rtts, 0.99), 3),
-                                         "max": round(max(rtts), 3), "n": len(rtts)},
-            "rss_mb": round(rss, 1),
-            "committed_workers": committed,
-            "goals": {"heartbeats_per_s": ">= 10000", "ratio": ">= 0.75", "p99_ms": "<= 5", "rss_mb": "<= 80"},
-        }
-        print(json.dumps(result, indent=2))
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-        s = zmq.Context.instance().socket(zmq.DEALER)
-        s.connect(echo_endpoint)
-        s.send(b"stop")
-        echo.join(5)
-        s.close(0)
-
+            conn = apsw.Connection(str(db_path(paths)), flags=apsw.SQLITE_OPEN_READONLY)
+            committed = conn.execute("SELECT count(*) FROM workers WHERE heartbeat_at > ?", (started,)).fetchone()[0]
+            conn.close()
+            result = {
+                "workers": WORKERS,
+                "tasks": TASKS,
+                "client_processes": PROCS,
+                "seconds": args.seconds,
+                "heartbeats_per_s": sustained["all_shims_in_flight"]["heartbeats_per_s"],
+                "sustained": sustained,
+                "bad_replies": bad,
+                "latency_ms_at_1000_per_s": {"p50": round(pct(rtts, 0.5), 3), "p99": round(pct(rtts, 0.99), 3),
+                                             "max": round(max(rtts), 3), "n": len(rtts)},
+                "rss_mb": round(rss, 1),
+                "committed_workers": committed,
+                "goals": {"heartbeats_per_s": ">= 10000", "ratio": ">= 0.75", "p99_ms": "<= 5", "rss_mb": "<= 80"},
+            }
+            print(json.dumps(result, indent=2))
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
 
 if __name__ == "__main__":
     main()

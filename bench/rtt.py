@@ -30,34 +30,9 @@ from chkd.client.client import Client
 from chkd.protocol import codec
 from chkd.protocol.messages import Ping, Pong
 from chkd.protocol.paths import resolve
+from floor import echo_floor, pct
 
 BIN = Path(sys.executable).parent
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def echo_server(endpoint: str, ready: mp.Event) -> None:  # type: ignore[valid-type]
-    """A bare ROUTER echo with the same poll-and-drain shape as chkdd's loop (the floor)."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.bind(endpoint)
-    ready.set()
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    while True:
-        if not poller.poll(1000):
-            continue
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if frames[-1] == b"stop":
-                return
-            sock.send_multipart(frames)
 
 
 def rtt_loop(endpoint: str, payload: bytes, n: int) -> list[float]:
@@ -131,55 +106,51 @@ def main() -> None:
     daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     echo_endpoint = f"ipc://{tmp}/echo.sock"
-    ready = mp.Event()
-    echo = mp.Process(target=echo_server, args=(echo_endpoint, ready), daemon=True)
-    echo.start()
-    try:
-        paths = resolve(home)
-        deadline = time.monotonic() + 20
-        while not paths.ctl_sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        ready.wait(10)
-        payload = codec.encode_request(1, Ping())
-        # interleave the two measurements in rounds so drift hits both alike
-        ping_us: list[float] = []
-        echo_us: list[float] = []
-        for _ in range(5):
-            ping_us += rtt_loop(paths.ctl_endpoint, payload, args.n // 5)
-            echo_us += rtt_loop(echo_endpoint, payload, args.n // 5)
-        with Client(paths, autostart=False) as c:
-            assert isinstance(c.call(Ping()), Pong)
-        per = 2000
-        rps = throughput(ping_client_loop, lambda: (str(home), per), args.procs, per)
-        echo_rps = throughput(raw_client_loop, lambda: (echo_endpoint, payload, per), args.procs, per)
-        cli_ms: list[float] = []
-        import_ms: list[float] = []
-        for _ in range(3):
-            cli_ms.append(whole_process([str(BIN / "chkdctl"), "ping"], env, args.cli_runs // 3))
-            import_ms.append(whole_process([sys.executable, "-c", "import zmq, msgspec, click"], env, args.cli_runs // 3))
-        cli, imp = statistics.median(cli_ms), statistics.median(import_ms)
-        result = {
-            "n": args.n,
-            "ping_us": {"p50": round(pct(ping_us, 0.5), 1), "p99": round(pct(ping_us, 0.99), 1)},
-            "echo_us": {"p50": round(pct(echo_us, 0.5), 1), "p99": round(pct(echo_us, 0.99), 1)},
-            "ratio_p50": round(pct(ping_us, 0.5) / pct(echo_us, 0.5), 3),
-            "rps_8_clients": round(rps),
-            "echo_rps_8_clients": round(echo_rps),
-            "rps_ratio": round(rps / echo_rps, 3),
-            "chkdctl_ping_ms": round(cli, 1),
-            "bare_import_ms": round(imp, 1),
-            "chkdctl_ratio": round(cli / imp, 3),
-            "goals": {"ratio_p50": "<= 1.3", "chkdctl_ratio": "<= 1.2"},
-        }
-        print(json.dumps(result, indent=2))
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-        s = zmq.Context.instance().socket(zmq.DEALER)
-        s.connect(echo_endpoint)
-        s.send(b"stop")
-        echo.join(5)
-        s.close(0)
+    with echo_floor(echo_endpoint):
+        try:
+            measure(args, home, env, echo_endpoint)
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+
+
+def measure(args: argparse.Namespace, home: Path, env: dict[str, str], echo_endpoint: str) -> None:
+    paths = resolve(home)
+    deadline = time.monotonic() + 20
+    while not paths.ctl_sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    payload = codec.encode_request(1, Ping())
+    # interleave the two measurements in rounds so drift hits both alike
+    ping_us: list[float] = []
+    echo_us: list[float] = []
+    for _ in range(5):
+        ping_us += rtt_loop(paths.ctl_endpoint, payload, args.n // 5)
+        echo_us += rtt_loop(echo_endpoint, payload, args.n // 5)
+    with Client(paths, autostart=False) as c:
+        assert isinstance(c.call(Ping()), Pong)
+    per = 2000
+    rps = throughput(ping_client_loop, lambda: (str(home), per), args.procs, per)
+    echo_rps = throughput(raw_client_loop, lambda: (echo_endpoint, payload, per), args.procs, per)
+    cli_ms: list[float] = []
+    import_ms: list[float] = []
+    for _ in range(3):
+        cli_ms.append(whole_process([str(BIN / "chkdctl"), "ping"], env, args.cli_runs // 3))
+        import_ms.append(whole_process([sys.executable, "-c", "import zmq, msgspec, click"], env, args.cli_runs // 3))
+    cli, imp = statistics.median(cli_ms), statistics.median(import_ms)
+    result = {
+        "n": args.n,
+        "ping_us": {"p50": round(pct(ping_us, 0.5), 1), "p99": round(pct(ping_us, 0.99), 1)},
+        "echo_us": {"p50": round(pct(echo_us, 0.5), 1), "p99": round(pct(echo_us, 0.99), 1)},
+        "ratio_p50": round(pct(ping_us, 0.5) / pct(echo_us, 0.5), 3),
+        "rps_8_clients": round(rps),
+        "echo_rps_8_clients": round(echo_rps),
+        "rps_ratio": round(rps / echo_rps, 3),
+        "chkdctl_ping_ms": round(cli, 1),
+        "bare_import_ms": round(imp, 1),
+        "chkdctl_ratio": round(cli / imp, 3),
+        "goals": {"ratio_p50": "<= 1.3", "chkdctl_ratio": "<= 1.2"},
+    }
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
