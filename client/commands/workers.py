@@ -181,10 +181,23 @@ def _control(app: Any, body: Any, verb: str, worker: str | None, all_: bool) -> 
         click.echo(f"{w.id}  {status_word(w.status)}  task {w.task_id}")
 
 
+def _targets(which: str) -> Any:
+    """The options pause, resume and abort share: one WORKER, or --all [--repo R]."""
+
+    def wrap(fn: Any) -> Any:
+        for option in reversed([
+            click.argument("worker", required=False),
+            click.option("--all", "all_", is_flag=True, help=f"Every {which} worker."),
+            click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository."),
+        ]):
+            fn = option(fn)
+        return fn
+
+    return wrap
+
+
 @click.command("pause")
-@click.argument("worker", required=False)
-@click.option("--all", "all_", is_flag=True, help="Every running worker.")
-@click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository.")
+@_targets("running")
 @json_option
 @click.pass_obj
 def pause(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
@@ -195,9 +208,7 @@ def pause(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
 
 
 @click.command("resume")
-@click.argument("worker", required=False)
-@click.option("--all", "all_", is_flag=True, help="Every paused worker.")
-@click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository.")
+@_targets("paused")
 @json_option
 @click.pass_obj
 def resume(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
@@ -208,9 +219,7 @@ def resume(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
 
 
 @click.command("abort")
-@click.argument("worker", required=False)
-@click.option("--all", "all_", is_flag=True, help="Every live worker.")
-@click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository.")
+@_targets("live")
 @click.option("--cancel-task", is_flag=True, help="Cancel the task too (default: it goes back to pending).")
 @json_option
 @click.pass_obj
