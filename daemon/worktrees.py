@@ -185,11 +185,13 @@ def remove_checkout(
         out.attic_ref, out.attic_sha = ref, tip
     if wt is not None and wt.exists():
         proc = git.run(["worktree", "remove", "--force", str(wt)], repo_path, check=False)
-        if proc.returncode != 0 and not (wt / ".git").exists():
-            shutil.rmtree(wt, ignore_errors=True)  # a stray directory git does not know: only ours
-        elif proc.returncode != 0:
+        if proc.returncode == 0:
+            out.worktree_removed = True
+        elif not (wt / ".git").exists():
+            # no longer a git worktree: git cannot tell what in it is work, so nothing is deleted
+            out.notes.append(f"{wt} is no longer a git worktree; its files were left in place")
+        else:
             raise git.GitError(f"git worktree remove failed for {wt}: {git.reason(proc.stderr)}", proc.stderr)
-        out.worktree_removed = True
     git.run(["worktree", "prune"], repo_path, check=False)
     if has_branch:
         proc = git.run(["branch", "-D", str(branch)], repo_path, check=False)

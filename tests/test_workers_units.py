@@ -160,3 +160,15 @@ def test_remove_checkout_of_merged_work_deletes_without_force(tmp_path: Path) ->
     shutil.rmtree(co2.path)
     out = worktrees.remove_checkout(str(repo), co2.path, co2.branch, force=False, target="main")
     assert out.branch_deleted and "proj-V" not in git(repo, "worktree", "list")
+
+
+def test_remove_checkout_never_deletes_a_directory_git_no_longer_knows(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj")
+    co = worktrees.create_worktree(str(repo), "proj", "T", "main", "../{repo}-{task}", "chkd/")
+    wt = Path(co.path)
+    (wt / ".git").unlink()  # someone broke the link: git can no longer see what is work here
+    (wt / "precious.txt").write_text("unsaved\n")
+    out = worktrees.remove_checkout(str(repo), co.path, co.branch, force=True, target="main")
+    assert (wt / "precious.txt").read_text() == "unsaved\n"
+    assert not out.worktree_removed
+    assert any("no longer a git worktree" in n for n in out.notes)
