@@ -22,6 +22,7 @@ from pathlib import Path
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
+    LIVE_WORKER_STATUSES,
     Done,
     Merge,
     MergeInfo,
@@ -63,9 +64,6 @@ DEMO_FILES = {
     "app/__init__.py": "",
     "app/main.py": "def main() -> None:\n    print('hello')\n",
 }
-
-FINAL_WORKER = {"merged", "error", "dead", "aborted"}
-
 
 @dataclass
 class DemoResult:
@@ -128,7 +126,6 @@ class Screen:
         self.live = live
         self.out = out
         self.lines: list[str] = []
-        self._drawn = 0
 
     def log(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -214,7 +211,7 @@ def _session(client: Client, repo: Path, max_workers: int, step_s: float, steps:
             result.problems.append("the demo did not finish within 5 minutes")
             break
         ws = client.call(WorkerList(repo=repo_name, all=True), WorkerListResult).workers
-        live_count = sum(1 for w in ws if w.status in ("starting", "working", "stalled", "paused"))
+        live_count = sum(1 for w in ws if w.status in LIVE_WORKER_STATUSES)
         # fill free slots with the most urgent ready tasks (the queue's own order)
         ready = [t for t in client.call(TaskList(repo=repo_name, ready=True), TaskListResult).tasks
                  if t.status == "pending"]

@@ -35,14 +35,6 @@ def is_ready(status: str, held: bool, dependency_statuses: Iterable[str]) -> boo
     return status == "pending" and not held and all(s == "done" for s in dependency_statuses)
 
 
-def ready_set(statuses: Mapping[str, str], held: Mapping[str, bool], deps: Mapping[str, Iterable[str]]) -> set[str]:
-    """The ids of every ready task. `deps[a]` = the ids `a` depends on; unknown ids count as not done."""
-    return {
-        tid for tid, status in statuses.items()
-        if is_ready(status, held.get(tid, False), (statuses.get(d, "missing") for d in deps.get(tid, ())))
-    }
-
-
 def path_between(deps: Mapping[str, Iterable[str]], start: str, goal: str) -> list[str] | None:
     """A dependency path start → … → goal following `deps` edges (depth-first), or None."""
     if start == goal:
@@ -72,34 +64,6 @@ def cycle_if_added(deps: Mapping[str, Iterable[str]], task: str, depends_on: str
     if path is None:
         return None
     return [task, *path]
-
-
-def find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """Any cycle in the whole graph, as [a, b, …, a], or None (used to check imported graphs)."""
-    white, grey, black = 0, 1, 2
-    color: dict[str, int] = {}
-    for root in deps:
-        if color.get(root, white) != white:
-            continue
-        stack: list[tuple[str, list[str]]] = [(root, list(deps.get(root, ())))]
-        trail = [root]
-        color[root] = grey
-        while stack:
-            node, todo = stack[-1]
-            if not todo:
-                color[node] = black
-                stack.pop()
-                trail.pop()
-                continue
-            nxt = todo.pop()
-            state = color.get(nxt, white)
-            if state == grey:
-                return trail[trail.index(nxt):] + [nxt]
-            if state == white:
-                color[nxt] = grey
-                trail.append(nxt)
-                stack.append((nxt, list(deps.get(nxt, ()))))
-    return None
 
 
 def format_cycle(path: list[str]) -> str:

@@ -14,8 +14,6 @@ ErrorCode = Literal[
     "internal",  # a bug: the daemon logged a traceback
 ]
 
-ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
-
 
 class ChkdError(Exception):
     """An error with a code and a one-sentence message; raised by handlers, shown by clients."""

@@ -29,8 +29,6 @@ MergeStatus = Literal["queued", "checking", "testing", "awaiting_review", "merge
 Strategy = Literal["auto", "review"]
 
 TASK_STATUSES: tuple[str, ...] = TaskStatus.__args__  # type: ignore[attr-defined]
-WORKER_STATUSES: tuple[str, ...] = WorkerStatus.__args__  # type: ignore[attr-defined]
-MERGE_STATUSES: tuple[str, ...] = MergeStatus.__args__  # type: ignore[attr-defined]
 #: Worker states in which an agent process may still be running.
 LIVE_WORKER_STATUSES: frozenset[str] = frozenset({"starting", "working", "stalled", "paused"})
 

@@ -281,7 +281,7 @@ def test_no_wait_returns_once_queued_and_approve_requires_review(daemon: Daemon,
     wait_for(lambda: worker(daemon, w.id).status == "merged", 10, what="the merge to land")
     w2 = done_worker(daemon, proj, "feature2", {"feature2.txt": "y\n"})
     text = daemon.ctl("merge", w2.id, "--strategy", "auto", "--no-wait", cwd=proj)
-    assert text.code == 0 and text.err == "" and f"follow it with `chkdctl merges`" in text.out
+    assert text.code == 0 and text.err == "" and "follow it with `chkdctl merges`" in text.out
     bad = daemon.ctl("merge", "w999", cwd=proj)
     assert bad.code == 1 and "No worker" in bad.err
 

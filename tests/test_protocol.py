@@ -90,3 +90,11 @@ def _sample(tp: object) -> object:
 
 def test_request_struct_is_the_envelope() -> None:
     assert msgspec.msgpack.decode(codec.encode_request(1, Ping()), type=Request).body == Ping()
+
+
+def test_cli_status_choices_match_the_protocol() -> None:
+    """chkdctl spells the statuses out (importing messages would slow its start-up): keep them in step."""
+    from chkd.client.commands.tasks import STATUSES
+    from chkd.protocol.messages import TASK_STATUSES
+
+    assert tuple(STATUSES.choices) == TASK_STATUSES

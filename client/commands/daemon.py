@@ -8,9 +8,6 @@ from chkd.protocol.errors import ChkdError
 
 from ..output import fail, print_json
 
-pass_app = click.make_pass_decorator(object)
-
-
 @click.group("daemon")
 def daemon_group() -> None:
     """Start, stop and inspect the chkdd daemon of this home."""
