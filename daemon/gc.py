@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chkd.protocol.messages import GcItem
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, GcItem
 
 from . import git
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 #: Worker states whose processes may run: never touched by gc.
-LIVE = frozenset({"starting", "working", "stalled", "paused", "merging"})
+LIVE = LIVE_WORKER_STATUSES | {"merging"}
 
 
 @dataclass

@@ -17,8 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from chkd.protocol.messages import LIVE_WORKER_STATUSES
+
 #: States in which the reaper watches a worker (a paused worker's shim still heartbeats).
-WATCHED = frozenset({"starting", "working", "stalled", "paused"})
+WATCHED = LIVE_WORKER_STATUSES
 #: A dead agent under a live shim: the least time the shim gets to report the exit code itself
 #: (it normally does at once; after a daemon restart its retry backoff can take seconds, so
 #: `from_config` allows a whole heartbeat timeout: a shim that stays silent that long is dead anyway).

@@ -52,8 +52,10 @@ def inspect_repo(path: str, main_branch: str | None = None) -> RepoFacts:
     return RepoFacts(path=str(root.resolve()), main_branch=branch)
 
 
+_LIVE_IN = ",".join(f"'{s}'" for s in sorted(LIVE_WORKER_STATUSES))
+
+
 def repo_info(ctx: Ctx, row: dict[str, Any]) -> RepoInfo:
-    live = ",".join(f"'{s}'" for s in LIVE_WORKER_STATUSES)
     return RepoInfo(
         id=row["id"],
         name=row["name"],
@@ -63,7 +65,7 @@ def repo_info(ctx: Ctx, row: dict[str, Any]) -> RepoInfo:
         added_at=row["added_at"],
         tasks=ctx.store.scalar("SELECT count(*) FROM task_queue WHERE repo_id=?", (row["id"],), 0),
         live_workers=ctx.store.scalar(
-            f"SELECT count(*) FROM workers WHERE repo_id=? AND status IN ({live})", (row["id"],), 0
+            f"SELECT count(*) FROM workers WHERE repo_id=? AND status IN ({_LIVE_IN})", (row["id"],), 0
         ),
     )
 

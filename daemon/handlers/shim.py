@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from chkd.protocol.messages import ActivityAck, ShimBeat, ShimExit, ShimHello
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, ShimBeat, ShimExit, ShimHello
 
 from .. import lookup, procs
 from .. import workers as W
@@ -19,7 +19,7 @@ from ..context import Ctx
 from ..store import now_ms
 
 #: Statuses in which an exit of the agent changes the worker's status.
-RUNNING = frozenset({"starting", "working", "stalled", "paused"})
+RUNNING = LIVE_WORKER_STATUSES
 
 
 def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
