@@ -123,4 +123,15 @@ class Ctx:
 
 
 def publish_frames(event: Event) -> list[bytes]:
-    return [topic_for(event), msgspec.msgpack.encode(event)]
+    return [topic_for(event), encode(event)]
+
+
+#: The `events` columns in `row_event`'s order: `emit` writes them, history queries read them back.
+EVENT_COLUMNS = "seq, at, kind, repo, worker_id, task_id, data"
+
+
+def row_event(row: tuple[Any, ...]) -> Event:
+    """An `events` row (selected as EVENT_COLUMNS) as the Event that was published for it."""
+    seq, at, kind, repo, worker_id, task_id, data = row
+    return Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id,
+                 data=msgspec.msgpack.decode(data) if data else {})

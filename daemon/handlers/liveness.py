@@ -12,28 +12,27 @@ import os
 import signal
 from typing import Any
 
-import msgspec
 import psutil
 
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import Event, EventList, Events, Gc, GcItem, GcReport
+from chkd.protocol.messages import EventList, Events, Gc, GcItem, GcReport
 
 from .. import gc as gcmod
 from .. import lookup, notify, procs, reaper
 from .. import workers as W
-from ..context import Ctx
+from ..context import EVENT_COLUMNS, Ctx, row_event
 from ..store import now_ms
 
-EVENT_COLUMNS = "seq, at, kind, repo, worker_id, task_id, data"
 MAX_PAGE = 5000
-_WATCHED_SQL = "SELECT * FROM workers WHERE status IN ('starting','working','stalled','paused') ORDER BY seq"
+_WATCHED_IN = ",".join(f"'{s}'" for s in sorted(reaper.WATCHED))
+_WATCHED_SQL = f"SELECT * FROM workers WHERE status IN ({_WATCHED_IN}) ORDER BY seq"
 #: What the reaper's rules read, for the rows that could need an action at all: those with
 #: processes to check, and those whose heartbeat or activity is old enough to matter. A tick
 #: over many quiet rows then costs one indexed query, not a dict per row.
 _REAP_COLUMNS = ("id", "status", "pid", "proc_started", "shim_pid", "shim_started", "heartbeat_at",
                  "activity_at", "started_at", "exit_code", "exit_signal")
 _REAP_SQL = (
-    f"SELECT {', '.join(_REAP_COLUMNS)} FROM workers WHERE status IN ('starting','working','stalled','paused') "
+    f"SELECT {', '.join(_REAP_COLUMNS)} FROM workers WHERE status IN ({_WATCHED_IN}) "
     "AND (pid IS NOT NULL OR shim_pid IS NOT NULL OR status = 'stalled' "
     "     OR coalesce(heartbeat_at, started_at) < :beat_cut "
     "     OR (status = 'working' AND max(coalesce(activity_at, 0), started_at) < :stall_cut)) ORDER BY seq"
@@ -41,12 +40,6 @@ _REAP_SQL = (
 
 
 # -- events ------------------------------------------------------------------------------------
-def row_event(row: tuple[Any, ...]) -> Event:
-    seq, at, kind, repo, worker_id, task_id, data = row
-    return Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id,
-                 data=msgspec.msgpack.decode(data) if data else {})
-
-
 def events(ctx: Ctx, req: Events) -> EventList:
     """History after `since`, oldest first; `last_seq` is the newest seq in the whole table,
     so a client that saw a short page knows nothing between its cursor and `last_seq` matched."""
@@ -314,8 +307,8 @@ def gc_handler(ctx: Ctx, req: Gc) -> Any:
                 if not f.item.removed:
                     continue
                 if f.worker_id and f.item.kind in ("worker", "dead_worker"):
-                    ctx.store.x("DELETE FROM workers WHERE id=? AND status NOT IN "
-                                "('starting','working','stalled','paused','merging')", (f.worker_id,))
+                    live = ",".join(f"'{s}'" for s in sorted(gcmod.LIVE))
+                    ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,))
                 ctx.emit("gc.removed", repo=snap.name, worker_id=f.worker_id, what=f.item.what,
                          item=f.item.kind, reason=f.item.reason)
         ctx.finish(deferred, GcReport(applied=True, items=items))

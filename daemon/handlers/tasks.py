@@ -11,17 +11,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import msgspec
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Claim, ClaimResult, DepAdd, DepRm, Event, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit, TaskHold,
+    Claim, ClaimResult, DepAdd, DepRm, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit, TaskHold,
     TaskImport, TaskList, TaskListResult, TaskRelease, TaskResult, TaskRetry, TaskShow,
 )
 from chkd.protocol.paths import find_repo_root
 
 from .. import lookup, spec, taskgraph, tasks
-from ..context import Ctx
+from ..context import EVENT_COLUMNS, Ctx, row_event
 from .repos import RepoFacts, ensure_repo, inspect_repo
 
 #: `task show` returns at most this many history events (the newest).
@@ -95,10 +94,9 @@ def show(ctx: Ctx, req: TaskShow) -> TaskResult:
     repo = resolve_repo(ctx, req.repo)
     task = tasks.get_task(ctx, repo, req.id)
     rows = ctx.store.all(
-        "SELECT seq, at, kind, repo, worker_id, task_id, data FROM events WHERE task_id=? AND repo=? "
-        "ORDER BY seq DESC LIMIT ?", (task["id"], repo["name"], HISTORY_LIMIT))
-    history = [Event(seq=s, at=at, kind=k, repo=r, worker_id=w, task_id=t,
-                     data=msgspec.msgpack.decode(d) if d else {}) for s, at, k, r, w, t, d in reversed(rows)]
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id=? AND repo=? ORDER BY seq DESC LIMIT ?",
+        (task["id"], repo["name"], HISTORY_LIMIT))
+    history = [row_event(r) for r in reversed(rows)]
     return TaskResult(task=tasks.task_info(ctx, task, repo["name"]), history=history)
 
 
