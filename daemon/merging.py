@@ -65,14 +65,20 @@ def target_ref(branch: str) -> str:
     return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
-def plan(repo: str | Path, target: str, head: str, message: str) -> Plan:
-    """Conflict check + merge commit object for `head` into `target` (no checkout, no ref moves)."""
+def _both_shas(repo: str | Path, target: str, head: str, head_missing: str) -> tuple[str, str]:
+    """The commits the target branch and `head` name, or a not_found sentence for the missing one."""
     target_sha = git.rev(target_ref(target), repo)
     if target_sha is None:
         raise ChkdError("not_found", f"The target branch '{target}' does not exist in {repo}.")
     head_sha = git.rev(head, repo)
     if head_sha is None:
-        raise ChkdError("not_found", f"The branch '{head}' does not exist in {repo}; nothing to merge.")
+        raise ChkdError("not_found", f"The branch '{head}' {head_missing}.")
+    return target_sha, head_sha
+
+
+def plan(repo: str | Path, target: str, head: str, message: str) -> Plan:
+    """Conflict check + merge commit object for `head` into `target` (no checkout, no ref moves)."""
+    target_sha, head_sha = _both_shas(repo, target, head, f"does not exist in {repo}; nothing to merge")
     if _is_ancestor(head_sha, target_sha, repo):
         return Plan(target_sha, head_sha, already_in=True)
     tree, conflicts = git.merge_tree(target_sha, head_sha, repo)
@@ -279,12 +285,7 @@ def worktree_dirty(worktree: str | None) -> list[str]:
 def diff(repo: str | Path, target: str, head: str, worktree: str | None, stat: bool) -> tuple[str, str, str]:
     """The worker's change against the target: from their merge base to the worktree
     (committed and uncommitted tracked changes) or to the branch when the worktree is gone."""
-    target_sha = git.rev(target_ref(target), repo)
-    if target_sha is None:
-        raise ChkdError("not_found", f"The target branch '{target}' does not exist in {repo}.")
-    head_sha = git.rev(head, repo)
-    if head_sha is None:
-        raise ChkdError("not_found", f"The branch '{head}' no longer exists; there is nothing to compare.")
+    target_sha, head_sha = _both_shas(repo, target, head, "no longer exists; there is nothing to compare")
     base = git.out(["merge-base", target_sha, head_sha], repo)
     args = ["diff", "--no-color", "--no-ext-diff"] + (["--stat"] if stat else [])
     if worktree and os.path.isdir(worktree) and git.current_branch(worktree) == _short(head):
