@@ -1,4 +1,4 @@
-"""The floor every benchmark measures chkdd against: a bare pyzmq ROUTER echo, same machine, same run.
+"""Shared by the benchmarks: a real chkdd in a scratch home, and the floor every benchmark measures chkdd against: a bare pyzmq ROUTER echo, same machine, same run.
 
 It has chkdd's loop shape (poll, drain what waits, answer) and does no work, so the
 ratio to it is what the daemon's own work costs.
@@ -7,7 +7,11 @@ ratio to it is what the daemon's own work costs.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from contextlib import contextmanager
 
 import zmq
@@ -60,3 +64,16 @@ def echo_floor(endpoint: str) -> Iterator[str]:
         s.send(b"stop")
         proc.join(5)
         s.close(0)
+
+
+@contextmanager
+def chkdd(home: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    """A real daemon for `home` (stopped afterwards); yields it and the environment its clients use."""
+    env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
+    daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield daemon, env
+    finally:
+        daemon.terminate()
+        daemon.wait(10)

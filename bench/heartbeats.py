@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +36,7 @@ from chkd.protocol import codec
 from chkd.protocol.messages import ActivityAck, Ping, ShimBeat
 from chkd.daemon.store import db_path
 from chkd.protocol.paths import resolve
-from floor import echo_floor, pct
+from floor import chkdd, echo_floor, pct
 
 PROCS = 8
 WORKERS = 1000
@@ -169,58 +166,52 @@ def main() -> None:
     paths.ensure()
     paths.config_file.write_text(CONFIG)
     seed(db_path(paths))
-    env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     echo_endpoint = f"ipc://{tmp}/echo.sock"
-    with echo_floor(echo_endpoint):
-        try:
-            from chkd.client.client import Client
+    with chkdd(home) as (daemon, _env), echo_floor(echo_endpoint):
+        from chkd.client.client import Client
 
-            deadline = time.monotonic() + 20
-            while not paths.ctl_sock.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            with Client(paths, autostart=False) as c:
-                c.call(Ping())
-            started = int(time.time() * 1000)
+        deadline = time.monotonic() + 20
+        while not paths.ctl_sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with Client(paths, autostart=False) as c:
+            c.call(Ping())
+        started = int(time.time() * 1000)
 
-            sustained = {}
-            bad = 0
-            for label, window in (("all_shims_in_flight", WORKERS // PROCS), ("one_in_flight_per_process", 1)):
-                echo_counts = run_clients(flood, echo_endpoint, (args.seconds, False, window))
-                hb_counts = run_clients(flood, paths.ctl_endpoint, (args.seconds, True, window))
-                hb_rate = sum(d for d, _ in hb_counts) / args.seconds
-                echo_rate = sum(d for d, _ in echo_counts) / args.seconds
-                bad += sum(b for _, b in hb_counts)
-                sustained[label] = {"in_flight": window * PROCS, "heartbeats_per_s": round(hb_rate),
-                                    "echo_per_s": round(echo_rate), "ratio": round(hb_rate / echo_rate, 3)}
+        sustained = {}
+        bad = 0
+        for label, window in (("all_shims_in_flight", WORKERS // PROCS), ("one_in_flight_per_process", 1)):
+            echo_counts = run_clients(flood, echo_endpoint, (args.seconds, False, window))
+            hb_counts = run_clients(flood, paths.ctl_endpoint, (args.seconds, True, window))
+            hb_rate = sum(d for d, _ in hb_counts) / args.seconds
+            echo_rate = sum(d for d, _ in echo_counts) / args.seconds
+            bad += sum(b for _, b in hb_counts)
+            sustained[label] = {"in_flight": window * PROCS, "heartbeats_per_s": round(hb_rate),
+                                "echo_per_s": round(echo_rate), "ratio": round(hb_rate / echo_rate, 3)}
 
-            rtts = [x for r in run_clients(paced, paths.ctl_endpoint, (1000 / PROCS, args.seconds)) for x in r]
-            rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
+        rtts = [x for r in run_clients(paced, paths.ctl_endpoint, (1000 / PROCS, args.seconds)) for x in r]
+        rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
 
-            import apsw
+        import apsw
 
-            conn = apsw.Connection(str(db_path(paths)), flags=apsw.SQLITE_OPEN_READONLY)
-            committed = conn.execute("SELECT count(*) FROM workers WHERE heartbeat_at > ?", (started,)).fetchone()[0]
-            conn.close()
-            result = {
-                "workers": WORKERS,
-                "tasks": TASKS,
-                "client_processes": PROCS,
-                "seconds": args.seconds,
-                "heartbeats_per_s": sustained["all_shims_in_flight"]["heartbeats_per_s"],
-                "sustained": sustained,
-                "bad_replies": bad,
-                "latency_ms_at_1000_per_s": {"p50": round(pct(rtts, 0.5), 3), "p99": round(pct(rtts, 0.99), 3),
-                                             "max": round(max(rtts), 3), "n": len(rtts)},
-                "rss_mb": round(rss, 1),
-                "committed_workers": committed,
-                "goals": {"heartbeats_per_s": ">= 10000", "ratio": ">= 0.75", "p99_ms": "<= 5", "rss_mb": "<= 80"},
-            }
-            print(json.dumps(result, indent=2))
-        finally:
-            daemon.terminate()
-            daemon.wait(10)
+        conn = apsw.Connection(str(db_path(paths)), flags=apsw.SQLITE_OPEN_READONLY)
+        committed = conn.execute("SELECT count(*) FROM workers WHERE heartbeat_at > ?", (started,)).fetchone()[0]
+        conn.close()
+        result = {
+            "workers": WORKERS,
+            "tasks": TASKS,
+            "client_processes": PROCS,
+            "seconds": args.seconds,
+            "heartbeats_per_s": sustained["all_shims_in_flight"]["heartbeats_per_s"],
+            "sustained": sustained,
+            "bad_replies": bad,
+            "latency_ms_at_1000_per_s": {"p50": round(pct(rtts, 0.5), 3), "p99": round(pct(rtts, 0.99), 3),
+                                         "max": round(max(rtts), 3), "n": len(rtts)},
+            "rss_mb": round(rss, 1),
+            "committed_workers": committed,
+            "goals": {"heartbeats_per_s": ">= 10000", "ratio": ">= 0.75", "p99_ms": "<= 5", "rss_mb": "<= 80"},
+        }
+        print(json.dumps(result, indent=2))
+
 
 if __name__ == "__main__":
     main()

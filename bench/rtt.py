@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from chkd.client.client import Client
 from chkd.protocol import codec
 from chkd.protocol.messages import Ping, Pong
 from chkd.protocol.paths import resolve
-from floor import echo_floor, pct
+from floor import chkdd, echo_floor, pct
 
 BIN = Path(sys.executable).parent
 
@@ -102,16 +101,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="chkd-bench-rtt-"))
     home = tmp / "home"
-    env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     echo_endpoint = f"ipc://{tmp}/echo.sock"
-    with echo_floor(echo_endpoint):
-        try:
-            measure(args, home, env, echo_endpoint)
-        finally:
-            daemon.terminate()
-            daemon.wait(10)
+    with chkdd(home) as (_daemon, env), echo_floor(echo_endpoint):
+        measure(args, home, env, echo_endpoint)
 
 
 def measure(args: argparse.Namespace, home: Path, env: dict[str, str], echo_endpoint: str) -> None:
