@@ -33,14 +33,16 @@ import time
 from typing import Any
 
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import ActivityAck, ShimBeat, ShimExit, ShimHello
+from chkd.protocol.messages import (
+    SHIM_BACKOFF_MAX_S, SHIM_SEND_TIMEOUT_S, ActivityAck, ShimBeat, ShimExit, ShimHello,
+)
 from chkd.protocol.paths import Paths, resolve
 
 from .client import Client
 
 #: Per-attempt reply timeout, and the backoff bounds for retries.
-SEND_TIMEOUT = 3.0
-BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
+SEND_TIMEOUT = SHIM_SEND_TIMEOUT_S
+BACKOFF_MIN, BACKOFF_MAX = 0.2, SHIM_BACKOFF_MAX_S
 #: Statuses in which the agent must stop (the shim relays it if the daemon's signal did not land).
 #: Not `dead`: that verdict may come from a daemon that was away too long, and stopping would lose work.
 STOP_STATUSES = frozenset({"aborted"})
@@ -193,7 +195,7 @@ class Shim:
         if ack is None:
             return
         self.period = max(0.05, float(ack.heartbeat_s))
-        if ack.status in STOP_STATUSES and self.term_sent is None:
+        if (ack.stop or ack.status in STOP_STATUSES) and self.term_sent is None:
             log_line(self.log, f"the daemon says the worker is {ack.status}: stopping the agent")
             self._signal_agent(signal.SIGTERM)
             self._signal_agent(signal.SIGCONT)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,28 @@ Then = Callable[[Any, BaseException | None], None]
 Completion = tuple[Then, Any, "BaseException | None", "Deferred | None"]
 
 
+@dataclass(frozen=True)
+class Job:
+    """An off-loop job waiting for its transaction to commit (see `Ctx.submit`)."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    then: Then
+    reply_to: Deferred | None
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How far each after-commit list had grown when a savepoint began (see `Ctx.savepoint`)."""
+
+    pubbox: int
+    jobbox: int
+    outbox: int
+    finished: int
+    effects: int
+
+
 @dataclass
 class Ctx:
     paths: Paths
@@ -55,6 +78,9 @@ class Ctx:
     completions: "queue.SimpleQueue[Completion]" = field(
         default_factory=queue.SimpleQueue
     )
+    jobbox: list[Job] = field(default_factory=list)  # off-loop jobs, started after commit
+    effects: list[Callable[[], None]] = field(default_factory=list)  # signals etc., run after commit
+    finished: list[Deferred] = field(default_factory=list)  # deferreds answered in this transaction
     wake_fd: int = -1
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "chkd-job"))
     current: Deferred | None = None  # the request being handled, for `defer()`
@@ -91,31 +117,89 @@ class Ctx:
         if deferred.done:
             return
         deferred.done = True
+        self.finished.append(deferred)
         if isinstance(result, ChkdError):
             result = Err(code=result.code, message=result.message, hint=result.hint)
         self.outbox.append([*deferred.envelope, encode_reply(deferred.request_id, result)])
 
-    # -- off-loop work ------------------------------------------------------------------------
+    # -- work that happens once the transaction commits ---------------------------------------
     def submit(
         self, fn: Callable[..., Any], *args: Any, then: Then, reply_to: Deferred | None = None, **kwargs: Any
-    ) -> Future:
+    ) -> None:
         """Run `fn` in a worker thread (git, test gates, process waits) and call
         `then(result, error)` back on the loop, inside a transaction. `fn` must not touch the store.
 
+        The job starts only after the current transaction commits, and not at all when it rolls
+        back: whatever a job does on disk is always preceded by a committed record of the intent
+        (a worktree's path before `git worktree add`, a merge's old and new sha before the CAS),
+        so a kill -9 at any moment leaves the next start something to resume or undo from.
+
         With `reply_to`, a `then` that raises answers that request with the error
         (a ChkdError as itself, anything else as `internal`), so no client waits forever."""
-        future = self.executor.submit(fn, *args, **kwargs)
+        self.jobbox.append(Job(fn, args, kwargs, then, reply_to))
+
+    def after_commit(self, effect: Callable[[], None]) -> None:
+        """Run `effect` on the loop once the current transaction has committed (signals to a
+        worker's group: a pause that rolls back must not have stopped anything)."""
+        self.effects.append(effect)
+
+    def start_jobs(self) -> None:
+        """After commit (server.py): hand the committed transaction's jobs to the thread pool."""
+        jobs, self.jobbox = self.jobbox, []
+        for job in jobs:
+            self._start(job)
+
+    def run_effects(self) -> None:
+        effects, self.effects = self.effects, []
+        for effect in effects:
+            try:
+                effect()
+            except Exception:  # an effect is a best-effort syscall; its failure is logged, never fatal
+                self.log.error("after_commit_failed", exc_info=True)
+
+    def _start(self, job: Job) -> None:
+        future = self.executor.submit(job.fn, *job.args, **job.kwargs)
 
         def _done(f: Future) -> None:
             exc = f.exception()
-            self.completions.put((then, None if exc else f.result(), exc, reply_to))
+            self.completions.put((job.then, None if exc else f.result(), exc, job.reply_to))
             try:
                 os.write(self.wake_fd, b"j")
             except OSError:
                 pass
 
         future.add_done_callback(_done)
-        return future
+
+    # -- savepoints ------------------------------------------------------------------------------
+    def mark(self) -> Mark:
+        return Mark(len(self.pubbox), len(self.jobbox), len(self.outbox), len(self.finished), len(self.effects))
+
+    def rollback_to(self, mark: Mark) -> None:
+        """Forget what was queued after `mark`: events, jobs, effects and replies of rolled-back work
+        (a deferred answered there can be answered again)."""
+        del self.pubbox[mark.pubbox:]
+        del self.jobbox[mark.jobbox:]
+        del self.outbox[mark.outbox:]
+        del self.effects[mark.effects:]
+        for deferred in self.finished[mark.finished:]:
+            deferred.done = False
+        del self.finished[mark.finished:]
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """`with ctx.savepoint():` — a store savepoint that also drops the events, jobs, effects and
+        replies queued inside it when it rolls back. Use this, not `store.savepoint()`."""
+        mark = self.mark()
+        try:
+            with self.store.savepoint():
+                yield
+        except BaseException:
+            self.rollback_to(mark)
+            raise
+
+    def committed(self) -> None:
+        """The transaction committed: its answered deferreds are final."""
+        self.finished.clear()
 
     @property
     def uptime_s(self) -> float:

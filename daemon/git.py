@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,12 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: How long a command waits for another git's lock (index.lock, a ref lock) to go: a git started by
+#: a daemon that was killed goes on as an orphan and finishes; its lock is not a reason to fail.
+LOCK_WAIT_S = 60.0
+_LOCKED = (".lock': File exists", ".lock': file exists")
+
+
 def run(
     args: Sequence[str],
     cwd: str | Path,
@@ -51,10 +58,27 @@ def run(
     input: str | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `git ARGS` in `cwd`. With `check`, a non-zero exit raises GitError with git's own reason."""
+    """Run `git ARGS` in `cwd`. With `check`, a non-zero exit raises GitError with git's own reason.
+    A command that finds another git's lock is run again until the lock goes (LOCK_WAIT_S)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    delay = 0.05
+    while True:
+        proc = _run_once(args, cwd, timeout, input, env)
+        if proc.returncode == 0 or not any(m in proc.stderr for m in _LOCKED) or time.monotonic() > deadline:
+            break
+        time.sleep(delay)
+        delay = min(1.0, delay * 2)
+    if check and proc.returncode != 0:
+        raise GitError(f"git {args[0]} failed in {cwd}: {reason(proc.stderr or proc.stdout)}",
+                       proc.stderr, proc.returncode)
+    return proc
+
+
+def _run_once(args: Sequence[str], cwd: str | Path, timeout: float, input: str | None,
+              env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
     argv = ["git", *args]
     try:
-        proc = subprocess.run(
+        return subprocess.run(
             argv, cwd=str(cwd), capture_output=True, text=True, timeout=timeout, input=input,
             env=git_env(env), stdin=None if input is not None else subprocess.DEVNULL,
         )
@@ -66,10 +90,6 @@ def run(
         raise GitError("git is not installed or not on PATH.") from None
     except NotADirectoryError:
         raise GitError(f"{cwd} is not a directory.") from None
-    if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed in {cwd}: {reason(proc.stderr or proc.stdout)}",
-                       proc.stderr, proc.returncode)
-    return proc
 
 
 def out(args: Sequence[str], cwd: str | Path, **kw: object) -> str:

@@ -105,9 +105,18 @@ def state(ctx: Ctx) -> QueueState:
 
 
 def setup(ctx: Ctx) -> None:
-    """Merges cut off by a restart start over from the check (it is idempotent); then go."""
+    """Merges cut off by a restart start over from the check (it is idempotent); one cut off after
+    it recorded its CAS first finishes bringing the target's checkouts along, then re-checks
+    (which finds the work already in the target, and cleans up). Then go."""
+    st = state(ctx)
     for m in ctx.store.dicts("SELECT * FROM merges WHERE status IN ('checking', 'testing')"):
-        ctx.store.x("UPDATE merges SET status='queued' WHERE id=?", (m["id"],))
+        if m["land_new"] and m["repo_id"] not in st.busy:
+            st.busy[m["repo_id"]] = m["id"]
+            repo = _repo(ctx, m)
+            ctx.submit(merging.finish_landing, repo["path"], m["target"], m["land_old"], m["land_new"],
+                       then=lambda notes, exc, mid=m["id"]: _guard(ctx, mid, _landing_finished, notes, exc))
+            continue
+        ctx.store.x("UPDATE merges SET status='queued', land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
         _emit(ctx, m, "merge.queued", note="requeued after a daemon restart")
     for repo in ctx.store.dicts("SELECT path FROM repos"):
         ctx.submit(merging.prune_gates, repo["path"], time.time(), then=lambda _n, _e: None)
@@ -183,7 +192,7 @@ def _start_check(ctx: Ctx, m: dict[str, Any], retry: str | None = None) -> None:
     message = f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
                                                    if worker["task_id"] else "") + f" [chkd {worker['id']}]"
     ctx.submit(merging.plan, repo["path"], m["target"], f"refs/heads/{worker['branch_name']}", message,
-               then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc))
+               m["head_sha"], then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc))
 
 
 def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseException | None) -> None:
@@ -253,17 +262,30 @@ def _cleaned_already_in(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None,
     _after_land(ctx, m, res, already_in=True)
 
 
+def _landing_finished(ctx: Ctx, m: dict[str, Any], notes: list[str] | None, exc: BaseException | None) -> None:
+    """The checkouts of a CAS cut off by a restart are brought along: check again from the start."""
+    ctx.store.x("UPDATE merges SET land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
+    if exc is not None:
+        _append_log(ctx, m, f"bringing the checkouts along after a restart failed: {_why(exc)}")
+    elif notes:
+        _append_log(ctx, m, "\n".join(notes))
+    _start_check(ctx, m, retry="resuming after a daemon restart")
+
+
 def _land(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
-    """Off-loop: CAS the target, bring its checkouts along, then remove the worker's worktree and branch."""
+    """Off-loop: CAS the target, bring its checkouts along, then remove the worker's worktree and branch.
+    (old, new) is recorded first: the job starts only once that is committed."""
     assert plan.commit is not None
     repo = _repo(ctx, m)
     worker = _worker(ctx, m) or {}
+    ctx.store.x("UPDATE merges SET land_old=?, land_new=? WHERE id=?", (plan.target_sha, plan.commit, m["id"]))
     ctx.submit(merging.land_and_clean, repo["path"], m["target"], plan.commit, plan.target_sha,
                worker.get("worktree_path"), worker.get("branch_name"),
                then=lambda res, e: _guard(ctx, m["id"], _landed, res, e))
 
 
 def _landed(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None, exc: BaseException | None) -> None:
+    ctx.store.x("UPDATE merges SET land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
     if exc is not None:
         _fail(ctx, m, _why(exc))
         return
@@ -319,12 +341,10 @@ def _guard(ctx: Ctx, merge_id: int, step: Any, result: Any, exc: BaseException |
             if held == merge_id:
                 del st.busy[repo_id]
         return
-    mark = len(ctx.pubbox)
     try:
-        with ctx.store.savepoint():
+        with ctx.savepoint():
             step(ctx, m, result, exc)
     except Exception as err:  # noqa: BLE001 - the queue must go on
-        del ctx.pubbox[mark:]
         ctx.log.error("merge_step_failed", merge_id=merge_id, step=step.__name__, exc_info=True)
         _fail(ctx, m, f"The daemon failed during the merge ({type(err).__name__}); see its log.")
     finally:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from chkd.protocol.errors import ChkdError
 
-from . import git
+from . import failpoints, git
 
 #: Temporary directories of test gates start with this (so leftovers can be recognised).
 GATE_PREFIX = "chkd-gate-"
@@ -76,8 +76,15 @@ def _both_shas(repo: str | Path, target: str, head: str, head_missing: str) -> t
     return target_sha, head_sha
 
 
-def plan(repo: str | Path, target: str, head: str, message: str) -> Plan:
-    """Conflict check + merge commit object for `head` into `target` (no checkout, no ref moves)."""
+def plan(repo: str | Path, target: str, head: str, message: str, known_head: str | None = None) -> Plan:
+    """Conflict check + merge commit object for `head` into `target` (no checkout, no ref moves).
+
+    `known_head`: the commit an earlier check of this merge saw. When the branch is gone because
+    that merge landed and cleaned up just before a daemon kill, the work is found in the target."""
+    if known_head and git.rev(head, repo) is None:
+        target_sha = git.rev(target_ref(target), repo)
+        if target_sha is not None and _is_ancestor(known_head, target_sha, repo):
+            return Plan(target_sha, known_head, already_in=True)
     target_sha, head_sha = _both_shas(repo, target, head, f"does not exist in {repo}; nothing to merge")
     if _is_ancestor(head_sha, target_sha, repo):
         return Plan(target_sha, head_sha, already_in=True)
@@ -195,7 +202,9 @@ def land(repo: str | Path, target: str, new: str, old: str) -> Landed:
 
     Refuses (nothing written) when a checkout of the target has tracked changes, or
     untracked files the merge would overwrite. Returns `moved=True` when the target is no
-    longer at `old`: the caller re-checks against the new target.
+    longer at `old`: the caller re-checks against the new target. The caller has recorded
+    (old, new) before this runs, so a kill between the CAS and the checkouts is finished
+    by `finish_landing` at the next start.
     """
     if git.rev(target_ref(target), repo) != old:
         return Landed(moved=True)
@@ -207,16 +216,36 @@ def land(repo: str | Path, target: str, new: str, old: str) -> Landed:
         if git.rev(target_ref(target), repo) != old:
             return Landed(moved=True)
         raise git.GitError(f"The target '{target}' could not be moved: {git.reason(proc.stderr)}", proc.stderr)
-    notes: list[str] = []
+    failpoints.hit("merge.cas_done")
+    updated, notes = _bring_along(checkouts, old, new)
+    return Landed(new_sha=new, updated_checkouts=updated, notes=notes)
+
+
+def _bring_along(checkouts: list[str], old: str, new: str) -> tuple[list[str], list[str]]:
+    """Move each checkout's index and files from `old` to `new` (`read-tree -m -u`, which never
+    overwrites a local change); a checkout already at `new` is left as it is."""
     updated: list[str] = []
+    notes: list[str] = []
     for wt in checkouts:
+        if git.run(["diff-index", "--cached", "--quiet", new, "--"], wt, check=False).returncode == 0:
+            updated.append(wt)
+            continue
         res = git.run(["read-tree", "-m", "-u", old, new], wt, check=False)
         if res.returncode == 0:
             updated.append(wt)
         else:  # a user touched it between the check and now: their files are untouched, say so
             notes.append(f"The checkout {wt} was not brought up to date ({git.reason(res.stderr)}) "
                          f"Run `git reset --keep {new[:12]}` there once your edits are saved.")
-    return Landed(new_sha=new, updated_checkouts=updated, notes=notes)
+    return updated, notes
+
+
+def finish_landing(repo: str | Path, target: str, old: str, new: str) -> list[str]:
+    """At start-up, for a merge whose CAS may have happened before the daemon was killed: when the
+    target is at `new`, bring its checkouts along (idempotent). Returns notes for the merge log."""
+    if git.rev(target_ref(target), repo) != new:
+        return []
+    updated, notes = _bring_along(checkouts_of(repo, target), old, new)
+    return notes + [f"brought {', '.join(updated)} up to date after a daemon restart"] if updated else notes
 
 
 def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
@@ -266,6 +295,7 @@ def land_and_clean(repo: str | Path, target: str, new: str, old: str,
     if landed.moved:
         return landed
     notes = remove_checkout(repo, worktree, branch, target)
+    failpoints.hit("merge.landed")
     return Landed(new_sha=landed.new_sha, updated_checkouts=landed.updated_checkouts, notes=landed.notes + notes)
 
 

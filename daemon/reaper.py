@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chkd.protocol.messages import LIVE_WORKER_STATUSES
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, SHIM_RECONNECT_S
 
 #: States in which the reaper watches a worker (a paused worker's shim still heartbeats).
 WATCHED = LIVE_WORKER_STATUSES
@@ -29,20 +29,27 @@ EXIT_REPORT_GRACE_MS = 1500
 
 @dataclass(frozen=True)
 class Limits:
-    """The config values the rules need, in milliseconds."""
+    """The config values the rules need, in milliseconds.
+
+    `watching_since_ms`: when the daemon last began watching without a gap — its start, or the end
+    of a freeze or suspend. Time before it is not evidence against a worker: silence and idleness
+    are measured from it at the earliest, and a shim gets `reconnect_ms` more to get through."""
 
     heartbeat_timeout_ms: int
     stall_timeout_ms: int
     on_stall: Literal["notify", "abort", "requeue"] = "notify"
     exit_grace_ms: int = EXIT_REPORT_GRACE_MS
+    watching_since_ms: int = 0
+    reconnect_ms: int = int(SHIM_RECONNECT_S * 1000)
 
     @classmethod
-    def from_config(cls, config: Any) -> Limits:
+    def from_config(cls, config: Any, watching_since_ms: int = 0) -> Limits:
         return cls(
             heartbeat_timeout_ms=int(config.heartbeat_timeout_s * 1000),
             stall_timeout_ms=int(config.stall_timeout_s * 1000),
             on_stall=config.on_stall,
             exit_grace_ms=max(EXIT_REPORT_GRACE_MS, int(config.heartbeat_timeout_s * 1000)),
+            watching_since_ms=watching_since_ms,
         )
 
 
@@ -67,6 +74,15 @@ class Dead:
 
 
 @dataclass(frozen=True)
+class SpawnInterrupted:
+    """A spawn the daemon was away for (killed or frozen mid-spawn) whose shim never reported:
+    undo it (`error`, task back without counting an attempt, unused worktree removed)."""
+
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Stalled:
     worker_id: str
     idle_s: int
@@ -80,7 +96,7 @@ class Resumed:
     worker_id: str
 
 
-Action = Dead | Stalled | Resumed
+Action = Dead | SpawnInterrupted | Stalled | Resumed
 
 
 def _secs(ms: int) -> str:
@@ -108,12 +124,23 @@ def judge(row: Mapping[str, Any], now: int, limits: Limits, facts: ProcFacts) ->
         return Dead(wid, f"the agent process (pid {row.get('pid')}) is gone and its shim did not report the exit",
                     "agent_gone", kill=True)
     last_beat = row.get("heartbeat_at") or row.get("started_at") or now
-    silent = now - last_beat
-    if silent > limits.heartbeat_timeout_ms:
+    if silent_too_long(last_beat, now, limits):
+        silent = now - last_beat
+        if not row.get("heartbeat_at") and status == "starting" and (row.get("started_at") or 0) < limits.watching_since_ms:
+            return SpawnInterrupted(wid, f"chkdd stopped while the worker was starting and its shim never reported "
+                                         f"(waited {_secs(now - limits.watching_since_ms)})")
         what = "no heartbeat from the shim" if row.get("heartbeat_at") else "the shim never reported"
         return Dead(wid, f"{what} for {_secs(silent)} (heartbeat_timeout_s {_secs(limits.heartbeat_timeout_ms)})",
                     "timeout", kill=True)
     return _judge_activity(row, now, limits)
+
+
+def silent_too_long(last_beat: int, now: int, limits: Limits) -> bool:
+    """Silence counts only while the daemon was watching: from `watching_since_ms` at the earliest,
+    with the shim's reconnect time on top when its last beat predates it."""
+    if last_beat >= limits.watching_since_ms:
+        return now - last_beat > limits.heartbeat_timeout_ms
+    return now - limits.watching_since_ms > limits.heartbeat_timeout_ms + limits.reconnect_ms
 
 
 def exit_reported(row: Mapping[str, Any]) -> bool:
@@ -125,23 +152,28 @@ def exit_reported(row: Mapping[str, Any]) -> bool:
 
 
 def _judge_activity(row: Mapping[str, Any], now: int, limits: Limits) -> Action | None:
+    """Stalled when idle too long while the daemon watched; back to working on real activity only."""
     status = row["status"]
     if status in ("working", "stalled"):
         last_act = max(row.get("activity_at") or 0, row.get("started_at") or 0) or now
         idle = now - last_act
-        if status == "working" and idle > limits.stall_timeout_ms:
+        if status == "working" and now - max(last_act, limits.watching_since_ms) > limits.stall_timeout_ms:
             return Stalled(row["id"], idle // 1000, limits.on_stall)
         if status == "stalled" and idle <= limits.stall_timeout_ms:
             return Resumed(row["id"])
     return None
 
 
-def judge_at_start(row: Mapping[str, Any], facts: ProcFacts) -> Dead | None:
+def judge_at_start(row: Mapping[str, Any], facts: ProcFacts) -> Dead | SpawnInterrupted | None:
     """Start-up reconciliation: a watched worker whose processes are gone is dead; one whose shim
     still runs (same pid and create time) stays — its shim reconnects, heartbeats resume, and it
-    reports an agent exit that happened while the daemon was down."""
+    reports an agent exit that happened while the daemon was down. A spawn that had not yet
+    recorded its worktree cannot have started anything: it is undone at once. (One that had may
+    have started its shim: the reaper waits for it, then undoes the spawn if it stays silent.)"""
     if row["status"] not in WATCHED or exit_reported(row):
         return None
+    if row["status"] == "starting" and not row.get("worktree_path") and not row.get("pid"):
+        return SpawnInterrupted(row["id"], "chkdd stopped before the worker's worktree was made")
     shim, agent = facts.shim_alive, facts.agent_alive
     reason = "its processes were gone when chkdd restarted"
     if shim is False:

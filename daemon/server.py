@@ -134,18 +134,19 @@ class Server:
     def _in_tx(self, fn: Any, *args: Any, what: str, reply_to: Deferred | None = None) -> None:
         """Run loop work in its own transaction; an exception rolls it back and is logged, never fatal."""
         ctx = self.ctx
-        mark = len(ctx.pubbox)
+        mark = ctx.mark()
         try:
             with ctx.store.tx():
                 fn(*args)
+            ctx.committed()
         except ChkdError as exc:
-            del ctx.pubbox[mark:]
+            ctx.rollback_to(mark)
             if reply_to is not None:
                 ctx.finish(reply_to, exc)
             else:
                 ctx.log.warning("loop_work_refused", what=what, error=exc.message)
         except Exception as exc:
-            del ctx.pubbox[mark:]
+            ctx.rollback_to(mark)
             ctx.log.error("loop_work_failed", what=what, exc_info=True)
             if reply_to is not None:
                 ctx.finish(reply_to, ChkdError("internal", f"The daemon failed while finishing the request "
@@ -161,14 +162,16 @@ class Server:
             frames_batch.append(router.recv_multipart(zmq.NOBLOCK))
         if not frames_batch:
             return
+        mark = ctx.mark()
         try:
             with ctx.store.tx():
                 for frames in frames_batch:
                     self._serve_one(frames)
+            ctx.committed()
         except Exception:
             # Only a failing COMMIT lands here: every handler runs in its own savepoint.
             ctx.log.error("batch_commit_failed", exc_info=True)
-            ctx.pubbox.clear()
+            ctx.rollback_to(mark)
             ctx.outbox[:] = [
                 [*f[:-1], codec.encode_reply(0, _err("internal", "The database could not save the change; see the daemon log."))]
                 for f in frames_batch if len(f) >= 2
@@ -214,17 +217,14 @@ class Server:
             ctx.log.warning("rejected_frame", reason="no handler", cmd=type(cmd).__name__)
             reply(_err("bad_request", f"This daemon cannot handle '{type(cmd).__name__}' yet."))
             return
-        mark = len(ctx.pubbox)
         ctx.current = Deferred(envelope=envelope, request_id=req_id)
         try:
-            with ctx.store.savepoint():
+            with ctx.savepoint():
                 result = handler(ctx, cmd)
         except ChkdError as exc:
-            del ctx.pubbox[mark:]
             reply(_err(exc.code, exc.message, exc.hint))
             return
         except Exception as exc:
-            del ctx.pubbox[mark:]
             ctx.log.error("handler_failed", cmd=type(cmd).__name__, exc_info=True)
             reply(_err("internal", f"The daemon failed while handling '{type(cmd).__name__}' ({type(exc).__name__}); "
                                    f"the details are in {ctx.paths.log_file}."))
@@ -236,8 +236,11 @@ class Server:
         reply(result)
 
     def _flush(self) -> None:
-        """After commit: send replies, then publish events (a subscriber never sees an uncommitted event)."""
+        """After commit: run the effects (signals), start the off-loop jobs, send replies, then publish
+        events (nothing outside the database ever sees or acts on an uncommitted change)."""
         ctx = self.ctx
+        ctx.run_effects()
+        ctx.start_jobs()
         for frames in ctx.outbox:
             try:
                 self.router.send_multipart(frames, zmq.NOBLOCK)

@@ -128,6 +128,16 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE merges ADD COLUMN approved_at INTEGER;
     """,
+    # 3: intents recorded before the step that needs them, so a kill -9 at any moment can be resumed:
+    #    a worker's base commit (its worktree and branch are recorded before they are created), the
+    #    exit of an agent whose leftovers are still being committed, and a merge's CAS (old -> new)
+    #    until its checkouts have been brought along.
+    """
+    ALTER TABLE workers ADD COLUMN base_sha TEXT;
+    ALTER TABLE workers ADD COLUMN finish_pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE merges ADD COLUMN land_old TEXT;
+    ALTER TABLE merges ADD COLUMN land_new TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -24,7 +24,7 @@ from .store import now_ms
 COLUMNS = frozenset({
     "status", "worktree_path", "branch_name", "task_pk", "task_id", "task_title", "agent", "cmd", "pid", "pgid",
     "proc_started", "shim_pid", "shim_started", "completed_at", "heartbeat_at", "activity_at", "message",
-    "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error",
+    "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
 })
 FINAL_STATUSES = frozenset({"done", "merged", "error", "dead", "aborted"})
 
@@ -82,8 +82,17 @@ def repo_name(ctx: Ctx, repo_id: int) -> str:
     return ctx.store.scalar("SELECT name FROM repos WHERE id=?", (repo_id,), "?")
 
 
+def load(ctx: Ctx, worker_id: str) -> dict[str, Any] | None:
+    """The worker row with exactly this id (no prefix matching: see `lookup.worker` for user input)."""
+    return ctx.store.dict("SELECT * FROM workers WHERE id=?", (worker_id,))
+
+
 def reload(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any] | None:
-    return ctx.store.dict("SELECT * FROM workers WHERE id=?", (row["id"],))
+    return load(ctx, row["id"])
+
+
+def repo_path(ctx: Ctx, repo_id: int) -> str:
+    return ctx.store.scalar("SELECT path FROM repos WHERE id=?", (repo_id,), "")
 
 
 def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> WorkerInfo:
@@ -177,16 +186,20 @@ def commit_leftovers(ctx: Ctx, row: dict[str, Any], *, then_done: str | None = N
 
     With `then_done` (the agent exited 0), the worker becomes `done` (task → review) only
     once that commit is made, so a merge started the moment it is done never misses work.
+    The row's `finish_pending` flag stays set until this completes: a daemon killed in
+    between resumes it at start-up (`resume_finishes`).
     """
-    if not row["worktree_path"]:
-        return  # the exit beat the spawn's own completion: that one calls us again
     wid = row["id"]
+    if not row["worktree_path"]:
+        update(ctx, row, finish_pending=0)
+        return
     message = f"chkd: {row['task_id'] or wid}: {row['task_title'] or 'work left uncommitted'}"
 
     def _committed(sha: str | None, exc: BaseException | None) -> None:
-        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
+        fresh = load(ctx, wid)
         if fresh is None:
             return
+        fresh = update(ctx, fresh, finish_pending=0)
         repo = repo_name(ctx, fresh["repo_id"])
         if exc is not None:
             msg = exc.message if isinstance(exc, ChkdError) else str(exc)
@@ -206,6 +219,15 @@ def commit_leftovers(ctx: Ctx, row: dict[str, Any], *, then_done: str | None = N
     ctx.submit(worktrees.commit_all, row["worktree_path"], message, then=_committed)
 
 
+def resume_finishes(ctx: Ctx) -> None:
+    """At start-up: an agent's exit 0 whose leftover commit (and `done`) died with the previous
+    daemon is finished now — the commit is idempotent (a clean worktree commits nothing)."""
+    for row in ctx.store.dicts("SELECT * FROM workers WHERE finish_pending=1 ORDER BY seq"):
+        live = row["status"] in LIVE_WORKER_STATUSES
+        commit_leftovers(ctx, row, then_done="the agent exited with code 0 (finished after a daemon restart)"
+                         if live else None)
+
+
 # -- signals ---------------------------------------------------------------------------------
 def _group(row: Mapping[str, Any]) -> tuple[int | None, int | None, float | None]:
     return row.get("pgid"), row.get("pid"), row.get("proc_started")
@@ -215,11 +237,21 @@ def signal_worker(row: Mapping[str, Any], sig: int) -> bool:
     return procs.signal_group(*_group(row), sig)
 
 
+def signal_after_commit(ctx: Ctx, row: Mapping[str, Any], sig: int) -> bool:
+    """Send `sig` to the worker's group once the status change is committed (a change that rolls
+    back stops nothing). True when the group is still the worker's (it will be signalled)."""
+    group = _group(row)
+    if not procs.group_is_ours(*group):
+        return False
+    ctx.after_commit(lambda: procs.signal_group(*group, sig) and None)
+    return True
+
+
 def pause_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
     err = transition_error(row["id"], row["status"], "pause")
     if err:
         raise ChkdError("conflict", err)
-    signalled = signal_worker(row, signal.SIGSTOP)
+    signalled = signal_after_commit(ctx, row, signal.SIGSTOP)
     return set_worker_status(ctx, row, "paused", reason="paused by the user", event={"signalled": signalled})
 
 
@@ -227,10 +259,16 @@ def resume_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
     err = transition_error(row["id"], row["status"], "resume")
     if err:
         raise ChkdError("conflict", err)
-    signalled = signal_worker(row, signal.SIGCONT)
+    signalled = signal_after_commit(ctx, row, signal.SIGCONT)
     # the pause does not count as idleness: activity restarts now
     return set_worker_status(ctx, row, "working", reason="resumed by the user", event={"signalled": signalled},
                              activity_at=now_ms())
+
+
+def stop_after_commit(ctx: Ctx, row: Mapping[str, Any]) -> None:
+    """SIGTERM (+ SIGCONT, so a paused group can act on it) to the worker's group, after commit."""
+    group = _group(row)
+    ctx.after_commit(lambda: procs.stop_group(*group) and None)
 
 
 def abort_worker(ctx: Ctx, row: Mapping[str, Any], reason: str, *, cancel_task: bool = False) -> dict[str, Any]:
@@ -238,7 +276,7 @@ def abort_worker(ctx: Ctx, row: Mapping[str, Any], reason: str, *, cancel_task: 
     err = transition_error(row["id"], row["status"], "abort")
     if err:
         raise ChkdError("conflict", err)
-    procs.stop_group(*_group(row))
+    stop_after_commit(ctx, row)
     fresh = set_worker_status(ctx, row, "aborted", reason=reason, last_error=reason)
     release_task(ctx, fresh, f"worker {row['id']} aborted", cancel=cancel_task)
     arm_kill(ctx, fresh)
@@ -260,8 +298,15 @@ def arm_kill(ctx: Ctx, row: Mapping[str, Any]) -> None:
     ctx.timers.after(ctx.config.abort_grace_s, _kill, f"abort-kill {wid}")
 
 
-def rearm_aborts(ctx: Ctx) -> None:
-    """At start-up: an abort whose SIGKILL timer died with the previous daemon gets a new one."""
-    for row in ctx.store.dicts("SELECT * FROM workers WHERE status='aborted' AND pid IS NOT NULL"):
-        if procs.group_alive(*_group(row)):
+def reassert_signals(ctx: Ctx) -> None:
+    """At start-up: a signal sent just after a commit can die with the daemon, so every worker whose
+    processes still run gets the state its row says once more — paused groups SIGSTOP, aborted ones
+    SIGTERM again with a new SIGKILL timer (the old timer died with the previous daemon)."""
+    for row in ctx.store.dicts("SELECT * FROM workers WHERE status IN ('paused', 'aborted') AND pid IS NOT NULL"):
+        if not procs.group_alive(*_group(row)):
+            continue
+        if row["status"] == "paused":
+            signal_after_commit(ctx, row, signal.SIGSTOP)
+        else:
+            stop_after_commit(ctx, row)
             arm_kill(ctx, row)

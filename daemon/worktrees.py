@@ -58,46 +58,92 @@ class Checkout:
     base_sha: str
 
 
-def _reserve_dir(base: Path) -> Path:
-    """Create a fresh empty directory `base`, `base-2`, …: never reuse one that exists."""
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for candidate in suffixed(str(base)):
-        try:
-            os.mkdir(candidate)
-        except FileExistsError:
-            continue
-        return Path(candidate)
-    raise ChkdError("conflict", f"{base} and its -2 … -{MAX_SUFFIX} variants all exist; clean some up.")
+@dataclass(frozen=True)
+class CheckoutPlan:
+    """Free names for a new worktree, in order of preference (the loop picks and records one
+    pair before anything is created, so a kill can never leave a checkout without a record)."""
+
+    paths: list[str]
+    branches: list[str]
+    base_sha: str
+
+
+#: How many free candidates a plan offers (the loop skips those another worker has recorded).
+PLAN_CANDIDATES = 8
+
+
+def plan_checkout(repo_path: str, repo_name: str, task_id: str, main_branch: str, pattern: str,
+                  branch_prefix: str) -> CheckoutPlan:
+    """Off-loop, read-only: the base commit and free worktree paths and branch names for `task_id`
+    (`base`, `base-2`, …: a directory or branch that exists is never reused)."""
+    base_sha = git.rev(f"refs/heads/{main_branch}", repo_path)
+    if base_sha is None:
+        raise ChkdError("not_found", f"The repository {repo_path} has no branch '{main_branch}' to start from.")
+    base = str(worktree_base(repo_path, repo_name, task_id, pattern))
+    paths = [c for c in suffixed(base) if not os.path.lexists(c)][:PLAN_CANDIDATES]
+    wanted = f"{branch_prefix}{task_id}"
+    taken = set(git.out(["for-each-ref", "--format=%(refname:strip=2)", "--",
+                         f"refs/heads/{wanted}", f"refs/heads/{wanted}-*"], repo_path).splitlines())
+    branches = [b for b in suffixed(wanted) if b not in taken][:PLAN_CANDIDATES]
+    if not paths:
+        raise ChkdError("conflict", f"{base} and its -2 … -{MAX_SUFFIX} variants all exist; clean some up.")
+    if not branches:
+        raise ChkdError("conflict", f"Branch {wanted} and its -2 … -{MAX_SUFFIX} variants all exist.")
+    return CheckoutPlan(paths, branches, base_sha)
+
+
+def create_checkout(repo_path: str, path: str, branch: str, base_sha: str) -> Checkout:
+    """`git worktree add -b BRANCH PATH BASE` at names the loop has already recorded.
+
+    A path that appeared meanwhile is never reused (git itself refuses a non-empty directory,
+    and we refuse any directory that exists); a failure leaves nothing behind."""
+    if os.path.lexists(path):
+        raise ChkdError("conflict", f"{path} appeared while the worker was starting; it was left alone.")
+    proc = git.run(["worktree", "add", "--quiet", "-b", branch, "--", path, base_sha], repo_path, check=False)
+    if proc.returncode != 0:
+        discard_empty_dir(repo_path, path)
+        raise git.GitError(f"git worktree add failed in {repo_path}: {git.reason(proc.stderr)}", proc.stderr)
+    return Checkout(path, branch, base_sha)
 
 
 def create_worktree(
     repo_path: str, repo_name: str, task_id: str, main_branch: str, pattern: str, branch_prefix: str
 ) -> Checkout:
-    """`git worktree add -b <prefix><task> <path> <main>`, with `-2`, `-3` for taken paths and branches."""
-    base_sha = git.rev(f"refs/heads/{main_branch}", repo_path)
-    if base_sha is None:
-        raise ChkdError("not_found", f"The repository {repo_path} has no branch '{main_branch}' to start from.")
-    path = _reserve_dir(worktree_base(repo_path, repo_name, task_id, pattern))
+    """Plan and create in one go (for callers that need no record in between)."""
+    plan = plan_checkout(repo_path, repo_name, task_id, main_branch, pattern, branch_prefix)
+    return create_checkout(repo_path, plan.paths[0], plan.branches[0], plan.base_sha)
+
+
+def discard_empty_dir(repo_path: str, path: str) -> None:
+    """Remove `path` only if it is an empty directory (what a failed `worktree add` may leave), and
+    forget a half-made registration. `os.rmdir` refuses anything with content: nothing is lost."""
     try:
-        for branch in suffixed(f"{branch_prefix}{task_id}"):
-            if git.rev(f"refs/heads/{branch}", repo_path) is not None:
-                continue
-            proc = git.run(["worktree", "add", "--quiet", "-b", branch, str(path), base_sha], repo_path, check=False)
-            if proc.returncode == 0:
-                return Checkout(str(path), branch, base_sha)
-            if "already exists" in proc.stderr and git.rev(f"refs/heads/{branch}", repo_path) is not None:
-                continue  # another spawn took this branch name a moment ago
-            raise git.GitError(f"git worktree add failed in {repo_path}: {git.reason(proc.stderr)}", proc.stderr)
-        raise ChkdError("conflict", f"Branch {branch_prefix}{task_id} and its -2 … -{MAX_SUFFIX} variants all exist.")
-    except BaseException:
-        _discard_dir(repo_path, path)
-        raise
-
-
-def _discard_dir(repo_path: str, path: Path) -> None:
-    """Undo a reservation: the directory we made (and any half-made worktree registration)."""
-    shutil.rmtree(path, ignore_errors=True)
+        os.rmdir(path)
+    except OSError:
+        pass
     git.run(["worktree", "prune"], repo_path, check=False)
+
+
+def discard_unused(repo_path: str, path: str | None, branch: str | None, base_sha: str | None) -> bool:
+    """Undo a spawn that never got going: remove its worktree and branch only while they hold
+    nothing at all (no uncommitted or untracked file, the branch still at its base commit).
+    True when nothing of it is left; False when something was kept because it holds work."""
+    kept = False
+    if path and os.path.isdir(path):
+        if (Path(path) / ".git").exists():
+            if git.dirty_files(path) or (branch and git.rev("HEAD", path) != base_sha):
+                return False
+            proc = git.run(["worktree", "remove", "--", path], repo_path, check=False)
+            kept = proc.returncode != 0
+        else:
+            discard_empty_dir(repo_path, path)
+            kept = os.path.lexists(path)
+    git.run(["worktree", "prune"], repo_path, check=False)
+    if branch and base_sha and git.rev(f"refs/heads/{branch}", repo_path) == base_sha:
+        git.run(["update-ref", "-d", f"refs/heads/{branch}", base_sha], repo_path, check=False)
+    elif branch and git.rev(f"refs/heads/{branch}", repo_path) is not None:
+        kept = True
+    return not kept
 
 
 # -- commits ----------------------------------------------------------------------------------------

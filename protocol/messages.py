@@ -32,6 +32,14 @@ TASK_STATUSES: tuple[str, ...] = TaskStatus.__args__  # type: ignore[attr-define
 #: Worker states in which an agent process may still be running.
 LIVE_WORKER_STATUSES: frozenset[str] = frozenset({"starting", "working", "stalled", "paused"})
 
+#: How a shim retries when the daemon does not answer: each request waits SHIM_SEND_TIMEOUT_S,
+#: then the shim backs off (doubling, at most SHIM_BACKOFF_MAX_S) on a fresh connection. After the
+#: daemon was away (restart, freeze, suspend) it therefore allows SHIM_RECONNECT_S on top of
+#: heartbeat_timeout_s before it judges a silent shim.
+SHIM_SEND_TIMEOUT_S = 3.0
+SHIM_BACKOFF_MAX_S = 5.0
+SHIM_RECONNECT_S = SHIM_SEND_TIMEOUT_S + SHIM_BACKOFF_MAX_S
+
 
 # ---------------------------------------------------------------------------
 # Records: the shapes of things the daemon reports about.
@@ -533,10 +541,14 @@ class WorkerListResult(Result, tag="workers"):
 
 
 class ActivityAck(Result, tag="ack"):
-    """Reply to heartbeats and shim messages: what the daemon wants from the worker now."""
+    """Reply to heartbeats and shim messages: what the daemon wants from the worker now.
+
+    `stop`: the worker was given up (dead or error) and its task handed back while its agent
+    still runs; the shim stops the agent so the task never runs twice (the worktree stays)."""
 
     status: WorkerStatus
     heartbeat_s: float = 10.0
+    stop: bool = False
 
 
 class AtticListResult(Result, tag="attic"):

@@ -126,10 +126,11 @@ class Daemon:
         self._clients: list[Client] = []
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, timeout: float = 15.0) -> Daemon:
+    def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> Daemon:
+        """Start chkdd; `env` adds variables (e.g. CHKD_FAILPOINTS to make it kill itself at a point)."""
         self.paths.ensure()
         out = open(self.paths.state / "chkdd.out", "ab")
-        env = {**os.environ, "CHKD_HOME": str(self.home)}
+        env = {**os.environ, "CHKD_HOME": str(self.home), **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chkd.daemon.main", "--home", str(self.home)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
@@ -164,6 +165,20 @@ class Daemon:
     def restart(self) -> Daemon:
         self.stop()
         return self.start()
+
+    def arm(self, *failpoints: str) -> Daemon:
+        """Restart with these failpoints armed: the daemon kills itself (-9) the first time it
+        reaches one (daemon/failpoints.py)."""
+        self.stop()
+        return self.start(env={"CHKD_FAILPOINTS": ",".join(failpoints)})
+
+    def wait_dead(self, timeout: float = 30.0) -> None:
+        """Wait until the daemon process has died (a failpoint fired); then it can be started again."""
+        assert self.proc is not None
+        wait_for(lambda: self.proc.poll() is not None, timeout, what="chkdd to die at its failpoint")
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
 
     @property
     def db(self) -> Path:

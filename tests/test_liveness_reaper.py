@@ -131,9 +131,49 @@ def test_at_start_gone_processes_are_dead() -> None:
 
 
 def test_at_start_a_starting_worker_without_pids_gets_its_heartbeat_timeout() -> None:
-    assert reaper.judge_at_start(row("starting", pid=None, shim_pid=None), ProcFacts()) is None
+    recorded = row("starting", pid=None, shim_pid=None, worktree_path="/x/proj-T-1")
+    assert reaper.judge_at_start(recorded, ProcFacts()) is None  # its shim may be about to say hello
     assert isinstance(reaper.judge_at_start(row("working", pid=None, shim_pid=None), ProcFacts()), Dead)
     assert reaper.judge_at_start(row("dead"), ProcFacts(False, False)) is None
+
+
+def test_at_start_a_spawn_cut_off_before_its_worktree_was_recorded_is_undone_at_once() -> None:
+    """Nothing can have started (the shim is only launched after the names are recorded)."""
+    action = reaper.judge_at_start(row("starting", pid=None, shim_pid=None, worktree_path=None), ProcFacts())
+    assert isinstance(action, reaper.SpawnInterrupted) and "before the worker's worktree was made" in action.reason
+
+
+def test_a_spawn_the_daemon_was_away_for_is_undone_not_counted_when_its_shim_stays_silent() -> None:
+    lim = Limits(3_000, 10_000, watching_since_ms=NOW - 3_000 - lim_reconnect() - 1)
+    starting = row("starting", pid=None, shim_pid=None, heartbeat_at=None, started_at=NOW - 60_000,
+                   worktree_path="/x/proj-T-1")
+    action = judge(starting, NOW, lim, ProcFacts())
+    assert isinstance(action, reaper.SpawnInterrupted)
+    # within the reconnect allowance it still waits for the shim's hello
+    assert judge(starting, NOW, Limits(3_000, 10_000, watching_since_ms=NOW - 3_000), ProcFacts()) is None
+
+
+def lim_reconnect() -> int:
+    return Limits(1, 1).reconnect_ms
+
+
+def test_time_the_daemon_did_not_watch_is_not_evidence_against_a_worker() -> None:
+    """A freeze or suspend ended 1 s ago: a heartbeat 40 s old is no reason to judge (the shim is
+    reconnecting), and 40 s without activity is no stall; real silence after the gap still counts."""
+    since = NOW - 1_000
+    lim = Limits(3_000, 10_000, watching_since_ms=since)
+    old = row(heartbeat_at=NOW - 40_000, activity_at=NOW - 40_000, started_at=NOW - 90_000)
+    assert judge(old, NOW, lim, ALIVE) is None
+    later = NOW + 3_000 + lim.reconnect_ms + 1
+    action = judge(old, later, lim, ALIVE)
+    assert isinstance(action, Dead) and action.cause == "timeout"
+    assert f"for {(later - old['heartbeat_at']) // 1000} s" in action.reason  # the true silence is reported
+    # the stall clock restarts too, but `stalled` goes back to `working` only on real activity
+    assert judge(row("stalled", activity_at=NOW - 40_000), NOW, lim, ALIVE) is None
+    idle = row(activity_at=NOW - 40_000, started_at=NOW - 90_000)
+    assert judge({**idle, "heartbeat_at": since + 9_500}, since + 9_999, lim, ALIVE) is None
+    stalled = judge({**idle, "heartbeat_at": since + 9_500}, since + 10_001, lim, ALIVE)
+    assert isinstance(stalled, Stalled) and stalled.idle_s == (since + 10_001 - idle["activity_at"]) // 1000
 
 
 def test_a_worker_whose_agent_exit_was_reported_is_never_dead_but_still_stalls() -> None:

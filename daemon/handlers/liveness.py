@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import psutil
@@ -30,7 +31,7 @@ _WATCHED_SQL = f"SELECT * FROM workers WHERE status IN ({_WATCHED_IN}) ORDER BY 
 #: processes to check, and those whose heartbeat or activity is old enough to matter. A tick
 #: over many quiet rows then costs one indexed query, not a dict per row.
 _REAP_COLUMNS = ("id", "status", "pid", "proc_started", "shim_pid", "shim_started", "heartbeat_at",
-                 "activity_at", "started_at", "exit_code", "exit_signal")
+                 "activity_at", "started_at", "exit_code", "exit_signal", "worktree_path")
 _REAP_SQL = (
     f"SELECT {', '.join(_REAP_COLUMNS)} FROM workers WHERE status IN ({_WATCHED_IN}) "
     "AND (pid IS NOT NULL OR shim_pid IS NOT NULL OR status = 'stalled' "
@@ -131,7 +132,8 @@ def mark_dead(ctx: Ctx, row: dict[str, Any], reason: str, *, kill: bool = False)
     """`dead` with its reason; the task goes back to the queue (attempts + 1, escalated at
     max_attempts); the worktree and branch stay for inspection."""
     if kill:
-        kill_leftovers(row)
+        leftovers = dict(row)
+        ctx.after_commit(lambda: kill_leftovers(leftovers))
     ctx.ext.get("agent_gone_since", {}).pop(row["id"], None)
     fresh = W.set_worker_status(ctx, row, "dead", reason=reason, last_error=reason)
     W.fail_task_attempt(ctx, fresh, f"worker {row['id']} died: {reason}")
@@ -152,30 +154,65 @@ def _stalled(ctx: Ctx, row: dict[str, Any], action: reaper.Stalled) -> None:
 def apply_action(ctx: Ctx, row: dict[str, Any], action: reaper.Action) -> None:
     if isinstance(action, reaper.Dead):
         mark_dead(ctx, row, action.reason, kill=action.kill)
+    elif isinstance(action, reaper.SpawnInterrupted):
+        from .workers import spawn_failed  # the workers area owns the spawn and its undo
+
+        spawn_failed(ctx, row, action.reason, counts=False)
     elif isinstance(action, reaper.Stalled):
         _stalled(ctx, row, action)
     elif isinstance(action, reaper.Resumed):
         W.set_worker_status(ctx, row, "working", reason="agent activity resumed")
 
 
+#: The reaper ticks every second; a longer gap between two ticks means the loop did not run
+#: (SIGSTOP, a laptop suspend, a request that blocked it): the daemon then starts watching afresh.
+GAP_MS = 2500
+WATCHING_SINCE = "liveness.watching_since"
+_CLOCK = "liveness.clock"
+
+
+def watching_since(ctx: Ctx) -> int:
+    """When the daemon last began watching without a gap (ms): its start, or the end of a pause."""
+    return int(ctx.ext.get(WATCHING_SINCE, 0))
+
+
+def notice_gap(ctx: Ctx, now: int) -> None:
+    """Compare the loop's own clocks with the last tick: a gap on the monotonic clock (the process
+    was stopped or blocked) or on the wall clock alone (a suspend, which monotonic time skips) means
+    the daemon was not watching; workers get a fresh grace period instead of being judged for it,
+    and heartbeats that queued up meanwhile are read before anyone is judged (requests are served
+    before timers in every loop turn)."""
+    mono = time.monotonic()
+    last = ctx.ext.get(_CLOCK)
+    ctx.ext[_CLOCK] = (mono, now)
+    if last is None:
+        return
+    mono_gap, wall_gap = int((mono - last[0]) * 1000), now - last[1]
+    gap = max(mono_gap, wall_gap)
+    if gap <= GAP_MS:
+        return
+    ctx.ext[WATCHING_SINCE] = now
+    cause = "suspend" if wall_gap - mono_gap > GAP_MS else "freeze"
+    ctx.log.warning("daemon_gap", seconds=round(gap / 1000, 1), cause=cause)
+    ctx.emit("daemon.paused", seconds=round(gap / 1000, 1), cause=cause)
+
+
 def reap(ctx: Ctx) -> None:
     """The 1-second reaper tick."""
     now = now_ms()
-    limits = reaper.Limits.from_config(ctx.config)
-    if now < ctx.ext.get("stall_grace_until", 0):
-        limits = reaper.Limits(limits.heartbeat_timeout_ms, 2**62, limits.on_stall,  # shims are reconnecting
-                               limits.exit_grace_ms)
+    notice_gap(ctx, now)
+    limits = reaper.Limits.from_config(ctx.config, watching_since(ctx))
     rows = [dict(zip(_REAP_COLUMNS, r)) for r in ctx.store.all(
         _REAP_SQL, {"beat_cut": now - limits.heartbeat_timeout_ms, "stall_cut": now - limits.stall_timeout_ms})]
     if not rows:
         ctx.ext.get("agent_gone_since", {}).clear()
         return
     for action in reaper.decide(rows, now, limits, _facts(ctx, rows, now)):
-        row = ctx.store.dict("SELECT * FROM workers WHERE id=?", (action.worker_id,))
+        row = W.load(ctx, action.worker_id)
         if row is None:
             continue
         try:
-            with ctx.store.savepoint():
+            with ctx.savepoint():
                 apply_action(ctx, row, action)
         except Exception:  # one worker's trouble never stops the reaper for the others
             ctx.log.error("reaper_action_failed", worker=action.worker_id, action=type(action).__name__,
@@ -183,26 +220,30 @@ def reap(ctx: Ctx) -> None:
 
 
 def reconcile(ctx: Ctx) -> None:
-    """Start-up: a worker whose processes still run (same pid and create time) stays and gets a
-    fresh heartbeat deadline while its shim reconnects; one whose processes are gone is dead."""
+    """Start-up: a worker whose processes still run (same pid and create time) stays, and silence
+    before now does not count against it while its shim reconnects; one whose processes are gone
+    is dead; a spawn cut off before it made anything is undone."""
     rows = ctx.store.dicts(_WATCHED_SQL)
     now = now_ms()
+    ctx.ext[WATCHING_SINCE] = now
+    ctx.ext[_CLOCK] = (time.monotonic(), now)  # a freeze before the first reaper tick is a gap too
     alive = gone = 0
     for row in rows:
         facts = reaper.ProcFacts(agent_alive=proc_alive(row["pid"], row["proc_started"]),
                                  shim_alive=proc_alive(row["shim_pid"], row["shim_started"]))
         verdict = reaper.judge_at_start(row, facts)
-        if verdict is not None:
-            try:
-                with ctx.store.savepoint():
-                    mark_dead(ctx, row, verdict.reason, kill=verdict.kill)
-                gone += 1
-            except Exception:  # one bad row never blocks the others (the reaper retries it)
-                ctx.log.error("reconcile_failed", worker=row["id"], exc_info=True)
-        else:
-            ctx.store.x("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, row["id"]))
+        if verdict is None:
             alive += 1
-    ctx.ext["stall_grace_until"] = now + int(ctx.config.heartbeat_timeout_s * 1000)
+            continue
+        try:
+            with ctx.savepoint():
+                if isinstance(verdict, reaper.SpawnInterrupted):
+                    apply_action(ctx, row, verdict)
+                else:
+                    mark_dead(ctx, row, verdict.reason, kill=verdict.kill)
+            gone += 1
+        except Exception:  # one bad row never blocks the others (the reaper retries it)
+            ctx.log.error("reconcile_failed", worker=row["id"], exc_info=True)
     if rows:
         ctx.log.info("reconciled", alive=alive, dead=gone)
 

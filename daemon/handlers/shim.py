@@ -13,7 +13,7 @@ from typing import Any
 
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, ShimBeat, ShimExit, ShimHello
 
-from .. import lookup, procs
+from .. import failpoints, lookup
 from .. import workers as W
 from ..context import Ctx
 from ..store import now_ms
@@ -22,8 +22,13 @@ from ..store import now_ms
 RUNNING = LIVE_WORKER_STATUSES
 
 
+#: A shim that still reports for a worker in one of these gets `stop`: the worker was given up
+#: (the daemon judged it dead, or its spawn was undone) and its task handed back.
+GIVEN_UP = frozenset({"dead", "error"})
+
+
 def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
-    return ActivityAck(status=row["status"], heartbeat_s=ctx.config.heartbeat_s)
+    return ActivityAck(status=row["status"], heartbeat_s=ctx.config.heartbeat_s, stop=row["status"] in GIVEN_UP)
 
 
 def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
@@ -38,9 +43,9 @@ def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
         row = W.set_worker_status(ctx, row, "working", reason="the agent started", pid=req.agent_pid)
         W.start_task(ctx, row)
     elif status == "paused":  # paused before its processes were known: freeze them now
-        W.signal_worker(row, signal.SIGSTOP)
+        W.signal_after_commit(ctx, row, signal.SIGSTOP)
     elif status == "aborted":  # aborted while starting: stop what just started
-        procs.stop_group(row["pgid"], row["pid"], row["proc_started"])
+        W.stop_after_commit(ctx, row)
         W.arm_kill(ctx, row)
     return _ack(ctx, row)
 
@@ -60,7 +65,8 @@ def beat(ctx: Ctx, req: ShimBeat) -> ActivityAck:
     if not rows:  # not an exact id: a prefix, or unknown (lookup raises the not_found sentence)
         params["id"] = lookup.worker(ctx.store, req.worker)["id"]
         rows = ctx.store.all(_BEAT_SQL, params)
-    return ActivityAck(status=rows[0][0], heartbeat_s=ctx.config.heartbeat_s)
+    status = rows[0][0]
+    return ActivityAck(status=status, heartbeat_s=ctx.config.heartbeat_s, stop=status in GIVEN_UP)
 
 
 def _exit_words(code: int | None, sig: int | None) -> str:
@@ -88,7 +94,10 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
              exit_code=code, signal=req.signal)
     status = row["status"]
     if status in RUNNING and code == 0:
-        # `done` once the leftovers are committed (off-loop), so a merge never misses work
+        # `done` once the leftovers are committed (off-loop), so a merge never misses work;
+        # finish_pending records that step so a restart resumes it (W.resume_finishes)
+        row = W.update(ctx, row, finish_pending=1)
+        ctx.after_commit(lambda: failpoints.hit("exit.recorded"))
         W.commit_leftovers(ctx, row, then_done=f"the agent {words}")
     elif status in RUNNING:
         # Killed by a signal chkd did not send (an abort is `aborted` already): the process is
@@ -99,6 +108,7 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
         row = W.set_worker_status(ctx, row, outcome, reason=reason, last_error=reason)
         W.fail_task_attempt(ctx, row, f"worker {row['id']}: the agent {words}")
     elif status == "done" and code == 0:
+        row = W.update(ctx, row, finish_pending=1)
         W.commit_leftovers(ctx, row)  # `chkdctl done`, then more edits before exiting
     return _ack(ctx, row)
 

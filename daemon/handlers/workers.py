@@ -1,9 +1,12 @@
 """spawn, workers, worker show, pause/resume/abort, rm, attic, and the agent's heartbeat/worker-status/done.
 
 Spawn validates and records everything synchronously (repo, max_workers, agent, task
-claim, the worker row `starting`), then does the slow part off-loop: the shim is
-started first (its Python start-up overlaps with the checkout), `git worktree add`
-runs, and the shim is told `go` with the final command. The reply waits for that.
+claim, the worker row `starting`), then does the slow part off-loop in two jobs: the
+first picks free worktree and branch names, which the loop records on the row before
+anything exists on disk; the second starts the shim (its Python start-up overlaps with
+the checkout), runs `git worktree add` at the recorded names, and tells the shim `go`.
+A kill -9 anywhere in between leaves a row that names everything the spawn may have
+made, so start-up reconciliation can finish or undo it. The reply waits for the launch.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from chkd.protocol.messages import (
     WorkerState, LIVE_WORKER_STATUSES,
 )
 
-from .. import lookup, procs, tasks, worktrees
+from .. import failpoints, lookup, procs, tasks, worktrees
 from .. import workers as W
 from ..context import Ctx, Deferred
 from ..store import now_ms
@@ -35,13 +38,13 @@ from . import repos as repos_area
 # -- spawn -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LaunchSpec:
+    """Everything the off-loop launch needs, as plain values (the names are already recorded)."""
+
     worker_id: str
     repo_path: str
-    repo_name: str
-    main_branch: str
-    task_id: str
-    pattern: str
-    branch_prefix: str
+    path: str
+    branch: str
+    base_sha: str
     template: list[str]
     values: dict[str, str]
     shim_argv: list[str]
@@ -62,15 +65,16 @@ def launch(spec: LaunchSpec) -> Launched:
     """Off-loop: start the shim (waiting), create the worktree, then let the shim start the agent."""
     shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
     try:
-        checkout = worktrees.create_worktree(spec.repo_path, spec.repo_name, spec.task_id, spec.main_branch,
-                                             spec.pattern, spec.branch_prefix)
+        checkout = worktrees.create_checkout(spec.repo_path, spec.path, spec.branch, spec.base_sha)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
+    failpoints.hit("spawn.worktree_created")
     argv = W.render_argv(spec.template, {**spec.values, "worktree": checkout.path, "branch": checkout.branch})
     go = {"worker": spec.worker_id, "argv": argv, "cwd": checkout.path, "env": spec.agent_env,
           "log": spec.log_path, "heartbeat_s": spec.heartbeat_s, "abort_grace_s": spec.abort_grace_s}
     procs.release_shim(shim, "go " + json.dumps(go))
+    failpoints.hit("spawn.released")
     return Launched(checkout, argv)
 
 
@@ -105,7 +109,39 @@ def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str
     return tasks.claim_task(ctx, task, wid)
 
 
+def _free(ctx: Ctx, repo_id: int, column: str, candidates: list[str]) -> str | None:
+    """The first candidate no worker of the repository has recorded (the loop is the only writer,
+    so two spawns can never record the same worktree or branch)."""
+    for candidate in candidates:
+        if not ctx.store.scalar(f"SELECT 1 FROM workers WHERE repo_id=? AND {column}=?", (repo_id, candidate)):
+            return candidate
+    return None
+
+
+def spawn_failed(ctx: Ctx, row: dict[str, Any], msg: str, *, counts: bool = True) -> dict[str, Any]:
+    """The worker could not start: `error`, and its task back in the queue — as a failed attempt
+    (a task git cannot check out must not wedge the queue), or, when the daemon itself was the
+    cause (`counts=False`: killed mid-spawn), without one. What was created holding nothing is removed."""
+    row = W.set_worker_status(ctx, row, "error", reason="could not start", last_error=msg)
+    if counts:
+        W.fail_task_attempt(ctx, row, f"worker {row['id']} could not start: {msg}")
+    else:
+        W.release_task(ctx, row, f"worker {row['id']} could not start: {msg}")
+    if row["worktree_path"] or row["branch_name"]:
+        wid = row["id"]
+
+        def _discarded(gone: bool | None, exc: BaseException | None) -> None:
+            if exc is None and gone:
+                ctx.store.x("UPDATE workers SET worktree_path=NULL, branch_name=NULL WHERE id=?", (wid,))
+
+        ctx.submit(worktrees.discard_unused, W.repo_path(ctx, row["repo_id"]), row["worktree_path"],
+                   row["branch_name"], row["base_sha"], then=_discarded)
+    return row
+
+
 def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> None:
+    """On the loop: record the worker (`starting`) and claim its task; then off-loop pick free names
+    (`_planned` records them before anything exists), then create the worktree and start the agent."""
     cap = ctx.config.max_workers_for(repo["name"])
     live = W.live_count(ctx, repo["id"])
     if live >= cap:
@@ -127,43 +163,53 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
     values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"],
               "prompt": W.default_prompt(wid, task["id"], task["title"], task["description"])}
-    spec = LaunchSpec(
-        worker_id=wid, repo_path=repo["path"], repo_name=repo["name"],
-        main_branch=ctx.config.for_repo(repo["name"]).main_branch or repo["main_branch"], task_id=task["id"],
-        pattern=ctx.config.worktree_pattern, branch_prefix=ctx.config.branch_prefix, template=template,
-        values=values, shim_argv=[sys.executable, "-m", "chkd.client.shim", "--worker", wid],
-        shim_env={**os.environ, **env_home},
-        agent_env={**agent_env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
-        log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
-        abort_grace_s=ctx.config.abort_grace_s,
-    )
 
-    def _launched(result: Launched | None, exc: BaseException | None) -> None:
-        row = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
+    def _planned(plan: worktrees.CheckoutPlan | None, exc: BaseException | None) -> None:
+        row = W.load(ctx, wid)
         if row is None:
             ctx.finish(deferred, ChkdError("not_found", f"Worker {wid} was removed while it started."))
             return
-        if exc is not None:
-            msg = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
-            ctx.log.warning("spawn_failed", worker=wid, error=msg)
-            row = W.set_worker_status(ctx, row, "error", reason="could not start", last_error=msg)
-            W.release_task(ctx, row, f"worker {wid} could not start")
-            code = exc.code if isinstance(exc, ChkdError) else "internal"
-            ctx.finish(deferred, ChkdError(code, f"Worker {wid} could not start: {msg.rstrip('.')}."))
+        path = _free(ctx, repo["id"], "worktree_path", plan.paths) if plan else None
+        branch = _free(ctx, repo["id"], "branch_name", plan.branches) if plan else None
+        if exc is not None or plan is None or path is None or branch is None:
+            _failed(row, exc or ChkdError("conflict", "every free worktree path or branch name is taken by "
+                                                      "other workers"))
             return
-        assert result is not None
-        row = W.update(ctx, row, worktree_path=result.checkout.path, branch_name=result.checkout.branch,
-                       cmd=json.dumps(result.argv))
+        W.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=plan.base_sha)
+        ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
+        spec = LaunchSpec(
+            worker_id=wid, repo_path=repo["path"], path=path, branch=branch, base_sha=plan.base_sha,
+            template=template, values=values, shim_argv=[sys.executable, "-m", "chkd.client.shim", "--worker", wid],
+            shim_env={**os.environ, **env_home},
+            agent_env={**agent_env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
+            log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
+            abort_grace_s=ctx.config.abort_grace_s,
+        )
+        ctx.submit(launch, spec, then=_launched, reply_to=deferred)
+
+    def _failed(row: dict[str, Any], exc: BaseException) -> None:
+        msg = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
+        ctx.log.warning("spawn_failed", worker=wid, error=msg)
+        spawn_failed(ctx, row, msg)
+        code = exc.code if isinstance(exc, ChkdError) else "internal"
+        ctx.finish(deferred, ChkdError(code, f"Worker {wid} could not start: {msg.rstrip('.')}."))
+
+    def _launched(result: Launched | None, exc: BaseException | None) -> None:
+        row = W.load(ctx, wid)
+        if row is None:
+            ctx.finish(deferred, ChkdError("not_found", f"Worker {wid} was removed while it started."))
+            return
+        if exc is not None or result is None:
+            _failed(row, exc or ChkdError("internal", "the launch returned nothing"))
+            return
+        row = W.update(ctx, row, cmd=json.dumps(result.argv))
         ctx.emit("worker.started", repo=repo["name"], worker_id=wid, task_id=task["id"],
                  worktree=result.checkout.path, branch=result.checkout.branch, base=result.checkout.base_sha)
-        if row["exit_code"] == 0 and row["status"] in LIVE_WORKER_STATUSES:
-            # the agent exited 0 before this completion recorded the worktree
-            W.commit_leftovers(ctx, row, then_done="the agent exited with code 0")
-        elif row["status"] == "done" and row["exit_code"] == 0:
-            W.commit_leftovers(ctx, row)  # `chkdctl done` was quicker than this completion
         ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, row, repo["name"])))
 
-    ctx.submit(launch, spec, then=_launched, reply_to=deferred)
+    main_branch = ctx.config.for_repo(repo["name"]).main_branch or repo["main_branch"]
+    ctx.submit(worktrees.plan_checkout, repo["path"], repo["name"], task["id"], main_branch,
+               ctx.config.worktree_pattern, ctx.config.branch_prefix, then=_planned, reply_to=deferred)
 
 
 def spawn(ctx: Ctx, req: Spawn) -> Deferred:
@@ -423,7 +469,10 @@ def done(ctx: Ctx, req: Done) -> Deferred:
 
 
 def setup(ctx: Ctx) -> None:
-    W.rearm_aborts(ctx)
+    """Finish what a killed daemon left half done: re-send signals rows ask for, and commit the
+    leftovers of agents whose exit was recorded but not yet finished."""
+    W.reassert_signals(ctx)
+    W.resume_finishes(ctx)
 
 
 HANDLERS = {
