@@ -9,10 +9,10 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import sys
 import time
 
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.launch import NEUTRAL_CWD, module_argv
 from chkd.protocol.paths import Paths
 
 START_TIMEOUT = 20.0
@@ -45,10 +45,8 @@ def pid(paths: Paths) -> int | None:
 
 
 def daemon_argv(paths: Paths) -> list[str]:
-    argv = [sys.executable, "-m", "chkd.daemon.main"]
-    if paths.home is not None:
-        argv += ["--home", str(paths.home)]
-    return argv
+    """`chkdd` by this interpreter, never importing from the cwd (see protocol/launch.py)."""
+    return module_argv("chkd.daemon.main", *(["--home", str(paths.home)] if paths.home is not None else []))
 
 
 def _answers(paths: Paths, timeout: float) -> bool:
@@ -87,7 +85,7 @@ def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
         proc = subprocess.Popen(
             daemon_argv(paths),
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, cwd=NEUTRAL_CWD,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ from typing import TextIO
 import chkd
 from chkd.protocol import paths as paths_mod
 from chkd.protocol.config import ConfigError, load_config
+from chkd.protocol.launch import NEUTRAL_CWD
 
 from .context import Ctx
 from .log import make_logger
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = paths_mod.resolve(args.home)
     if args.home:
         os.environ["CHKD_HOME"] = str(paths.home)  # workers and shims inherit the same home
+    os.chdir(NEUTRAL_CWD)  # whoever started us, nothing we run inherits their directory
     try:
         paths.ensure()
     except OSError as exc:

@@ -22,6 +22,7 @@ import pytest
 
 from chkd.client import daemonctl
 from chkd.client.client import Client
+from chkd.protocol.launch import NEUTRAL_CWD, module_argv
 from chkd.protocol.paths import Paths, resolve
 
 T = TypeVar("T")
@@ -131,8 +132,8 @@ class Daemon:
         out = open(self.paths.state / "chkdd.out", "ab")
         env = {**os.environ, "CHKD_HOME": str(self.home)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chkd.daemon.main", "--home", str(self.home)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
+            module_argv("chkd.daemon.main", "--home", str(self.home)),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True, cwd=NEUTRAL_CWD,
         )
         out.close()
         wait_for(lambda: self.proc.poll() is not None or daemonctl._answers(self.paths, 0.5),
