@@ -13,12 +13,14 @@ import time
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import NEUTRAL_CWD, module_argv
-from chkd.protocol.paths import Paths
+from chkd.protocol.paths import Paths, open_private
 
 START_TIMEOUT = 20.0
 
 
 def is_running(paths: Paths) -> bool:
+    """Whether a daemon holds the lock; refuses (ChkdError) a run directory another user could reach."""
+    paths.check_run()
     try:
         fd = os.open(paths.lock_file, os.O_RDONLY)
     except OSError:
@@ -55,6 +57,7 @@ def _answers(paths: Paths, timeout: float) -> bool:
     from chkd.protocol import codec
     from chkd.protocol.messages import Ping, Pong
 
+    paths.check_run()
     if not paths.ctl_sock.exists():
         return False
     ctx = zmq.Context.instance()
@@ -80,7 +83,7 @@ def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
 
     paths.ensure()
     out_path = paths.state / "chkdd.out"
-    with open(out_path, "ab") as out:
+    with open_private(out_path) as out:
         start_offset = out.tell()
         proc = subprocess.Popen(
             daemon_argv(paths),

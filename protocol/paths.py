@@ -3,13 +3,23 @@
 `CHKD_HOME` relocates everything below one directory (tests, several instances).
 Otherwise the XDG rules apply: sockets in `$XDG_RUNTIME_DIR/chkd` (fallback
 `/tmp/chkd-$UID`), state in `$XDG_STATE_HOME/chkd`, config in `$XDG_CONFIG_HOME/chkd`.
-The run directory is created mode 0700: it is the access boundary for the sockets.
+
+The run directory is the access boundary for the sockets. In the `/tmp` fallback another
+local user could create it first and receive every client's requests, so a run directory
+that is not ours, is open to group or others, or is a symlink is refused (checked with
+`lstat`) by the daemon at start and by every client before it connects; one chkd makes is
+0700 from the start. The state directory (database, logs) is tightened to 0700 when it is
+ours and refused when it is not; the files in it are created 0600 (`open_private`).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import IO, Any
+
+from .errors import ChkdError
 
 
 class Paths:
@@ -57,12 +67,100 @@ class Paths:
     def worker_log(self, worker_id: str) -> Path:
         return self.worker_logs / f"{worker_id}.log"
 
+    def check_run(self) -> None:
+        """Refuse (a sentence with the fix) a run directory that another user could reach; a missing one is fine."""
+        problem = run_dir_problem(self.run, self._way_out("XDG_RUNTIME_DIR"))
+        if problem:
+            raise ChkdError("refused", problem)
+
     def ensure(self) -> None:
-        """Create the directories; the run directory is 0700 whatever the umask."""
-        self.run.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.run, 0o700)
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.worker_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the directories, or check the ones that exist: the run directory must be private
+        already (refused otherwise); the state directories are ours and tightened to 0700."""
+        self.run.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(self.run, 0o700)
+            created = True
+        except FileExistsError:
+            created = False
+        if created and stat.S_IMODE(os.lstat(self.run).st_mode) != 0o700:
+            os.chmod(self.run, 0o700)  # a umask took owner bits away; it can never have added any
+        self.check_run()
+        for path in (self.state, self.worker_logs):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tighten_own_dir(path, "state directory", self._way_out("XDG_STATE_HOME"))
+
+    def _way_out(self, xdg_var: str) -> str:
+        """The second half of a refusal: where else chkd could live."""
+        return "use another CHKD_HOME" if self.home is not None else f"set {xdg_var}"
+
+
+def run_dir_problem(path: Path, way_out: str) -> str | None:
+    """Why `path` cannot be the run directory (lstat: a symlink is refused too), or None; None when missing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    what = f"The run directory {path}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{what} is a symbolic link; remove it or {way_out}."
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{what} is not a directory; remove it or {way_out}."
+    if st.st_uid != os.geteuid():
+        return f"{what} is owned by uid {st.st_uid}, not you (uid {os.geteuid()}); remove it or {way_out}."
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return f"{what} has mode {mode:04o}; run `chmod 700 {_quoted(path)}`."
+    return None
+
+
+def state_dir_problem(path: Path, what: str, way_out: str) -> str | None:
+    """Why `path` cannot hold chkd's state (None when it is ours; its mode is `tighten_own_dir`'s business)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return f"The {what} {path} is not a directory; remove it or {way_out}."
+    if st.st_uid != os.geteuid():
+        return f"The {what} {path} is owned by uid {st.st_uid}, not you (uid {os.geteuid()}); remove it or {way_out}."
+    return None
+
+
+def tighten_own_dir(path: Path, what: str, way_out: str) -> None:
+    """Refuse a directory another user owns; make one of ours 0700 (an old or careless 0755 one too)."""
+    problem = state_dir_problem(path, what, way_out)
+    if problem:
+        raise ChkdError("refused", problem)
+    if stat.S_IMODE(os.stat(path).st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
+def _private_fd(path: str | os.PathLike[str], flags: int) -> int:
+    """`os.open` creating the file 0600 whatever the umask, and tightening an existing one of ours."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_private(path: str | os.PathLike[str], mode: str = "ab", **kwargs: Any) -> IO[Any]:
+    """Open a log for appending (`mode` "ab" or "a"), private to its owner: 0600, not the umask's choice."""
+    return open(_private_fd(path, os.O_WRONLY | os.O_APPEND), mode, **kwargs)
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """Create `path` empty and 0600 if missing, else tighten it to 0600 (a database before SQLite opens it)."""
+    os.close(_private_fd(path, os.O_RDONLY))
+
+
+def _quoted(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def resolve(home: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Paths:

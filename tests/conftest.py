@@ -23,7 +23,7 @@ import pytest
 from chkd.client import daemonctl
 from chkd.client.client import Client
 from chkd.protocol.launch import NEUTRAL_CWD, module_argv
-from chkd.protocol.paths import Paths, resolve
+from chkd.protocol.paths import Paths, open_private, resolve
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ class Daemon:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 15.0) -> Daemon:
         self.paths.ensure()
-        out = open(self.paths.state / "chkdd.out", "ab")
+        out = open_private(self.paths.state / "chkdd.out")
         env = {**os.environ, "CHKD_HOME": str(self.home)}
         self.proc = subprocess.Popen(
             module_argv("chkd.daemon.main", "--home", str(self.home)),
