@@ -69,9 +69,17 @@ class Paths:
 
     def check_run(self) -> None:
         """Refuse (a sentence with the fix) a run directory that another user could reach; a missing one is fine."""
-        problem = run_dir_problem(self.run, self._way_out("XDG_RUNTIME_DIR"))
+        problem = self.run_problem()
         if problem:
-            raise ChkdError("refused", problem)
+            raise ChkdError("refused", problem.message)
+
+    def run_problem(self) -> DirProblem | None:
+        return run_dir_problem(self.run, self._way_out("XDG_RUNTIME_DIR"))
+
+    def state_problems(self) -> list[DirProblem]:
+        """What `ensure` would refuse (another user's) or tighten (open to others) in the state directories."""
+        way_out = self._way_out("XDG_STATE_HOME")
+        return [p for p in (state_dir_problem(d, way_out) for d in (self.state, self.worker_logs)) if p]
 
     def ensure(self) -> None:
         """Create the directories, or check the ones that exist: the run directory must be private
@@ -87,52 +95,75 @@ class Paths:
         self.check_run()
         for path in (self.state, self.worker_logs):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tighten_own_dir(path, "state directory", self._way_out("XDG_STATE_HOME"))
+            problem = state_dir_problem(path, self._way_out("XDG_STATE_HOME"))
+            if problem and not problem.tightenable:
+                raise ChkdError("refused", problem.message)
+            if problem:
+                os.chmod(path, 0o700)
 
-    def _way_out(self, xdg_var: str) -> str:
-        """The second half of a refusal: where else chkd could live."""
-        return "use another CHKD_HOME" if self.home is not None else f"set {xdg_var}"
+    def _way_out(self, xdg_var: str) -> tuple[str, str]:
+        """The other half of a refusal: where else chkd could live, in words and as a command."""
+        if self.home is not None:
+            return "use another CHKD_HOME", 'export CHKD_HOME="$HOME/.chkd"'
+        return f"set {xdg_var}", f'export {xdg_var}="$(mktemp -d)"'
 
 
-def run_dir_problem(path: Path, way_out: str) -> str | None:
-    """Why `path` cannot be the run directory (lstat: a symlink is refused too), or None; None when missing."""
+class DirProblem:
+    """Why a directory cannot be chkd's (one sentence), the command that fixes it, and whether
+    chkd may fix it itself (a state directory of ours that is merely too open)."""
+
+    __slots__ = ("message", "fix", "tightenable")
+
+    def __init__(self, message: str, fix: str, tightenable: bool = False) -> None:
+        self.message = message
+        self.fix = fix
+        self.tightenable = tightenable
+
+    def __repr__(self) -> str:
+        return f"DirProblem({self.message!r})"
+
+
+def run_dir_problem(path: Path, way_out: tuple[str, str]) -> DirProblem | None:
+    """Why `path` cannot be the run directory (lstat: a symlink is refused too); None when fine or missing."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    what = f"The run directory {path}"
-    if stat.S_ISLNK(st.st_mode):
-        return f"{what} is a symbolic link; remove it or {way_out}."
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{what} is not a directory; remove it or {way_out}."
-    if st.st_uid != os.geteuid():
-        return f"{what} is owned by uid {st.st_uid}, not you (uid {os.geteuid()}); remove it or {way_out}."
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        return f"{what} has mode {mode:04o}; run `chmod 700 {_quoted(path)}`."
-    return None
+    return _foreign(path, "run directory", st, way_out, links_allowed=False) or _too_open(path, "run directory", st)
 
 
-def state_dir_problem(path: Path, what: str, way_out: str) -> str | None:
-    """Why `path` cannot hold chkd's state (None when it is ours; its mode is `tighten_own_dir`'s business)."""
+def state_dir_problem(path: Path, way_out: tuple[str, str]) -> DirProblem | None:
+    """Why `path` cannot hold chkd's state (it follows a symlink of the user's); None when fine or missing."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    what = "state directory" if path.name != "workers" else "worker log directory"
+    return _foreign(path, what, st, way_out, links_allowed=True) or _too_open(path, what, st, tightenable=True)
+
+
+def _foreign(path: Path, what: str, st: os.stat_result, way_out: tuple[str, str], *,
+             links_allowed: bool) -> DirProblem | None:
+    words, command = way_out
+    me = os.geteuid()
+    if not links_allowed and stat.S_ISLNK(st.st_mode):
+        fix = f"rm {_quoted(path)}" if st.st_uid == me else command
+        return DirProblem(f"The {what} {path} is a symbolic link; remove it or {words}.", fix)
     if not stat.S_ISDIR(st.st_mode):
-        return f"The {what} {path} is not a directory; remove it or {way_out}."
-    if st.st_uid != os.geteuid():
-        return f"The {what} {path} is owned by uid {st.st_uid}, not you (uid {os.geteuid()}); remove it or {way_out}."
+        fix = f"rm {_quoted(path)}" if st.st_uid == me else command
+        return DirProblem(f"The {what} {path} is not a directory; remove it or {words}.", fix)
+    if st.st_uid != me:
+        return DirProblem(f"The {what} {path} is owned by uid {st.st_uid}, not you (uid {me}); remove it or {words}.",
+                          command)
     return None
 
 
-def tighten_own_dir(path: Path, what: str, way_out: str) -> None:
-    """Refuse a directory another user owns; make one of ours 0700 (an old or careless 0755 one too)."""
-    problem = state_dir_problem(path, what, way_out)
-    if problem:
-        raise ChkdError("refused", problem)
-    if stat.S_IMODE(os.stat(path).st_mode) != 0o700:
-        os.chmod(path, 0o700)
+def _too_open(path: Path, what: str, st: os.stat_result, tightenable: bool = False) -> DirProblem | None:
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return None
+    fix = f"chmod 700 {_quoted(path)}"
+    return DirProblem(f"The {what} {path} has mode {mode:04o}; run `{fix}`.", fix, tightenable)
 
 
 def _private_fd(path: str | os.PathLike[str], flags: int) -> int:
