@@ -61,7 +61,7 @@ def backup_database(db: str, target: str, *, force: bool = False) -> DbBackupRes
     """
     started = time.monotonic()
     dest = Path(target)
-    _check_destination(dest, force)
+    _check_destination(dest, force, db)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)  # 0600
     except OSError as exc:
@@ -87,13 +87,28 @@ def backup_database(db: str, target: str, *, force: bool = False) -> DbBackupRes
                           seconds=round(time.monotonic() - started, 3))
 
 
-def _check_destination(dest: Path, force: bool) -> None:
+def _check_destination(dest: Path, force: bool, db: str) -> None:
+    if _is_database_file(dest, db):
+        raise ChkdError("refused", f"{dest} is the live database (or one of its files); back it up to another file.")
     if not dest.parent.is_dir():
         raise ChkdError("not_found", f"The directory {dest.parent} does not exist.")
     if dest.is_dir():
         raise ChkdError("bad_request", f"{dest} is a directory; name the backup file.")
     if dest.exists() and not force:
         raise ChkdError("refused", f"{dest} already exists; pass --force to replace it.")
+
+
+def _is_database_file(dest: Path, db: str) -> bool:
+    """Whether `dest` names the database or its -wal/-shm/-journal (by path, or the same file by inode)."""
+    for own in (db, f"{db}-wal", f"{db}-shm", f"{db}-journal"):
+        if os.path.realpath(dest) == os.path.realpath(own):
+            return True
+        try:
+            if os.path.samefile(dest, own):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _copy(db: str, tmp: Path) -> int:

@@ -140,3 +140,14 @@ def test_check_finds_a_corrupt_index_and_a_dangling_reference_and_backup_refuses
     assert backup.code == 1
     assert backup.err.startswith("chkdctl: The copy failed integrity_check (")
     assert not target.exists() and leftovers(tmp_path) == []
+
+
+def test_backup_never_replaces_the_live_database_or_its_wal(daemon: Daemon, repo: Path) -> None:
+    add_tasks(daemon, repo, 2)
+    for target in (daemon.db, Path(f"{daemon.db}-wal")):
+        res = daemon.ctl("db", "backup", str(target), "--force")
+        assert res.code == 1, res
+        assert res.err.splitlines()[0] == (f"chkdctl: {target} is the live database (or one of its files); "
+                                           f"back it up to another file.")
+    assert daemon.ctl("db", "check").code == 0
+    assert daemon.call(Ping(), Pong).tasks == 2
