@@ -55,3 +55,14 @@ def test_a_chkd_folder_in_the_repository_is_never_imported(tmp_path: Path, autos
 
     assert daemonctl.is_running(autostarted.paths)
     assert not marker.exists(), f"the repository's chkd/ was imported: {marker.read_text()}"
+
+
+def test_a_relative_repo_path_means_chkdctl_s_directory_not_the_daemon_s(daemon: Daemon, repo: Path) -> None:
+    """The daemon runs in a neutral directory, so `--repo .` or `--repo ../proj` is resolved where it was typed."""
+    (repo / "sub").mkdir()
+    added = daemon.ctl("task", "add", "Relative", "--id", "R1", "--repo", "..", cwd=repo / "sub")
+    assert added.code == 0, added
+    listed = daemon.ctl("--json", "task", "list", "--repo", ".", cwd=repo)
+    assert listed.code == 0, listed
+    assert [t["id"] for t in listed.json()] == ["R1"]
+    assert [t["repo"] for t in listed.json()] == [repo.name]
