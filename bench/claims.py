@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from chkd.client.client import Client
+from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import Claim, ClaimResult, ImportReport, RepoAdd, RepoResult, TaskImport
 from chkd.protocol.paths import resolve
 
@@ -62,7 +63,7 @@ def through_socket(tmp: Path, n: int, procs: int) -> dict[str, object]:
     for args in (["init", "-q", "-b", "main"], ["-c", "user.name=b", "-c", "user.email=b@b",
                                                  "commit", "-q", "--allow-empty", "-m", "init"]):
         subprocess.run(["git", *args], cwd=repo, check=True, env=env)
-    daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
+    daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)),
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         paths = resolve(home)

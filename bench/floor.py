@@ -9,12 +9,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from contextlib import contextmanager
 
 import zmq
+
+from chkd.protocol.launch import module_argv
 
 
 def pct(values: list[float], q: float) -> float:
@@ -70,7 +71,7 @@ def echo_floor(endpoint: str) -> Iterator[str]:
 def chkdd(home: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     """A real daemon for `home` (stopped afterwards); yields it and the environment its clients use."""
     env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)],
+    daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)),
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield daemon, env

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from chkd.client import daemonctl
 from chkd.client.client import Client
+from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import (
     Merge, MergeResult, MergeShow, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow,
 )
@@ -97,7 +98,7 @@ def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
                                  "heartbeat_timeout_s = 30\n")
     env = {**os.environ, **IDENTITY, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)], env=env,
+    daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)), env=env,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     os.environ.update(IDENTITY)

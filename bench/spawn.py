@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import zmq
 
 from chkd.client.client import Client
 from chkd.protocol import codec
+from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import Abort, RepoAdd, RepoResult, Remove, Spawn, WorkerListResult, WorkerResult
 from chkd.protocol.paths import resolve
 
@@ -94,7 +94,7 @@ def main() -> None:
         home.mkdir()
         (home / "config.toml").write_text("notify = false\nmax_workers = 50\nabort_grace_s = 1\n")
         env = {**os.environ, "CHKD_HOME": str(home)}
-        daemon = subprocess.Popen([sys.executable, "-m", "chkd.daemon.main", "--home", str(home)], env=env,
+        daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)), env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             paths = resolve(home)

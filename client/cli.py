@@ -20,7 +20,7 @@ import click
 
 from chkd.protocol.errors import ChkdError
 
-from .commands import core, daemon, demo, liveness, merge, repos, tasks, workers
+from .commands import core, daemon, db, demo, doctor, liveness, merge, repos, tasks, workers
 from .output import Exit, fail
 
 if TYPE_CHECKING:
@@ -52,7 +52,21 @@ class App:
         return self._client
 
     def call(self, body: Any, expect: Any = None, timeout: float | None = None) -> Any:
-        return self.client.call(body, expect, timeout)
+        return self.client.call(_with_local_paths(body), expect, timeout)
+
+
+def _with_local_paths(body: Any) -> Any:
+    """A `repo` typed as a relative path (`.`, `../proj`) means chkdctl's directory, not the
+    daemon's (which is `/`): send it absolute. Names and absolute paths pass unchanged."""
+    repo = getattr(body, "repo", None)
+    if not isinstance(repo, str) or not (os.sep in repo or repo.startswith((".", "~"))):
+        return body
+    local = os.path.expanduser(repo)
+    if local == repo and os.path.isabs(repo) or not os.path.exists(local):
+        return body
+    import msgspec
+
+    return msgspec.structs.replace(body, repo=os.path.abspath(local))
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -78,7 +92,7 @@ def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
     ctx.obj = App(home=home, json=as_json)
 
 
-for _area in (daemon, core, repos, tasks, workers, liveness, merge, demo):
+for _area in (daemon, core, repos, tasks, workers, liveness, merge, db, doctor, demo):
     for _command in _area.COMMANDS:
         cli.add_command(_command)
 

@@ -52,6 +52,7 @@ class Client:
     # -- connection ------------------------------------------------------------------------
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
+            self.paths.check_run()  # never connect into a run directory another user could have made
             if not self._checked:
                 self.ensure_daemon()
             sock = self._zctx.socket(zmq.DEALER)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import sys
 import time
 
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.paths import Paths
+from chkd.protocol.launch import NEUTRAL_CWD, module_argv
+from chkd.protocol.paths import Paths, open_private
 
 START_TIMEOUT = 20.0
 
 
 def is_running(paths: Paths) -> bool:
+    """Whether a daemon holds the lock; refuses (ChkdError) a run directory another user could reach."""
+    paths.check_run()
     try:
         fd = os.open(paths.lock_file, os.O_RDONLY)
     except OSError:
@@ -45,10 +47,8 @@ def pid(paths: Paths) -> int | None:
 
 
 def daemon_argv(paths: Paths) -> list[str]:
-    argv = [sys.executable, "-m", "chkd.daemon.main"]
-    if paths.home is not None:
-        argv += ["--home", str(paths.home)]
-    return argv
+    """`chkdd` by this interpreter, never importing from the cwd (see protocol/launch.py)."""
+    return module_argv("chkd.daemon.main", *(["--home", str(paths.home)] if paths.home is not None else []))
 
 
 def _answers(paths: Paths, timeout: float) -> bool:
@@ -57,6 +57,7 @@ def _answers(paths: Paths, timeout: float) -> bool:
     from chkd.protocol import codec
     from chkd.protocol.messages import Ping, Pong
 
+    paths.check_run()
     if not paths.ctl_sock.exists():
         return False
     ctx = zmq.Context.instance()
@@ -82,12 +83,12 @@ def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
 
     paths.ensure()
     out_path = paths.state / "chkdd.out"
-    with open(out_path, "ab") as out:
+    with open_private(out_path) as out:
         start_offset = out.tell()
         proc = subprocess.Popen(
             daemon_argv(paths),
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, cwd=NEUTRAL_CWD,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

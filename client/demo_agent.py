@@ -28,7 +28,11 @@ def _chkdctl() -> list[str]:
     if beside.exists():
         return [str(beside)]
     found = shutil.which("chkdctl")
-    return [found] if found else [sys.executable, "-m", "chkd.client.cli"]
+    if found and os.path.isabs(found):  # a relative PATH entry ('.') would find the worktree's own
+        return [found]
+    from chkd.protocol.launch import module_argv  # never the worktree's own chkd/ (it is our cwd)
+
+    return module_argv("chkd.client.cli")
 
 
 def say(text: str) -> None:

@@ -36,7 +36,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     SHIM_BACKOFF_MAX_S, SHIM_SEND_TIMEOUT_S, ActivityAck, ShimBeat, ShimExit, ShimHello,
 )
-from chkd.protocol.paths import Paths, resolve
+from chkd.protocol.paths import Paths, open_private, resolve
 
 from .client import Client
 
@@ -138,7 +138,7 @@ class Shim:
         self.env = {**os.environ, **spec.get("env", {})}
         self.period = float(spec.get("heartbeat_s", 10.0))
         self.grace = float(spec.get("abort_grace_s", 5.0))
-        self.log = open(spec["log"], "ab", buffering=0)
+        self.log = open_private(spec["log"], "ab", buffering=0)
         self.link = Link(paths)
         self.output_at: int | None = None
         self.agent: subprocess.Popen[bytes] | None = None

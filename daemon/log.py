@@ -11,11 +11,13 @@ from typing import Literal, TextIO
 
 import structlog
 
+from chkd.protocol.paths import open_private
+
 LogFormat = Literal["json", "console"]
 
 
 def make_logger(path: Path, fmt: LogFormat = "json") -> tuple[structlog.typing.FilteringBoundLogger, TextIO]:
-    stream = open(path, "a", buffering=1, encoding="utf-8")  # line-buffered: one write per line
+    stream = open_private(path, "a", buffering=1, encoding="utf-8")  # 0600; line-buffered: one write per line
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"

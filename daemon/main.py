@@ -11,6 +11,8 @@ from typing import TextIO
 import chkd
 from chkd.protocol import paths as paths_mod
 from chkd.protocol.config import ConfigError, load_config
+from chkd.protocol.errors import ChkdError
+from chkd.protocol.launch import NEUTRAL_CWD
 
 from .context import Ctx
 from .log import make_logger
@@ -53,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     paths = paths_mod.resolve(args.home)
     if args.home:
         os.environ["CHKD_HOME"] = str(paths.home)  # workers and shims inherit the same home
+    os.chdir(NEUTRAL_CWD)  # whoever started us, nothing we run inherits their directory
     try:
         paths.ensure()
+    except ChkdError as exc:  # a run or state directory another user could reach
+        print(f"chkdd: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"chkdd: cannot create its directories ({exc}).", file=sys.stderr)
         return 1

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import psutil
 
+from chkd.protocol.launch import NEUTRAL_CWD
+from chkd.protocol.paths import open_private
+
 #: Create times are in clock ticks (10 ms on Linux); allow a little float noise.
 TOLERANCE_S = 0.05
 
@@ -112,11 +115,11 @@ def start_shim(argv: Sequence[str], log_path: Path, env: dict[str, str]) -> subp
     own start-up overlaps with `git worktree add`. The shim forks itself away at once,
     so the daemon reaps this child quickly and never collects zombies.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open_private(log_path) as log:  # 0600: agents' output is nobody else's business
         return subprocess.Popen(
             list(argv), stdin=subprocess.PIPE, stdout=log, stderr=log, env=env,
-            start_new_session=True, close_fds=True, cwd="/",
+            start_new_session=True, close_fds=True, cwd=NEUTRAL_CWD,
         )
 
 

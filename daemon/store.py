@@ -12,7 +12,7 @@ from typing import Any
 
 import apsw
 
-from chkd.protocol.paths import Paths
+from chkd.protocol.paths import Paths, make_private
 
 Row = tuple[Any, ...]
 
@@ -156,11 +156,25 @@ class StoreError(Exception):
     pass
 
 
+def private_database(path: Path) -> None:
+    """The database file 0600 before SQLite opens it, and its existing -wal/-shm too.
+
+    Why: SQLite creates -wal and -shm with the database file's mode, and creates the file
+    itself with the umask's (0644), so a state directory that was ever open to others left
+    it readable. Tightening the files, not a process-wide umask: checkouts keep the user's modes.
+    """
+    make_private(path)
+    for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if extra.exists():
+            make_private(extra)
+
+
 class Store:
     """The one connection. Only the daemon's loop thread may use it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        private_database(path)
         self.conn = apsw.Connection(str(path))
         self.conn.set_busy_timeout(5000)
         self.conn.execute("PRAGMA journal_mode=WAL")

@@ -163,6 +163,18 @@ class AtticEntry(Struct):
     at: int
 
 
+FindingStatus = Literal["ok", "warn", "fail"]
+
+
+class Finding(Struct, omit_defaults=True):
+    """One `chkdctl doctor` check: how it went, one sentence, and the command that fixes it."""
+
+    check: str
+    status: FindingStatus
+    message: str
+    fix: str = ""
+
+
 # ---------------------------------------------------------------------------
 # Commands (request bodies). Tag = the command name on the wire.
 # ---------------------------------------------------------------------------
@@ -404,6 +416,24 @@ class Gc(Command, tag="gc"):
     apply: bool = False
 
 
+# -- the database and diagnosis -------------------------------------------------------
+class DbBackup(Command, tag="db.backup"):
+    """An online copy of the database (SQLite backup, off-loop) to the absolute `path`,
+    written beside it under a temporary name, verified with integrity_check, then renamed."""
+
+    path: str
+    force: bool = False
+
+
+class DbCheck(Command, tag="db.check"):
+    """PRAGMA integrity_check and foreign_key_check, off-loop on a separate read connection."""
+
+
+class Doctor(Command, tag="doctor"):
+    """The daemon's findings for `chkdctl doctor`: its git, and live workers whose processes
+    are gone or whose shim stopped heartbeating."""
+
+
 # -- merges --------------------------------------------------------------------------
 class Merge(Command, tag="merge"):
     worker: str
@@ -452,6 +482,7 @@ AnyCommand = (
     | Heartbeat | WorkerState | Done
     | ShimHello | ShimBeat | ShimExit
     | Events | Gc
+    | DbBackup | DbCheck | Doctor
     | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts
 )  # fmt: skip
 
@@ -584,12 +615,35 @@ class ConflictReport(Result, tag="conflicts"):
     computed_at: int = 0
 
 
+class DbBackupResult(Result, tag="db.backup"):
+    """The copy opened and passed integrity_check before it got its name."""
+
+    path: str
+    pages: int
+    bytes: int
+    seconds: float
+
+
+class DbCheckResult(Result, tag="db.check"):
+    ok: bool
+    db: str
+    #: integrity_check's lines when it is not "ok", and one line per foreign_key_check row.
+    problems: list[str]
+    foreign_key_problems: list[str]
+    seconds: float = 0.0
+
+
+class DoctorReport(Result, tag="doctor"):
+    findings: list[Finding]
+
+
 AnyResult = (
     Err | Ok | Pong | StatusResult
     | RepoResult | RepoListResult
     | TaskResult | TaskListResult | ClaimResult | ImportReport
     | WorkerResult | WorkerListResult | ActivityAck | AtticListResult
     | EventList | GcReport
+    | DbBackupResult | DbCheckResult | DoctorReport
     | MergeResult | MergeListResult | DiffResult | ConflictReport
 )  # fmt: skip
 

@@ -3,13 +3,23 @@
 `CHKD_HOME` relocates everything below one directory (tests, several instances).
 Otherwise the XDG rules apply: sockets in `$XDG_RUNTIME_DIR/chkd` (fallback
 `/tmp/chkd-$UID`), state in `$XDG_STATE_HOME/chkd`, config in `$XDG_CONFIG_HOME/chkd`.
-The run directory is created mode 0700: it is the access boundary for the sockets.
+
+The run directory is the access boundary for the sockets. In the `/tmp` fallback another
+local user could create it first and receive every client's requests, so a run directory
+that is not ours, is open to group or others, or is a symlink is refused (checked with
+`lstat`) by the daemon at start and by every client before it connects; one chkd makes is
+0700 from the start. The state directory (database, logs) is tightened to 0700 when it is
+ours and refused when it is not; the files in it are created 0600 (`open_private`).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import IO, Any
+
+from .errors import ChkdError
 
 
 class Paths:
@@ -57,12 +67,131 @@ class Paths:
     def worker_log(self, worker_id: str) -> Path:
         return self.worker_logs / f"{worker_id}.log"
 
+    def check_run(self) -> None:
+        """Refuse (a sentence with the fix) a run directory that another user could reach; a missing one is fine."""
+        problem = self.run_problem()
+        if problem:
+            raise ChkdError("refused", problem.message)
+
+    def run_problem(self) -> DirProblem | None:
+        return run_dir_problem(self.run, self._way_out("XDG_RUNTIME_DIR"))
+
+    def state_problems(self) -> list[DirProblem]:
+        """What `ensure` would refuse (another user's) or tighten (open to others) in the state directories."""
+        way_out = self._way_out("XDG_STATE_HOME")
+        return [p for p in (state_dir_problem(d, way_out) for d in (self.state, self.worker_logs)) if p]
+
     def ensure(self) -> None:
-        """Create the directories; the run directory is 0700 whatever the umask."""
-        self.run.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.run, 0o700)
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.worker_logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the directories, or check the ones that exist: the run directory must be private
+        already (refused otherwise); the state directories are ours and tightened to 0700."""
+        self.run.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(self.run, 0o700)
+            created = True
+        except FileExistsError:
+            created = False
+        if created and stat.S_IMODE(os.lstat(self.run).st_mode) != 0o700:
+            os.chmod(self.run, 0o700)  # a umask took owner bits away; it can never have added any
+        self.check_run()
+        for path in (self.state, self.worker_logs):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            problem = state_dir_problem(path, self._way_out("XDG_STATE_HOME"))
+            if problem and not problem.tightenable:
+                raise ChkdError("refused", problem.message)
+            if problem:
+                os.chmod(path, 0o700)
+
+    def _way_out(self, xdg_var: str) -> tuple[str, str]:
+        """The other half of a refusal: where else chkd could live, in words and as a command."""
+        if self.home is not None:
+            return "use another CHKD_HOME", 'export CHKD_HOME="$HOME/.chkd"'
+        return f"set {xdg_var}", f'export {xdg_var}="$(mktemp -d)"'
+
+
+class DirProblem:
+    """Why a directory cannot be chkd's (one sentence), the command that fixes it, and whether
+    chkd may fix it itself (a state directory of ours that is merely too open)."""
+
+    __slots__ = ("message", "fix", "tightenable")
+
+    def __init__(self, message: str, fix: str, tightenable: bool = False) -> None:
+        self.message = message
+        self.fix = fix
+        self.tightenable = tightenable
+
+    def __repr__(self) -> str:
+        return f"DirProblem({self.message!r})"
+
+
+def run_dir_problem(path: Path, way_out: tuple[str, str]) -> DirProblem | None:
+    """Why `path` cannot be the run directory (lstat: a symlink is refused too); None when fine or missing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return _foreign(path, "run directory", st, way_out, links_allowed=False) or _too_open(path, "run directory", st)
+
+
+def state_dir_problem(path: Path, way_out: tuple[str, str]) -> DirProblem | None:
+    """Why `path` cannot hold chkd's state (it follows a symlink of the user's); None when fine or missing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    what = "state directory" if path.name != "workers" else "worker log directory"
+    return _foreign(path, what, st, way_out, links_allowed=True) or _too_open(path, what, st, tightenable=True)
+
+
+def _foreign(path: Path, what: str, st: os.stat_result, way_out: tuple[str, str], *,
+             links_allowed: bool) -> DirProblem | None:
+    words, command = way_out
+    me = os.geteuid()
+    if not links_allowed and stat.S_ISLNK(st.st_mode):
+        fix = f"rm {_quoted(path)}" if st.st_uid == me else command
+        return DirProblem(f"The {what} {path} is a symbolic link; remove it or {words}.", fix)
+    if not stat.S_ISDIR(st.st_mode):
+        fix = f"rm {_quoted(path)}" if st.st_uid == me else command
+        return DirProblem(f"The {what} {path} is not a directory; remove it or {words}.", fix)
+    if st.st_uid != me:
+        return DirProblem(f"The {what} {path} is owned by uid {st.st_uid}, not you (uid {me}); remove it or {words}.",
+                          command)
+    return None
+
+
+def _too_open(path: Path, what: str, st: os.stat_result, tightenable: bool = False) -> DirProblem | None:
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return None
+    fix = f"chmod 700 {_quoted(path)}"
+    return DirProblem(f"The {what} {path} has mode {mode:04o}; run `{fix}`.", fix, tightenable)
+
+
+def _private_fd(path: str | os.PathLike[str], flags: int) -> int:
+    """`os.open` creating the file 0600 whatever the umask, and tightening an existing one of ours."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_private(path: str | os.PathLike[str], mode: str = "ab", **kwargs: Any) -> IO[Any]:
+    """Open a log for appending (`mode` "ab" or "a"), private to its owner: 0600, not the umask's choice."""
+    return open(_private_fd(path, os.O_WRONLY | os.O_APPEND), mode, **kwargs)
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """Create `path` empty and 0600 if missing, else tighten it to 0600 (a database before SQLite opens it)."""
+    os.close(_private_fd(path, os.O_RDONLY))
+
+
+def _quoted(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def resolve(home: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Paths:

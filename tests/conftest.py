@@ -22,7 +22,8 @@ import pytest
 
 from chkd.client import daemonctl
 from chkd.client.client import Client
-from chkd.protocol.paths import Paths, resolve
+from chkd.protocol.launch import NEUTRAL_CWD, module_argv
+from chkd.protocol.paths import Paths, open_private, resolve
 
 T = TypeVar("T")
 
@@ -129,11 +130,11 @@ class Daemon:
     def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> Daemon:
         """Start chkdd; `env` adds variables (e.g. CHKD_FAILPOINTS to make it kill itself at a point)."""
         self.paths.ensure()
-        out = open(self.paths.state / "chkdd.out", "ab")
+        out = open_private(self.paths.state / "chkdd.out")
         env = {**os.environ, "CHKD_HOME": str(self.home), **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chkd.daemon.main", "--home", str(self.home)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
+            module_argv("chkd.daemon.main", "--home", str(self.home)),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True, cwd=NEUTRAL_CWD,
         )
         out.close()
         wait_for(lambda: self.proc.poll() is not None or daemonctl._answers(self.paths, 0.5),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from chkd.protocol.config import Config, ConfigError, config_to_toml, parse_config
+from chkd.protocol.launch import module_argv
 
 from conftest import Daemon
 
@@ -71,7 +71,7 @@ def test_config_check_and_show_cli(chkd_home: Path) -> None:
 def test_daemon_refuses_to_start_with_bad_config(chkd_home: Path) -> None:
     d = Daemon(chkd_home)
     d.write_config("on_stall = 'sometimes'\n")
-    proc = subprocess.run([sys.executable, "-m", "chkd.daemon.main", "--home", str(chkd_home)],
+    proc = subprocess.run(module_argv("chkd.daemon.main", "--home", str(chkd_home)),
                           capture_output=True, text=True, timeout=20)
     assert proc.returncode == 1
     assert "'on_stall': invalid enum value 'sometimes'" in proc.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 
+from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import Ping, Pong, Shutdown, Status, StatusResult
 
 from conftest import Daemon, wait_for
@@ -28,7 +28,7 @@ def test_run_dir_is_private(daemon: Daemon) -> None:
 
 
 def test_second_daemon_refuses_to_start(daemon: Daemon) -> None:
-    proc = subprocess.run([sys.executable, "-m", "chkd.daemon.main", "--home", str(daemon.home)],
+    proc = subprocess.run(module_argv("chkd.daemon.main", "--home", str(daemon.home)),
                           capture_output=True, text=True, timeout=20)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"chkdd already running (pid {daemon.proc.pid})"

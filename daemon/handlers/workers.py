@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import msgspec
 
 from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import (
     Abort, ActivityAck, AtticEntry, AtticList, AtticListResult, AtticRestore, Done,
     Heartbeat, Ok, Pause, Remove, Resume, Spawn, WorkerList, WorkerListResult, WorkerResult, WorkerShow,
@@ -179,7 +179,7 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
         spec = LaunchSpec(
             worker_id=wid, repo_path=repo["path"], path=path, branch=branch, base_sha=plan.base_sha,
-            template=template, values=values, shim_argv=[sys.executable, "-m", "chkd.client.shim", "--worker", wid],
+            template=template, values=values, shim_argv=module_argv("chkd.client.shim", "--worker", wid),
             shim_env={**os.environ, **env_home},
             agent_env={**agent_env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
             log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
