@@ -339,10 +339,12 @@ def _removed_at(ctx: Ctx, item: worktrees.AtticItem) -> int:
 
 
 def attic_restore(ctx: Ctx, req: AtticRestore) -> Deferred:
+    """Only chkd's own attic entries (refused on the loop otherwise); the git checks run off-loop."""
     repo = lookup.repo(ctx.store, req.repo)
     full = worktrees.resolve_attic_ref(req.ref)
     event = _removal_event(ctx, full)
-    branch = req.branch or (event or {}).get("branch") or f"{ctx.config.branch_prefix}attic-{full.rsplit('/', 1)[-1]}"
+    default = (event or {}).get("branch") or f"{ctx.config.branch_prefix}attic-{full.rsplit('/', 1)[-1]}"
+    wanted = req.branch if req.branch is not None else default
     deferred = ctx.defer()
 
     def _restored(result: tuple[str, str] | None, exc: BaseException | None) -> None:
@@ -351,9 +353,11 @@ def attic_restore(ctx: Ctx, req: AtticRestore) -> Deferred:
         assert result is not None
         name, sha = result
         ctx.emit("attic.restored", repo=repo["name"], ref=full, branch=name, sha=sha)
-        ctx.finish(deferred, Ok(message=f"Restored {full} as branch {name} ({sha[:10]}) in {repo['path']}."))
+        taken = f" (a branch {wanted} already exists, so the default name was not used)" if name != wanted else ""
+        ctx.finish(deferred, Ok(message=f"Restored {full} as branch {name} ({sha[:10]}) in {repo['path']}{taken}."))
 
-    ctx.submit(worktrees.attic_restore, repo["path"], full, branch, then=_restored, reply_to=deferred)
+    ctx.submit(worktrees.attic_restore, repo["path"], full, wanted, explicit=req.branch is not None,
+               then=_restored, reply_to=deferred)
     return deferred
 
 
