@@ -193,9 +193,9 @@ def checkouts_of(repo: str | Path, branch: str) -> list[str]:
 def land(repo: str | Path, target: str, new: str, old: str) -> Landed:
     """Move `target` from `old` to `new` by CAS and bring every clean checkout of it along.
 
-    Refuses (nothing written) when a checkout of the target has tracked changes, or
-    untracked files the merge would overwrite. Returns `moved=True` when the target is no
-    longer at `old`: the caller re-checks against the new target.
+    Refuses (nothing written) when a checkout of the target has tracked changes, or any
+    untracked or ignored file the merge would overwrite. Returns `moved=True` when the target
+    is no longer at `old`: the caller re-checks against the new target.
     """
     if git.rev(target_ref(target), repo) != old:
         return Landed(moved=True)
@@ -210,12 +210,14 @@ def land(repo: str | Path, target: str, new: str, old: str) -> Landed:
     notes: list[str] = []
     updated: list[str] = []
     for wt in checkouts:
-        res = git.run(["read-tree", "-m", "-u", old, new], wt, check=False)
-        if res.returncode == 0:
+        late = in_the_way(wt, old, new)  # checked again: a user may have made one since
+        res = None if late else git.run(["read-tree", "-m", "-u", old, new], wt, check=False)
+        if res is not None and res.returncode == 0:
             updated.append(wt)
         else:  # a user touched it between the check and now: their files are untouched, say so
-            notes.append(f"The checkout {wt} was not brought up to date ({git.reason(res.stderr)}) "
-                         f"Run `git reset --keep {new[:12]}` there once your edits are saved.")
+            why = f"{_names(late)} would be overwritten." if late else git.reason(res.stderr if res else "")
+            notes.append(f"The checkout {wt} was not brought up to date ({why}) "
+                         f"Run `git reset --keep {new[:12]}` there once your files are saved.")
     return Landed(new_sha=new, updated_checkouts=updated, notes=notes)
 
 
@@ -227,7 +229,13 @@ def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
                         f"The target '{target}' is checked out in {wt} with uncommitted changes to "
                         f"{_names(dirty)}; nothing was merged.",
                         "Commit or stash those changes there, then merge again.")
-    probe = git.run(["read-tree", "-m", "-u", "-n", old, new], wt, check=False)
+    blocked = in_the_way(wt, old, new)
+    if blocked:
+        raise ChkdError("refused",
+                        f"The checkout of '{target}' in {wt} has untracked or ignored files the merge would "
+                        f"overwrite ({_names(blocked)}); nothing was merged.",
+                        "Move or commit those files there, then merge again.")
+    probe = git.run(["read-tree", "-m", "-u", "-n", old, new], wt, check=False)  # anything else git objects to
     if probe.returncode != 0:
         files = [ln.strip() for ln in probe.stderr.splitlines() if ln.startswith(("\t", "    "))]
         files += re.findall(r"file '([^']+)' would be", probe.stderr)
@@ -235,6 +243,55 @@ def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
         raise ChkdError("refused",
                         f"The checkout of '{target}' in {wt} has files the merge would overwrite ({what}); "
                         "nothing was merged.", "Move or commit those files there, then merge again.")
+
+
+def in_the_way(wt: str | Path, old: str, new: str) -> list[str]:
+    """Paths in the checkout `wt` that are not tracked there but that moving it from `old` to `new`
+    would overwrite: untracked and ignored files alike (read-tree would silently replace ignored ones).
+
+    For each path the merge adds or changes that is not in the index: the path itself existing
+    on disk, or a parent that is not a real directory (it would have to become one)."""
+    changed = [p for p in git.run(["diff", "--name-only", "--no-renames", "-z", old, new, "--"], wt).stdout.split("\0")
+               if p]
+    if not changed:
+        return []
+    tracked = {p for p in git.run(["ls-files", "-z", "--cached"], wt).stdout.split("\0") if p}
+    blocked: dict[str, None] = {}
+    for path in changed:
+        if path in tracked:
+            continue
+        for rel in _blocking(Path(wt), path, tracked):
+            blocked[rel] = None
+    return list(blocked)
+
+
+def _blocking(root: Path, path: str, tracked: set[str]) -> list[str]:
+    """What on disk stands where the untracked `path` would be written (empty when nothing)."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        full = root / parent
+        if parent in tracked:  # a tracked file turned into a directory: git replaces it, it is clean
+            return []
+        if os.path.islink(full) or (os.path.lexists(full) and not os.path.isdir(full)):
+            return [parent]
+        if not os.path.lexists(full):
+            return []
+    full = root / path
+    if not os.path.lexists(full):
+        return []
+    if os.path.isdir(full) and not os.path.islink(full) and _only_tracked_below(root, path, tracked):
+        return []  # a directory of tracked files turned into a file: git removes them, all clean
+    return [path]
+
+
+def _only_tracked_below(root: Path, rel: str, tracked: set[str]) -> bool:
+    for dirpath, dirs, files in os.walk(root / rel):
+        links = [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]  # os.walk lists them as dirs
+        for name in files + links:
+            if os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/") not in tracked:
+                return False
+    return True
 
 
 def _names(files: list[str], limit: int = 8) -> str:

@@ -87,6 +87,47 @@ def test_untracked_file_in_the_way_refuses(proj: Path) -> None:
     assert git(proj, "rev-parse", "main") == old and (proj / "new.txt").read_text() == "mine, untracked\n"
 
 
+def _exclude(repo: Path, *patterns: str) -> None:
+    with open(repo / ".git" / "info" / "exclude", "a") as f:
+        f.write("".join(p + "\n" for p in patterns))
+
+
+@pytest.mark.parametrize(("brought", "users", "ignore"), [
+    ("build.log", "build.log", "build.log"),          # an ignored file at the path the merge brings
+    ("logs/today.txt", "logs", "logs"),               # an ignored file where a directory must go
+    ("out", "out/cache.bin", "out/"),                 # an ignored directory where a file must go
+    ("new.txt", "new.txt", None),                     # a plain untracked file
+])
+def test_untracked_or_ignored_paths_the_merge_needs_refuse_before_the_cas(
+        proj: Path, brought: str, users: str, ignore: str | None) -> None:
+    _branch(proj, "chkd/T-8", {brought: "from branch\n"})
+    if ignore:
+        _exclude(proj, ignore)
+    (proj / users).parent.mkdir(parents=True, exist_ok=True)
+    (proj / users).write_bytes(b"mine\x00\n")
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-8", "m")
+    with pytest.raises(ChkdError) as err:
+        merging.land(proj, "main", plan.commit, old)
+    assert err.value.code == "refused" and brought.split("/")[0] in err.value.message
+    assert "nothing was merged" in err.value.message
+    assert git(proj, "rev-parse", "main") == old and (proj / users).read_bytes() == b"mine\x00\n"
+
+
+def test_a_tracked_file_becoming_a_directory_is_not_in_the_way(proj: Path) -> None:
+    wt = _branch(proj, "chkd/T-9", {"extra.txt": "x\n"})
+    git(wt, "rm", "-q", "a.txt")
+    (wt / "a.txt").mkdir()
+    (wt / "a.txt" / "inner.txt").write_text("now a directory\n")
+    git(wt, "add", "-A")
+    git(wt, "commit", "-q", "-m", "a.txt becomes a directory")
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-9", "m")
+    res = merging.land(proj, "main", plan.commit, old)
+    assert res.updated_checkouts == [str(proj)] and (proj / "a.txt" / "inner.txt").exists()
+    assert git(proj, "status", "--porcelain") == ""
+
+
 def test_target_moved_is_reported_not_forced(proj: Path) -> None:
     _branch(proj, "chkd/T-5", {"new.txt": "new\n"})
     old = git(proj, "rev-parse", "main")
