@@ -19,12 +19,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chkd.protocol.errors import ChkdError
 
-from . import git
+from . import git, worktrees
 
-#: Temporary directories of test gates start with this (so leftovers can be recognised).
+#: Temporary directories of test gates start with this (leftovers are recognised by their marker, not by this).
 GATE_PREFIX = "chkd-gate-"
 #: The test gate keeps at most this much output (the tail) in the merge log.
 MAX_LOG = 64 * 1024
@@ -96,41 +97,47 @@ def _is_ancestor(a: str, b: str, repo: str | Path) -> bool:
 
 
 # -- test gate ------------------------------------------------------------------------------
-def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float) -> GateResult:
-    """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed."""
+def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float,
+             owner: dict[str, Any] | None = None) -> GateResult:
+    """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed.
+
+    `owner` (home, worker) is written as the worktree's marker with purpose "gate", so a gate a
+    killed daemon left behind is recognised as chkd's by record, never by its name."""
     tmp = Path(tempfile.mkdtemp(prefix=GATE_PREFIX))
     wt = tmp / "tree"
     started = time.monotonic()
     try:
         git.run(["worktree", "add", "--detach", "--quiet", str(wt), commit], repo, timeout=300)
+        if owner is not None:
+            worktrees.mark_worktree(wt, {**owner, "purpose": "gate"})
         return _run_cmd(cmd, wt, timeout, started)
     finally:
         git.run(["worktree", "remove", "--force", str(wt)], repo, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-        git.run(["worktree", "prune"], repo, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)  # the temporary directory made just above
 
 
-def prune_gates(repo: str | Path, before: float) -> int:
-    """Remove test-gate worktrees a killed daemon left behind (made before `before`, epoch s)."""
-    text = git.run(["worktree", "list", "--porcelain"], repo, check=False).stdout
+def prune_gates(repo: str | Path, before: float, home: str) -> int:
+    """Remove test-gate worktrees a killed daemon left behind: only those carrying this home's gate
+    marker, made before `before` (epoch s). Their temporary parent goes only once it is empty."""
     gone = 0
-    for line in text.splitlines():
-        path = line[len("worktree "):] if line.startswith("worktree ") else ""
+    for path, marker in worktrees.worktree_markers(repo).items():
+        if not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:
+            continue
+        if git.run(["worktree", "remove", "--force", path], repo, check=False).returncode != 0:
+            continue
+        gone += 1
         parent = Path(path).parent
-        if parent.name.startswith(GATE_PREFIX) and _mtime(parent) < before:
-            git.run(["worktree", "remove", "--force", path], repo, check=False)
-            shutil.rmtree(parent, ignore_errors=True)
-            gone += 1
-    if gone:
-        git.run(["worktree", "prune"], repo, check=False)
+        if parent.name.startswith(GATE_PREFIX):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
     return gone
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+def _created_s(marker: dict[str, Any]) -> float:
+    at = marker.get("created_at")
+    return at / 1000 if isinstance(at, (int, float)) else 0.0
 
 
 def _run_cmd(cmd: list[str], cwd: Path, timeout: float, started: float) -> GateResult:
@@ -305,8 +312,6 @@ def remove_checkout(repo: str | Path, worktree: str | None, branch: str | None, 
 
     The workers area does the removal (it never deletes content that is not in the target);
     returns notes for the merge log: a cleanup problem never undoes a merge."""
-    from . import worktrees
-
     try:
         removal = worktrees.remove_checkout(str(repo), worktree, branch, force=False, target=target)
     except ChkdError as exc:

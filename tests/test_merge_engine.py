@@ -183,3 +183,37 @@ def test_diff_shows_the_workers_change_only(proj: Path) -> None:
     assert "b.txt" in text and "uncommitted" in text and "c.txt" not in text
     stat, _, _ = merging.diff(proj, "main", "refs/heads/chkd/T-9", None, stat=True)
     assert "b.txt" in stat and "README" not in stat and "changed" in stat
+
+
+GATE_READS_ITS_MARKER = (
+    "import json, subprocess; d = subprocess.check_output(['git', 'rev-parse', '--git-dir'], text=True).strip(); "
+    "print(json.load(open(d + '/chkd-owner.json')))"
+)
+
+
+def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path, tmp_path: Path) -> None:
+    import time
+
+    from chkd.daemon import worktrees
+
+    _branch(proj, "chkd/T-10", {"new.txt": "new\n"})
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-10", "m")
+    res = merging.run_gate(proj, plan.commit, [sys.executable, "-c", GATE_READS_ITS_MARKER], 30,
+                           owner={"home": "/h", "worker": "w1"})
+    assert res.ok and "'purpose': 'gate'" in res.output and "'home': '/h'" in res.output
+    # leftovers of killed daemons: ours (marked by this home), another home's, and an unmarked look-alike
+    left = {}
+    for name, home in (("ours", "/h"), ("other", "/other"), ("unmarked", None)):
+        wt = tmp_path / f"{merging.GATE_PREFIX}{name}" / "tree"
+        wt.parent.mkdir()
+        git(proj, "worktree", "add", "-q", "--detach", str(wt), "main")
+        if home:
+            worktrees.mark_worktree(wt, {"home": home, "worker": "w1", "purpose": "gate"})
+        left[name] = wt
+    assert merging.prune_gates(proj, time.time() + 1, "/h") == 1
+    assert not left["ours"].parent.exists()
+    assert left["other"].is_dir() and left["unmarked"].is_dir()
+    listed = {ln.split(" ", 1)[1] for ln in git(proj, "worktree", "list", "--porcelain").splitlines()
+              if ln.startswith("worktree ")}
+    assert {str(left["other"]), str(left["unmarked"])} <= listed and str(left["ours"]) not in listed
+    assert merging.prune_gates(proj, time.time() - 3600, "/other") == 0  # made after `before`: kept

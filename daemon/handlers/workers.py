@@ -50,6 +50,7 @@ class LaunchSpec:
     log_path: str
     heartbeat_s: float
     abort_grace_s: float
+    owner: dict[str, Any] | None = None  # the worktree's marker: gc removes only what chkd made
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def launch(spec: LaunchSpec) -> Launched:
     shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
     try:
         checkout = worktrees.create_worktree(spec.repo_path, spec.repo_name, spec.task_id, spec.main_branch,
-                                             spec.pattern, spec.branch_prefix)
+                                             spec.pattern, spec.branch_prefix, owner=spec.owner)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
@@ -136,6 +137,7 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
         agent_env={**agent_env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
         log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
         abort_grace_s=ctx.config.abort_grace_s,
+        owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
     )
 
     def _launched(result: Launched | None, exc: BaseException | None) -> None:
