@@ -10,6 +10,7 @@ Nothing in this module touches the store.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -101,15 +102,20 @@ def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float,
              owner: dict[str, Any] | None = None) -> GateResult:
     """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed.
 
-    `owner` (home, worker) is written as the worktree's marker with purpose "gate", so a gate a
-    killed daemon left behind is recognised as chkd's by record, never by its name."""
+    `owner` (home, worker) is recorded with purpose "gate", so a gate a killed daemon left
+    behind is recognised as chkd's by record, never by its name: first in the temporary
+    directory (before `git worktree add`, so a kill in between still leaves a record), then as
+    the worktree's own marker."""
     tmp = Path(tempfile.mkdtemp(prefix=GATE_PREFIX))
     wt = tmp / "tree"
     started = time.monotonic()
+    gate_owner = {**owner, "purpose": "gate", "created_at": int(time.time() * 1000)} if owner is not None else None
     try:
+        if gate_owner is not None:
+            (tmp / worktrees.MARKER).write_text(json.dumps(gate_owner) + "\n")
         git.run(["worktree", "add", "--detach", "--quiet", str(wt), commit], repo, timeout=300)
-        if owner is not None:
-            worktrees.mark_worktree(wt, {**owner, "purpose": "gate"})
+        if gate_owner is not None:
+            worktrees.mark_worktree(wt, gate_owner)
         return _run_cmd(cmd, wt, timeout, started)
     finally:
         git.run(["worktree", "remove", "--force", str(wt)], repo, check=False)
@@ -117,11 +123,15 @@ def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float,
 
 
 def prune_gates(repo: str | Path, before: float, home: str) -> int:
-    """Remove test-gate worktrees a killed daemon left behind: only those carrying this home's gate
-    marker, made before `before` (epoch s). Their temporary parent goes only once it is empty."""
+    """Remove test-gate worktrees a killed daemon left behind: only those recorded as this home's
+    gates (marker, or the reservation in their temporary directory), made before `before` (epoch s).
+    Their temporary directory goes only once it is empty."""
+    markers = worktrees.worktree_markers(repo)
+    listed = git.run(["worktree", "list", "--porcelain"], repo, check=False).stdout.splitlines()
     gone = 0
-    for path, marker in worktrees.worktree_markers(repo).items():
-        if not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:
+    for path in (ln[len("worktree "):] for ln in listed if ln.startswith("worktree ")):
+        marker = markers.get(os.path.realpath(path)) or _gate_reservation(Path(path))
+        if not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:  # type: ignore[arg-type]
             continue
         if git.run(["worktree", "remove", "--force", path], repo, check=False).returncode != 0:
             continue
@@ -129,10 +139,22 @@ def prune_gates(repo: str | Path, before: float, home: str) -> int:
         parent = Path(path).parent
         if parent.name.startswith(GATE_PREFIX):
             try:
+                (parent / worktrees.MARKER).unlink(missing_ok=True)
                 parent.rmdir()
             except OSError:
                 pass
     return gone
+
+
+def _gate_reservation(wt: Path) -> dict[str, Any] | None:
+    """The record run_gate writes into a gate's temporary directory before `git worktree add`."""
+    if wt.name != "tree" or not wt.parent.name.startswith(GATE_PREFIX):
+        return None
+    try:
+        data = json.loads((wt.parent / worktrees.MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _created_s(marker: dict[str, Any]) -> float:

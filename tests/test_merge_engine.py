@@ -192,6 +192,7 @@ GATE_READS_ITS_MARKER = (
 
 
 def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path, tmp_path: Path) -> None:
+    import json
     import time
 
     from chkd.daemon import worktrees
@@ -202,18 +203,26 @@ def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path,
                            owner={"home": "/h", "worker": "w1"})
     assert res.ok and "'purpose': 'gate'" in res.output and "'home': '/h'" in res.output
     # leftovers of killed daemons: ours (marked by this home), another home's, and an unmarked look-alike
+    # (a daemon killed between `git worktree add` and marking leaves only run_gate's reservation)
     left = {}
-    for name, home in (("ours", "/h"), ("other", "/other"), ("unmarked", None)):
+    for name, home, where in (("ours", "/h", "marker"), ("reserved", "/h", "reservation"),
+                              ("other", "/other", "marker"), ("other-reserved", "/other", "reservation"),
+                              ("unmarked", None, None)):
         wt = tmp_path / f"{merging.GATE_PREFIX}{name}" / "tree"
         wt.parent.mkdir()
         git(proj, "worktree", "add", "-q", "--detach", str(wt), "main")
-        if home:
-            worktrees.mark_worktree(wt, {"home": home, "worker": "w1", "purpose": "gate"})
+        made = 1 if home == "/h" else int(time.time() * 1000)  # the other home's gates are recent
+        owner = {"home": home, "worker": "w1", "purpose": "gate", "created_at": made}
+        if where == "marker":
+            worktrees.mark_worktree(wt, owner)
+        elif where == "reservation":
+            (wt.parent / worktrees.MARKER).write_text(json.dumps(owner))
         left[name] = wt
-    assert merging.prune_gates(proj, time.time() + 1, "/h") == 1
-    assert not left["ours"].parent.exists()
-    assert left["other"].is_dir() and left["unmarked"].is_dir()
+    assert merging.prune_gates(proj, time.time() + 1, "/h") == 2
+    assert not left["ours"].parent.exists() and not left["reserved"].parent.exists()
+    kept = [left[n] for n in ("other", "other-reserved", "unmarked")]
+    assert all(wt.is_dir() for wt in kept)
     listed = {ln.split(" ", 1)[1] for ln in git(proj, "worktree", "list", "--porcelain").splitlines()
               if ln.startswith("worktree ")}
-    assert {str(left["other"]), str(left["unmarked"])} <= listed and str(left["ours"]) not in listed
+    assert {str(wt) for wt in kept} <= listed and str(left["ours"]) not in listed
     assert merging.prune_gates(proj, time.time() - 3600, "/other") == 0  # made after `before`: kept
