@@ -1,11 +1,20 @@
-"""Orphan scan for `chkdctl gc`: leftovers that no worker accounts for, and what is safe to remove.
+"""Leftover scan for `chkdctl gc`: what chkd made and no longer needs, and what is safe to remove.
 
-Four kinds (GcItem.kind): a managed worktree with no worker (`worktree`), a worker whose
-worktree is gone (`worker`), a `chkd/*` branch with no worker (`branch`), a dead worker
-older than a week (`dead_worker`). Something is removable only when it holds no work that
-is not in the target branch: no uncommitted changes, and the branch's content already in
-the target (`git.content_in`: by tree, so squash merges count). Everything here runs git,
-so it only runs off-loop; the handler re-checks ownership on the loop before `apply`.
+gc only ever removes what chkd itself created and recorded: the worktree and branch a worker
+row records, or a worktree carrying this home's owner marker (`worktrees.mark_worktree`).
+Whatever merely looks like chkd's — a directory matching `worktree_pattern`, a branch under
+`branch_prefix` — proves nothing: it is listed as "not ours" and kept.
+
+Kinds (GcItem.kind): `worker` — a finished worker whose worktree was deleted by hand, is an
+empty directory git does not know (a spawn killed before `git worktree add`), or, once merged,
+whose worktree or branch the merge's cleanup left behind; `dead_worker` — a dead worker older
+than a week; `worktree` — a marked worktree no worker row records (a spawn killed before its
+record), or a "not ours" one; `branch` — a branch a finished worker records without a worktree,
+or a "not ours" one. Live and merging workers are never touched. Something is removable only
+when it holds no work that is not in the target branch: no uncommitted changes, and the
+branch's content already in the target (`git.content_in`: by tree, so squash merges count).
+Everything here runs git, so it only runs off-loop; the handler re-checks on the loop before
+`apply`, and `apply` re-checks each item right before removing it.
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ from typing import Any
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, GcItem
 
 from . import git
+from . import worktrees as wt
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+NOT_OURS = "not created by chkd (no record or marker); kept"
 #: Worker states whose processes may run: never touched by gc.
 LIVE = LIVE_WORKER_STATUSES | {"merging"}
 
@@ -37,6 +48,7 @@ class RepoSnapshot:
     branch_prefix: str = "chkd/"
     worktree_pattern: str = "../{repo}-{task}"
     now_ms: int = 0
+    home: str = ""  # this chkd instance (its state directory), as written in worktree markers
 
 
 @dataclass
@@ -44,10 +56,13 @@ class Found:
     """One scan result: the public item plus what `apply` needs to act on it."""
 
     item: GcItem
-    worktree: str | None = None
+    worktree: str | None = None  # a worktree to remove (or, its directory gone, its registration)
     branch: str | None = None
     branch_sha: str | None = None
-    worker_id: str | None = None
+    worker_id: str | None = None  # the worker row this comes from (re-checked on the loop)
+    drop_row: bool = False  # delete that worker row once everything is removed
+    empty_dir: bool = False  # `worktree` is an empty directory git does not know: os.rmdir only
+    marker_worker: str | None = None  # from this home's marker, not a row: the worker it names
 
 
 # -- pure helpers ---------------------------------------------------------------------------
@@ -106,117 +121,230 @@ def _worktree_reason(path: str, branch: str | None, target: str, cwd: str) -> st
     return _unmerged_reason(branch, target, cwd) if branch else None
 
 
+@dataclass
+class _Facts:
+    """What git and the disk say, gathered once per scan."""
+
+    registered: dict[str, str | None]  # real path → checked-out branch, every worktree git knows
+    markers: dict[str, dict[str, Any]]  # real path → owner marker
+    by_path: set[str]  # real paths worker rows record
+    by_branch: set[str]  # branches worker rows record
+
+
 def scan(snap: RepoSnapshot) -> list[Found]:
-    """Off-loop: every orphan in one repository, with whether it is removable."""
-    cwd, target = snap.path, snap.main_branch
-    found: list[Found] = []
-    worktrees = parse_worktrees(git.out(["worktree", "list", "--porcelain"], cwd))
-    by_path = {os.path.realpath(w["worktree_path"]): w for w in snap.workers if w.get("worktree_path")}
-    by_branch = {w["branch_name"]: w for w in snap.workers if w.get("branch_name")}
-    rx = pattern_regex(snap.worktree_pattern, cwd, {snap.name, Path(cwd).name})
-    main_path = os.path.realpath(cwd)
-    checked_out: set[str] = set()
-
-    for wt in worktrees:
-        path = os.path.realpath(wt["worktree"])
-        branch = short_branch(wt.get("branch"))
-        if branch:
-            checked_out.add(branch)
-        if path == main_path or path in by_path:
-            continue
-        managed = bool(rx.match(path)) or bool(branch and branch.startswith(snap.branch_prefix))
-        if not managed or (branch and branch in by_branch):
-            continue
-        item = GcItem(kind="worktree", repo=snap.name, what=path, reason="no worker uses this worktree")
-        if not os.path.isdir(path):
-            item.reason = "registered with git but the directory is gone"
-            why = _unmerged_reason(branch, target, cwd) if branch else None
-            if why:  # pruning the registration loses nothing; the branch itself stays
-                item.reason += f"; {why}"
-                branch = None
-        else:
-            why = _worktree_reason(path, branch, target, cwd)
-            if why:
-                item.removable, item.reason = False, f"no worker uses it, but {why}"
-        found.append(Found(item, worktree=path, branch=branch))
-
-    refs = git.out(["for-each-ref", "--format=%(refname:short) %(objectname)",
-                    f"refs/heads/{snap.branch_prefix}"], cwd)
-    for line in refs.splitlines():
-        branch, _, sha = line.rpartition(" ")
-        if not branch or branch in by_branch or branch in checked_out:
-            continue
-        item = GcItem(kind="branch", repo=snap.name, what=branch, reason="no worker uses this branch")
-        why = _unmerged_reason(branch, target, cwd)
-        if why:
-            item.removable, item.reason = False, f"no worker uses it, but {why}"
-        else:
-            item.reason = f"no worker uses it and its content is in {target}"
-        found.append(Found(item, branch=branch, branch_sha=sha))
-
+    """Off-loop: every leftover in one repository, with whether it is removable."""
+    listed = parse_worktrees(git.out(["worktree", "list", "--porcelain"], snap.path))
+    facts = _Facts(
+        registered={os.path.realpath(w["worktree"]): short_branch(w.get("branch")) for w in listed},
+        markers=wt.worktree_markers(snap.path),
+        by_path={os.path.realpath(w["worktree_path"]) for w in snap.workers if w.get("worktree_path")},
+        by_branch={w["branch_name"] for w in snap.workers if w.get("branch_name")},
+    )
+    found = _worktree_items(snap, facts) + _branch_items(snap, facts)
     for w in snap.workers:
-        found.extend(_worker_items(snap, w))
+        found.extend(_worker_items(snap, facts, w))
     return found
 
 
-def _worker_items(snap: RepoSnapshot, w: dict[str, Any]) -> list[Found]:
+def _not_ours(kind: str, snap: RepoSnapshot, what: str, marker: dict[str, Any] | None = None) -> Found:
+    reason = NOT_OURS
+    if marker is not None and marker.get("home") != snap.home:
+        reason = f"made by another chkd ({marker.get('home')}); kept"
+    return Found(GcItem(kind=kind, repo=snap.name, what=what, reason=reason, removable=False))  # type: ignore[arg-type]
+
+
+def _worktree_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
+    """Worktrees no worker row records: this home's marked ones, and "not ours" look-alikes."""
+    rx = pattern_regex(snap.worktree_pattern, snap.path, {snap.name, Path(snap.path).name})
+    live = {w["id"] for w in snap.workers if w["status"] in LIVE}
+    main_path = os.path.realpath(snap.path)
+    found: list[Found] = []
+    for path, branch in facts.registered.items():
+        if path == main_path or path in facts.by_path:
+            continue
+        marker = facts.markers.get(path)
+        if wt.marked_by(marker, snap.home, "gate"):
+            continue  # a test gate's: prune_gates removes those, never while a merge runs
+        if wt.marked_by(marker, snap.home, "worker"):
+            assert marker is not None
+            if marker.get("worker") not in live:  # a live worker may not have recorded it yet
+                found.append(_marked_worktree(snap, facts, path, branch, marker))
+        elif rx.match(path) or (branch is not None and branch.startswith(snap.branch_prefix)):
+            found.append(_not_ours("worktree", snap, path, marker))
+    return found
+
+
+def _marked_worktree(snap: RepoSnapshot, facts: _Facts, path: str, branch: str | None,
+                     marker: dict[str, Any]) -> Found:
+    """A worktree chkd made (its marker says so) that no worker row records."""
     cwd, target = snap.path, snap.main_branch
-    path, branch = w.get("worktree_path"), w.get("branch_name")
-    live = w["status"] in LIVE
-    # a merged worker's worktree is gone by design (the merge removed it): that is history, not an orphan
-    gone = bool(path) and not os.path.isdir(path) and w["status"] != "merged"
-    old_dead = w["status"] == "dead" and snap.now_ms - last_seen(w) > WEEK_MS
-    if not gone and not old_dead:
-        return []
-    branch_exists = bool(branch) and git.rev(f"refs/heads/{branch}", cwd) is not None
-    if gone:
-        item = GcItem(kind="worker", repo=snap.name, what=w["id"], reason=f"its worktree {path} is gone")
+    who = marker.get("worker") or "?"
+    # the branch goes too only if it is the one chkd made there and no worker row records it
+    own = branch if branch and branch == marker.get("branch") and branch not in facts.by_branch else None
+    item = GcItem(kind="worktree", repo=snap.name, what=path, reason=f"made by chkd for worker {who}, unused")
+    if not os.path.isdir(path):
+        item.reason = f"made by chkd for worker {who}; registered with git but the directory is gone"
+        why = _unmerged_reason(own, target, cwd) if own else None
+        if why:  # dropping the registration loses nothing; the branch itself stays
+            item.reason += f"; {why}"
+            own = None
+    elif not os.path.lexists(os.path.join(path, ".git")):
+        item.removable, item.reason = False, f"{item.reason}, but it is no longer a git worktree; its files are kept"
     else:
+        why = _worktree_reason(path, own, target, cwd)
+        if why:
+            item.removable, item.reason = False, f"{item.reason}, but {why}"
+    sha = git.ref_sha(f"refs/heads/{own}", cwd) if own else None
+    return Found(item, worktree=path, branch=own, branch_sha=sha, marker_worker=str(who))
+
+
+def _branch_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
+    """Branches under branch_prefix that nothing of chkd's records: listed as "not ours", kept."""
+    refs = git.out(["for-each-ref", "--format=%(refname)", "refs/heads/"], snap.path)
+    checked_out = {b for b in facts.registered.values() if b}
+    found: list[Found] = []
+    for ref in refs.splitlines():
+        branch = ref[len("refs/heads/"):]
+        if (not branch.startswith(snap.branch_prefix) or branch == snap.main_branch
+                or branch in facts.by_branch or branch in checked_out):
+            continue
+        found.append(_not_ours("branch", snap, branch))
+    return found
+
+
+def _worktree_state(path: str | None, facts: _Facts) -> str:
+    """What is at a worker's recorded worktree path: none | worktree | gone | empty | stray."""
+    if not path:
+        return "none"
+    known = os.path.realpath(path) in facts.registered
+    if not os.path.isdir(path):
+        return "gone"
+    if known and os.path.lexists(os.path.join(path, ".git")):
+        return "worktree"
+    return "empty" if not known and not any(os.scandir(path)) else "stray"
+
+
+def _worker_items(snap: RepoSnapshot, facts: _Facts, w: dict[str, Any]) -> list[Found]:
+    """What one worker row records and no longer needs."""
+    cwd, target = snap.path, snap.main_branch
+    path, branch, status = w.get("worktree_path"), w.get("branch_name"), w["status"]
+    if status == "starting":
+        return []  # a spawn in flight: its worktree may not exist yet
+    state = _worktree_state(path, facts)
+    sha = git.ref_sha(f"refs/heads/{branch}", cwd) if branch else None
+    registered = bool(path) and os.path.realpath(path) in facts.registered
+    f = Found(GcItem(kind="worker", repo=snap.name, what=w["id"], reason=""), worker_id=w["id"],
+              worktree=path if registered or state == "empty" else None, branch=branch if sha else None,
+              branch_sha=sha, drop_row=status != "merged", empty_dir=state == "empty")
+    if status in LIVE:
+        if state not in ("gone", "empty"):
+            return []
+        f.item.reason, f.item.removable = f"its worktree {path} is gone, but it is {status}; abort it first", False
+        return [f]
+    if state == "stray":
+        f.item.reason = f"its worktree {path} is no longer a git worktree; its files are kept"
+        f.item.removable = False
+        return [f]
+    if status == "merged":
+        return _merged_leftovers(snap, f, state, path)
+    if state == "worktree":
+        if status != "dead" or snap.now_ms - last_seen(w) <= WEEK_MS:
+            return []  # kept for inspection, or waiting to be merged
         days = (snap.now_ms - last_seen(w)) // (24 * 3600 * 1000)
-        item = GcItem(kind="dead_worker", repo=snap.name, what=w["id"], reason=f"dead for {days} days")
-    why: str | None = None
-    if live:
-        why = f"it is {w['status']}; abort it first"
-    elif not gone and path:
-        why = _worktree_reason(path, branch if branch_exists else None, target, cwd)
-    elif branch_exists:
-        why = _unmerged_reason(branch, target, cwd)
+        f.item.kind, f.item.reason = "dead_worker", f"dead for {days} days"
+        why = _worktree_reason(str(path), f.branch, target, cwd)
+    elif state == "none":
+        if not sha:
+            return []
+        f.item.kind, f.item.what = "branch", str(branch)
+        f.item.reason, f.drop_row = f"recorded by worker {w['id']} ({status}), which has no worktree", False
+        why = _unmerged_reason(str(branch), target, cwd)
+    else:
+        f.item.reason = (f"its worktree {path} is gone" if state == "gone" else
+                         f"its worktree directory {path} is empty and unknown to git (a spawn that did not finish)")
+        why = _unmerged_reason(str(branch), target, cwd) if sha else None
     if why:
-        item.removable, item.reason = False, f"{item.reason}, but {why}"
-    sha = git.rev(f"refs/heads/{branch}", cwd) if branch_exists else None
-    return [Found(item, worktree=None if gone else path, branch=branch if branch_exists else None,
-                  branch_sha=sha, worker_id=w["id"])]
+        f.item.removable, f.item.reason = False, f"{f.item.reason}, but {why}"
+    return [f]
+
+
+def _merged_leftovers(snap: RepoSnapshot, f: Found, state: str, path: str | None) -> list[Found]:
+    """A merged worker is history; what its merge's cleanup left behind is a leftover."""
+    cwd, target = snap.path, snap.main_branch
+    parts = []
+    if state == "worktree":
+        parts.append(f"its worktree {path}")
+    elif f.empty_dir:
+        parts.append(f"its empty worktree directory {path}")
+    elif f.worktree:
+        parts.append(f"git's registration of its deleted worktree {path}")
+    if f.branch:
+        parts.append(f"its branch {f.branch}")
+    if not parts:
+        return []
+    f.item.reason = f"merged, but {' and '.join(parts)} {'were' if len(parts) > 1 else 'was'} left behind"
+    if state == "worktree":
+        why = _worktree_reason(str(path), f.branch, target, cwd)
+    else:
+        why = _unmerged_reason(f.branch, target, cwd) if f.branch else None
+    if why:
+        f.item.removable, f.item.reason = False, f"{f.item.reason}, but {why}"
+    return [f]
 
 
 # -- off-loop: acting -----------------------------------------------------------------------------
+class _Kept(Exception):
+    """A re-check right before removal found a reason to keep the item."""
+
+
 def apply(snap: RepoSnapshot, found: list[Found]) -> list[Found]:
     """Off-loop: remove every removable item, re-checking right before each step; marks `removed`."""
-    cwd, target = snap.path, snap.main_branch
-    pruned = False
     for f in found:
         if not f.item.removable:
             continue
         try:
-            if f.worktree and os.path.isdir(f.worktree):
-                why = _worktree_reason(f.worktree, f.branch, target, cwd)
-                if why:
-                    f.item.removable, f.item.reason = False, why
-                    continue
-                git.run(["worktree", "remove", f.worktree], cwd)  # refuses by itself if anything is dirty
-            elif f.item.kind in ("worktree", "worker") and not pruned:
-                git.run(["worktree", "prune"], cwd)
-                pruned = True
-            if f.branch:
-                _delete_branch(f, target, cwd)
+            _remove(snap, f)
             f.item.removed = True
+        except _Kept as why:
+            f.item.removable, f.item.reason = False, str(why)
         except git.GitError as exc:
             f.item.removable, f.item.reason = False, f"could not remove: {exc.message}"
+        except OSError as exc:
+            f.item.removable, f.item.reason = False, f"could not remove: {exc.strerror or exc}"
     return found
+
+
+def _remove(snap: RepoSnapshot, f: Found) -> None:
+    cwd, target = snap.path, snap.main_branch
+    if f.marker_worker is not None and f.worktree is not None:
+        marker = wt.worktree_markers(cwd).get(os.path.realpath(f.worktree))
+        if not wt.marked_by(marker, snap.home, "worker"):
+            raise _Kept(f"{f.worktree} no longer carries chkd's marker; kept")
+    if f.empty_dir and f.worktree:
+        _remove_empty_dir(cwd, f.worktree)
+    elif f.worktree and os.path.isdir(f.worktree):
+        why = _worktree_reason(f.worktree, f.branch, target, cwd)
+        if why:
+            raise _Kept(why)
+        git.run(["worktree", "remove", f.worktree], cwd)  # refuses by itself if anything is dirty
+    elif f.worktree:
+        wt.forget_worktree(cwd, f.worktree)  # its directory is gone: only its own registration goes
+    if f.branch:
+        _delete_branch(f, target, cwd)
+
+
+def _remove_empty_dir(cwd: str, path: str) -> None:
+    """An empty directory a spawn reserved: only if git still does not know it, and only `os.rmdir`
+    (which refuses a directory that is not empty)."""
+    listed = parse_worktrees(git.out(["worktree", "list", "--porcelain"], cwd))
+    if os.path.realpath(path) in {os.path.realpath(w["worktree"]) for w in listed}:
+        raise _Kept(f"{path} became a git worktree during gc; kept")
+    os.rmdir(path)
 
 
 def _delete_branch(f: Found, target: str, cwd: str) -> None:
     """Delete `f.branch` only if it still holds nothing unmerged, by compare-and-swap on its sha."""
-    sha = git.rev(f"refs/heads/{f.branch}", cwd)
+    sha = git.ref_sha(f"refs/heads/{f.branch}", cwd)
     if sha is None:
         return
     if f.branch_sha and sha != f.branch_sha:

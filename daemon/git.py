@@ -125,6 +125,30 @@ def rev(ref: str, cwd: str | Path) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+def ref_sha(ref: str, cwd: str | Path) -> str | None:
+    """The object the full ref `ref` (`refs/...`) points at, read exactly: no revision syntax, no DWIM."""
+    if not ref.startswith("refs/"):
+        raise ValueError(f"not a full ref: {ref!r}")
+    proc = run(["show-ref", "--verify", "--hash", ref], cwd, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def valid_ref(ref: str, cwd: str | Path) -> bool:
+    """Whether `ref` is a well-formed full ref name (`git check-ref-format`)."""
+    return ref.startswith("refs/") and run(["check-ref-format", ref], cwd, check=False).returncode == 0
+
+
+def valid_branch_name(name: str, cwd: str | Path) -> bool:
+    """Whether `name` can name a new branch (`git check-ref-format --branch`).
+
+    A leading `-` is refused before git sees it (never read as an option), and the name must
+    stand for itself: `@{-1}` and friends expand to another branch's name, so they are refused."""
+    if not name or name.startswith("-"):
+        return False
+    proc = run(["check-ref-format", "--branch", name], cwd, check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == name
+
+
 def dirty_files(cwd: str | Path, *, tracked_only: bool = False) -> list[str]:
     """Paths with uncommitted changes (untracked too unless `tracked_only`)."""
     args = ["status", "--porcelain=v1", "-z"]

@@ -119,7 +119,7 @@ def setup(ctx: Ctx) -> None:
         ctx.store.x("UPDATE merges SET status='queued', land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
         _emit(ctx, m, "merge.queued", note="requeued after a daemon restart")
     for repo in ctx.store.dicts("SELECT path FROM repos"):
-        ctx.submit(merging.prune_gates, repo["path"], time.time(), then=lambda _n, _e: None)
+        ctx.submit(merging.prune_gates, repo["path"], time.time(), str(ctx.paths.state), then=lambda _n, _e: None)
     ctx.timers.every(2.0, lambda: kick_all(ctx), "merge-queue", first_in=0.05)
 
 
@@ -221,6 +221,7 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseEx
         _set(ctx, m, "testing")
         _emit(ctx, m, "merge.testing", cmd=gate_cmd)
         ctx.submit(merging.run_gate, repo["path"], plan.commit, gate_cmd, test_timeout(ctx, repo),
+                   owner={"home": str(ctx.paths.state), "worker": m["worker_id"]},
                    then=lambda res, e: _guard(ctx, m["id"], _gated, res, e))
     elif step == "awaiting_review":
         _await_review(ctx, m, plan)

@@ -10,6 +10,7 @@ Nothing in this module touches the store.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,12 +20,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chkd.protocol.errors import ChkdError
 
-from . import failpoints, git
+from . import failpoints, git, worktrees
 
-#: Temporary directories of test gates start with this (so leftovers can be recognised).
+#: Temporary directories of test gates start with this (leftovers are recognised by their marker, not by this).
 GATE_PREFIX = "chkd-gate-"
 #: The test gate keeps at most this much output (the tail) in the merge log.
 MAX_LOG = 64 * 1024
@@ -103,41 +105,68 @@ def _is_ancestor(a: str, b: str, repo: str | Path) -> bool:
 
 
 # -- test gate ------------------------------------------------------------------------------
-def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float) -> GateResult:
-    """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed."""
+def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float,
+             owner: dict[str, Any] | None = None) -> GateResult:
+    """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed.
+
+    `owner` (home, worker) is recorded with purpose "gate", so a gate a killed daemon left
+    behind is recognised as chkd's by record, never by its name: first in the temporary
+    directory (before `git worktree add`, so a kill in between still leaves a record), then as
+    the worktree's own marker."""
     tmp = Path(tempfile.mkdtemp(prefix=GATE_PREFIX))
     wt = tmp / "tree"
     started = time.monotonic()
+    gate_owner = {**owner, "purpose": "gate", "created_at": int(time.time() * 1000)} if owner is not None else None
     try:
+        if gate_owner is not None:
+            (tmp / worktrees.MARKER).write_text(json.dumps(gate_owner) + "\n")
         git.run(["worktree", "add", "--detach", "--quiet", str(wt), commit], repo, timeout=300)
+        if gate_owner is not None:
+            worktrees.mark_worktree(wt, gate_owner)
         return _run_cmd(cmd, wt, timeout, started)
     finally:
         git.run(["worktree", "remove", "--force", str(wt)], repo, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
-        git.run(["worktree", "prune"], repo, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)  # the temporary directory made just above
 
 
-def prune_gates(repo: str | Path, before: float) -> int:
-    """Remove test-gate worktrees a killed daemon left behind (made before `before`, epoch s)."""
-    text = git.run(["worktree", "list", "--porcelain"], repo, check=False).stdout
+def prune_gates(repo: str | Path, before: float, home: str) -> int:
+    """Remove test-gate worktrees a killed daemon left behind: only those recorded as this home's
+    gates (marker, or the reservation in their temporary directory), made before `before` (epoch s).
+    Their temporary directory goes only once it is empty."""
+    markers = worktrees.worktree_markers(repo)
+    listed = git.run(["worktree", "list", "--porcelain"], repo, check=False).stdout.splitlines()
     gone = 0
-    for line in text.splitlines():
-        path = line[len("worktree "):] if line.startswith("worktree ") else ""
+    for path in (ln[len("worktree "):] for ln in listed if ln.startswith("worktree ")):
+        marker = markers.get(os.path.realpath(path)) or _gate_reservation(Path(path))
+        if not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:  # type: ignore[arg-type]
+            continue
+        if git.run(["worktree", "remove", "--force", path], repo, check=False).returncode != 0:
+            continue
+        gone += 1
         parent = Path(path).parent
-        if parent.name.startswith(GATE_PREFIX) and _mtime(parent) < before:
-            git.run(["worktree", "remove", "--force", path], repo, check=False)
-            shutil.rmtree(parent, ignore_errors=True)
-            gone += 1
-    if gone:
-        git.run(["worktree", "prune"], repo, check=False)
+        if parent.name.startswith(GATE_PREFIX):
+            try:
+                (parent / worktrees.MARKER).unlink(missing_ok=True)
+                parent.rmdir()
+            except OSError:
+                pass
     return gone
 
 
-def _mtime(path: Path) -> float:
+def _gate_reservation(wt: Path) -> dict[str, Any] | None:
+    """The record run_gate writes into a gate's temporary directory before `git worktree add`."""
+    if wt.name != "tree" or not wt.parent.name.startswith(GATE_PREFIX):
+        return None
     try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+        data = json.loads((wt.parent / worktrees.MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _created_s(marker: dict[str, Any]) -> float:
+    at = marker.get("created_at")
+    return at / 1000 if isinstance(at, (int, float)) else 0.0
 
 
 def _run_cmd(cmd: list[str], cwd: Path, timeout: float, started: float) -> GateResult:
@@ -200,9 +229,9 @@ def checkouts_of(repo: str | Path, branch: str) -> list[str]:
 def land(repo: str | Path, target: str, new: str, old: str) -> Landed:
     """Move `target` from `old` to `new` by CAS and bring every clean checkout of it along.
 
-    Refuses (nothing written) when a checkout of the target has tracked changes, or
-    untracked files the merge would overwrite. Returns `moved=True` when the target is no
-    longer at `old`: the caller re-checks against the new target. The caller has recorded
+    Refuses (nothing written) when a checkout of the target has tracked changes, or any
+    untracked or ignored file the merge would overwrite. Returns `moved=True` when the target
+    is no longer at `old`: the caller re-checks against the new target. The caller has recorded
     (old, new) before this runs, so a kill between the CAS and the checkouts is finished
     by `finish_landing` at the next start.
     """
@@ -230,12 +259,14 @@ def _bring_along(checkouts: list[str], old: str, new: str) -> tuple[list[str], l
         if git.run(["diff-index", "--cached", "--quiet", new, "--"], wt, check=False).returncode == 0:
             updated.append(wt)
             continue
-        res = git.run(["read-tree", "-m", "-u", old, new], wt, check=False)
-        if res.returncode == 0:
+        late = in_the_way(wt, old, new)  # checked again: a user may have made one since
+        res = None if late else git.run(["read-tree", "-m", "-u", old, new], wt, check=False)
+        if res is not None and res.returncode == 0:
             updated.append(wt)
         else:  # a user touched it between the check and now: their files are untouched, say so
-            notes.append(f"The checkout {wt} was not brought up to date ({git.reason(res.stderr)}) "
-                         f"Run `git reset --keep {new[:12]}` there once your edits are saved.")
+            why = f"{_names(late)} would be overwritten." if late else git.reason(res.stderr if res else "")
+            notes.append(f"The checkout {wt} was not brought up to date ({why}) "
+                         f"Run `git reset --keep {new[:12]}` there once your files are saved.")
     return updated, notes
 
 
@@ -256,7 +287,13 @@ def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
                         f"The target '{target}' is checked out in {wt} with uncommitted changes to "
                         f"{_names(dirty)}; nothing was merged.",
                         "Commit or stash those changes there, then merge again.")
-    probe = git.run(["read-tree", "-m", "-u", "-n", old, new], wt, check=False)
+    blocked = in_the_way(wt, old, new)
+    if blocked:
+        raise ChkdError("refused",
+                        f"The checkout of '{target}' in {wt} has untracked or ignored files the merge would "
+                        f"overwrite ({_names(blocked)}); nothing was merged.",
+                        "Move or commit those files there, then merge again.")
+    probe = git.run(["read-tree", "-m", "-u", "-n", old, new], wt, check=False)  # anything else git objects to
     if probe.returncode != 0:
         files = [ln.strip() for ln in probe.stderr.splitlines() if ln.startswith(("\t", "    "))]
         files += re.findall(r"file '([^']+)' would be", probe.stderr)
@@ -264,6 +301,55 @@ def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
         raise ChkdError("refused",
                         f"The checkout of '{target}' in {wt} has files the merge would overwrite ({what}); "
                         "nothing was merged.", "Move or commit those files there, then merge again.")
+
+
+def in_the_way(wt: str | Path, old: str, new: str) -> list[str]:
+    """Paths in the checkout `wt` that are not tracked there but that moving it from `old` to `new`
+    would overwrite: untracked and ignored files alike (read-tree would silently replace ignored ones).
+
+    For each path the merge adds or changes that is not in the index: the path itself existing
+    on disk, or a parent that is not a real directory (it would have to become one)."""
+    changed = [p for p in git.run(["diff", "--name-only", "--no-renames", "-z", old, new, "--"], wt).stdout.split("\0")
+               if p]
+    if not changed:
+        return []
+    tracked = {p for p in git.run(["ls-files", "-z", "--cached"], wt).stdout.split("\0") if p}
+    blocked: dict[str, None] = {}
+    for path in changed:
+        if path in tracked:
+            continue
+        for rel in _blocking(Path(wt), path, tracked):
+            blocked[rel] = None
+    return list(blocked)
+
+
+def _blocking(root: Path, path: str, tracked: set[str]) -> list[str]:
+    """What on disk stands where the untracked `path` would be written (empty when nothing)."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        full = root / parent
+        if parent in tracked:  # a tracked file turned into a directory: git replaces it, it is clean
+            return []
+        if os.path.islink(full) or (os.path.lexists(full) and not os.path.isdir(full)):
+            return [parent]
+        if not os.path.lexists(full):
+            return []
+    full = root / path
+    if not os.path.lexists(full):
+        return []
+    if os.path.isdir(full) and not os.path.islink(full) and _only_tracked_below(root, path, tracked):
+        return []  # a directory of tracked files turned into a file: git removes them, all clean
+    return [path]
+
+
+def _only_tracked_below(root: Path, rel: str, tracked: set[str]) -> bool:
+    for dirpath, dirs, files in os.walk(root / rel):
+        links = [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]  # os.walk lists them as dirs
+        for name in files + links:
+            if os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/") not in tracked:
+                return False
+    return True
 
 
 def _names(files: list[str], limit: int = 8) -> str:
@@ -277,8 +363,6 @@ def remove_checkout(repo: str | Path, worktree: str | None, branch: str | None, 
 
     The workers area does the removal (it never deletes content that is not in the target);
     returns notes for the merge log: a cleanup problem never undoes a merge."""
-    from . import worktrees
-
     try:
         removal = worktrees.remove_checkout(str(repo), worktree, branch, force=False, target=target)
     except ChkdError as exc:

@@ -6,21 +6,32 @@ returns plain values (or raises a ChkdError sentence) for a loop callback to rec
 Nothing is lost: a worktree's uncommitted changes are committed to its branch before
 it is removed, and a branch whose content is not in the target is only deleted with
 `force`, after its tip was kept under `refs/chkd/attic/<worker>`.
+
+chkd only removes what it made: every worktree it creates carries a marker (`chkd-owner.json`
+in the worktree's own git admin directory) naming the chkd home that made it, so gc never has
+to guess from a name.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chkd.protocol.errors import ChkdError
 
 from . import git
 
 ATTIC_PREFIX = "refs/chkd/attic/"
+#: The forms `attic restore` accepts, for its refusals.
+ATTIC_FORMS = "w3, attic/w3 or refs/chkd/attic/w3"
+#: The owner marker chkd writes into the admin directory of each worktree it creates.
+MARKER = "chkd-owner.json"
 #: How many `-N` suffixes to try before giving up on a name.
 MAX_SUFFIX = 100
 #: How many dirty files / unmerged commits a refusal lists.
@@ -92,26 +103,31 @@ def plan_checkout(repo_path: str, repo_name: str, task_id: str, main_branch: str
     return CheckoutPlan(paths, branches, base_sha)
 
 
-def create_checkout(repo_path: str, path: str, branch: str, base_sha: str) -> Checkout:
+def create_checkout(repo_path: str, path: str, branch: str, base_sha: str,
+                    owner: dict[str, Any] | None = None) -> Checkout:
     """`git worktree add -b BRANCH PATH BASE` at names the loop has already recorded.
 
     A path that appeared meanwhile is never reused (git itself refuses a non-empty directory,
-    and we refuse any directory that exists); a failure leaves nothing behind."""
+    and we refuse any directory that exists); a failure leaves nothing behind. `owner` (plain
+    data: home, worker, purpose) is written as the worktree's marker, so gc knows it is chkd's."""
     if os.path.lexists(path):
         raise ChkdError("conflict", f"{path} appeared while the worker was starting; it was left alone.")
     proc = git.run(["worktree", "add", "--quiet", "-b", branch, "--", path, base_sha], repo_path, check=False)
     if proc.returncode != 0:
         discard_empty_dir(repo_path, path)
         raise git.GitError(f"git worktree add failed in {repo_path}: {git.reason(proc.stderr)}", proc.stderr)
+    if owner is not None:
+        mark_worktree(path, {**owner, "branch": branch})
     return Checkout(path, branch, base_sha)
 
 
 def create_worktree(
-    repo_path: str, repo_name: str, task_id: str, main_branch: str, pattern: str, branch_prefix: str
+    repo_path: str, repo_name: str, task_id: str, main_branch: str, pattern: str, branch_prefix: str,
+    owner: dict[str, Any] | None = None,
 ) -> Checkout:
     """Plan and create in one go (for callers that need no record in between)."""
     plan = plan_checkout(repo_path, repo_name, task_id, main_branch, pattern, branch_prefix)
-    return create_checkout(repo_path, plan.paths[0], plan.branches[0], plan.base_sha)
+    return create_checkout(repo_path, plan.paths[0], plan.branches[0], plan.base_sha, owner)
 
 
 def discard_empty_dir(repo_path: str, path: str) -> None:
@@ -120,8 +136,8 @@ def discard_empty_dir(repo_path: str, path: str) -> None:
     try:
         os.rmdir(path)
     except OSError:
-        pass
-    git.run(["worktree", "prune"], repo_path, check=False)
+        return
+    forget_worktree(repo_path, path)
 
 
 def discard_unused(repo_path: str, path: str | None, branch: str | None, base_sha: str | None) -> bool:
@@ -138,12 +154,96 @@ def discard_unused(repo_path: str, path: str | None, branch: str | None, base_sh
         else:
             discard_empty_dir(repo_path, path)
             kept = os.path.lexists(path)
-    git.run(["worktree", "prune"], repo_path, check=False)
+    elif path:
+        forget_worktree(repo_path, path)  # its directory is gone: only its registration may be left
     if branch and base_sha and git.rev(f"refs/heads/{branch}", repo_path) == base_sha:
         git.run(["update-ref", "-d", f"refs/heads/{branch}", base_sha], repo_path, check=False)
     elif branch and git.rev(f"refs/heads/{branch}", repo_path) is not None:
         kept = True
     return not kept
+
+# -- the owner marker ---------------------------------------------------------------------------------
+def admin_dir(worktree_path: str | Path) -> Path | None:
+    """The git admin directory of the linked worktree at `worktree_path` (`<repo>/.git/worktrees/<name>`).
+
+    None when the path is not a linked worktree: missing, the main checkout (it has no admin
+    directory of its own), or a plain directory that merely lies inside some repository."""
+    if not os.path.isdir(worktree_path):
+        return None
+    proc = git.run(["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"], worktree_path,
+                   check=False)
+    lines = proc.stdout.split("\n")
+    if proc.returncode != 0 or len(lines) < 2 or lines[0] == lines[1]:
+        return None
+    admin = Path(lines[0])
+    back = _gitdir_target(admin)
+    return admin if back is not None and back == os.path.realpath(worktree_path) else None
+
+
+def _gitdir_target(admin: Path) -> str | None:
+    """The real path of the worktree an admin directory belongs to (from its `gitdir` file)."""
+    try:
+        gitdir = (admin / "gitdir").read_text().strip()
+    except OSError:
+        return None
+    if not gitdir:
+        return None
+    return os.path.realpath(os.path.dirname(admin / gitdir))  # absolute, or relative to the admin dir
+
+
+def mark_worktree(worktree_path: str | Path, owner: dict[str, Any]) -> None:
+    """Record that chkd made this worktree: `owner` (home, worker, purpose; `created_at` added) as JSON
+    in its admin directory. git removes the file with the worktree, and it follows `git worktree move`."""
+    admin = admin_dir(worktree_path)
+    if admin is None:
+        raise ChkdError("internal", f"{worktree_path} is not a linked git worktree, so it cannot be marked as chkd's.")
+    data = {"created_at": int(time.time() * 1000), **owner}
+    tmp = admin / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True) + "\n")
+    os.replace(tmp, admin / MARKER)  # never a half-written marker
+
+
+def read_marker(worktree_path: str | Path) -> dict[str, Any] | None:
+    """The marker of the worktree at `worktree_path`, or None (not a worktree, or not made by chkd)."""
+    admin = admin_dir(worktree_path)
+    return _load_marker(admin / MARKER) if admin is not None else None
+
+
+def _load_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def worktree_markers(repo_path: str | Path) -> dict[str, dict[str, Any]]:
+    """Every marked worktree of the repository, by the real path of its directory.
+
+    Read from the admin directories, so a worktree whose directory was deleted by hand is still known."""
+    common = git.out(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo_path)
+    try:
+        admins = list((Path(common) / "worktrees").iterdir())
+    except OSError:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for admin in admins:
+        marker = _load_marker(admin / MARKER)
+        path = _gitdir_target(admin) if marker is not None else None
+        if marker is not None and path is not None:
+            found[path] = marker
+    return found
+
+
+def marked_by(marker: dict[str, Any] | None, home: str, purpose: str) -> bool:
+    """Whether `marker` says this chkd home made the worktree, for `purpose` (worker | gate)."""
+    return marker is not None and marker.get("home") == home and marker.get("purpose") == purpose
+
+
+def forget_worktree(repo_path: str, path: str | Path) -> bool:
+    """Drop git's registration of the worktree at `path` (its directory already gone) — that one only,
+    unlike `git worktree prune`, which would also drop registrations of the user's own worktrees."""
+    return git.run(["worktree", "remove", str(path)], repo_path, check=False).returncode == 0
 
 
 # -- commits ----------------------------------------------------------------------------------------
@@ -238,7 +338,8 @@ def remove_checkout(
             out.notes.append(f"{wt} is no longer a git worktree; its files were left in place")
         else:
             raise git.GitError(f"git worktree remove failed for {wt}: {git.reason(proc.stderr)}", proc.stderr)
-    git.run(["worktree", "prune"], repo_path, check=False)
+    elif wt is not None:
+        forget_worktree(repo_path, wt)  # deleted by hand: only its own registration goes
     if has_branch:
         proc = git.run(["branch", "-D", str(branch)], repo_path, check=False)
         if proc.returncode != 0:
@@ -267,24 +368,70 @@ def attic_list(repo_path: str) -> list[AtticItem]:
 
 
 def resolve_attic_ref(ref: str) -> str:
-    """`w3`, `attic/w3` or `refs/chkd/attic/w3` → the full ref."""
-    ref = ref.strip()
-    if ref.startswith("refs/"):
-        return ref
-    if ref.startswith("attic/"):
-        ref = ref[len("attic/"):]
-    return ATTIC_PREFIX + ref
+    """`w3`, `attic/w3` or `refs/chkd/attic/w3` → the full ref of one of chkd's own attic entries.
+
+    Anything else — another ref, a nested or empty name, a name starting with `-` or `.` — is
+    refused (bad_request): restore must never read, move or delete a ref that is not chkd's."""
+    text = ref.strip()
+    if text.startswith(ATTIC_PREFIX):
+        name = text[len(ATTIC_PREFIX):]
+    elif text.startswith("refs/"):
+        name = ""
+    else:
+        name = text[len("attic/"):] if text.startswith("attic/") else text
+    if not name or "/" in name or name.startswith(("-", ".")):
+        raise ChkdError("bad_request", f"{_shown(ref)} is not a chkd attic entry: restore takes only refs directly "
+                                       f"under {ATTIC_PREFIX} ({ATTIC_FORMS}).", "See `chkdctl attic list`.")
+    return ATTIC_PREFIX + name
 
 
-def attic_restore(repo_path: str, ref: str, branch: str) -> tuple[str, str]:
-    """Create `branch` (or `branch-2`, …) at the attic ref's commit, then drop the attic ref. (branch, sha)."""
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def attic_restore(repo_path: str, ref: str, branch: str, *, explicit: bool = True) -> tuple[str, str]:
+    """Create `branch` at an attic entry's commit and drop the entry, atomically. (branch, sha).
+
+    Only chkd's own attic entries are read, and no other ref is moved or deleted: the branch is
+    created only if it does not exist and the attic ref is deleted only at the sha read, in one
+    ref transaction (both or neither). An `explicit` branch that exists is refused; a taken default
+    name gets the first free `-2`, `-3` variant."""
     full = resolve_attic_ref(ref)
-    sha = git.rev(full, repo_path)
+    if not git.valid_ref(full, repo_path):
+        raise ChkdError("bad_request", f"{_shown(ref)} is not a valid attic entry name.", "See `chkdctl attic list`.")
+    sha = git.ref_sha(full, repo_path)
     if sha is None:
         raise ChkdError("not_found", f"There is no attic ref {full} in {repo_path}.", "See `chkdctl attic list`.")
+    name = _restore_target(repo_path, branch, explicit)
+    stdin = f"create refs/heads/{name} {sha}\ndelete {full} {sha}\n"
+    proc = git.run(["update-ref", "-m", f"chkd: attic restore {full}", "--stdin"], repo_path, input=stdin, check=False)
+    if proc.returncode != 0:
+        if git.ref_sha(f"refs/heads/{name}", repo_path) is not None:
+            raise _branch_exists(name, repo_path)
+        if git.ref_sha(full, repo_path) != sha:
+            raise ChkdError("conflict", f"The attic ref {full} changed while it was restored; nothing was restored.")
+        raise ChkdError("conflict", f"Branch {name} could not be created: {git.reason(proc.stderr)} "
+                                    "Nothing was restored.")
+    return name, sha
+
+
+def _restore_target(repo_path: str, branch: str, explicit: bool) -> str:
+    """The branch name to restore to: `branch` itself when explicit (refused when it exists), else
+    the first free variant of the default; always a name `git check-ref-format --branch` accepts."""
+    if not git.valid_branch_name(branch, repo_path):
+        raise ChkdError("bad_request", f"{_shown(branch)} is not a valid branch name (git check-ref-format --branch "
+                                       "refuses it); nothing was restored.", "Pick another name with --branch NAME.")
+    if explicit:
+        if git.ref_sha(f"refs/heads/{branch}", repo_path) is not None:
+            raise _branch_exists(branch, repo_path)
+        return branch
     for candidate in suffixed(branch):
-        if git.rev(f"refs/heads/{candidate}", repo_path) is None:
-            git.run(["branch", candidate, sha], repo_path)
-            git.run(["update-ref", "-d", full, sha], repo_path)
-            return candidate, sha
-    raise ChkdError("conflict", f"Branch {branch} and its numbered variants all exist.")
+        if git.ref_sha(f"refs/heads/{candidate}", repo_path) is None and git.valid_branch_name(candidate, repo_path):
+            return candidate
+    raise ChkdError("conflict", f"Branch {branch} and its -2 … -{MAX_SUFFIX} variants all exist; nothing was restored.",
+                    "Pick a name with --branch NAME.")
+
+
+def _branch_exists(name: str, repo_path: str) -> ChkdError:
+    return ChkdError("conflict", f"A branch named {name} already exists in {repo_path}; nothing was restored.",
+                     "Pick another name with --branch NAME.")

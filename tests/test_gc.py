@@ -8,9 +8,13 @@ from pathlib import Path
 import apsw
 import pytest
 
+from chkd.daemon import gc as gcmod
+from chkd.daemon import worktrees
 from chkd.protocol.messages import Gc, GcReport, RepoAdd, RepoResult
 
 from conftest import Daemon, git, make_repo
+
+NOT_OURS = "not created by chkd (no record or marker); kept"
 
 
 def commit_file(repo: Path, name: str, text: str, msg: str) -> str:
@@ -35,7 +39,15 @@ def by_what(report: GcReport) -> dict[str, object]:
     return {it.what: it for it in report.items}
 
 
-def make_leftovers(repo: Path, tmp_path: Path) -> dict[str, Path]:
+def mark(daemon: Daemon, path: Path, worker: str, home: str | None = None) -> None:
+    """Mark a hand-made worktree the way chkd marks the ones it creates."""
+    branch = git(path, "symbolic-ref", "--short", "HEAD")
+    worktrees.mark_worktree(path, {"home": home or str(daemon.paths.state), "worker": worker, "purpose": "worker",
+                                   "branch": branch})
+
+
+def make_leftovers(daemon: Daemon, repo: Path, tmp_path: Path) -> dict[str, Path]:
+    """chkd's leftovers, each recorded (a finished worker row, or a marker), plus look-alikes that are not."""
     # merged: an ancestor of main
     git(repo, "branch", "chkd/merged")
     # unmerged: a commit with real content main lacks
@@ -50,7 +62,7 @@ def make_leftovers(repo: Path, tmp_path: Path) -> dict[str, Path]:
     git(repo, "commit", "-q", "-m", "squash merge")
     # a branch outside the managed prefix is none of gc's business
     git(repo, "branch", "feature/mine")
-    # worktrees under the managed pattern with no worker: clean, dirty, unmerged
+    # worktrees chkd made (marked) that no worker row records: clean, dirty, unmerged
     clean = tmp_path / "proj-T-clean"
     git(repo, "worktree", "add", "-q", "-b", "chkd/T-clean", str(clean))
     dirty = tmp_path / "proj-T-dirty"
@@ -59,17 +71,30 @@ def make_leftovers(repo: Path, tmp_path: Path) -> dict[str, Path]:
     ahead = tmp_path / "proj-T-ahead"
     git(repo, "worktree", "add", "-q", "-b", "chkd/T-ahead", str(ahead))
     commit_file(ahead, "ahead.txt", "ahead\n", "work in a worktree")
-    return {"clean": clean, "dirty": dirty, "ahead": ahead}
+    for n, path in enumerate((clean, dirty, ahead)):
+        mark(daemon, path, f"w9{n}")
+    # look-alikes nothing of chkd's records: a merged chkd/ branch and a clean worktree under the pattern
+    git(repo, "branch", "chkd/stranger")
+    stranger = tmp_path / "proj-T-stranger"
+    git(repo, "worktree", "add", "-q", "-b", "stranger", str(stranger))
+    # the three branches are recorded by finished workers that have no worktree
+    daemon.stop()
+    for n, branch in enumerate(("chkd/merged", "chkd/unmerged", "chkd/squashed")):
+        _insert_worker(daemon.db, f"w8{n}", "aborted", None, branch, int(time.time() * 1000))
+    daemon.start()
+    return {"clean": clean, "dirty": dirty, "ahead": ahead, "stranger": stranger}
 
 
 def test_dry_run_lists_and_changes_nothing(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
-    wts = make_leftovers(proj, tmp_path)
+    wts = make_leftovers(daemon, proj, tmp_path)
     before = branches(proj)
     report = daemon.call(Gc(), GcReport)
     assert not report.applied
     items = by_what(report)
     assert set(items) == {"chkd/merged", "chkd/unmerged", "chkd/squashed", str(wts["clean"]),
-                          str(wts["dirty"]), str(wts["ahead"])}
+                          str(wts["dirty"]), str(wts["ahead"]), "chkd/stranger", str(wts["stranger"])}
+    assert items["chkd/stranger"].reason == NOT_OURS and not items["chkd/stranger"].removable
+    assert items[str(wts["stranger"])].reason == NOT_OURS and not items[str(wts["stranger"])].removable
     assert items["chkd/merged"].removable and items["chkd/squashed"].removable
     assert not items["chkd/unmerged"].removable
     assert "1 commit(s) not in main" in items["chkd/unmerged"].reason
@@ -81,14 +106,16 @@ def test_dry_run_lists_and_changes_nothing(daemon: Daemon, proj: Path, tmp_path:
 
 
 def test_apply_removes_only_what_holds_no_unmerged_work(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
-    wts = make_leftovers(proj, tmp_path)
+    wts = make_leftovers(daemon, proj, tmp_path)
     unmerged_sha = git(proj, "rev-parse", "chkd/unmerged")
     res = daemon.ctl("gc", "--apply", cwd=proj)
     assert res.code == 0, res
     assert "removed" in res.out and "kept" in res.out
     left = branches(proj)
     assert "chkd/merged" not in left and "chkd/squashed" not in left and "chkd/T-clean" not in left
-    assert {"chkd/unmerged", "chkd/T-dirty", "chkd/T-ahead", "feature/mine", "main"} <= left
+    assert {"chkd/unmerged", "chkd/T-dirty", "chkd/T-ahead", "feature/mine", "main", "chkd/stranger",
+            "stranger"} <= left
+    assert wts["stranger"].is_dir()
     assert git(proj, "rev-parse", "chkd/unmerged") == unmerged_sha
     assert not wts["clean"].exists()
     assert (wts["dirty"] / "notes.txt").read_text() == "not committed\n" and (wts["ahead"] / "ahead.txt").exists()
@@ -98,7 +125,8 @@ def test_apply_removes_only_what_holds_no_unmerged_work(daemon: Daemon, proj: Pa
         "chkd/merged", "chkd/squashed", str(wts["clean"])}
     again = daemon.call(Gc(apply=True), GcReport)
     assert not any(it.removed for it in again.items)
-    assert {it.what for it in again.items} == {"chkd/unmerged", str(wts["dirty"]), str(wts["ahead"])}
+    assert {it.what for it in again.items} == {"chkd/unmerged", str(wts["dirty"]), str(wts["ahead"]),
+                                               "chkd/stranger", str(wts["stranger"])}
 
 
 def test_nothing_to_clean_and_unknown_repo(daemon: Daemon, proj: Path) -> None:
@@ -158,6 +186,7 @@ def test_a_deleted_worktree_directory_is_pruned_but_its_unmerged_branch_kept(
     wt = tmp_path / "proj-T-lost"
     git(proj, "worktree", "add", "-q", "-b", "chkd/T-lost", str(wt))
     sha = commit_file(wt, "lost.txt", "still on the branch\n", "work whose directory vanished")
+    mark(daemon, wt, "w9")
     shutil.rmtree(wt)
     items = by_what(daemon.call(Gc(), GcReport))
     assert items[str(wt)].removable and "directory is gone" in items[str(wt)].reason
@@ -167,7 +196,7 @@ def test_a_deleted_worktree_directory_is_pruned_but_its_unmerged_branch_kept(
     assert str(wt) not in git(proj, "worktree", "list")
     assert git(proj, "rev-parse", "chkd/T-lost") == sha
     after = by_what(daemon.call(Gc(), GcReport))
-    assert set(after) == {"chkd/T-lost"} and not after["chkd/T-lost"].removable
+    assert set(after) == {"chkd/T-lost"} and not after["chkd/T-lost"].removable  # its record went with it
 
 
 @pytest.mark.timeout(60)
@@ -186,3 +215,98 @@ def test_a_merged_worker_is_history_not_an_orphan(daemon: Daemon, proj: Path) ->
     assert report.items == []
     res = daemon.ctl("gc", cwd=proj)
     assert res.code == 0 and w.id not in res.out
+
+
+# -- record-based cases --------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_a_merged_worker_whose_cleanup_failed_is_cleaned_by_gc(daemon: Daemon, proj: Path) -> None:
+    from chkd.protocol.messages import Merge, MergeResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow
+
+    from conftest import wait_for
+
+    task = daemon.call(TaskAdd(title="small", repo=str(proj)), TaskResult).task
+    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0"]),
+                    WorkerResult).worker
+    marker = worktrees.read_marker(w.worktree)
+    assert marker is not None and marker["home"] == str(daemon.paths.state) and marker["worker"] == w.id
+    assert marker["purpose"] == "worker" and marker["branch"] == w.branch and marker["created_at"] > 0
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "done", 20, what="done")
+    git(proj, "worktree", "lock", w.worktree)  # the merge's cleanup cannot remove a locked worktree
+    daemon.call(Merge(worker=w.id, strategy="auto", no_test=True), MergeResult)
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "merged", 20, what="merged")
+    assert Path(w.worktree).is_dir() and w.branch in branches(proj)
+    git(proj, "worktree", "unlock", w.worktree)
+    item = by_what(daemon.call(Gc(), GcReport))[w.id]
+    assert item.removable and "merged, but its worktree" in item.reason and w.branch in item.reason
+    applied = by_what(daemon.call(Gc(apply=True), GcReport))[w.id]
+    assert applied.removed and not Path(w.worktree).exists() and w.branch not in branches(proj)
+    assert daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "merged"  # history stays
+    assert daemon.call(Gc(), GcReport).items == []
+
+
+def test_an_empty_reserved_directory_is_removed_with_rmdir_only(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "proj-T-empty"  # a spawn killed between reserving the directory and `git worktree add`
+    empty.mkdir()
+    stray = tmp_path / "proj-T-stray"  # recorded, not a worktree, and holding files: never deleted
+    stray.mkdir()
+    (stray / "unsaved.txt").write_text("someone's\n")
+    daemon.stop()
+    now = int(time.time() * 1000)
+    _insert_worker(daemon.db, "w1", "error", str(empty), None, now)
+    _insert_worker(daemon.db, "w2", "dead", str(stray), None, now)
+    daemon.start()
+    items = by_what(daemon.call(Gc(), GcReport))
+    assert items["w1"].removable and "empty and unknown to git" in items["w1"].reason
+    assert not items["w2"].removable and "no longer a git worktree" in items["w2"].reason
+    applied = by_what(daemon.call(Gc(apply=True), GcReport))
+    assert applied["w1"].removed and not empty.exists()
+    assert not applied["w2"].removed and (stray / "unsaved.txt").read_text() == "someone's\n"
+    assert set(by_what(daemon.call(Gc(), GcReport))) == {"w2"}
+
+
+def test_a_marker_of_another_chkd_home_is_not_ours(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
+    theirs = tmp_path / "proj-T-theirs"
+    git(proj, "worktree", "add", "-q", "-b", "chkd/T-theirs", str(theirs))
+    mark(daemon, theirs, "w1", home=str(tmp_path / "another-home" / "state"))
+    item = by_what(daemon.call(Gc(apply=True), GcReport))[str(theirs)]
+    assert not item.removable and not item.removed and "made by another chkd" in item.reason
+    assert theirs.is_dir() and "chkd/T-theirs" in branches(proj)
+
+
+def test_an_empty_branch_prefix_makes_every_branch_a_not_ours_item(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj")
+    for name in ("develop", "release-1"):  # merged: the old gc deleted them with branch_prefix = ""
+        git(repo, "branch", name)
+    hotfix = tmp_path / "proj-hotfix"
+    git(repo, "worktree", "add", "-q", "-b", "hotfix", str(hotfix))
+    snap = gcmod.RepoSnapshot("proj", str(repo), "main", [], branch_prefix="", home=str(tmp_path / "home"))
+    found = gcmod.scan(snap)
+    assert {f.item.what: (f.item.kind, f.item.removable, f.item.reason) for f in found} == {
+        "develop": ("branch", False, NOT_OURS), "release-1": ("branch", False, NOT_OURS),
+        str(hotfix): ("worktree", False, NOT_OURS)}
+    gcmod.apply(snap, found)
+    assert branches(repo) == {"main", "develop", "release-1", "hotfix"} and hotfix.is_dir()
+
+
+def test_the_marker_lives_in_the_worktrees_admin_dir_and_follows_it(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj")
+    co = worktrees.create_worktree(str(repo), "proj", "T", "main", "../{repo}-{task}", "chkd/",
+                                   owner={"home": "/h", "worker": "w1", "purpose": "worker"})
+    marker = worktrees.read_marker(co.path)
+    assert marker is not None and (marker["home"], marker["worker"], marker["branch"]) == ("/h", "w1", "chkd/T")
+    assert git(repo, "status", "--porcelain") == "" and git(co.path, "status", "--porcelain") == ""
+    moved = tmp_path / "moved"
+    git(repo, "worktree", "move", co.path, str(moved))
+    assert worktrees.read_marker(moved) == marker and worktrees.worktree_markers(str(repo)) == {str(moved): marker}
+    assert worktrees.read_marker(repo) is None  # the main checkout is never chkd's
+    with pytest.raises(Exception, match="not a linked git worktree"):
+        worktrees.mark_worktree(repo, {"home": "/h"})
+    plain = tmp_path / "proj" / "sub"  # a plain directory inside the repository is not a worktree either
+    plain.mkdir()
+    assert worktrees.read_marker(plain) is None
+    import shutil
+
+    shutil.rmtree(moved)  # deleted by hand: the marker is still found through git's registration
+    assert worktrees.worktree_markers(str(repo)) == {str(moved): marker}
+    git(repo, "worktree", "remove", str(moved))
+    assert worktrees.worktree_markers(str(repo)) == {}

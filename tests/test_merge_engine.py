@@ -87,6 +87,47 @@ def test_untracked_file_in_the_way_refuses(proj: Path) -> None:
     assert git(proj, "rev-parse", "main") == old and (proj / "new.txt").read_text() == "mine, untracked\n"
 
 
+def _exclude(repo: Path, *patterns: str) -> None:
+    with open(repo / ".git" / "info" / "exclude", "a") as f:
+        f.write("".join(p + "\n" for p in patterns))
+
+
+@pytest.mark.parametrize(("brought", "users", "ignore"), [
+    ("build.log", "build.log", "build.log"),          # an ignored file at the path the merge brings
+    ("logs/today.txt", "logs", "logs"),               # an ignored file where a directory must go
+    ("out", "out/cache.bin", "out/"),                 # an ignored directory where a file must go
+    ("new.txt", "new.txt", None),                     # a plain untracked file
+])
+def test_untracked_or_ignored_paths_the_merge_needs_refuse_before_the_cas(
+        proj: Path, brought: str, users: str, ignore: str | None) -> None:
+    _branch(proj, "chkd/T-8", {brought: "from branch\n"})
+    if ignore:
+        _exclude(proj, ignore)
+    (proj / users).parent.mkdir(parents=True, exist_ok=True)
+    (proj / users).write_bytes(b"mine\x00\n")
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-8", "m")
+    with pytest.raises(ChkdError) as err:
+        merging.land(proj, "main", plan.commit, old)
+    assert err.value.code == "refused" and brought.split("/")[0] in err.value.message
+    assert "nothing was merged" in err.value.message
+    assert git(proj, "rev-parse", "main") == old and (proj / users).read_bytes() == b"mine\x00\n"
+
+
+def test_a_tracked_file_becoming_a_directory_is_not_in_the_way(proj: Path) -> None:
+    wt = _branch(proj, "chkd/T-9", {"extra.txt": "x\n"})
+    git(wt, "rm", "-q", "a.txt")
+    (wt / "a.txt").mkdir()
+    (wt / "a.txt" / "inner.txt").write_text("now a directory\n")
+    git(wt, "add", "-A")
+    git(wt, "commit", "-q", "-m", "a.txt becomes a directory")
+    old = git(proj, "rev-parse", "main")
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-9", "m")
+    res = merging.land(proj, "main", plan.commit, old)
+    assert res.updated_checkouts == [str(proj)] and (proj / "a.txt" / "inner.txt").exists()
+    assert git(proj, "status", "--porcelain") == ""
+
+
 def test_target_moved_is_reported_not_forced(proj: Path) -> None:
     _branch(proj, "chkd/T-5", {"new.txt": "new\n"})
     old = git(proj, "rev-parse", "main")
@@ -142,3 +183,46 @@ def test_diff_shows_the_workers_change_only(proj: Path) -> None:
     assert "b.txt" in text and "uncommitted" in text and "c.txt" not in text
     stat, _, _ = merging.diff(proj, "main", "refs/heads/chkd/T-9", None, stat=True)
     assert "b.txt" in stat and "README" not in stat and "changed" in stat
+
+
+GATE_READS_ITS_MARKER = (
+    "import json, subprocess; d = subprocess.check_output(['git', 'rev-parse', '--git-dir'], text=True).strip(); "
+    "print(json.load(open(d + '/chkd-owner.json')))"
+)
+
+
+def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path, tmp_path: Path) -> None:
+    import json
+    import time
+
+    from chkd.daemon import worktrees
+
+    _branch(proj, "chkd/T-10", {"new.txt": "new\n"})
+    plan = merging.plan(proj, "main", "refs/heads/chkd/T-10", "m")
+    res = merging.run_gate(proj, plan.commit, [sys.executable, "-c", GATE_READS_ITS_MARKER], 30,
+                           owner={"home": "/h", "worker": "w1"})
+    assert res.ok and "'purpose': 'gate'" in res.output and "'home': '/h'" in res.output
+    # leftovers of killed daemons: ours (marked by this home), another home's, and an unmarked look-alike
+    # (a daemon killed between `git worktree add` and marking leaves only run_gate's reservation)
+    left = {}
+    for name, home, where in (("ours", "/h", "marker"), ("reserved", "/h", "reservation"),
+                              ("other", "/other", "marker"), ("other-reserved", "/other", "reservation"),
+                              ("unmarked", None, None)):
+        wt = tmp_path / f"{merging.GATE_PREFIX}{name}" / "tree"
+        wt.parent.mkdir()
+        git(proj, "worktree", "add", "-q", "--detach", str(wt), "main")
+        made = 1 if home == "/h" else int(time.time() * 1000)  # the other home's gates are recent
+        owner = {"home": home, "worker": "w1", "purpose": "gate", "created_at": made}
+        if where == "marker":
+            worktrees.mark_worktree(wt, owner)
+        elif where == "reservation":
+            (wt.parent / worktrees.MARKER).write_text(json.dumps(owner))
+        left[name] = wt
+    assert merging.prune_gates(proj, time.time() + 1, "/h") == 2
+    assert not left["ours"].parent.exists() and not left["reserved"].parent.exists()
+    kept = [left[n] for n in ("other", "other-reserved", "unmarked")]
+    assert all(wt.is_dir() for wt in kept)
+    listed = {ln.split(" ", 1)[1] for ln in git(proj, "worktree", "list", "--porcelain").splitlines()
+              if ln.startswith("worktree ")}
+    assert {str(wt) for wt in kept} <= listed and str(left["ours"]) not in listed
+    assert merging.prune_gates(proj, time.time() - 3600, "/other") == 0  # made after `before`: kept

@@ -57,6 +57,14 @@ def test_worktree_names() -> None:
     assert worktrees.resolve_attic_ref("refs/chkd/attic/w3-2") == "refs/chkd/attic/w3-2"
 
 
+@pytest.mark.parametrize("ref", ["refs/heads/main", "refs/chkd/attic/", "refs/chkd/attic/a/b", "refs/chkd/other/w3",
+                                 "attic/../heads/main", "heads/main", "", "  ", "-x", "attic/-x", ".hidden"])
+def test_only_chkds_own_attic_entries_resolve(ref: str) -> None:
+    with pytest.raises(ChkdError, match="is not a chkd attic entry") as err:
+        worktrees.resolve_attic_ref(ref)
+    assert err.value.code == "bad_request"
+
+
 def test_tail_lines_and_status_exit_codes() -> None:
     assert tail_lines(b"a\nb\nc\n", 2) == b"b\nc\n"
     assert tail_lines(b"a\nb", 5) == b"a\nb"
@@ -143,6 +151,25 @@ def test_remove_checkout_refuses_then_forces_into_the_attic(tmp_path: Path) -> N
     branch, sha = worktrees.attic_restore(str(repo), "w1", "chkd/T")
     assert (branch, sha) == ("chkd/T", out.attic_sha)
     assert worktrees.attic_list(str(repo)) == []
+
+
+def test_attic_restore_moves_no_ref_but_its_own(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "proj")
+    sha = git(repo, "rev-parse", "main")
+    git(repo, "update-ref", "refs/chkd/attic/w1", sha)
+    git(repo, "update-ref", "refs/chkd/attic/w1~1", sha, check=False)  # not a valid ref name: never made
+    before = git(repo, "for-each-ref")
+    for ref, code in [("refs/heads/main", "bad_request"), ("w1~1", "bad_request"), ("w2", "not_found")]:
+        with pytest.raises(ChkdError) as err:
+            worktrees.attic_restore(str(repo), ref, "oops")
+        assert err.value.code == code, err.value
+    for branch, code in [("main", "conflict"), ("-f", "bad_request"), ("a..b", "bad_request"), ("", "bad_request")]:
+        with pytest.raises(ChkdError) as err:
+            worktrees.attic_restore(str(repo), "w1", branch)
+        assert err.value.code == code, err.value
+    assert git(repo, "for-each-ref") == before
+    assert worktrees.attic_restore(str(repo), "w1", "main", explicit=False) == ("main-2", sha)
+    assert git(repo, "for-each-ref", "--format=%(refname)") == "refs/heads/main\nrefs/heads/main-2"
 
 
 def test_remove_checkout_of_merged_work_deletes_without_force(tmp_path: Path) -> None:

@@ -141,9 +141,15 @@ def events(app, count: int, since: int, worker: str | None, task: str | None, re
 @click.option("--repo", metavar="R", help="Only this repository (default: every registered one).")
 @click.pass_obj
 def gc_cmd(app, apply_: bool, repo: str | None) -> None:  # type: ignore[no-untyped-def]
-    """Find leftovers: worktrees and chkd/* branches no worker uses, workers whose worktree is
-    gone, dead workers older than a week. Dry run unless --apply; never removes work that is
-    not in the target branch (uncommitted changes or unmerged commits are kept)."""
+    """Find leftovers of what chkd itself created and recorded: finished workers whose worktree
+    is gone (or an empty directory a spawn left), merged workers' left-behind worktrees and
+    branches, dead workers older than a week, and worktrees carrying chkd's owner marker that
+    no worker records.
+
+    Never touches live or merging workers. Your own worktrees and branches (even ones matching
+    worktree_pattern or branch_prefix) are listed as "not ours" and kept. Dry run unless
+    --apply; never removes work that is not in the target branch (uncommitted changes or
+    unmerged commits are kept)."""
     from chkd.protocol.messages import Gc, GcReport
 
     res = app.call(Gc(repo=repo, apply=apply_), GcReport, timeout=600)

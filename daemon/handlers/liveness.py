@@ -298,7 +298,8 @@ def _snapshots(ctx: Ctx, ref: str | None) -> list[gcmod.RepoSnapshot]:
             "SELECT id, status, worktree_path, branch_name, started_at, completed_at, heartbeat_at "
             "FROM workers WHERE repo_id=?", (r["id"],))
         snaps.append(gcmod.RepoSnapshot(r["name"], r["path"], r["main_branch"], workers,
-                                        ctx.config.branch_prefix, ctx.config.worktree_pattern, now))
+                                        ctx.config.branch_prefix, ctx.config.worktree_pattern, now,
+                                        home=str(ctx.paths.state)))
     return snaps
 
 
@@ -311,13 +312,18 @@ def _apply_all(plan: list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]]) -> list
 
 
 def _still_orphan(ctx: Ctx, f: gcmod.Found) -> bool:
-    """Re-checked on the loop right before acting: a worker made since the scan owns it now."""
-    if f.item.kind in ("worktree", "branch"):
-        owner = ctx.store.scalar("SELECT id FROM workers WHERE (worktree_path IS NOT NULL AND worktree_path=?) "
-                                 "OR (branch_name IS NOT NULL AND branch_name=?)", (f.worktree, f.branch))
-        return owner is None
-    status = ctx.store.scalar("SELECT status FROM workers WHERE id=?", (f.worker_id,))
-    return status is not None and status not in gcmod.LIVE
+    """Re-checked on the loop right before acting: a worker row's item needs that worker still
+    finished; a marker's item needs no worker row to record it meanwhile (nor its worker to be live)."""
+    live = gcmod.LIVE
+    if f.worker_id is not None:
+        status = ctx.store.scalar("SELECT status FROM workers WHERE id=?", (f.worker_id,))
+        return status is not None and status not in live
+    owner = ctx.store.scalar("SELECT id FROM workers WHERE (worktree_path IS NOT NULL AND worktree_path=?) "
+                             "OR (branch_name IS NOT NULL AND branch_name=?)", (f.worktree, f.branch))
+    if owner is not None:
+        return False
+    status = ctx.store.scalar("SELECT status FROM workers WHERE id=?", (f.marker_worker,))
+    return status not in live
 
 
 def gc_handler(ctx: Ctx, req: Gc) -> Any:
@@ -347,7 +353,7 @@ def gc_handler(ctx: Ctx, req: Gc) -> Any:
                 items.append(f.item)
                 if not f.item.removed:
                     continue
-                if f.worker_id and f.item.kind in ("worker", "dead_worker"):
+                if f.worker_id and f.drop_row:
                     live = ",".join(f"'{s}'" for s in sorted(gcmod.LIVE))
                     ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,))
                 ctx.emit("gc.removed", repo=snap.name, worker_id=f.worker_id, what=f.item.what,

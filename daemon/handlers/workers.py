@@ -53,6 +53,7 @@ class LaunchSpec:
     log_path: str
     heartbeat_s: float
     abort_grace_s: float
+    owner: dict[str, Any] | None = None  # the worktree's marker: gc removes only what chkd made
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def launch(spec: LaunchSpec) -> Launched:
     """Off-loop: start the shim (waiting), create the worktree, then let the shim start the agent."""
     shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
     try:
-        checkout = worktrees.create_checkout(spec.repo_path, spec.path, spec.branch, spec.base_sha)
+        checkout = worktrees.create_checkout(spec.repo_path, spec.path, spec.branch, spec.base_sha, spec.owner)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
@@ -184,6 +185,7 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
             agent_env={**agent_env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
             log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
             abort_grace_s=ctx.config.abort_grace_s,
+            owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
         )
         ctx.submit(launch, spec, then=_launched, reply_to=deferred)
 
@@ -385,10 +387,12 @@ def _removed_at(ctx: Ctx, item: worktrees.AtticItem) -> int:
 
 
 def attic_restore(ctx: Ctx, req: AtticRestore) -> Deferred:
+    """Only chkd's own attic entries (refused on the loop otherwise); the git checks run off-loop."""
     repo = lookup.repo(ctx.store, req.repo)
     full = worktrees.resolve_attic_ref(req.ref)
     event = _removal_event(ctx, full)
-    branch = req.branch or (event or {}).get("branch") or f"{ctx.config.branch_prefix}attic-{full.rsplit('/', 1)[-1]}"
+    default = (event or {}).get("branch") or f"{ctx.config.branch_prefix}attic-{full.rsplit('/', 1)[-1]}"
+    wanted = req.branch if req.branch is not None else default
     deferred = ctx.defer()
 
     def _restored(result: tuple[str, str] | None, exc: BaseException | None) -> None:
@@ -397,9 +401,11 @@ def attic_restore(ctx: Ctx, req: AtticRestore) -> Deferred:
         assert result is not None
         name, sha = result
         ctx.emit("attic.restored", repo=repo["name"], ref=full, branch=name, sha=sha)
-        ctx.finish(deferred, Ok(message=f"Restored {full} as branch {name} ({sha[:10]}) in {repo['path']}."))
+        taken = f" (a branch {wanted} already exists, so the default name was not used)" if name != wanted else ""
+        ctx.finish(deferred, Ok(message=f"Restored {full} as branch {name} ({sha[:10]}) in {repo['path']}{taken}."))
 
-    ctx.submit(worktrees.attic_restore, repo["path"], full, branch, then=_restored, reply_to=deferred)
+    ctx.submit(worktrees.attic_restore, repo["path"], full, wanted, explicit=req.branch is not None,
+               then=_restored, reply_to=deferred)
     return deferred
 
 
