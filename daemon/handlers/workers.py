@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from chkd.protocol import templates
 from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
@@ -175,13 +176,17 @@ def spawn(ctx: Ctx, req: Spawn) -> Deferred:
         raise ChkdError("bad_request", "Give --agent or --cmd, not both.")
     if req.cmd is not None and not [a for a in req.cmd if a.strip()]:
         raise ChkdError("bad_request", "The --cmd command is empty.")
+    if req.cmd is not None:
+        for arg in req.cmd:
+            if (problem := templates.template_problem(arg, templates.AGENT_PLACEHOLDERS)) is not None:
+                raise ChkdError("bad_request", f"The --cmd argument {arg[:80]!r} has a problem: {problem}.")
     # Like repos.ensure_repo, but the reply comes from the launch job, not from the registration.
     deferred = ctx.defer()
     repo = lookup.find_repo(ctx.store, req.repo)
     if repo is not None:
         _start(ctx, req, repo, deferred)
         return deferred
-    if req.repo is None or not Path(req.repo).expanduser().exists():
+    if req.repo is None or lookup.existing_path(req.repo) is None:
         lookup.repo(ctx.store, req.repo)  # raises the right not_found sentence
 
     def _registered(facts: repos_area.RepoFacts | None, exc: BaseException | None) -> None:
@@ -362,6 +367,10 @@ def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
     return ActivityAck(status=row["status"], heartbeat_s=ctx.config.heartbeat_s)
 
 
+#: Running totals stop here instead of overflowing SQLite's 64-bit integers.
+TOTAL_CAP = 2**62
+
+
 def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
     """Activity: the agent is getting somewhere. Token counts are increments, added up."""
     row = lookup.worker(ctx.store, req.worker)
@@ -369,8 +378,9 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
         raise ChkdError("bad_request", "Token counts and cost are increments and cannot be negative.")
     now = now_ms()
     fields: dict[str, Any] = {
-        "activity_at": now, "tokens_in": (row["tokens_in"] or 0) + req.tokens_in,
-        "tokens_out": (row["tokens_out"] or 0) + req.tokens_out, "cost_usd": (row["cost_usd"] or 0) + req.cost_usd,
+        "activity_at": now, "tokens_in": min(TOTAL_CAP, (row["tokens_in"] or 0) + req.tokens_in),
+        "tokens_out": min(TOTAL_CAP, (row["tokens_out"] or 0) + req.tokens_out),
+        "cost_usd": min(float(TOTAL_CAP), (row["cost_usd"] or 0) + req.cost_usd),
     }
     if req.message is not None:
         fields["message"] = req.message[:500]
