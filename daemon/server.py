@@ -31,6 +31,9 @@ from .handlers import HANDLERS, SETUPS
 MAX_FRAME = 4 * 1024 * 1024
 #: At most this many queued requests share one transaction (group commit).
 BATCH = 512
+#: What decoding hostile bytes can raise: bad msgpack, the wrong shape, or nesting deeper than
+#: the interpreter's recursion limit (msgspec raises RecursionError; the frame is just undecodable).
+UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 #: The loop wakes at least this often even with no timers.
 IDLE_MS = 1000
 
@@ -194,7 +197,7 @@ class Server:
             return
         try:
             env = codec.decode_envelope(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             ctx.log.warning("rejected_frame", reason="undecodable envelope", size=len(payload), error=str(exc))
             reply(_err("bad_request", "The request is not a chkd protocol message (expected a msgpack Request envelope)."))
             return
@@ -207,7 +210,7 @@ class Server:
             return
         try:
             cmd = codec.decode_command(env.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             message = _describe_decode_error(env.body, exc)
             ctx.log.warning("rejected_frame", reason="bad command", error=str(exc))
             reply(_err("bad_request", message))
