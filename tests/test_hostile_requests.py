@@ -77,3 +77,10 @@ def test_the_shim_reports_an_argv_it_cannot_exec_instead_of_a_traceback(daemon: 
     assert "Traceback" not in proc.stderr, proc.stderr
     text = wait_for(lambda: log.exists() and log.read_text(), 5, what="the shim's log")
     assert "cannot start the agent" in text
+
+
+def test_spawn_cmd_with_an_unknown_placeholder_is_refused_before_anything_starts(daemon: Daemon, repo: Path) -> None:
+    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    err = refused(daemon, Spawn(repo="proj", task_id="P-1", title="p", cmd=[*DEMO, "{task.__class__}"]))
+    assert err.code == "bad_request" and "unknown placeholder {task.__class__}" in err.message, err.message
+    assert daemon.ctl("--json", "workers", "--all").json() == []
