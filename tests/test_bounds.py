@@ -84,12 +84,12 @@ def test_import_an_item_with_a_huge_description_is_a_problem_line(daemon: Daemon
         (2, "The description is longer than 65536 characters.")]
 
 
-def test_import_of_the_largest_allowed_spec_keeps_the_daemon_answering(daemon: Daemon, proj: str) -> None:
+def test_import_of_the_largest_allowed_spec_takes_moments(daemon: Daemon, proj: str) -> None:
     text = "".join(f"- [ ] item {i} #t{i % 7}\n" for i in range(5000))
     t0 = time.monotonic()
     report = daemon.call(TaskImport(text=text, repo=proj), ImportReport, timeout=30)
     assert len(report.new) == 5000
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.parametrize(("name", "text"), [

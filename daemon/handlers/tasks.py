@@ -14,8 +14,8 @@ from typing import Any
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    MAX_IMPORT_ITEMS, Claim, ClaimResult, DepAdd, DepRm, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit, TaskHold,
-    TaskImport, TaskList, TaskListResult, TaskRelease, TaskResult, TaskRetry, TaskShow,
+    MAX_IMPORT_ITEMS, Claim, ClaimResult, DepAdd, DepRm, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit,
+    TaskHold, TaskImport, TaskList, TaskListResult, TaskRelease, TaskResult, TaskRetry, TaskShow,
 )
 from chkd.protocol.paths import find_repo_root
 
