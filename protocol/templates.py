@@ -57,6 +57,21 @@ def render(text: str, values: Mapping[str, str]) -> str:
     return _TOKEN.sub(_sub, text)
 
 
+def literal_braces(text: str, allowed: Iterable[str]) -> str:
+    """`text` as a template in which only `{name}` for `allowed` names is a placeholder: every
+    other brace is doubled, so rendering gives it back as typed (for `spawn --cmd`, where an
+    argument like `{"a": {"b": 1}}` is data, not a template)."""
+    allowed = tuple(allowed)
+
+    def _sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name is not None and name in allowed:
+            return m.group()
+        return m.group().replace("{", "{{").replace("}", "}}")
+
+    return _TOKEN.sub(_sub, text)
+
+
 def argv_problem(argv: list[str]) -> str | None:
     """Why `argv` cannot be run (no program, a NUL byte), or None."""
     if not argv or not argv[0].strip():

@@ -79,8 +79,14 @@ def test_the_shim_reports_an_argv_it_cannot_exec_instead_of_a_traceback(daemon: 
     assert "cannot start the agent" in text
 
 
-def test_spawn_cmd_with_an_unknown_placeholder_is_refused_before_anything_starts(daemon: Daemon, repo: Path) -> None:
+def test_spawn_cmd_fills_only_the_placeholders_and_passes_every_other_brace_as_typed(
+        daemon: Daemon, repo: Path, tmp_path: Path) -> None:
     daemon.call(RepoAdd(path=str(repo)), RepoResult)
-    err = refused(daemon, Spawn(repo="proj", task_id="P-1", title="p", cmd=[*DEMO, "{task.__class__}"]))
-    assert err.code == "bad_request" and "unknown placeholder {task.__class__}" in err.message, err.message
-    assert daemon.ctl("--json", "workers", "--all").json() == []
+    out = tmp_path / "argv.json"
+    script = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))"
+    args = ["{task_id}", "{task.__class__}", '{"a": {"b": 1}}', "{{x}}", "}{", "{title}"]
+    w = daemon.call(Spawn(repo="proj", task_id="P-1", title="a {branch} title",
+                          cmd=[sys.executable, "-c", script, str(out), *args]), WorkerResult).worker
+    wait_for(lambda: out.exists() and out.read_text(), 20, what=f"{w.id} to record its argv")
+    assert json.loads(out.read_text()) == ["P-1", "{task.__class__}", '{"a": {"b": 1}}', "{{x}}", "}{",
+                                           "a {branch} title"]
