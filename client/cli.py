@@ -21,7 +21,7 @@ import click
 from chkd.protocol.errors import ChkdError
 
 from .commands import core, daemon, db, demo, doctor, liveness, merge, repos, tasks, workers
-from .output import Exit, fail
+from .output import Exit, echo, fail
 
 if TYPE_CHECKING:
     from chkd.protocol.paths import Paths
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: a sentence for the user, the traceback only on request
         if os.environ.get("CHKD_DEBUG"):
             raise
-        click.echo(f"chkdctl: unexpected {type(exc).__name__}: {exc} (set CHKD_DEBUG=1 for the traceback).", err=True)
+        echo(f"chkdctl: unexpected {type(exc).__name__}: {exc} (set CHKD_DEBUG=1 for the traceback).", err=True)
         sys.exit(1)
     sys.exit(0)
 

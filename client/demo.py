@@ -46,6 +46,7 @@ from chkd.protocol.paths import resolve
 from . import daemonctl
 from .client import Client
 from .icons import STATUS_ICONS
+from .output import visible
 
 #: (id, title, priority, depends on, file it collides on)
 #: The first two run side by side and both edit NOTES.md: the second to finish collides.
@@ -129,7 +130,7 @@ class Screen:
 
     def log(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        line = f"{stamp}  {text}"
+        line = f"{stamp}  {visible(text)}"
         self.lines.append(line)
         if not self.live:
             self.out(line)
@@ -141,8 +142,9 @@ class Screen:
         rows.append(f"  {'worker':<7} {'status':<12} {'task':<8} {'title':<36} message")
         for w in workers:
             icon = STATUS_ICONS.get(w.status, "·")
-            rows.append(f"  {w.id:<7} {icon} {w.status:<10} {w.task_id or '-':<8} "
-                        f"{(w.task_title or '')[:36]:<36} {(w.message or '')[:40]}")
+            title, message = visible(w.task_title or "")[:36], visible(w.message or "")[:40]
+            rows.append(f"  {visible(w.id):<7} {icon} {w.status:<10} {visible(w.task_id or '-'):<8} "
+                        f"{title:<36} {message}")
         rows.append("")
         rows.extend(self.lines[-8:])
         frame = "\x1b[H\x1b[2J" + "\n".join(rows)

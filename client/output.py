@@ -10,6 +10,7 @@ import click
 import msgspec
 
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.text import visible as _visible
 
 
 class Exit(SystemExit):
@@ -27,6 +28,18 @@ def json_option(fn: Any) -> Any:
                         help="Print machine-readable JSON.")(fn)
 
 
+def visible(text: object) -> str:
+    """The one way chkdctl shows text it did not write itself (titles, messages, ids, paths, file
+    names, error sentences): control characters as escapes (`\\x1b`), so nothing in the data can
+    move the cursor, recolour or retitle the terminal, or fake a line. JSON output does not need it."""
+    return _visible(str(text))
+
+
+def echo(line: object = "", err: bool = False) -> None:
+    """Print one line of text output, made `visible`."""
+    click.echo(visible(line), err=err)
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
 
@@ -34,11 +47,11 @@ def print_json(obj: Any) -> None:
 def fail(err: ChkdError | str, code: int = 1) -> NoReturn:
     """Print the error as a sentence (and its hint) on stderr and exit with `code`."""
     if isinstance(err, ChkdError):
-        click.echo(f"chkdctl: {err.message}", err=True)
+        echo(f"chkdctl: {err.message}", err=True)
         if err.hint:
-            click.echo(f"  hint: {err.hint}", err=True)
+            echo(f"  hint: {err.hint}", err=True)
     else:
-        click.echo(f"chkdctl: {err}", err=True)
+        echo(f"chkdctl: {err}", err=True)
     raise Exit(code)
 
 
@@ -58,8 +71,8 @@ def ago(ms: int | None, now_ms: int | None = None) -> str:
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
-    """Left-aligned columns; the last column is never padded."""
-    cells = [headers, *rows]
+    """Left-aligned columns; the last column is never padded. Every cell is made `visible`."""
+    cells = [[visible(c) for c in r] for r in (headers, *rows)]
     widths = [max(_width(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for r in cells:

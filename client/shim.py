@@ -154,7 +154,7 @@ class Shim:
                 resolve_program(self.argv, self.env), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the argv or the environment
             log_line(self.log, f"cannot start the agent: {exc}")
             return False
         threading.Thread(target=self._copy_output, name="output", daemon=True).start()

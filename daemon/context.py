@@ -21,6 +21,7 @@ from chkd.protocol.config import Config
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import AnyResult, Err, Event
 from chkd.protocol.paths import Paths
+from chkd.protocol.text import one_line
 
 from .store import Store, now_ms
 from .timers import Timers
@@ -119,7 +120,7 @@ class Ctx:
         deferred.done = True
         self.finished.append(deferred)
         if isinstance(result, ChkdError):
-            result = Err(code=result.code, message=result.message, hint=result.hint)
+            result = Err(code=result.code, message=one_line(result.message), hint=one_line(result.hint))
         self.outbox.append([*deferred.envelope, encode_reply(deferred.request_id, result)])
 
     # -- work that happens once the transaction commits ---------------------------------------

@@ -18,6 +18,16 @@ from .store import Store
 REPO_COLUMNS = "id, path, name, main_branch, test_cmd, added_at"
 
 
+def existing_path(ref: str) -> Path | None:
+    """`ref` as a path that exists, or None, also for a name the OS refuses (a part longer than
+    it allows, `~nosuchuser`): a user's typo is "not found", never an internal error."""
+    try:
+        path = Path(ref).expanduser()
+        return path if path.exists() else None
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
 def find_repo(store: Store, ref: str | None) -> dict[str, Any] | None:
     """The repository named `ref`, or containing the path `ref` (default: none given → the only one)."""
     if ref is None:
@@ -28,11 +38,17 @@ def find_repo(store: Store, ref: str | None) -> dict[str, Any] | None:
         return row
     if os.sep not in ref and not ref.startswith("."):
         return None
-    path = Path(ref).expanduser()
-    candidates = [str(path.resolve())]
-    root = find_repo_root(path) if path.exists() else None
-    if root is not None:
-        candidates.insert(0, str(root))
+    path = existing_path(ref)
+    if path is None:
+        try:
+            candidates = [os.path.realpath(os.path.expanduser(ref))]  # a worktree that is gone
+        except (OSError, ValueError, RuntimeError):
+            return None
+    else:
+        candidates = [str(path.resolve())]
+        root = find_repo_root(path)
+        if root is not None:
+            candidates.insert(0, str(root))
     for candidate in candidates:
         row = store.dict(f"SELECT {REPO_COLUMNS} FROM repos WHERE path=?", (candidate,))
         if row is not None:

@@ -20,7 +20,9 @@ import zmq
 
 from chkd.protocol import codec
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import PROTOCOL_VERSION, Err
+from chkd.protocol import limits
+from chkd.protocol.messages import COMMANDS, PROTOCOL_VERSION, Err
+from chkd.protocol.text import one_line
 
 from .context import Ctx, Deferred, publish_frames
 from .handlers import HANDLERS, SETUPS
@@ -29,12 +31,16 @@ from .handlers import HANDLERS, SETUPS
 MAX_FRAME = 4 * 1024 * 1024
 #: At most this many queued requests share one transaction (group commit).
 BATCH = 512
+#: What decoding hostile bytes can raise: bad msgpack, the wrong shape, or nesting deeper than
+#: the interpreter's recursion limit (msgspec raises RecursionError; the frame is just undecodable).
+UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 #: The loop wakes at least this often even with no timers.
 IDLE_MS = 1000
 
 
 def _err(code: str, message: str, hint: str = "") -> Err:
-    return Err(code=code, message=message, hint=hint)  # type: ignore[arg-type]
+    """An error reply: its sentence and hint each kept to one visible line (they may quote input)."""
+    return Err(code=code, message=one_line(message), hint=one_line(hint))  # type: ignore[arg-type]
 
 
 class Server:
@@ -194,7 +200,7 @@ class Server:
             return
         try:
             env = codec.decode_envelope(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             ctx.log.warning("rejected_frame", reason="undecodable envelope", size=len(payload), error=str(exc))
             reply(_err("bad_request", "The request is not a chkd protocol message (expected a msgpack Request envelope)."))
             return
@@ -207,7 +213,7 @@ class Server:
             return
         try:
             cmd = codec.decode_command(env.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             message = _describe_decode_error(env.body, exc)
             ctx.log.warning("rejected_frame", reason="bad command", error=str(exc))
             reply(_err("bad_request", message))
@@ -255,6 +261,18 @@ class Server:
         ctx.pubbox.clear()
 
 
+_COMMAND_BY_OP: dict[str, type] = {msgspec.inspect.type_info(c).tag: c for c in COMMANDS}  # type: ignore[attr-defined]
+
+
+def _op_of(raw: bytes) -> Any:
+    """The body's `op` (the command name), or None when the body is not a map."""
+    try:
+        body = msgspec.msgpack.decode(raw)
+    except Exception:
+        return None
+    return body.get("op") if isinstance(body, dict) else None
+
+
 def _describe_decode_error(raw: bytes, exc: Exception) -> str:
     """msgspec's validation error as a sentence about the request's fields."""
     import re
@@ -263,18 +281,19 @@ def _describe_decode_error(raw: bytes, exc: Exception) -> str:
     at = re.search(r"at `\$\.?([^`]*)`", text)
     where = at.group(1) if at else ""
     text = re.sub(r"\s*-\s*at `[^`]*`", "", text)
+    op = _op_of(raw)
     if where == "op" and "Invalid value" in text:
-        try:
-            name = msgspec.msgpack.decode(raw).get("op")
-        except Exception:
-            name = None
-        return f"Unknown command {name!r}; run `chkdctl --help` to see what the daemon can do."
+        return f"Unknown command {op!r}; run `chkdctl --help` to see what the daemon can do."
     missing = re.match(r"Object missing required field `([^`]+)`", text)
     if missing:
         if missing.group(1) == "op":
             return "The request body has no 'op' field naming the command."
         field = ".".join(p for p in (where, missing.group(1)) if p)
         return f"The request is missing the required field '{field}'."
+    command = _COMMAND_BY_OP.get(op) if isinstance(op, str) else None
+    rule = limits.describe(command, where, text) if command is not None else None
+    if rule is not None:
+        return f"The field '{where}' {rule}."
     typed = re.match(r"Expected `([^`]+)`, got `([^`]+)`", text)
     if typed:
         want, got = typed.groups()

@@ -34,7 +34,7 @@ DEFAULT_AREA = "T"
 STATES = {" ": "pending", "x": "done", "X": "done", "~": "in_progress", "-": "skipped", "!": "blocked"}
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")  # the closing #s are cut by _heading_name (a regex would backtrack)
 _ITEM = re.compile(r"^[-*+]\s+\[(.?)\]\s*(.*)$")
 _DONE_ITEM = re.compile(r"^[-*+]\s+✓\s*(.*)$")
 _LOOSE_ITEM = re.compile(r"^[-*+]\s+\[[^\]]{0,2}\](?!\()")  # looks like an item but the check mark is unreadable
@@ -84,13 +84,19 @@ class Spec:
     warnings: list[str] = field(default_factory=list)
 
 
+def _heading_name(text: str) -> str:
+    """A heading's text without its optional closing #s: `Area ##` → `Area`."""
+    return text.rstrip().rstrip("#").strip()
+
+
 def area_code(name: str) -> str:
     """`Site Design` → SD, `Data Model` → DM, `Billing (BIL)` → BIL."""
     clean = re.sub(r"^\s*(?:\d+[.)]\s*)+", "", name).strip()
     explicit = re.search(r"\(([A-Z][A-Z0-9]{0,4})\)\s*$", clean)
     if explicit:
         return explicit.group(1)
-    clean = re.sub(r"\s*\(.*?\)\s*$", "", clean).strip()
+    if clean.endswith(")") and "(" in clean:  # a trailing parenthesis: `Billing (later)` → `Billing`
+        clean = clean[: clean.index("(")].strip()
     known = AREA_CODES.get(clean.lower())
     if known:
         return known
@@ -125,7 +131,7 @@ def parse(text: str) -> Spec:
         heading = _HEADING.match(line)
         if heading:
             current = None
-            level, name = len(heading.group(1)), heading.group(2).strip()
+            level, name = len(heading.group(1)), _heading_name(heading.group(2))
             if level == 1 and spec.title is None:
                 spec.title = name
             elif level == 2:
@@ -178,10 +184,12 @@ def _start_item(spec: Spec, line: str, number: int, area: str) -> _Draft | None:
     priority = None
     pm = _PRIORITY.search(rest)
     if pm:
-        value = int(pm.group(1))
+        digits = pm.group(1).lstrip("0") or "0"
+        value = int(digits) if len(digits) <= 3 else 999  # never int() thousands of digits
         rest = (rest[:pm.start()] + rest[pm.end():]).strip()
         if value > 4:
-            spec.problems.append(Problem(number, line.strip(), f"priority P{value} does not exist (P0..P4); "
+            shown = digits if len(digits) <= 10 else digits[:10] + "…"
+            spec.problems.append(Problem(number, line.strip(), f"priority P{shown} does not exist (P0..P4); "
                                                                "imported with the default P2"))
         else:
             priority = value
@@ -207,20 +215,20 @@ def _start_item(spec: Spec, line: str, number: int, area: str) -> _Draft | None:
 
 def _assign_ids(spec: Spec, drafts: list[_Draft]) -> None:
     """Explicit ids keep their first item; the rest get the next free number in their area."""
-    used: dict[str, set[int]] = {}
+    top: dict[str, int] = {}  # per area code, the highest number used so far
     owner: dict[str, _Draft] = {}
     for d in drafts:
         if d.item.explicit_id and d.item.id not in owner:
             owner[d.item.id] = d
             code, num = d.item.id.rsplit(".", 1)
-            used.setdefault(code, set()).add(int(num))
+            if len(num) <= 18:  # a longer number is refused as an id on import; never int() it
+                top[code] = max(top.get(code, 0), int(num))
     for d in drafts:
         if d.item.explicit_id and owner.get(d.item.id) is d:
             continue
         code = d.item.area
-        taken = used.setdefault(code, set())
-        num = max(taken, default=0) + 1
-        taken.add(num)
+        num = top.get(code, 0) + 1
+        top[code] = num
         new_id = f"{code}.{num}"
         if d.item.explicit_id:
             first = owner[d.item.id].item.line

@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import TaskInfo
+from chkd.protocol.messages import MAX_ID, MAX_TAG, MAX_TAGS, MAX_TEXT, MAX_TITLE, TaskInfo
+from chkd.protocol.names import branch_problem
 
 from . import taskgraph
 from .context import Ctx
@@ -27,10 +28,10 @@ TASK_COLUMNS = (
     "pk, repo_id, id, spec_item_id, title, description, status, held, tags, claimed_by, priority, "
     "attempts, max_attempts, created_at, claimed_at, completed_at"
 )
-#: Task ids: letters, digits and . _ - / (like `SD.13`, `T-4`, `fix-login`), at most 64 characters.
-ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:-]{0,63}")
-MAX_TITLE = 500
+#: Task ids: letters, digits and . _ - / (like `SD.13`, `T-4`, `fix-login`), at most MAX_ID characters,
+#: and a valid git branch name (`id_problem`).
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./:-]*")
 
 _COLUMN_NAMES = tuple(c.strip() for c in TASK_COLUMNS.split(","))
 
@@ -88,22 +89,52 @@ def check_priority(priority: int) -> int:
     return priority
 
 
+def id_problem(task_id: str) -> str | None:
+    """Why `task_id` cannot be a task id, or None. Ids become branch names (`chkd/<id>`), so
+    beyond chkd's own alphabet every rule of `git check-ref-format --branch` applies."""
+    if not task_id:
+        return "it is empty"
+    if len(task_id) > MAX_ID:
+        return f"it is longer than {MAX_ID} characters"
+    if not task_id[0].isascii() or not task_id[0].isalnum():
+        return "it must start with a letter or digit"
+    if not ID_RE.fullmatch(task_id):
+        return "it may use only letters, digits and . _ - /"
+    return branch_problem(task_id)
+
+
 def check_id(task_id: str) -> str:
-    if not ID_RE.fullmatch(task_id or ""):
-        raise ChkdError("bad_request", f"'{task_id}' is not a valid task id.",
-                        "Use letters, digits and . _ - / (like SD.13 or fix-login), at most 64 characters.")
+    problem = id_problem(task_id)
+    if problem is not None:
+        raise ChkdError("bad_request", f"'{_shown(task_id)}' is not a valid task id: {problem}.",
+                        f"Use letters, digits and . _ - / (like SD.13 or fix-login), at most {MAX_ID} characters.")
     return task_id
 
 
+def _shown(value: str, limit: int = 80) -> str:
+    """A user's value inside a sentence: cut to `limit` characters."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def check_tags(tags: Iterable[str]) -> list[str]:
-    out: list[str] = []
+    """Cleaned tags (`#ui` → `ui`), duplicates dropped in order; linear (a dict, not a list scan)."""
+    out: dict[str, None] = {}
     for tag in tags:
         clean = (tag or "").strip().lstrip("#")
         if not TAG_RE.fullmatch(clean):
-            raise ChkdError("bad_request", f"'{tag}' is not a valid tag; use letters, digits and _ . - / :.")
-        if clean not in out:
-            out.append(clean)
-    return out
+            raise ChkdError("bad_request", f"'{_shown(tag)}' is not a valid tag; use letters, digits and _ . - / :.")
+        if len(clean) > MAX_TAG:
+            raise ChkdError("bad_request", f"The tag '{_shown(clean)}' is longer than {MAX_TAG} characters.")
+        out[clean] = None
+        if len(out) > MAX_TAGS:
+            raise ChkdError("bad_request", f"A task can have at most {MAX_TAGS} tags.")
+    return list(out)
+
+
+def check_description(text: str) -> str:
+    if len(text) > MAX_TEXT:
+        raise ChkdError("bad_request", f"The description is longer than {MAX_TEXT} characters.")
+    return text
 
 
 def check_max_attempts(value: int | None, default: int) -> int:
@@ -249,6 +280,7 @@ def create_task(
     title = check_title(title)
     check_priority(priority)
     tag_list = check_tags(tags)
+    check_description(description or "")
     attempts_cap = check_max_attempts(max_attempts, ctx.config.max_attempts)
     if id is not None:
         check_id(id)

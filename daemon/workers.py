@@ -13,6 +13,7 @@ import signal
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from chkd.protocol import templates
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, WorkerInfo
 
@@ -27,6 +28,8 @@ COLUMNS = frozenset({
     "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
 })
 FINAL_STATUSES = frozenset({"done", "merged", "error", "dead", "aborted"})
+#: The ids chkd gives workers (`w1`, `w2`, ...); a claim under such a name must be a real worker's.
+WORKER_ID_RE = re.compile(r"w[0-9]+")
 
 #: What each action needs (pure rules; `transition_error` turns them into sentences).
 ACTIONS: dict[str, frozenset[str]] = {
@@ -59,12 +62,11 @@ def transition_error(worker_id: str, status: str, action: str) -> str | None:
 
 
 # -- placeholders in agent commands (pure) -------------------------------------------------
-_PLACEHOLDER = re.compile(r"\{(worker_id|task_id|title|description|worktree|branch|prompt)\}")
-
-
 def render_argv(template: Iterable[str], values: Mapping[str, str]) -> list[str]:
-    """Fill `{worker_id}` … `{prompt}` in each argument; any other braces stay as they are."""
-    return [_PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), arg) for arg in template]
+    """Fill `{worker_id}` … `{prompt}` in each argument, `{{`/`}}` → literal braces (one pass:
+    a title holding `{branch}` stays as typed). Templates were checked when they came in."""
+    known = {k: v for k, v in values.items() if k in templates.AGENT_PLACEHOLDERS}
+    return [templates.render(arg, known) for arg in template]
 
 
 def default_prompt(worker_id: str, task_id: str, title: str, description: str) -> str:

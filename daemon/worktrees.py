@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chkd.protocol import templates
 from chkd.protocol.errors import ChkdError
 
 from . import git
@@ -45,9 +46,19 @@ def path_safe(task_id: str) -> str:
 
 
 def worktree_base(repo_path: str, repo_name: str, task_id: str, pattern: str) -> Path:
-    """Where the worktree for `task_id` goes: `pattern` relative to the repository, normalised."""
-    rel = pattern.format(repo=path_safe(repo_name), task=path_safe(task_id))
-    return Path(os.path.normpath(Path(repo_path) / rel))
+    """Where the worktree for `task_id` goes: `pattern` relative to the repository, normalised.
+
+    Only `{repo}` and `{task}` are substituted (never `str.format`, which evaluates what it is
+    given), and the result must land inside the repository's parent directory, not inside the
+    repository (config.toml checks the pattern; this checks the actual names too)."""
+    rel = templates.render(pattern, {"repo": path_safe(repo_name), "task": path_safe(task_id)})
+    repo = Path(os.path.normpath(repo_path))
+    base = Path(os.path.normpath(repo / rel))
+    if repo.parent not in base.parents or base == repo or repo in base.parents:
+        raise ChkdError("refused", f"worktree_pattern {pattern!r} puts the worktree of {task_id} at {base}, which is "
+                                   f"not inside {repo.parent} or is inside the repository.",
+                        "Use a pattern like ../{repo}-{task} in config.toml.")
+    return base
 
 
 def suffixed(base: str) -> Iterator[str]:

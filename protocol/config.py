@@ -7,48 +7,104 @@ that name the key.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
+
+from . import limits
+from .messages import MAX_ATTEMPTS
+from .names import branch_problem
+from .templates import AGENT_PLACEHOLDERS, argv_problem, template_problem, worktree_pattern_problem
+
+
+def branch_prefix_problem(prefix: str) -> str | None:
+    """`branch_prefix` + a task id must be a branch name git accepts, and chkd's branches must be
+    told apart from a person's: not empty, and no trailing '.' (`x.` + `lock` would make `x.lock`)."""
+    if not prefix:
+        return "must not be empty (chkd's branches must be told apart from yours; the default is \"chkd/\")"
+    problem = branch_problem(prefix + "x")
+    if problem is not None:
+        return problem
+    if prefix.endswith("."):
+        return "must not end with '.'"
+    return None
+
+
+def _seconds(lo: float, hi: float) -> object:
+    """A duration setting: a finite number of seconds from `lo` to `hi` (NaN and inf fail the bounds)."""
+    return Annotated[float, Meta(ge=lo, le=hi)]
+
+
+HeartbeatS = _seconds(0.05, 3600)
+HeartbeatTimeoutS = _seconds(0.1, 86400)
+StallTimeoutS = _seconds(0.5, 7 * 86400)
+GraceS = _seconds(0.05, 3600)
+TestTimeoutS = _seconds(0.1, 86400)
+IntervalS = _seconds(0.05, 3600)
+Workers = Annotated[int, Meta(ge=1, le=1000)]
+Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
+
+
+def _rule(key: str, problem: str | None) -> None:
+    """Raise the broken rule for `key`; `_sentence` turns it into `config.toml: 'key': problem.`"""
+    if problem is not None:
+        raise ValueError(f"'{key}': {problem}")
 
 
 class RepoConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Per-repository overrides, keyed by repository name."""
 
-    max_workers: int | None = None
+    max_workers: Workers | None = None  # type: ignore[valid-type]
     test_cmd: list[str] | None = None
-    test_timeout_s: float | None = None
+    test_timeout_s: TestTimeoutS | None = None  # type: ignore[valid-type]
     merge_strategy: Literal["auto", "review"] | None = None
     main_branch: str | None = None
     default_agent: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.test_cmd is not None:
+            _rule("test_cmd", argv_problem(self.test_cmd))
+        if self.main_branch is not None:
+            _rule("main_branch", branch_problem(self.main_branch))
+
 
 class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """An agent profile. Placeholders in `cmd`: {worker_id} {task_id} {title}
-    {description} {worktree} {branch} {prompt}."""
+    {description} {worktree} {branch} {prompt}; `{{` and `}}` are literal braces."""
 
     cmd: list[str]
     env: dict[str, str] = {}
     claude_hooks: bool = False
 
+    def __post_init__(self) -> None:
+        _rule("cmd", argv_problem(self.cmd))
+        for arg in self.cmd:
+            _rule("cmd", template_problem(arg, AGENT_PLACEHOLDERS))
+        for key, value in self.env.items():
+            if not key or "=" in key or "\0" in key:
+                _rule("env", f"{key!r} is not an environment variable name")
+            if "\0" in value:
+                _rule(f"env.{key}", "cannot contain a NUL byte")
+
 
 class Config(Struct, forbid_unknown_fields=True):
-    heartbeat_s: float = 10.0
-    heartbeat_timeout_s: float = 30.0
-    stall_timeout_s: float = 600.0
+    heartbeat_s: HeartbeatS = 10.0  # type: ignore[valid-type]
+    heartbeat_timeout_s: HeartbeatTimeoutS = 30.0  # type: ignore[valid-type]
+    stall_timeout_s: StallTimeoutS = 600.0  # type: ignore[valid-type]
     on_stall: Literal["notify", "abort", "requeue"] = "notify"
-    max_workers: int = 3
-    max_attempts: int = 3
-    abort_grace_s: float = 5.0
+    max_workers: Workers = 3  # type: ignore[valid-type]
+    max_attempts: Attempts = 3  # type: ignore[valid-type]
+    abort_grace_s: GraceS = 5.0  # type: ignore[valid-type]
     worktree_pattern: str = "../{repo}-{task}"
     branch_prefix: str = "chkd/"
     merge_strategy: Literal["auto", "review"] = "review"
-    test_timeout_s: float = 600.0
-    radar_interval_s: float = 3.0
+    test_timeout_s: TestTimeoutS = 600.0  # type: ignore[valid-type]
+    radar_interval_s: IntervalS = 3.0  # type: ignore[valid-type]
     notify: bool = True
     notify_cmd: list[str] = []
     default_agent: str = "demo"
@@ -56,18 +112,22 @@ class Config(Struct, forbid_unknown_fields=True):
     agents: dict[str, AgentConfig] = {}
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_s", "heartbeat_timeout_s", "stall_timeout_s", "abort_grace_s",
-                     "test_timeout_s", "radar_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be greater than 0")
         if self.heartbeat_timeout_s <= self.heartbeat_s:
-            raise ValueError("heartbeat_timeout_s must be longer than heartbeat_s")
-        if self.max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if "{task}" not in self.worktree_pattern:
-            raise ValueError("worktree_pattern must contain {task}")
+            _rule("heartbeat_timeout_s", f"must be longer than heartbeat_s ({self.heartbeat_s:g} s)")
+        _rule("worktree_pattern", worktree_pattern_problem(self.worktree_pattern))
+        _rule("branch_prefix", branch_prefix_problem(self.branch_prefix))
+        if self.notify_cmd:
+            _rule("notify_cmd", argv_problem(self.notify_cmd))
+        _rule("default_agent", self._unknown_agent(self.default_agent))
+        for name, repo in self.repos.items():
+            if repo.default_agent is not None:
+                _rule(f"repos.{name}.default_agent", self._unknown_agent(repo.default_agent))
+
+    def _unknown_agent(self, name: str) -> str | None:
+        if name in self.agents or name in BUILTIN_AGENTS:
+            return None
+        known = ", ".join(sorted({*self.agents, *BUILTIN_AGENTS}))
+        return f"there is no agent profile '{name}' (known: {known}; define it as [agents.{name}])"
 
     def for_repo(self, name: str) -> RepoConfig:
         return self.repos.get(name) or RepoConfig()
@@ -101,23 +161,33 @@ _TYPE_WORDS = {"float": "a number", "int": "a whole number", "str": "a string", 
                "float | null": "a number", "str | null": "a string", "array | null": "a list"}
 
 
-def _sentence(path: Path, prefix: str, exc: Exception) -> str:
+def _sentence(path: Path, prefix: str, exc: Exception, kind: Any = None) -> str:
     text = str(exc)
     m = _PATH_RE.search(text)
     where = m.group(1) if m else ""
     text = _PATH_RE.sub("", text).strip()
-    where = ".".join(p for p in (prefix, where) if p)
+    rule = _RULE_RE.match(text)
+    if rule:  # a rule of __post_init__: 'key': problem
+        key = ".".join(p for p in (prefix, where, rule.group(1)) if p)
+        return f"{path}: '{key}': {rule.group(2).rstrip('.')}."
+    full = ".".join(p for p in (prefix, where) if p)
     unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
     if unknown:
-        key = ".".join(p for p in (where, unknown.group(1)) if p)
+        key = ".".join(p for p in (full, unknown.group(1)) if p)
         return f"{path}: unknown key '{key}'."
+    limit = limits.describe(kind, where, text, finite=True) if kind is not None and where else None
     typed = re.match(r"Expected `([^`]+)`, got `([^`]+)`", text)
-    if typed:
+    if limit:
+        text = limit
+    elif typed:
         want, got = (_TYPE_WORDS.get(t, t) for t in typed.groups())
         text = f"expected {want}, got {got}"
     else:
         text = text[:1].lower() + text[1:]
-    return f"{path}: '{where}': {text.rstrip('.')}." if where else f"{path}: {text.rstrip('.')}."
+    return f"{path}: '{full}': {text.rstrip('.')}." if full else f"{path}: {text.rstrip('.')}."
+
+
+_RULE_RE = re.compile(r"'([^']+)': (.*)$", re.S)
 
 
 def parse_config(text: str, path: Path) -> Config:
@@ -136,11 +206,11 @@ def parse_config(text: str, path: Path) -> Config:
             try:
                 tables[section][name] = msgspec.convert(entry, kind)
             except msgspec.ValidationError as exc:
-                raise ConfigError(_sentence(path, f"{section}.{name}", exc)) from None
+                raise ConfigError(_sentence(path, f"{section}.{name}", exc, kind)) from None
     try:
         return msgspec.convert({**data, **tables}, Config, from_attributes=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_sentence(path, "", exc)) from None
+        raise ConfigError(_sentence(path, "", exc, Config)) from None
 
 
 def load_config(path: Path) -> Config:
@@ -186,8 +256,8 @@ def _value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # a TOML basic string: JSON's escapes are TOML's, DEL must be escaped too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     if value is None:

@@ -12,10 +12,10 @@ worktree maps back to its repository); `worker` fields take an id or a unique pr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 from .errors import ErrorCode
 
@@ -27,6 +27,63 @@ WorkerStatus = Literal[
 ]
 MergeStatus = Literal["queued", "checking", "testing", "awaiting_review", "merged", "conflict", "failed", "rejected"]
 Strategy = Literal["auto", "review"]
+
+# ---------------------------------------------------------------------------
+# Bounds: every string, list and number a request carries has a limit, declared here
+# once. msgspec enforces them while decoding (before any handler runs), and the daemon
+# turns a violation into one sentence naming the field and the limit. NaN and infinity
+# fail every `ge`/`le` check, so a bounded float is always finite.
+# ---------------------------------------------------------------------------
+
+MAX_ID = 64
+MAX_TITLE = 500
+MAX_TEXT = 64 * 1024
+MAX_TAG = 64
+MAX_TAGS = 64
+MAX_DEPS = 256
+MAX_PATH = 4096
+MAX_NAME = 100
+MAX_REF = 255
+MAX_ARGS = 256
+MAX_ARG = 32 * 1024
+MAX_SPEC = 4 * 1024 * 1024
+MAX_COUNT = 2**40
+MAX_USD = 1_000_000
+MAX_MS = 2**53  # a timestamp or duration in milliseconds (about 285,000 years)
+MAX_SEQ = 2**62  # row ids: events, merges
+MAX_PID = 2**31 - 1
+MAX_ATTEMPTS = 1000
+#: Items one spec import may hold (each becomes a task; the import runs in one loop turn).
+MAX_IMPORT_ITEMS = 5000
+#: The only pattern: no NUL byte (C strings end there, so git, paths and exec would see another value).
+NO_NUL = r"\A[^\x00]*\Z"
+
+Id = Annotated[str, Meta(max_length=MAX_ID, pattern=NO_NUL)]
+Title = Annotated[str, Meta(max_length=MAX_TITLE, pattern=NO_NUL)]
+Text = Annotated[str, Meta(max_length=MAX_TEXT, pattern=NO_NUL)]
+Tag = Annotated[str, Meta(max_length=MAX_TAG, pattern=NO_NUL)]
+Tags = Annotated[list[Tag], Meta(max_length=MAX_TAGS)]
+Ids = Annotated[list[Id], Meta(max_length=MAX_DEPS)]
+PathStr = Annotated[str, Meta(max_length=MAX_PATH, pattern=NO_NUL)]
+#: A repository name, an agent profile name.
+Name = Annotated[str, Meta(max_length=MAX_NAME, pattern=NO_NUL)]
+#: A branch or ref name.
+Ref = Annotated[str, Meta(max_length=MAX_REF, pattern=NO_NUL)]
+Arg = Annotated[str, Meta(max_length=MAX_ARG, pattern=NO_NUL)]
+Argv = Annotated[list[Arg], Meta(max_length=MAX_ARGS)]
+SpecText = Annotated[str, Meta(max_length=MAX_SPEC)]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
+Usd = Annotated[float, Meta(ge=0, le=MAX_USD)]
+Ms = Annotated[int, Meta(ge=0, le=MAX_MS)]
+Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
+Pid = Annotated[int, Meta(ge=0, le=MAX_PID)]
+#: A process create time in epoch seconds.
+Started = Annotated[float, Meta(ge=0, le=1e11)]
+Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
+ExitCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+SignalNumber = Annotated[int, Meta(ge=1, le=1024)]
+#: Priorities are checked by the daemon (its sentence names P0..P4); this only keeps them in int64.
+Priority = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 
 TASK_STATUSES: tuple[str, ...] = TaskStatus.__args__  # type: ignore[attr-defined]
 #: Worker states in which an agent process may still be running.
@@ -199,10 +256,10 @@ class Shutdown(Command, tag="shutdown"):
 
 # -- repositories ----------------------------------------------------------------
 class RepoAdd(Command, tag="repo.add"):
-    path: str
-    name: str | None = None
-    main_branch: str | None = None
-    test_cmd: list[str] | None = None
+    path: PathStr
+    name: Name | None = None
+    main_branch: Ref | None = None
+    test_cmd: Argv | None = None
 
 
 class RepoList(Command, tag="repo.list"):
@@ -210,209 +267,209 @@ class RepoList(Command, tag="repo.list"):
 
 
 class RepoRm(Command, tag="repo.rm"):
-    repo: str
+    repo: PathStr
 
 
 # -- tasks ------------------------------------------------------------------------
 class TaskAdd(Command, tag="task.add"):
-    title: str
-    repo: str | None = None
-    id: str | None = None
-    priority: int = 2
-    after: list[str] = []
-    tags: list[str] = []
-    description: str = ""
-    max_attempts: int | None = None
+    title: Title
+    repo: PathStr | None = None
+    id: Id | None = None
+    priority: Priority = 2
+    after: Ids = []
+    tags: Tags = []
+    description: Text = ""
+    max_attempts: Attempts | None = None
 
 
 class TaskList(Command, tag="task.list"):
-    repo: str | None = None
+    repo: PathStr | None = None
     status: TaskStatus | None = None
     ready: bool = False
     all_repos: bool = False
-    tag: str | None = None
+    tag: Tag | None = None
 
 
 class TaskShow(Command, tag="task.show"):
-    id: str
-    repo: str | None = None
+    id: Id
+    repo: PathStr | None = None
 
 
 class TaskEdit(Command, tag="task.edit"):
-    id: str
-    repo: str | None = None
-    title: str | None = None
-    description: str | None = None
-    priority: int | None = None
-    tags: list[str] | None = None
-    max_attempts: int | None = None
+    id: Id
+    repo: PathStr | None = None
+    title: Title | None = None
+    description: Text | None = None
+    priority: Priority | None = None
+    tags: Tags | None = None
+    max_attempts: Attempts | None = None
 
 
 class TaskCancel(Command, tag="task.cancel"):
-    id: str
-    repo: str | None = None
+    id: Id
+    repo: PathStr | None = None
 
 
 class TaskRetry(Command, tag="task.retry"):
-    id: str
-    repo: str | None = None
+    id: Id
+    repo: PathStr | None = None
 
 
 class TaskHold(Command, tag="task.hold"):
-    id: str
-    repo: str | None = None
+    id: Id
+    repo: PathStr | None = None
 
 
 class TaskRelease(Command, tag="task.release"):
     """Un-hold a held task, or put a claimed task whose worker went away back to pending."""
 
-    id: str
-    repo: str | None = None
+    id: Id
+    repo: PathStr | None = None
 
 
 class DepAdd(Command, tag="dep.add"):
     """`task` depends on `depends_on`: it runs after `depends_on` is done."""
 
-    task: str
-    depends_on: str
-    repo: str | None = None
+    task: Id
+    depends_on: Id
+    repo: PathStr | None = None
 
 
 class DepRm(Command, tag="dep.rm"):
-    task: str
-    depends_on: str
-    repo: str | None = None
+    task: Id
+    depends_on: Id
+    repo: PathStr | None = None
 
 
 class Claim(Command, tag="claim"):
     """Atomically take the most urgent ready task (peer agents use this directly)."""
 
-    repo: str | None = None
-    worker: str | None = None
-    tag: str | None = None
+    repo: PathStr | None = None
+    worker: Id | None = None
+    tag: Tag | None = None
 
 
 class TaskImport(Command, tag="task.import"):
-    text: str
-    source: str = "SPEC.md"
-    repo: str | None = None
+    text: SpecText
+    source: PathStr = "SPEC.md"
+    repo: PathStr | None = None
     dry_run: bool = False
 
 
 # -- workers ----------------------------------------------------------------------
 class Spawn(Command, tag="spawn"):
-    repo: str | None = None
-    task_id: str | None = None
-    title: str | None = None
-    description: str = ""
+    repo: PathStr | None = None
+    task_id: Id | None = None
+    title: Title | None = None
+    description: Text = ""
     next: bool = False
-    tag: str | None = None
-    agent: str | None = None
-    cmd: list[str] | None = None
+    tag: Tag | None = None
+    agent: Name | None = None
+    cmd: Argv | None = None
 
 
 class WorkerList(Command, tag="worker.list"):
-    repo: str | None = None
+    repo: PathStr | None = None
     all: bool = False
 
 
 class WorkerShow(Command, tag="worker.show"):
-    worker: str
+    worker: Id
 
 
 class Pause(Command, tag="pause"):
-    worker: str | None = None
+    worker: Id | None = None
     all: bool = False
-    repo: str | None = None
+    repo: PathStr | None = None
 
 
 class Resume(Command, tag="resume"):
-    worker: str | None = None
+    worker: Id | None = None
     all: bool = False
-    repo: str | None = None
+    repo: PathStr | None = None
 
 
 class Abort(Command, tag="abort"):
-    worker: str | None = None
+    worker: Id | None = None
     all: bool = False
-    repo: str | None = None
+    repo: PathStr | None = None
     #: By default the task goes back to pending (not a failed attempt); True cancels it instead.
     cancel_task: bool = False
 
 
 class Remove(Command, tag="rm"):
-    worker: str
+    worker: Id
     force: bool = False
 
 
 class AtticList(Command, tag="attic.list"):
-    repo: str | None = None
+    repo: PathStr | None = None
 
 
 class AtticRestore(Command, tag="attic.restore"):
-    ref: str
-    repo: str | None = None
-    branch: str | None = None
+    ref: Ref
+    repo: PathStr | None = None
+    branch: Ref | None = None
 
 
 class Heartbeat(Command, tag="heartbeat"):
     """The agent's own sign of progress (activity), from inside a worker."""
 
-    worker: str
-    message: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    worker: Id
+    message: Text | None = None
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    cost_usd: Usd = 0.0
 
 
 class WorkerState(Command, tag="worker.state"):
-    worker: str
+    worker: Id
 
 
 class Done(Command, tag="done"):
-    worker: str
-    summary: str = ""
+    worker: Id
+    summary: Text = ""
 
 
 # -- shim (one per worker) ----------------------------------------------------------
 class ShimHello(Command, tag="shim.hello"):
-    worker: str
-    shim_pid: int
-    shim_started: float
-    agent_pid: int
-    agent_started: float
-    pgid: int
+    worker: Id
+    shim_pid: Pid
+    shim_started: Started
+    agent_pid: Pid
+    agent_started: Started
+    pgid: Pid
 
 
 class ShimBeat(Command, tag="shim.beat"):
     """Proves the shim and agent process live; carries the agent's latest activity."""
 
-    worker: str
+    worker: Id
     agent_alive: bool = True
-    activity_at: int | None = None
-    output_at: int | None = None
+    activity_at: Ms | None = None
+    output_at: Ms | None = None
 
 
 class ShimExit(Command, tag="shim.exit"):
-    worker: str
-    exit_code: int | None = None
-    signal: int | None = None
-    at: int = 0
+    worker: Id
+    exit_code: ExitCode | None = None
+    signal: SignalNumber | None = None
+    at: Ms = 0
 
 
 # -- events, maintenance ---------------------------------------------------------------
 class Events(Command, tag="events"):
-    since: int = 0
-    limit: int = 1000
-    worker: str | None = None
-    task: str | None = None
-    repo: str | None = None
+    since: Seq = 0
+    limit: Seq = 1000
+    worker: Id | None = None
+    task: Id | None = None
+    repo: PathStr | None = None
     #: > 0: only the newest `tail` matching events after `since` (still oldest first), for `events -n N`.
-    tail: int = 0
+    tail: Seq = 0
 
 
 class Gc(Command, tag="gc"):
-    repo: str | None = None
+    repo: PathStr | None = None
     apply: bool = False
 
 
@@ -436,41 +493,41 @@ class Doctor(Command, tag="doctor"):
 
 # -- merges --------------------------------------------------------------------------
 class Merge(Command, tag="merge"):
-    worker: str
+    worker: Id
     strategy: Strategy | None = None
     no_test: bool = False
 
 
 class Approve(Command, tag="approve"):
-    worker: str
+    worker: Id
 
 
 class Reject(Command, tag="reject"):
-    worker: str
-    reason: str = ""
+    worker: Id
+    reason: Text = ""
 
 
 class MergeList(Command, tag="merge.list"):
-    repo: str | None = None
+    repo: PathStr | None = None
     all: bool = False
 
 
 class MergeShow(Command, tag="merge.show"):
-    id: int | None = None
-    worker: str | None = None
+    id: Seq | None = None
+    worker: Id | None = None
 
 
 class Diff(Command, tag="diff"):
-    worker: str
+    worker: Id
     stat: bool = False
 
 
 class Update(Command, tag="update"):
-    worker: str
+    worker: Id
 
 
 class Conflicts(Command, tag="conflicts"):
-    repo: str | None = None
+    repo: PathStr | None = None
 
 
 AnyCommand = (

@@ -52,6 +52,8 @@ def test_random_bytes_are_rejected_one_log_line_each(daemon: Daemon) -> None:
         msgspec.msgpack.encode({"v": 1, "id": 1, "body": {"op": "ping", "extra": 1, "nested": [1, 2]}}) + b"\x00",
         msgspec.msgpack.encode({"v": 1, "id": 1, "body": {"op": "task.show"}}),
         msgspec.msgpack.encode({"v": 1, "id": 1, "body": {"op": "task.add", "title": 42}}),
+        b"\x91" * 200_000,  # arrays nested 200,000 deep
+        b"\x83\xa1v\x01\xa2id\x01\xa4body" + b"\x81\xa1a" * 100_000 + b"\xc0",  # a body nested 100,000 deep
     ],
 )
 def test_wrong_shapes_are_bad_requests(daemon: Daemon, payload: bytes) -> None:

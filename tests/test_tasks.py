@@ -148,9 +148,9 @@ def test_claim_respects_priority_and_dependencies(daemon: Daemon, repo: Path) ->
     assert (as_json.code, as_json.out.strip()) == (3, "null")
     c.call(TaskAdd(title="tagged", id="tg", repo="proj", tags=["web"]))
     c.call(TaskAdd(title="untagged", id="ut", repo="proj", priority=0))
-    res = daemon.ctl("--json", "task", "claim", "--tag", "web", "--worker", "w5", cwd=repo)
+    res = daemon.ctl("--json", "task", "claim", "--tag", "web", "--worker", "peer-5", cwd=repo)
     assert res.code == 0 and (res.json()["id"], res.json()["claimed_by"], res.json()["status"]) == (
-        "tg", "w5", "claimed")
+        "tg", "peer-5", "claimed")
 
 
 def test_bad_input_is_a_clear_error_and_changes_nothing(daemon: Daemon, repo: Path, tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(daemon: Daemon, repo: Pa
         (["task", "add", "x", "--repo", "nope"], 1, "No registered repository is named or contains 'nope'."),
         (["task", "show", "nope"], 1, "The repository 'proj' has no task 'nope'."),
         (["task", "list", "--repo", "nope"], 1, "No registered repository is named or contains 'nope'."),
-        (["task", "add", "x", "--id", "bad id"], 1, "'bad id' is not a valid task id."),
+        (["task", "add", "x", "--id", "bad id"], 1, "'bad id' is not a valid task id: it may use only letters, digits"),
     ]
     for args, code, words in cases:
         res = daemon.ctl(*args, cwd=repo)

@@ -79,7 +79,7 @@ def test_reimport_updates_but_never_sets_back_done_or_running_and_lists_vanished
         daemon: Daemon, repo: Path) -> None:
     write(repo, SPEC)
     assert daemon.ctl("task", "import", "docs/SPEC.md", cwd=repo).code == 0
-    claimed = daemon.ctl("task", "claim", "--worker", "w1", cwd=repo)
+    claimed = daemon.ctl("task", "claim", "--worker", "peer-1", cwd=repo)
     assert claimed.out.startswith("BE.1\t")  # P0 first
     changed = (SPEC.replace("Landing page", "Landing page v2")
                .replace("[P0] **BE.1 Orders API**", "[P2] **BE.1 Orders API v2**")
@@ -107,7 +107,7 @@ def test_reimport_updates_but_never_sets_back_done_or_running_and_lists_vanished
     assert tasks["SD.3"]["status"] == "done"  # forward is fine
     assert not tasks["SD.5"]["held"]
     assert (tasks["BE.1"]["title"], tasks["BE.1"]["status"], tasks["BE.1"]["claimed_by"]) == (
-        "Orders API", "claimed", "w1")
+        "Orders API", "claimed", "peer-1")
     assert "SD.6" in tasks  # vanished tasks are listed, never deleted
     history = daemon.ctl("task", "show", "SD.1", "--json", cwd=repo).json()["history"]
     assert [e["kind"] for e in history] == ["task.added", "task.edited"]

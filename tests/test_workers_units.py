@@ -43,9 +43,20 @@ def test_transition_rules(status: str, action: str, expected: str | None) -> Non
 
 
 def test_render_argv_fills_known_placeholders_only() -> None:
-    values = {"worker_id": "w3", "task_id": "T-1", "title": "Fix {it}", "prompt": "do it", "worktree": "/x"}
-    assert render_argv(["agent", "--id={worker_id}", "{prompt}", "{unknown}", "{{json}}", "{worktree}/a"], values) == \
-        ["agent", "--id=w3", "do it", "{unknown}", "{{json}}", "/x/a"]
+    values = {"worker_id": "w3", "task_id": "T-1", "title": "Fix {branch}", "prompt": "do it", "worktree": "/x",
+              "branch": "chkd/T-1"}
+    assert render_argv(["agent", "--id={worker_id}", "{prompt}", "{unknown}", "{{json}}", "{worktree}/a", "{title}"],
+                       values) == ["agent", "--id=w3", "do it", "{unknown}", "{json}", "/x/a", "Fix {branch}"]
+
+
+def test_worktree_pattern_is_substituted_never_evaluated_and_stays_beside_the_repository() -> None:
+    base = worktrees.worktree_base("/src/proj", "proj", "T-1", "../{task.__class__.__name__}-{{x}}-{task}")
+    assert base == Path("/src/{task.__class__.__name__}-{x}-T-1")  # left as text, not evaluated
+    for pattern, task in (("../../{task}", "T-1"), ("{task}", "T-1"), ("../{repo}/{task}", "T-1"),
+                          ("../{task}", "..")):
+        with pytest.raises(ChkdError) as info:
+            worktrees.worktree_base("/src/proj", "proj", task, pattern)
+        assert info.value.code == "refused" and "not inside /src" in info.value.message
 
 
 def test_worktree_names() -> None:

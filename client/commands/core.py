@@ -6,7 +6,7 @@ import time
 
 import click
 
-from ..output import fail, print_json
+from ..output import echo, fail, print_json
 
 
 @click.command("ping")
@@ -23,7 +23,7 @@ def ping(app) -> None:  # type: ignore[no-untyped-def]
 
         print_json({**msgspec.to_builtins(pong), "rtt_ms": round(rtt_ms, 3)})
         return
-    click.echo(
+    echo(
         f"pong from chkdd {pong.version} (pid {pong.pid}, up {pong.uptime_s:.0f}s) in {rtt_ms:.1f} ms: "
         f"{pong.repos} repos, {pong.tasks} tasks, {pong.workers} workers"
     )
@@ -40,15 +40,15 @@ def status(app) -> None:  # type: ignore[no-untyped-def]
         print_json(res)
         return
     p = res.pong
-    click.echo(f"chkdd {p.version}, pid {p.pid}, up {p.uptime_s:.0f}s, home {p.home}")
+    echo(f"chkdd {p.version}, pid {p.pid}, up {p.uptime_s:.0f}s, home {p.home}")
     if not res.repos:
-        click.echo("No repositories yet: `chkdctl repo add PATH` or `chkdctl task add` inside one.")
+        echo("No repositories yet: `chkdctl repo add PATH` or `chkdctl task add` inside one.")
     for r in res.repos:
-        click.echo(f"  {r.name}: {r.path} ({r.main_branch}), {r.tasks} tasks, {r.live_workers} live workers")
+        echo(f"  {r.name}: {r.path} ({r.main_branch}), {r.tasks} tasks, {r.live_workers} live workers")
     if res.tasks_by_status:
-        click.echo("tasks:   " + ", ".join(f"{n} {s}" for s, n in sorted(res.tasks_by_status.items())))
+        echo("tasks:   " + ", ".join(f"{n} {s}" for s, n in sorted(res.tasks_by_status.items())))
     if res.workers_by_status:
-        click.echo("workers: " + ", ".join(f"{n} {s}" for s, n in sorted(res.workers_by_status.items())))
+        echo("workers: " + ", ".join(f"{n} {s}" for s, n in sorted(res.workers_by_status.items())))
 
 
 @click.group("config")
@@ -74,7 +74,7 @@ def config_check(app) -> None:  # type: ignore[no-untyped-def]
     if app.json:
         print_json({"ok": True, "path": str(path), "exists": exists})
     else:
-        click.echo(f"{path}: ok" if exists else f"{path} does not exist; the defaults apply.")
+        echo(f"{path}: ok" if exists else f"{path} does not exist; the defaults apply.")
 
 
 @config_group.command("show")
@@ -91,7 +91,7 @@ def config_show(app) -> None:  # type: ignore[no-untyped-def]
     if app.json:
         print_json(cfg)
         return
-    click.echo(f"# effective settings ({path}{'' if path.exists() else ', not present: defaults'})")
+    echo(f"# effective settings ({path}{'' if path.exists() else ', not present: defaults'})")
     click.echo(config_to_toml(cfg), nl=False)
 
 

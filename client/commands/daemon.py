@@ -6,7 +6,7 @@ import click
 
 from chkd.protocol.errors import ChkdError
 
-from ..output import fail, print_json
+from ..output import echo, fail, print_json
 
 @click.group("daemon")
 def daemon_group() -> None:
@@ -71,9 +71,11 @@ def status(app) -> None:  # type: ignore[no-untyped-def]
     if app.json:
         print_json({"running": True, **_pong_dict(pong)})
         return
-    click.echo(f"chkdd {pong.version} running, pid {pong.pid}, up {_uptime(pong.uptime_s)}")
-    click.echo(f"  home: {pong.home}\n  db:   {pong.db}\n  log:  {paths.log_file}")
-    click.echo(f"  {pong.repos} repositories, {pong.tasks} tasks, {pong.workers} workers")
+    echo(f"chkdd {pong.version} running, pid {pong.pid}, up {_uptime(pong.uptime_s)}")
+    echo(f"  home: {pong.home}")
+    echo(f"  db:   {pong.db}")
+    echo(f"  log:  {paths.log_file}")
+    echo(f"  {pong.repos} repositories, {pong.tasks} tasks, {pong.workers} workers")
 
 
 def _pong_dict(pong) -> dict:  # type: ignore[no-untyped-def]
@@ -95,7 +97,7 @@ def _say(app, data: dict, text: str) -> None:  # type: ignore[no-untyped-def]
     if app.json:
         print_json(data)
     else:
-        click.echo(text)
+        echo(text)
 
 
 COMMANDS: list[click.Command] = [daemon_group]

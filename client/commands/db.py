@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..output import Exit, json_option, print_json
+from ..output import Exit, echo, json_option, print_json
 
 #: A backup or check of a large database takes a while; the daemon keeps serving meanwhile.
 DB_TIMEOUT = 900.0
@@ -37,7 +37,7 @@ def db_backup(app: Any, file: str, force: bool) -> None:
     if app.json:
         print_json(res)
         return
-    click.echo(f"Backed up the database to {res.path}: {res.pages} pages, {_size(res.bytes)} in "
+    echo(f"Backed up the database to {res.path}: {res.pages} pages, {_size(res.bytes)} in "
                f"{res.seconds:.2f} s; integrity_check ok.")
 
 
@@ -52,15 +52,15 @@ def db_check(app: Any) -> None:
     if app.json:
         print_json(res)
     elif res.ok:
-        click.echo(f"{res.db}: ok (integrity_check and foreign_key_check, {res.seconds:.2f} s).")
+        echo(f"{res.db}: ok (integrity_check and foreign_key_check, {res.seconds:.2f} s).")
     else:
         n = len(res.problems) + len(res.foreign_key_problems)
-        click.echo(f"{res.db}: {n} problem(s) found.")
+        echo(f"{res.db}: {n} problem(s) found.")
         for line in res.problems:
-            click.echo(f"  integrity: {line}")
+            echo(f"  integrity: {line}")
         for line in res.foreign_key_problems:
-            click.echo(f"  foreign key: {line}")
-        click.echo("Stop the daemon and restore a backup (`chkdctl db backup` makes one), or ask for help with "
+            echo(f"  foreign key: {line}")
+        echo("Stop the daemon and restore a backup (`chkdctl db backup` makes one), or ask for help with "
                    "the lines above.")
     if not res.ok:
         raise Exit(1)

@@ -21,7 +21,7 @@ def demo(app, workers: int, speed: float, keep: bool) -> None:  # type: ignore[n
     Your own daemon, config and repositories are not touched.
     """
     from ..demo import run_demo, summary_lines
-    from ..output import fail, print_json
+    from ..output import echo, fail, print_json
 
     result = run_demo(workers=workers, speed=speed, keep=keep)
     if app.json:
@@ -34,9 +34,9 @@ def demo(app, workers: int, speed: float, keep: bool) -> None:  # type: ignore[n
         })
     else:
         for line in summary_lines(result):
-            click.echo(line)
+            echo(line)
         if keep:
-            click.echo(f"  kept:                {result.directory} (repository: {result.repo})")
+            echo(f"  kept:                {result.directory} (repository: {result.repo})")
     if not result.ok:
         fail("the demo did not complete: " + "; ".join(result.problems or ["not every task was merged"]) + ".")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..output import Exit, json_option, print_json
+from ..output import Exit, echo, json_option, print_json
 
 #: How long a running daemon gets to answer a ping before doctor calls it unresponsive.
 PING_TIMEOUT = 5.0
@@ -36,9 +36,9 @@ def doctor(app: Any) -> None:
         print_json({"ok": not failed, "findings": findings})
     else:
         for f in findings:
-            click.echo(f"{MARK[f.status]}  {f.check:<15} {f.message}")
+            echo(f"{MARK[f.status]}  {f.check:<15} {f.message}")
             if f.fix and f.status != "ok":
-                click.echo(f"{'':22}fix: {f.fix}")
+                echo(f"{'':22}fix: {f.fix}")
     if failed:
         raise Exit(1)
 

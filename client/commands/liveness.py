@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..icons import STATUS_ICONS
-from ..output import fail, print_json, table
+from ..output import echo, fail, print_json, table, visible
 
 #: Icons by event kind; a `*.status` event shows the worker status icon (client/icons.py).
 KIND_ICONS = {
@@ -53,7 +53,7 @@ def format_event(ev: Any) -> str:
     details += [f"{k}={_short(data.pop(k))}" for k in DETAIL_KEYS if k in data]
     details += [f"{k}={_short(v, 40)}" for k, v in sorted(data.items())][:4]
     parts = [f"{clock} #{ev.seq:<5} {icon(ev.kind, ev.data or {})} {ev.kind:<16}", who, " ".join(details)]
-    return "  ".join(p for p in parts if p).rstrip()
+    return visible("  ".join(p for p in parts if p).rstrip())
 
 
 def _resolve_worker(app: Any, ref: str | None) -> str | None:
@@ -130,7 +130,7 @@ def events(app, count: int, since: int, worker: str | None, task: str | None, re
         print_json(res)
         return
     if not res.events:
-        click.echo("No events match." if (worker or task or repo or since) else "No events yet.")
+        echo("No events match." if (worker or task or repo or since) else "No events yet.")
         return
     for ev in res.events:
         click.echo(format_event(ev))
@@ -157,7 +157,7 @@ def gc_cmd(app, apply_: bool, repo: str | None) -> None:  # type: ignore[no-unty
         print_json(res)
         return
     if not res.items:
-        click.echo("Nothing to clean up.")
+        echo("Nothing to clean up.")
         return
     rows = []
     for it in res.items:
@@ -171,7 +171,7 @@ def gc_cmd(app, apply_: bool, repo: str | None) -> None:  # type: ignore[no-unty
     click.echo(table(rows, ["KIND", "REPO", "WHAT", "ACTION", "REASON"]))
     removable = sum(1 for it in res.items if it.removable and not it.removed)
     if not res.applied and removable:
-        click.echo(f"{removable} item(s) can be removed safely; run `chkdctl gc --apply` to remove them.")
+        echo(f"{removable} item(s) can be removed safely; run `chkdctl gc --apply` to remove them.")
 
 
 COMMANDS: list[click.Command] = [watch, events, gc_cmd]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..output import Exit, ago, json_option, print_json, table
+from ..output import Exit, ago, echo, json_option, print_json, table
 
 #: Merge states after which `chkdctl merge` stops waiting.
 SETTLED = ("merged", "conflict", "failed", "rejected", "awaiting_review")
@@ -24,7 +24,7 @@ def _wait(app: Any, merge_id: int) -> Any:
     while True:
         m = app.call(MergeShow(id=merge_id), MergeResult).merge
         if m.status != last and not app.json and m.status not in SETTLED:
-            click.echo(f"merge {m.id}: {m.status.replace('_', ' ')}…", err=True)
+            echo(f"merge {m.id}: {m.status.replace('_', ' ')}…", err=True)
             last = m.status
         if m.status in SETTLED:
             return m
@@ -37,27 +37,24 @@ def _report(app: Any, m: Any) -> None:
         print_json(m)
     elif m.status == "merged":
         sha = (m.result_sha or "")[:10]
-        click.echo(f"Merged {m.worker_id} into {m.target} ({sha}); worktree and branch removed, task done.")
+        echo(f"Merged {m.worker_id} into {m.target} ({sha}); worktree and branch removed, task done.")
     elif m.status == "awaiting_review":
-        click.echo(f"Merge {m.id} of {m.worker_id} waits for review: `chkdctl diff {m.worker_id}`, then "
+        echo(f"Merge {m.id} of {m.worker_id} waits for review: `chkdctl diff {m.worker_id}`, then "
                    f"`chkdctl approve {m.worker_id}` or `chkdctl reject {m.worker_id} --reason TEXT`.")
     elif m.status == "conflict":
-        click.echo(f"chkdctl: {m.worker_id} conflicts with {m.target} in: {', '.join(m.conflict_files)}; "
+        echo(f"chkdctl: {m.worker_id} conflicts with {m.target} in: {', '.join(m.conflict_files)}; "
                    f"nothing was changed.", err=True)
-        click.echo(f"  hint: `chkdctl update {m.worker_id}` brings {m.target} into its worktree to resolve.", err=True)
+        echo(f"  hint: `chkdctl update {m.worker_id}` brings {m.target} into its worktree to resolve.", err=True)
     elif m.status in ("queued", "checking", "testing"):  # --no-wait: it goes on in the daemon
-        click.echo(f"Merge {m.id} of {m.worker_id} into {m.target} ({m.strategy}) is {m.status}; "
+        echo(f"Merge {m.id} of {m.worker_id} into {m.target} ({m.strategy}) is {m.status}; "
                    f"follow it with `chkdctl merges` or `chkdctl watch --worker {m.worker_id}`.")
     else:
-        click.echo(f"chkdctl: merge {m.id} of {m.worker_id} {m.status}.", err=True)
+        echo(f"chkdctl: merge {m.id} of {m.worker_id} {m.status}.", err=True)
         if m.log.strip():
-            click.echo(_indent(m.log.strip()[-2000:]), err=True)
+            for line in m.log.strip()[-2000:].splitlines():
+                echo("  " + line, err=True)
     if m.status in ("conflict", "failed", "rejected"):
         raise Exit(1)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + ln for ln in text.splitlines())
 
 
 @click.command("merge")
@@ -104,7 +101,7 @@ def reject(app: Any, worker: str, reason: str) -> None:
     if app.json:
         print_json(m)
         return
-    click.echo(f"Rejected merge {m.id}; {m.worker_id} is back to working" + (f": {reason}" if reason else "."))
+    echo(f"Rejected merge {m.id}; {m.worker_id} is back to working" + (f": {reason}" if reason else "."))
 
 
 @click.command("merges")
@@ -121,7 +118,7 @@ def merges(app: Any, repo: str | None, all_: bool) -> None:
         print_json(res.merges)
         return
     if not res.merges:
-        click.echo("No merges yet.")
+        echo("No merges yet.")
         return
     rows = [[str(m.id), m.worker_id, m.task_id or "-", m.repo, m.status.replace("_", " "), m.strategy,
              ago(m.finished_at or m.created_at),
@@ -135,7 +132,9 @@ def merges(app: Any, repo: str | None, all_: bool) -> None:
 @click.option("--stat", is_flag=True, help="Only the diffstat.")
 @click.pass_obj
 def diff(app: Any, worker: str, stat: bool) -> None:
-    """The worker's change against the target (from their merge base; uncommitted edits included)."""
+    """The worker's change against the target (from their merge base; uncommitted edits included).
+
+    Printed as git prints it (so it can be piped to `git apply`): file contents are not made visible."""
     from chkd.protocol.messages import Diff, DiffResult
 
     res = app.call(Diff(worker=worker, stat=stat), DiffResult)
@@ -159,10 +158,10 @@ def update(app: Any, worker: str) -> None:
         return
     conflicted = w.status == "working" and (w.message or "").startswith("conflicts with")
     if conflicted:
-        click.echo(f"chkdctl: {w.id}: {w.message}", err=True)
-        click.echo(f"  the conflict markers are in {w.worktree}", err=True)
+        echo(f"chkdctl: {w.id}: {w.message}", err=True)
+        echo(f"  the conflict markers are in {w.worktree}", err=True)
         raise Exit(1)
-    click.echo(f"{w.id}: {w.message or 'up to date'} ({w.status}).")
+    echo(f"{w.id}: {w.message or 'up to date'} ({w.status}).")
 
 
 @click.command("conflicts")
@@ -178,7 +177,7 @@ def conflicts(app: Any, repo: str | None) -> None:
         print_json(res)
         return
     if not res.overlaps:
-        click.echo("No overlaps: no two active workers (or a worker and the target) change the same files.")
+        echo("No overlaps: no two active workers (or a worker and the target) change the same files.")
         return
     rows = [[o.repo, o.a, o.b or "(target)", "CONFLICT" if o.conflict else "overlap",
              ", ".join(o.conflict_files if o.conflict else o.files)] for o in res.overlaps]

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..output import ago, fail, json_option, print_json, table
+from ..output import ago, echo, fail, json_option, print_json, table
 
 
 @click.group("repo")
@@ -43,9 +43,9 @@ def repo_add(app: Any, path: str, name: str | None, main_branch: str | None, tes
         return
     r = res.repo
     if res.created:
-        click.echo(f"Added repository {r.name}: {r.path} (main branch {r.main_branch}).")
+        echo(f"Added repository {r.name}: {r.path} (main branch {r.main_branch}).")
     else:
-        click.echo(f"{r.path} is already registered as {r.name} (main branch {r.main_branch}).")
+        echo(f"{r.path} is already registered as {r.name} (main branch {r.main_branch}).")
 
 
 @repo_group.command("list")
@@ -60,7 +60,7 @@ def repo_list(app: Any) -> None:
         print_json(res.repos)
         return
     if not res.repos:
-        click.echo("No repositories yet: `chkdctl repo add PATH`, or `chkdctl task add` inside one.")
+        echo("No repositories yet: `chkdctl repo add PATH`, or `chkdctl task add` inside one.")
         return
     rows = [[r.name, r.main_branch, str(r.tasks), str(r.live_workers), ago(r.added_at),
              " ".join(r.test_cmd) if r.test_cmd else "-", r.path] for r in res.repos]
@@ -79,7 +79,7 @@ def repo_rm(app: Any, name: str) -> None:
     if app.json:
         print_json(res)
         return
-    click.echo(res.message)
+    echo(res.message)
 
 
 COMMANDS: list[click.Command] = [repo_group]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..output import Exit, ago, fail, json_option, print_json, table
+from ..output import Exit, ago, echo, fail, json_option, print_json, table, visible
 
 #: Largest spec file sent to the daemon (its frame limit is 4 MiB).
 MAX_SPEC_BYTES = 4 * 1024 * 1024 - 64 * 1024
@@ -68,7 +68,7 @@ def _print_task(app: Any, res: Any, verb: str) -> None:
         print_json(full(res.task))
         return
     t = res.task
-    click.echo(f"{verb} {t.id} (P{t.priority}, {state_word(t)}) in {t.repo}: {t.title}")
+    echo(f"{verb} {t.id} (P{t.priority}, {state_word(t)}) in {t.repo}: {t.title}")
 
 
 # -- add / list / show / edit ----------------------------------------------------------------------
@@ -110,7 +110,7 @@ def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_re
         print_json([full(t) for t in res.tasks])
         return
     if not res.tasks:
-        click.echo("No tasks match." if (status or ready or tag) else "No tasks yet: `chkdctl task add TITLE`.")
+        echo("No tasks match." if (status or ready or tag) else "No tasks yet: `chkdctl task add TITLE`.")
         return
     headers = ["ID", "PRI", "STATE", "AGE", "DEPENDS", "TITLE"]
     if all_repos:
@@ -136,26 +136,27 @@ def task_show(app: Any, task_id: str, repo: str | None) -> None:
         print_json({"task": full(res.task), "history": res.history})
         return
     t = res.task
-    click.echo(f"{t.id}: {t.title}")
-    click.echo(f"  repo       {t.repo}")
-    click.echo(f"  state      {state_word(t)}, P{t.priority}, attempts {t.attempts}/{t.max_attempts}")
+    echo(f"{t.id}: {t.title}")
+    echo(f"  repo       {t.repo}")
+    echo(f"  state      {state_word(t)}, P{t.priority}, attempts {t.attempts}/{t.max_attempts}")
     if t.claimed_by:
-        click.echo(f"  claimed by {t.claimed_by} ({ago(t.claimed_at)} ago)")
+        echo(f"  claimed by {t.claimed_by} ({ago(t.claimed_at)} ago)")
     if t.tags:
-        click.echo(f"  tags       {', '.join(t.tags)}")
-    click.echo(f"  after      {', '.join(t.depends_on) or '-'}")
-    click.echo(f"  before     {', '.join(t.dependants) or '-'}")
-    click.echo(f"  created    {ago(t.created_at)} ago" + (f", finished {ago(t.completed_at)} ago" if t.completed_at else ""))
+        echo(f"  tags       {', '.join(t.tags)}")
+    echo(f"  after      {', '.join(t.depends_on) or '-'}")
+    echo(f"  before     {', '.join(t.dependants) or '-'}")
+    echo(f"  created    {ago(t.created_at)} ago" + (f", finished {ago(t.completed_at)} ago" if t.completed_at else ""))
     if t.description:
-        click.echo("")
+        echo("")
         for line in t.description.splitlines():
-            click.echo(f"  {line}")
+            echo(f"  {line.expandtabs(4)}")
     if res.history:
-        click.echo("\nhistory:")
+        echo("")
+        echo("history:")
         for ev in res.history:
             detail = " ".join(f"{k}={v}" for k, v in ev.data.items() if v not in (None, "", [], {}))
             who = f" [{ev.worker_id}]" if ev.worker_id else ""
-            click.echo(f"  #{ev.seq} {ago(ev.at):>4} ago  {ev.kind}{who} {detail}".rstrip())
+            echo(f"  #{ev.seq} {ago(ev.at):>4} ago  {ev.kind}{who} {detail}".rstrip())
 
 
 @click.command("edit")
@@ -221,7 +222,7 @@ def _dep(name: str, command: str, doc: str) -> click.Command:
             print_json(full(res.task))
             return
         t = res.task
-        click.echo(f"{t.id} now runs after: {', '.join(t.depends_on) or 'nothing'} ({state_word(t)}).")
+        echo(f"{t.id} now runs after: {', '.join(t.depends_on) or 'nothing'} ({state_word(t)}).")
 
     return _cmd
 
@@ -245,9 +246,9 @@ def task_claim(app: Any, worker: str | None, tag: str | None, repo: str | None) 
     if app.json:
         print_json(full(res.task))
     elif res.task is not None:
-        click.echo(f"{res.task.id}\t{res.task.title}")
+        click.echo(f"{visible(res.task.id)}\t{visible(res.task.title)}")  # the tab is the separator scripts cut on
     else:
-        click.echo("Nothing is ready to claim" + (f" with tag '{tag}'." if tag else "."), err=True)
+        echo("Nothing is ready to claim" + (f" with tag '{tag}'." if tag else "."), err=True)
     if res.task is None:
         raise Exit(3)
 
@@ -308,7 +309,7 @@ def format_report(r: Any, file: str) -> str:
         lines.append(f"  warning: {w}")
     for p in r.problems:
         lines.append(f"  line {p.line}: {p.reason}: {p.text}")
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)
 
 
 def _with_fields(task_id: str, changes: dict[str, list[str]]) -> str:

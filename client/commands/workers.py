@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..icons import STATUS_ICONS
-from ..output import Exit, ago, fail, json_option, print_json, table
+from ..output import Exit, ago, echo, fail, json_option, print_json, table
 
 FINAL = frozenset({"done", "merged", "error", "dead", "aborted", "conflict"})
 #: `chkdctl worker-status` exit codes, so an agent's script can branch without parsing.
@@ -55,7 +55,7 @@ def _print_worker(w: Any) -> None:
     pairs.append(("log", w.log_path or "-"))
     width = max(len(k) for k, _ in pairs)
     for k, v in pairs:
-        click.echo(f"{k.rjust(width)}  {v}")
+        echo(f"{k.rjust(width)}  {v}")
 
 
 def _worker_env(worker: str | None) -> str:
@@ -114,9 +114,9 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
     if app.json:
         print_json(w)
         return
-    click.echo(f"{w.id}  {status_word(w.status)}  task {w.task_id}: {w.task_title}")
-    click.echo(f"  worktree {w.worktree}")
-    click.echo(f"  branch   {w.branch}")
+    echo(f"{w.id}  {status_word(w.status)}  task {w.task_id}: {w.task_title}")
+    echo(f"  worktree {w.worktree}")
+    echo(f"  branch   {w.branch}")
 
 
 # -- listing --------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def workers(app: Any, all_: bool, repo: str | None) -> None:
         print_json(res.workers)
         return
     if not res.workers:
-        click.echo("No workers. Start one with `chkdctl spawn TASK_ID` or `chkdctl spawn --next`.")
+        echo("No workers. Start one with `chkdctl spawn TASK_ID` or `chkdctl spawn --next`.")
         return
     click.echo(table(worker_rows(res.workers), HEADERS))
 
@@ -176,9 +176,9 @@ def _control(app: Any, body: Any, verb: str, worker: str | None, all_: bool) -> 
         print_json(res.workers)
         return
     if not res.workers:
-        click.echo(f"No worker to {verb}.")
+        echo(f"No worker to {verb}.")
     for w in res.workers:
-        click.echo(f"{w.id}  {status_word(w.status)}  task {w.task_id}")
+        echo(f"{w.id}  {status_word(w.status)}  task {w.task_id}")
 
 
 def _targets(which: str) -> Any:
@@ -261,7 +261,9 @@ def _read_tail(path: str, n: int | None) -> tuple[bytes, int]:
 @click.option("-n", "lines", type=click.IntRange(0), default=None, help="Only the last N lines.")
 @click.pass_obj
 def logs(app: Any, worker: str, follow: bool, lines: int | None) -> None:
-    """The agent's output (state/workers/<id>.log)."""
+    """The agent's output (state/workers/<id>.log), printed raw, byte for byte as the agent wrote it:
+    unlike every other command, terminal escapes in it are not made visible (pipe it through
+    `cat -v` or `less` to see them as text)."""
     from chkd.protocol.messages import WorkerResult, WorkerShow
 
     w = app.call(WorkerShow(worker=worker), WorkerResult).worker
@@ -317,7 +319,7 @@ def rm(app: Any, worker: str, force: bool) -> None:
     if app.json:
         print_json(res)
         return
-    click.echo(res.message)
+    echo(res.message)
 
 
 @click.group("attic")
@@ -346,7 +348,7 @@ def attic_list(app: Any, repo: str | None) -> None:
         print_json(res.entries)
         return
     if not res.entries:
-        click.echo("The attic is empty.")
+        echo("The attic is empty.")
         return
     click.echo(table([[e.worker_id, e.sha[:10], f"{ago(e.at)} ago", e.ref] for e in res.entries],
                      ["WORKER", "COMMIT", "KEPT", "REF"]))
@@ -366,7 +368,7 @@ def attic_restore(app: Any, ref: str, branch: str | None, repo: str | None) -> N
     if app.json:
         print_json(res)
         return
-    click.echo(res.message)
+    echo(res.message)
 
 
 # -- for agents inside a worker -------------------------------------------------------------------------
@@ -390,7 +392,7 @@ def heartbeat(app: Any, message: str | None, tokens_in: int, tokens_out: int, co
     if app.json:
         print_json(ack)
     elif ack.status != "working":
-        click.echo(ack.status)
+        echo(ack.status)
 
 
 @click.command("worker-status")
@@ -411,7 +413,7 @@ def worker_status(app: Any, worker: str | None) -> None:
     if app.json:
         print_json(ack)
     else:
-        click.echo(ack.status)
+        echo(ack.status)
     code = STATUS_EXIT.get(ack.status, STATUS_EXIT_OTHER)
     if code:
         raise Exit(code)
@@ -432,7 +434,7 @@ def done(app: Any, summary: str, worker: str | None) -> None:
     if app.json:
         print_json(res.worker)
         return
-    click.echo(f"{res.worker.id} done; task {res.worker.task_id} is in review.")
+    echo(f"{res.worker.id} done; task {res.worker.task_id} is in review.")
 
 
 COMMANDS: list[click.Command] = [

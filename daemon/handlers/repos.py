@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.names import branch_problem, repo_name_problem
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, Ok, RepoAdd, RepoInfo, RepoList, RepoListResult, RepoResult, RepoRm
 
 from .. import git, lookup, tasks
@@ -24,9 +25,9 @@ class RepoFacts:
 
 def inspect_repo(path: str, main_branch: str | None = None) -> RepoFacts:
     """Off-loop: check that `path` is inside a non-bare repository with commits; find its main branch."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ChkdError("not_found", f"The path {p} does not exist.")
+    p = lookup.existing_path(path)  # type: ignore[assignment]
+    if p is None:
+        raise ChkdError("not_found", f"The path {path} does not exist.")
     if not p.is_dir():
         p = p.parent
     proc = git.run(["rev-parse", "--is-bare-repository"], p, check=False)
@@ -109,7 +110,7 @@ def ensure_repo(ctx: Ctx, ref: str | None, then: Callable[[dict[str, Any]], Any]
     row = lookup.find_repo(ctx.store, ref)
     if row is not None:
         return then(row)
-    if ref is None or not Path(ref).expanduser().exists():
+    if ref is None or lookup.existing_path(ref) is None:
         lookup.repo(ctx.store, ref)  # raises the right not_found sentence
     deferred = ctx.defer()
 
@@ -124,9 +125,21 @@ def ensure_repo(ctx: Ctx, ref: str | None, then: Callable[[dict[str, Any]], Any]
     return deferred
 
 
+def check_repo_name(name: str) -> str:
+    """A name given with `--name`: it becomes part of worktree paths, so nothing path-like or option-like."""
+    problem = repo_name_problem(name)
+    if problem is not None:
+        shown = name if len(name) <= 80 else name[:79] + "…"
+        raise ChkdError("bad_request", f"'{shown}' is not a valid repository name: {problem}.",
+                        "Use letters, digits, spaces and - _ (like my-app).")
+    return name
+
+
 def add(ctx: Ctx, req: RepoAdd) -> Any:
-    if req.name is not None and not req.name.strip():
-        raise ChkdError("bad_request", "The repository name cannot be empty.")
+    if req.name is not None:
+        check_repo_name(req.name)
+    if req.main_branch is not None and (problem := branch_problem(req.main_branch)) is not None:
+        raise ChkdError("bad_request", f"--main-branch is not a branch name: {problem}.")
     deferred = ctx.defer()
 
     def _inspected(facts: RepoFacts | None, exc: BaseException | None) -> None:

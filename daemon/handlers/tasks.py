@@ -14,14 +14,15 @@ from typing import Any
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Claim, ClaimResult, DepAdd, DepRm, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit, TaskHold,
-    TaskImport, TaskList, TaskListResult, TaskRelease, TaskResult, TaskRetry, TaskShow,
+    MAX_IMPORT_ITEMS, Claim, ClaimResult, DepAdd, DepRm, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit,
+    TaskHold, TaskImport, TaskList, TaskListResult, TaskRelease, TaskResult, TaskRetry, TaskShow,
 )
 from chkd.protocol.paths import find_repo_root
 
 from .. import lookup, spec, taskgraph, tasks
-from ..context import EVENT_COLUMNS, Ctx, row_event
-from .repos import RepoFacts, ensure_repo, inspect_repo
+from .. import workers as W
+from ..context import EVENT_COLUMNS, Ctx, Deferred, row_event
+from .repos import RepoFacts, ensure_repo, inspect_repo, register
 
 #: `task show` returns at most this many history events (the newest).
 HISTORY_LIMIT = 500
@@ -32,8 +33,8 @@ def find_repo(ctx: Ctx, ref: str | None) -> dict[str, Any] | None:
     """The repository `ref` names; a directory outside every git repository means the only one."""
     row = lookup.find_repo(ctx.store, ref)
     if row is None and ref and (os.sep in ref or ref.startswith(".")):
-        path = Path(ref).expanduser()
-        if path.is_dir() and find_repo_root(path) is None:
+        path = lookup.existing_path(ref)
+        if path is not None and path.is_dir() and find_repo_root(path) is None:
             row = lookup.find_repo(ctx.store, None)
     return row
 
@@ -58,6 +59,8 @@ def _result(ctx: Ctx, task: dict[str, Any], repo: dict[str, Any]) -> TaskResult:
 def add(ctx: Ctx, req: TaskAdd) -> Any:
     tasks.check_title(req.title)  # fail fast, before any repository is registered
     tasks.check_priority(req.priority)
+    if req.id is not None:
+        tasks.check_id(req.id)
 
     def _add(repo: dict[str, Any]) -> TaskResult:
         task = tasks.create_task(ctx, repo, title=req.title, id=req.id, priority=req.priority,
@@ -227,36 +230,73 @@ def dep_rm(ctx: Ctx, req: DepRm) -> TaskResult:
 # -- claim -----------------------------------------------------------------------------------------------
 def claim(ctx: Ctx, req: Claim) -> ClaimResult:
     repo = resolve_repo(ctx, req.repo)
+    if req.worker is not None:
+        check_claimer(ctx, repo, req.worker)
     task = tasks.claim_next(ctx, repo, req.worker, req.tag.lstrip("#") if req.tag else None)
     if task is None:
         return ClaimResult(task=None)
     return ClaimResult(task=tasks.task_info(ctx, task, repo["name"]))
 
 
+def check_claimer(ctx: Ctx, repo: dict[str, Any], who: str) -> None:
+    """A claim names who takes the task: a worker id (`w12`) must be a worker of this repository;
+    any other name (a peer agent's own, like `reviewer-1`) is taken as it is."""
+    if not W.WORKER_ID_RE.fullmatch(who):
+        return
+    row = ctx.store.one("SELECT repo_id FROM workers WHERE id=?", (who,))
+    if row is None:
+        raise ChkdError("not_found", f"No worker has the id '{who}'.",
+                        "Worker ids like w3 are chkd's own; a peer agent claims under its own name.")
+    if row[0] != repo["id"]:
+        raise ChkdError("conflict", f"Worker {who} belongs to the repository '{tasks.repo_name_of(ctx, row[0])}', "
+                                    f"not '{repo['name']}'; it cannot claim a task here.")
+
+
 # -- spec import ---------------------------------------------------------------------------------------------
-def import_(ctx: Ctx, req: TaskImport) -> Any:
+def import_(ctx: Ctx, req: TaskImport) -> Deferred:
+    """Parse off-loop (a 4 MiB spec takes a second), then apply on the loop. An unknown git
+    repository is inspected in the same job and registered, except on a dry run."""
     if "\0" in req.text:
         raise ChkdError("bad_request", f"{req.source} is a binary file, not a markdown checklist.")
-    def _apply(repo: dict[str, Any]) -> ImportReport:
-        return apply_spec(ctx, repo, spec.parse(req.text), req.source, req.dry_run)
-
-    if req.dry_run and find_repo(ctx, req.repo) is None and req.repo and Path(req.repo).expanduser().exists():
-        return _dry_run_unknown(ctx, req.repo, _apply)
-    return _with_repo(ctx, req.repo, _apply)
-
-
-def _dry_run_unknown(ctx: Ctx, path: str, apply: Any) -> Any:
-    """A dry run in a repository chkd does not know: check it is one, report, register nothing."""
+    row = find_repo(ctx, req.repo)
+    if row is None and (req.repo is None or lookup.existing_path(req.repo) is None):
+        lookup.repo(ctx.store, req.repo)  # raises the right not_found sentence
+    unknown = req.repo if row is None else None
     deferred = ctx.defer()
 
-    def _inspected(facts: RepoFacts | None, exc: BaseException | None) -> None:
+    def _parse() -> tuple[spec.Spec, RepoFacts | None]:
+        doc = spec.parse(req.text)
+        too_many = len(doc.items) > MAX_IMPORT_ITEMS
+        return doc, inspect_repo(unknown) if unknown is not None and not too_many else None
+
+    def _parsed(result: tuple[spec.Spec, RepoFacts | None] | None, exc: BaseException | None) -> None:
         if exc is not None:
             raise exc
-        assert facts is not None
-        ctx.finish(deferred, apply({"id": -1, "name": Path(facts.path).name, "path": facts.path}))
+        assert result is not None
+        doc, facts = result
+        if len(doc.items) > MAX_IMPORT_ITEMS:
+            raise ChkdError("bad_request", f"{req.source} has {len(doc.items)} items; one import can hold at most "
+                                           f"{MAX_IMPORT_ITEMS}.", "Split it into several files.")
+        ctx.finish(deferred, apply_spec(ctx, _import_target(ctx, row, facts, req.dry_run), doc, req.source,
+                                        req.dry_run))
 
-    ctx.submit(inspect_repo, path, then=_inspected, reply_to=deferred)
+    ctx.submit(_parse, then=_parsed, reply_to=deferred)
     return deferred
+
+
+def _import_target(ctx: Ctx, row: dict[str, Any] | None, facts: RepoFacts | None, dry_run: bool) -> dict[str, Any]:
+    """The repository to import into, read again on the loop (it may have been removed meanwhile);
+    an unknown one is registered, or on a dry run only described."""
+    if row is not None:
+        fresh = ctx.store.dict(f"SELECT {lookup.REPO_COLUMNS} FROM repos WHERE id=?", (row["id"],))
+        if fresh is None:
+            raise ChkdError("not_found", f"The repository '{row['name']}' was removed during the import.")
+        return fresh
+    assert facts is not None
+    if dry_run:
+        known = ctx.store.dict(f"SELECT {lookup.REPO_COLUMNS} FROM repos WHERE path=?", (facts.path,))
+        return known or {"id": -1, "name": Path(facts.path).name, "path": facts.path}
+    return register(ctx, facts, None, None)[0]
 
 
 def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_run: bool) -> ImportReport:
@@ -267,9 +307,11 @@ def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_
     seen: set[str] = set()
     for item in doc.items:
         seen.add(item.id)
-        try:  # an item the task rules refuse (a 600-character title, an odd tag) is a problem line
+        try:  # an item the task rules refuse (a 600-character title, an odd tag, a bad id) is a problem line
+            tasks.check_id(item.id)
             item.title = tasks.check_title(item.title)
             item.tags = tasks.check_tags(item.tags)
+            tasks.check_description(item.description)
         except ChkdError as exc:
             report.problems.append(ImportProblem(line=item.line, text=item.title[:200], reason=exc.message))
             continue

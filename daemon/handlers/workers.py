@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from chkd.protocol import templates
 from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
@@ -81,8 +82,8 @@ def launch(spec: LaunchSpec) -> Launched:
 
 def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> tuple[str, list[str], dict[str, str]]:
     """(agent name, argv template, extra env) for the spawn."""
-    if req.cmd is not None:
-        return "cmd", list(req.cmd), {}
+    if req.cmd is not None:  # typed by hand: the placeholders are filled, every other brace is literal (JSON...)
+        return "cmd", [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd], {}
     name = req.agent or ctx.config.for_repo(repo["name"]).default_agent or ctx.config.default_agent
     profile = ctx.config.agent_profile(name)
     if profile is None:
@@ -229,7 +230,7 @@ def spawn(ctx: Ctx, req: Spawn) -> Deferred:
     if repo is not None:
         _start(ctx, req, repo, deferred)
         return deferred
-    if req.repo is None or not Path(req.repo).expanduser().exists():
+    if req.repo is None or lookup.existing_path(req.repo) is None:
         lookup.repo(ctx.store, req.repo)  # raises the right not_found sentence
 
     def _registered(facts: repos_area.RepoFacts | None, exc: BaseException | None) -> None:
@@ -414,6 +415,10 @@ def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
     return ActivityAck(status=row["status"], heartbeat_s=ctx.config.heartbeat_s)
 
 
+#: Running totals stop here instead of overflowing SQLite's 64-bit integers.
+TOTAL_CAP = 2**62
+
+
 def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
     """Activity: the agent is getting somewhere. Token counts are increments, added up."""
     row = lookup.worker(ctx.store, req.worker)
@@ -421,8 +426,9 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
         raise ChkdError("bad_request", "Token counts and cost are increments and cannot be negative.")
     now = now_ms()
     fields: dict[str, Any] = {
-        "activity_at": now, "tokens_in": (row["tokens_in"] or 0) + req.tokens_in,
-        "tokens_out": (row["tokens_out"] or 0) + req.tokens_out, "cost_usd": (row["cost_usd"] or 0) + req.cost_usd,
+        "activity_at": now, "tokens_in": min(TOTAL_CAP, (row["tokens_in"] or 0) + req.tokens_in),
+        "tokens_out": min(TOTAL_CAP, (row["tokens_out"] or 0) + req.tokens_out),
+        "cost_usd": min(float(TOTAL_CAP), (row["cost_usd"] or 0) + req.cost_usd),
     }
     if req.message is not None:
         fields["message"] = req.message[:500]
