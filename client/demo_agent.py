@@ -83,7 +83,8 @@ def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int |
         if commit.returncode != 0:
             say(f"step {i}/{steps}: git commit failed: {commit.stderr.strip()}")
             return 2
-        say(f"step {i}/{steps}: edited {target} and committed")
+        sha = git("rev-parse", "HEAD").stdout.strip()
+        say(f"step {i}/{steps}: edited {target} and committed {sha}")
         heartbeat(f"step {i}/{steps}: edited {target}", rng)
         if fail_after is not None and i >= fail_after:
             say(f"failing on purpose after step {i}")
