@@ -137,11 +137,11 @@ class Run:
         res = _calm(self.d, WorkerList(repo="proj", all=True), WorkerListResult)
         return res.workers if res else []
 
-    def kill_process(self, kind: str) -> None:
+    def kill_process(self, kind: str) -> bool:
+        """kill -9 the shim or agent of a random live worker; False when there was none to hit."""
         live = [w for w in self.workers() if w.status in LIVE and w.pid]
         if not live:
-            self.faults.insert(0, kind)  # nothing to kill yet: try again next time
-            return
+            return False
         w = self.rng.choice(live)
         pid = self._shim_pid(w) if kind == "shim" else w.pid
         try:
@@ -149,10 +149,10 @@ class Run:
                 raise ProcessLookupError
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            self.faults.insert(0, kind)
-            return
+            return False
         self.t.kills[kind] += 1
         self.t.note(f"kill -9 {kind} of {w.id} ({w.task_id})")
+        return True
 
     def _shim_pid(self, w: Any) -> int | None:
         """The shim is the agent's parent (it started the agent in its own session)."""
@@ -195,14 +195,15 @@ def _chaos(run: Run, rng: random.Random, tally: Tally) -> None:
         if time.monotonic() >= next_chaos and run.alive():
             action = run.faults.pop(0) if run.faults else rng.choices(["daemon", "shim", "agent", "pause"],
                                                                      weights=[3, 2, 2, 1])[0]
+            if action in ("shim", "agent") and not run.kill_process(action):
+                run.faults.insert(0, action)  # nothing to hit now: the next live worker gets it,
+                action = "daemon"  # and the daemon takes this turn's kill
             if action == "daemon":
                 run.kill_daemon()
                 time.sleep(rng.random() * 0.5)
                 run.restart(chaos=True)
             elif action == "pause":
                 run.pause_daemon()
-            else:
-                run.kill_process(action)
             next_chaos = time.monotonic() + 0.5 + rng.random() * 2.0
         time.sleep(0.1)
 
