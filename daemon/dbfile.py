@@ -59,8 +59,15 @@ def backup_database(db: str, target: str, *, force: bool = False) -> DbBackupRes
     is either the old file or a verified copy, never half of one. Without `force` an
     existing `target` is refused, also when it appears while the copy is made.
     """
-    started = time.monotonic()
     dest = Path(target)
+    try:
+        return _backup(db, dest, force)
+    except OSError as exc:  # a name too long, a read-only or full disk, a permission: one sentence
+        raise ChkdError("bad_request", f"Cannot write the backup {dest} ({exc.strerror or exc}).") from None
+
+
+def _backup(db: str, dest: Path, force: bool) -> DbBackupResult:
+    started = time.monotonic()
     _check_destination(dest, force, db)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)  # 0600

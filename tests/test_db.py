@@ -98,6 +98,14 @@ def test_backup_into_a_missing_directory_is_one_sentence(daemon: Daemon, tmp_pat
     assert res.err.splitlines()[0] == f"chkdctl: The directory {tmp_path / 'nope'} does not exist."
 
 
+def test_backup_to_a_name_the_filesystem_refuses_is_one_sentence(daemon: Daemon, tmp_path: Path) -> None:
+    res = daemon.ctl("db", "backup", "/" + "p" * 300)  # found by the protocol fuzzer: ENAMETOOLONG
+    assert res.code == 1
+    assert res.err.startswith("chkdctl: Cannot write the backup /ppp"), res.err
+    assert "File name too long" in res.err and "Traceback" not in res.err
+    assert daemon.ctl("ping").code == 0
+
+
 def test_check_says_ok(daemon: Daemon, repo: Path) -> None:
     add_tasks(daemon, repo, 3)
     res = daemon.ctl("db", "check")
