@@ -32,6 +32,7 @@ KINDS = {
     "worker.error": "error",
     "worker.stalled": "stalled",
     "worker.conflict": "conflict",
+    "worker.help": "help",
 }
 TITLES = {
     "done": "chkd: worker done",
@@ -41,6 +42,7 @@ TITLES = {
     "stalled": "chkd: worker stalled",
     "escalated": "chkd: task escalated",
     "budget": "chkd: budget reached",
+    "help": "chkd: a worker asks for help",
 }
 CURSOR_KEY = "notify_seq"
 SEND_TIMEOUT_S = 10.0
@@ -67,7 +69,8 @@ def text(cls: str, event: Event) -> tuple[str, str]:
     """(title, body) for a person."""
     who = " ".join(p for p in (event.worker_id and f"worker {event.worker_id}",
                                event.task_id and f"task {event.task_id}") if p)
-    detail = event.data.get("reason") or event.data.get("message") or event.data.get("summary") or ""
+    detail = (event.data.get("reason") or event.data.get("message") or event.data.get("summary")
+              or event.data.get("question") or "")
     files = event.data.get("files") or event.data.get("conflict_files")
     if files and isinstance(files, list):
         detail = (detail + "; " if detail else "") + "files: " + ", ".join(map(str, files[:5]))
