@@ -62,6 +62,11 @@ class Session:
         from chkd.protocol.errors import ChkdError
         from chkd.protocol.messages import Ok, SessionClose
 
+        from .. import daemonctl
+
+        if not daemonctl.is_running(self.chkd.paths):  # type: ignore[attr-defined]
+            print(f"chkd-mcp: chkdd is not running; it ends session {self.id} when it starts.", file=sys.stderr)
+            return
         try:
             self.chkd.client().call(SessionClose(id=self.id, reason=reason), Ok, timeout=3.0)  # type: ignore[attr-defined]
         except ChkdError as exc:

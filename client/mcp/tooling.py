@@ -17,6 +17,7 @@ from mcp.types import CallToolResult, TextContent
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.paths import Paths
 
+from .. import daemonctl
 from ..client import Client
 
 R = TypeVar("R")
@@ -51,8 +52,10 @@ class Chkd:
 
     def call(self, body: Any, expect: type[R], timeout: float | None = None) -> R:
         """One request; a daemon refusal (or no daemon) becomes the ToolError the model reads."""
-        self.before_call()
         try:
+            if not daemonctl.is_running(self.paths):  # a flock probe: say so now, not after the timeout
+                self.client().ensure_daemon()  # starts it (a master may) or raises the sentence
+            self.before_call()
             return self.client().call(body, expect, timeout)
         except ChkdError as exc:
             raise ToolError(sentence(exc)) from None
