@@ -114,3 +114,19 @@ def test_send_all_reaches_each_live_worker_once_and_refusals_are_sentences(daemo
     assert empty.code == 1 and "empty" in empty.err, empty
     usage = daemon.ctl("send", a.id)
     assert usage.code == 2, usage
+
+
+def test_chkdctl_hook_and_mcp_install_never_import_the_mcp_sdk(tmp_path: Path) -> None:
+    """The hook runs after every tool call: it stays as lean as chkdctl (no mcp, pydantic, anyio)."""
+    import os
+    import subprocess
+
+    probe = ("import sys\nfrom chkd.client.cli import main\n"
+             "for argv in (['hook', 'post-tool-use'], ['mcp', 'install', '--print']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'pydantic', 'anyio'))\n"
+             "print('HEAVY', heavy, file=sys.stderr)\n")
+    env = {**os.environ, "CHKD_HOME": str(tmp_path / "home"), "CHKD_WORKER_ID": "w1", "CHKD_NO_AUTOSTART": "1"}
+    proc = subprocess.run([sys.executable, "-P", "-c", probe], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, input="{}", timeout=30)
+    assert "HEAVY []" in proc.stderr, proc.stderr
