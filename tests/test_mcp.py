@@ -130,6 +130,12 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
         sessions = open_sessions(daemon)
         assert sorted((s.is_master, s.worker_id) for s in sessions) == [(False, "w1"), (True, None)]
 
+        await ok(worker, "chkd_request_help", question="Which greeting do you want?")
+        assert daemon.call(WorkerShow(worker="w1"), WorkerResult).worker.message == (
+            "needs help: Which greeting do you want?")
+        helps = [e for e in daemon.call(Events(worker="w1"), EventList).events if e.kind == "worker.help"]
+        assert [e.data["question"] for e in helps] == ["Which greeting do you want?"]
+
         done, text = await ok(worker, "chkd_complete_work", summary="greeting written")
         assert done["status"] == "done" and "in review" in text
 
@@ -145,11 +151,12 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
         assert landed["status"] == "merged" and "merged into main" in text
 
         # error paths: the daemon's sentence, or the argument that is wrong
-        assert "No worker has the id 'w999'" in await refused(master, "chkd_worker", workerId="w999")
+        assert (await refused(master, "chkd_worker", workerId="w999")).startswith("No worker has the id 'w999'.")
         assert "merged" in await refused(master, "chkd_pause_worker", workerId="w1")
-        assert "priority" in await refused(master, "chkd_add_task", title="x", priority=9)
+        assert await refused(master, "chkd_add_task", title="x", priority=9) == (
+            "Bad arguments for chkd_add_task: priority: input should be less than or equal to 4.")
         assert "strategy" in await refused(master, "chkd_merge_worker", workerId="w1", strategy="sideways")
-        assert "title" in await refused(master, "chkd_add_task")
+        assert await refused(master, "chkd_add_task") == "Bad arguments for chkd_add_task: title: field required."
 
     anyio.run(scenario)
     assert "chkd-demo-T-1.txt" in git(repo, "ls-files")

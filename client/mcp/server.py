@@ -74,9 +74,36 @@ class Session:
         self.id = None
 
 
+def argument_sentence(tool: str, errors: list[dict]) -> str:  # type: ignore[type-arg]
+    """pydantic's validation errors as one sentence a model can act on (pure)."""
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
+        parts.append(f"{where}: {str(err.get('msg', 'invalid')).rstrip('.').lower()}")
+    return f"Bad arguments for {tool}: {'; '.join(parts)}."
+
+
 def build(worker_id: str | None, repo: str | None):  # type: ignore[no-untyped-def]
     """(the MCPServer, the Chkd connection, the Session) for this environment."""
+    from typing import Any
+
     from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from pydantic import ValidationError
+
+    class ChkdServer(MCPServer):  # type: ignore[type-arg]
+        async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+            """A refusal is the daemon's sentence alone (the SDK prefixes "Error executing tool X: "),
+            bad arguments one sentence instead of pydantic's multi-line report."""
+            try:
+                return await super().call_tool(name, arguments, context)
+            except ToolError as exc:
+                if isinstance(exc.__cause__, ValidationError):
+                    raise ToolError(argument_sentence(name, exc.__cause__.errors())) from exc.__cause__
+                prefix = f"Error executing tool {name}: "
+                if str(exc).startswith(prefix):
+                    raise ToolError(str(exc)[len(prefix):]) from exc.__cause__
+                raise
 
     import chkd
     from chkd.protocol.paths import resolve
@@ -91,7 +118,7 @@ def build(worker_id: str | None, repo: str | None):  # type: ignore[no-untyped-d
     session = Session(conn, worker_id, repo)
     conn.before_call = session.ensure
     tools = worker_tools(conn) if worker_id else master_tools(conn)
-    server = MCPServer("chkd", version=chkd.__version__, tools=tools, log_level="WARNING",
+    server = ChkdServer("chkd", version=chkd.__version__, tools=tools, log_level="WARNING",
                        instructions=INSTRUCTIONS_WORKER if worker_id else INSTRUCTIONS_MASTER)
     return server, conn, session
 
