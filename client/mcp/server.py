@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from ..shim import create_time
 
@@ -38,23 +37,29 @@ class Session:
         self.worker_id = worker_id
         self.repo = repo
         self.id: int | None = None
-        self.tried_at = 0.0
+        self.last_problem = ""
 
     def ensure(self) -> None:
-        """Open the row if it is not open yet (at most one attempt a second: never slows tools down)."""
-        if self.id is not None or time.monotonic() - self.tried_at < 1.0:
+        """Open the row if it is not open yet: at start, then before each tool call until it is
+        (a worker's server may start before its worker exists, or before the daemon)."""
+        if self.id is not None:
             return
-        self.tried_at = time.monotonic()
         from chkd.protocol.errors import ChkdError
         from chkd.protocol.messages import SessionOpen, SessionResult
 
+        from .. import daemonctl
+
         try:
+            if not daemonctl.is_running(self.chkd.paths):  # type: ignore[attr-defined]
+                raise ChkdError("busy", "chkdd is not running")
             res = self.chkd.client().call(  # type: ignore[attr-defined]
                 SessionOpen(pid=os.getpid(), started=STARTED, worker=self.worker_id, repo=self.repo),
                 SessionResult, timeout=5.0)
             self.id = res.session.id
         except ChkdError as exc:
-            print(f"chkd-mcp: no session yet: {exc.message}", file=sys.stderr)
+            if exc.message != self.last_problem:
+                print(f"chkd-mcp: no session yet: {exc.message}", file=sys.stderr)
+                self.last_problem = exc.message
 
     def close(self, reason: str = "disconnected") -> None:
         if self.id is None:
