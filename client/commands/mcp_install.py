@@ -4,7 +4,6 @@ merging with the servers already there and never touching them."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,10 @@ SERVER_NAME = "chkd"
 
 
 def mcp_command() -> list[str]:
-    """This installation's chkd-mcp as an absolute argv: the script beside this Python, else on
-    PATH (absolute), else this interpreter running the module."""
-    beside = Path(sys.executable).parent / "chkd-mcp"
-    if beside.exists():
-        return [str(beside)]
-    import shutil
+    """This installation's chkd-mcp as an absolute argv."""
+    from chkd.protocol.launch import installed_argv
 
-    found = shutil.which("chkd-mcp")
-    if found and os.path.isabs(found):
-        return [found]
-    from chkd.protocol.launch import module_argv
-
-    return module_argv("chkd.client.mcp.server")
+    return installed_argv("chkd-mcp", "chkd.client.mcp.server")
 
 
 def server_entry(home: str | None) -> dict[str, Any]:
