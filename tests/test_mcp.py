@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -187,3 +188,16 @@ async def _start_and_leave_running(daemon: Daemon, repo: Path) -> Any:
     p = params(daemon, repo)
     return subprocess.Popen([p.command], env=p.env, cwd=p.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
+
+
+def test_a_session_belongs_to_a_live_process(daemon: Daemon) -> None:
+    """A request naming a dead or reused pid opens nothing (no row for the sweep to end later)."""
+    from chkd.protocol.errors import ChkdError
+    from chkd.protocol.messages import SessionOpen, SessionResult
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for pid, started in ((dead.pid, time.time()), (os.getpid(), 1.0), (0, time.time())):
+        with pytest.raises(ChkdError, match="not a running MCP server"):
+            daemon.call(SessionOpen(pid=pid, started=started), SessionResult)
+    assert daemon.call(SessionList(all=True), SessionListResult).sessions == []

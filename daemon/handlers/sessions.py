@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psutil
+
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     Ok, SessionClose, SessionInfo, SessionList, SessionListResult, SessionOpen, SessionResult,
@@ -23,6 +25,8 @@ from .liveness import proc_alive
 
 #: How often the daemon looks for sessions whose chkd-mcp died without closing them.
 SWEEP_S = 5.0
+#: How far a client's own idea of its start may be from what psutil says (see own_create_time).
+START_SLACK_S = 5.0
 _LIST_LIMIT = 200
 
 
@@ -33,7 +37,23 @@ def session_info(ctx: Ctx, row: dict[str, Any]) -> SessionInfo:
                        ended_at=row["ended_at"], end_reason=row["end_reason"])
 
 
+def own_create_time(pid: int, claimed: float) -> float:
+    """The create time of the live process `pid`, which must be the one that asked (its own idea of
+    its start, `claimed`, agrees within START_SLACK_S; clients have no psutil and off Linux only
+    know it roughly). Recorded as measured here, so later checks compare like with like."""
+    try:
+        proc = psutil.Process(pid) if pid > 0 else None
+        if proc is not None and proc.status() != psutil.STATUS_ZOMBIE:
+            started = proc.create_time()
+            if abs(started - claimed) <= START_SLACK_S:
+                return started
+    except (psutil.Error, OverflowError, ValueError):
+        pass
+    raise ChkdError("not_found", f"Process {pid} is not a running MCP server; a session belongs to a live process.")
+
+
 def open_(ctx: Ctx, req: SessionOpen) -> SessionResult:
+    started = own_create_time(req.pid, req.started)
     worker = lookup.worker(ctx.store, req.worker) if req.worker else None
     repo_id = worker["repo_id"] if worker else None
     if worker is None and req.repo:
@@ -42,7 +62,7 @@ def open_(ctx: Ctx, req: SessionOpen) -> SessionResult:
     sid = ctx.store.insert(
         "INSERT INTO sessions(repo_id, worker_id, is_master, started_at, pid, proc_started, client) "
         "VALUES(?,?,?,?,?,?,?)",
-        (repo_id, worker["id"] if worker else None, int(worker is None), now_ms(), req.pid, req.started, req.client))
+        (repo_id, worker["id"] if worker else None, int(worker is None), now_ms(), req.pid, started, req.client))
     row = ctx.store.dict("SELECT * FROM sessions WHERE id=?", (sid,))
     assert row is not None
     info = session_info(ctx, row)
