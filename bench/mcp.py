@@ -118,8 +118,7 @@ def main() -> None:
             for i in range(5):
                 client.call(TaskAdd(title=f"task {i}", repo="proj"))
             client.call(TaskAdd(title="sleeper", id="S", repo="proj"))
-            w = client.call(Spawn(repo="proj", task_id="S", cmd=[sys.executable, "-c", "import time; time.sleep(600)"]),
-                            WorkerResult, timeout=60).worker
+            w = client.call(Spawn(repo="proj", task_id="S", cmd=[sys.executable, "-c", "import time; time.sleep(600)"]), timeout=60).worker
 
             t = time.perf_counter()
             subprocess.run([sys.executable, "-c", "import mcp.server.mcpserver"], check=True)
@@ -130,11 +129,11 @@ def main() -> None:
                                                  a.n))
             body = TaskList(repo=str(repo))
             for _ in range(200):
-                client.call(body, TaskListResult)
+                client.call(body)
             direct = []
             for _ in range(a.n):
                 t = time.perf_counter()
-                client.call(body, TaskListResult)
+                client.call(body)
                 direct.append((time.perf_counter() - t) * 1e6)
 
             hook_env = {**env, "CHKD_WORKER_ID": w.id}

@@ -26,22 +26,17 @@ from chkd.protocol.messages import (
     Done,
     Merge,
     MergeInfo,
-    MergeResult,
     MergeShow,
     RepoAdd,
-    RepoResult,
     Spawn,
     TaskAdd,
     TaskList,
-    TaskListResult,
-    TaskResult,
     Update,
     WorkerInfo,
     WorkerList,
-    WorkerListResult,
-    WorkerResult,
 )
 from chkd.protocol.paths import resolve
+from chkd.protocol.statuses import SETTLED_MERGE_STATUSES
 
 from . import daemonctl
 from .client import Client
@@ -194,11 +189,11 @@ def run_demo(
 
 def _session(client: Client, repo: Path, max_workers: int, step_s: float, steps: int,
              screen: Screen, result: DemoResult) -> None:
-    repo_name = client.call(RepoAdd(path=str(repo), name="demo-app"), RepoResult).repo.name
+    repo_name = client.call(RepoAdd(path=str(repo), name="demo-app")).repo.name
     screen.log(f"repository {repo} registered as '{repo_name}'")
     collide: dict[str, str] = {}
     for task_id, title, prio, after, conflict_file in DEMO_TASKS:
-        client.call(TaskAdd(repo=repo_name, id=task_id, title=title, priority=prio, after=after), TaskResult)
+        client.call(TaskAdd(repo=repo_name, id=task_id, title=title, priority=prio, after=after))
         if conflict_file:
             collide[task_id] = conflict_file
         dep = f" after {', '.join(after)}" if after else ""
@@ -212,18 +207,18 @@ def _session(client: Client, repo: Path, max_workers: int, step_s: float, steps:
         if time.monotonic() > deadline:
             result.problems.append("the demo did not finish within 5 minutes")
             break
-        ws = client.call(WorkerList(repo=repo_name, all=True), WorkerListResult).workers
+        ws = client.call(WorkerList(repo=repo_name, all=True)).workers
         live_count = sum(1 for w in ws if w.status in LIVE_WORKER_STATUSES)
         # fill free slots with the most urgent ready tasks (the queue's own order)
-        ready = [t for t in client.call(TaskList(repo=repo_name, ready=True), TaskListResult).tasks
+        ready = [t for t in client.call(TaskList(repo=repo_name, ready=True)).tasks
                  if t.status == "pending"]
         for task in ready[: max(0, max_workers - live_count)]:
             cmd = _agent_cmd(step_s, steps, collide.get(task.id))
-            spawned = client.call(Spawn(repo=repo_name, task_id=task.id, cmd=cmd), WorkerResult).worker
+            spawned = client.call(Spawn(repo=repo_name, task_id=task.id, cmd=cmd)).worker
             live_count += 1
             result.workers.append(spawned.id)
             screen.log(f"{spawned.id} spawned for {spawned.task_id} on {spawned.branch} in {spawned.worktree}")
-        ws = client.call(WorkerList(repo=repo_name, all=True), WorkerListResult).workers
+        ws = client.call(WorkerList(repo=repo_name, all=True)).workers
         for w in ws:
             if w.id in handled:
                 continue
@@ -238,11 +233,11 @@ def _session(client: Client, repo: Path, max_workers: int, step_s: float, steps:
                 handled.add(w.id)
                 result.problems.append(f"{w.id} ({w.task_id}) ended {w.status}: {w.last_error or w.message or ''}")
                 merged_tasks.add(w.task_id or "")
-        tasks = client.call(TaskList(repo=repo_name), TaskListResult).tasks
+        tasks = client.call(TaskList(repo=repo_name)).tasks
         waiting = sum(1 for t in tasks if t.status == "pending")
         screen.draw(ws, waiting, len(merged_tasks), len(DEMO_TASKS))
         time.sleep(0.2)
-    final = client.call(WorkerList(repo=repo_name, all=True), WorkerListResult).workers
+    final = client.call(WorkerList(repo=repo_name, all=True)).workers
     screen.draw(final, 0, len(merged_tasks), len(DEMO_TASKS))
     result.sequential_s = sum(durations)
 
@@ -260,8 +255,8 @@ def _agent_cmd(step_s: float, steps: int, conflict_file: str | None) -> list[str
 def _wait_merge(client: Client, merge_id: int, timeout: float = 120) -> MergeInfo:
     deadline = time.monotonic() + timeout
     while True:
-        m = client.call(MergeShow(id=merge_id), MergeResult).merge
-        if m.status in ("merged", "conflict", "failed", "rejected", "awaiting_review"):
+        m = client.call(MergeShow(id=merge_id)).merge
+        if m.status in SETTLED_MERGE_STATUSES:
             return m
         if time.monotonic() > deadline:
             raise ChkdError("busy", f"merge {merge_id} did not finish within {timeout:.0f} s")
@@ -269,7 +264,7 @@ def _wait_merge(client: Client, merge_id: int, timeout: float = 120) -> MergeInf
 
 
 def _merge_worker(client: Client, w: WorkerInfo, repo: Path, screen: Screen, result: DemoResult) -> bool:
-    m = client.call(Merge(worker=w.id, strategy="auto", no_test=True), MergeResult).merge
+    m = client.call(Merge(worker=w.id, strategy="auto", no_test=True)).merge
     m = _wait_merge(client, m.id)
     if m.status == "merged":
         screen.log(f"{w.id} merged into main ({(m.result_sha or '')[:8]}): {w.task_id} {w.task_title}")
@@ -280,15 +275,15 @@ def _merge_worker(client: Client, w: WorkerInfo, repo: Path, screen: Screen, res
     result.conflicts_detected += 1
     screen.log(f"⚠ conflict: {w.id} ({w.task_id}) collides with main in {', '.join(m.conflict_files)} — nothing was changed")
     # bring main into the worker's branch; the conflict markers land in its worktree
-    client.call(Update(worker=w.id), WorkerResult)
+    client.call(Update(worker=w.id))
     worktree = Path(w.worktree or "")
     for name in m.conflict_files:
         _resolve_union(worktree / name)
     git(worktree, "add", "-A")
     git(worktree, "commit", "-q", "-m", f"{w.task_id}: resolve conflict with main")
     screen.log(f"{w.id} brought up to date with `update`, conflict in {', '.join(m.conflict_files)} resolved")
-    client.call(Done(worker=w.id, summary="conflict resolved"), WorkerResult)
-    m = _wait_merge(client, client.call(Merge(worker=w.id, strategy="auto", no_test=True), MergeResult).merge.id)
+    client.call(Done(worker=w.id, summary="conflict resolved"))
+    m = _wait_merge(client, client.call(Merge(worker=w.id, strategy="auto", no_test=True)).merge.id)
     if m.status == "merged":
         result.conflicts_resolved += 1
         screen.log(f"{w.id} merged after resolving ({(m.result_sha or '')[:8]})")

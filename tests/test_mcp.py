@@ -18,6 +18,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from chkd.protocol.events import WorkerHelpRequested
 from chkd.protocol.messages import (
     EventList, Events, RepoAdd, RepoResult, SessionList, SessionListResult, WorkerResult, WorkerShow,
 )
@@ -69,12 +70,12 @@ async def refused(session: ClientSession, tool: str, **args: Any) -> str:
 
 
 def open_sessions(daemon: Daemon) -> list[Any]:
-    return daemon.call(SessionList(), SessionListResult).sessions
+    return daemon.call(SessionList()).sessions
 
 
 def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
 
     async def scenario() -> None:
         # Both servers start side by side (the SDK import dominates); the first worker of a fresh
@@ -86,7 +87,7 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
             wait_for(lambda: [(s.is_master, s.worker_id) for s in open_sessions(daemon)] == [(True, None)],
                      what="the worker's session to end on disconnect")
             wait_for(lambda: any(e.kind == "worker.exited"
-                                 for e in daemon.call(Events(worker="w1"), EventList).events),
+                                 for e in daemon.call(Events(worker="w1")).events),
                      timeout=20, what="the demo agent to exit")
             await merge_part(master)
             daemon.stop()
@@ -107,7 +108,7 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
 
         w, _ = await ok(master, "chkd_spawn_worker", taskId="T-1", agent="slowdemo")
         assert w["id"] == "w1" and w["branch"] == "chkd/T-1"
-        wait_for(lambda: daemon.call(WorkerShow(worker="w1"), WorkerResult).worker.status == "working",
+        wait_for(lambda: daemon.call(WorkerShow(worker="w1")).worker.status == "working",
                  what="the demo agent's first heartbeat")
         ws, text = await ok(master, "chkd_workers")
         assert [x["id"] for x in ws["workers"]] == ["w1"] and text.startswith("ID")
@@ -126,16 +127,16 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
         again, _ = await ok(worker, "chkd_worker_status")
         assert again.get("messages", []) == []  # delivered once
         await ok(worker, "chkd_heartbeat", message="writing the greeting")
-        assert daemon.call(WorkerShow(worker="w1"), WorkerResult).worker.message == "writing the greeting"
+        assert daemon.call(WorkerShow(worker="w1")).worker.message == "writing the greeting"
 
         sessions = open_sessions(daemon)
         assert sorted((s.is_master, s.worker_id) for s in sessions) == [(False, "w1"), (True, None)]
 
         await ok(worker, "chkd_request_help", question="Which greeting do you want?")
-        assert daemon.call(WorkerShow(worker="w1"), WorkerResult).worker.message == (
+        assert daemon.call(WorkerShow(worker="w1")).worker.message == (
             "needs help: Which greeting do you want?")
-        helps = [e for e in daemon.call(Events(worker="w1"), EventList).events if e.kind == "worker.help"]
-        assert [e.data["question"] for e in helps] == ["Which greeting do you want?"]
+        helps = [e.data for e in daemon.call(Events(worker="w1")).events if isinstance(e.data, WorkerHelpRequested)]
+        assert [h.question for h in helps] == ["Which greeting do you want?"]
 
         done, text = await ok(worker, "chkd_complete_work", summary="greeting written")
         assert done["status"] == "done" and "in review" in text
@@ -162,7 +163,7 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
     anyio.run(scenario)
     assert "chkd-demo-T-1.txt" in git(repo, "ls-files")
     daemon.start()  # the master disconnected while the daemon was down: start-up ends its session
-    sessions = daemon.call(SessionList(all=True), SessionListResult).sessions
+    sessions = daemon.call(SessionList(all=True)).sessions
     assert [(s.worker_id, s.end_reason) for s in sessions] == [(None, "its chkd-mcp process is gone"),
                                                                ("w1", "disconnected")]
 
@@ -177,7 +178,7 @@ def test_a_killed_chkd_mcp_has_its_session_ended_by_the_daemon(daemon: Daemon, t
         os.kill(proc.pid, signal.SIGKILL)  # kill -9: no goodbye
         proc.wait(5)
         daemon.start()
-        ended = daemon.call(SessionList(all=True), SessionListResult).sessions
+        ended = daemon.call(SessionList(all=True)).sessions
         assert ended[0].ended_at and "gone" in (ended[0].end_reason or "")
     finally:
         if proc.poll() is None:
@@ -199,5 +200,5 @@ def test_a_session_belongs_to_a_live_process(daemon: Daemon) -> None:
     dead.wait()
     for pid, started in ((dead.pid, time.time()), (os.getpid(), 1.0), (0, time.time())):
         with pytest.raises(ChkdError, match="not a running MCP server"):
-            daemon.call(SessionOpen(pid=pid, started=started), SessionResult)
-    assert daemon.call(SessionList(all=True), SessionListResult).sessions == []
+            daemon.call(SessionOpen(pid=pid, started=started))
+    assert daemon.call(SessionList(all=True)).sessions == []

@@ -25,17 +25,17 @@ POST_TOOL_USE = json.dumps({"session_id": "3f1c", "transcript_path": "/tmp/t.jso
 @pytest.fixture
 def proj(daemon: Daemon, tmp_path: Path) -> Path:
     repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     return repo
 
 
 def spawn(daemon: Daemon, task: str) -> WorkerInfo:
     daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task))
-    return daemon.call(Spawn(repo="proj", task_id=task, cmd=SLEEPER), WorkerResult).worker
+    return daemon.call(Spawn(repo="proj", task_id=task, cmd=SLEEPER)).worker
 
 
 def show(daemon: Daemon, wid: str) -> WorkerInfo:
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def hook(daemon: Daemon, event: str, wid: str | None, stdin: str = POST_TOOL_USE):  # type: ignore[no-untyped-def]
@@ -61,11 +61,11 @@ def test_a_message_reaches_the_model_once_through_post_tool_use(daemon: Daemon, 
 
     after = show(daemon, w.id)
     assert after.activity_at is not None and after.status == "working"  # the hook counts as activity
-    msgs = daemon.call(Inbox(worker=w.id), MessagesResult).messages
+    msgs = daemon.call(Inbox(worker=w.id)).messages
     assert [m.text for m in msgs] == ["please also update the README"] and msgs[0].read_at
     inbox = daemon.ctl("inbox", w.id)
     assert "read" in inbox.out and "please also update the README" in inbox.out
-    kinds = [e.kind for e in daemon.call(Events(worker=w.id), EventList).events]
+    kinds = [e.kind for e in daemon.call(Events(worker=w.id)).events]
     assert "message.sent" in kinds and "message.delivered" in kinds and kinds.count("worker.hook") == 2
 
 
@@ -81,7 +81,7 @@ def test_notification_and_stop_hooks_are_heartbeats(daemon: Daemon, proj: Path) 
     assert stop.code == 0 and stop.out == "", stop
     assert show(daemon, w.id).activity_at >= before
     # neither hook delivered the message: it waits for the next tool use
-    assert [m.read_at for m in daemon.call(Inbox(worker=w.id), MessagesResult).messages] == [None]
+    assert [m.read_at for m in daemon.call(Inbox(worker=w.id)).messages] == [None]
 
 
 def test_a_hook_never_breaks_the_agent(daemon: Daemon, proj: Path) -> None:

@@ -18,7 +18,7 @@ def send_message(app: Any, to: str | None, all_: bool, text: str, repo: str | No
     way (typing into its terminal) can be added beside it."""
     from chkd.protocol.messages import MessagesResult, Send
 
-    return app.call(Send(to=to, all=all_, text=text, repo=repo, sender="user"), MessagesResult).messages
+    return app.call(Send(to=to, all=all_, text=text, repo=repo, sender="user")).messages
 
 
 @click.command("send", context_settings={"ignore_unknown_options": False})
@@ -58,7 +58,7 @@ def inbox(app: Any, worker: str, unread: bool, limit: int) -> None:
     them here does not mark them read)."""
     from chkd.protocol.messages import Inbox, MessagesResult
 
-    res = app.call(Inbox(worker=worker, unread=unread, limit=limit), MessagesResult)
+    res = app.call(Inbox(worker=worker, unread=unread, limit=limit))
     if app.json:
         print_json(res.messages)
         return
@@ -81,7 +81,7 @@ def sessions(app: Any, all_: bool) -> None:
     """MCP sessions (chkd-mcp connections): masters' and workers' own."""
     from chkd.protocol.messages import SessionList, SessionListResult
 
-    res = app.call(SessionList(all=all_), SessionListResult)
+    res = app.call(SessionList(all=all_))
     if app.json:
         print_json(res.sessions)
         return
@@ -130,7 +130,7 @@ def run_hook(event: str, raw: str, worker_id: str | None, paths: Any) -> str | N
                   tool=_text(data.get("tool_name"), M.MAX_TITLE), message=_text(data.get("message"), 2000),
                   session_id=_text(data.get("session_id"), M.MAX_ID))
     with Client(paths, timeout=HOOK_TIMEOUT_S, autostart=False) as client:
-        ack = client.call(body, M.HookAck)
+        ack = client.call(body)
     out = post_tool_use_output(ack.messages, worker_id) if event == "post-tool-use" else None
     if out is None:
         return None

@@ -66,7 +66,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         deadline = time.monotonic() + MERGE_WAIT_S
         while m.status not in SETTLED and time.monotonic() < deadline:
             time.sleep(0.05)
-            m = chkd.call(M.MergeShow(id=m.id), M.MergeResult).merge
+            m = chkd.call(M.MergeShow(id=m.id)).merge
         return m
 
     def control(body: M.Command, verb: str) -> CallToolResult:
@@ -76,7 +76,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
 
     @guarded
     def chkd_status(repo: RepoArg = None) -> CallToolResult:
-        o = chkd.call(M.Overview(repo=repo), M.OverviewResult)
+        o = chkd.call(M.Overview(repo=repo))
         return answer(o, render.overview_text(o))
 
     @guarded
@@ -85,7 +85,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         repo: RepoArg = None,
     ) -> CallToolResult:
         wire = status if status not in ("ready", "waiting") else None
-        tasks = chkd.call(M.TaskList(repo=here(repo), status=wire, ready=status == "ready"), M.TaskListResult).tasks
+        tasks = chkd.call(M.TaskList(repo=here(repo), status=wire, ready=status == "ready")).tasks
         if status == "waiting":
             tasks = [t for t in tasks if t.status == "pending" and not t.ready and not t.held]
         return answer(M.TaskListResult(tasks=tasks), render.tasks_table(tasks))
@@ -104,7 +104,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         repo: RepoArg = None,
     ) -> CallToolResult:
         res = chkd.call(M.TaskAdd(title=title, id=id, priority=priority, after=list(after), description=description,
-                                  tags=list(tags), repo=here(repo)), M.TaskResult, timeout=60)
+                                  tags=list(tags), repo=here(repo)), timeout=60)
         return answer(res.task, f"Added {render.task_line(res.task)}")
 
     @guarded
@@ -114,8 +114,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         dryRun: Annotated[bool, Field(description="Only report what would change.")] = False,
         repo: RepoArg = None,
     ) -> CallToolResult:
-        report = chkd.call(M.TaskImport(text=_read_spec(path), source=path, repo=here(repo), dry_run=dryRun),
-                           M.ImportReport, timeout=120)
+        report = chkd.call(M.TaskImport(text=_read_spec(path), source=path, repo=here(repo), dry_run=dryRun), timeout=120)
         return answer(report, render.import_text(report))
 
     @guarded
@@ -128,18 +127,18 @@ def master_tools(chkd: Chkd) -> list[Tool]:
                                            max_length=M.MAX_NAME)] = None,
         repo: RepoArg = None,
     ) -> CallToolResult:
-        w = chkd.call(M.Spawn(repo=here(repo), task_id=taskId, title=taskTitle, agent=agent), M.WorkerResult,
+        w = chkd.call(M.Spawn(repo=here(repo), task_id=taskId, title=taskTitle, agent=agent),
                       timeout=120).worker
         return answer(w, f"Spawned {render.worker_line(w)}")
 
     @guarded
     def chkd_workers() -> CallToolResult:
-        workers = chkd.call(M.WorkerList(), M.WorkerListResult).workers
+        workers = chkd.call(M.WorkerList()).workers
         return answer(M.WorkerListResult(workers=workers), render.workers_table(workers))
 
     @guarded
     def chkd_worker(workerId: WorkerId) -> CallToolResult:
-        w = chkd.call(M.WorkerShow(worker=workerId), M.WorkerResult).worker
+        w = chkd.call(M.WorkerShow(worker=workerId)).worker
         tail = _tail(w.log_path, LOG_TAIL_LINES)
         usage = f"tokens {w.tokens_in} in / {w.tokens_out} out, ${w.cost_usd:.4f}"
         text = "\n".join([render.worker_line(w), usage, "", f"last {len(tail)} log lines:",
@@ -152,12 +151,12 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         strategy: Annotated[Literal["auto", "review"], Field(
             description="auto: land when the checks pass; review: stop at awaiting_review for chkd_approve_merge.")],
     ) -> CallToolResult:
-        m = wait_merge(chkd.call(M.Merge(worker=workerId, strategy=strategy), M.MergeResult).merge)
+        m = wait_merge(chkd.call(M.Merge(worker=workerId, strategy=strategy)).merge)
         return answer(m, render.merge_line(m))
 
     @guarded
     def chkd_approve_merge(workerId: WorkerId) -> CallToolResult:
-        m = wait_merge(chkd.call(M.Approve(worker=workerId), M.MergeResult).merge)
+        m = wait_merge(chkd.call(M.Approve(worker=workerId)).merge)
         return answer(m, render.merge_line(m))
 
     @guarded
@@ -166,7 +165,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         reason: Annotated[str, Field(description="What to change; the worker gets it.", min_length=1,
                                      max_length=M.MAX_TEXT)],
     ) -> CallToolResult:
-        m = chkd.call(M.Reject(worker=workerId, reason=reason), M.MergeResult).merge
+        m = chkd.call(M.Reject(worker=workerId, reason=reason)).merge
         return answer(m, f"Rejected merge {m.id}; {m.worker_id} is back to working with the reason.")
 
     @guarded
@@ -187,7 +186,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
 
     @guarded
     def chkd_conflicts(repo: RepoArg = None) -> CallToolResult:
-        report = chkd.call(M.Conflicts(repo=repo), M.ConflictReport, timeout=120)
+        report = chkd.call(M.Conflicts(repo=repo), timeout=120)
         return answer(report, render.overlaps_table(report.overlaps))
 
     @guarded
@@ -198,8 +197,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
                                    min_length=1, max_length=M.MAX_TEXT)],
     ) -> CallToolResult:
         everyone = to.strip().lower() == "all"
-        sent = chkd.call(M.Send(to=None if everyone else to, all=everyone, text=text, sender="master"),
-                         M.MessagesResult).messages
+        sent = chkd.call(M.Send(to=None if everyone else to, all=everyone, text=text, sender="master")).messages
         return answer(MessageReport(messages=sent),
                       f"Sent to {', '.join(m.to_worker for m in sent)}; delivered at their next tool call.")
 

@@ -53,8 +53,7 @@ class Session:
             if not daemonctl.is_running(self.chkd.paths):  # type: ignore[attr-defined]
                 raise ChkdError("busy", "chkdd is not running")
             res = self.chkd.client().call(  # type: ignore[attr-defined]
-                SessionOpen(pid=os.getpid(), started=STARTED, worker=self.worker_id, repo=self.repo),
-                SessionResult, timeout=5.0)
+                SessionOpen(pid=os.getpid(), started=STARTED, worker=self.worker_id, repo=self.repo), timeout=5.0)
             self.id = res.session.id
         except ChkdError as exc:
             if exc.message != self.last_problem:
@@ -73,7 +72,7 @@ class Session:
             print(f"chkd-mcp: chkdd is not running; it ends session {self.id} when it starts.", file=sys.stderr)
             return
         try:
-            self.chkd.client().call(SessionClose(id=self.id, reason=reason), Ok, timeout=3.0)  # type: ignore[attr-defined]
+            self.chkd.client().call(SessionClose(id=self.id, reason=reason), timeout=3.0)  # type: ignore[attr-defined]
         except ChkdError as exc:
             print(f"chkd-mcp: could not end session {self.id}: {exc.message}", file=sys.stderr)
         self.id = None

@@ -15,6 +15,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent
 
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.messages import Command
 from chkd.protocol.paths import Paths
 
 from .. import daemonctl
@@ -50,13 +51,13 @@ class Chkd:
                 self._all.append(c)
         return c
 
-    def call(self, body: Any, expect: type[R], timeout: float | None = None) -> R:
+    def call(self, body: Command[R], timeout: float | None = None) -> R:
         """One request; a daemon refusal (or no daemon) becomes the ToolError the model reads."""
         try:
             if not daemonctl.is_running(self.paths):  # a flock probe: say so now, not after the timeout
                 self.client().ensure_daemon()  # starts it (a master may) or raises the sentence
             self.before_call()
-            return self.client().call(body, expect, timeout)
+            return self.client().call(body, timeout)
         except ChkdError as exc:
             raise ToolError(sentence(exc)) from None
 

@@ -47,13 +47,13 @@ def worker_tools(chkd: Chkd) -> list[Tool]:
         message: Annotated[str, Field(description="What you are doing now, in one short line.",
                                       max_length=500)],
     ) -> CallToolResult:
-        ack = chkd.call(M.Heartbeat(worker=wid, message=message), M.ActivityAck)
+        ack = chkd.call(M.Heartbeat(worker=wid, message=message))
         return status_report(ack.status, [])
 
     @guarded
     def chkd_worker_status() -> CallToolResult:
-        ack = chkd.call(M.WorkerState(worker=wid), M.ActivityAck)
-        unread = chkd.call(M.Inbox(worker=wid, unread=True, mark_read=True), M.MessagesResult).messages
+        ack = chkd.call(M.WorkerState(worker=wid))
+        unread = chkd.call(M.Inbox(worker=wid, unread=True, mark_read=True)).messages
         return status_report(ack.status, unread)
 
     @guarded
@@ -61,7 +61,7 @@ def worker_tools(chkd: Chkd) -> list[Tool]:
         summary: Annotated[str, Field(description="One line on what you did; it becomes the commit message "
                                                   "for anything not committed yet.", max_length=2000)] = "",
     ) -> CallToolResult:
-        w = chkd.call(M.Done(worker=wid, summary=summary), M.WorkerResult, timeout=120).worker
+        w = chkd.call(M.Done(worker=wid, summary=summary), timeout=120).worker
         return answer(w, f"Done: worker {w.id}, task {w.task_id} is in review (branch {w.branch}). Stop now.")
 
     @guarded
@@ -69,7 +69,7 @@ def worker_tools(chkd: Chkd) -> list[Tool]:
         question: Annotated[str, Field(description="What you need from a person or the master, as a question.",
                                        min_length=1, max_length=4000)],
     ) -> CallToolResult:
-        ack = chkd.call(M.HelpRequest(worker=wid, question=question), M.HookAck)
+        ack = chkd.call(M.HelpRequest(worker=wid, question=question))
         return answer(
             WorkerStatusReport(status=ack.status, instruction="Asked; the answer comes as a message."),
             "Your question went to the master and the user; the answer arrives as a message "
@@ -77,14 +77,14 @@ def worker_tools(chkd: Chkd) -> list[Tool]:
 
     @guarded
     def chkd_inbox() -> CallToolResult:
-        msgs = chkd.call(M.Inbox(worker=wid, mark_read=True), M.MessagesResult).messages
+        msgs = chkd.call(M.Inbox(worker=wid, mark_read=True)).messages
         rows = [[m.id, render.ago(m.created_at), m.sender if not m.from_worker else f"worker {m.from_worker}",
                  m.text] for m in msgs]
         return answer(MessageReport(messages=msgs), render.table(["ID", "SENT", "FROM", "TEXT"], rows, "No messages."))
 
     @guarded
     def chkd_claim_task() -> CallToolResult:
-        task = chkd.call(M.Claim(repo=chkd.repo, worker=wid), M.ClaimResult).task
+        task = chkd.call(M.Claim(repo=chkd.repo, worker=wid)).task
         if task is None:
             return answer(ClaimReport(), "No task is ready to be claimed.")
         text = f"Claimed {task.id}: {task.title}" + (f"\n\n{task.description}" if task.description else "")

@@ -6,17 +6,14 @@ reads it exactly once and a worker spawned later does not get yesterday's notes.
 a message (a PostToolUse hook, `chkd_inbox`, `chkd_worker_status`) marks it read in the same
 transaction that hands it out: it reaches the model once.
 
-Event kinds of this area (data fields), kept here in one place for the typed-events move:
-- `message.sent`: id, to, sender, from_worker, broadcast, chars
-- `message.delivered`: ids, via (hook | inbox)
-- `worker.hook`: hook (post-tool-use | notification | stop), tool, message, session_id, delivered
-- `worker.help`: question
+Events (protocol/events.py): MessageSent, MessageDelivered, WorkerHooked, WorkerHelpRequested.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     LIVE_WORKER_STATUSES, HelpRequest, Hook, HookAck, Inbox, MessageInfo, MessagesResult, Send,
@@ -76,8 +73,9 @@ def send(ctx: Ctx, req: Send) -> MessagesResult:
         mid = ctx.store.insert(
             "INSERT INTO messages(to_worker, sender, from_worker, broadcast, text, created_at) VALUES(?,?,?,?,?,?)",
             (row["id"], req.sender, from_worker, int(req.all), text, now))
-        ctx.emit("message.sent", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
-                 id=mid, to=row["id"], sender=req.sender, from_worker=from_worker, broadcast=req.all, chars=len(text))
+        ctx.emit(ev.MessageSent(id=mid, to=row["id"], sender=req.sender, from_worker=from_worker, broadcast=req.all,
+                                chars=len(text)),
+                 repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
         sent.append(MessageInfo(id=mid, to_worker=row["id"], sender=req.sender, text=text, created_at=now,
                                 from_worker=from_worker, broadcast=req.all))
     return MessagesResult(messages=sent)
@@ -92,8 +90,8 @@ def take_unread(ctx: Ctx, row: dict[str, Any], via: str, limit: int = HOOK_BATCH
     now = now_ms()
     ids = [r[0] for r in rows]
     ctx.store.x(f"UPDATE messages SET read_at=? WHERE id IN ({','.join('?' * len(ids))})", (now, *ids))
-    ctx.emit("message.delivered", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
-             task_id=row["task_id"], ids=ids, via=via)
+    ctx.emit(ev.MessageDelivered(ids=ids, via=via), repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
+             task_id=row["task_id"])
     return [message_info((*r[:7], now)) for r in rows]
 
 
@@ -126,9 +124,9 @@ def hook(ctx: Ctx, req: Hook) -> HookAck:
     message = " ".join(req.message.split()) if req.event == "notification" and req.message else None
     row = _activity(ctx, row, message)
     delivered = take_unread(ctx, row, "hook") if req.event == "post-tool-use" else []
-    ctx.emit("worker.hook", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
-             hook=req.event, tool=req.tool, message=message, session_id=req.session_id,
-             delivered=[m.id for m in delivered] or None)
+    ctx.emit(ev.WorkerHooked(hook=req.event, tool=req.tool, message=message, session_id=req.session_id,
+                             delivered=[m.id for m in delivered] or None),
+             repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     return HookAck(status=row["status"], messages=delivered)
 
 
@@ -138,8 +136,8 @@ def help_request(ctx: Ctx, req: HelpRequest) -> HookAck:
     if not question:
         raise ChkdError("bad_request", "The question is empty.")
     row = _activity(ctx, lookup.worker(ctx.store, req.worker), f"needs help: {question}")
-    ctx.emit("worker.help", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
-             question=question)
+    ctx.emit(ev.WorkerHelpRequested(question=question), repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
+             task_id=row["task_id"])
     return HookAck(status=row["status"])
 
 

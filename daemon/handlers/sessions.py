@@ -4,7 +4,7 @@ A session records its process (pid, create time). chkd-mcp closes its session wh
 client disconnects; one killed with -9 cannot, so the daemon ends every open session whose
 process is gone, at start-up and every few seconds while it runs.
 
-Event kinds (data fields): `session.opened` (id, master, client, pid), `session.ended` (id, reason).
+Events (protocol/events.py): SessionOpened, SessionEnded.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     Ok, SessionClose, SessionInfo, SessionList, SessionListResult, SessionOpen, SessionResult,
@@ -66,9 +67,8 @@ def open_(ctx: Ctx, req: SessionOpen) -> SessionResult:
     row = ctx.store.dict("SELECT * FROM sessions WHERE id=?", (sid,))
     assert row is not None
     info = session_info(ctx, row)
-    ctx.emit("session.opened", repo=info.repo, worker_id=info.worker_id,
-             task_id=worker["task_id"] if worker else None, id=sid, master=info.is_master, client=req.client,
-             pid=req.pid)
+    ctx.emit(ev.SessionOpened(id=sid, master=info.is_master, client=req.client, pid=req.pid),
+             repo=info.repo, worker_id=info.worker_id, task_id=worker["task_id"] if worker else None)
     return SessionResult(session=info)
 
 
@@ -76,7 +76,7 @@ def end_session(ctx: Ctx, row: dict[str, Any], reason: str) -> None:
     ctx.store.x("UPDATE sessions SET ended_at=?, end_reason=? WHERE id=? AND ended_at IS NULL",
                 (now_ms(), reason, row["id"]))
     repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (row["repo_id"],)) if row["repo_id"] else None
-    ctx.emit("session.ended", repo=repo, worker_id=row["worker_id"], id=row["id"], reason=reason)
+    ctx.emit(ev.SessionEnded(id=row["id"], reason=reason), repo=repo, worker_id=row["worker_id"])
 
 
 def close(ctx: Ctx, req: SessionClose) -> Ok:
