@@ -70,7 +70,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         return m
 
     def control(body: M.Command, verb: str) -> CallToolResult:
-        workers = chkd.call(body, M.WorkerListResult).workers
+        workers = chkd.call(body).workers
         text = render.workers_list(workers) if workers else f"No worker to {verb}."
         return answer(M.WorkerListResult(workers=workers), text)
 
