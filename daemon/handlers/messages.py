@@ -19,8 +19,7 @@ from chkd.protocol.messages import (
     LIVE_WORKER_STATUSES, HelpRequest, Hook, HookAck, Inbox, MessageInfo, MessagesResult, Send,
 )
 
-from .. import lookup
-from .. import workers as W
+from .. import lookup, repos, workerrecords
 from ..context import Ctx
 from ..store import now_ms
 
@@ -46,7 +45,7 @@ def _recipients(ctx: Ctx, req: Send) -> list[dict[str, Any]]:
         params: tuple[Any, ...] = ()
         if req.repo:
             sql += " AND repo_id=?"
-            params = (lookup.repo(ctx.store, req.repo)["id"],)
+            params = (repos.resolve(ctx.store, req.repo)["id"],)
         rows = ctx.store.dicts(sql + " ORDER BY seq", params)
         if not rows:
             raise ChkdError("not_found", "No live worker to send the message to.", "See `chkdctl workers`.")
@@ -75,7 +74,7 @@ def send(ctx: Ctx, req: Send) -> MessagesResult:
             (row["id"], req.sender, from_worker, int(req.all), text, now))
         ctx.emit(ev.MessageSent(id=mid, to=row["id"], sender=req.sender, from_worker=from_worker, broadcast=req.all,
                                 chars=len(text)),
-                 repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
+                 repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
         sent.append(MessageInfo(id=mid, to_worker=row["id"], sender=req.sender, text=text, created_at=now,
                                 from_worker=from_worker, broadcast=req.all))
     return MessagesResult(messages=sent)
@@ -90,7 +89,7 @@ def take_unread(ctx: Ctx, row: dict[str, Any], via: str, limit: int = HOOK_BATCH
     now = now_ms()
     ids = [r[0] for r in rows]
     ctx.store.x(f"UPDATE messages SET read_at=? WHERE id IN ({','.join('?' * len(ids))})", (now, *ids))
-    ctx.emit(ev.MessageDelivered(ids=ids, via=via), repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
+    ctx.emit(ev.MessageDelivered(ids=ids, via=via), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"],
              task_id=row["task_id"])
     return [message_info((*r[:7], now)) for r in rows]
 
@@ -112,10 +111,10 @@ def _activity(ctx: Ctx, row: dict[str, Any], message: str | None) -> dict[str, A
     fields: dict[str, Any] = {"activity_at": now_ms()}
     if message is not None:
         fields["message"] = message[:500]
-    row = W.update(ctx, row, **fields)
+    row = workerrecords.update(ctx, row, **fields)
     if row["status"] == "starting":
-        row = W.set_worker_status(ctx, row, "working", reason="the agent reported")
-        W.start_task(ctx, row)
+        row = workerrecords.set_worker_status(ctx, row, "working", reason="the agent reported")
+        workerrecords.start_task(ctx, row)
     return row
 
 
@@ -126,7 +125,7 @@ def hook(ctx: Ctx, req: Hook) -> HookAck:
     delivered = take_unread(ctx, row, "hook") if req.event == "post-tool-use" else []
     ctx.emit(ev.WorkerHooked(hook=req.event, tool=req.tool, message=message, session_id=req.session_id,
                              delivered=[m.id for m in delivered] or None),
-             repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
+             repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     return HookAck(status=row["status"], messages=delivered)
 
 
@@ -136,7 +135,7 @@ def help_request(ctx: Ctx, req: HelpRequest) -> HookAck:
     if not question:
         raise ChkdError("bad_request", "The question is empty.")
     row = _activity(ctx, lookup.worker(ctx.store, req.worker), f"needs help: {question}")
-    ctx.emit(ev.WorkerHelpRequested(question=question), repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
+    ctx.emit(ev.WorkerHelpRequested(question=question), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"],
              task_id=row["task_id"])
     return HookAck(status=row["status"])
 

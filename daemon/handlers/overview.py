@@ -12,8 +12,7 @@ from typing import Any
 
 from chkd.protocol.messages import CostSummary, Overview, OverviewResult, TaskList
 
-from .. import lookup, radar
-from .. import workers as W
+from .. import radar, repos, workerrecords
 from ..context import Ctx
 from ..mergequeue import merge_info
 from . import tasks as tasks_area
@@ -42,31 +41,31 @@ def cost_summary(ctx: Ctx, repo_ids: list[int]) -> CostSummary:
 
 
 def overview(ctx: Ctx, req: Overview) -> OverviewResult:
-    repos: list[dict[str, Any]]
+    chosen: list[dict[str, Any]]
     if req.repo is not None:
-        repos = [tasks_area.resolve_repo(ctx, req.repo)]
+        chosen = [repos.resolve(ctx.store, req.repo)]
     else:
-        repos = ctx.store.dicts(f"SELECT {lookup.REPO_COLUMNS} FROM repos ORDER BY name")
-    ids = [r["id"] for r in repos]
+        chosen = ctx.store.dicts(f"SELECT {repos.REPO_COLUMNS} FROM repos ORDER BY name")
+    ids = [r["id"] for r in chosen]
     marks = ",".join("?" * len(ids)) or "NULL"
     workers = ctx.store.dicts(f"SELECT * FROM workers WHERE repo_id IN ({marks}) AND {_SHOWN} ORDER BY seq",
                               tuple(ids))
-    names = {r["id"]: r["name"] for r in repos}
+    names = {r["id"]: r["name"] for r in chosen}
     by_status = dict(ctx.store.all(
         f"SELECT status, count(*) FROM workers WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids)))
     task_counts = dict(ctx.store.all(
         f"SELECT status, count(*) FROM task_queue WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids)))
-    tasks = [t for r in repos for t in tasks_area.list_(ctx, TaskList(repo=r["name"])).tasks]
+    tasks = [t for r in chosen for t in tasks_area.list_(ctx, TaskList(repo=r["name"])).tasks]
     review = ctx.store.dicts(
         f"SELECT * FROM merges WHERE repo_id IN ({marks}) AND status='awaiting_review' ORDER BY id", tuple(ids))
-    for r in repos:
+    for r in chosen:
         if not radar.is_fresh(ctx, r):
             radar.refresh(ctx, r)
     return OverviewResult(
-        repos=[r["name"] for r in repos],
+        repos=[r["name"] for r in chosen],
         workers_by_status=by_status,
         tasks_by_status=task_counts,
-        workers=[W.worker_info(ctx, w, names.get(w["repo_id"])) for w in workers],
+        workers=[workerrecords.worker_info(ctx, w, names.get(w["repo_id"])) for w in workers],
         ready=[t for t in tasks if t.ready],
         waiting=[t for t in tasks if t.status == "pending" and not t.ready and not t.held],
         running=[t for t in tasks if t.status in _RUNNING_TASKS],

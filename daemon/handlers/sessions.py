@@ -19,10 +19,10 @@ from chkd.protocol.messages import (
     Ok, SessionClose, SessionInfo, SessionList, SessionListResult, SessionOpen, SessionResult,
 )
 
-from .. import lookup
+from .. import lookup, repos
 from ..context import Ctx
 from ..store import now_ms
-from .liveness import proc_alive
+from ..liveness import proc_alive
 
 #: How often the daemon looks for sessions whose chkd-mcp died without closing them.
 SWEEP_S = 5.0
@@ -32,7 +32,7 @@ _LIST_LIMIT = 200
 
 
 def session_info(ctx: Ctx, row: dict[str, Any]) -> SessionInfo:
-    repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (row["repo_id"],)) if row["repo_id"] else None
+    repo = repos.repo_name(ctx.store, row["repo_id"]) if row["repo_id"] else None
     return SessionInfo(id=row["id"], is_master=bool(row["is_master"]), started_at=row["started_at"],
                        worker_id=row["worker_id"], repo=repo, client=row["client"] or "", pid=row["pid"],
                        ended_at=row["ended_at"], end_reason=row["end_reason"])
@@ -58,7 +58,7 @@ def open_(ctx: Ctx, req: SessionOpen) -> SessionResult:
     worker = lookup.worker(ctx.store, req.worker) if req.worker else None
     repo_id = worker["repo_id"] if worker else None
     if worker is None and req.repo:
-        found = lookup.find_repo(ctx.store, req.repo)
+        found = repos.find(ctx.store, req.repo)
         repo_id = found["id"] if found else None  # a master outside every repository is still a master
     sid = ctx.store.insert(
         "INSERT INTO sessions(repo_id, worker_id, is_master, started_at, pid, proc_started, client) "
@@ -75,7 +75,7 @@ def open_(ctx: Ctx, req: SessionOpen) -> SessionResult:
 def end_session(ctx: Ctx, row: dict[str, Any], reason: str) -> None:
     ctx.store.x("UPDATE sessions SET ended_at=?, end_reason=? WHERE id=? AND ended_at IS NULL",
                 (now_ms(), reason, row["id"]))
-    repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (row["repo_id"],)) if row["repo_id"] else None
+    repo = repos.repo_name(ctx.store, row["repo_id"]) if row["repo_id"] else None
     ctx.emit(ev.SessionEnded(id=row["id"], reason=reason), repo=repo, worker_id=row["worker_id"])
 
 
