@@ -8,6 +8,7 @@ the UI thread; a refusal is a notification, never a crash.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -32,10 +33,13 @@ from chkd.protocol.text import visible
 from ..commands.liveness import format_event
 from . import model as M
 from .backend import Backend
-from .widgets import Confirm, Prompt, WorkerCard
+from .rowlist import RowList
+from .widgets import Confirm, Prompt, TextLine, WorkerCard
 
 #: Render ticks per second (events are folded in as they come; the screen follows at this rate).
 FPS = 10
+#: The task queue's columns and their widths.
+TASK_COLUMNS = (("task", 14), ("state", 11), ("P", 2), ("title", 56), ("deps", 24), ("worker", 8))
 #: Worker-log bytes shown in the worker pane.
 LOG_TAIL = 16 * 1024
 
@@ -52,8 +56,6 @@ class TopApp(App[None]):
     #cards { grid-size: 3; grid-gutter: 0 1; grid-rows: 4; height: auto; padding: 0 1; }
     .card { height: 4; padding: 0 1; background: $boost; }
     .card.selected { background: $accent 30%; text-style: bold; }
-    .card.s-conflict, .card.s-error, .card.s-dead { color: $error; }
-    .card.s-waiting, .card.s-stalled { color: $warning; }
     #empty { color: $text-muted; padding: 1 2; }
     .modal { align: center middle; }
     .dialog { width: 70; height: auto; padding: 1 2; background: $panel; border: thick $accent; }
@@ -83,8 +85,10 @@ class TopApp(App[None]):
         Binding("o", "autopilot", "autopilot", show=False),
     ]
 
-    def __init__(self, paths: Paths, *, repo: str | None = None, backend: Backend | None = None) -> None:
+    def __init__(self, paths: Paths, *, repo: str | None = None, backend: Backend | None = None,
+                 fps: float = FPS) -> None:
         super().__init__()
+        self.fps = fps  # 0: no render timer (bench/top.py drives `tick` itself)
         self.paths = paths
         self.repo = repo
         self.backend = backend or Backend(paths, repo)
@@ -94,7 +98,6 @@ class TopApp(App[None]):
         self.worker_pane: tuple[str, str] | None = None  # ("log" | "diff", worker id)
         self._log_offset = 0
         self._fetching = False
-        self._task_rows: dict[str, tuple[Any, ...]] = {}
         self.frames: list[float] = []  # seconds per render tick that had something to do (bench/top.py)
         self.notices: list[tuple[str, str]] = []  # (severity, message) of every notification shown
 
@@ -107,13 +110,13 @@ class TopApp(App[None]):
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Static("WORKERS (connecting to chkdd…)", id="header")
+        yield TextLine(id="header")
         with VerticalScroll(id="strip"):
             yield Static("No workers yet: press n to spawn the next ready task.", id="empty")
             yield Grid(id="cards")
         with TabbedContent(id="panes", initial="tab-tasks"):
             with TabPane("Tasks", id="tab-tasks"):
-                yield DataTable(id="tasks", cursor_type="row", zebra_stripes=True)
+                yield RowList(TASK_COLUMNS, id="tasks")
             with TabPane("Events", id="tab-events"):
                 yield RichLog(id="feed", max_lines=M.FEED_LINES, wrap=False, markup=False)
             with TabPane("Merges", id="tab-merges"):
@@ -125,17 +128,20 @@ class TopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        tasks = self.query_one("#tasks", DataTable)
-        for col in ("task", "state", "P", "title", "deps", "worker"):
-            tasks.add_column(col, key=col)
         self.query_one("#merges", DataTable).add_columns("id", "worker", "task", "status", "strategy", "diffstat / files")
         self.query_one("#radar", DataTable).add_columns("repo", "workers", "would conflict", "files")
-        self.set_interval(1 / FPS, self.tick)
-        self.set_interval(1.0, self._age_tick)
+        if self.fps:
+            self.set_interval(1 / self.fps, self.tick)
+        self._age_slot = 0
+        self._gc_frozen = False
+        self._gc_threshold: tuple[int, int, int] | None = None
         self.backend.start()
 
     def on_unmount(self) -> None:
         self.backend.stop()
+        if self._gc_threshold is not None:  # the process goes on (tests, the demo): as it was
+            gc.set_threshold(*self._gc_threshold)
+            gc.unfreeze()
 
     def on_resize(self) -> None:
         self.query_one("#cards", Grid).styles.grid_size_columns = max(1, (self.size.width - 2) // 40)
@@ -179,6 +185,7 @@ class TopApp(App[None]):
         if feed_lines:
             self.query_one("#feed", RichLog).write(Text("\n".join(feed_lines)), scroll_end=True)
         did = self.render_board() or bool(feed_lines)
+        self._age_tick()
         if self.worker_pane and self.worker_pane[0] == "log":
             self._follow_log()
         if did:
@@ -186,6 +193,9 @@ class TopApp(App[None]):
             del self.frames[:-10_000]
 
     def _set_lists(self, lists: dict[str, Any]) -> None:
+        if not self._gc_frozen:
+            self.call_after_refresh(self._freeze_gc)
+            self._gc_frozen = True
         board = self.board
         if "workers" in lists:
             board.set_workers(w for w in lists["workers"] if w.status != "merged")
@@ -195,6 +205,16 @@ class TopApp(App[None]):
             board.set_merges(lists["merges"])
         if "radar" in lists:
             board.set_overlaps(lists["radar"])
+
+    def _freeze_gc(self) -> None:
+        """Once the first snapshot is drawn, the widgets and lists live as long as the app: move
+        them out of the collector's way, and run full collections a tenth as often. A full
+        collection over Textual's object graph takes 40-400 ms on a busy 2-core machine, and it
+        was what made the slowest frames (bench/top.py); the young generations still run as usual."""
+        gc.collect()
+        gc.freeze()
+        self._gc_threshold = gc.get_threshold()
+        gc.set_threshold(self._gc_threshold[0], self._gc_threshold[1], self._gc_threshold[2] * 10)
 
     @work(thread=True, exclusive=False)
     def _fetch(self, which: set[str], diffstats: set[str]) -> None:
@@ -224,7 +244,8 @@ class TopApp(App[None]):
             if card is not None and w is not None:
                 card.show(w, now)
         if d.header:
-            self.query_one("#header", Static).update(visible(self.board.header(now)))
+            self.query_one("#header", TextLine).set_text(Text(visible(self.board.header(now)), no_wrap=True,
+                                                              overflow="ellipsis"))
         if d.tasks:
             self._render_tasks()
         if d.merges:
@@ -234,9 +255,14 @@ class TopApp(App[None]):
         return True
 
     def _age_tick(self) -> None:
-        """Ages and elapsed times move on without events: touch each live card once a second."""
+        """Ages and elapsed times move on without events: each live card is touched about once a
+        second, a tenth of them per tick, so 100 cards never repaint in the same frame."""
+        slots = max(1, round(self.fps or FPS))
+        self._age_slot = (self._age_slot + 1) % slots
         now = _now_ms()
-        for wid, card in self.cards.items():
+        for i, (wid, card) in enumerate(self.cards.items()):
+            if i % slots != self._age_slot:
+                continue
             w = self.board.workers.get(wid)
             if w is not None and w.status in M.ACTIVE | {"waiting"}:
                 card.show(w, now)
@@ -260,27 +286,13 @@ class TopApp(App[None]):
             self._select(order[0] if order else None)
 
     def _render_tasks(self) -> None:
-        table = self.query_one("#tasks", DataTable)
         board = self.board
         running = {w.task_id: w.id for w in board.workers.values() if w.task_id and w.status in M.ACTIVE | {"waiting"}}
-        rows: dict[str, tuple[Any, ...]] = {}
-        for key in board.task_order():
-            t = board.tasks[key]
-            rows[key] = (visible(t.id), M.task_state(t), f"P{t.priority}", visible(t.title[:60]),
+        rows: dict[str, tuple[str, ...]] = {}
+        for key, t in board.tasks.items():
+            rows[key] = (visible(t.id), M.task_state(t), f"P{t.priority}", visible(t.title),
                          visible(", ".join(t.depends_on)) or "-", running.get(t.id, t.claimed_by or "") or "")
-        if list(rows) != list(self._task_rows):  # order or membership changed: rebuild once
-            table.clear()
-            for key, cells in rows.items():
-                table.add_row(*cells, key=key)
-        else:  # same rows: touch only changed cells
-            cols = ("task", "state", "P", "title", "deps", "worker")
-            for key, cells in rows.items():
-                old = self._task_rows.get(key)
-                if old != cells:
-                    for col, new_v, old_v in zip(cols, cells, old or (None,) * 6):
-                        if new_v != old_v:
-                            table.update_cell(key, col, new_v)
-        self._task_rows = rows
+        self.query_one("#tasks", RowList).set_rows(board.task_order(), rows)
 
     def _render_merges(self) -> None:
         table = self.query_one("#merges", DataTable)
@@ -343,10 +355,9 @@ class TopApp(App[None]):
         self.request(Spawn(next=True, repo=self.repo), WorkerResult, _spawned)
 
     def action_spawn_chosen(self) -> None:
-        table = self.query_one("#tasks", DataTable)
         key = None
-        if self.query_one("#panes", TabbedContent).active == "tab-tasks" and table.row_count:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if self.query_one("#panes", TabbedContent).active == "tab-tasks":
+            key = self.query_one("#tasks", RowList).cursor_key
         task = self.board.tasks.get(key or "")
         if task is not None and M.task_state(task) == "ready":
             self.request(Spawn(task_id=task.id, repo=task.repo), WorkerResult, _spawned)

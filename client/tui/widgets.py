@@ -8,7 +8,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widget import Widget
+from textual.widgets import Button, Input, Label
 
 from chkd.protocol.messages import WorkerInfo
 from chkd.protocol.text import visible
@@ -38,7 +39,29 @@ def card_text(w: WorkerInfo, now_ms: int, width: int = 36) -> Text:
     return t
 
 
-class WorkerCard(Static):
+class TextLine(Widget):
+    """Shows one prepared `Text`. Setting new text repaints only this widget: unlike
+    `Static.update` it never asks for a layout pass (the size is fixed by CSS), which is what
+    keeps a tick with 100 changed cards cheap."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.text = Text()
+
+    def set_text(self, text: Text) -> None:
+        if text != self.text:
+            self.text = text
+            self.refresh()
+
+    def render(self) -> Text:
+        return self.text
+
+
+#: Card text colours by status (inline, so a status change is a repaint, not a CSS pass).
+STATUS_STYLE = {"conflict": "red", "error": "red", "dead": "red", "waiting": "yellow", "stalled": "yellow"}
+
+
+class WorkerCard(TextLine):
     """One worker; clicking it selects it. Updated in place, never rebuilt."""
 
     class Selected(Message):
@@ -49,7 +72,7 @@ class WorkerCard(Static):
     def __init__(self, worker_id: str) -> None:
         super().__init__(id=f"card-{worker_id}", classes="card")
         self.worker_id = worker_id
-        self.shown: object = None  # what is on screen, to skip identical updates
+        self.shown: tuple[str, str] | None = None  # (text, status) on screen, to skip identical updates
 
     def show(self, w: WorkerInfo, now_ms: int) -> None:
         text = card_text(w, now_ms)
@@ -57,11 +80,9 @@ class WorkerCard(Static):
         if key == self.shown:
             return
         self.shown = key
-        self.set_class(True, f"s-{w.status}")
-        for cls in list(self.classes):
-            if cls.startswith("s-") and cls != f"s-{w.status}":
-                self.remove_class(cls)
-        self.update(text)
+        if w.status in STATUS_STYLE:
+            text.stylize(STATUS_STYLE[w.status])
+        self.set_text(text)
 
     def on_click(self) -> None:
         self.post_message(self.Selected(self.worker_id))
