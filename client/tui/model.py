@@ -101,7 +101,7 @@ class Board:
             return
         self.cursor = ev.seq
         self.feed.append(ev)
-        kind, data, wid = ev.kind, ev.data or {}, ev.worker_id
+        kind, data, wid = ev.kind, _fields(ev.data), ev.worker_id
         area = kind.split(".", 1)[0]
         w = self.workers.get(wid) if wid else None
         if kind == "worker.status" and w is not None and "to" in data:
@@ -220,6 +220,16 @@ class Board:
             return (r, t.priority, t.created_at)
 
         return sorted(self.tasks, key=key)
+
+
+def _fields(data: Any) -> dict[str, Any]:
+    """An event's data as a dict, whether it arrives as one or as a typed Struct."""
+    if isinstance(data, dict):
+        return data
+    try:
+        return msgspec.structs.asdict(data)
+    except TypeError:
+        return {}
 
 
 def task_state(t: TaskInfo) -> str:
