@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from chkd.protocol.errors import ChkdError
+
 from ..output import echo
 
 
@@ -47,7 +49,11 @@ def _serve(app: Any, repo: str | None, port: int) -> None:
     home = ["--home", str(app.paths.home)] if app.paths.home is not None else []
     argv = module_argv("chkd.client.cli", *home, "top", *(["--repo", repo] if repo else []))
     echo(f"chkd top on http://localhost:{port}/ (Ctrl-C stops it)")
-    Server(shlex.join(argv), host="localhost", port=port, title="chkd top").serve()
+    try:
+        Server(shlex.join(argv), host="localhost", port=port, title="chkd top").serve()
+    except OSError as exc:  # the port is taken, or localhost cannot be bound
+        raise ChkdError("busy", f"Cannot serve on localhost:{port} ({exc.strerror or exc}).",
+                        "Choose another port with --port.") from None
 
 
 COMMANDS: list[click.Command] = [top]

@@ -38,6 +38,9 @@ from .widgets import Confirm, Prompt, TextLine, WorkerCard
 
 #: Render ticks per second (events are folded in as they come; the screen follows at this rate).
 FPS = 10
+#: Lists are fetched again at most this often, however many events ask for it (a burst of
+#: status changes is one task-list request, not one per event).
+MIN_FETCH_S = 0.3
 #: The task queue's columns and their widths.
 TASK_COLUMNS = (("task", 14), ("state", 11), ("P", 2), ("title", 56), ("deps", 24), ("worker", 8))
 #: Worker-log bytes shown in the worker pane.
@@ -98,6 +101,7 @@ class TopApp(App[None]):
         self.worker_pane: tuple[str, str] | None = None  # ("log" | "diff", worker id)
         self._log_offset = 0
         self._fetching = False
+        self._fetched_at = 0.0
         self.frames: list[float] = []  # seconds per render tick that had something to do (bench/top.py)
         self.notices: list[tuple[str, str]] = []  # (severity, message) of every notification shown
 
@@ -176,12 +180,14 @@ class TopApp(App[None]):
                 board.diffstats[wid] = text
                 board.dirty.merges = True
         wanted = board.take_refresh()
-        if (wanted or board.want_diffstat) and not self._fetching:
+        due = time.monotonic() - self._fetched_at >= MIN_FETCH_S
+        if (wanted or board.want_diffstat) and not self._fetching and due:
             self._fetching = True
+            self._fetched_at = time.monotonic()
             self._fetch(wanted, set(board.want_diffstat))
             board.want_diffstat.clear()
         elif wanted:
-            board.refresh |= wanted  # the fetch under way may predate these events: fetch again after
+            board.refresh |= wanted  # later: a fetch under way may predate these events
         if feed_lines:
             self.query_one("#feed", RichLog).write(Text("\n".join(feed_lines)), scroll_end=True)
         did = self.render_board() or bool(feed_lines)

@@ -25,6 +25,8 @@ from ..icons import STATUS_ICONS
 ICONS: dict[str, str] = {**STATUS_ICONS, "waiting": "🔔"}
 #: The worker is doing something (counts as active in the header).
 ACTIVE = frozenset({"starting", "working", "stalled", "paused", "merging"})
+#: Statuses whose reason the card shows instead of the agent's last message.
+TROUBLE = frozenset({"error", "dead", "stalled", "conflict", "aborted"})
 #: Merge statuses still in the queue.
 OPEN_MERGES = frozenset({"queued", "checking", "testing", "awaiting_review"})
 #: Lists the app can (re)fetch.
@@ -105,7 +107,8 @@ class Board:
         area = kind.split(".", 1)[0]
         w = self.workers.get(wid) if wid else None
         if kind == "worker.status" and w is not None and "to" in data:
-            self._patch(w, status=data["to"], message=data.get("reason") or w.message)
+            trouble = data["to"] in TROUBLE and data.get("reason")
+            self._patch(w, status=data["to"], last_error=data["reason"] if trouble else w.last_error)
             self.refresh.add("tasks")  # a worker going away moves its task
             if data["to"] == "merged":
                 self.refresh.add("workers")

@@ -14,7 +14,7 @@ from textual.widgets import Button, Input, Label
 from chkd.protocol.messages import WorkerInfo
 from chkd.protocol.text import visible
 
-from .model import age, icon
+from .model import TROUBLE, age, icon
 
 
 def _clip(text: str, width: int) -> str:
@@ -33,7 +33,8 @@ def card_text(w: WorkerInfo, now_ms: int, width: int = 36) -> Text:
     t.append(f"{icon(w.status)} {w.id}", style="bold")
     t.append(f" {w.status}\n", style="dim" if w.status in ("done", "merged", "aborted") else "")
     t.append(_clip(task, width) + "\n")
-    t.append(_clip(visible(w.message or w.last_error or ""), width) + "\n", style="italic")
+    said = (w.last_error if w.status in TROUBLE and w.last_error else None) or w.message or ""
+    t.append(_clip(visible(said), width) + "\n", style="italic")
     t.append(f"♥ {age(w.heartbeat_at or w.activity_at, now_ms)}  ⏱ {age(w.started_at, end) if w.started_at else '-'}"
              f"  {tokens(w.tokens_in + w.tokens_out)} tok  ${w.cost_usd:.2f}", style="dim")
     return t
