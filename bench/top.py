@@ -79,18 +79,38 @@ def summary(ms: list[float]) -> dict[str, float]:
 async def run(ticks: int, n_workers: int, n_tasks: int, rate: int) -> dict[str, Any]:
     now = int(time.time() * 1000)
     rng = random.Random(16)
-    workers = [WorkerInfo(id=f"w{i}", repo="proj", status="working", task_id=f"T-{i}", task_title=f"Task number {i}",
-                          started_at=now - 60_000, heartbeat_at=now, message="starting") for i in range(1, n_workers + 1)]
-    tasks = [TaskInfo(repo="proj", id=f"T-{i}", title=f"Task number {i}", status="in_progress" if i <= n_workers else "pending",
-                      ready=i > n_workers and i % 3 == 0, priority=i % 5, created_at=now - i,
-                      depends_on=[f"T-{i - 1}"] if i % 3 else []) for i in range(1, n_tasks + 1)]
+    workers = [
+        WorkerInfo(
+            id=f"w{i}",
+            repo="proj",
+            status="working",
+            task_id=f"T-{i}",
+            task_title=f"Task number {i}",
+            started_at=now - 60_000,
+            heartbeat_at=now,
+            message="starting",
+        )
+        for i in range(1, n_workers + 1)
+    ]
+    tasks = [
+        TaskInfo(
+            repo="proj",
+            id=f"T-{i}",
+            title=f"Task number {i}",
+            status="in_progress" if i <= n_workers else "pending",
+            ready=i > n_workers and i % 3 == 0,
+            priority=i % 5,
+            created_at=now - i,
+            depends_on=[f"T-{i - 1}"] if i % 3 else [],
+        )
+        for i in range(1, n_tasks + 1)
+    ]
     backend = StandInBackend(workers, tasks)
     home = Path(tempfile.mkdtemp(prefix="chkd-bench-top-"))
     app = top.TopApp(resolve(str(home)), backend=backend, fps=0)  # type: ignore[arg-type]
     per_tick = max(1, rate // top.FPS)
     seq = 0
     tick_ms: list[float] = []
-    frame_ms: list[float] = []
     frame_cpu_ms: list[float] = []
     paint_ms: list[float] = []
     idle_cpu_ms: list[float] = []
@@ -109,19 +129,42 @@ async def run(ticks: int, n_workers: int, n_tasks: int, rate: int) -> dict[str, 
                 wid = f"w{rng.randint(1, n_workers)}"
                 if rng.random() < 0.1:
                     new = "paused" if status[wid] == "working" else "working"
-                    ev = Event(seq=seq, at=now + seq, kind="worker.status", repo="proj", worker_id=wid,
-                               data={"from": status[wid], "to": new})
+                    ev = Event(
+                        seq=seq,
+                        at=now + seq,
+                        kind="worker.status",
+                        repo="proj",
+                        worker_id=wid,
+                        data={"from": status[wid], "to": new},
+                    )
                     status[wid] = new
                 else:
-                    ev = Event(seq=seq, at=now + seq, kind="worker.heartbeat", repo="proj", worker_id=wid,
-                               data={"message": f"step {seq}: edited file_{seq % 97}.py", "tokens_in": seq * 10,
-                                     "tokens_out": seq * 3, "cost_usd": seq / 1e4})
+                    ev = Event(
+                        seq=seq,
+                        at=now + seq,
+                        kind="worker.heartbeat",
+                        repo="proj",
+                        worker_id=wid,
+                        data={
+                            "message": f"step {seq}: edited file_{seq % 97}.py",
+                            "tokens_in": seq * 10,
+                            "tokens_out": seq * 3,
+                            "cost_usd": seq / 1e4,
+                        },
+                    )
                 backend.inbox.append(("event", ev))
             if t % 10 == 9:
                 i = rng.randint(0, n_tasks - 1)
-                tasks[i] = TaskInfo(repo="proj", id=tasks[i].id, title=tasks[i].title + "!", status=tasks[i].status,
-                                    ready=tasks[i].ready, priority=tasks[i].priority, created_at=tasks[i].created_at,
-                                    depends_on=tasks[i].depends_on)
+                tasks[i] = TaskInfo(
+                    repo="proj",
+                    id=tasks[i].id,
+                    title=tasks[i].title + "!",
+                    status=tasks[i].status,
+                    ready=tasks[i].ready,
+                    priority=tasks[i].priority,
+                    created_at=tasks[i].created_at,
+                    depends_on=tasks[i].depends_on,
+                )
                 backend.inbox.append(("lists", {"tasks": list(tasks)}))
             app._fetching = True  # the stand-in answers instantly; keep fetches out of the timing
             tick_ms.append(await frame(app, frame_cpu_ms, paint_ms))
@@ -130,9 +173,18 @@ async def run(ticks: int, n_workers: int, n_tasks: int, rate: int) -> dict[str, 
         shown = sum(1 for c in app.cards.values() if c.shown)
     frame_sum = summary(frame_cpu_ms)
     return {
-        "workers": n_workers, "tasks": n_tasks, "events_per_s": rate, "events_per_tick": per_tick, "ticks": ticks,
-        "cards_shown": shown, "tick_ms": summary(tick_ms), "paint_ms": summary(paint_ms), "frame_ms": frame_sum,
-        "baseline_idle_frame_ms": summary(idle_cpu_ms), "goal_p99_frame_ms": 50, "ok": frame_sum["p99"] < 50,
+        "workers": n_workers,
+        "tasks": n_tasks,
+        "events_per_s": rate,
+        "events_per_tick": per_tick,
+        "ticks": ticks,
+        "cards_shown": shown,
+        "tick_ms": summary(tick_ms),
+        "paint_ms": summary(paint_ms),
+        "frame_ms": frame_sum,
+        "baseline_idle_frame_ms": summary(idle_cpu_ms),
+        "goal_p99_frame_ms": 50,
+        "ok": frame_sum["p99"] < 50,
     }
 
 
@@ -146,6 +198,7 @@ def _timed(fn: Any) -> Any:
             return fn(*a, **k)
         finally:
             PAINT[0] += time.process_time() - start
+
     return wrapper
 
 

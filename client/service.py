@@ -27,10 +27,19 @@ MANAGER_TIMEOUT = 15.0
 class Plan:
     """What installing the service means here: the file, its content, and the commands."""
 
-    __slots__ = ("manager", "path", "content", "enable", "disable", "start", "query", "home")
+    __slots__ = ("content", "disable", "enable", "home", "manager", "path", "query", "start")
 
-    def __init__(self, manager: str, path: Path, content: bytes, enable: list[list[str]],
-                 disable: list[list[str]], start: list[str], query: list[str], home: str) -> None:
+    def __init__(
+        self,
+        manager: str,
+        path: Path,
+        content: bytes,
+        enable: list[list[str]],
+        disable: list[list[str]],
+        start: list[str],
+        query: list[str],
+        home: str,
+    ) -> None:
         self.manager = manager
         self.path = path
         self.content = content
@@ -81,25 +90,36 @@ def plan(paths: Paths, manager: str | None = None) -> Plan:
     if manager == "launchd":
         domain = f"gui/{os.getuid()}"
         content = sf.launchd_plist(argv, str(paths.state / "chkdd.out"), env)
-        return Plan(manager, path, content,
-                    enable=[["launchctl", "bootstrap", domain, str(path)]],
-                    disable=[["launchctl", "bootout", f"{domain}/{sf.LAUNCHD_LABEL}"]],
-                    start=["launchctl", "kickstart", f"{domain}/{sf.LAUNCHD_LABEL}"],
-                    query=["launchctl", "print", f"{domain}/{sf.LAUNCHD_LABEL}"], home=home)
+        return Plan(
+            manager,
+            path,
+            content,
+            enable=[["launchctl", "bootstrap", domain, str(path)]],
+            disable=[["launchctl", "bootout", f"{domain}/{sf.LAUNCHD_LABEL}"]],
+            start=["launchctl", "kickstart", f"{domain}/{sf.LAUNCHD_LABEL}"],
+            query=["launchctl", "print", f"{domain}/{sf.LAUNCHD_LABEL}"],
+            home=home,
+        )
     content = sf.systemd_unit(sf.exec_line(argv), env, home).encode()
-    return Plan(manager, path, content,
-                enable=[["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now", sf.UNIT_NAME]],
-                disable=[["systemctl", "--user", "disable", "--now", sf.UNIT_NAME], ["systemctl", "--user", "daemon-reload"]],
-                start=["systemctl", "--user", "start", sf.UNIT_NAME],
-                query=["systemctl", "--user", "is-active", sf.UNIT_NAME], home=home)
+    return Plan(
+        manager,
+        path,
+        content,
+        enable=[["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now", sf.UNIT_NAME]],
+        disable=[["systemctl", "--user", "disable", "--now", sf.UNIT_NAME], ["systemctl", "--user", "daemon-reload"]],
+        start=["systemctl", "--user", "start", sf.UNIT_NAME],
+        query=["systemctl", "--user", "is-active", sf.UNIT_NAME],
+        home=home,
+    )
 
 
 def run(argv: list[str]) -> tuple[int, str]:
     """Run a service-manager command: (exit code, its last line of output). A missing program
     or a hang is a non-zero code with a sentence, never an exception."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=MANAGER_TIMEOUT,
-                              stdin=subprocess.DEVNULL, cwd="/")
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=MANAGER_TIMEOUT, stdin=subprocess.DEVNULL, cwd="/"
+        )
     except FileNotFoundError:
         return 127, f"{argv[0]} is not installed"
     except subprocess.TimeoutExpired:

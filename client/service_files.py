@@ -37,8 +37,7 @@ def exec_line(argv: Sequence[str]) -> str:
     return " ".join(_escape(a, in_exec=True) for a in argv)
 
 
-def systemd_unit(exec_start: str, environment: Mapping[str, str] | None = None,
-                 home: str = DEFAULT_HOME) -> str:
+def systemd_unit(exec_start: str, environment: Mapping[str, str] | None = None, home: str = DEFAULT_HOME) -> str:
     """The user unit. `exec_start` is already in unit syntax (see `exec_line`), so the
     checked-in default can say `%h/.local/bin/chkdd` while an install writes absolute paths."""
     env_lines = "".join(f"Environment={_escape(f'{k}={v}', in_exec=False)}\n" for k, v in (environment or {}).items())
@@ -70,7 +69,7 @@ WantedBy=default.target
 def home_of_unit(text: str) -> str | None:
     """The home a unit chkd wrote serves (`default` or an absolute path); None if not chkd's."""
     first = text.split("\n", 1)[0]
-    return first[len(HOME_MARK):].strip() if first.startswith(HOME_MARK) else None
+    return first[len(HOME_MARK) :].strip() if first.startswith(HOME_MARK) else None
 
 
 def launchd_plist(argv: Sequence[str], log_path: str, environment: Mapping[str, str] | None = None) -> bytes:

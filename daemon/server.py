@@ -137,7 +137,7 @@ class Server:
             self.ctx.log.warning("sd_notify_failed", socket=notifier.address)
         interval = notifier.watchdog_interval_s
         if interval is not None:
-            self.ctx.timers.every(interval, notifier.watchdog, "watchdog")
+            self.ctx.timers.every(interval, lambda: None if notifier.watchdog() else None, "watchdog")
             self.ctx.log.info("watchdog", interval_s=interval)
 
     def _drain_wake(self) -> None:

@@ -20,6 +20,7 @@ import pytest
 from chkd.client import service_files as sf
 from chkd.client.daemonctl import is_running
 from chkd.daemon.sdnotify import SdNotifier
+
 from conftest import BIN, CtlResult, Daemon, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +44,16 @@ def user_env(tmp_path: Path) -> dict[str, str]:
 
 def ctl(chkd_home: Path, env: dict[str, str], *args: str) -> CtlResult:
     full = {**os.environ, **env, "CHKD_HOME": str(chkd_home)}
-    return CtlResult(subprocess.run([str(BIN / "chkdctl"), *args], env=full, capture_output=True, text=True,
-                                    timeout=60, stdin=subprocess.DEVNULL))
+    return CtlResult(
+        subprocess.run(
+            [str(BIN / "chkdctl"), *args],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    )
 
 
 def unit_file(env: dict[str, str]) -> Path:
@@ -52,6 +61,7 @@ def unit_file(env: dict[str, str]) -> Path:
 
 
 # -- the files ---------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_generated_unit_passes_systemd_analyze_verify(tmp_path: Path, user_env: dict[str, str]) -> None:
@@ -94,12 +104,14 @@ def test_plist_round_trips_with_the_right_keys(chkd_home: Path, user_env: dict[s
     assert out["commands"] == [f"launchctl bootstrap gui/{os.getuid()} {out['path']}"]
     checked_in = plistlib.loads((ROOT / "launchd" / "dev.chkd.chkdd.plist").read_bytes())
     assert checked_in.keys() == job.keys() - {"EnvironmentVariables"} | {"EnvironmentVariables"}
-    assert {k: checked_in[k] for k in ("Label", "RunAtLoad", "KeepAlive", "AbandonProcessGroup")} == \
-           {k: job[k] for k in ("Label", "RunAtLoad", "KeepAlive", "AbandonProcessGroup")}
+    assert {k: checked_in[k] for k in ("Label", "RunAtLoad", "KeepAlive", "AbandonProcessGroup")} == {
+        k: job[k] for k in ("Label", "RunAtLoad", "KeepAlive", "AbandonProcessGroup")
+    }
 
 
-def test_install_print_shows_the_venv_absolute_paths_and_writes_nothing(chkd_home: Path,
-                                                                        user_env: dict[str, str]) -> None:
+def test_install_print_shows_the_venv_absolute_paths_and_writes_nothing(
+    chkd_home: Path, user_env: dict[str, str]
+) -> None:
     res = ctl(chkd_home, user_env, "service", "install", "--print")
     assert res.code == 0, res
     assert f"would write {unit_file(user_env)}" in res.out
@@ -110,6 +122,7 @@ def test_install_print_shows_the_venv_absolute_paths_and_writes_nothing(chkd_hom
 
 
 # -- the daemon talks sd_notify ------------------------------------------------------------------
+
 
 def _datagrams(sock: socket.socket, until: str, timeout: float) -> list[str]:
     got: list[str] = []
@@ -132,7 +145,7 @@ def test_daemon_sends_ready_then_watchdog_pings_then_stopping(chkd_home: Path, t
         first = _datagrams(sock, "READY=1", 10)
         assert "READY=1" in first[0].splitlines()  # nothing before READY
         assert f"MAINPID={d.proc.pid}" in first[0].splitlines()
-        pings = [g for g in _datagrams(sock, "WATCHDOG=1", 5)]
+        pings = list(_datagrams(sock, "WATCHDOG=1", 5))
         pings += _datagrams(sock, "WATCHDOG=1", 5)
         assert sum(g == "WATCHDOG=1" for g in pings) >= 2  # every 0.1 s (half of WATCHDOG_USEC)
         d.stop()
@@ -146,13 +159,19 @@ def test_daemon_sends_ready_then_watchdog_pings_then_stopping(chkd_home: Path, t
         sock.close()
 
 
-def test_no_notify_socket_no_datagrams_and_children_never_inherit_it(monkeypatch: pytest.MonkeyPatch,
-                                                                     tmp_path: Path) -> None:
+def test_no_notify_socket_no_datagrams_and_children_never_inherit_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     env = {"NOTIFY_SOCKET": "@chkd-test", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid()), "X": "1"}
     n = SdNotifier.from_environ(env)
     assert env == {"X": "1"}  # shims and agents started later do not see the service manager
     assert n.address == "@chkd-test" and n.watchdog_interval_s == 15.0
-    assert SdNotifier.from_environ({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval_s is None
+    assert (
+        SdNotifier.from_environ(
+            {"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}
+        ).watchdog_interval_s
+        is None
+    )
     assert SdNotifier.from_environ({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "soon"}).watchdog_interval_s is None
     silent = SdNotifier.from_environ({})
     assert not silent.enabled and silent.ready() is False and silent.watchdog_interval_s is None
@@ -170,12 +189,15 @@ def test_no_notify_socket_no_datagrams_and_children_never_inherit_it(monkeypatch
 
 # -- chkdctl service install / status / uninstall -----------------------------------------------
 
-def test_install_without_a_user_systemd_says_so_and_prints_the_commands(chkd_home: Path,
-                                                                        user_env: dict[str, str]) -> None:
+
+def test_install_without_a_user_systemd_says_so_and_prints_the_commands(
+    chkd_home: Path, user_env: dict[str, str]
+) -> None:
     res = ctl(chkd_home, user_env, "service", "install")
     assert res.code == 1, res
-    assert "not enabled" in res.out and ("no systemd user manager is running" in res.out
-                                         or "systemctl is not installed" in res.out), res
+    assert "not enabled" in res.out and (
+        "no systemd user manager is running" in res.out or "systemctl is not installed" in res.out
+    ), res
     assert "  systemctl --user daemon-reload" in res.out.splitlines()
     assert "  systemctl --user enable --now chkd.service" in res.out.splitlines()
     assert unit_file(user_env).read_text().startswith(f"{sf.HOME_MARK}{chkd_home}\n")
@@ -209,7 +231,8 @@ sys.exit(0)
 
 
 def test_install_takes_over_from_chkdctl_and_autostart_then_goes_through_the_service(
-        chkd_home: Path, user_env: dict[str, str], tmp_path: Path) -> None:
+    chkd_home: Path, user_env: dict[str, str], tmp_path: Path
+) -> None:
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
     fake = fake_bin / "systemctl"
@@ -244,19 +267,22 @@ def test_install_takes_over_from_chkdctl_and_autostart_then_goes_through_the_ser
     wait_for(lambda: not is_running(d.paths), 10, what="the service's chkdd to stop")
 
 
-def test_autostart_ignores_a_service_for_another_home(chkd_home: Path, user_env: dict[str, str],
-                                                       tmp_path: Path) -> None:
+def test_autostart_ignores_a_service_for_another_home(
+    chkd_home: Path, user_env: dict[str, str], tmp_path: Path
+) -> None:
     unit = unit_file(user_env)
     unit.parent.mkdir(parents=True)
     unit.write_text(sf.systemd_unit("/nonexistent/chkdd", home=str(tmp_path / "other-home")))
     log = tmp_path / "systemctl.log"
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
-    (fake_bin / "systemctl").write_text(textwrap.dedent(f"""\
+    (fake_bin / "systemctl").write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         echo "$*" >> {log}
         exit 1
-        """))
+        """)
+    )
     (fake_bin / "systemctl").chmod(0o755)
     env = {**user_env, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
     try:

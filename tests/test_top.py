@@ -4,13 +4,11 @@ workers, and `top --web` loaded in headless Chromium."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,7 @@ from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, wait_for
 
 pytest.importorskip("textual")
 
-from chkd.client.tui.app import TopApp  # noqa: E402
+from chkd.client.tui.app import TopApp
 
 SIZE = (170, 50)
 
@@ -30,8 +28,11 @@ SIZE = (170, 50)
 @pytest.fixture
 def daemon_config() -> str:
     """`n` (spawn next) uses the default agent: a one-step demo agent here."""
-    return ('default_agent = "quick"\n' + DEFAULT_TEST_CONFIG
-            + '[agents.quick]\ncmd = ["chkd-demo-agent", "--steps", "1", "--step-s", "0.05"]\n')
+    return (
+        'default_agent = "quick"\n'
+        + DEFAULT_TEST_CONFIG
+        + '[agents.quick]\ncmd = ["chkd-demo-agent", "--steps", "1", "--step-s", "0.05"]\n'
+    )
 
 
 async def until(pilot: Any, cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -77,8 +78,11 @@ def test_cards_follow_workers_and_keys_act(daemon: Daemon, repo: Path) -> None:
             assert app.selected == long_w
 
             await pilot.press("m")  # merge a working worker: refused by the daemon
-            await until(pilot, lambda: any(s == "error" and "only a done worker can be merged" in m
-                                           for s, m in app.notices), what="the refusal as a notification")
+            await until(
+                pilot,
+                lambda: any(s == "error" and "only a done worker can be merged" in m for s, m in app.notices),
+                what="the refusal as a notification",
+            )
 
             await pilot.press("p")
             await until(pilot, lambda: card(app, long_w).startswith("🟡"), what="the paused icon")
@@ -89,8 +93,9 @@ def test_cards_follow_workers_and_keys_act(daemon: Daemon, repo: Path) -> None:
             # two workers edit the same file: the first merges, the second conflicts
             a = spawn(daemon, repo, "T-A", "chkd-demo-agent --steps 1 --step-s 0.05 --conflict-file NOTES.md")
             b = spawn(daemon, repo, "T-B", "chkd-demo-agent --steps 1 --step-s 0.05 --conflict-file NOTES.md")
-            await until(pilot, lambda: card(app, a).startswith("✅") and card(app, b).startswith("✅"),
-                        what="both done")
+            await until(
+                pilot, lambda: card(app, a).startswith("✅") and card(app, b).startswith("✅"), what="both done"
+            )
             await pilot.click(f"#card-{a}")
             assert app.selected == a
             await pilot.press("m")
@@ -99,8 +104,11 @@ def test_cards_follow_workers_and_keys_act(daemon: Daemon, repo: Path) -> None:
             await pilot.click(f"#card-{b}")
             await pilot.press("m")
             await until(pilot, lambda: card(app, b).startswith("⚠"), what="the conflict icon")
-            await until(pilot, lambda: any(m.status == "conflict" and m.worker_id == b
-                                           for m in app.board.merges.values()), what="the conflict in the merge pane")
+            await until(
+                pilot,
+                lambda: any(m.status == "conflict" and m.worker_id == b for m in app.board.merges.values()),
+                what="the conflict in the merge pane",
+            )
 
             # abort asks first; "n" keeps the worker, "y" aborts it
             await pilot.click(f"#card-{long_w}")
@@ -131,8 +139,11 @@ def test_spawn_next_reject_with_reason_and_diff(daemon: Daemon, repo: Path) -> N
             await until(pilot, lambda: any(card(app, w).startswith("✅") for w in app.cards), what="a done worker")
             wid = next(iter(app.cards))
             await pilot.press("v")  # merge for review
-            await until(pilot, lambda: any(m.status == "awaiting_review" for m in app.board.merges.values()),
-                        what="the merge awaiting review")
+            await until(
+                pilot,
+                lambda: any(m.status == "awaiting_review" for m in app.board.merges.values()),
+                what="the merge awaiting review",
+            )
             await until(pilot, lambda: wid in app.board.diffstats, what="the diffstat of the review")
             assert "chkd-demo-T-S.txt" in app.board.diffstats[wid]
             await pilot.press("d")
@@ -141,8 +152,9 @@ def test_spawn_next_reject_with_reason_and_diff(daemon: Daemon, repo: Path) -> N
             for ch in "no tests":
                 await pilot.press("space" if ch == " " else ch)
             await pilot.press("enter")
-            await until(pilot, lambda: any(m.status == "rejected" for m in app.board.merges.values()),
-                        what="the rejected merge")
+            await until(
+                pilot, lambda: any(m.status == "rejected" for m in app.board.merges.values()), what="the rejected merge"
+            )
             events = daemon.ctl("--json", "events", "-n", "200").out
             assert "no tests" in events
 
@@ -163,7 +175,9 @@ def test_reconnects_after_a_daemon_restart_and_misses_nothing(daemon: Daemon, re
             daemon.start()
             # straight away, before the dashboard's subscription is back: the event is not lost
             assert daemon.ctl("task", "add", "After", "--id", "T-2", cwd=repo).code == 0
-            await until(pilot, lambda: any(t.id == "T-2" for t in app.board.tasks.values()), what="the task added meanwhile")
+            await until(
+                pilot, lambda: any(t.id == "T-2" for t in app.board.tasks.values()), what="the task added meanwhile"
+            )
             await until(pilot, lambda: app.board.connected, what="connected again")
             last = daemon.ctl("--json", "events", "-n", "1").json()["last_seq"]
             await until(pilot, lambda: app.board.cursor >= last, what="every event applied")
@@ -178,9 +192,17 @@ def test_reconnects_after_a_daemon_restart_and_misses_nothing(daemon: Daemon, re
 
 #: Headless Chromium that reaches nothing but this machine (the page asks for a web font).
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-domain-reliability",
-    "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--disable-extensions",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
 #: Keeps every terminal byte the page receives, so the test can read what xterm.js draws on its canvas.
 RECORD_FRAMES = """
@@ -250,20 +272,42 @@ def test_top_web_shows_the_workers_in_chromium(daemon: Daemon, repo: Path, tmp_p
     wid = spawn(daemon, repo, "T-W", "chkd-demo-agent --steps 400 --step-s 0.1")
     port = _free_port()
     env = {**os.environ, "CHKD_HOME": str(daemon.home), "CHKD_NO_AUTOSTART": "1"}
-    server = subprocess.Popen([str(BIN / "chkdctl"), "top", "--web", "--port", str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [str(BIN / "chkdctl"), "top", "--web", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     profile = tmp_path / "chromium-profile"
     browser = None
     try:
         wait_for(lambda: _answers_http(port), 20, what="top --web to listen")
         debug_port = _free_port()
-        browser = subprocess.Popen(["chromium", *CHROMIUM_FLAGS, f"--remote-debugging-port={debug_port}",
-                                    f"--user-data-dir={profile}", "--window-size=1400,900", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        browser = subprocess.Popen(
+            [
+                "chromium",
+                *CHROMIUM_FLAGS,
+                f"--remote-debugging-port={debug_port}",
+                f"--user-data-dir={profile}",
+                "--window-size=1400,900",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for(lambda: _answers_http(debug_port, "/json/version"), 30, what="chromium's debugging port")
         shot = tmp_path / "top-web.png"
-        text = asyncio.run(_cdp_page_text(debug_port, f"http://localhost:{port}/",
-                                          lambda t: "T-W Browser visible" in t and f"🟢 {wid}" in t, shot, 40))
+        text = asyncio.run(
+            _cdp_page_text(
+                debug_port,
+                f"http://localhost:{port}/",
+                lambda t: "T-W Browser visible" in t and f"🟢 {wid}" in t,
+                shot,
+                40,
+            )
+        )
         assert f"🟢 {wid}" in text and "T-W Browser visible" in text, text[-2000:]
         assert "WORKERS (1 active" in text
         assert shot.stat().st_size > 10_000  # a real picture, kept under the test's temp dir

@@ -16,8 +16,12 @@ def ev(seq: int, kind: str, wid: str | None = "w1", **data: object) -> Event:
 
 def test_events_patch_cards_and_mark_only_what_changed() -> None:
     b = Board()
-    b.set_workers([WorkerInfo(id="w1", repo="proj", status="working", cost_usd=0.5),
-                   WorkerInfo(id="w2", repo="proj", status="working")])
+    b.set_workers(
+        [
+            WorkerInfo(id="w1", repo="proj", status="working", cost_usd=0.5),
+            WorkerInfo(id="w2", repo="proj", status="working"),
+        ]
+    )
     b.take_dirty()
     b.apply(ev(1, "worker.heartbeat", message="step 3", tokens_in=10, tokens_out=2, cost_usd=0.75))
     b.apply(ev(2, "worker.status", **{"from": "working", "to": "paused"}))
@@ -44,12 +48,20 @@ def test_replayed_or_old_events_are_ignored_and_unknown_workers_fetched() -> Non
 
 def test_header_counts_queue_and_cost() -> None:
     b = Board()
-    b.set_workers([WorkerInfo(id="w1", repo="p", status="working", started_at=2**40, cost_usd=1.25),
-                   WorkerInfo(id="w2", repo="p", status="waiting", started_at=2**40, message="usage limit until 14:00"),
-                   WorkerInfo(id="w3", repo="p", status="conflict", started_at=2**40)])
-    b.set_tasks([TaskInfo(repo="p", id="A", title="a", status="pending", ready=True),
-                 TaskInfo(repo="p", id="B", title="b", status="pending", depends_on=["A"]),
-                 TaskInfo(repo="p", id="C", title="c", status="pending", held=True)])
+    b.set_workers(
+        [
+            WorkerInfo(id="w1", repo="p", status="working", started_at=2**40, cost_usd=1.25),
+            WorkerInfo(id="w2", repo="p", status="waiting", started_at=2**40, message="usage limit until 14:00"),
+            WorkerInfo(id="w3", repo="p", status="conflict", started_at=2**40),
+        ]
+    )
+    b.set_tasks(
+        [
+            TaskInfo(repo="p", id="A", title="a", status="pending", ready=True),
+            TaskInfo(repo="p", id="B", title="b", status="pending", depends_on=["A"]),
+            TaskInfo(repo="p", id="C", title="c", status="pending", held=True),
+        ]
+    )
     b.connected = True
     line = b.header(now_ms=2**40 + 1000)
     assert line.startswith("WORKERS (1 active, 1 waiting, 1 conflict)")
@@ -62,8 +74,24 @@ def test_header_counts_queue_and_cost() -> None:
 
 
 def test_chkdctl_does_not_import_textual_unless_top_runs() -> None:
-    code = ("import sys; import chkd.client.cli; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'textual_serve', 'aiohttp', 'rich')); "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; import chkd.client.cli; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'textual_serve', 'aiohttp', 'rich')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_header_shows_budget_usage_limits_and_the_autopilot_from_their_events() -> None:
+    b = Board()
+    b.connected = True
+    assert "autopilot" not in b.header() and "usage-limit" not in b.header()
+    b.apply(Event(seq=1, at=1, kind="agent.usage_limit", data={"profile": "claude", "resets_at": 2**50}))
+    b.apply(Event(seq=2, at=2, kind="scheduler.started", data={}))
+    b.apply(Event(seq=3, at=3, kind="budget.warning", data={"used_usd": 8.0, "budget_usd_per_day": 10.0}))
+    line = b.header(now_ms=2**49)
+    assert "of $10.00" in line and "1 usage-limit wait" in line and "autopilot on" in line
+    assert "usage-limit" not in b.header(now_ms=2**50 + 1)  # the limit has reset
+    b.apply(Event(seq=4, at=4, kind="scheduler.stopped", data={}))
+    assert "autopilot" not in b.header()

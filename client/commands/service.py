@@ -10,9 +10,14 @@ import click
 from ..output import Exit, echo, json_option, print_json
 
 _manager_option = click.option(
-    "--manager", type=click.Choice(["systemd", "launchd"]), default=None,
-    help="Which service manager to write for (default: launchd on macOS, else systemd).")
-_print_option = click.option("--print", "print_only", is_flag=True, help="Only print what would be done; change nothing.")
+    "--manager",
+    type=click.Choice(["systemd", "launchd"]),
+    default=None,
+    help="Which service manager to write for (default: launchd on macOS, else systemd).",
+)
+_print_option = click.option(
+    "--print", "print_only", is_flag=True, help="Only print what would be done; change nothing."
+)
 
 
 @click.group("service")
@@ -40,8 +45,14 @@ def install(app: Any, manager: str | None, print_only: bool) -> None:
     plan = service.plan(app.paths, manager)
     if print_only:
         if app.json:
-            print_json({"manager": plan.manager, "path": str(plan.path), "content": plan.content.decode(),
-                        "commands": _commands(plan.enable)})
+            print_json(
+                {
+                    "manager": plan.manager,
+                    "path": str(plan.path),
+                    "content": plan.content.decode(),
+                    "commands": _commands(plan.enable),
+                }
+            )
             return
         echo(f"# {plan.manager}: would write {plan.path}:")
         for line in plan.content.decode().splitlines():
@@ -57,10 +68,21 @@ def install(app: Any, manager: str | None, print_only: bool) -> None:
     tmp.replace(plan.path)  # never half a unit file
     problem = service.manager_problem(plan.manager)
     if problem:
-        _report(app, {"installed": True, "path": str(plan.path), "enabled": False, "problem": problem,
-                      "commands": _commands(plan.enable)},
-                [f"Wrote {plan.path}, but {problem}, so it is not enabled.",
-                 "Run these where that manager runs:", *(f"  {c}" for c in _commands(plan.enable))])
+        _report(
+            app,
+            {
+                "installed": True,
+                "path": str(plan.path),
+                "enabled": False,
+                "problem": problem,
+                "commands": _commands(plan.enable),
+            },
+            [
+                f"Wrote {plan.path}, but {problem}, so it is not enabled.",
+                "Run these where that manager runs:",
+                *(f"  {c}" for c in _commands(plan.enable)),
+            ],
+        )
         raise Exit(1)
 
     took_over = None
@@ -71,10 +93,19 @@ def install(app: Any, manager: str | None, print_only: bool) -> None:
     for argv in plan.enable:
         code, said = service.run(argv)
         if code != 0:
-            _report(app, {"installed": True, "path": str(plan.path), "enabled": False,
-                          "problem": f"{shlex.join(argv)} failed: {said}"},
-                    [f"Wrote {plan.path}, but `{shlex.join(argv)}` failed ({said or f'exit {code}'}).",
-                     "Look at `chkdctl service status`, fix it, and run install again."])
+            _report(
+                app,
+                {
+                    "installed": True,
+                    "path": str(plan.path),
+                    "enabled": False,
+                    "problem": f"{shlex.join(argv)} failed: {said}",
+                },
+                [
+                    f"Wrote {plan.path}, but `{shlex.join(argv)}` failed ({said or f'exit {code}'}).",
+                    "Look at `chkdctl service status`, fix it, and run install again.",
+                ],
+            )
             raise Exit(1)
     lines = [f"Installed and started the chkd service ({plan.path})."]
     if took_over:
@@ -102,7 +133,11 @@ def uninstall(app: Any, manager: str | None, print_only: bool) -> None:
             echo(cmd)
         return
     if not plan.path.exists():
-        _report(app, {"installed": False, "path": str(plan.path)}, [f"No chkd service is installed ({plan.path} does not exist)."])
+        _report(
+            app,
+            {"installed": False, "path": str(plan.path)},
+            [f"No chkd service is installed ({plan.path} does not exist)."],
+        )
         return
     problem = service.manager_problem(plan.manager)
     if problem is None:
@@ -144,10 +179,16 @@ def status(app: Any, manager: str | None, print_only: bool) -> None:
     state = None if problem else service.run(plan.query)[1]
     running = daemonctl.is_running(app.paths)
     data = {
-        "manager": plan.manager, "path": str(plan.path), "installed": installed is not None,
-        "home": home, "this_home": plan.home, "current": installed == plan.content,
-        "manager_state": state, "manager_problem": problem,
-        "daemon_running": running, "daemon_pid": daemonctl.pid(app.paths) if running else None,
+        "manager": plan.manager,
+        "path": str(plan.path),
+        "installed": installed is not None,
+        "home": home,
+        "this_home": plan.home,
+        "current": installed == plan.content,
+        "manager_state": state,
+        "manager_problem": problem,
+        "daemon_running": running,
+        "daemon_pid": daemonctl.pid(app.paths) if running else None,
     }
     if app.json:
         print_json(data)
@@ -157,8 +198,11 @@ def status(app: Any, manager: str | None, print_only: bool) -> None:
     else:
         echo(f"{plan.manager} service: {plan.path}")
         echo(f"  serves home: {home}" + ("" if home == plan.home else f" (not this one: {plan.home})"))
-        echo("  file: matches this installation" if installed == plan.content
-             else "  file: differs from what this installation would write; run `chkdctl service install` again")
+        echo(
+            "  file: matches this installation"
+            if installed == plan.content
+            else "  file: differs from what this installation would write; run `chkdctl service install` again"
+        )
     echo(f"  manager: {problem}" if problem else f"  manager says: {state or '?'}")
     echo(f"  chkdd: running, pid {data['daemon_pid']}" if running else "  chkdd: not running")
 

@@ -19,8 +19,13 @@ from ..output import echo
 @click.command("top")
 @click.option("--repo", metavar="R", help="Only this repository's workers, tasks and merges.")
 @click.option("--web", is_flag=True, help="Serve the dashboard to a browser on localhost (textual-serve).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
-              help="Port for --web (it listens on localhost only).")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="Port for --web (it listens on localhost only).",
+)
 @click.pass_obj
 def top(app: Any, repo: str | None, web: bool, port: int) -> None:
     """The live dashboard: worker cards, task queue, events, merges, conflict radar, logs.
@@ -52,8 +57,9 @@ def _serve(app: Any, repo: str | None, port: int) -> None:
     try:
         Server(shlex.join(argv), host="localhost", port=port, title="chkd top").serve()
     except OSError as exc:  # the port is taken, or localhost cannot be bound
-        raise ChkdError("busy", f"Cannot serve on localhost:{port} ({exc.strerror or exc}).",
-                        "Choose another port with --port.") from None
+        raise ChkdError(
+            "busy", f"Cannot serve on localhost:{port} ({exc.strerror or exc}).", "Choose another port with --port."
+        ) from None
 
 
 COMMANDS: list[click.Command] = [top]

@@ -14,18 +14,28 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, VerticalScroll
 from textual.widgets import DataTable, Footer, RichLog, Static, TabbedContent, TabPane
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Abort, Approve, Merge, MergeResult, Pause, Reject, Resume, Spawn, Update, WorkerListResult, WorkerResult,
+    Abort,
+    Approve,
+    Merge,
+    MergeResult,
+    Pause,
+    Reject,
+    Resume,
+    Spawn,
+    Update,
+    WorkerListResult,
+    WorkerResult,
 )
 from chkd.protocol.paths import Paths
 from chkd.protocol.text import visible
@@ -65,7 +75,7 @@ class TopApp(App[None]):
     .buttons { height: auto; align: right middle; }
     .buttons Button { margin-left: 2; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
         Binding("w", "select(1)", "next worker"),
         Binding("W", "select(-1)", "prev worker", show=False),
@@ -88,8 +98,9 @@ class TopApp(App[None]):
         Binding("o", "autopilot", "autopilot", show=False),
     ]
 
-    def __init__(self, paths: Paths, *, repo: str | None = None, backend: Backend | None = None,
-                 fps: float = FPS) -> None:
+    def __init__(
+        self, paths: Paths, *, repo: str | None = None, backend: Backend | None = None, fps: float = FPS
+    ) -> None:
         super().__init__()
         self.fps = fps  # 0: no render timer (bench/top.py drives `tick` itself)
         self.paths = paths
@@ -105,8 +116,15 @@ class TopApp(App[None]):
         self.frames: list[float] = []  # seconds per render tick that had something to do (bench/top.py)
         self.notices: list[tuple[str, str]] = []  # (severity, message) of every notification shown
 
-    def notify(self, message: str, *, title: str = "", severity: Any = "information",
-               timeout: float | None = None, markup: bool = False) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
         """Daemon sentences may hold brackets: never markup. Kept in `notices` as well."""
         self.notices.append((str(severity), message))
         del self.notices[:-200]
@@ -132,7 +150,9 @@ class TopApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#merges", DataTable).add_columns("id", "worker", "task", "status", "strategy", "diffstat / files")
+        self.query_one("#merges", DataTable).add_columns(
+            "id", "worker", "task", "status", "strategy", "diffstat / files"
+        )
         self.query_one("#radar", DataTable).add_columns("repo", "workers", "would conflict", "files")
         if self.fps:
             self.set_interval(1 / self.fps, self.tick)
@@ -250,8 +270,9 @@ class TopApp(App[None]):
             if card is not None and w is not None:
                 card.show(w, now)
         if d.header:
-            self.query_one("#header", TextLine).set_text(Text(visible(self.board.header(now)), no_wrap=True,
-                                                              overflow="ellipsis"))
+            self.query_one("#header", TextLine).set_text(
+                Text(visible(self.board.header(now)), no_wrap=True, overflow="ellipsis")
+            )
         if d.tasks:
             self._render_tasks()
         if d.merges:
@@ -296,8 +317,14 @@ class TopApp(App[None]):
         running = {w.task_id: w.id for w in board.workers.values() if w.task_id and w.status in M.ACTIVE | {"waiting"}}
         rows: dict[str, tuple[str, ...]] = {}
         for key, t in board.tasks.items():
-            rows[key] = (visible(t.id), M.task_state(t), f"P{t.priority}", visible(t.title),
-                         visible(", ".join(t.depends_on)) or "-", running.get(t.id, t.claimed_by or "") or "")
+            rows[key] = (
+                visible(t.id),
+                M.task_state(t),
+                f"P{t.priority}",
+                visible(t.title),
+                visible(", ".join(t.depends_on)) or "-",
+                running.get(t.id, t.claimed_by or "") or "",
+            )
         self.query_one("#tasks", RowList).set_rows(board.task_order(), rows)
 
     def _render_merges(self) -> None:
@@ -305,17 +332,31 @@ class TopApp(App[None]):
         table.clear()
         merges = sorted(self.board.merges.values(), key=lambda m: (m.status not in M.OPEN_MERGES, -m.id))
         for m in merges[:200]:
-            detail = self.board.diffstats.get(m.worker_id, "").strip().splitlines()[-1:] if m.status == "awaiting_review" else []
+            detail = (
+                self.board.diffstats.get(m.worker_id, "").strip().splitlines()[-1:]
+                if m.status == "awaiting_review"
+                else []
+            )
             detail_text = detail[0] if detail else ", ".join(m.conflict_files[:5])
-            table.add_row(str(m.id), m.worker_id, visible(m.task_id or "-"), m.status.replace("_", " "), m.strategy,
-                          visible(detail_text))
+            table.add_row(
+                str(m.id),
+                m.worker_id,
+                visible(m.task_id or "-"),
+                m.status.replace("_", " "),
+                m.strategy,
+                visible(detail_text),
+            )
 
     def _render_radar(self) -> None:
         table = self.query_one("#radar", DataTable)
         table.clear()
         for o in self.board.overlaps:
-            table.add_row(visible(o.repo), f"{o.a} ↔ {o.b or 'target'}", "⚠ yes" if o.conflict else "no",
-                          visible(", ".join((o.conflict_files or o.files)[:6])))
+            table.add_row(
+                visible(o.repo),
+                f"{o.a} ↔ {o.b or 'target'}",
+                "⚠ yes" if o.conflict else "no",
+                visible(", ".join((o.conflict_files or o.files)[:6])),
+            )
 
     # -- selection --------------------------------------------------------------------------------
     def _select(self, wid: str | None) -> None:
@@ -371,8 +412,7 @@ class TopApp(App[None]):
 
         def chosen(task_id: str | None) -> None:
             if task_id:
-                self.request(Spawn(task_id=task_id, repo=self.repo), WorkerResult,
-                             _spawned)
+                self.request(Spawn(task_id=task_id, repo=self.repo), WorkerResult, _spawned)
 
         self.push_screen(Prompt("Spawn which task? (its id)", "T-1"), chosen)
 
@@ -392,8 +432,11 @@ class TopApp(App[None]):
 
     def action_merge(self, strategy: str) -> None:
         if wid := self._need_worker():
-            self.request(Merge(worker=wid, strategy=strategy), MergeResult,  # type: ignore[arg-type]
-                         f"Merge of {wid} queued ({strategy}).")
+            self.request(
+                Merge(worker=wid, strategy="review" if strategy == "review" else "auto"),
+                MergeResult,
+                f"Merge of {wid} queued ({strategy}).",
+            )
 
     def action_approve(self) -> None:
         if wid := self._need_worker():
@@ -406,7 +449,9 @@ class TopApp(App[None]):
 
         def answered(reason: str | None) -> None:
             if reason is not None:
-                self.request(Reject(worker=wid, reason=reason), MergeResult, f"Rejected {wid}'s merge; it is working again.")
+                self.request(
+                    Reject(worker=wid, reason=reason), MergeResult, f"Rejected {wid}'s merge; it is working again."
+                )
 
         self.push_screen(Prompt(f"Reject {wid}'s merge: why? (the agent is told; Escape cancels)", "reason"), answered)
 
@@ -419,8 +464,12 @@ class TopApp(App[None]):
             if yes:
                 self.request(Abort(worker=wid), WorkerListResult, f"Aborting {wid}; its worktree stays.")
 
-        self.push_screen(Confirm(f"Abort {wid}? Its agent is stopped (SIGTERM, then SIGKILL); "
-                                 "uncommitted work stays in the worktree."), answered)
+        self.push_screen(
+            Confirm(
+                f"Abort {wid}? Its agent is stopped (SIGTERM, then SIGKILL); uncommitted work stays in the worktree."
+            ),
+            answered,
+        )
 
     def action_update_worker(self) -> None:
         if wid := self._need_worker():
@@ -511,7 +560,10 @@ class TopApp(App[None]):
             self.notify("This chkd has no autopilot yet (`chkdctl run` is issue 15).", severity="warning")
             return
         on = self.board.facts.get("autopilot") is True
-        self._run_ctl(["run", "--stop"] if on else ["run", "--start"], "Autopilot stopped." if on else "Autopilot started.")
+        self._run_ctl(
+            ["run", "--stop"] if on else ["run", *(["--repo", self.repo] if self.repo else [])],
+            "Autopilot stopped." if on else "Autopilot started.",
+        )
 
     def _ctl_argv(self, args: list[str]) -> list[str]:
         exe = shutil.which("chkdctl") or "chkdctl"
@@ -520,14 +572,20 @@ class TopApp(App[None]):
 
     @work(thread=True, group="actions")
     def _run_ctl(self, args: list[str], done: str) -> None:
-        proc = subprocess.run(self._ctl_argv(args), capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              env={**os.environ, "CHKD_NO_AUTOSTART": "1"})
+        proc = subprocess.run(
+            self._ctl_argv(args),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "CHKD_NO_AUTOSTART": "1"},
+        )
         if proc.returncode == 0:
             self.call_from_thread(self.notify, done)
         else:
             said = (proc.stderr or proc.stdout).strip().splitlines()
-            self.call_from_thread(self.notify, visible(said[0] if said else f"chkdctl exited {proc.returncode}"),
-                                  severity="error")
+            self.call_from_thread(
+                self.notify, visible(said[0] if said else f"chkdctl exited {proc.returncode}"), severity="error"
+            )
 
 
 def _spawned(r: WorkerResult) -> str:

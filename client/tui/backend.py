@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -20,8 +20,20 @@ from zmq.utils.monitor import recv_monitor_message
 from chkd.protocol import codec
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Conflicts, ConflictReport, Diff, DiffResult, EventList, Events, MergeList, MergeListResult, Ping, Pong,
-    TaskList, TaskListResult, WorkerList, WorkerListResult,
+    ConflictReport,
+    Conflicts,
+    Diff,
+    DiffResult,
+    EventList,
+    Events,
+    MergeList,
+    MergeListResult,
+    Ping,
+    Pong,
+    TaskList,
+    TaskListResult,
+    WorkerList,
+    WorkerListResult,
 )
 from chkd.protocol.paths import Paths
 
@@ -77,7 +89,7 @@ class Backend:
             self._client.close()
 
     def _follow(self) -> None:
-        zctx = zmq.Context.instance()
+        zctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sub = zctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100_000)
@@ -102,7 +114,7 @@ class Backend:
                     elif msg["event"] == zmq.EVENT_CONNECTED:
                         cursor = self._catch_up(events_client, cursor, full=True)
                 if sub in ready:
-                    while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    while cast(int, sub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                         _topic, payload = sub.recv_multipart(zmq.NOBLOCK)
                         try:
                             ev = codec.decode_event(payload)

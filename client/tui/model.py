@@ -69,6 +69,7 @@ class Board:
     want_diffstat: set[str] = field(default_factory=set)
     feed: deque[Event] = field(default_factory=lambda: deque(maxlen=FEED_LINES))
     connected: bool = False
+    usage_limits: dict[str, int] = field(default_factory=dict)  # agent profile → resets at (ms)
 
     # -- snapshots ---------------------------------------------------------------------------
     def set_workers(self, workers: Iterable[WorkerInfo]) -> None:
@@ -136,8 +137,11 @@ class Board:
             self.refresh.add("radar")
         elif wid is not None and w is None:
             self.refresh.add("workers")
-        if kind in ("autopilot.started", "autopilot.stopped"):
-            self.facts["autopilot"] = kind == "autopilot.started"
+        if area in ("autopilot", "scheduler", "run") and kind.endswith(("started", "stopped")):
+            self.facts["autopilot"] = kind.endswith("started")
+            self.dirty.header = True
+        elif kind == "agent.usage_limit":  # issue 15: a profile waits until its limit resets
+            self.usage_limits[str(data.get("profile") or wid or "?")] = int(data.get("resets_at") or 0)
             self.dirty.header = True
         elif area in ("budget", "usage", "scheduler") or "usage_limit" in kind or "budget" in kind:
             self.facts.pop(kind, None)
@@ -168,19 +172,27 @@ class Board:
         c = self.counts()
         active = sum(n for s, n in c.items() if s in ACTIVE)
         parts = [f"{active} active"]
-        for status, word in (("waiting", "waiting"), ("stalled", "stalled"), ("conflict", "conflict"),
-                             ("done", "done"), ("error", "error"), ("dead", "dead")):
+        for status, word in (
+            ("waiting", "waiting"),
+            ("stalled", "stalled"),
+            ("conflict", "conflict"),
+            ("done", "done"),
+            ("error", "error"),
+            ("dead", "dead"),
+        ):
             if c.get(status):
                 parts.append(f"{c[status]} {word}")
         ready = sum(1 for t in self.tasks.values() if t.ready)
         blocked = sum(1 for t in self.tasks.values() if t.status == "pending" and not t.ready and not t.held)
         review = sum(1 for m in self.merges.values() if m.status == "awaiting_review")
         cost = self.cost_today(now_ms)
-        budget = self._fact_number("budget", "daily_usd", "budget_usd", "limit_usd")
+        budget = self._fact_number("budget", "budget_usd_per_day", "budget_usd", "limit_usd", "daily_usd")
         money = f"today ${cost:.2f}" + (f" of ${budget:.2f}" if budget else "")
-        waits = self.usage_limit_waits()
-        line = (f"WORKERS ({', '.join(parts)})  ·  queue {ready} ready, {blocked} waiting on deps  ·  "
-                f"{review} awaiting review  ·  {money}")
+        waits = self.usage_limit_waits(now_ms)
+        line = (
+            f"WORKERS ({', '.join(parts)})  ·  queue {ready} ready, {blocked} waiting on deps  ·  "
+            f"{review} awaiting review  ·  {money}"
+        )
         if waits:
             line += f"  ·  ⏳ {waits} usage-limit wait{'s' if waits != 1 else ''}"
         if self.facts.get("autopilot") is True:
@@ -197,9 +209,13 @@ class Board:
                         return float(data[n])
         return None
 
-    def usage_limit_waits(self) -> int:
-        return sum(1 for w in self.workers.values()
-                   if w.status == "waiting" and "usage" in (w.message or "").lower())
+    def usage_limit_waits(self, now_ms: int | None = None) -> int:
+        """Profiles parked by a usage limit that has not reset yet, or else workers waiting on one."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        parked = sum(1 for resets in self.usage_limits.values() if resets > now)
+        return parked or sum(
+            1 for w in self.workers.values() if w.status == "waiting" and "usage" in (w.message or "").lower()
+        )
 
     def cost_today(self, now_ms: int | None = None) -> float:
         now = time.time() if now_ms is None else now_ms / 1000
@@ -210,8 +226,18 @@ class Board:
     # -- ordering -------------------------------------------------------------------------------
     def card_order(self) -> list[str]:
         """Workers needing a person first (waiting, conflict, stalled, error), then the active, then the rest."""
-        rank = {"waiting": 0, "conflict": 1, "stalled": 2, "error": 3, "dead": 3, "paused": 4,
-                "working": 5, "starting": 5, "merging": 5, "done": 6}
+        rank = {
+            "waiting": 0,
+            "conflict": 1,
+            "stalled": 2,
+            "error": 3,
+            "dead": 3,
+            "paused": 4,
+            "working": 5,
+            "starting": 5,
+            "merging": 5,
+            "done": 6,
+        }
         return sorted(self.workers, key=lambda wid: (rank.get(self.workers[wid].status, 7), _num(wid)))
 
     def task_order(self) -> list[str]:

@@ -9,11 +9,12 @@ frame's budget. Here a changed row costs one strip; the rest come from the cache
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -26,10 +27,13 @@ CURSOR_STYLE = Style(reverse=True)
 class RowList(ScrollView, can_focus=True):
     """Rows of text cells under a fixed header; a cursor row (keys or a click)."""
 
-    BINDINGS = [
-        Binding("up", "move(-1)", show=False), Binding("down", "move(1)", show=False),
-        Binding("pageup", "move(-20)", show=False), Binding("pagedown", "move(20)", show=False),
-        Binding("home", "move(-1000000)", show=False), Binding("end", "move(1000000)", show=False),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+        Binding("pageup", "move(-20)", show=False),
+        Binding("pagedown", "move(20)", show=False),
+        Binding("home", "move(-1000000)", show=False),
+        Binding("end", "move(1000000)", show=False),
     ]
 
     class Highlighted(Message):
@@ -76,7 +80,7 @@ class RowList(ScrollView, can_focus=True):
 
     # -- rendering ----------------------------------------------------------------------------
     def _strip(self, cells: tuple[str, ...], style: Style | None = None) -> Strip:
-        text = " ".join(f"{c[:w]:<{w}}" for c, (_, w) in zip(cells, self.columns))
+        text = " ".join(f"{c[:w]:<{w}}" for c, (_, w) in zip(cells, self.columns, strict=False))
         return Strip([Segment(text, style)], len(text))
 
     def render_line(self, y: int) -> Strip:
@@ -89,9 +93,10 @@ class RowList(ScrollView, can_focus=True):
             if i >= len(self.keys):
                 return Strip.blank(width)
             key = self.keys[i]
-            strip = self._strips.get(key)
-            if strip is None:
-                strip = self._strips[key] = self._strip(self.rows[key])
+            cached = self._strips.get(key)
+            if cached is None:
+                cached = self._strips[key] = self._strip(self.rows[key])
+            strip = cached
             if i == self.cursor and self.has_focus:
                 strip = strip.apply_style(CURSOR_STYLE)
             elif i == self.cursor:
@@ -124,4 +129,3 @@ class RowList(ScrollView, can_focus=True):
             self.scroll_to(y=self.cursor - visible + 1, animate=False)
         self.refresh()
         self.post_message(self.Highlighted(self.cursor_key))
-

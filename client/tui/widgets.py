@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
@@ -35,8 +37,11 @@ def card_text(w: WorkerInfo, now_ms: int, width: int = 36) -> Text:
     t.append(_clip(task, width) + "\n")
     said = (w.last_error if w.status in TROUBLE and w.last_error else None) or w.message or ""
     t.append(_clip(visible(said), width) + "\n", style="italic")
-    t.append(f"♥ {age(w.heartbeat_at or w.activity_at, now_ms)}  ⏱ {age(w.started_at, end) if w.started_at else '-'}"
-             f"  {tokens(w.tokens_in + w.tokens_out)} tok  ${w.cost_usd:.2f}", style="dim")
+    t.append(
+        f"♥ {age(w.heartbeat_at or w.activity_at, now_ms)}  ⏱ {age(w.started_at, end) if w.started_at else '-'}"
+        f"  {tokens(w.tokens_in + w.tokens_out)} tok  ${w.cost_usd:.2f}",
+        style="dim",
+    )
     return t
 
 
@@ -92,7 +97,10 @@ class WorkerCard(TextLine):
 class Confirm(ModalScreen[bool]):
     """Yes or no, for anything that could lose work. Enter/y confirms, Escape/n declines."""
 
-    BINDINGS = [Binding("y", "answer(True)", "yes"), Binding("n,escape", "answer(False)", "no")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "yes"),
+        Binding("n,escape", "answer(False)", "no"),
+    ]
 
     def __init__(self, question: str) -> None:
         super().__init__(classes="modal")
@@ -118,7 +126,7 @@ class Confirm(ModalScreen[bool]):
 class Prompt(ModalScreen["str | None"]):
     """One line of text (a reason, a message, a task id); Escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, question: str, placeholder: str = "", allow_empty: bool = False) -> None:
         super().__init__(classes="modal")
