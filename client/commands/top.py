@@ -6,7 +6,9 @@ command starts without them.
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from typing import Any
 
 import click
@@ -36,6 +38,14 @@ def top(app: Any, repo: str | None, web: bool, port: int) -> None:
     """
     import gc
 
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    if not web and not terminal and "TEXTUAL_DRIVER" not in os.environ:
+        # (textual-serve runs this command on pipes with its own driver set: that is fine)
+        raise ChkdError(
+            "bad_request",
+            "chkdctl top needs a terminal.",
+            "Use `chkdctl watch` for plain event lines, or `chkdctl top --web` for a browser.",
+        )
     gc.enable()  # a long-running app: collect as usual
     app.client.ensure_daemon()  # start chkdd (or its service) now, not from inside the app
     if web:
