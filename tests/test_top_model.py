@@ -3,8 +3,10 @@ start-up staying free of Textual."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from chkd.client.tui.model import Board, task_state
 from chkd.protocol.messages import Event, TaskInfo, WorkerInfo
@@ -95,3 +97,17 @@ def test_header_shows_budget_usage_limits_and_the_autopilot_from_their_events() 
     assert "usage-limit" not in b.header(now_ms=2**50 + 1)  # the limit has reset
     b.apply(Event(seq=4, at=4, kind="scheduler.stopped", data={}))
     assert "autopilot" not in b.header()
+
+
+def test_top_without_a_terminal_is_one_sentence(tmp_path: Path) -> None:
+    env = {**os.environ, "CHKD_HOME": str(tmp_path / "home"), "CHKD_NO_AUTOSTART": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "chkdctl"), "top"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("chkdctl: chkdctl top needs a terminal.\n") and "Traceback" not in proc.stderr
