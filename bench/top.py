@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from chkd.client.tui import app as top
+from chkd.protocol import events
 from chkd.protocol.messages import Event, TaskInfo, WorkerInfo
 from chkd.protocol.paths import resolve
 
@@ -135,7 +136,7 @@ async def run(ticks: int, n_workers: int, n_tasks: int, rate: int) -> dict[str, 
                         kind="worker.status",
                         repo="proj",
                         worker_id=wid,
-                        data={"from": status[wid], "to": new},
+                        data=events.WorkerStatusChanged(from_=status[wid], to=new),
                     )
                     status[wid] = new
                 else:
@@ -145,12 +146,12 @@ async def run(ticks: int, n_workers: int, n_tasks: int, rate: int) -> dict[str, 
                         kind="worker.heartbeat",
                         repo="proj",
                         worker_id=wid,
-                        data={
-                            "message": f"step {seq}: edited file_{seq % 97}.py",
-                            "tokens_in": seq * 10,
-                            "tokens_out": seq * 3,
-                            "cost_usd": seq / 1e4,
-                        },
+                        data=events.WorkerHeartbeat(
+                            message=f"step {seq}: edited file_{seq % 97}.py",
+                            tokens_in=seq * 10,
+                            tokens_out=seq * 3,
+                            cost_usd=seq / 1e4,
+                        ),
                     )
                 backend.inbox.append(("event", ev))
             if t % 10 == 9:

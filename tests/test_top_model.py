@@ -7,13 +7,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from chkd.client.tui.model import Board, task_state
+from chkd.protocol import events
 from chkd.protocol.messages import Event, TaskInfo, WorkerInfo
 
 
-def ev(seq: int, kind: str, wid: str | None = "w1", **data: object) -> Event:
-    return Event(seq=seq, at=1_000 + seq, kind=kind, repo="proj", worker_id=wid, data=dict(data))
+def ev(seq: int, kind: str, wid: str | None = "w1", **data: Any) -> Event:
+    """An event as the daemon sends it: the kind's Struct, or (a kind this client does not
+    know, from a newer daemon) `Unreadable` with its fields."""
+    kind_type = events.BY_KIND.get(kind)
+    if "from" in data:
+        data["from_"] = data.pop("from")
+    body = kind_type(**data) if kind_type is not None else events.Unreadable(fields=data)
+    return Event(seq=seq, at=1_000 + seq, kind=kind, repo="proj", worker_id=wid, data=body)
 
 
 def test_events_patch_cards_and_mark_only_what_changed() -> None:
@@ -44,7 +52,7 @@ def test_replayed_or_old_events_are_ignored_and_unknown_workers_fetched() -> Non
     b.take_refresh()
     b.apply(ev(6, "worker.heartbeat", wid="w9", message="hi"))  # a worker we have not seen yet
     assert "workers" in b.take_refresh()
-    b.apply(ev(7, "merge.awaiting_review", wid="w1"))
+    b.apply(ev(7, "merge.awaiting_review", wid="w1", merge_id=1, result_sha="abc"))
     assert {"merges", "workers"} <= b.take_refresh() and b.want_diffstat == {"w1"}
 
 
@@ -89,13 +97,13 @@ def test_header_shows_budget_usage_limits_and_the_autopilot_from_their_events() 
     b = Board()
     b.connected = True
     assert "autopilot" not in b.header() and "usage-limit" not in b.header()
-    b.apply(Event(seq=1, at=1, kind="agent.usage_limit", data={"profile": "claude", "resets_at": 2**50}))
-    b.apply(Event(seq=2, at=2, kind="scheduler.started", data={}))
-    b.apply(Event(seq=3, at=3, kind="budget.warning", data={"used_usd": 8.0, "budget_usd_per_day": 10.0}))
+    b.apply(ev(1, "agent.usage_limit", profile="claude", resets_at=2**50))
+    b.apply(ev(2, "scheduler.started"))
+    b.apply(ev(3, "budget.warning", used_usd=8.0, budget_usd_per_day=10.0))
     line = b.header(now_ms=2**49)
     assert "of $10.00" in line and "1 usage-limit wait" in line and "autopilot on" in line
     assert "usage-limit" not in b.header(now_ms=2**50 + 1)  # the limit has reset
-    b.apply(Event(seq=4, at=4, kind="scheduler.stopped", data={}))
+    b.apply(ev(4, "scheduler.stopped"))
     assert "autopilot" not in b.header()
 
 

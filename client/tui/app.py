@@ -28,13 +28,11 @@ from chkd.protocol.messages import (
     Abort,
     Approve,
     Merge,
-    MergeResult,
     Pause,
     Reject,
     Resume,
     Spawn,
     Update,
-    WorkerListResult,
     WorkerResult,
 )
 from chkd.protocol.paths import Paths
@@ -384,12 +382,13 @@ class TopApp(App[None]):
 
     # -- actions ----------------------------------------------------------------------------------
     @work(thread=True, group="actions")
-    def request(self, body: Any, expect: Any, done: str | Callable[[Any], str]) -> Any:
+    def request(self, body: Any, done: str | Callable[[Any], str]) -> Any:
         """Send one request off the UI thread; its refusal becomes a notification."""
         try:
-            result = self.backend.call(body, expect, timeout=60)
+            result = self.backend.call(body, timeout=60)
         except ChkdError as exc:
-            self.call_from_thread(self.notify, visible(exc.message), title="chkd refused", severity="error")
+            severity = "warning" if exc.code == "nothing_ready" else "error"
+            self.call_from_thread(self.notify, visible(exc.message), title="chkd refused", severity=severity)
             return None
         except Exception as exc:  # noqa: BLE001 - a bug in a request is still only a notification
             self.call_from_thread(self.notify, f"The request failed ({type(exc).__name__}: {exc}).", severity="error")
@@ -399,7 +398,7 @@ class TopApp(App[None]):
         return result
 
     def action_spawn_next(self) -> None:
-        self.request(Spawn(next=True, repo=self.repo), WorkerResult, _spawned)
+        self.request(Spawn(next=True, repo=self.repo), _spawned)
 
     def action_spawn_chosen(self) -> None:
         key = None
@@ -407,40 +406,39 @@ class TopApp(App[None]):
             key = self.query_one("#tasks", RowList).cursor_key
         task = self.board.tasks.get(key or "")
         if task is not None and M.task_state(task) == "ready":
-            self.request(Spawn(task_id=task.id, repo=task.repo), WorkerResult, _spawned)
+            self.request(Spawn(task_id=task.id, repo=task.repo), _spawned)
             return
 
         def chosen(task_id: str | None) -> None:
             if task_id:
-                self.request(Spawn(task_id=task_id, repo=self.repo), WorkerResult, _spawned)
+                self.request(Spawn(task_id=task_id, repo=self.repo), _spawned)
 
         self.push_screen(Prompt("Spawn which task? (its id)", "T-1"), chosen)
 
     def action_pause(self) -> None:
         if wid := self._need_worker():
-            self.request(Pause(worker=wid), WorkerListResult, f"Paused {wid}.")
+            self.request(Pause(worker=wid), f"Paused {wid}.")
 
     def action_resume(self) -> None:
         if wid := self._need_worker():
-            self.request(Resume(worker=wid), WorkerListResult, f"Resumed {wid}.")
+            self.request(Resume(worker=wid), f"Resumed {wid}.")
 
     def action_pause_all(self) -> None:
-        self.request(Pause(all=True, repo=self.repo), WorkerListResult, lambda r: f"Paused {len(r.workers)} workers.")
+        self.request(Pause(all=True, repo=self.repo), lambda r: f"Paused {len(r.workers)} workers.")
 
     def action_resume_all(self) -> None:
-        self.request(Resume(all=True, repo=self.repo), WorkerListResult, lambda r: f"Resumed {len(r.workers)} workers.")
+        self.request(Resume(all=True, repo=self.repo), lambda r: f"Resumed {len(r.workers)} workers.")
 
     def action_merge(self, strategy: str) -> None:
         if wid := self._need_worker():
             self.request(
                 Merge(worker=wid, strategy="review" if strategy == "review" else "auto"),
-                MergeResult,
                 f"Merge of {wid} queued ({strategy}).",
             )
 
     def action_approve(self) -> None:
         if wid := self._need_worker():
-            self.request(Approve(worker=wid), MergeResult, f"Approved {wid}'s merge.")
+            self.request(Approve(worker=wid), f"Approved {wid}'s merge.")
 
     def action_reject(self) -> None:
         wid = self._need_worker()
@@ -449,9 +447,7 @@ class TopApp(App[None]):
 
         def answered(reason: str | None) -> None:
             if reason is not None:
-                self.request(
-                    Reject(worker=wid, reason=reason), MergeResult, f"Rejected {wid}'s merge; it is working again."
-                )
+                self.request(Reject(worker=wid, reason=reason), f"Rejected {wid}'s merge; it is working again.")
 
         self.push_screen(Prompt(f"Reject {wid}'s merge: why? (the agent is told; Escape cancels)", "reason"), answered)
 
@@ -462,7 +458,7 @@ class TopApp(App[None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.request(Abort(worker=wid), WorkerListResult, f"Aborting {wid}; its worktree stays.")
+                self.request(Abort(worker=wid), f"Aborting {wid}; its worktree stays.")
 
         self.push_screen(
             Confirm(
@@ -473,7 +469,7 @@ class TopApp(App[None]):
 
     def action_update_worker(self) -> None:
         if wid := self._need_worker():
-            self.request(Update(worker=wid), None, f"Brought the target into {wid}.")
+            self.request(Update(worker=wid), f"Brought the target into {wid}.")
 
     def action_diff(self) -> None:
         if wid := self._need_worker():
@@ -481,10 +477,10 @@ class TopApp(App[None]):
 
     @work(thread=True, group="panes")
     def _show_diff(self, wid: str) -> None:
-        from chkd.protocol.messages import Diff, DiffResult
+        from chkd.protocol.messages import Diff
 
         try:
-            text = self.backend.call(Diff(worker=wid), DiffResult, timeout=60).text
+            text = self.backend.call(Diff(worker=wid), timeout=60).text
         except ChkdError as exc:
             self.call_from_thread(self.notify, visible(exc.message), severity="error")
             return

@@ -12,32 +12,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from chkd.protocol import codec
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import (
-    ConflictReport,
-    Conflicts,
-    Diff,
-    DiffResult,
-    EventList,
-    Events,
-    MergeList,
-    MergeListResult,
-    Ping,
-    Pong,
-    TaskList,
-    TaskListResult,
-    WorkerList,
-    WorkerListResult,
-)
+from chkd.protocol.messages import Command, Conflicts, Diff, Events, MergeList, Ping, Result, TaskList, WorkerList
 from chkd.protocol.paths import Paths
 
 from ..client import Client
+
+R = TypeVar("R", bound=Result)
 
 #: Replay pages of this many events.
 PAGE = 1000
@@ -56,25 +43,26 @@ class Backend:
         self._thread: threading.Thread | None = None
 
     # -- requests (any thread) ------------------------------------------------------------------
-    def call(self, body: Any, expect: Any = None, timeout: float | None = None) -> Any:
+    def call(self, body: Command[R], timeout: float | None = None) -> R:
+        """One request from any thread (the socket is shared, so one at a time)."""
         with self._lock:
-            return self._client.call(body, expect, timeout)
+            return self._client.call(body, timeout)
 
     def fetch(self, which: set[str]) -> dict[str, Any]:
         """The lists named in `which`, fetched now (workers, tasks, merges, radar)."""
         out: dict[str, Any] = {}
         if "workers" in which:
-            out["workers"] = self.call(WorkerList(repo=self.repo, all=True), WorkerListResult).workers
+            out["workers"] = self.call(WorkerList(repo=self.repo, all=True)).workers
         if "tasks" in which:
-            out["tasks"] = self.call(TaskList(repo=self.repo, all_repos=self.repo is None), TaskListResult).tasks
+            out["tasks"] = self.call(TaskList(repo=self.repo, all_repos=self.repo is None)).tasks
         if "merges" in which:
-            out["merges"] = self.call(MergeList(repo=self.repo, all=True), MergeListResult).merges
+            out["merges"] = self.call(MergeList(repo=self.repo, all=True)).merges
         if "radar" in which:
-            out["radar"] = self.call(Conflicts(repo=self.repo), ConflictReport).overlaps
+            out["radar"] = self.call(Conflicts(repo=self.repo)).overlaps
         return out
 
     def diffstat(self, worker: str) -> str:
-        return self.call(Diff(worker=worker, stat=True), DiffResult).text
+        return self.call(Diff(worker=worker, stat=True)).text
 
     # -- the follower thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -139,15 +127,15 @@ class Backend:
         A daemon that does not answer is reported; the next reconnect tries again."""
         try:
             if cursor < 0 or full:
-                last = client.call(Ping(), Pong).last_seq
-                recent = client.call(Events(tail=HISTORY, repo=self.repo), EventList).events
+                last = client.call(Ping()).last_seq
+                recent = client.call(Events(tail=HISTORY, repo=self.repo)).events
                 lists = self.fetch({"workers", "tasks", "merges", "radar"})
                 self.inbox.append(("lists", lists))
                 if cursor < 0:
                     self.inbox.append(("history", recent))
                     cursor = last
             while True:
-                page = client.call(Events(since=cursor, limit=PAGE), EventList)
+                page = client.call(Events(since=cursor, limit=PAGE))
                 for ev in page.events:
                     cursor = ev.seq
                     self.inbox.append(("event", ev))

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from chkd.protocol import events
 from chkd.protocol.messages import Event, MergeInfo, Overlap, TaskInfo, WorkerInfo
 
 from ..icons import STATUS_ICONS
@@ -104,22 +105,22 @@ class Board:
             return
         self.cursor = ev.seq
         self.feed.append(ev)
-        kind, data, wid = ev.kind, _fields(ev.data), ev.worker_id
+        kind, wid = ev.kind, ev.worker_id
         area = kind.split(".", 1)[0]
         w = self.workers.get(wid) if wid else None
-        if kind == "worker.status" and w is not None and "to" in data:
-            trouble = data["to"] in TROUBLE and data.get("reason")
-            self._patch(w, status=data["to"], last_error=data["reason"] if trouble else w.last_error)
+        body = ev.data
+        if isinstance(body, events.WorkerStatusChanged) and w is not None:
+            trouble = body.to in TROUBLE and body.reason
+            self._patch(w, status=body.to, last_error=body.reason if trouble else w.last_error)
             self.refresh.add("tasks")  # a worker going away moves its task
-            if data["to"] == "merged":
+            if body.to == "merged":
                 self.refresh.add("workers")
-        elif kind == "worker.heartbeat" and w is not None:
+        elif isinstance(body, events.WorkerHeartbeat) and w is not None:
             fields: dict[str, Any] = {"heartbeat_at": ev.at, "activity_at": ev.at}
-            if "message" in data:
-                fields["message"] = data["message"]
-            for key in ("tokens_in", "tokens_out", "cost_usd"):
-                if key in data:
-                    fields[key] = data[key]
+            for key in ("message", "tokens_in", "tokens_out", "cost_usd"):
+                value = getattr(body, key)
+                if value is not None:  # only what this heartbeat reported
+                    fields[key] = value
             self._patch(w, **fields)
         elif area == "worker":
             self.refresh.update(("workers", "tasks"))
@@ -137,6 +138,13 @@ class Board:
             self.refresh.add("radar")
         elif wid is not None and w is None:
             self.refresh.add("workers")
+        if area in ("autopilot", "scheduler", "run", "agent", "budget", "usage") or "budget" in kind:
+            self._fact(kind, wid, _fields(body))
+
+    def _fact(self, kind: str, wid: str | None, data: dict[str, Any]) -> None:
+        """Kinds other areas add (issue 15: autopilot, budget, usage limits), read by name so a
+        newer daemon's events show up here even before this client knows their Structs."""
+        area = kind.split(".", 1)[0]
         if area in ("autopilot", "scheduler", "run") and kind.endswith(("started", "stopped")):
             self.facts["autopilot"] = kind.endswith("started")
             self.dirty.header = True
@@ -252,12 +260,12 @@ class Board:
 
 
 def _fields(data: Any) -> dict[str, Any]:
-    """An event's data as a dict, whether it arrives as one or as a typed Struct."""
+    """An event's data as a plain map with wire names (events.fields_of), whatever its kind."""
     if isinstance(data, dict):
         return data
     try:
-        return msgspec.structs.asdict(data)
-    except TypeError:
+        return events.fields_of(data)
+    except (TypeError, AttributeError):
         return {}
 
 
