@@ -22,8 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from chkd.protocol.messages import (RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult, TaskShow, WorkerInfo,
-                                    WorkerResult, WorkerShow)
+from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
 
 from conftest import Daemon, git, holds, make_repo, wait_for
 
@@ -65,18 +64,18 @@ def daemon_config(notified: Path) -> str:
 @pytest.fixture
 def proj(daemon: Daemon, tmp_path: Path) -> Path:
     repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     return repo
 
 
 def spawn(daemon: Daemon, task: str, agent: str = "ask", cmd: list[str] | None = None) -> WorkerInfo:
     daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task))
     return daemon.call(Spawn(repo="proj", task_id=task, agent=None if cmd else agent, cmd=cmd,
-                             interactive=cmd is not None), WorkerResult, timeout=60).worker
+                             interactive=cmd is not None), timeout=60).worker
 
 
 def show(daemon: Daemon, wid: str) -> WorkerInfo:
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def tmux_sock(daemon: Daemon) -> str:
@@ -262,5 +261,5 @@ def test_a_killed_shim_makes_the_interactive_worker_dead_and_closes_its_terminal
     wait_for(lambda: not psutil.pid_exists(w.pid or 0) or psutil.Process(w.pid).status() == psutil.STATUS_ZOMBIE,
              10, what="the orphaned agent to be killed")
     wait_for(lambda: not session_exists(daemon, w.id), 10, what="its tmux session to close")
-    task = daemon.call(TaskShow(id="T-7", repo="proj"), TaskResult).task
+    task = daemon.call(TaskShow(id="T-7", repo="proj")).task
     assert task.status == "pending" and task.attempts == 1

@@ -11,7 +11,8 @@ import pytest
 
 from chkd.daemon import notify
 from chkd.protocol import tmux
-from chkd.protocol.messages import Event, RepoAdd, RepoResult, Spawn, TaskAdd, WorkerResult, WorkerShow
+from chkd.protocol import events as ev
+from chkd.protocol.messages import Event, RepoAdd, Spawn, TaskAdd, WorkerShow
 
 from conftest import Daemon, holds, make_repo, wait_for
 
@@ -26,10 +27,10 @@ def daemon_config() -> str:
 
 @pytest.mark.timeout(60)
 def test_heartbeat_waiting_sets_waiting_never_stalls_and_activity_ends_it(daemon: Daemon, tmp_path: Path) -> None:
-    daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))), RepoResult)
+    daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))))
     daemon.call(TaskAdd(title="asks", repo="proj", id="Q-1"))
-    w = daemon.call(Spawn(repo="proj", task_id="Q-1", cmd=TALKER), WorkerResult).worker
-    show = lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker  # noqa: E731
+    w = daemon.call(Spawn(repo="proj", task_id="Q-1", cmd=TALKER)).worker
+    show = lambda: daemon.call(WorkerShow(worker=w.id)).worker  # noqa: E731
     wait_for(lambda: show().status == "working", 15, what="the agent to start")
 
     asked = daemon.ctl("heartbeat", "--worker", w.id, "--waiting", "Which database?")
@@ -59,7 +60,7 @@ def test_heartbeat_waiting_sets_waiting_never_stalls_and_activity_ends_it(daemon
 
 
 def _event(seq: int, to: str, question: str | None = None) -> Event:
-    data = {"from": "working", "to": to, **({"question": question} if question else {})}
+    data = ev.WorkerStatusChanged(from_="working", to=to, question=question)
     return Event(seq=seq, at=0, kind="worker.status", worker_id="w2", task_id="T-1", data=data)
 
 
