@@ -138,6 +138,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE merges ADD COLUMN land_old TEXT;
     ALTER TABLE merges ADD COLUMN land_new TEXT;
     """,
+    # 4: interactive workers run in a tmux session on chkd's own tmux server (issue 13).
+    """
+    ALTER TABLE workers ADD COLUMN interactive INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

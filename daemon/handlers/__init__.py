@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import liveness
-from . import core, db, doctor, events, gc, merge, repos, shim, tasks, workers
+from . import core, db, doctor, events, gc, merge, repos, shim, tasks, terminal, workers
 
-_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor)
+_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor, terminal)
 
 HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
 for _area in _AREAS:
