@@ -9,6 +9,12 @@ with made-up token usage. Flags make it misbehave on purpose:
 - `--fail-after N`: exit 1 after step N;
 - `--hang`: stop all output and heartbeats but stay alive (a stalled agent);
 - `--spawn-child`: leave a grandchild process in its group (abort must kill it too).
+
+`--ask QUESTION` makes it interactive (the `demo-interactive` profile runs it in tmux): it
+prints the question, reports `chkdctl heartbeat --waiting QUESTION` (the worker turns
+`waiting`), reads one line from its terminal (`chkdctl send W yes` types it), reports the
+answer as activity, writes it into its file and goes on with its steps. End of input
+before an answer exits 3.
 """
 
 from __future__ import annotations
@@ -43,17 +49,32 @@ def git(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
-def heartbeat(message: str, rng: random.Random) -> None:
+def heartbeat(message: str, rng: random.Random, *extra: str) -> None:
     """Report progress; a missing daemon is not the agent's problem (it keeps working)."""
     tokens_in, tokens_out = rng.randint(500, 3000), rng.randint(100, 900)
     cost = round(tokens_in * 3e-6 + tokens_out * 15e-6, 6)
     proc = subprocess.run(
         [*_chkdctl(), "heartbeat", "--message", message, "--tokens-in", str(tokens_in),
-         "--tokens-out", str(tokens_out), "--cost", str(cost)],
+         "--tokens-out", str(tokens_out), "--cost", str(cost), *extra],
         capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )
     if proc.returncode != 0:
         say(f"(heartbeat not delivered: {proc.stderr.strip() or proc.returncode})")
+
+
+def ask(question: str, rng: random.Random) -> str | None:
+    """Ask a person: the question on screen, the worker `waiting`, one line read from the terminal."""
+    say(f"QUESTION: {question}")
+    heartbeat(f"asking: {question}", rng, "--waiting", question)
+    sys.stdout.write("answer> ")
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    answer = line.strip()
+    say(f"got the answer: {answer}")
+    heartbeat(f"got the answer: {answer}", rng)
+    return answer
 
 
 def spawn_child() -> int:
@@ -70,14 +91,16 @@ def hang() -> None:
         time.sleep(3600)
 
 
-def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random) -> int:
+def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random,
+         answer: str | None = None) -> int:
     worker = os.environ.get("CHKD_WORKER_ID", "w?")
     task = os.environ.get("CHKD_TASK_ID", "demo")
     target = Path(conflict_file) if conflict_file else Path(f"chkd-demo-{task.replace('/', '-')}.txt")
+    told = f" (told: {answer})" if answer is not None else ""
     for i in range(1, steps + 1):
         time.sleep(step_s)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"{task} by {worker}: step {i} of {steps}\n")
+        target.write_text(f"{task} by {worker}: step {i} of {steps}{told}\n")
         git("add", "--", str(target))
         commit = git("commit", "--quiet", "--no-verify", "-m", f"demo: {task}: step {i}/{steps}", "--", str(target))
         if commit.returncode != 0:
@@ -101,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-after", type=int, metavar="N", help="exit 1 after step N")
     parser.add_argument("--hang", action="store_true", help="go silent but stay alive (a stalled agent)")
     parser.add_argument("--spawn-child", action="store_true", help="leave a grandchild process in the group")
+    parser.add_argument("--ask", metavar="QUESTION",
+                        help="first ask a person QUESTION (worker `waiting`) and read the answer from the terminal")
     args = parser.parse_args(argv)
     if args.steps < 0 or args.step_s < 0:
         parser.error("--steps and --step-s cannot be negative")
@@ -109,10 +134,16 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.steps} steps of {args.step_s:g} s (pid {os.getpid()})")
     if args.spawn_child:
         say(f"spawned grandchild pid {spawn_child()}")
+    answer = None
+    if args.ask is not None:
+        answer = ask(args.ask, rng)
+        if answer is None:
+            say("no answer: the input ended")
+            sys.exit(3)
     if args.hang:
         say("hanging: no more output or heartbeats")
         hang()
-    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng))
+    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng, answer))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 STATUS_ICONS: dict[str, str] = {
     "starting": "⚪",
     "working": "🟢",
+    "waiting": "🔔",
     "stalled": "🟠",
     "paused": "🟡",
     "done": "✅",

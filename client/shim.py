@@ -8,7 +8,9 @@ worktree exists, or `stop`. It then
 
 - starts the agent in its own session / process group (so signals to the group reach
   the agent and everything it starts, and nothing else), stdout+stderr into a pipe
-  that the shim copies to `state/workers/<id>.log`, noting when output last came;
+  that the shim copies to `state/workers/<id>.log`, noting when output last came —
+  or, for an interactive profile (`go` carries `tmux`), in a tmux session on chkd's own
+  server, its pane's output appended to the same log (`pane_agent.py`);
 - says hello (pids and create times, the same values psutil reports), then sends a
   heartbeat every `heartbeat_s`: the shim and the agent live, plus the agent's last
   output time as activity;
@@ -40,6 +42,8 @@ from chkd.protocol.messages import (
 from chkd.protocol.paths import Paths, open_private, resolve
 
 from .client import Client
+from .pane_agent import PaneAgent
+from .procid import create_time
 
 #: Per-attempt reply timeout, and the backoff bounds for retries.
 SEND_TIMEOUT = SHIM_SEND_TIMEOUT_S
@@ -51,31 +55,6 @@ STOP_STATUSES = frozenset({"aborted"})
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-# -- process identity, the way psutil computes it (no psutil on the client side) ----------------
-def _boot_time() -> float:
-    with open("/proc/stat", "rb") as fh:
-        for line in fh:
-            if line.startswith(b"btime"):
-                return float(line.split()[1])
-    raise OSError("no btime in /proc/stat")
-
-
-def create_time(pid: int) -> float:
-    """The process's create time in epoch seconds: boot time + starttime / CLK_TCK, as psutil does on Linux.
-
-    Elsewhere (no /proc) it falls back to the current time, which is only right for a
-    process that was just started — the one case the shim needs.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        fields = data[data.rindex(b")") + 2:].split()
-        ticks = float(int(fields[19]))  # field 22 of stat: starttime, in clock ticks since boot
-        return ticks / os.sysconf("SC_CLK_TCK") + _boot_time()
-    except (OSError, ValueError, IndexError):
-        return time.time()
 
 
 # -- talking to the daemon -----------------------------------------------------------------------
@@ -131,46 +110,45 @@ def log_line(log: Any, text: str) -> None:
         pass
 
 
-class Shim:
-    def __init__(self, spec: ShimGo, paths: Paths) -> None:
-        self.worker = spec.worker
-        self.argv = list(spec.argv)
-        self.cwd = spec.cwd
-        self.env = {**os.environ, **spec.env}
-        self.period = spec.heartbeat_s
-        self.grace = spec.abort_grace_s
-        self.log = open_private(spec.log, "ab", buffering=0)
-        self.link = Link(paths)
+class DetachedAgent:
+    """The agent as the shim's own child: its own session, stdout+stderr piped into the log."""
+
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], log: Any) -> None:
+        self.argv, self.cwd, self.env, self.log = argv, cwd, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.started = 0.0
         self.output_at: int | None = None
-        self.agent: subprocess.Popen[bytes] | None = None
-        self.term_sent: float | None = None
-        self.orphaned = False  # the daemon no longer knows this worker: stop reporting
         self.exited = threading.Event()
 
-    # -- the agent ----------------------------------------------------------------------------
-    def start_agent(self) -> bool:
-        log_line(self.log, f"worker {self.worker}: starting {shlex.join(self.argv)} in {self.cwd}")
+    def start(self) -> bool:
         try:
-            self.agent = subprocess.Popen(
-                resolve_program(self.argv, self.env), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            self.proc = subprocess.Popen(
+                resolve_program(self.argv, self.env), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
             )
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the argv or the environment
             log_line(self.log, f"cannot start the agent: {exc}")
             return False
+        self.pid, self.started = self.proc.pid, create_time(self.proc.pid)
         threading.Thread(target=self._copy_output, name="output", daemon=True).start()
-        threading.Thread(target=self._wait_agent, name="waiter", daemon=True).start()
+        threading.Thread(target=self._wait, name="waiter", daemon=True).start()
         return True
 
-    def _wait_agent(self) -> None:
+    @property
+    def returncode(self) -> int | None:
+        """None while it runs; the exit code, or minus the signal that killed it."""
+        return None if self.proc is None else self.proc.returncode
+
+    def _wait(self) -> None:
         """Block in waitpid (no polling); the main loop sleeps on `exited` between heartbeats."""
-        assert self.agent is not None
-        self.agent.wait()
+        assert self.proc is not None
+        self.proc.wait()
         self.exited.set()
 
     def _copy_output(self) -> None:
-        assert self.agent is not None and self.agent.stdout is not None
-        fd = self.agent.stdout.fileno()
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         while True:
             try:
                 chunk = os.read(fd, 65536)
@@ -184,13 +162,50 @@ class Shim:
             except OSError:
                 pass
 
-    def _signal_agent(self, sig: int) -> None:
+    def signal(self, sig: int) -> None:
         """Only while the agent is our unreaped child: its pid (= its group id) cannot be reused."""
-        if self.agent is not None and self.agent.returncode is None:
+        if self.proc is not None and self.proc.returncode is None:
             try:
-                os.killpg(self.agent.pid, sig)
+                os.killpg(self.proc.pid, sig)
             except OSError:
                 pass
+
+    def finish(self) -> None:
+        """Nothing is left to tidy for a detached agent."""
+
+
+class Shim:
+    def __init__(self, spec: ShimGo, paths: Paths) -> None:
+        self.worker = spec.worker
+        self.argv = list(spec.argv)
+        self.cwd = spec.cwd
+        self.env = {**os.environ, **spec.env}
+        self.period = spec.heartbeat_s
+        self.grace = spec.abort_grace_s
+        self.log = open_private(spec.log, "ab", buffering=0)
+        self.link = Link(paths)
+        self.agent: DetachedAgent | PaneAgent
+        if spec.tmux is not None:  # an interactive profile: the agent runs in a tmux pane on chkd's own server
+            self.agent = PaneAgent(resolve_program(self.argv, self.env), self.cwd, self.env,
+                                   lambda text: log_line(self.log, text), socket=spec.tmux.socket,
+                                   session=spec.tmux.session, log_path=spec.log)
+        else:
+            self.agent = DetachedAgent(self.argv, self.cwd, self.env, self.log)
+        self.term_sent: float | None = None
+        self.orphaned = False  # the daemon no longer knows this worker: stop reporting
+
+    @property
+    def exited(self) -> threading.Event:
+        return self.agent.exited
+
+    # -- the agent ----------------------------------------------------------------------------
+    def start_agent(self) -> bool:
+        where = f" in tmux session {self.agent.session}" if isinstance(self.agent, PaneAgent) else ""
+        log_line(self.log, f"worker {self.worker}: starting {shlex.join(self.argv)} in {self.cwd}{where}")
+        return self.agent.start()
+
+    def _signal_agent(self, sig: int) -> None:
+        self.agent.signal(sig)
 
     def _apply(self, ack: ActivityAck | None) -> None:
         if ack is None:
@@ -217,24 +232,29 @@ class Shim:
         if not self.start_agent():
             self.report_exit(127, None)
             return 1
-        assert self.agent is not None
         pid = self.agent.pid
         hello = ShimHello(worker=self.worker, shim_pid=os.getpid(), shim_started=create_time(os.getpid()),
-                          agent_pid=pid, agent_started=create_time(pid), pgid=pid)
+                          agent_pid=pid, agent_started=self.agent.started, pgid=pid)
         greeted = False
         while True:
             if not greeted:
                 ack = self._send(hello)
                 greeted = ack is not None
             else:
-                ack = self._send(ShimBeat(worker=self.worker, agent_alive=True, output_at=self.output_at))
+                ack = self._send(ShimBeat(worker=self.worker, agent_alive=True, output_at=self.agent.output_at))
             self._apply(ack)
             wait = self.period if ack is not None else min(self.period, self.link.backoff())
             if self._sleep(wait):
                 break
         rc = self.agent.returncode
-        code, sig = (rc, None) if rc >= 0 else (None, -rc)
-        log_line(self.log, f"the agent {'exited with code ' + str(code) if sig is None else 'was killed by signal ' + str(sig)}")
+        code, sig = (rc, None) if rc is None or rc >= 0 else (None, -rc)
+        if rc is None:
+            log_line(self.log, "the agent ended, but its exit status is unknown (its tmux pane went away)")
+        elif sig is None:
+            log_line(self.log, f"the agent exited with code {code}")
+        else:
+            log_line(self.log, f"the agent was killed by signal {sig}")
+        self.agent.finish()
         if not greeted and not self.orphaned:
             self._deliver(hello)
         self.report_exit(code, sig)

@@ -39,6 +39,17 @@ def git_finding(version_text: str | None, error: str | None = None) -> Finding:
     return Finding("git", "ok", f"git {shown} (chkd needs 2.38 or newer).")
 
 
+TMUX_FIX = "install tmux where chkdd finds it (Debian/Ubuntu: apt-get install tmux; macOS: brew install tmux)"
+
+
+def tmux_finding(path: str | None) -> Finding:
+    """Interactive workers (issue 13) run in tmux; without it only detached profiles work."""
+    if path is None:
+        return Finding("tmux", "warn", "tmux is not installed where chkdd runs, so interactive profiles "
+                                       "(claude-interactive, interactive = true) cannot start.", TMUX_FIX)
+    return Finding("tmux", "ok", f"tmux at {path} (for interactive workers).")
+
+
 def why_stuck(row: Mapping[str, Any], agent_alive: bool | None, shim_alive: bool | None, now_ms: int,
               heartbeat_timeout_ms: int) -> str | None:
     """Why a worker in a live status has nothing live behind it (None when it looks healthy).

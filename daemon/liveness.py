@@ -87,6 +87,8 @@ def mark_dead(ctx: Ctx, row: dict[str, Any], reason: str, *, kill: bool = False)
         leftovers = dict(row)
         ctx.after_commit(lambda: kill_leftovers(leftovers))
     ctx.ext.get("agent_gone_since", {}).pop(row["id"], None)
+    if kill or not row.get("pid"):  # an interactive agent nobody can signal any more: close its terminal
+        workerrecords.end_terminal(ctx, row)
     fresh = workerrecords.set_worker_status(ctx, row, "dead", reason=reason, last_error=reason)
     workerrecords.fail_task_attempt(ctx, fresh, f"worker {row['id']} died: {reason}")
     return fresh

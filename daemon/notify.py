@@ -1,5 +1,5 @@
 """Desktop notifications for the events a person must act on: a worker done, conflicting,
-failed, dead or stalled; a merge conflict; a task escalated.
+failed, dead, stalled or waiting for a person (once per question); a merge conflict; a task escalated.
 
 The notifier follows the events table with a cursor (kept in `meta`: after a restart it
 resumes where it was, repeating nothing), so no area has to remember to call it: every
@@ -26,7 +26,8 @@ from chkd.protocol.messages import Event
 from .context import EVENT_COLUMNS, Ctx, row_event
 
 #: Worker states worth a notification, and what the notification calls them.
-WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled"}
+WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled",
+                 "waiting": "waiting"}
 #: Event types (other than worker status changes) worth a notification.
 TYPES: dict[type[EventBody], str] = {
     MergeConflicted: "conflict", TaskEscalated: "escalated", WorkerHelpRequested: "help",
@@ -39,6 +40,7 @@ TITLES = {
     "stalled": "chkd: worker stalled",
     "escalated": "chkd: task escalated",
     "help": "chkd: a worker asks for help",
+    "waiting": "chkd: a worker needs you",
 }
 CURSOR_KEY = "notify_seq"
 SEND_TIMEOUT_S = 10.0
@@ -57,11 +59,17 @@ def classify(data: EventBody) -> str | None:
 
 
 def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None]:
+    """A waiting worker is notified once per question (it may ask several in one task)."""
+    if cls == "waiting" and isinstance(event.data, WorkerStatusChanged):
+        return (f"waiting:{event.data.question or ''}", event.worker_id, event.task_id)
     return (cls, event.worker_id, event.task_id)
 
 
 def text(cls: str, event: Event) -> tuple[str, str]:
     """(title, body) for a person."""
+    if cls == "waiting" and isinstance(event.data, WorkerStatusChanged):
+        question = event.data.question or "needs your input"
+        return TITLES[cls], f"{event.worker_id} is waiting for you: {question}"
     who = " ".join(p for p in (event.worker_id and f"worker {event.worker_id}",
                                event.task_id and f"task {event.task_id}") if p)
     detail, files = _detail(event.data)

@@ -22,9 +22,9 @@ from chkd.protocol import templates
 from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
-from chkd.protocol.messages import ShimGo, Spawn, WorkerResult, encode_go
+from chkd.protocol.messages import ShimGo, Spawn, TmuxTarget, WorkerResult, encode_go
 
-from . import failpoints, procs, taskqueue, workerrecords, worktrees
+from . import failpoints, procs, taskqueue, terminal, workerrecords, worktrees
 from .context import Ctx, Deferred
 from .store import now_ms
 
@@ -47,6 +47,7 @@ class LaunchSpec:
     heartbeat_s: float
     abort_grace_s: float
     owner: dict[str, Any] | None = None  # the worktree's marker: gc removes only what chkd made
+    tmux: TmuxTarget | None = None  # interactive: the session on chkd's own tmux server
 
 
 @dataclass(frozen=True)
@@ -66,23 +67,32 @@ def launch(spec: LaunchSpec) -> Launched:
     failpoints.hit("spawn.worktree_created")
     argv = workerrecords.render_argv(spec.template, {**spec.values, "worktree": checkout.path, "branch": checkout.branch})
     go = ShimGo(worker=spec.worker_id, argv=argv, cwd=checkout.path, env=spec.agent_env, log=spec.log_path,
-                heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s)
+                heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s, tmux=spec.tmux)
     procs.release_shim(shim, encode_go(go))
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
 
 
-def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> tuple[str, list[str], dict[str, str]]:
-    """(agent name, argv template, extra env) for the spawn."""
+@dataclass(frozen=True)
+class AgentChoice:
+    name: str
+    template: list[str]
+    env: dict[str, str]
+    interactive: bool = False  # runs in a tmux session on chkd's own server (attach, peek, send)
+
+
+def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> AgentChoice:
+    """The profile (or --cmd) the spawn runs: name, argv template, extra env, whether it runs in tmux."""
     if req.cmd is not None:  # typed by hand: the placeholders are filled, every other brace is literal (JSON...)
-        return "cmd", [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd], {}
+        return AgentChoice("cmd", [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd],
+                           {}, req.interactive)
     name = req.agent or ctx.config.for_repo(repo["name"]).default_agent or ctx.config.default_agent
     profile = ctx.config.agent_profile(name)
     if profile is None:
         known = sorted({*ctx.config.agents, *BUILTIN_AGENTS})
         raise ChkdError("not_found", f"There is no agent profile '{name}' (known: {', '.join(known)}).",
                         "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.")
-    return name, list(profile.cmd), dict(profile.env)
+    return AgentChoice(name, list(profile.cmd), dict(profile.env), profile.interactive or req.interactive)
 
 
 def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str, Any]:
@@ -117,6 +127,7 @@ def spawn_failed(ctx: Ctx, row: dict[str, Any], msg: str, *, counts: bool = True
     (a task git cannot check out must not wedge the queue), or, when the daemon itself was the
     cause (`counts=False`: killed mid-spawn), without one. What was created holding nothing is removed."""
     row = workerrecords.set_worker_status(ctx, row, "error", reason="could not start", last_error=msg)
+    workerrecords.end_terminal(ctx, row)  # an interactive spawn may have opened its tmux session already
     if counts:
         workerrecords.fail_task_attempt(ctx, row, f"worker {row['id']} could not start: {msg}")
     else:
@@ -142,12 +153,14 @@ def _check_capacity(ctx: Ctx, repo: dict[str, Any]) -> None:
                         f"[repos.\"{repo['name']}\"] max_workers = N for this repository (then restart the daemon).")
 
 
-def _record(ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: list[str]) -> tuple[str, dict[str, Any]]:
+def _record(ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: list[str],
+            interactive: bool) -> tuple[str, dict[str, Any]]:
     """The worker row (`starting`) and its claimed task, in this transaction: (worker id, task row)."""
     seq = ctx.store.meta_next("worker")
     wid = f"w{seq}"
-    ctx.store.x("INSERT INTO workers(id, seq, repo_id, status, agent, cmd, started_at) VALUES(?,?,?,?,?,?,?)",
-                (wid, seq, repo["id"], "starting", agent, json.dumps(template), now_ms()))
+    ctx.store.x("INSERT INTO workers(id, seq, repo_id, status, agent, cmd, started_at, interactive) "
+                "VALUES(?,?,?,?,?,?,?,?)",
+                (wid, seq, repo["id"], "starting", agent, json.dumps(template), now_ms(), int(interactive)))
     task = _take_task(ctx, req, repo, wid)
     ctx.store.x("UPDATE workers SET task_pk=?, task_id=?, task_title=? WHERE id=?",
                 (task["pk"], task["id"], task["title"], wid))
@@ -157,7 +170,7 @@ def _record(ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: li
 
 
 def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any], template: list[str],
-                 agent_env: dict[str, str], path: str, branch: str, base_sha: str) -> LaunchSpec:
+                 agent_env: dict[str, str], path: str, branch: str, base_sha: str, interactive: bool) -> LaunchSpec:
     """Everything the off-loop launch needs, from the recorded names and the daemon's config."""
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
@@ -171,6 +184,7 @@ def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any],
         log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
         abort_grace_s=ctx.config.abort_grace_s,
         owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
+        tmux=TmuxTarget(socket=str(ctx.paths.tmux_socket), session=wid) if interactive else None,
     )
 
 
@@ -178,8 +192,11 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
     """On the loop: record the worker (`starting`) and claim its task; then off-loop pick free names
     (`_planned` records them before anything exists), then create the worktree and start the agent."""
     _check_capacity(ctx, repo)
-    agent, template, agent_env = _agent(ctx, req, repo)
-    wid, task = _record(ctx, req, repo, agent, template)
+    choice = _agent(ctx, req, repo)
+    if choice.interactive:
+        terminal.require_tmux()
+    agent, template, agent_env = choice.name, choice.template, choice.env
+    wid, task = _record(ctx, req, repo, agent, template, choice.interactive)
 
     def _planned(plan: worktrees.CheckoutPlan | None, exc: BaseException | None) -> None:
         row = workerrecords.load(ctx, wid)
@@ -194,7 +211,8 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
             return
         workerrecords.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=plan.base_sha)
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
-        spec = _launch_spec(ctx, repo, wid, task, template, agent_env, path, branch, plan.base_sha)
+        spec = _launch_spec(ctx, repo, wid, task, template, agent_env, path, branch, plan.base_sha,
+                            choice.interactive)
         ctx.submit(launch, spec, then=_launched, reply_to=deferred)
 
     def _failed(row: dict[str, Any], exc: BaseException) -> None:

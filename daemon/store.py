@@ -138,7 +138,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE merges ADD COLUMN land_old TEXT;
     ALTER TABLE merges ADD COLUMN land_new TEXT;
     """,
-    # 4: messages for workers (a broadcast is one row per worker it reached, so each is read once),
+    # 4: interactive workers run in a tmux session on chkd's own tmux server (issue 13).
+    """
+    ALTER TABLE workers ADD COLUMN interactive INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 5: messages for workers (a broadcast is one row per worker it reached, so each is read once),
     #    and MCP sessions that know their process (pid, create time): a session whose chkd-mcp was
     #    killed is ended by the daemon, at start-up and while it runs.
     """

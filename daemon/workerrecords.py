@@ -19,7 +19,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import WorkerInfo
 from chkd.protocol.statuses import FINAL_WORKER_STATUSES, LIVE_WORKER_STATUSES
 
-from . import lookup, procs, repos, taskqueue, worktrees
+from . import lookup, procs, repos, taskqueue, terminal, worktrees
 from .context import Ctx
 from .store import now_ms
 
@@ -28,6 +28,7 @@ COLUMNS = frozenset({
     "status", "worktree_path", "branch_name", "task_pk", "task_id", "task_title", "agent", "cmd", "pid", "pgid",
     "proc_started", "shim_pid", "shim_started", "completed_at", "heartbeat_at", "activity_at", "message",
     "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
+    "interactive",
 })
 FINAL_STATUSES = FINAL_WORKER_STATUSES
 #: The ids chkd gives workers (`w1`, `w2`, ...); a claim under such a name must be a real worker's.
@@ -35,10 +36,10 @@ WORKER_ID_RE = re.compile(r"w[0-9]+")
 
 #: What each action needs (pure rules; `transition_error` turns them into sentences).
 ACTIONS: dict[str, frozenset[str]] = {
-    "pause": frozenset({"starting", "working", "stalled"}),
+    "pause": frozenset({"starting", "working", "waiting", "stalled"}),
     "resume": frozenset({"paused"}),
     "abort": frozenset(LIVE_WORKER_STATUSES),
-    "done": frozenset({"starting", "working", "stalled"}),
+    "done": frozenset({"starting", "working", "waiting", "stalled"}),
     "rm": FINAL_WORKER_STATUSES,
 }
 _NEEDS = {
@@ -56,7 +57,7 @@ def transition_error(worker_id: str, status: str, action: str) -> str | None:
         return None
     if action == "pause" and status == "paused":
         return f"Worker {worker_id} is already paused."
-    if action == "resume" and status in ("starting", "working", "stalled"):
+    if action == "resume" and status in ("starting", "working", "waiting", "stalled"):
         return f"Worker {worker_id} is not paused (it is {status})."
     if action == "rm" and status == "merging":
         return f"Worker {worker_id} is merging; wait for the merge to finish."
@@ -103,8 +104,15 @@ def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> Wo
         heartbeat_at=row["heartbeat_at"], activity_at=row["activity_at"], message=row["message"],
         exit_code=row["exit_code"], tokens_in=row["tokens_in"] or 0, tokens_out=row["tokens_out"] or 0,
         cost_usd=row["cost_usd"] or 0.0, last_error=row["last_error"],
-        log_path=str(ctx.paths.worker_log(row["id"])),
+        log_path=str(ctx.paths.worker_log(row["id"])), interactive=bool(row["interactive"]),
+        tmux_session=tmux_session(row),
     )
+
+
+def tmux_session(row: Mapping[str, Any]) -> str | None:
+    """An interactive worker's tmux session on chkd's own server: named after the worker (ids are
+    unique per chkd home, and the server is per home)."""
+    return row["id"] if row.get("interactive") else None
 
 
 def live_count(ctx: Ctx, repo_id: int) -> int:
@@ -134,13 +142,15 @@ def update(ctx: Ctx, row: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def set_worker_status(ctx: Ctx, row: Mapping[str, Any], status: str, *, reason: str | None = None,
-                      signalled: bool | None = None, **fields: Any) -> dict[str, Any]:
-    """Change the status (and other columns) and emit WorkerStatusChanged (from, to, reason, signalled)."""
+                      signalled: bool | None = None, question: str | None = None, **fields: Any) -> dict[str, Any]:
+    """Change the status (and other columns) and emit WorkerStatusChanged (from, to, reason, signalled,
+    and a `waiting` worker's question)."""
     old = row["status"]
     if status in FINAL_STATUSES and "completed_at" not in fields and not row.get("completed_at"):
         fields["completed_at"] = now_ms()
     fresh = update(ctx, row, status=status, **fields)
-    changed = ev.WorkerStatusChanged(from_=old, to=status, reason=reason or None, signalled=signalled)
+    changed = ev.WorkerStatusChanged(from_=old, to=status, reason=reason or None, signalled=signalled,
+                                     question=question)
     ctx.emit(changed, repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     return fresh
 
@@ -224,6 +234,51 @@ def resume_finishes(ctx: Ctx) -> None:
         live = row["status"] in LIVE_WORKER_STATUSES
         commit_leftovers(ctx, row, then_done="the agent exited with code 0 (finished after a daemon restart)"
                          if live else None)
+
+
+# -- waiting: the agent needs a person ---------------------------------------------------------
+#: Where `waiting` can start from: a running agent (a paused one cannot ask anything).
+CAN_WAIT = frozenset({"starting", "working", "stalled"})
+#: The longest question kept on the row and in the event (the rest is in the agent's screen).
+QUESTION_MAX = 500
+
+
+def enter_waiting(ctx: Ctx, row: Mapping[str, Any], question: str) -> dict[str, Any]:
+    """`waiting` with the question as the worker's message (one `worker.status` event, which the
+    notifier turns into "w2 is waiting for you: <question>"). Asking again the same question
+    changes nothing; a new one while waiting updates the message and emits again."""
+    question = " ".join(question.split())[:QUESTION_MAX] or "needs your input"
+    if row["status"] == "waiting" and row["message"] == question:
+        return dict(row)
+    if row["status"] not in CAN_WAIT | {"waiting"}:
+        return dict(row)
+    if row["status"] == "starting":
+        start_task(ctx, row)
+    return set_worker_status(ctx, row, "waiting", reason="the agent asks for a person", message=question,
+                             question=question)
+
+
+def leave_waiting(ctx: Ctx, row: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """Back to `working` (activity counts from now: the wait was for a person, not idleness)."""
+    if row["status"] != "waiting":
+        return dict(row)
+    return set_worker_status(ctx, row, "working", reason=reason, activity_at=now_ms())
+
+
+def end_terminal(ctx: Ctx, row: Mapping[str, Any]) -> None:
+    """After commit, off-loop: close an interactive worker's tmux session (chkd made it and the row
+    records it). For workers given up whose agent may still sit in its pane — a shim that died
+    before it reported the agent's pid leaves nothing else to signal — so a task never runs twice."""
+    session = tmux_session(row)
+    if session is None:
+        return
+    wid = row["id"]
+
+    def _ended(found: bool | None, exc: BaseException | None) -> None:
+        if found:
+            ctx.log.info("tmux_session_ended", worker=wid)
+
+    ctx.submit(terminal.end_session, str(ctx.paths.tmux_socket), session, then=_ended)
 
 
 # -- signals ---------------------------------------------------------------------------------

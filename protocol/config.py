@@ -80,6 +80,9 @@ class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
     cmd: list[str]
     env: dict[str, str] = {}
     claude_hooks: bool = False
+    #: Run the agent in a terminal: a tmux session on chkd's own tmux server, one per worker, that
+    #: `chkdctl attach`, `peek` and `send` reach (its screen is also appended to the worker log).
+    interactive: bool = False
 
     def __post_init__(self) -> None:
         _rule("cmd", argv_problem(self.cmd))
@@ -144,10 +147,16 @@ class Config(Struct, forbid_unknown_fields=True):
 #: Profiles that exist without configuration. `demo` is the bundled scripted agent.
 BUILTIN_AGENTS: dict[str, AgentConfig] = {
     "demo": AgentConfig(cmd=["chkd-demo-agent"]),
+    #: The demo agent in tmux: asks a question first (the worker turns `waiting`), then works.
+    "demo-interactive": AgentConfig(
+        cmd=["chkd-demo-agent", "--ask", "Shall I go ahead with {task_id}? (yes/no)"], interactive=True,
+    ),
     "claude": AgentConfig(
         cmd=["claude", "-p", "{prompt}", "--output-format", "stream-json", "--verbose"],
         claude_hooks=True,
     ),
+    #: The Claude Code TUI in tmux, the task as its first prompt, the same hooks as `claude`.
+    "claude-interactive": AgentConfig(cmd=["claude", "{prompt}"], claude_hooks=True, interactive=True),
 }
 
 

@@ -125,12 +125,23 @@ class WorkerStarted(EventBody, tag="worker.started"):
 
 
 class WorkerStatusChanged(EventBody, tag="worker.status"):
-    """`signalled` is set by pause/resume: whether the process group got the signal."""
+    """`signalled` is set by pause/resume: whether the process group got the signal.
+    `question`: what a worker turning `waiting` asks a person (the notification says it)."""
 
     from_: str = field(name="from")
     to: str
     reason: str | None = None
     signalled: bool | None = None
+    question: str | None = None
+
+
+class WorkerInput(EventBody, tag="worker.input"):
+    """A person typed into an interactive worker's terminal (`send`: `chars` typed, then Enter if
+    `enter`) or attached a terminal that can type (`attach`)."""
+
+    how: str
+    chars: int = 0
+    enter: bool = False
 
 
 class WorkerHeartbeat(EventBody, tag="worker.heartbeat"):
@@ -326,7 +337,7 @@ EventData = (
     RepoAdded | RepoRemoved
     | TaskAdded | TaskEdited | TaskHeld | TaskReleased | TaskClaimed | TaskStatusChanged
     | TaskRequeued | TaskFailed | TaskEscalated | DepAdded | DepRemoved | SpecImported
-    | WorkerSpawned | WorkerStarted | WorkerStatusChanged | WorkerHeartbeat | WorkerExited | WorkerKilled
+    | WorkerSpawned | WorkerStarted | WorkerStatusChanged | WorkerInput | WorkerHeartbeat | WorkerExited | WorkerKilled
     | WorkerCommitted | WorkerCommitFailed | WorkerUpdated | WorkerRemoved | AtticRestored
     | MergeQueued | MergeApproved | MergeRejected | MergeChecking | MergeTesting | MergeAwaitingReview
     | MergeMerged | MergeConflicted | MergeFailed

@@ -161,6 +161,10 @@ class WorkerInfo(Struct, omit_defaults=True):
     cost_usd: float = 0.0
     last_error: str | None = None
     log_path: str | None = None
+    #: Runs in a tmux session (an `interactive = true` profile): `attach`, `peek` and `send` type into it.
+    interactive: bool = False
+    #: The tmux session on chkd's own tmux server (`tmux -S <run dir>/tmux.sock`), for interactive workers.
+    tmux_session: str | None = None
 
 
 class MergeInfo(Struct, omit_defaults=True):
@@ -413,6 +417,14 @@ class DiffResult(Result, tag="diff"):
     head: str = ""
 
 
+class PeekResult(Result, tag="peek"):
+    """`source`: "screen" (the tmux pane as it looks now) or "log" (a detached worker's log tail)."""
+
+    worker: str
+    source: Literal["screen", "log"]
+    text: str
+
+
 class ConflictReport(Result, tag="conflicts"):
     overlaps: list[Overlap]
     computed_at: int = 0
@@ -483,6 +495,7 @@ AnyResult = (
     | EventList | GcReport
     | DbBackupResult | DbCheckResult | DoctorReport
     | MergeResult | MergeListResult | DiffResult | ConflictReport
+    | PeekResult
     | MessagesResult | HookAck | SessionResult | SessionListResult | OverviewResult
 )  # fmt: skip
 
@@ -624,11 +637,15 @@ class Spawn(Command[WorkerResult], tag="spawn"):
     tag: Tag | None = None
     agent: Name | None = None
     cmd: Argv | None = None
+    #: Run it in tmux (`attach`, `peek`, `send`), as an `interactive = true` profile does.
+    interactive: bool = False
 
 
 class WorkerList(Command[WorkerListResult], tag="worker.list"):
     repo: PathStr | None = None
     all: bool = False
+    #: Only workers in this status (`chkdctl workers --waiting`: those that need a person).
+    status: WorkerStatus | None = None
 
 
 class WorkerShow(Command[WorkerResult], tag="worker.show"):
@@ -671,13 +688,17 @@ class AtticRestore(Command[Ok], tag="attic.restore"):
 
 
 class Heartbeat(Command[ActivityAck], tag="heartbeat"):
-    """The agent's own sign of progress (activity), from inside a worker."""
+    """The agent's own sign of progress (activity), from inside a worker.
+
+    `waiting`: the agent needs a person (its question, or what the permission prompt asks):
+    the worker becomes `waiting` until its next activity or input (`send`, `attach`)."""
 
     worker: Id
     message: Text | None = None
     tokens_in: Count = 0
     tokens_out: Count = 0
     cost_usd: Usd = 0.0
+    waiting: Text | None = None
 
 
 class WorkerState(Command[ActivityAck], tag="worker.state"):
@@ -715,9 +736,17 @@ class ShimExit(Command[ActivityAck], tag="shim.exit"):
     at: Ms = 0
 
 
+class TmuxTarget(Struct, forbid_unknown_fields=True):
+    """Where an interactive agent runs: a session on chkd's own tmux server (its socket)."""
+
+    socket: str
+    session: str
+
+
 class ShimGo(Struct, forbid_unknown_fields=True):
     """Not a request: the daemon's one line to a shim waiting on stdin, `go ` + this as JSON,
-    sent once the worktree exists (or the line `stop`). Everything the shim needs to run the agent."""
+    sent once the worktree exists (or the line `stop`). Everything the shim needs to run the agent.
+    With `tmux` (an interactive profile) the agent runs in that tmux session instead of detached."""
 
     worker: str
     argv: list[str]
@@ -726,6 +755,7 @@ class ShimGo(Struct, forbid_unknown_fields=True):
     env: dict[str, str] = {}
     heartbeat_s: float = 10.0
     abort_grace_s: float = 5.0
+    tmux: TmuxTarget | None = None
 
 
 def encode_go(go: ShimGo) -> str:
@@ -814,6 +844,30 @@ class Conflicts(Command[ConflictReport], tag="conflicts"):
     repo: PathStr | None = None
 
 
+# -- interactive workers: their terminal ---------------------------------------------------
+class Peek(Command[PeekResult], tag="peek"):
+    """The worker's current screen (tmux capture-pane) for an interactive worker, else its log's tail."""
+
+    worker: Id
+    lines: Annotated[int, Meta(ge=1, le=10000)] = 40
+
+
+class SendKeys(Command[WorkerResult], tag="send.keys"):
+    """Type `text` into an interactive worker's terminal (then Enter unless `enter` is False).
+    Counts as a person's input: a `waiting` worker goes back to `working`."""
+
+    worker: Id
+    text: Text
+    enter: bool = True
+
+
+class Attached(Command[WorkerResult], tag="attached"):
+    """`chkdctl attach` is about to attach a terminal (not read-only): a person is there now,
+    so a `waiting` worker goes back to `working`. Replies with the worker (its tmux session)."""
+
+    worker: Id
+
+
 # -- messages, hooks, MCP sessions, the overview ----------------------------------------------
 class Send(Command[MessagesResult], tag="send"):
     """A note to worker `to`, or with `all` to every live worker (of `repo`, else every repository)."""
@@ -890,6 +944,7 @@ AnyCommand = (
     | Events | Gc
     | DbBackup | DbCheck | Doctor
     | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts
+    | Peek | SendKeys | Attached
     | Send | Inbox | Hook | HelpRequest | SessionOpen | SessionClose | SessionList | Overview
 )  # fmt: skip
 

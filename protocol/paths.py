@@ -53,6 +53,11 @@ class Paths:
         return f"ipc://{self.events_sock}"
 
     @property
+    def tmux_socket(self) -> Path:
+        """chkd's own tmux server (interactive workers), never the user's default one."""
+        return self.run / "tmux.sock"
+
+    @property
     def lock_file(self) -> Path:
         return self.run / "chkdd.lock"
 

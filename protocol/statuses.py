@@ -10,7 +10,8 @@ from typing import Literal, get_args
 
 TaskStatus = Literal["pending", "claimed", "in_progress", "review", "done", "failed", "cancelled"]
 WorkerStatus = Literal[
-    "starting", "working", "stalled", "paused", "done", "merging", "merged", "conflict", "error", "dead", "aborted"
+    "starting", "working", "waiting", "stalled", "paused", "done", "merging", "merged", "conflict", "error", "dead",
+    "aborted",
 ]
 MergeStatus = Literal["queued", "checking", "testing", "awaiting_review", "merged", "conflict", "failed", "rejected"]
 
@@ -27,8 +28,9 @@ RUNNING_TASK_STATUSES: frozenset[str] = frozenset({"claimed", "in_progress", "re
 FINAL_TASK_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 # -- workers --------------------------------------------------------------------------------------
-#: An agent process may still be running.
-LIVE_WORKER_STATUSES: frozenset[str] = frozenset({"starting", "working", "stalled", "paused"})
+#: An agent process may still be running. `waiting` = the agent needs a person (a question, a
+#: permission prompt): live, watched for shim silence, never stalled.
+LIVE_WORKER_STATUSES: frozenset[str] = frozenset({"starting", "working", "waiting", "stalled", "paused"})
 #: The agent has ended (`completed_at` is set); what follows needs a merge or a person.
 #: `chkdctl logs --follow` stops here and `rm` accepts only these.
 FINAL_WORKER_STATUSES: frozenset[str] = frozenset({"done", "merged", "conflict", "error", "dead", "aborted"})

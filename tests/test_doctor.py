@@ -13,7 +13,7 @@ from chkd.protocol.messages import WorkerShow
 
 from conftest import Daemon, wait_for
 
-CHECKS = ["run directory", "state directory", "config", "daemon", "git", "workers", "stale worktrees", "database"]
+CHECKS = ["run directory", "state directory", "config", "daemon", "git", "tmux", "workers", "stale worktrees", "database"]
 
 
 def by_check(findings: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -28,7 +28,7 @@ def _icons() -> dict[type, str]:
         ev.TaskAdded: "➕", ev.TaskStatusChanged: "📋", ev.TaskEdited: "✏️", ev.TaskClaimed: "📌",
         ev.TaskRequeued: "🔁", ev.TaskFailed: "❌", ev.TaskEscalated: "🚨",
         ev.WorkerSpawned: "🚀", ev.WorkerStarted: "▶️", ev.WorkerExited: "🏁", ev.WorkerKilled: "🔪",
-        ev.WorkerCommitted: "💾", ev.WorkerHeartbeat: "💓",
+        ev.WorkerCommitted: "💾", ev.WorkerHeartbeat: "💓", ev.WorkerInput: "⌨️",
         ev.MergeQueued: "🔀", ev.MergeMerged: "🎉", ev.MergeConflicted: "⚠️", ev.MergeFailed: "❌",
         ev.GcRemoved: "🧹",
     }  # fmt: skip

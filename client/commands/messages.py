@@ -21,31 +21,6 @@ def send_message(app: Any, to: str | None, all_: bool, text: str, repo: str | No
     return app.call(Send(to=to, all=all_, text=text, repo=repo, sender="user")).messages
 
 
-@click.command("send", context_settings={"ignore_unknown_options": False})
-@click.argument("words", nargs=-1, required=True)
-@click.option("--all", "all_", is_flag=True, help="Every live worker (then every argument is the text).")
-@click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository's workers.")
-@json_option
-@click.pass_obj
-def send(app: Any, words: tuple[str, ...], all_: bool, repo: str | None) -> None:
-    """Send a message: `send W TEXT...` or `send --all TEXT...`.
-
-    A Claude worker reads it at its next tool use (once); any agent can read it with
-    `chkd_inbox` / `chkd_worker_status`. See them with `chkdctl inbox W`."""
-    if all_:
-        to, text = None, " ".join(words)
-    else:
-        if len(words) < 2:
-            raise click.UsageError("Give a worker id and the text (or --all and the text).")
-        to, text = words[0], " ".join(words[1:])
-    sent = send_message(app, to, all_, text, repo)
-    if app.json:
-        print_json(sent)
-        return
-    who = ", ".join(m.to_worker for m in sent)
-    echo(f"{'Messages' if len(sent) > 1 else 'Message'} sent to {who}; delivered at the next tool use.")
-
-
 @click.command("inbox")
 @click.argument("worker")
 @click.option("--unread", is_flag=True, help="Only messages the agent has not received yet.")
@@ -160,4 +135,4 @@ def hook(app: Any, event: str) -> None:
         sys.stdout.flush()
 
 
-COMMANDS: list[click.Command] = [send, inbox, sessions, hook]
+COMMANDS: list[click.Command] = [inbox, sessions, hook]  # `send` lives in terminal.py (types or messages)

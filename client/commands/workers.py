@@ -16,7 +16,7 @@ from chkd.protocol.statuses import FINAL_WORKER_STATUSES
 from ..output import Exit, ago, echo, fail, json_option, print_json, table
 
 #: `chkdctl worker-status` exit codes, so an agent's script can branch without parsing.
-STATUS_EXIT = {"working": 0, "starting": 0, "stalled": 0, "paused": 10, "aborted": 11}
+STATUS_EXIT = {"working": 0, "starting": 0, "waiting": 0, "stalled": 0, "paused": 10, "aborted": 11}
 STATUS_EXIT_OTHER = 12
 
 
@@ -43,6 +43,7 @@ def _print_worker(w: Any) -> None:
         ("worker", f"{w.id} ({w.repo})"), ("status", status_word(w.status)),
         ("task", f"{w.task_id or '-'}: {w.task_title or ''}".rstrip(": ")), ("agent", w.agent or "-"),
         ("worktree", w.worktree or "-"), ("branch", w.branch or "-"),
+        ("terminal", f"tmux session {w.tmux_session} (`chkdctl attach {w.id}`)" if w.tmux_session else "- (detached)"),
         ("pid", f"{w.pid} (group {w.pgid})" if w.pid else "-"), ("started", f"{ago(w.started_at)} ago"),
         ("heartbeat", f"{ago(w.heartbeat_at)} ago" if w.heartbeat_at else "-"),
         ("activity", f"{ago(w.activity_at)} ago" if w.activity_at else "-"),
@@ -82,11 +83,13 @@ def _agent_client(app: Any, timeout: float = 10.0) -> Any:
 @click.option("--tag", help="With --next: only tasks with this tag.")
 @click.option("--agent", help="Agent profile (default: default_agent in config.toml, 'demo' if unset).")
 @click.option("--cmd", "cmd", metavar='"CMD ARGS"', help="Run this command as the agent instead of a profile.")
+@click.option("--interactive", is_flag=True,
+              help="Run the agent in a tmux session (attach, peek, send), as interactive profiles do.")
 @click.option("--repo", metavar="NAME|PATH", help="The repository (default: the one containing the current directory).")
 @json_option
 @click.pass_obj
 def spawn(app: Any, task_id: str | None, title: str | None, description: str, next_: bool, tag: str | None,
-          agent: str | None, cmd: str | None, repo: str | None) -> None:
+          agent: str | None, cmd: str | None, interactive: bool, repo: str | None) -> None:
     """Start a worker on TASK_ID (or --next) in its own worktree and branch."""
     import shlex
 
@@ -103,7 +106,7 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
     except ValueError as exc:
         raise click.UsageError(f"--cmd cannot be split into arguments: {exc}.") from None
     body = Spawn(repo=repo or os.getcwd(), task_id=task_id, title=title, description=description, next=next_,
-                 tag=tag, agent=agent, cmd=argv)
+                 tag=tag, agent=agent, cmd=argv, interactive=interactive)
     w = app.call(body, timeout=120).worker
     if app.json:
         print_json(w)
@@ -111,26 +114,53 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
     echo(f"{w.id}  {status_word(w.status)}  task {w.task_id}: {w.task_title}")
     echo(f"  worktree {w.worktree}")
     echo(f"  branch   {w.branch}")
+    if w.interactive:
+        echo(f"  in tmux  `chkdctl attach {w.id}` (detach: Ctrl-b d), `chkdctl peek {w.id}`, "
+             f"`chkdctl send {w.id} TEXT`")
 
 
 # -- listing --------------------------------------------------------------------------------------
+#: How `workers` sums the table up in one line: who needs you, who works, who is finished.
+GLANCE: list[tuple[str, frozenset[str]]] = [
+    ("waiting for you", frozenset({"waiting"})),
+    ("working", frozenset({"starting", "working", "stalled", "paused", "merging"})),
+    ("done", frozenset({"done", "merged"})),
+    ("need a look", frozenset({"conflict", "error", "dead", "aborted"})),
+]
+
+
+def glance(workers: list[Any]) -> str:
+    """`🔔 1 waiting for you · 2 working · 1 done` (groups with nobody in them left out)."""
+    parts = []
+    for words, statuses in GLANCE:
+        n = sum(1 for w in workers if w.status in statuses)
+        if n:
+            icon = STATUS_ICONS["waiting"] + " " if statuses == GLANCE[0][1] else ""
+            parts.append(f"{icon}{n} {words}")
+    return " · ".join(parts)
+
+
 @click.command("workers")
 @click.option("--all", "all_", is_flag=True, help="Merged workers too.")
+@click.option("--waiting", is_flag=True, help="Only workers waiting for you (a question, a permission prompt).")
 @click.option("--repo", metavar="NAME|PATH", help="Only this repository (default: all).")
 @json_option
 @click.pass_obj
-def workers(app: Any, all_: bool, repo: str | None) -> None:
-    """List workers: status, task, age, last heartbeat, last message, branch."""
+def workers(app: Any, all_: bool, waiting: bool, repo: str | None) -> None:
+    """List workers: status, task, age, last heartbeat, last message (a waiting worker's question), branch."""
     from chkd.protocol.messages import WorkerList
 
-    res = app.call(WorkerList(repo=repo, all=all_))
+    res = app.call(WorkerList(repo=repo, all=all_, status="waiting" if waiting else None))
     if app.json:
         print_json(res.workers)
         return
     if not res.workers:
-        echo("No workers. Start one with `chkdctl spawn TASK_ID` or `chkdctl spawn --next`.")
+        echo("No worker is waiting for you." if waiting else
+             "No workers. Start one with `chkdctl spawn TASK_ID` or `chkdctl spawn --next`.")
         return
     click.echo(table(worker_rows(res.workers), HEADERS))
+    if not waiting:
+        echo(glance(res.workers))
 
 
 ps = click.Command("ps", callback=workers.callback, params=workers.params,
@@ -370,10 +400,13 @@ def attic_restore(app: Any, ref: str, branch: str | None, repo: str | None) -> N
 @click.option("--tokens-in", type=click.IntRange(0), default=0, help="Input tokens used since the last heartbeat.")
 @click.option("--tokens-out", type=click.IntRange(0), default=0, help="Output tokens used since the last heartbeat.")
 @click.option("--cost", type=click.FloatRange(0), default=0.0, help="Cost in USD since the last heartbeat.")
+@click.option("--waiting", metavar="QUESTION",
+              help="The agent needs a person: the worker is `waiting` (with QUESTION shown and notified) "
+                   "until its next activity or input.")
 @click.option("--worker", help="Worker id (default: $CHKD_WORKER_ID).")
 @json_option
 @click.pass_obj
-def heartbeat(app: Any, message: str | None, tokens_in: int, tokens_out: int, cost: float,
+def heartbeat(app: Any, message: str | None, tokens_in: int, tokens_out: int, cost: float, waiting: str | None,
               worker: str | None) -> None:
     """(Agents) Report progress: proves the agent is getting somewhere. Never starts a daemon."""
     from chkd.protocol.messages import Heartbeat
@@ -381,10 +414,10 @@ def heartbeat(app: Any, message: str | None, tokens_in: int, tokens_out: int, co
     wid = _worker_env(worker)
     with _agent_client(app, timeout=5.0) as client:
         ack = client.call(Heartbeat(worker=wid, message=message, tokens_in=tokens_in, tokens_out=tokens_out,
-                                    cost_usd=cost))
+                                    cost_usd=cost, waiting=waiting))
     if app.json:
         print_json(ack)
-    elif ack.status != "working":
+    elif ack.status not in ("working", "waiting"):
         echo(ack.status)
 
 
@@ -395,7 +428,7 @@ def heartbeat(app: Any, message: str | None, tokens_in: int, tokens_out: int, co
 def worker_status(app: Any, worker: str | None) -> None:
     """(Agents) Print what the daemon wants: working, paused, aborted, …
 
-    Exit code: 0 working (also starting, stalled), 10 paused, 11 aborted, 12 anything else
+    Exit code: 0 working (also starting, waiting, stalled), 10 paused, 11 aborted, 12 anything else
     (done, error, dead, merged, …), 1 when the daemon cannot be asked.
     """
     from chkd.protocol.messages import WorkerState

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import liveness
-from . import core, db, doctor, events, gc, merge, messages, overview, repos, sessions, shim, tasks, workers
+from . import core, db, doctor, events, gc, merge, messages, overview, repos, sessions, shim, tasks, terminal, workers
 
-_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor, messages, sessions, overview)
+_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor, terminal, messages, sessions, overview)
 
 HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
 for _area in _AREAS:

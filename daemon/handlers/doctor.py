@@ -1,8 +1,11 @@
-"""doctor: the daemon's side of `chkdctl doctor` — the git it runs, and live workers with
+"""doctor: the daemon's side of `chkdctl doctor` — the git (and tmux) it runs, and live workers with
 nothing live behind them. The rules are pure (daemon/doctor.py); this gathers the facts."""
 
 from __future__ import annotations
 
+import shutil
+
+from chkd.protocol import tmux
 from chkd.protocol.launch import NEUTRAL_CWD
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, Doctor, DoctorReport
 
@@ -29,7 +32,7 @@ def diagnose(ctx: Ctx, _req: Doctor) -> Deferred:
             f"exit_signal FROM workers WHERE status IN ({_LIVE_IN}) ORDER BY seq")
         facts = {r["id"]: (proc_alive(r["pid"], r["proc_started"]), proc_alive(r["shim_pid"], r["shim_started"]))
                  for r in rows}  # psutil: fast syscalls, fine on the loop (as in the reaper)
-        findings = [doctor.git_finding(version, error),
+        findings = [doctor.git_finding(version, error), doctor.tmux_finding(shutil.which(tmux.TMUX)),
                     *doctor.worker_findings(rows, facts, now_ms(), int(ctx.config.heartbeat_timeout_s * 1000))]
         ctx.finish(deferred, DoctorReport(findings=findings))
 

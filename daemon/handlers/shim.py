@@ -77,6 +77,8 @@ def _exit_words(code: int | None, sig: int | None) -> str:
         except ValueError:
             name = f"signal {sig}"
         return f"was killed by {name}"
+    if code is None:
+        return "ended without an exit status (its terminal went away)"
     if code == 127:
         return "could not be started (exit code 127: is the command installed? see `chkdctl logs`)"
     return f"exited with code {code}"

@@ -50,7 +50,10 @@ def list_(ctx: Ctx, req: WorkerList) -> WorkerListResult:
     if req.repo is not None:
         where.append("w.repo_id=?")
         params.append(repos.resolve(ctx.store, req.repo)["id"])
-    if not req.all:
+    if req.status is not None:
+        where.append("w.status = ?")
+        params.append(req.status)
+    elif not req.all:
         where.append("w.status != 'merged'")
     sql = "SELECT w.*, r.name AS repo_name FROM workers w JOIN repos r ON r.id = w.repo_id"
     if where:
@@ -241,6 +244,10 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
         cost_usd=row["cost_usd"] if used else None,
     )
     ctx.emit(beat, repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
+    if req.waiting is not None:
+        return _ack(ctx, workerrecords.enter_waiting(ctx, row, req.waiting))
+    if row["status"] == "waiting":  # any other sign of progress: nobody is needed any more
+        row = workerrecords.leave_waiting(ctx, row, "the agent reported activity")
     if row["status"] == "starting":
         row = workerrecords.set_worker_status(ctx, row, "working", reason="the agent reported")
         workerrecords.start_task(ctx, row)
