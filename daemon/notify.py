@@ -18,7 +18,9 @@ from typing import Any
 
 import msgspec
 
-from chkd.protocol.events import EventBody, MergeConflicted, TaskEscalated, WorkerStatusChanged
+from chkd.protocol.events import (
+    EventBody, MergeConflicted, TaskEscalated, WorkerHelpRequested, WorkerStatusChanged,
+)
 from chkd.protocol.messages import Event
 
 from .context import EVENT_COLUMNS, Ctx, row_event
@@ -27,7 +29,9 @@ from .context import EVENT_COLUMNS, Ctx, row_event
 WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled",
                  "waiting": "waiting"}
 #: Event types (other than worker status changes) worth a notification.
-TYPES: dict[type[EventBody], str] = {MergeConflicted: "conflict", TaskEscalated: "escalated"}
+TYPES: dict[type[EventBody], str] = {
+    MergeConflicted: "conflict", TaskEscalated: "escalated", WorkerHelpRequested: "help",
+}
 TITLES = {
     "done": "chkd: worker done",
     "conflict": "chkd: merge conflict",
@@ -35,6 +39,7 @@ TITLES = {
     "dead": "chkd: worker died",
     "stalled": "chkd: worker stalled",
     "escalated": "chkd: task escalated",
+    "help": "chkd: a worker asks for help",
     "waiting": "chkd: a worker needs you",
 }
 CURSOR_KEY = "notify_seq"
@@ -83,6 +88,8 @@ def _detail(data: EventBody) -> tuple[str, list[str]]:
             return "", files
         case TaskEscalated(reason=reason):
             return reason, []
+        case WorkerHelpRequested(question=question):
+            return question, []
     return "", []
 
 

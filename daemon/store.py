@@ -142,6 +142,27 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workers ADD COLUMN interactive INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: messages for workers (a broadcast is one row per worker it reached, so each is read once),
+    #    and MCP sessions that know their process (pid, create time): a session whose chkd-mcp was
+    #    killed is ended by the daemon, at start-up and while it runs.
+    """
+    CREATE TABLE messages(
+        id INTEGER PRIMARY KEY,
+        to_worker TEXT NOT NULL,
+        sender TEXT NOT NULL,                -- master | user | worker
+        from_worker TEXT,
+        broadcast INTEGER NOT NULL DEFAULT 0,
+        text TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        read_at INTEGER
+    );
+    CREATE INDEX messages_unread ON messages(to_worker, read_at, id);
+    ALTER TABLE sessions ADD COLUMN pid INTEGER;
+    ALTER TABLE sessions ADD COLUMN proc_started REAL;
+    ALTER TABLE sessions ADD COLUMN client TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN end_reason TEXT;
+    CREATE INDEX sessions_open ON sessions(ended_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,11 +43,12 @@ def test_heartbeat_waiting_sets_waiting_never_stalls_and_activity_ends_it(daemon
     # stall_timeout_s is 1 s and the agent is silent: a waiting worker is still never stalled
     holds(lambda: show().status == "waiting", 2.0, what="waiting, not stalled")
 
-    # a detached worker has no terminal: peek is its log, send and attach say why not
+    # a detached worker has no terminal: peek is its log, send leaves it a message (issue 12)
     peek = daemon.ctl("peek", w.id)
     assert peek.code == 0 and "detached agent here" in peek.out
-    refused = daemon.ctl("send", w.id, "postgres")
-    assert refused.code == 1 and "runs detached" in refused.err and "Traceback" not in refused.err
+    sent = daemon.ctl("send", w.id, "postgres")
+    assert sent.code == 0 and f"Message sent to {w.id}" in sent.out, sent
+    assert "postgres" in daemon.ctl("inbox", w.id).out
 
     # pause/resume from waiting work; then the agent's next activity ends the wait
     assert daemon.ctl("pause", w.id).code == 0 and show().status == "paused"

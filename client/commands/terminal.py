@@ -87,24 +87,39 @@ def type_into(app: Any, worker_id: str, text: str, enter: bool) -> Any:
     return app.call(SendKeys(worker=worker_id, text=text, enter=enter), timeout=30).worker
 
 
-def message_to(app: Any, w: Any, text: str) -> None:
-    """A detached worker has no terminal: what reaches it is a message (issue 12's messages table)."""
-    fail(f"Worker {w.id} runs detached, not in a terminal, so nothing can be typed into it; "
-         f"messages to detached workers are not available in this chkd yet.")
+def message_to(app: Any, to: str | None, text: str, all_: bool = False, repo: str | None = None) -> None:
+    """A detached worker has no terminal: what reaches it is a message (issue 12's messages table),
+    delivered at its next tool use (Claude's PostToolUse hook) or when it asks (chkd_inbox)."""
+    from .messages import send_message
+
+    sent = send_message(app, to, all_, text, repo)
+    if app.json:
+        print_json(sent)
+        return
+    who = ", ".join(m.to_worker for m in sent)
+    echo(f"{'Messages' if len(sent) > 1 else 'Message'} sent to {who}; delivered at the next tool use.")
 
 
 @click.command("send")
-@click.argument("worker")
-@click.argument("text")
+@click.argument("words", nargs=-1, required=True)
+@click.option("--all", "all_", is_flag=True, help="A message to every live worker (then every argument is the text).")
+@click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository's workers.")
 @click.option("--no-enter", is_flag=True, help="Type TEXT without pressing Enter after it.")
 @json_option
 @click.pass_obj
-def send(app: Any, worker: str, text: str, no_enter: bool) -> None:
-    """Send TEXT to WORKER: an interactive worker gets it typed into its terminal (then Enter),
-    which answers a waiting worker."""
+def send(app: Any, words: tuple[str, ...], all_: bool, repo: str | None, no_enter: bool) -> None:
+    """Send TEXT to WORKER (`send W TEXT...`, or `send --all TEXT...`): an interactive worker gets
+    it typed into its terminal (then Enter), which answers a waiting worker; a detached one gets
+    a message it reads at its next tool use (see `chkdctl inbox W`)."""
+    if all_:
+        message_to(app, None, " ".join(words), all_=True, repo=repo)
+        return
+    if len(words) < 2:
+        raise click.UsageError("Give a worker id and the text (or --all and the text).")
+    worker, text = words[0], " ".join(words[1:])
     w = _worker(app, worker)
     if not w.interactive:
-        message_to(app, w, text)
+        message_to(app, w.id, text)
         return
     fresh = type_into(app, w.id, text, not no_enter)
     if app.json:
