@@ -8,12 +8,16 @@ with made-up token usage. Flags make it misbehave on purpose:
 
 - `--fail-after N`: exit 1 after step N;
 - `--hang`: stop all output and heartbeats but stay alive (a stalled agent);
-- `--spawn-child`: leave a grandchild process in its group (abort must kill it too).
+- `--spawn-child`: leave a grandchild process in its group (abort must kill it too);
+- `--usage-limit S`: after its first step, hit a usage limit that resets in S seconds — it prints
+  the line Claude Code's stream-json would (`rate_limit_event`, status rejected, resetsAt),
+  reports it with `chkdctl usage-limit --resets-at`, and exits 1 as Claude does.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -56,6 +60,18 @@ def heartbeat(message: str, rng: random.Random) -> None:
         say(f"(heartbeat not delivered: {proc.stderr.strip() or proc.returncode})")
 
 
+def usage_limit(resets_in_s: float) -> int:
+    """Stop at a usage limit the way Claude Code does: the stream-json line, then exit 1."""
+    resets_at = time.time() + resets_in_s
+    say(json.dumps({"type": "rate_limit_event", "rate_limit_info": {
+        "status": "rejected", "resetsAt": int(resets_at), "rateLimitType": "five_hour"}}))
+    subprocess.run([*_chkdctl(), "usage-limit", "--resets-at", f"{resets_at:.3f}",
+                    "--message", "5-hour usage limit reached"],
+                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    say(f"usage limit reached; it resets in {resets_in_s:g} s")
+    return 1
+
+
 def spawn_child() -> int:
     """A grandchild in our process group that would outlive us if nobody killed the group."""
     child = subprocess.Popen(
@@ -70,7 +86,8 @@ def hang() -> None:
         time.sleep(3600)
 
 
-def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random) -> int:
+def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random,
+         limit_in_s: float | None = None) -> int:
     worker = os.environ.get("CHKD_WORKER_ID", "w?")
     task = os.environ.get("CHKD_TASK_ID", "demo")
     target = Path(conflict_file) if conflict_file else Path(f"chkd-demo-{task.replace('/', '-')}.txt")
@@ -89,6 +106,8 @@ def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int |
         if fail_after is not None and i >= fail_after:
             say(f"failing on purpose after step {i}")
             return 1
+        if limit_in_s is not None:
+            return usage_limit(limit_in_s)
     say(f"all {steps} steps done")
     return 0
 
@@ -101,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-after", type=int, metavar="N", help="exit 1 after step N")
     parser.add_argument("--hang", action="store_true", help="go silent but stay alive (a stalled agent)")
     parser.add_argument("--spawn-child", action="store_true", help="leave a grandchild process in the group")
+    parser.add_argument("--usage-limit", type=float, metavar="S",
+                        help="after step 1, hit a usage limit that resets in S seconds (exit 1)")
     args = parser.parse_args(argv)
     if args.steps < 0 or args.step_s < 0:
         parser.error("--steps and --step-s cannot be negative")
@@ -112,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.hang:
         say("hanging: no more output or heartbeats")
         hang()
-    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng))
+    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng, args.usage_limit))
 
 
 if __name__ == "__main__":

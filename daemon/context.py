@@ -34,6 +34,8 @@ class Deferred:
     envelope: list[bytes]  # routing frames to send the reply to
     request_id: int
     done: bool = False
+    #: For the daemon's own requests (no envelope): called with the result or the error instead.
+    callback: Callable[[Any], None] | None = None
 
 
 Then = Callable[[Any, BaseException | None], None]
@@ -85,6 +87,8 @@ class Ctx:
     wake_fd: int = -1
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "chkd-job"))
     current: Deferred | None = None  # the request being handled, for `defer()`
+    #: Called with every event as it is emitted (inside its transaction): the autopilot wakes on them.
+    listeners: list[Callable[[Event], None]] = field(default_factory=list)
 
     # -- events ---------------------------------------------------------------------------
     def emit(
@@ -105,6 +109,8 @@ class Ctx:
         )
         event = Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id, data=data)
         self.pubbox.append(event)
+        for listener in self.listeners:
+            listener(event)
         return event
 
     # -- deferred replies -------------------------------------------------------------------
@@ -121,6 +127,10 @@ class Ctx:
         self.finished.append(deferred)
         if isinstance(result, ChkdError):
             result = Err(code=result.code, message=one_line(result.message), hint=one_line(result.hint))
+        if not deferred.envelope:  # the daemon's own request (the autopilot's spawns): nobody to answer
+            if deferred.callback is not None:
+                deferred.callback(result)
+            return
         self.outbox.append([*deferred.envelope, encode_reply(deferred.request_id, result)])
 
     # -- work that happens once the transaction commits ---------------------------------------

@@ -32,6 +32,10 @@ KINDS = {
     "worker.error": "error",
     "worker.stalled": "stalled",
     "worker.conflict": "conflict",
+    "budget.warning": "budget_warning",
+    "budget.exceeded": "budget",
+    "autopilot.limit_wait": "usage_limit",
+    "autopilot.needs_person": "needs_person",
 }
 TITLES = {
     "done": "chkd: worker done",
@@ -41,6 +45,9 @@ TITLES = {
     "stalled": "chkd: worker stalled",
     "escalated": "chkd: task escalated",
     "budget": "chkd: budget reached",
+    "budget_warning": "chkd: 80 % of the budget used",
+    "usage_limit": "chkd: usage limit",
+    "needs_person": "chkd: a worker needs you",
 }
 CURSOR_KEY = "notify_seq"
 SEND_TIMEOUT_S = 10.0
@@ -59,8 +66,10 @@ def classify(kind: str, data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None]:
-    return (cls, event.worker_id, event.task_id)
+def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None, str]:
+    """Once per (class, worker, task) — and per day for budgets, per reset time for usage limits."""
+    once_per = event.data.get("day") or event.data.get("until") or ""
+    return (cls, event.worker_id, event.task_id, str(once_per))
 
 
 def text(cls: str, event: Event) -> tuple[str, str]:
@@ -128,7 +137,7 @@ class Notifier:
     """Follows the events table from `cursor`; remembers what it sent; queues what to send."""
 
     cursor: int = 0
-    sent: set[tuple[str, str | None, str | None]] = field(default_factory=set)
+    sent: set[tuple[str, str | None, str | None, str]] = field(default_factory=set)
     outbox: list[tuple[str, Event]] = field(default_factory=list)
     sending: bool = False
 

@@ -117,6 +117,10 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
     echo(f"{w.id}  {status_word(w.status)}  task {w.task_id}: {w.task_title}")
     echo(f"  worktree {w.worktree}")
     echo(f"  branch   {w.branch}")
+    if res.spend is not None:
+        from .autopilot import spend_words
+
+        echo(f"  spend    {spend_words(res.spend)}")
 
 
 # -- listing --------------------------------------------------------------------------------------
@@ -209,13 +213,15 @@ def pause(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
 
 @click.command("resume")
 @_targets("paused")
+@click.option("--over-budget", is_flag=True,
+              help="Resume workers the daily budget paused too, and let work start again, for the rest of today.")
 @json_option
 @click.pass_obj
-def resume(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
+def resume(app: Any, worker: str | None, all_: bool, repo: str | None, over_budget: bool) -> None:
     """Let a paused worker go on (SIGCONT)."""
     from chkd.protocol.messages import Resume
 
-    _control(app, Resume(worker=worker, all=all_, repo=repo), "resume", worker, all_)
+    _control(app, Resume(worker=worker, all=all_, repo=repo, over_budget=over_budget), "resume", worker, all_)
 
 
 @click.command("abort")

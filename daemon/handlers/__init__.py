@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import core, db, doctor, liveness, merge, repos, shim, tasks, workers
+from . import autopilot, core, db, doctor, liveness, merge, repos, shim, tasks, workers
 
-_AREAS = (core, repos, tasks, workers, shim, liveness, merge, db, doctor)
+_AREAS = (core, repos, tasks, workers, shim, liveness, merge, db, doctor, autopilot)
 
 HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
 for _area in _AREAS:

@@ -29,7 +29,7 @@ from chkd.protocol.messages import (
     WorkerState, LIVE_WORKER_STATUSES,
 )
 
-from .. import failpoints, lookup, procs, tasks, worktrees
+from .. import budget, failpoints, lookup, procs, tasks, usage, worktrees
 from .. import workers as W
 from ..context import Ctx, Deferred
 from ..store import now_ms
@@ -90,7 +90,10 @@ def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> tuple[str, list[str], 
         known = sorted({*ctx.config.agents, *BUILTIN_AGENTS})
         raise ChkdError("not_found", f"There is no agent profile '{name}' (known: {', '.join(known)}).",
                         "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.")
-    return name, list(profile.cmd), dict(profile.env)
+    cmd = list(profile.cmd)
+    if profile.claude_hooks and ctx.config.max_task_usd and "--max-budget-usd" not in cmd:
+        cmd += ["--max-budget-usd", f"{ctx.config.max_task_usd:g}"]  # claude stops itself at the cap
+    return name, cmd, dict(profile.env)
 
 
 def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str, Any]:
@@ -150,6 +153,7 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
         raise ChkdError("busy", f"{live} workers already run in '{repo['name']}', the most max_workers allows ({cap}).",
                         f"Wait for one to finish, or raise the cap: max_workers = N in config.toml, or "
                         f"[repos.\"{repo['name']}\"] max_workers = N for this repository (then restart the daemon).")
+    budget.check_spawn(ctx, repo)
     agent, template, agent_env = _agent(ctx, req, repo)
     seq = ctx.store.meta_next("worker")
     wid = f"w{seq}"
@@ -208,7 +212,8 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
         row = W.update(ctx, row, cmd=json.dumps(result.argv))
         ctx.emit("worker.started", repo=repo["name"], worker_id=wid, task_id=task["id"],
                  worktree=result.checkout.path, branch=result.checkout.branch, base=result.checkout.base_sha)
-        ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, row, repo["name"])))
+        ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, row, repo["name"]),
+                                          spend=usage.spend_info(ctx, repo)))
 
     main_branch = ctx.config.for_repo(repo["name"]).main_branch or repo["main_branch"]
     ctx.submit(worktrees.plan_checkout, repo["path"], repo["name"], task["id"], main_branch,
@@ -290,8 +295,25 @@ def pause(ctx: Ctx, req: Pause) -> WorkerListResult:
 
 
 def resume(ctx: Ctx, req: Resume) -> WorkerListResult:
+    """A worker the budget paused stays paused while the budget is used up, unless `over_budget`
+    (which lifts the budget for the rest of the day: `budget.resume_over_budget`)."""
+    if req.over_budget:
+        if not req.all and not req.worker:
+            raise ChkdError("bad_request", "Say which worker (an id like w3), or --all.")
+        repo_id = lookup.repo(ctx.store, req.repo)["id"] if req.repo is not None else None
+        rows = budget.resume_over_budget(ctx, repo_id)
+        others = _targets(ctx, req.worker, req.all, req.repo, W.ACTIONS["resume"])
+        return _infos(ctx, rows + [W.resume_worker(ctx, r) for r in others if r["status"] == "paused"])
     rows = _targets(ctx, req.worker, req.all, req.repo, W.ACTIONS["resume"])
-    return _infos(ctx, [W.resume_worker(ctx, r) for r in rows])
+    out = []
+    for r in rows:
+        why = budget.blocked(ctx, {"id": r["repo_id"]}) if r.get("paused_by") == "budget" else None
+        if why is not None:
+            if req.worker:
+                raise ChkdError("busy", f"Worker {r['id']} was paused by the budget. {why}")
+            continue
+        out.append(W.resume_worker(ctx, r))
+    return _infos(ctx, out)
 
 
 def abort(ctx: Ctx, req: Abort) -> WorkerListResult:
@@ -432,6 +454,7 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
     }
     if req.message is not None:
         fields["message"] = req.message[:500]
+    usage.record(ctx, row, req.tokens_in, req.tokens_out, req.cost_usd)
     row = W.update(ctx, row, **fields)
     data: dict[str, Any] = {}
     if req.message is not None:
