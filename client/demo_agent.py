@@ -87,7 +87,7 @@ def hang() -> None:
 
 
 def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random,
-         limit_in_s: float | None = None) -> int:
+         limit_in_s: float | None = None, once_file: str | None = None) -> int:
     worker = os.environ.get("CHKD_WORKER_ID", "w?")
     task = os.environ.get("CHKD_TASK_ID", "demo")
     target = Path(conflict_file) if conflict_file else Path(f"chkd-demo-{task.replace('/', '-')}.txt")
@@ -106,7 +106,9 @@ def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int |
         if fail_after is not None and i >= fail_after:
             say(f"failing on purpose after step {i}")
             return 1
-        if limit_in_s is not None:
+        if limit_in_s is not None and not (once_file and os.path.exists(once_file)):
+            if once_file:
+                Path(once_file).touch()
             return usage_limit(limit_in_s)
     say(f"all {steps} steps done")
     return 0
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spawn-child", action="store_true", help="leave a grandchild process in the group")
     parser.add_argument("--usage-limit", type=float, metavar="S",
                         help="after step 1, hit a usage limit that resets in S seconds (exit 1)")
+    parser.add_argument("--limit-once", metavar="FILE",
+                        help="with --usage-limit: only when FILE does not exist yet (then create it)")
     args = parser.parse_args(argv)
     if args.steps < 0 or args.step_s < 0:
         parser.error("--steps and --step-s cannot be negative")
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.hang:
         say("hanging: no more output or heartbeats")
         hang()
-    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng, args.usage_limit))
+    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng, args.usage_limit, args.limit_once))
 
 
 if __name__ == "__main__":
