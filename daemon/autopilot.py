@@ -24,8 +24,12 @@ Events (kind → data):
     autopilot.needs_person message           (a conflict or a failed merge it cannot settle)
     autopilot.limit_wait  profile, until, tasks, message
     autopilot.limit_over  profile
-    agent.usage_limit     profile, resets_at, message
-    agent.api_error       profile, kind, message
+    agent.usage_limit     profile, resets_at, message  (also from the shim's stream-json reading)
+    agent.api_error       profile, kind, message       (kind rate_limit: a 429)
+    budget.warning        scope, day, spent_usd, budget_usd, percent, message   (daemon/budget.py)
+    budget.exceeded       scope, day, spent_usd, budget_usd, percent, paused, message
+    budget.resumed        workers, day
+    budget.overridden     workers, day
 """
 
 from __future__ import annotations

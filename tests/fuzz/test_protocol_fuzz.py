@@ -32,7 +32,8 @@ from chkd.daemon.notify import CURSOR_KEY
 from chkd.protocol import codec
 from chkd.protocol.errors import ErrorCode
 from chkd.protocol.messages import (
-    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoResult, RepoRm, Remove, Shutdown,
+    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoResult, RepoRm, Remove, RunStart,
+    Shutdown,
     Spawn, TaskAdd, TaskResult, Update, WorkerResult, WorkerShow,
 )
 
@@ -215,6 +216,8 @@ def command_strategy(cmd: type) -> st.SearchStrategy[Any]:
     if cmd is Spawn:
         fields["cmd"] = st.just(["/nonexistent/chkd-fuzz-agent"])  # and even then no agent could run
         fields["agent"] = st.none()
+    if cmd is RunStart:  # an autopilot that started would spawn agents between the checks
+        fields["agent"] = st.just("chkd-fuzz-no-such-profile")
     return st.builds(cmd, **fields)
 
 
