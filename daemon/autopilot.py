@@ -25,7 +25,7 @@ Events (kind → data):
     autopilot.limit_wait  profile, until, tasks, message
     autopilot.limit_over  profile
     agent.usage_limit     profile, resets_at, message  (also from the shim's stream-json reading)
-    agent.api_error       profile, kind, message       (kind rate_limit: a 429)
+    agent.api_error       profile, error, message      (error rate_limit: a 429)
     budget.warning        scope, day, spent_usd, budget_usd, percent, message   (daemon/budget.py)
     budget.exceeded       scope, day, spent_usd, budget_usd, percent, paused, message
     budget.resumed        workers, day
@@ -124,6 +124,10 @@ def on_event(ctx: Ctx, event: Event) -> None:
     """Listener on every emitted event: usage limits park a profile; state changes wake the runs."""
     if event.kind in LIMIT_KINDS:
         note_limit(ctx, event)
+    elif event.kind == "worker.status" and event.data.get("to") == "done" and event.worker_id:
+        row = W.load(ctx, event.worker_id)
+        if row is not None and row["agent"]:
+            clear_strikes(ctx, row["agent"])  # it got through: the 429 back-off starts over
     if event.kind in WAKE_KINDS and ctx.ext.get(EXT, {}).get("any_running", True):
         wake(ctx)
 
@@ -178,7 +182,8 @@ def default_profile(ctx: Ctx, run: Mapping[str, Any], repo_name: str) -> str:
 
 
 def parked(ctx: Ctx) -> dict[str, dict[str, Any]]:
-    return {r["profile"]: r for r in ctx.store.dicts("SELECT * FROM profile_waits")}
+    """Profiles whose wait has not run out (rows stay after it, keeping their 429 strikes)."""
+    return {r["profile"]: r for r in ctx.store.dicts("SELECT * FROM profile_waits WHERE until_ms > ?", (now_ms(),))}
 
 
 def blocked_reason(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> str:
@@ -344,7 +349,8 @@ def needs_person(ctx: Ctx, row: Mapping[str, Any], message: str) -> None:
 def note_limit(ctx: Ctx, event: Event) -> None:
     """An agent hit a usage limit or a 429: park its profile; its task goes back uncounted."""
     data = event.data
-    kind = data.get("kind", "usage_limit") if event.kind == "agent.api_error" else "usage_limit"
+    # (untyped events cannot carry a field named `kind`: `error` until protocol/events.py types them)
+    kind = (data.get("kind") or data.get("error")) if event.kind == "agent.api_error" else "usage_limit"
     if kind not in ("usage_limit", "rate_limit"):
         return
     row = W.load(ctx, event.worker_id) if event.worker_id else None
@@ -352,23 +358,22 @@ def note_limit(ctx: Ctx, event: Event) -> None:
     if not profile:
         return
     now = now_ms()
-    waits = parked(ctx)
-    old = waits.get(profile)
+    old = ctx.store.dict("SELECT * FROM profile_waits WHERE profile=?", (profile,))
     strikes = (old["strikes"] if old else 0) + 1
     if kind == "usage_limit":
         margin = int(ctx.config.usage_limit_margin_s * 1000)
         resets = data.get("resets_at")
         until = min(now + MAX_WAIT_MS, int(resets) + margin) if resets else now + margin
         reason = "usage limit"
-        if row is not None:
-            W.update(ctx, row, usage_limited=1)
     else:
         until = now + int(1000 * schedule.backoff_s(strikes, ctx.config.rate_limit_backoff_s))
         reason = f"rate limited (HTTP 429, {strikes} in a row)"
+    if row is not None:  # a limit is nobody's failure: the task goes back without counting an attempt
+        W.update(ctx, row, usage_limited=1)
     until = max(until, old["until_ms"] if old else 0)
-    ctx.store.x("INSERT INTO profile_waits(profile, until_ms, reason, strikes) VALUES(?,?,?,?) "
+    ctx.store.x("INSERT INTO profile_waits(profile, until_ms, reason, strikes, notified) VALUES(?,?,?,?,0) "
                 "ON CONFLICT(profile) DO UPDATE SET until_ms=excluded.until_ms, reason=excluded.reason, "
-                "strikes=excluded.strikes", (profile, until, reason, strikes))
+                "strikes=excluded.strikes, notified=0", (profile, until, reason, strikes))
     if old is None or old["until_ms"] != until:
         n = waiting_for(ctx, profile)
         ctx.emit("autopilot.limit_wait", repo=event.repo, profile=profile, until=until, tasks=n, reason=reason,
@@ -395,21 +400,22 @@ def arm_wait_timer(ctx: Ctx, until_ms: int) -> None:
 
 
 def expire_waits(ctx: Ctx) -> None:
-    now = now_ms()
-    for row in ctx.store.dicts("SELECT * FROM profile_waits WHERE until_ms <= ?", (now,)):
-        ctx.store.x("DELETE FROM profile_waits WHERE profile=?", (row["profile"],))
+    """A wait that ran out is announced once (`notified` = announced); the row keeps its strikes."""
+    for row in ctx.store.dicts("SELECT * FROM profile_waits WHERE until_ms <= ? AND notified=0", (now_ms(),)):
+        ctx.store.x("UPDATE profile_waits SET notified=1 WHERE profile=?", (row["profile"],))
         ctx.emit("autopilot.limit_over", profile=row["profile"], reason=row["reason"])
 
 
 def clear_strikes(ctx: Ctx, profile: str) -> None:
-    """A worker of `profile` finished: the 429 back-off starts over."""
+    """A worker of `profile` finished: the 429 back-off starts over (a wait still running stays)."""
+    ctx.store.x("DELETE FROM profile_waits WHERE profile=? AND until_ms <= ?", (profile, now_ms()))
     ctx.store.x("UPDATE profile_waits SET strikes=0 WHERE profile=?", (profile,))
 
 
 def wait_infos(ctx: Ctx) -> list[ProfileWait]:
     return [ProfileWait(profile=r["profile"], until=r["until_ms"], reason=r["reason"], strikes=r["strikes"],
                         tasks_waiting=waiting_for(ctx, r["profile"]))
-            for r in ctx.store.dicts("SELECT * FROM profile_waits ORDER BY until_ms")]
+            for r in sorted(parked(ctx).values(), key=lambda r: r["until_ms"])]
 
 
 def _clock(ms: int) -> str:
@@ -437,5 +443,5 @@ def setup(ctx: Ctx) -> None:
     ctx.listeners.append(lambda event: on_event(ctx, event))
     ctx.timers.every(1.0, lambda: tick(ctx), "autopilot", first_in=0.2)
     ctx.timers.every(1.0, lambda: budget.tick(ctx), "budget", first_in=0.1)
-    for (until,) in ctx.store.all("SELECT until_ms FROM profile_waits"):
+    for (until,) in ctx.store.all("SELECT until_ms FROM profile_waits WHERE notified=0"):
         arm_wait_timer(ctx, until)

@@ -170,7 +170,7 @@ MIGRATIONS: list[str] = [
         until_ms INTEGER NOT NULL,               -- spawns of this profile wait until then
         reason TEXT NOT NULL,
         strikes INTEGER NOT NULL DEFAULT 0,      -- consecutive 429s: the back-off grows with them
-        notified INTEGER NOT NULL DEFAULT 0
+        notified INTEGER NOT NULL DEFAULT 0      -- its end was announced (autopilot.limit_over)
     );
     ALTER TABLE workers ADD COLUMN paused_by TEXT;
     ALTER TABLE workers ADD COLUMN usage_limited INTEGER NOT NULL DEFAULT 0;

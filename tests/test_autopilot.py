@@ -24,6 +24,7 @@ abort_grace_s = 2
 notify = false
 max_workers = 5
 usage_limit_margin_s = 0.2
+rate_limit_backoff_s = 0.4
 default_agent = "fast"
 
 [agents.fast]
@@ -44,6 +45,10 @@ tags = ["limited"]
 
 [agents.spender]
 cmd = ["chkd-demo-agent", "--steps", "4", "--step-s", "0.2"]
+
+[agents.throttled]
+cmd = ["sh", "-c", "chkdctl usage-limit --rate-limit --message 'HTTP 429'; exit 1"]
+tags = ["throttled"]
 
 [agents.failing]
 cmd = ["chkd-demo-agent", "--steps", "1", "--step-s", "0.1", "--fail-after", "1"]
@@ -279,3 +284,24 @@ def test_the_run_resumes_after_kill_9_of_the_daemon(daemon: Daemon, repo: Path) 
     assert sorted(e.task_id for e in events(daemon) if e.kind == "merge.merged") == ["A", "B", "C", "D"]
     log = git(repo, "log", "--format=%s", "main")
     assert all(f"{t}:" in log for t in "ABCD"), log
+
+
+@pytest.mark.timeout(60)
+def test_repeated_429s_back_off_the_profile_with_growing_delays_and_count_no_attempt(
+        daemon: Daemon, repo: Path) -> None:
+    assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
+    add(daemon, "proj", "R", tags=("throttled",))
+    assert daemon.ctl("run", "--workers", "1", "--repo", "proj").code == 0
+    waits = wait_for(lambda: (w := [e for e in events(daemon) if e.kind == "autopilot.limit_wait"]) and len(w) >= 3 and w,
+                     30, interval=0.1, what="three 429 back-offs")
+    assert daemon.ctl("run", "--stop", "--repo", "proj").code == 0
+    delays = [e.data["until"] - e.at for e in waits[:3]]
+    assert delays[0] >= 350 and delays[1] >= 1.8 * delays[0] * 0.9 and delays[2] >= 1.8 * delays[1] * 0.9, delays
+    assert "rate limited (HTTP 429, 3 in a row)" in waits[2].data["message"]
+    evs = events(daemon)
+    starts = [e.at for e in evs if e.kind == "worker.spawned"]
+    # each new try waited for the back-off after the 429 before it
+    for wait, start in zip(waits, starts[1:]):
+        assert start >= wait.data["until"] - 5, (wait.data, start)
+    task = daemon.ctl("task", "show", "R", "--repo", "proj", "--json").json()["task"]
+    assert task.get("attempts", 0) == 0 and task["status"] in ("pending", "claimed", "in_progress")

@@ -65,7 +65,7 @@ def agent_limit(ctx: Ctx, req: AgentLimit) -> ActivityAck:
                  profile=row["agent"] or "", resets_at=req.resets_at, message=message)
     else:
         ctx.emit("agent.api_error", repo=repo, worker_id=row["id"], task_id=row["task_id"],
-                 profile=row["agent"] or "", kind="rate_limit", message=message)
+                 profile=row["agent"] or "", error="rate_limit", message=message)
     fresh = W.load(ctx, row["id"]) or row
     return ActivityAck(status=fresh["status"], heartbeat_s=ctx.config.heartbeat_s)
 
