@@ -31,9 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from floor import chkdd, pct  # noqa: E402
 
 from chkd.client.client import Client  # noqa: E402
-from chkd.protocol.messages import (  # noqa: E402
-    EventList, Events, RepoAdd, RepoResult, RunResult, RunStart, RunStatus, StatsReport, Stats, TaskAdd, TaskResult,
-)
+from chkd.protocol.messages import Events, RepoAdd, RunStart, RunStatus, Stats, TaskAdd  # noqa: E402
 from chkd.protocol.paths import resolve  # noqa: E402
 
 LIVE = {"starting", "working", "stalled", "paused"}
@@ -57,7 +55,7 @@ def all_events(client: Client) -> list[Any]:
     out: list[Any] = []
     since = 0
     while True:
-        page = client.call(Events(since=since, limit=5000), EventList)
+        page = client.call(Events(since=since, limit=5000))
         out += page.events
         if not page.events or page.events[-1].seq >= page.last_seq:
             return out
@@ -78,15 +76,15 @@ def overheads(evs: list[Any], repo: str) -> tuple[list[float], list[float]]:
         if e.repo != repo or e.at < run_start:
             continue
         if e.kind == "autopilot.started":
-            slots_at_start = e.data["workers"]
+            slots_at_start = e.data.workers
             free_at = [e.at] * slots_at_start
         elif e.kind == "worker.spawned":
             live.add(e.worker_id)
             spawn_eligible[e.worker_id] = free_at.pop(0) if free_at else e.at
             decided.append(e.at - spawn_eligible[e.worker_id])
         elif e.kind == "worker.status":
-            to = e.data["to"]
-            if to == "working" and e.data.get("reason") == "the agent started" and e.worker_id in spawn_eligible:
+            to = e.data.to
+            if to == "working" and e.data.reason == "the agent started" and e.worker_id in spawn_eligible:
                 out.append(e.at - spawn_eligible.pop(e.worker_id))
             if to not in LIVE and e.worker_id in live:
                 live.discard(e.worker_id)
@@ -97,19 +95,19 @@ def overheads(evs: list[Any], repo: str) -> tuple[list[float], list[float]]:
 def run_once(client: Client, base: Path, n: int, tasks: int) -> dict[str, Any]:
     repo_path = base / f"bench-n{n}"
     make_repo(repo_path)
-    name = client.call(RepoAdd(path=str(repo_path), name=f"bench-n{n}"), RepoResult).repo.name
+    name = client.call(RepoAdd(path=str(repo_path), name=f"bench-n{n}")).repo.name
     for i in range(1, tasks + 1):
-        client.call(TaskAdd(repo=name, id=f"B{i}", title=f"bench task {i}"), TaskResult)
-    client.call(RunStart(repo=name, workers=n, until_empty=True, agent="bench"), RunResult)
+        client.call(TaskAdd(repo=name, id=f"B{i}", title=f"bench task {i}"))
+    client.call(RunStart(repo=name, workers=n, until_empty=True, agent="bench"))
     deadline = time.monotonic() + 900
-    while client.call(RunStatus(repo=name), RunResult).runs[0].state == "running":
+    while client.call(RunStatus(repo=name)).runs[0].state == "running":
         if time.monotonic() > deadline:
             raise SystemExit(f"N={n}: the run did not finish within 15 minutes")
         time.sleep(0.2)
     evs = all_events(client)
     start = next(e.at for e in evs if e.repo == name and e.kind == "autopilot.started")
     merged = [e.at for e in evs if e.repo == name and e.kind == "merge.merged"]
-    s = client.call(Stats(repo=name), StatsReport)
+    s = client.call(Stats(repo=name))
     over, decided = overheads(evs, name)
     return {
         "workers": n, "tasks_merged": len(merged), "wall_s": round((max(merged) - start) / 1000, 3),
@@ -144,7 +142,7 @@ def main() -> None:
             deadline = time.monotonic() + 15
             while True:
                 try:
-                    client.call(RunStatus(), RunResult)
+                    client.call(RunStatus())
                     break
                 except Exception:  # noqa: BLE001 - the daemon is still starting
                     if time.monotonic() > deadline:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from chkd.client.client import Client
 from chkd.protocol.launch import module_argv
-from chkd.protocol.messages import Claim, ClaimResult, ImportReport, RepoAdd, RepoResult, TaskImport
+from chkd.protocol.messages import Claim, RepoAdd, TaskImport
 from chkd.protocol.paths import resolve
 
 
@@ -39,7 +39,7 @@ def spec_text(n: int) -> str:
 def worker(home: str, repo: str, go_file: str, ready_file: str, out_file: str) -> None:
     """One client process: connect, say ready, wait for go, claim until nothing is ready."""
     with Client(resolve(home), autostart=False, timeout=60) as c:
-        c.call(Claim(repo=repo, worker="warmup-none", tag="no-such-tag"), ClaimResult)  # connect + warm up
+        c.call(Claim(repo=repo, worker="warmup-none", tag="no-such-tag"))  # connect + warm up
         Path(ready_file).touch()
         while not os.path.exists(go_file):
             time.sleep(0.001)
@@ -47,7 +47,7 @@ def worker(home: str, repo: str, go_file: str, ready_file: str, out_file: str) -
         t0 = time.time()
         me = f"bench-{os.getpid()}"
         while True:
-            res = c.call(Claim(repo=repo, worker=me), ClaimResult)
+            res = c.call(Claim(repo=repo, worker=me))
             if res.task is None:
                 break
             ids.append(res.task.id)
@@ -71,8 +71,8 @@ def through_socket(tmp: Path, n: int, procs: int) -> dict[str, object]:
         while not paths.ctl_sock.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         with Client(paths, autostart=False, timeout=120) as c:
-            name = c.call(RepoAdd(path=str(repo), name="bench"), RepoResult).repo.name
-            report = c.call(TaskImport(text=spec_text(n), repo=name), ImportReport)
+            name = c.call(RepoAdd(path=str(repo), name="bench")).repo.name
+            report = c.call(TaskImport(text=spec_text(n), repo=name))
             assert len(report.new) == n, report
         go = tmp / "go"
         children = []

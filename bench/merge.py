@@ -29,7 +29,7 @@ from chkd.client import daemonctl
 from chkd.client.client import Client
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import (
-    Merge, MergeResult, MergeShow, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow,
+    Merge, MergeShow, RepoAdd, Spawn, TaskAdd, WorkerShow,
 )
 from chkd.protocol.paths import resolve
 
@@ -108,23 +108,23 @@ def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
             if time.monotonic() > deadline:
                 raise SystemExit("chkdd did not start")
         client = Client(paths, timeout=120, autostart=False)
-        client.call(RepoAdd(path=str(repo)), RepoResult)
+        client.call(RepoAdd(path=str(repo)))
         ids = []
         for i in range(workers):
-            task = client.call(TaskAdd(title=f"bench {i}", repo=str(repo)), TaskResult).task
+            task = client.call(TaskAdd(title=f"bench {i}", repo=str(repo))).task
             cmd = [sys.executable, "-c", AGENT, f"bench-{i}.txt"]
-            ids.append(client.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd), WorkerResult).worker.id)
+            ids.append(client.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd)).worker.id)
         deadline = time.monotonic() + 600
-        while any(client.call(WorkerShow(worker=w), WorkerResult).worker.status != "done" for w in ids):
+        while any(client.call(WorkerShow(worker=w)).worker.status != "done" for w in ids):
             if time.monotonic() > deadline:
                 raise SystemExit("workers did not finish")
             time.sleep(0.2)
         t0 = time.perf_counter()
-        merge_ids = [client.call(Merge(worker=w, strategy="auto", no_test=True), MergeResult).merge.id for w in ids]
+        merge_ids = [client.call(Merge(worker=w, strategy="auto", no_test=True)).merge.id for w in ids]
         pending = set(merge_ids)
         while pending:
             for mid in list(pending):
-                status = client.call(MergeShow(id=mid), MergeResult).merge.status
+                status = client.call(MergeShow(id=mid)).merge.status
                 if status == "merged":
                     pending.discard(mid)
                 elif status in ("conflict", "failed", "rejected"):

@@ -26,7 +26,7 @@ import zmq
 from chkd.client.client import Client
 from chkd.protocol import codec
 from chkd.protocol.launch import module_argv
-from chkd.protocol.messages import Abort, RepoAdd, RepoResult, Remove, Spawn, WorkerListResult, WorkerResult
+from chkd.protocol.messages import Abort, RepoAdd, Remove, Spawn
 from chkd.protocol.paths import resolve
 
 
@@ -60,7 +60,7 @@ def raw_add(repo: Path, n: int) -> float:
 def chkd_spawn(client: Client, sub: zmq.Socket, repo: Path, n: int) -> tuple[float, float]:
     """(spawn → reply, spawn → first heartbeat) in seconds."""
     t0 = time.perf_counter()
-    res = client.call(Spawn(repo=str(repo), task_id=f"B{n}", title=f"bench {n}", cmd=["sleep", "60"]), WorkerResult)
+    res = client.call(Spawn(repo=str(repo), task_id=f"B{n}", title=f"bench {n}", cmd=["sleep", "60"]))
     t_reply = time.perf_counter() - t0
     wid = res.worker.id
     t_beat = None
@@ -75,7 +75,7 @@ def chkd_spawn(client: Client, sub: zmq.Socket, repo: Path, n: int) -> tuple[flo
                 t_beat = time.perf_counter() - t0
     if t_beat is None:
         raise SystemExit(f"worker {wid} never said hello")
-    client.call(Abort(worker=wid), WorkerListResult)
+    client.call(Abort(worker=wid))
     time.sleep(0.05)
     client.call(Remove(worker=wid, force=True), timeout=60)
     return t_reply, t_beat
@@ -103,7 +103,7 @@ def main() -> None:
             while not paths.ctl_sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
             client = Client(paths, timeout=30, autostart=False)
-            client.call(RepoAdd(path=str(repo)), RepoResult)
+            client.call(RepoAdd(path=str(repo)))
             sub = zmq.Context.instance().socket(zmq.SUB)
             sub.connect(paths.events_endpoint)
             sub.setsockopt(zmq.SUBSCRIBE, b"worker.")

@@ -14,19 +14,23 @@ gc.disable()
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from chkd.protocol.errors import ChkdError
 
 from .commands import autopilot, core, daemon, db, demo, doctor, liveness, merge, repos, tasks, workers
-from .output import Exit, echo, fail
+from .output import Exit, echo, exit_code, fail
 
 if TYPE_CHECKING:
+    from chkd.protocol.messages import Command, Result
     from chkd.protocol.paths import Paths
 
     from .client import Client
+
+
+R = TypeVar("R", bound="Result")
 
 
 class App:
@@ -51,8 +55,9 @@ class App:
             self._client = Client(self.paths)
         return self._client
 
-    def call(self, body: Any, expect: Any = None, timeout: float | None = None) -> Any:
-        return self.client.call(_with_local_paths(body), expect, timeout)
+    def call(self, body: Command[R], timeout: float | None = None) -> R:
+        """The client's `call`, with relative `repo` paths made absolute first."""
+        return self.client.call(_with_local_paths(body), timeout)
 
 
 def _with_local_paths(body: Any) -> Any:
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exit as exc:
         sys.exit(exc.code)
     except ChkdError as exc:
-        fail(exc)
+        fail(exc, code=exit_code(exc))
     except KeyboardInterrupt:
         click.echo("chkdctl: interrupted.", err=True)
         sys.exit(130)

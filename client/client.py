@@ -17,7 +17,7 @@ import zmq
 
 from chkd.protocol import codec
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import AnyCommand, Err, Event, Events, EventList, Result
+from chkd.protocol.messages import AnyCommand, Command, Err, Event, Events, Result, result_type
 from chkd.protocol.paths import Paths
 
 from . import daemonctl
@@ -113,14 +113,17 @@ class Client:
                 return reply.body
             # a late reply to an earlier request that timed out: skip it
 
-    def call(self, body: AnyCommand, expect: type[R] | None = None, timeout: float | None = None) -> R:
-        """Send one command; raise ChkdError on an `Err` reply."""
-        result = self.request(body, timeout)
+    def call(self, body: Command[R], timeout: float | None = None) -> R:
+        """Send one command and return its result, of the type the command declares
+        (messages.result_type); raise ChkdError on an `Err` reply or any other type."""
+        result = self.request(body, timeout)  # type: ignore[arg-type]  # every Command subclass is in AnyCommand
         if isinstance(result, Err):
             raise ChkdError(result.code, result.message, result.hint)
-        if expect is not None and not isinstance(result, expect):
-            raise ChkdError("internal", f"The daemon answered {type(result).__name__} where {expect.__name__} was expected.")
-        return result  # type: ignore[return-value]
+        expected = result_type(body)
+        if not isinstance(result, expected):
+            raise ChkdError("internal", f"The daemon answered {type(result).__name__} where "
+                                        f"{expected.__name__} was expected.")
+        return result  # type: ignore[return-value]  # result_type(body) is R
 
     def _no_answer(self, timeout: float) -> DaemonUnavailable:
         if not daemonctl.is_running(self.paths):
@@ -159,7 +162,7 @@ class Client:
             def replay() -> Iterator[Event]:
                 nonlocal cursor
                 while True:
-                    page = self.call(Events(since=cursor, limit=1000, worker=worker, task=task, repo=repo), EventList)
+                    page = self.call(Events(since=cursor, limit=1000, worker=worker, task=task, repo=repo))
                     for ev in page.events:
                         cursor = ev.seq
                         yield ev

@@ -27,29 +27,12 @@ from typing import Any
 
 import msgspec
 
+from chkd.protocol import events as ev
 from chkd.protocol import messages as M
 from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Cost,
-    CostReport,
-    DepAdd,
-    Done,
-    EventList,
-    Events,
-    RepoAdd,
-    RepoResult,
-    RunResult,
-    RunStart,
-    RunStatus,
-    Stats,
-    StatsReport,
-    TaskImport,
-    WorkerInfo,
-    WorkerList,
-    WorkerListResult,
-    WorkerResult,
-    WorkerShow,
+    Cost, DepAdd, Done, Events, RepoAdd, RunStart, RunStatus, Stats, TaskImport, WorkerInfo, WorkerList, WorkerShow,
 )
 from chkd.protocol.paths import resolve
 
@@ -251,7 +234,7 @@ def run_demo(
 
 #: What the demo prints for the events it follows (the rest only moves the live table).
 def _describe(e: Any) -> str | None:
-    d, who = e.data, f"{e.worker_id or ''} {e.task_id or ''}".strip()
+    d, who = ev.fields_of(e.data), f"{e.worker_id or ''} {e.task_id or ''}".strip()
     if e.kind == "autopilot.started":
         return f"autopilot started: up to {d.get('workers')} workers, merge {d.get('merge')}"
     if e.kind == "worker.spawned":
@@ -275,34 +258,35 @@ def _describe(e: Any) -> str | None:
 
 
 def _session(client: Client, repo: Path, max_workers: int, screen: Screen, result: DemoResult) -> None:
-    name = client.call(RepoAdd(path=str(repo), name="demo-app"), RepoResult).repo.name
+    name = client.call(RepoAdd(path=str(repo), name="demo-app")).repo.name
     screen.log(f"repository {repo} registered as '{name}'")
-    report = client.call(TaskImport(text=DEMO_SPEC, source="SPEC.md", repo=name), M.ImportReport)
+    report = client.call(TaskImport(text=DEMO_SPEC, source="SPEC.md", repo=name))
     for task, dep in DEMO_DEPS:
         client.call(DepAdd(task=task, depends_on=dep, repo=name))
     screen.log(f"spec imported: {len(report.new)} tasks; " + ", ".join(f"{t} after {d}" for t, d in DEMO_DEPS))
-    client.call(RunStart(repo=name, workers=max_workers, merge="auto", until_empty=True), RunResult)
+    client.call(RunStart(repo=name, workers=max_workers, merge="auto", until_empty=True))
     cursor = 0
     handled: set[str] = set()
     deadline = time.monotonic() + 300
     while True:
-        page = client.call(Events(since=cursor, limit=1000), EventList)
+        page = client.call(Events(since=cursor, limit=1000))
         for e in page.events:
             cursor = max(cursor, e.seq)
             text = _describe(e)
             if text:
                 screen.log(text)
-            if e.kind == "worker.spawned" and e.worker_id:
-                result.workers.append(e.worker_id)
-            if e.kind == "merge.conflict":
-                result.conflicts_detected += 1
-            if e.kind == "autopilot.needs_person" and e.worker_id and e.worker_id not in handled:
-                handled.add(e.worker_id)
-                _resolve_as_a_person(client, e.worker_id, screen, result)
-            if e.kind == "worker.status" and e.data.get("to") == "waiting" and e.worker_id:
-                _answer(client, e.worker_id, screen, result)
-        run = client.call(RunStatus(repo=name), RunResult).runs[0]
-        ws = client.call(WorkerList(repo=name, all=True), WorkerListResult).workers
+            match e.data:
+                case ev.WorkerSpawned() if e.worker_id:
+                    result.workers.append(e.worker_id)
+                case ev.MergeConflicted():
+                    result.conflicts_detected += 1
+                case ev.NeedsPerson() if e.worker_id and e.worker_id not in handled:
+                    handled.add(e.worker_id)
+                    _resolve_as_a_person(client, e.worker_id, screen, result)
+                case ev.WorkerStatusChanged(to="waiting") if e.worker_id:
+                    _answer(client, e.worker_id, screen, result)
+        run = client.call(RunStatus(repo=name)).runs[0]
+        ws = client.call(WorkerList(repo=name, all=True)).workers
         screen.draw(ws, run)
         if run.state != "running":
             break
@@ -310,29 +294,29 @@ def _session(client: Client, repo: Path, max_workers: int, screen: Screen, resul
             result.problems.append("the demo did not finish within 5 minutes")
             break
         time.sleep(0.2)
-    run = client.call(RunStatus(repo=name), RunResult).runs[0]
+    run = client.call(RunStatus(repo=name)).runs[0]
     result.tasks_merged = run.merged
     if run.failed:
         result.problems.append(f"{run.failed} tasks failed")
-    stats = client.call(Stats(repo=name), StatsReport)
+    stats = client.call(Stats(repo=name))
     result.sequential_s = stats.work_s
     result.speedup = stats.speedup or 0.0
-    cost = client.call(Cost(by="task", repo=name), CostReport).total
+    cost = client.call(Cost(by="task", repo=name)).total
     result.tokens_in, result.tokens_out, result.cost_usd = cost.tokens_in, cost.tokens_out, cost.cost_usd
-    result.conflicts_resolved = sum(1 for w in client.call(WorkerList(repo=name, all=True), WorkerListResult).workers
+    result.conflicts_resolved = sum(1 for w in client.call(WorkerList(repo=name, all=True)).workers
                                     if w.id in handled and w.status == "merged")
 
 
 def _resolve_as_a_person(client: Client, wid: str, screen: Screen, result: DemoResult) -> None:
     """What a person does with conflict markers: keep both sides, commit, say done."""
-    w = client.call(WorkerShow(worker=wid), WorkerResult).worker
+    w = client.call(WorkerShow(worker=wid)).worker
     worktree = Path(w.worktree or "")
     files = git(worktree, "diff", "--name-only", "--diff-filter=U").split()
     for f in files:
         _resolve_union(worktree / f)
     git(worktree, "add", "-A")
     git(worktree, "commit", "-q", "-m", f"{w.task_id}: resolve conflict with main")
-    client.call(Done(worker=wid, summary="conflict resolved"), WorkerResult)
+    client.call(Done(worker=wid, summary="conflict resolved"))
     screen.log(f"{wid}: the demo (as the person) resolved {', '.join(files)}, committed, and said done")
 
 

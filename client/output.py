@@ -44,6 +44,15 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
 
 
+#: Error codes with an exit code of their own (every other error exits 1).
+EXIT_CODES: dict[str, int] = {"nothing_ready": 3}
+
+
+def exit_code(err: ChkdError) -> int:
+    """chkdctl's exit code for an error reply: decided by its code, never its wording."""
+    return EXIT_CODES.get(err.code, 1)
+
+
 def fail(err: ChkdError | str, code: int = 1) -> NoReturn:
     """Print the error as a sentence (and its hint) on stderr and exit with `code`."""
     if isinstance(err, ChkdError):

@@ -3,8 +3,8 @@
 The daemon starts `chkd-shim --worker W` in its own session with a pipe on stdin and
 the worker log as stdout/stderr. The shim forks away at once (so the daemon reaps
 its first process immediately and never collects zombies), then waits for one line
-on stdin: `go {json}` with the agent's argv, cwd and environment once the worktree
-exists, or `stop`. It then
+on stdin: `go {json}` (a ShimGo: the agent's argv, cwd and environment) once the
+worktree exists, or `stop`. It then
 
 - starts the agent in its own session / process group (so signals to the group reach
   the agent and everything it starts, and nothing else), stdout+stderr into a pipe
@@ -21,7 +21,6 @@ Imports only protocol + zmq (through the Client): never the daemon, never psutil
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -32,9 +31,11 @@ import threading
 import time
 from typing import Any
 
+import msgspec
+
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    SHIM_BACKOFF_MAX_S, SHIM_SEND_TIMEOUT_S, ActivityAck, ShimBeat, ShimExit, ShimHello,
+    SHIM_BACKOFF_MAX_S, SHIM_SEND_TIMEOUT_S, ActivityAck, ShimBeat, ShimExit, ShimGo, ShimHello, decode_go,
 )
 from chkd.protocol.paths import Paths, open_private, resolve
 
@@ -86,12 +87,12 @@ class Link:
         self.client: Client | None = None
         self.failures = 0
 
-    def send(self, body: Any) -> ActivityAck | None:
+    def send(self, body: ShimHello | ShimBeat | ShimExit) -> ActivityAck | None:
         """The daemon's ack, or None when it could not be reached (the caller retries later)."""
         try:
             if self.client is None:
                 self.client = Client(self.paths, timeout=SEND_TIMEOUT, autostart=False)
-            reply = self.client.call(body, ActivityAck)
+            reply = self.client.call(body)
         except ChkdError as exc:
             if exc.code in ("not_found", "bad_request"):
                 raise  # the daemon answered: retrying cannot help
@@ -131,14 +132,14 @@ def log_line(log: Any, text: str) -> None:
 
 
 class Shim:
-    def __init__(self, spec: dict[str, Any], paths: Paths) -> None:
-        self.worker: str = spec["worker"]
-        self.argv: list[str] = list(spec["argv"])
-        self.cwd: str = spec["cwd"]
-        self.env = {**os.environ, **spec.get("env", {})}
-        self.period = float(spec.get("heartbeat_s", 10.0))
-        self.grace = float(spec.get("abort_grace_s", 5.0))
-        self.log = open_private(spec["log"], "ab", buffering=0)
+    def __init__(self, spec: ShimGo, paths: Paths) -> None:
+        self.worker = spec.worker
+        self.argv = list(spec.argv)
+        self.cwd = spec.cwd
+        self.env = {**os.environ, **spec.env}
+        self.period = spec.heartbeat_s
+        self.grace = spec.abort_grace_s
+        self.log = open_private(spec.log, "ab", buffering=0)
         self.link = Link(paths)
         self.output_at: int | None = None
         self.agent: subprocess.Popen[bytes] | None = None
@@ -280,10 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_detach:
         _detach()
     line = sys.stdin.readline()
-    if not line.startswith("go "):
+    try:
+        spec = decode_go(line)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        print(f"chkd-shim {args.worker}: not starting: the daemon's go line does not fit ({exc}).", file=sys.stderr)
+        sys.exit(1)
+    if spec is None:
         print(f"chkd-shim {args.worker}: not starting ({line.strip() or 'no go from the daemon'}).", file=sys.stderr)
         sys.exit(0)
-    spec = json.loads(line[3:])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

@@ -26,6 +26,7 @@ Events (kind → data):
     autopilot.limit_over  profile
     agent.usage_limit     profile, resets_at, message  (also from the shim's stream-json reading)
     agent.api_error       profile, error, message      (error rate_limit: a 429)
+(each declared as a Struct in protocol/events.py)
     budget.warning        scope, day, spent_usd, budget_usd, percent, message   (daemon/budget.py)
     budget.exceeded       scope, day, spent_usd, budget_usd, percent, paused, message
     budget.resumed        workers, day
@@ -38,6 +39,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import Event, LIVE_WORKER_STATUSES, ProfileWait, RunInfo, Spawn
 
@@ -47,13 +49,12 @@ from .context import Ctx, Deferred
 from .store import now_ms
 
 EXT = "autopilot"
-#: Event kinds that may change what the autopilot should do next.
-WAKE_KINDS = frozenset({
-    "worker.status", "task.status", "task.added", "task.requeued", "task.failed", "task.released",
-    "merge.merged", "merge.conflict", "merge.failed", "merge.rejected", "dep.removed", "budget.resumed",
-    "budget.overridden", "autopilot.limit_over",
-})
-LIMIT_KINDS = frozenset({"agent.usage_limit", "agent.api_error"})
+#: Event types that may change what the autopilot should do next.
+WAKE_TYPES: tuple[type[ev.EventBody], ...] = (
+    ev.WorkerStatusChanged, ev.TaskStatusChanged, ev.TaskAdded, ev.TaskRequeued, ev.TaskFailed, ev.TaskReleased,
+    ev.MergeMerged, ev.MergeConflicted, ev.MergeFailed, ev.MergeRejected, ev.DepRemoved, ev.BudgetResumed,
+    ev.BudgetOverridden, ev.LimitWaitOver, ev.SpecImported,
+)
 _LIVE = ",".join(f"'{s}'" for s in sorted(LIVE_WORKER_STATUSES))
 #: Workers that take a slot: every live one, except a worker left `working` by `update` after its
 #: agent exited (no process: it waits for a person). One whose agent exited 0 and whose leftovers
@@ -86,8 +87,8 @@ def start(ctx: Ctx, repo: Mapping[str, Any], workers: int | None, agent: str | N
                 "ON CONFLICT(repo_id) DO UPDATE SET workers=:workers, agent=:agent, merge=:merge, "
                 "until_empty=:until_empty, state='running', started_at=:now, stopped_at=NULL, stop_reason=NULL",
                 {**row, "repo": repo["id"], "now": now_ms()})
-    ctx.emit("autopilot.started", repo=repo["name"], workers=n, agent=row["agent"], merge=row["merge"],
-             until_empty=bool(until_empty))
+    ctx.emit(ev.AutopilotStarted(workers=n, agent=row["agent"], merge=row["merge"], until_empty=bool(until_empty)),
+             repo=repo["name"])
     wake(ctx)
     run = load_run(ctx, repo["id"])
     assert run is not None
@@ -101,7 +102,8 @@ def stop(ctx: Ctx, repo: Mapping[str, Any], reason: str, state: str = "stopped")
         return run
     ctx.store.x("UPDATE autopilot SET state=?, stopped_at=?, stop_reason=? WHERE repo_id=?",
                 (state, now_ms(), reason, repo["id"]))
-    ctx.emit(f"autopilot.{state}", repo=repo["name"], reason=reason)
+    ctx.emit(ev.AutopilotFinished(reason=reason) if state == "finished" else ev.AutopilotStopped(reason=reason),
+             repo=repo["name"])
     return load_run(ctx, repo["id"])
 
 
@@ -122,13 +124,14 @@ def wake(ctx: Ctx) -> None:
 
 def on_event(ctx: Ctx, event: Event) -> None:
     """Listener on every emitted event: usage limits park a profile; state changes wake the runs."""
-    if event.kind in LIMIT_KINDS:
-        note_limit(ctx, event)
-    elif event.kind == "worker.status" and event.data.get("to") == "done" and event.worker_id:
+    data = event.data
+    if isinstance(data, (ev.AgentUsageLimitHit, ev.AgentApiErrored)):
+        note_limit(ctx, event, data)
+    elif isinstance(data, ev.WorkerStatusChanged) and data.to == "done" and event.worker_id:
         row = W.load(ctx, event.worker_id)
         if row is not None and row["agent"]:
             clear_strikes(ctx, row["agent"])  # it got through: the 429 back-off starts over
-    if event.kind in WAKE_KINDS and ctx.ext.get(EXT, {}).get("any_running", True):
+    if isinstance(data, WAKE_TYPES) and ctx.ext.get(EXT, {}).get("any_running", True):
         wake(ctx)
 
 
@@ -222,7 +225,7 @@ def start_ready(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> in
                 spawn_task(ctx, repo, task_id, profile)
             started += 1
         except ChkdError as exc:
-            ctx.emit("autopilot.spawn_failed", repo=repo["name"], task_id=task_id, error=exc.message)
+            ctx.emit(ev.AutopilotSpawnFailed(error=exc.message), repo=repo["name"], task_id=task_id)
             break
     return started
 
@@ -240,7 +243,7 @@ def spawn_task(ctx: Ctx, repo: Mapping[str, Any], task_id: str, profile: str) ->
     before = ctx.store.scalar("SELECT coalesce(max(seq), 0) FROM workers", (), 0)
     _start(ctx, Spawn(repo=repo["name"], task_id=task_id, agent=profile), dict(repo), deferred)
     wid = ctx.store.scalar("SELECT id FROM workers WHERE seq > ? ORDER BY seq LIMIT 1", (before,))
-    ctx.emit("autopilot.spawn", repo=repo["name"], worker_id=wid, task_id=task_id, profile=profile)
+    ctx.emit(ev.AutopilotSpawned(profile=profile), repo=repo["name"], worker_id=wid, task_id=task_id)
 
 
 def queue_empty(ctx: Ctx, repo: Mapping[str, Any]) -> bool:
@@ -309,8 +312,8 @@ def _updated(ctx: Ctx, repo: Mapping[str, Any], wid: str, target: str, res: merg
         why = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
         needs_person(ctx, row, f"`chkdctl update {wid}` failed ({why}); resolve it in {row['worktree_path']}")
         return
-    ctx.emit("autopilot.update", repo=repo["name"], worker_id=wid, task_id=row["task_id"], merged=res.merged,
-             files=res.conflict_files)
+    ctx.emit(ev.AutopilotUpdated(merged=res.merged, files=list(res.conflict_files)), repo=repo["name"],
+             worker_id=wid, task_id=row["task_id"])
     if res.merged:  # the target's new commits merged cleanly into the branch: merge it again
         W.set_worker_status(ctx, row, "done", reason=f"brought up to date with {target}",
                             message=f"took in {target}; merging again")
@@ -341,20 +344,18 @@ def resume_agent(ctx: Ctx, row: Mapping[str, Any], prompt: str) -> bool:
 def needs_person(ctx: Ctx, row: Mapping[str, Any], message: str) -> None:
     if _handed_over(ctx, row["id"]):
         return
-    ctx.emit("autopilot.needs_person", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
-             task_id=row["task_id"], message=message)
+    ctx.emit(ev.NeedsPerson(message=message), repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
+             task_id=row["task_id"])
 
 
 # -- usage limits --------------------------------------------------------------------------------
-def note_limit(ctx: Ctx, event: Event) -> None:
+def note_limit(ctx: Ctx, event: Event, data: ev.AgentUsageLimitHit | ev.AgentApiErrored) -> None:
     """An agent hit a usage limit or a 429: park its profile; its task goes back uncounted."""
-    data = event.data
-    # (untyped events cannot carry a field named `kind`: `error` until protocol/events.py types them)
-    kind = (data.get("kind") or data.get("error")) if event.kind == "agent.api_error" else "usage_limit"
+    kind = data.error if isinstance(data, ev.AgentApiErrored) else "usage_limit"
     if kind not in ("usage_limit", "rate_limit"):
         return
     row = W.load(ctx, event.worker_id) if event.worker_id else None
-    profile = str(data.get("profile") or (row or {}).get("agent") or "")
+    profile = str(data.profile or (row or {}).get("agent") or "")
     if not profile:
         return
     now = now_ms()
@@ -362,7 +363,7 @@ def note_limit(ctx: Ctx, event: Event) -> None:
     strikes = (old["strikes"] if old else 0) + 1
     if kind == "usage_limit":
         margin = int(ctx.config.usage_limit_margin_s * 1000)
-        resets = data.get("resets_at")
+        resets = data.resets_at if isinstance(data, ev.AgentUsageLimitHit) else None
         until = min(now + MAX_WAIT_MS, int(resets) + margin) if resets else now + margin
         reason = "usage limit"
     else:
@@ -376,9 +377,9 @@ def note_limit(ctx: Ctx, event: Event) -> None:
                 "strikes=excluded.strikes, notified=0", (profile, until, reason, strikes))
     if old is None or old["until_ms"] != until:
         n = waiting_for(ctx, profile)
-        ctx.emit("autopilot.limit_wait", repo=event.repo, profile=profile, until=until, tasks=n, reason=reason,
-                 message=f"{profile.capitalize()} {reason}: {n} task{'s' if n != 1 else ''} wait until "
-                         f"{_clock(until)}.")
+        message = f"{profile.capitalize()} {reason}: {n} task{'s' if n != 1 else ''} wait until {_clock(until)}."
+        ctx.emit(ev.LimitWaitStarted(profile=profile, until=until, tasks=n, reason=reason, message=message),
+                 repo=event.repo)
     arm_wait_timer(ctx, until)
 
 
@@ -403,7 +404,7 @@ def expire_waits(ctx: Ctx) -> None:
     """A wait that ran out is announced once (`notified` = announced); the row keeps its strikes."""
     for row in ctx.store.dicts("SELECT * FROM profile_waits WHERE until_ms <= ? AND notified=0", (now_ms(),)):
         ctx.store.x("UPDATE profile_waits SET notified=1 WHERE profile=?", (row["profile"],))
-        ctx.emit("autopilot.limit_over", profile=row["profile"], reason=row["reason"])
+        ctx.emit(ev.LimitWaitOver(profile=row["profile"], reason=row["reason"]))
 
 
 def clear_strikes(ctx: Ctx, profile: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 
 from . import usage
@@ -109,13 +110,13 @@ def tick(ctx: Ctx) -> None:
         used = usage.spent(ctx, day, None if row is None else row["id"])
         lvl = level(used, cap)
         data = {"scope": scope, "day": day, "spent_usd": round(used, 4), "budget_usd": cap,
-                "percent": round(100 * used / cap, 1)}
+                "percent": round(100 * used / cap, 1)}  # the fields both budget events share
         repo_name = None if row is None else row["name"]
         if lvl >= 1 and _meta(ctx, f"budget.warned.{scope}") != day:
             _set_meta(ctx, f"budget.warned.{scope}", day)
             who = "the daily budget" if row is None else f"the daily budget of '{scope}'"
-            ctx.emit("budget.warning", repo=repo_name, **data,
-                     message=f"{100 * used / cap:.0f} % of {who} (${cap:.2f}) is used (${used:.2f} today).")
+            ctx.emit(ev.BudgetWarned(**data, message=f"{100 * used / cap:.0f} % of {who} (${cap:.2f}) is used "
+                                                     f"(${used:.2f} today)."), repo=repo_name)
         if lvl < 2 or lifted:
             continue
         if row is None:
@@ -125,8 +126,8 @@ def tick(ctx: Ctx) -> None:
         paused = _pause_running(ctx, None if row is None else row["id"])
         if _meta(ctx, f"budget.exceeded.{scope}") != day or paused:
             _set_meta(ctx, f"budget.exceeded.{scope}", day)
-            ctx.emit("budget.exceeded", repo=repo_name, **data, paused=paused,
-                     message=used_up_sentence(scope, used, cap))
+            ctx.emit(ev.BudgetExceeded(**data, paused=paused, message=used_up_sentence(scope, used, cap)),
+                     repo=repo_name)
     _resume_allowed(ctx, over_all, over_repos)
 
 
@@ -155,7 +156,7 @@ def _resume_allowed(ctx: Ctx, over_all: bool, over_repos: set[int]) -> None:
         W.resume_worker(ctx, row, reason="the budget allows work again")
         resumed.setdefault(row["repo_id"], []).append(row["id"])
     for repo_id, ids in resumed.items():
-        ctx.emit("budget.resumed", repo=W.repo_name(ctx, repo_id), workers=ids, day=usage.today())
+        ctx.emit(ev.BudgetResumed(workers=ids, day=usage.today()), repo=W.repo_name(ctx, repo_id))
 
 
 def resume_over_budget(ctx: Ctx, repo_id: int | None) -> list[dict[str, Any]]:
@@ -167,5 +168,5 @@ def resume_over_budget(ctx: Ctx, repo_id: int | None) -> list[dict[str, Any]]:
         sql, params = sql + " AND repo_id=?", (repo_id,)
     out = [W.resume_worker(ctx, row, reason="resumed over budget by the user")
            for row in ctx.store.dicts(sql + " ORDER BY seq", params)]
-    ctx.emit("budget.overridden", day=usage.today(), workers=[r["id"] for r in out])
+    ctx.emit(ev.BudgetOverridden(day=usage.today(), workers=[r["id"] for r in out]))
     return out

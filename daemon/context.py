@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from chkd.protocol.codec import encode, encode_reply, topic_for
 from chkd.protocol.config import Config
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import AnyResult, Err, Event
+from chkd.protocol.events import BY_KIND, EventData, Unreadable, decode_data, kind_of
+from chkd.protocol.messages import AnyResult, Err, Event, Result, event_of
 from chkd.protocol.paths import Paths
 from chkd.protocol.text import one_line
 
@@ -34,6 +33,8 @@ class Deferred:
     envelope: list[bytes]  # routing frames to send the reply to
     request_id: int
     done: bool = False
+    #: The command's declared result type (messages.result_type); `finish` holds the handler to it.
+    expects: type[Result] | None = None
     #: For the daemon's own requests (no envelope): called with the result or the error instead.
     callback: Callable[[Any], None] | None = None
 
@@ -93,21 +94,24 @@ class Ctx:
     # -- events ---------------------------------------------------------------------------
     def emit(
         self,
-        kind: str,
+        data: EventData,
         *,
         repo: str | None = None,
         worker_id: str | None = None,
         task_id: str | None = None,
-        **data: Any,
     ) -> Event:
-        """Write the event row now (inside the current transaction); publish after commit."""
+        """Write the event row now (inside the current transaction); publish after commit.
+
+        `data` is one of the Structs declared in protocol/events.py; its tag is the kind."""
+        kind = kind_of(data)
+        if BY_KIND.get(kind) is not type(data) or isinstance(data, Unreadable):
+            raise TypeError(f"{type(data).__name__} is not an event declared in protocol/events.py")
         at = now_ms()
-        blob = encode(data) if data else None
         seq = self.store.insert(
             "INSERT INTO events(at, kind, repo, worker_id, task_id, data) VALUES(?,?,?,?,?,?)",
-            (at, kind, repo, worker_id, task_id, blob),
+            (at, kind, repo, worker_id, task_id, encode(data)),
         )
-        event = Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id, data=data)
+        event = event_of(data, seq=seq, at=at, repo=repo, worker_id=worker_id, task_id=task_id)
         self.pubbox.append(event)
         for listener in self.listeners:
             listener(event)
@@ -127,11 +131,21 @@ class Ctx:
         self.finished.append(deferred)
         if isinstance(result, ChkdError):
             result = Err(code=result.code, message=one_line(result.message), hint=one_line(result.hint))
+        result = self.checked_result(result, deferred.expects)
         if not deferred.envelope:  # the daemon's own request (the autopilot's spawns): nobody to answer
             if deferred.callback is not None:
                 deferred.callback(result)
             return
         self.outbox.append([*deferred.envelope, encode_reply(deferred.request_id, result)])
+
+    def checked_result(self, result: AnyResult, expects: type[Result] | None) -> AnyResult:
+        """`result`, or an `internal` error when a handler answers with another type than its
+        command declares (a bug; clients would refuse the reply anyway)."""
+        if expects is None or isinstance(result, (expects, Err)):
+            return result
+        self.log.error("wrong_result_type", expected=expects.__name__, got=type(result).__name__)
+        return Err(code="internal", message=f"The daemon answered {type(result).__name__} where "
+                                            f"{expects.__name__} was due; the details are in {self.paths.log_file}.")
 
     # -- work that happens once the transaction commits ---------------------------------------
     def submit(
@@ -226,7 +240,8 @@ EVENT_COLUMNS = "seq, at, kind, repo, worker_id, task_id, data"
 
 
 def row_event(row: tuple[Any, ...]) -> Event:
-    """An `events` row (selected as EVENT_COLUMNS) as the Event that was published for it."""
+    """An `events` row (selected as EVENT_COLUMNS) as the Event that was published for it
+    (rows written before events were typed decode by their kind; see events.decode_data)."""
     seq, at, kind, repo, worker_id, task_id, data = row
     return Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id,
-                 data=msgspec.msgpack.decode(data) if data else {})
+                 data=decode_data(kind, data))

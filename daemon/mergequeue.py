@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from chkd.protocol.statuses import ACTIVE_MERGE_STATUSES, FINAL_MERGE_STATUSES, RUNNING_MERGE_STATUSES
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import MergeInfo
 
@@ -41,10 +43,10 @@ from . import merging
 from .context import Ctx
 from .store import now_ms
 
-FINAL = frozenset({"merged", "conflict", "failed", "rejected"})
-ACTIVE = frozenset({"queued", "checking", "testing", "awaiting_review"})
+FINAL = FINAL_MERGE_STATUSES
+ACTIVE = ACTIVE_MERGE_STATUSES
 #: States during which the repository's merge slot is held.
-RUNNING = frozenset({"checking", "testing"})
+RUNNING = RUNNING_MERGE_STATUSES
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"checking", "rejected", "failed"}),
@@ -117,7 +119,7 @@ def setup(ctx: Ctx) -> None:
                        then=lambda notes, exc, mid=m["id"]: _guard(ctx, mid, _landing_finished, notes, exc))
             continue
         ctx.store.x("UPDATE merges SET status='queued', land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
-        _emit(ctx, m, "merge.queued", note="requeued after a daemon restart")
+        _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], note="requeued after a daemon restart"))
     for repo in ctx.store.dicts("SELECT path FROM repos"):
         ctx.submit(merging.prune_gates, repo["path"], time.time(), str(ctx.paths.state), then=lambda _n, _e: None)
     ctx.timers.every(2.0, lambda: kick_all(ctx), "merge-queue", first_in=0.05)
@@ -153,8 +155,8 @@ def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: st
         (worker["id"], repo["id"], strategy, "queued", target_of(ctx, repo), priority, int(run_tests), now_ms()),
     )
     m = load(ctx, merge_id)
-    _emit(ctx, m, "merge.queued", strategy=strategy, target=m["target"], priority=priority,
-          run_tests=bool(run_tests))
+    _emit(ctx, m, ev.MergeQueued(merge_id=merge_id, strategy=strategy, target=m["target"], priority=priority,
+                                 run_tests=bool(run_tests)))
     set_worker(ctx, worker, "merging", message=f"merge {merge_id} queued")
     kick(ctx, repo["id"])
     return load(ctx, merge_id)
@@ -162,8 +164,8 @@ def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: st
 
 def approve(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any]:
     _set(ctx, m, "queued", approved_at=now_ms())
-    _emit(ctx, m, "merge.approved")
-    _emit(ctx, m, "merge.queued", approved=True)
+    _emit(ctx, m, ev.MergeApproved(merge_id=m["id"]))
+    _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], approved=True))
     kick(ctx, m["repo_id"])
     return load(ctx, m["id"])
 
@@ -171,7 +173,7 @@ def approve(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any]:
 def reject(ctx: Ctx, m: dict[str, Any], reason: str) -> dict[str, Any]:
     text = reason.strip() or "rejected in review"
     _finish(ctx, m, "rejected", log_add=f"rejected: {text}")
-    _emit(ctx, m, "merge.rejected", reason=text)
+    _emit(ctx, m, ev.MergeRejected(merge_id=m["id"], reason=text))
     worker = _worker(ctx, m)
     if worker is not None:
         set_worker(ctx, worker, "working", message=text)
@@ -187,8 +189,7 @@ def _start_check(ctx: Ctx, m: dict[str, Any], retry: str | None = None) -> None:
         _fail(ctx, m, "The worker or its branch is gone.")
         return
     _set(ctx, m, "checking")
-    extra = {"retry": True, "why": retry} if retry else {}
-    _emit(ctx, m, "merge.checking", **extra)
+    _emit(ctx, m, ev.MergeChecking(merge_id=m["id"], retry=retry is not None, why=retry))
     message = f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
                                                    if worker["task_id"] else "") + f" [chkd {worker['id']}]"
     ctx.submit(merging.plan, repo["path"], m["target"], f"refs/heads/{worker['branch_name']}", message,
@@ -219,7 +220,7 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseEx
     if step == "testing":
         assert gate_cmd is not None and plan.commit is not None
         _set(ctx, m, "testing")
-        _emit(ctx, m, "merge.testing", cmd=gate_cmd)
+        _emit(ctx, m, ev.MergeTesting(merge_id=m["id"], cmd=list(gate_cmd)))
         ctx.submit(merging.run_gate, repo["path"], plan.commit, gate_cmd, test_timeout(ctx, repo),
                    owner={"home": str(ctx.paths.state), "worker": m["worker_id"]},
                    then=lambda res, e: _guard(ctx, m["id"], _gated, res, e))
@@ -251,7 +252,7 @@ def _gated(ctx: Ctx, m: dict[str, Any], res: merging.GateResult | None, exc: Bas
 
 def _await_review(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
     _set(ctx, m, "awaiting_review", result_sha=plan.commit)
-    _emit(ctx, m, "merge.awaiting_review", result_sha=plan.commit)
+    _emit(ctx, m, ev.MergeAwaitingReview(merge_id=m["id"], result_sha=plan.commit))
     _release(ctx, m)
 
 
@@ -304,8 +305,8 @@ def _after_land(ctx: Ctx, m: dict[str, Any], res: merging.Landed, *, already_in:
     if already_in:
         notes.insert(0, f"the branch's content is already in {m['target']}; nothing to merge")
     _finish(ctx, m, "merged", result_sha=res.new_sha, log_add="\n".join(notes) if notes else None)
-    _emit(ctx, m, "merge.merged", result_sha=res.new_sha, target=m["target"], already_in=already_in,
-          checkouts=res.updated_checkouts)
+    _emit(ctx, m, ev.MergeMerged(merge_id=m["id"], result_sha=res.new_sha, target=m["target"],
+                                 already_in=already_in, checkouts=res.updated_checkouts))
     if worker is not None:
         set_worker(ctx, worker, "merged", message=f"merged into {m['target']}")
         set_task(ctx, worker, "done", note=f"merged into {m['target']}")
@@ -314,7 +315,7 @@ def _after_land(ctx: Ctx, m: dict[str, Any], res: merging.Landed, *, already_in:
 def _conflict(ctx: Ctx, m: dict[str, Any], files: list[str]) -> None:
     _finish(ctx, m, "conflict", conflict_files=files,
             log_add=f"conflict with {m['target']} in: {', '.join(files)}")
-    _emit(ctx, m, "merge.conflict", files=files)
+    _emit(ctx, m, ev.MergeConflicted(merge_id=m["id"], files=files))
     worker = _worker(ctx, m)
     if worker is not None:
         set_worker(ctx, worker, "conflict",
@@ -327,7 +328,7 @@ def _fail(ctx: Ctx, m: dict[str, Any], reason: str, *, logged: bool = False) -> 
         _release(ctx, m)
         return
     _finish(ctx, m, "failed", log_add=None if logged else reason)
-    _emit(ctx, m, "merge.failed", reason=reason)
+    _emit(ctx, m, ev.MergeFailed(merge_id=m["id"], reason=reason))
     worker = _worker(ctx, m)
     if worker is not None and worker["status"] == "merging":
         set_worker(ctx, worker, "done", message=f"merge {m['id']} failed: {reason}")
@@ -404,11 +405,11 @@ def _release_if_done(ctx: Ctx, merge_id: int) -> None:
         _release(ctx, m)
 
 
-def _emit(ctx: Ctx, m: dict[str, Any], kind: str, **data: Any) -> None:
+def _emit(ctx: Ctx, m: dict[str, Any], data: ev.MergeData) -> None:
+    """Emit a merge event with the merge's repository, worker and task."""
     worker = _worker(ctx, m)
     repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (m["repo_id"],))
-    ctx.emit(kind, repo=repo, worker_id=m["worker_id"], task_id=worker["task_id"] if worker else None,
-             merge_id=m["id"], **data)
+    ctx.emit(data, repo=repo, worker_id=m["worker_id"], task_id=worker["task_id"] if worker else None)
 
 
 def _worker(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
-"""Desktop notifications for the events a person must act on: done, conflict, error/dead,
-stalled, escalation, budget.
+"""Desktop notifications for the events a person must act on: a worker done, conflicting,
+failed, dead or stalled; a merge conflict; a task escalated; a budget at 80 % or used up; a
+usage-limit wait; a worker the autopilot hands to a person.
 
 The notifier follows the events table with a cursor (kept in `meta`: after a restart it
 resumes where it was, repeating nothing), so no area has to remember to call it: every
@@ -13,29 +14,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from chkd.protocol.events import (
+    BudgetExceeded, BudgetWarned, EventBody, LimitWaitStarted, MergeConflicted, NeedsPerson, TaskEscalated,
+    WorkerStatusChanged,
+)
 from chkd.protocol.messages import Event
 
 #: Worker states worth a notification, and what the notification calls them.
 WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled"}
-#: Event kinds (other than worker status changes) worth a notification.
-KINDS = {
-    "merge.conflict": "conflict",
-    "task.escalated": "escalated",
-    "worker.done": "done",
-    "worker.dead": "dead",
-    "worker.error": "error",
-    "worker.stalled": "stalled",
-    "worker.conflict": "conflict",
-    "budget.warning": "budget_warning",
-    "budget.exceeded": "budget",
-    "autopilot.limit_wait": "usage_limit",
-    "autopilot.needs_person": "needs_person",
+#: Event types (other than worker status changes) worth a notification.
+TYPES: dict[type[EventBody], str] = {
+    MergeConflicted: "conflict", TaskEscalated: "escalated", BudgetWarned: "budget_warning", BudgetExceeded: "budget",
+    LimitWaitStarted: "usage_limit", NeedsPerson: "needs_person",
 }
 TITLES = {
     "done": "chkd: worker done",
@@ -55,20 +50,19 @@ SEND_TIMEOUT_S = 10.0
 REMEMBER = 5000
 
 
-def classify(kind: str, data: Mapping[str, Any]) -> str | None:
-    """The notification class of an event, or None when it is not worth one."""
-    if kind in KINDS:
-        return KINDS[kind]
-    if kind.endswith(".status") or kind == "worker.status":
-        return WORKER_STATES.get(str(data.get("status") or data.get("to") or ""))
-    if "budget" in kind:
-        return "budget"
-    return None
+def classify(data: EventBody) -> str | None:
+    """The notification class of an event's data, or None when it is not worth one.
+
+    By type: only a *worker's* status change says "worker done" (a task ticked done by a
+    spec import is a TaskStatusChanged and sends nothing)."""
+    if isinstance(data, WorkerStatusChanged):
+        return WORKER_STATES.get(data.to)
+    return TYPES.get(type(data))
 
 
 def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None, str]:
     """Once per (class, worker, task) — and per day for budgets, per reset time for usage limits."""
-    once_per = event.data.get("day") or event.data.get("until") or ""
+    once_per = getattr(event.data, "day", None) or getattr(event.data, "until", None) or ""
     return (cls, event.worker_id, event.task_id, str(once_per))
 
 
@@ -76,12 +70,27 @@ def text(cls: str, event: Event) -> tuple[str, str]:
     """(title, body) for a person."""
     who = " ".join(p for p in (event.worker_id and f"worker {event.worker_id}",
                                event.task_id and f"task {event.task_id}") if p)
-    detail = event.data.get("reason") or event.data.get("message") or event.data.get("summary") or ""
-    files = event.data.get("files") or event.data.get("conflict_files")
-    if files and isinstance(files, list):
-        detail = (detail + "; " if detail else "") + "files: " + ", ".join(map(str, files[:5]))
+    detail, files = _detail(event.data)
+    if files:
+        detail = (detail + "; " if detail else "") + "files: " + ", ".join(files[:5])
     body = ": ".join(p for p in (who or (event.repo or ""), str(detail)) if p) or event.kind
     return TITLES.get(cls, "chkd"), body
+
+
+def _detail(data: EventBody) -> tuple[str, list[str]]:
+    """The sentence and the files a notification about `data` shows."""
+    match data:
+        case WorkerStatusChanged(reason=reason):
+            return reason or "", []
+        case MergeConflicted(files=files):
+            return "", files
+        case TaskEscalated(reason=reason):
+            return reason, []
+        case BudgetWarned(message=message) | BudgetExceeded(message=message) | LimitWaitStarted(message=message):
+            return message, []
+        case NeedsPerson(message=message):
+            return message, []
+    return "", []
 
 
 def commands(notify_cmd: list[str], platform: str | None = None, which: Any = shutil.which) -> list[list[str]]:
@@ -146,7 +155,7 @@ class Notifier:
         picked: list[tuple[str, Event]] = []
         for ev in events:
             self.cursor = max(self.cursor, ev.seq)
-            cls = classify(ev.kind, ev.data)
+            cls = classify(ev.data)
             if cls is None:
                 continue
             key = dedupe_key(cls, ev)
@@ -159,7 +168,7 @@ class Notifier:
     def remember(self, events: list[Event]) -> None:
         """Mark events as already sent (those before the saved cursor at start-up)."""
         for ev in events:
-            cls = classify(ev.kind, ev.data)
+            cls = classify(ev.data)
             if cls is not None:
                 self.sent.add(dedupe_key(cls, ev))
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, ConflictReport, Overlap
 
@@ -223,8 +224,8 @@ def _scanned(ctx: Ctx, repo: dict[str, Any], result: list[Overlap] | None, exc: 
     assert result is not None
     previous = {overlap_key(o): o for o in st.overlaps}
     for o in news(previous, result):
-        ctx.emit("overlap", repo=repo["name"], worker_id=o.a, a=o.a, b=o.b, files=o.files,
-                 conflict=o.conflict, conflict_files=o.conflict_files)
+        ctx.emit(ev.OverlapFound(a=o.a, b=o.b, files=o.files, conflict=o.conflict, conflict_files=o.conflict_files),
+                 repo=repo["name"], worker_id=o.a)
     st.overlaps, st.computed_at = result, now_ms()
     for d in waiting:
         ctx.finish(d, report(ctx, [repo["id"]]))

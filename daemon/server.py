@@ -21,7 +21,7 @@ import zmq
 from chkd.protocol import codec
 from chkd.protocol.errors import ChkdError
 from chkd.protocol import limits
-from chkd.protocol.messages import COMMANDS, PROTOCOL_VERSION, Err
+from chkd.protocol.messages import COMMANDS, PROTOCOL_VERSION, Err, result_type
 from chkd.protocol.text import one_line
 
 from .context import Ctx, Deferred, publish_frames
@@ -223,7 +223,8 @@ class Server:
             ctx.log.warning("rejected_frame", reason="no handler", cmd=type(cmd).__name__)
             reply(_err("bad_request", f"This daemon cannot handle '{type(cmd).__name__}' yet."))
             return
-        ctx.current = Deferred(envelope=envelope, request_id=req_id)
+        expects = result_type(cmd)
+        ctx.current = Deferred(envelope=envelope, request_id=req_id, expects=expects)
         try:
             with ctx.savepoint():
                 result = handler(ctx, cmd)
@@ -239,7 +240,7 @@ class Server:
             ctx.current = None
         if isinstance(result, Deferred):
             return
-        reply(result)
+        reply(ctx.checked_result(result, expects))
 
     def _flush(self) -> None:
         """After commit: run the effects (signals), start the off-loop jobs, send replies, then publish

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-#: Statuses in which a task is still wanted (not finished either way).
-LIVE_STATUSES: frozenset[str] = frozenset({"pending", "claimed", "in_progress", "review"})
-#: Statuses in which someone is working on the task right now.
-RUNNING_STATUSES: frozenset[str] = frozenset({"claimed", "in_progress", "review"})
-FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+from chkd.protocol.statuses import FINAL_TASK_STATUSES as FINAL_STATUSES
+from chkd.protocol.statuses import LIVE_TASK_STATUSES as LIVE_STATUSES
+from chkd.protocol.statuses import RUNNING_TASK_STATUSES as RUNNING_STATUSES
+
+__all__ = ["FINAL_STATUSES", "LIVE_STATUSES", "RUNNING_STATUSES", "can_transition"]
 
 #: Allowed status changes (from → to). `done` is final: a done task is never set back.
 TRANSITIONS: dict[str, frozenset[str]] = {

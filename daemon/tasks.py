@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import MAX_ID, MAX_TAG, MAX_TAGS, MAX_TEXT, MAX_TITLE, TaskInfo
 from chkd.protocol.names import branch_problem
@@ -307,8 +308,9 @@ def create_task(
     task = _row(ctx.store.one(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE pk=?", (pk,)))
     assert task is not None
     if emit:
-        ctx.emit("task.added", repo=repo["name"], task_id=task_id, title=title, priority=priority,
-                 after=[r["id"] for r in dep_rows], tags=tag_list, status=status)
+        ctx.emit(ev.TaskAdded(title=title, priority=priority, after=[r["id"] for r in dep_rows], tags=tag_list,
+                              status=status),
+                 repo=repo["name"], task_id=task_id)
     return task
 
 
@@ -329,7 +331,7 @@ def _mark_claimed(ctx: Ctx, repo: str, pk: int, worker_id: str | None) -> dict[s
     # A claimed task is not ready; its edges came with the row (see task_info).
     row["_edges"] = (sorted((values[-2] or "").split("\n")) if values[-2] else [],
                      sorted((values[-1] or "").split("\n")) if values[-1] else [])
-    ctx.emit("task.claimed", repo=repo, worker_id=worker_id, task_id=row["id"], by=worker_id)
+    ctx.emit(ev.TaskClaimed(by=worker_id), repo=repo, worker_id=worker_id, task_id=row["id"])
     return row
 
 
@@ -375,10 +377,8 @@ def set_task_status(
         sets += ["claimed_by=?", "claimed_at=coalesce(claimed_at, ?)"]
         params += [worker_id, now]
     ctx.store.x(f"UPDATE task_queue SET {', '.join(sets)} WHERE pk=?", (*params, task["pk"]))
-    data: dict[str, Any] = {"from": old, "to": status}
-    if note:
-        data["note"] = note
-    ctx.emit("task.status", repo=repo_name_of(ctx, task["repo_id"]), worker_id=worker_id, task_id=task["id"], **data)
+    ctx.emit(ev.TaskStatusChanged(from_=old, to=status, note=note or None), repo=repo_name_of(ctx, task["repo_id"]),
+             worker_id=worker_id, task_id=task["id"])
     return reload(ctx, task)
 
 
@@ -394,13 +394,13 @@ def requeue_task(ctx: Ctx, task: dict[str, Any], reason: str) -> str:
     if attempts < task["max_attempts"]:
         ctx.store.x("UPDATE task_queue SET status='pending', attempts=?, claimed_by=NULL, claimed_at=NULL "
                     "WHERE pk=?", (attempts, task["pk"]))
-        ctx.emit("task.requeued", repo=name, worker_id=worker, task_id=task["id"], reason=reason,
-                 attempts=attempts, max_attempts=task["max_attempts"])
+        ctx.emit(ev.TaskRequeued(reason=reason, attempts=attempts, max_attempts=task["max_attempts"]),
+                 repo=name, worker_id=worker, task_id=task["id"])
         return "pending"
     ctx.store.x("UPDATE task_queue SET status='failed', attempts=?, completed_at=? WHERE pk=?",
                 (attempts, now, task["pk"]))
-    ctx.emit("task.failed", repo=name, worker_id=worker, task_id=task["id"], reason=reason, attempts=attempts)
-    ctx.emit("task.escalated", repo=name, worker_id=worker, task_id=task["id"], reason=reason, attempts=attempts)
+    ctx.emit(ev.TaskFailed(reason=reason, attempts=attempts), repo=name, worker_id=worker, task_id=task["id"])
+    ctx.emit(ev.TaskEscalated(reason=reason, attempts=attempts), repo=name, worker_id=worker, task_id=task["id"])
     return "failed"
 
 

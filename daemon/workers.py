@@ -13,9 +13,11 @@ import signal
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol import templates
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import LIVE_WORKER_STATUSES, WorkerInfo
+from chkd.protocol.messages import WorkerInfo
+from chkd.protocol.statuses import FINAL_WORKER_STATUSES, LIVE_WORKER_STATUSES
 
 from . import procs, tasks, worktrees
 from .context import Ctx
@@ -28,7 +30,7 @@ COLUMNS = frozenset({
     "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
     "paused_by", "usage_limited",
 })
-FINAL_STATUSES = frozenset({"done", "merged", "error", "dead", "aborted"})
+FINAL_STATUSES = FINAL_WORKER_STATUSES
 #: The ids chkd gives workers (`w1`, `w2`, ...); a claim under such a name must be a real worker's.
 WORKER_ID_RE = re.compile(r"w[0-9]+")
 
@@ -38,7 +40,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "resume": frozenset({"paused"}),
     "abort": frozenset(LIVE_WORKER_STATUSES),
     "done": frozenset({"starting", "working", "stalled"}),
-    "rm": frozenset({"done", "merged", "conflict", "error", "dead", "aborted"}),
+    "rm": FINAL_WORKER_STATUSES,
 }
 _NEEDS = {
     "pause": "only a running worker can be paused",
@@ -137,17 +139,14 @@ def update(ctx: Ctx, row: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def set_worker_status(ctx: Ctx, row: Mapping[str, Any], status: str, *, reason: str | None = None,
-                      event: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-    """Change the status (and other columns) and emit `worker.status` {from, to[, reason], **event}."""
+                      signalled: bool | None = None, by: str | None = None, **fields: Any) -> dict[str, Any]:
+    """Change the status (and other columns) and emit WorkerStatusChanged (from, to, reason, signalled)."""
     old = row["status"]
     if status in FINAL_STATUSES and "completed_at" not in fields and not row.get("completed_at"):
         fields["completed_at"] = now_ms()
     fresh = update(ctx, row, status=status, **fields)
-    data: dict[str, Any] = {"from": old, "to": status, **(event or {})}
-    if reason:
-        data["reason"] = reason
-    ctx.emit("worker.status", repo=repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
-             **data)
+    changed = ev.WorkerStatusChanged(from_=old, to=status, reason=reason or None, signalled=signalled, by=by)
+    ctx.emit(changed, repo=repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     return fresh
 
 
@@ -214,13 +213,14 @@ def commit_leftovers(ctx: Ctx, row: dict[str, Any], *, then_done: str | None = N
             msg = exc.message if isinstance(exc, ChkdError) else str(exc)
             error = f"Could not commit the work left uncommitted: {msg}"
             fresh = update(ctx, fresh, last_error=error)
-            ctx.emit("worker.commit_failed", repo=repo, worker_id=wid, task_id=fresh["task_id"], error=msg)
+            ctx.emit(ev.WorkerCommitFailed(error=msg), repo=repo, worker_id=wid, task_id=fresh["task_id"])
             if then_done is not None and fresh["status"] in LIVE_WORKER_STATUSES:
                 fresh = set_worker_status(ctx, fresh, "error", reason=error)
                 fail_task_attempt(ctx, fresh, f"worker {wid}: {error}")
             return
         if sha:
-            ctx.emit("worker.committed", repo=repo, worker_id=wid, task_id=fresh["task_id"], sha=sha, message=message)
+            ctx.emit(ev.WorkerCommitted(sha=sha, message=message), repo=repo, worker_id=wid,
+                     task_id=fresh["task_id"])
         if then_done is not None and fresh["status"] in LIVE_WORKER_STATUSES:
             fresh = set_worker_status(ctx, fresh, "done", reason=then_done)
             finish_task(ctx, fresh, None)
@@ -263,8 +263,7 @@ def pause_worker(ctx: Ctx, row: Mapping[str, Any], *, reason: str = "paused by t
     if err:
         raise ChkdError("conflict", err)
     signalled = signal_after_commit(ctx, row, signal.SIGSTOP)
-    return set_worker_status(ctx, row, "paused", reason=reason, event={"signalled": signalled, "by": by},
-                             paused_by=by)
+    return set_worker_status(ctx, row, "paused", reason=reason, signalled=signalled, by=by, paused_by=by)
 
 
 def resume_worker(ctx: Ctx, row: Mapping[str, Any], *, reason: str = "resumed by the user") -> dict[str, Any]:
@@ -273,8 +272,8 @@ def resume_worker(ctx: Ctx, row: Mapping[str, Any], *, reason: str = "resumed by
         raise ChkdError("conflict", err)
     signalled = signal_after_commit(ctx, row, signal.SIGCONT)
     # the pause does not count as idleness: activity restarts now
-    return set_worker_status(ctx, row, "working", reason=reason, event={"signalled": signalled},
-                             activity_at=now_ms(), paused_by=None)
+    return set_worker_status(ctx, row, "working", reason=reason, signalled=signalled, activity_at=now_ms(),
+                             paused_by=None)
 
 
 def stop_after_commit(ctx: Ctx, row: Mapping[str, Any]) -> None:
@@ -304,8 +303,8 @@ def arm_kill(ctx: Ctx, row: Mapping[str, Any]) -> None:
         if fresh is None or fresh["status"] != "aborted":
             return
         if procs.group_alive(*_group(fresh)) and signal_worker(fresh, signal.SIGKILL):
-            ctx.emit("worker.killed", repo=repo_name(ctx, fresh["repo_id"]), worker_id=wid,
-                     task_id=fresh["task_id"], after_s=ctx.config.abort_grace_s)
+            ctx.emit(ev.WorkerKilled(after_s=ctx.config.abort_grace_s), repo=repo_name(ctx, fresh["repo_id"]),
+                     worker_id=wid, task_id=fresh["task_id"])
 
     ctx.timers.after(ctx.config.abort_grace_s, _kill, f"abort-kill {wid}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from .events import MergeEvent
 from .messages import PROTOCOL_VERSION, AnyCommand, AnyResult, Event, RawRequest, Reply, Request
 
 from functools import cache
@@ -47,8 +48,8 @@ def decode_event(data: bytes) -> Event:
 
 def topic_for(event: Event) -> bytes:
     """PUB topic: `worker.<id>`, `merge.<id>`, `task.<id>`, or `daemon`."""
-    if event.kind.startswith("merge.") and "merge_id" in event.data:
-        return f"merge.{event.data['merge_id']}".encode()
+    if isinstance(event.data, MergeEvent):
+        return f"merge.{event.data.merge_id}".encode()
     if event.worker_id:
         return f"worker.{event.worker_id}".encode()
     if event.task_id:

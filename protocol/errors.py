@@ -8,6 +8,7 @@ ErrorCode = Literal[
     "bad_request",  # the request could not be decoded, or its fields make no sense
     "unsupported_version",  # the envelope's `v` is not one this daemon speaks
     "not_found",  # no such repository, task, worker or merge
+    "nothing_ready",  # no task is ready to be claimed (`spawn --next`; chkdctl exits 3)
     "conflict",  # the request contradicts current state (duplicate id, invalid transition, a cycle)
     "refused",  # doing it would lose work; retry with --force where that is offered
     "busy",  # a limit is reached (max_workers, a merge already running); try again later

@@ -1,9 +1,13 @@
 """The whole contract between chkdd and its clients.
 
 Reading this file tells you everything the daemon can do. A request is
-`Request(v, id, body)` with `body` one of the command Structs below (tagged by
-its `cmd` field); the reply is `Reply(v, id, body)` with `body` one of the result
-Structs (tagged by `result`) or `Err`. Events published on the PUB socket are `Event`.
+`Request(v, id, body)` with `body` one of the command Structs below (tagged by its
+`op` field, the command name); the reply is `Reply(v, id, body)` with `body` the
+command's result Struct (tagged by `result`) or `Err`. Each command names its result
+type as its parameter, `class Ping(Command[Pong], tag="ping")`: `result_type(Ping)`
+is `Pong`, the daemon checks its handlers return it and `Client.call` checks replies.
+Events published on the PUB socket are `Event`, whose `data` is one of the Structs in
+protocol/events.py; the statuses and their groups are in protocol/statuses.py.
 
 Rules: every field added later is optional with a default, so old peers keep
 working; `repo` fields take a repository name or any path inside it (a worker's
@@ -12,20 +16,25 @@ worktree maps back to its repository); `worker` fields take an id or a unique pr
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Generic, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import Meta, Struct, field
 
 from .errors import ErrorCode
+from .events import EventData, kind_of
+from .statuses import (
+    LIVE_WORKER_STATUSES,
+    TASK_STATUSES,
+    MergeStatus,
+    TaskStatus,
+    WorkerStatus,
+)
+
+__all__ = ["LIVE_WORKER_STATUSES", "TASK_STATUSES", "MergeStatus", "TaskStatus", "WorkerStatus"]
 
 PROTOCOL_VERSION = 1
 
-TaskStatus = Literal["pending", "claimed", "in_progress", "review", "done", "failed", "cancelled"]
-WorkerStatus = Literal[
-    "starting", "working", "stalled", "paused", "done", "merging", "merged", "conflict", "error", "dead", "aborted"
-]
-MergeStatus = Literal["queued", "checking", "testing", "awaiting_review", "merged", "conflict", "failed", "rejected"]
 Strategy = Literal["auto", "review"]
 
 # ---------------------------------------------------------------------------
@@ -84,10 +93,6 @@ ExitCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 SignalNumber = Annotated[int, Meta(ge=1, le=1024)]
 #: Priorities are checked by the daemon (its sentence names P0..P4); this only keeps them in int64.
 Priority = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
-
-TASK_STATUSES: tuple[str, ...] = TaskStatus.__args__  # type: ignore[attr-defined]
-#: Worker states in which an agent process may still be running.
-LIVE_WORKER_STATUSES: frozenset[str] = frozenset({"starting", "working", "stalled", "paused"})
 
 #: How a shim retries when the daemon does not answer: each request waits SHIM_SEND_TIMEOUT_S,
 #: then the shim backs off (doubling, at most SHIM_BACKOFF_MAX_S) on a fresh connection. After the
@@ -176,15 +181,24 @@ class MergeInfo(Struct, omit_defaults=True):
 
 
 class Event(Struct, omit_defaults=True):
-    """One state change. Written to the `events` table first (seq is its rowid), then published."""
+    """One state change. Written to the `events` table first (seq is its rowid), then published.
+
+    `data` is the kind's Struct (protocol/events.py) and `kind` its tag, kept beside it so
+    the table's SQL and a reader that does not decode `data` can filter on it."""
 
     seq: int
     at: int
     kind: str
+    data: EventData
     repo: str | None = None
     worker_id: str | None = None
     task_id: str | None = None
-    data: dict[str, Any] = {}
+
+
+def event_of(data: EventData, *, seq: int, at: int, repo: str | None = None, worker_id: str | None = None,
+             task_id: str | None = None) -> Event:
+    """The Event carrying `data`, its `kind` taken from the data's tag."""
+    return Event(seq=seq, at=at, kind=kind_of(data), data=data, repo=repo, worker_id=worker_id, task_id=task_id)
 
 
 class ImportProblem(Struct):
@@ -267,7 +281,7 @@ class RunInfo(Struct, omit_defaults=True):
     in_review: int = 0
     merged: int = 0
     failed: int = 0
-    #: Why nothing starts although tasks are ready (budget, usage limit, max_workers), or "".
+    #: Why nothing starts although tasks are ready (budget, usage limit), or "".
     blocked: str = ""
     spend: SpendInfo | None = None
     waits: list[ProfileWait] = []
@@ -302,375 +316,17 @@ class Finding(Struct, omit_defaults=True):
 
 
 # ---------------------------------------------------------------------------
-# Commands (request bodies). Tag = the command name on the wire.
-# ---------------------------------------------------------------------------
-
-
-class Command(Struct, tag_field="op", omit_defaults=True):
-    """Base of every request body."""
-
-
-# -- daemon --------------------------------------------------------------------
-class Ping(Command, tag="ping"):
-    pass
-
-
-class Status(Command, tag="status"):
-    pass
-
-
-class Shutdown(Command, tag="shutdown"):
-    pass
-
-
-# -- repositories ----------------------------------------------------------------
-class RepoAdd(Command, tag="repo.add"):
-    path: PathStr
-    name: Name | None = None
-    main_branch: Ref | None = None
-    test_cmd: Argv | None = None
-
-
-class RepoList(Command, tag="repo.list"):
-    pass
-
-
-class RepoRm(Command, tag="repo.rm"):
-    repo: PathStr
-
-
-# -- tasks ------------------------------------------------------------------------
-class TaskAdd(Command, tag="task.add"):
-    title: Title
-    repo: PathStr | None = None
-    id: Id | None = None
-    priority: Priority = 2
-    after: Ids = []
-    tags: Tags = []
-    description: Text = ""
-    max_attempts: Attempts | None = None
-
-
-class TaskList(Command, tag="task.list"):
-    repo: PathStr | None = None
-    status: TaskStatus | None = None
-    ready: bool = False
-    all_repos: bool = False
-    tag: Tag | None = None
-
-
-class TaskShow(Command, tag="task.show"):
-    id: Id
-    repo: PathStr | None = None
-
-
-class TaskEdit(Command, tag="task.edit"):
-    id: Id
-    repo: PathStr | None = None
-    title: Title | None = None
-    description: Text | None = None
-    priority: Priority | None = None
-    tags: Tags | None = None
-    max_attempts: Attempts | None = None
-
-
-class TaskCancel(Command, tag="task.cancel"):
-    id: Id
-    repo: PathStr | None = None
-
-
-class TaskRetry(Command, tag="task.retry"):
-    id: Id
-    repo: PathStr | None = None
-
-
-class TaskHold(Command, tag="task.hold"):
-    id: Id
-    repo: PathStr | None = None
-
-
-class TaskRelease(Command, tag="task.release"):
-    """Un-hold a held task, or put a claimed task whose worker went away back to pending."""
-
-    id: Id
-    repo: PathStr | None = None
-
-
-class DepAdd(Command, tag="dep.add"):
-    """`task` depends on `depends_on`: it runs after `depends_on` is done."""
-
-    task: Id
-    depends_on: Id
-    repo: PathStr | None = None
-
-
-class DepRm(Command, tag="dep.rm"):
-    task: Id
-    depends_on: Id
-    repo: PathStr | None = None
-
-
-class Claim(Command, tag="claim"):
-    """Atomically take the most urgent ready task (peer agents use this directly)."""
-
-    repo: PathStr | None = None
-    worker: Id | None = None
-    tag: Tag | None = None
-
-
-class TaskImport(Command, tag="task.import"):
-    text: SpecText
-    source: PathStr = "SPEC.md"
-    repo: PathStr | None = None
-    dry_run: bool = False
-
-
-# -- workers ----------------------------------------------------------------------
-class Spawn(Command, tag="spawn"):
-    repo: PathStr | None = None
-    task_id: Id | None = None
-    title: Title | None = None
-    description: Text = ""
-    next: bool = False
-    tag: Tag | None = None
-    agent: Name | None = None
-    cmd: Argv | None = None
-
-
-class WorkerList(Command, tag="worker.list"):
-    repo: PathStr | None = None
-    all: bool = False
-
-
-class WorkerShow(Command, tag="worker.show"):
-    worker: Id
-
-
-class Pause(Command, tag="pause"):
-    worker: Id | None = None
-    all: bool = False
-    repo: PathStr | None = None
-
-
-class Resume(Command, tag="resume"):
-    worker: Id | None = None
-    all: bool = False
-    repo: PathStr | None = None
-    #: Resume workers the budget paused, and let the autopilot start new ones, for the rest of today.
-    over_budget: bool = False
-
-
-class Abort(Command, tag="abort"):
-    worker: Id | None = None
-    all: bool = False
-    repo: PathStr | None = None
-    #: By default the task goes back to pending (not a failed attempt); True cancels it instead.
-    cancel_task: bool = False
-
-
-class Remove(Command, tag="rm"):
-    worker: Id
-    force: bool = False
-
-
-class AtticList(Command, tag="attic.list"):
-    repo: PathStr | None = None
-
-
-class AtticRestore(Command, tag="attic.restore"):
-    ref: Ref
-    repo: PathStr | None = None
-    branch: Ref | None = None
-
-
-class Heartbeat(Command, tag="heartbeat"):
-    """The agent's own sign of progress (activity), from inside a worker."""
-
-    worker: Id
-    message: Text | None = None
-    tokens_in: Count = 0
-    tokens_out: Count = 0
-    cost_usd: Usd = 0.0
-
-
-class AgentLimit(Command, tag="agent.limit"):
-    """From inside a worker (or its shim): the agent hit a usage limit (`resets_at`, ms) or an API
-    rate limit (HTTP 429). The autopilot parks the worker's profile; the task goes back uncounted."""
-
-    worker: Id
-    kind: Literal["usage_limit", "rate_limit"] = "usage_limit"
-    resets_at: Ms | None = None
-    message: Text = ""
-
-
-class WorkerState(Command, tag="worker.state"):
-    worker: Id
-
-
-class Done(Command, tag="done"):
-    worker: Id
-    summary: Text = ""
-
-
-# -- shim (one per worker) ----------------------------------------------------------
-class ShimHello(Command, tag="shim.hello"):
-    worker: Id
-    shim_pid: Pid
-    shim_started: Started
-    agent_pid: Pid
-    agent_started: Started
-    pgid: Pid
-
-
-class ShimBeat(Command, tag="shim.beat"):
-    """Proves the shim and agent process live; carries the agent's latest activity."""
-
-    worker: Id
-    agent_alive: bool = True
-    activity_at: Ms | None = None
-    output_at: Ms | None = None
-
-
-class ShimExit(Command, tag="shim.exit"):
-    worker: Id
-    exit_code: ExitCode | None = None
-    signal: SignalNumber | None = None
-    at: Ms = 0
-
-
-# -- events, maintenance ---------------------------------------------------------------
-class Events(Command, tag="events"):
-    since: Seq = 0
-    limit: Seq = 1000
-    worker: Id | None = None
-    task: Id | None = None
-    repo: PathStr | None = None
-    #: > 0: only the newest `tail` matching events after `since` (still oldest first), for `events -n N`.
-    tail: Seq = 0
-
-
-class Gc(Command, tag="gc"):
-    repo: PathStr | None = None
-    apply: bool = False
-
-
-# -- the database and diagnosis -------------------------------------------------------
-class DbBackup(Command, tag="db.backup"):
-    """An online copy of the database (SQLite backup, off-loop) to the absolute `path`,
-    written beside it under a temporary name, verified with integrity_check, then renamed."""
-
-    path: str
-    force: bool = False
-
-
-class DbCheck(Command, tag="db.check"):
-    """PRAGMA integrity_check and foreign_key_check, off-loop on a separate read connection."""
-
-
-class Doctor(Command, tag="doctor"):
-    """The daemon's findings for `chkdctl doctor`: its git, and live workers whose processes
-    are gone or whose shim stopped heartbeating."""
-
-
-# -- merges --------------------------------------------------------------------------
-class Merge(Command, tag="merge"):
-    worker: Id
-    strategy: Strategy | None = None
-    no_test: bool = False
-
-
-class Approve(Command, tag="approve"):
-    worker: Id
-
-
-class Reject(Command, tag="reject"):
-    worker: Id
-    reason: Text = ""
-
-
-class MergeList(Command, tag="merge.list"):
-    repo: PathStr | None = None
-    all: bool = False
-
-
-class MergeShow(Command, tag="merge.show"):
-    id: Seq | None = None
-    worker: Id | None = None
-
-
-class Diff(Command, tag="diff"):
-    worker: Id
-    stat: bool = False
-
-
-class Update(Command, tag="update"):
-    worker: Id
-
-
-class Conflicts(Command, tag="conflicts"):
-    repo: PathStr | None = None
-
-
-# -- the autopilot, cost and metrics -----------------------------------------------------------
-Workers = Annotated[int, Meta(ge=1, le=1000)]
-
-
-class RunStart(Command, tag="run.start"):
-    """Start (or re-configure) the repository's scheduler; the settings are kept in the database."""
-
-    repo: PathStr | None = None
-    workers: Workers | None = None
-    agent: Name | None = None
-    merge: RunMode | None = None
-    until_empty: bool = False
-
-
-class RunStop(Command, tag="run.stop"):
-    repo: PathStr | None = None
-
-
-class RunStatus(Command, tag="run.status"):
-    repo: PathStr | None = None
-
-
-class Cost(Command, tag="cost"):
-    by: Literal["task", "worker", "day", "repo"] = "task"
-    repo: PathStr | None = None
-
-
-class Stats(Command, tag="stats"):
-    repo: PathStr | None = None
-    #: Only what happened after this time (ms since the epoch); 0 = everything.
-    since: Ms = 0
-
-
-AnyCommand = (
-    Ping | Status | Shutdown
-    | RepoAdd | RepoList | RepoRm
-    | TaskAdd | TaskList | TaskShow | TaskEdit | TaskCancel | TaskRetry | TaskHold | TaskRelease
-    | DepAdd | DepRm | Claim | TaskImport
-    | Spawn | WorkerList | WorkerShow | Pause | Resume | Abort | Remove | AtticList | AtticRestore
-    | Heartbeat | WorkerState | Done
-    | ShimHello | ShimBeat | ShimExit
-    | Events | Gc
-    | DbBackup | DbCheck | Doctor
-    | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts
-    | AgentLimit | RunStart | RunStop | RunStatus | Cost | Stats
-)  # fmt: skip
-
-COMMANDS: tuple[type[Command], ...] = AnyCommand.__args__  # type: ignore[attr-defined]
-
-
-# ---------------------------------------------------------------------------
 # Results (reply bodies). Tag = `result`.
 # ---------------------------------------------------------------------------
 
 
 class Result(Struct, tag_field="result", omit_defaults=True):
-    """Base of every successful reply body."""
+    """Base of every reply body: a command's result, or `Err`."""
 
 
 class Err(Result, tag="error"):
+    """The command was refused or failed: a code (protocol/errors.py) and one sentence."""
+
     code: ErrorCode
     message: str
     hint: str = ""
@@ -858,9 +514,415 @@ AnyResult = (
     | WorkerResult | WorkerListResult | ActivityAck | AtticListResult
     | EventList | GcReport
     | DbBackupResult | DbCheckResult | DoctorReport
-    | RunResult | CostReport | StatsReport
     | MergeResult | MergeListResult | DiffResult | ConflictReport
+    | RunResult | CostReport | StatsReport
 )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Commands (request bodies). Tag = the command name on the wire.
+# ---------------------------------------------------------------------------
+
+
+R_co = TypeVar("R_co", bound=Result, covariant=True)
+
+
+class Command(Struct, Generic[R_co], tag_field="op", omit_defaults=True):
+    """Base of every request body; its parameter is the command's result type."""
+
+
+# -- daemon --------------------------------------------------------------------
+class Ping(Command[Pong], tag="ping"):
+    pass
+
+
+class Status(Command[StatusResult], tag="status"):
+    pass
+
+
+class Shutdown(Command[Ok], tag="shutdown"):
+    pass
+
+
+# -- repositories ----------------------------------------------------------------
+class RepoAdd(Command[RepoResult], tag="repo.add"):
+    path: PathStr
+    name: Name | None = None
+    main_branch: Ref | None = None
+    test_cmd: Argv | None = None
+
+
+class RepoList(Command[RepoListResult], tag="repo.list"):
+    pass
+
+
+class RepoRm(Command[Ok], tag="repo.rm"):
+    repo: PathStr
+
+
+# -- tasks ------------------------------------------------------------------------
+class TaskAdd(Command[TaskResult], tag="task.add"):
+    title: Title
+    repo: PathStr | None = None
+    id: Id | None = None
+    priority: Priority = 2
+    after: Ids = []
+    tags: Tags = []
+    description: Text = ""
+    max_attempts: Attempts | None = None
+
+
+class TaskList(Command[TaskListResult], tag="task.list"):
+    repo: PathStr | None = None
+    status: TaskStatus | None = None
+    ready: bool = False
+    all_repos: bool = False
+    tag: Tag | None = None
+
+
+class TaskShow(Command[TaskResult], tag="task.show"):
+    id: Id
+    repo: PathStr | None = None
+
+
+class TaskEdit(Command[TaskResult], tag="task.edit"):
+    id: Id
+    repo: PathStr | None = None
+    title: Title | None = None
+    description: Text | None = None
+    priority: Priority | None = None
+    tags: Tags | None = None
+    max_attempts: Attempts | None = None
+
+
+class TaskCancel(Command[TaskResult], tag="task.cancel"):
+    id: Id
+    repo: PathStr | None = None
+
+
+class TaskRetry(Command[TaskResult], tag="task.retry"):
+    id: Id
+    repo: PathStr | None = None
+
+
+class TaskHold(Command[TaskResult], tag="task.hold"):
+    id: Id
+    repo: PathStr | None = None
+
+
+class TaskRelease(Command[TaskResult], tag="task.release"):
+    """Un-hold a held task, or put a claimed task whose worker went away back to pending."""
+
+    id: Id
+    repo: PathStr | None = None
+
+
+class DepAdd(Command[TaskResult], tag="dep.add"):
+    """`task` depends on `depends_on`: it runs after `depends_on` is done."""
+
+    task: Id
+    depends_on: Id
+    repo: PathStr | None = None
+
+
+class DepRm(Command[TaskResult], tag="dep.rm"):
+    task: Id
+    depends_on: Id
+    repo: PathStr | None = None
+
+
+class Claim(Command[ClaimResult], tag="claim"):
+    """Atomically take the most urgent ready task (peer agents use this directly)."""
+
+    repo: PathStr | None = None
+    worker: Id | None = None
+    tag: Tag | None = None
+
+
+class TaskImport(Command[ImportReport], tag="task.import"):
+    text: SpecText
+    source: PathStr = "SPEC.md"
+    repo: PathStr | None = None
+    dry_run: bool = False
+
+
+# -- workers ----------------------------------------------------------------------
+class Spawn(Command[WorkerResult], tag="spawn"):
+    repo: PathStr | None = None
+    task_id: Id | None = None
+    title: Title | None = None
+    description: Text = ""
+    next: bool = False
+    tag: Tag | None = None
+    agent: Name | None = None
+    cmd: Argv | None = None
+
+
+class WorkerList(Command[WorkerListResult], tag="worker.list"):
+    repo: PathStr | None = None
+    all: bool = False
+
+
+class WorkerShow(Command[WorkerResult], tag="worker.show"):
+    worker: Id
+
+
+class Pause(Command[WorkerListResult], tag="pause"):
+    worker: Id | None = None
+    all: bool = False
+    repo: PathStr | None = None
+
+
+class Resume(Command[WorkerListResult], tag="resume"):
+    worker: Id | None = None
+    all: bool = False
+    repo: PathStr | None = None
+    #: Resume workers the budget paused, and let the autopilot start new ones, for the rest of today.
+    over_budget: bool = False
+
+
+class Abort(Command[WorkerListResult], tag="abort"):
+    worker: Id | None = None
+    all: bool = False
+    repo: PathStr | None = None
+    #: By default the task goes back to pending (not a failed attempt); True cancels it instead.
+    cancel_task: bool = False
+
+
+class Remove(Command[Ok], tag="rm"):
+    worker: Id
+    force: bool = False
+
+
+class AtticList(Command[AtticListResult], tag="attic.list"):
+    repo: PathStr | None = None
+
+
+class AtticRestore(Command[Ok], tag="attic.restore"):
+    ref: Ref
+    repo: PathStr | None = None
+    branch: Ref | None = None
+
+
+class Heartbeat(Command[ActivityAck], tag="heartbeat"):
+    """The agent's own sign of progress (activity), from inside a worker."""
+
+    worker: Id
+    message: Text | None = None
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    cost_usd: Usd = 0.0
+
+
+class WorkerState(Command[ActivityAck], tag="worker.state"):
+    worker: Id
+
+
+class Done(Command[WorkerResult], tag="done"):
+    worker: Id
+    summary: Text = ""
+
+
+# -- shim (one per worker) ----------------------------------------------------------
+class ShimHello(Command[ActivityAck], tag="shim.hello"):
+    worker: Id
+    shim_pid: Pid
+    shim_started: Started
+    agent_pid: Pid
+    agent_started: Started
+    pgid: Pid
+
+
+class ShimBeat(Command[ActivityAck], tag="shim.beat"):
+    """Proves the shim and agent process live; carries the agent's latest activity."""
+
+    worker: Id
+    agent_alive: bool = True
+    activity_at: Ms | None = None
+    output_at: Ms | None = None
+
+
+class ShimExit(Command[ActivityAck], tag="shim.exit"):
+    worker: Id
+    exit_code: ExitCode | None = None
+    signal: SignalNumber | None = None
+    at: Ms = 0
+
+
+class ShimGo(Struct, forbid_unknown_fields=True):
+    """Not a request: the daemon's one line to a shim waiting on stdin, `go ` + this as JSON,
+    sent once the worktree exists (or the line `stop`). Everything the shim needs to run the agent."""
+
+    worker: str
+    argv: list[str]
+    cwd: str
+    log: str
+    env: dict[str, str] = {}
+    heartbeat_s: float = 10.0
+    abort_grace_s: float = 5.0
+
+
+def encode_go(go: ShimGo) -> str:
+    """The `go` line (without its newline); JSON escapes every newline inside values."""
+    return "go " + msgspec.json.encode(go).decode()
+
+
+def decode_go(line: str) -> ShimGo | None:
+    """The ShimGo a `go` line carries, or None for `stop` and anything that is not a `go` line.
+    Raises msgspec.ValidationError / DecodeError for a `go` line whose JSON does not fit."""
+    if not line.startswith("go "):
+        return None
+    return msgspec.json.decode(line[3:].strip(), type=ShimGo)
+
+
+# -- events, maintenance ---------------------------------------------------------------
+class Events(Command[EventList], tag="events"):
+    since: Seq = 0
+    limit: Seq = 1000
+    worker: Id | None = None
+    task: Id | None = None
+    repo: PathStr | None = None
+    #: > 0: only the newest `tail` matching events after `since` (still oldest first), for `events -n N`.
+    tail: Seq = 0
+
+
+class Gc(Command[GcReport], tag="gc"):
+    repo: PathStr | None = None
+    apply: bool = False
+
+
+# -- the database and diagnosis -------------------------------------------------------
+class DbBackup(Command[DbBackupResult], tag="db.backup"):
+    """An online copy of the database (SQLite backup, off-loop) to the absolute `path`,
+    written beside it under a temporary name, verified with integrity_check, then renamed."""
+
+    path: str
+    force: bool = False
+
+
+class DbCheck(Command[DbCheckResult], tag="db.check"):
+    """PRAGMA integrity_check and foreign_key_check, off-loop on a separate read connection."""
+
+
+class Doctor(Command[DoctorReport], tag="doctor"):
+    """The daemon's findings for `chkdctl doctor`: its git, and live workers whose processes
+    are gone or whose shim stopped heartbeating."""
+
+
+# -- merges --------------------------------------------------------------------------
+class Merge(Command[MergeResult], tag="merge"):
+    worker: Id
+    strategy: Strategy | None = None
+    no_test: bool = False
+
+
+class Approve(Command[MergeResult], tag="approve"):
+    worker: Id
+
+
+class Reject(Command[MergeResult], tag="reject"):
+    worker: Id
+    reason: Text = ""
+
+
+class MergeList(Command[MergeListResult], tag="merge.list"):
+    repo: PathStr | None = None
+    all: bool = False
+
+
+class MergeShow(Command[MergeResult], tag="merge.show"):
+    id: Seq | None = None
+    worker: Id | None = None
+
+
+class Diff(Command[DiffResult], tag="diff"):
+    worker: Id
+    stat: bool = False
+
+
+class Update(Command[WorkerResult], tag="update"):
+    worker: Id
+
+
+class Conflicts(Command[ConflictReport], tag="conflicts"):
+    repo: PathStr | None = None
+
+
+# -- the autopilot, cost and metrics -----------------------------------------------------------
+Workers = Annotated[int, Meta(ge=1, le=1000)]
+
+
+class RunStart(Command[RunResult], tag="run.start"):
+    """Start (or re-configure) the repository's scheduler; the settings are kept in the database."""
+
+    repo: PathStr | None = None
+    workers: Workers | None = None
+    agent: Name | None = None
+    merge: RunMode | None = None
+    until_empty: bool = False
+
+
+class RunStop(Command[RunResult], tag="run.stop"):
+    repo: PathStr | None = None
+
+
+class RunStatus(Command[RunResult], tag="run.status"):
+    repo: PathStr | None = None
+
+
+class Cost(Command[CostReport], tag="cost"):
+    by: Literal["task", "worker", "day", "repo"] = "task"
+    repo: PathStr | None = None
+
+
+class Stats(Command[StatsReport], tag="stats"):
+    repo: PathStr | None = None
+    #: Only what happened after this time (ms since the epoch); 0 = everything.
+    since: Ms = 0
+
+
+class AgentLimit(Command[ActivityAck], tag="agent.limit"):
+    """From inside a worker (or its shim): the agent hit a usage limit (`resets_at`, ms) or an API
+    rate limit (HTTP 429). The autopilot parks the worker's profile; the task goes back uncounted."""
+
+    worker: Id
+    kind: Literal["usage_limit", "rate_limit"] = "usage_limit"
+    resets_at: Ms | None = None
+    message: Text = ""
+
+
+AnyCommand = (
+    Ping | Status | Shutdown
+    | RepoAdd | RepoList | RepoRm
+    | TaskAdd | TaskList | TaskShow | TaskEdit | TaskCancel | TaskRetry | TaskHold | TaskRelease
+    | DepAdd | DepRm | Claim | TaskImport
+    | Spawn | WorkerList | WorkerShow | Pause | Resume | Abort | Remove | AtticList | AtticRestore
+    | Heartbeat | WorkerState | Done
+    | ShimHello | ShimBeat | ShimExit
+    | Events | Gc
+    | DbBackup | DbCheck | Doctor
+    | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts
+    | RunStart | RunStop | RunStatus | Cost | Stats | AgentLimit
+)  # fmt: skip
+
+COMMANDS: tuple[type[Command[Result]], ...] = get_args(AnyCommand)
+
+
+def _declared_result(command: type[Command[Result]]) -> type[Result]:
+    for base in getattr(command, "__orig_bases__", ()):
+        args = get_args(base)
+        if args and isinstance(args[0], type) and issubclass(args[0], Result):
+            return args[0]
+    raise TypeError(f"{command.__name__} does not name its result type: declare it as Command[SomeResult]")
+
+
+#: Each command's result type (what its successful reply carries).
+RESULT_TYPES: dict[type[Command[Result]], type[Result]] = {c: _declared_result(c) for c in COMMANDS}
+
+
+def result_type(command: Command[Result] | type[Command[Result]]) -> type[Result]:
+    """The result type a command's successful reply carries."""
+    return RESULT_TYPES[command if isinstance(command, type) else type(command)]
 
 
 # ---------------------------------------------------------------------------

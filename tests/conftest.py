@@ -206,10 +206,10 @@ class Daemon:
         self._clients.append(c)
         return c
 
-    def call(self, body: Any, expect: Any = None, timeout: float = 30.0) -> Any:
+    def call(self, body: Any, timeout: float = 30.0) -> Any:
         if not self._clients:
             self.client()
-        return self._clients[0].call(body, expect, timeout)
+        return self._clients[0].call(body, timeout)
 
     def ctl(self, *args: str, cwd: Path | str | None = None, timeout: float = 60.0,
             env: dict[str, str] | None = None, input: str | None = None) -> CtlResult:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import Daemon, git, holds, make_repo, wait_for
 
-from chkd.protocol.messages import EventList, Events
+from chkd.protocol.messages import Events
 
 FAST = '["chkd-demo-agent", "--steps", "1", "--step-s", "1.8"]'
 CONFIG = f"""\
@@ -40,7 +40,7 @@ cmd = ["sh", "-c", "echo {{task_id}} > task-{{task_id}}.txt"]
 tags = ["quick"]
 
 [agents.limited]
-cmd = ["chkd-demo-agent", "--steps", "1", "--step-s", "0", "--usage-limit", "3", "--limit-once", "{{worktree}}/../limit.once"]
+cmd = ["chkd-demo-agent", "--steps", "1", "--step-s", "0", "--usage-limit", "6", "--limit-once", "{{worktree}}/../limit.once"]
 tags = ["limited"]
 
 [agents.spender]
@@ -64,7 +64,7 @@ def daemon_config() -> str:
 def events(d: Daemon, since: int = 0) -> list[Any]:
     out: list[Any] = []
     while True:
-        page = d.call(Events(since=since, limit=5000), EventList)
+        page = d.call(Events(since=since, limit=5000))
         out += page.events
         if not page.events or page.events[-1].seq >= page.last_seq:
             return out
@@ -100,7 +100,7 @@ def max_concurrent(evs: list[Any], repo: str) -> int:
             continue
         if e.kind == "worker.spawned":
             live.add(e.worker_id)
-        elif e.kind == "worker.status" and e.data["to"] not in ("starting", "working", "stalled", "paused"):
+        elif e.kind == "worker.status" and e.data.to not in ("starting", "working", "stalled", "paused"):
             live.discard(e.worker_id)
         peak = max(peak, len(live))
     return peak
@@ -154,7 +154,7 @@ def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1
     assert max_concurrent(evs, "one") == 1
     assert max_concurrent(evs, "three") == 3
     speedup = wall_ms(evs, "one") / wall_ms(evs, "three")
-    quick = {e.task_id for e in evs if e.kind == "autopilot.spawn" and e.data["profile"] == "quick"}
+    quick = {e.task_id for e in evs if e.kind == "autopilot.spawn" and e.data.profile == "quick"}
     assert quick == {"T1"}  # the tagged task went to the profile carrying its tag, the rest to the default
     # stats sees the run
     s = daemon.ctl("stats", "--repo", "three", "--json").json()
@@ -208,7 +208,7 @@ def test_the_budget_pauses_every_worker_at_100_percent_and_nothing_starts_until_
     kinds = [e.kind for e in evs]
     assert "budget.warning" in kinds and "budget.exceeded" in kinds
     exceeded = next(e for e in evs if e.kind == "budget.exceeded")
-    assert "chkdctl resume --all --over-budget" in exceeded.data["message"]
+    assert "chkdctl resume --all --over-budget" in exceeded.data.message
     # paused, not killed: the agents' processes are stopped (state T), their work is kept
     import psutil
     for w in paused:
@@ -246,15 +246,16 @@ def test_a_usage_limit_parks_its_profile_until_the_reset_across_a_daemon_restart
     assert daemon.ctl("run", "--workers", "1", "--until-empty", "--repo", "proj").code == 0
     limit = wait_for(lambda: next((e for e in events(daemon) if e.kind == "agent.usage_limit"), None), 20,
                      what="the usage-limit event")
-    assert limit.task_id == "L1" and limit.data["profile"] == "limited" and limit.data["resets_at"] > limit.at
+    assert limit.task_id == "L1" and limit.data.profile == "limited" and limit.data.resets_at > limit.at
     wait_note = wait_for(lambda: next((e for e in events(daemon) if e.kind == "autopilot.limit_wait"), None), 5)
-    assert "Limited usage limit: 2 tasks wait until" in wait_note.data["message"]
+    assert "Limited usage limit: 2 tasks wait until" in wait_note.data.message
     # the other profile's task still runs; the limited ones wait
     wait_for(lambda: "Q" in spawned(events(daemon), "proj"), 20, what="the quick task to start")
     daemon.stop()
     daemon.start()  # the wait is a row in the database: it survives the restart
-    assert run_status(daemon, "proj")["waits"][0]["profile"] == "limited"
-    reset_at = limit.data["resets_at"]
+    reset_at = limit.data.resets_at
+    if time.time() * 1000 < reset_at - 500:  # (a slow machine may restart past the reset)
+        assert run_status(daemon, "proj")["waits"][0]["profile"] == "limited"
     holds(lambda: spawned(events(daemon), "proj").count("L1") == 1 or time.time() * 1000 >= reset_at,
           max(0.0, (reset_at - time.time() * 1000) / 1000 - 0.3), interval=0.1, what="no limited spawn before the reset")
     wait_for(lambda: finished(daemon, "proj"), 40, interval=0.2, what="the run to finish after the reset")
@@ -272,7 +273,7 @@ def test_the_run_resumes_after_kill_9_of_the_daemon(daemon: Daemon, repo: Path) 
     for t in ("A", "B", "C", "D"):
         add(daemon, "proj", t)
     assert daemon.ctl("run", "--workers", "2", "--until-empty", "--agent", "sleeper", "--repo", "proj").code == 0
-    wait_for(lambda: sum(1 for e in events(daemon) if e.kind == "worker.status" and e.data["to"] == "working") == 2,
+    wait_for(lambda: sum(1 for e in events(daemon) if e.kind == "worker.status" and e.data.to == "working") == 2,
              20, what="two agents running")
     daemon.kill()
     daemon.start()
@@ -295,13 +296,13 @@ def test_repeated_429s_back_off_the_profile_with_growing_delays_and_count_no_att
     waits = wait_for(lambda: (w := [e for e in events(daemon) if e.kind == "autopilot.limit_wait"]) and len(w) >= 3 and w,
                      30, interval=0.1, what="three 429 back-offs")
     assert daemon.ctl("run", "--stop", "--repo", "proj").code == 0
-    delays = [e.data["until"] - e.at for e in waits[:3]]
+    delays = [e.data.until - e.at for e in waits[:3]]
     assert delays[0] >= 350 and delays[1] >= 1.8 * delays[0] * 0.9 and delays[2] >= 1.8 * delays[1] * 0.9, delays
-    assert "rate limited (HTTP 429, 3 in a row)" in waits[2].data["message"]
+    assert "rate limited (HTTP 429, 3 in a row)" in waits[2].data.message
     evs = events(daemon)
     starts = [e.at for e in evs if e.kind == "worker.spawned"]
     # each new try waited for the back-off after the 429 before it
     for wait, start in zip(waits, starts[1:]):
-        assert start >= wait.data["until"] - 5, (wait.data, start)
+        assert start >= wait.data.until - 5, (wait.data, start)
     task = daemon.ctl("task", "show", "R", "--repo", "proj", "--json").json()["task"]
     assert task.get("attempts", 0) == 0 and task["status"] in ("pending", "claimed", "in_progress")

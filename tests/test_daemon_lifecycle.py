@@ -7,17 +7,17 @@ import stat
 import subprocess
 
 from chkd.protocol.launch import module_argv
-from chkd.protocol.messages import Ping, Pong, Shutdown, Status, StatusResult
+from chkd.protocol.messages import Ping, Shutdown, Status
 
 from conftest import Daemon, wait_for
 
 
 def test_ping_reports_identity_and_counts(daemon: Daemon) -> None:
-    pong = daemon.call(Ping(), Pong)
+    pong = daemon.call(Ping())
     assert pong.pid == daemon.proc.pid
     assert pong.db == str(daemon.db)
     assert (pong.repos, pong.tasks, pong.workers) == (0, 0, 0)
-    status = daemon.call(Status(), StatusResult)
+    status = daemon.call(Status())
     assert status.pong.pid == pong.pid
 
 
@@ -32,7 +32,7 @@ def test_second_daemon_refuses_to_start(daemon: Daemon) -> None:
                           capture_output=True, text=True, timeout=20)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"chkdd already running (pid {daemon.proc.pid})"
-    assert daemon.call(Ping(), Pong).pid == daemon.proc.pid  # the first one still serves
+    assert daemon.call(Ping()).pid == daemon.proc.pid  # the first one still serves
 
 
 def test_kill_9_then_a_new_daemon_serves(daemon: Daemon) -> None:
@@ -40,7 +40,7 @@ def test_kill_9_then_a_new_daemon_serves(daemon: Daemon) -> None:
     daemon.kill()
     assert daemon.paths.ctl_sock.exists()  # the stale socket is left behind...
     daemon.start()  # ...and replaced
-    pong = daemon.call(Ping(), Pong)
+    pong = daemon.call(Ping())
     assert pong.pid != old
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from chkd.client import daemonctl
 from chkd.daemon import doctor
-from chkd.protocol.messages import WorkerResult, WorkerShow
+from chkd.protocol.messages import WorkerShow
 
 from conftest import Daemon, wait_for
 
@@ -72,7 +72,7 @@ def test_doctor_lists_what_gc_can_remove(daemon: Daemon, repo: Path) -> None:
     assert res.code == 0, res
     worker = res.json()
     client = daemon.client()
-    wait_for(lambda: client.call(WorkerShow(worker=worker["id"]), WorkerResult).worker.status == "done", 20,
+    wait_for(lambda: client.call(WorkerShow(worker=worker["id"])).worker.status == "done", 20,
              what="the worker to finish")
     shutil.rmtree(worker["worktree"])  # deleted by hand; its branch holds nothing new
     res = daemon.ctl("doctor", "--json")

@@ -13,7 +13,8 @@ from chkd.client.commands.liveness import format_event
 from chkd.client.demo import Screen
 from chkd.client import output
 from chkd.client.output import fail, table
-from chkd.protocol.messages import Event, RepoAdd, RepoResult, RunInfo, TaskAdd, TaskResult, WorkerInfo
+from chkd.protocol.events import TaskAdded, Unreadable
+from chkd.protocol.messages import Event, RepoAdd, RunInfo, TaskAdd, WorkerInfo, event_of
 
 from conftest import BIN, Daemon, wait_for
 
@@ -42,7 +43,10 @@ def test_table_cells_are_visible() -> None:
 
 def test_event_lines_are_visible() -> None:
     ev = Event(seq=1, at=int(time.time() * 1000), kind="task.added", repo="proj", task_id="T-1",
-               data={"title": HOSTILE, "x\x1b": "y"})
+               data=Unreadable(fields={"title": HOSTILE, "x\x1b": "y"}))
+    assert_inert(format_event(ev))
+    ev = event_of(TaskAdded(title=HOSTILE, tags=[HOSTILE]), seq=1, at=int(time.time() * 1000), repo="proj",
+                  task_id="T-1")
     line = format_event(ev)
     assert_inert(line)
     assert "\n" not in line
@@ -67,8 +71,8 @@ def test_fail_prints_the_sentence_visibly(capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.mark.timeout(60)
 def test_every_text_output_shows_a_hostile_title_visibly_and_json_keeps_it(daemon: Daemon, repo: Path) -> None:
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
-    daemon.call(TaskAdd(title=HOSTILE, id="E-1", repo="proj", description=f"line one\n{HOSTILE}"), TaskResult)
+    daemon.call(RepoAdd(path=str(repo)))
+    daemon.call(TaskAdd(title=HOSTILE, id="E-1", repo="proj", description=f"line one\n{HOSTILE}"))
     res = daemon.ctl("spawn", "E-1", "--cmd", f"{BIN / 'chkd-demo-agent'} --steps 1 --step-s 0", cwd=repo)
     assert res.code == 0, res
     assert not any(ch in res.out for ch in RAW) and "\\x1b[31mred" in res.out, res.out  # (titles lose \r: whitespace)

@@ -12,39 +12,39 @@ from pathlib import Path
 import pytest
 
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import EventList, Events, Ping, Pong, RepoAdd, RepoResult, TaskAdd
+from chkd.protocol.messages import Events, Ping, RepoAdd, TaskAdd
 
 from conftest import BIN, Daemon, make_repo
 
 
 def add_repos(daemon: Daemon, tmp_path: Path, names: list[str]) -> None:
     for name in names:
-        daemon.call(RepoAdd(path=str(make_repo(tmp_path / name))), RepoResult)
+        daemon.call(RepoAdd(path=str(make_repo(tmp_path / name))))
 
 
 def test_history_query_filters_and_reports_last_seq(daemon: Daemon, tmp_path: Path) -> None:
     add_repos(daemon, tmp_path, ["a", "b"])
     daemon.call(TaskAdd(title="first", repo="a", id="T-1"))
     daemon.call(TaskAdd(title="second", repo="b", id="T-2"))
-    everything = daemon.call(Events(), EventList)
+    everything = daemon.call(Events())
     seqs = [e.seq for e in everything.events]
     assert seqs == list(range(1, len(seqs) + 1)) and everything.last_seq == seqs[-1]
     assert [e.kind for e in everything.events[:2]] == ["repo.added", "repo.added"]
-    only_b = daemon.call(Events(repo="b"), EventList)
+    only_b = daemon.call(Events(repo="b"))
     assert only_b.events and {e.repo for e in only_b.events} == {"b"}
     assert only_b.last_seq == everything.last_seq  # the whole table's newest, not the page's
-    task = daemon.call(Events(task="T-1"), EventList)
-    assert [e.kind for e in task.events] == ["task.added"] and task.events[0].data["title"] == "first"
-    page = daemon.call(Events(since=1, limit=2), EventList)
+    task = daemon.call(Events(task="T-1"))
+    assert [e.kind for e in task.events] == ["task.added"] and task.events[0].data.title == "first"
+    page = daemon.call(Events(since=1, limit=2))
     assert [e.seq for e in page.events] == [2, 3]
-    tail = daemon.call(Events(tail=2), EventList)
+    tail = daemon.call(Events(tail=2))
     assert [e.seq for e in tail.events] == seqs[-2:]
-    assert daemon.call(Events(since=everything.last_seq), EventList).events == []
+    assert daemon.call(Events(since=everything.last_seq)).events == []
 
 
 def test_bad_query_is_a_sentence(daemon: Daemon) -> None:
     with pytest.raises(ChkdError) as err:
-        daemon.call(Events(since=-1), EventList)
+        daemon.call(Events(since=-1))
     assert err.value.code == "bad_request"
 
 
@@ -91,7 +91,7 @@ def test_watch_prints_readable_lines_and_filters(daemon: Daemon, tmp_path: Path)
 
 def test_watch_streams_new_events_live_as_json(daemon: Daemon, tmp_path: Path) -> None:
     add_repos(daemon, tmp_path, ["a"])
-    now = daemon.call(Ping(), Pong).last_seq
+    now = daemon.call(Ping()).last_seq
     proc = _watch(daemon, "--json", "--since", str(now))  # from now on, with no race against its start-up
     try:
         daemon.call(TaskAdd(title="live one", repo="a", id="L-1"))
@@ -143,7 +143,7 @@ def test_watcher_sees_consecutive_seqs_across_a_daemon_restart(daemon: Daemon, t
         daemon.start()
         for i in range(5):
             daemon.call(TaskAdd(title=f"after {i}", repo="a", id=f"A-{i}"))
-        last = daemon.call(Ping(), Pong).last_seq
+        last = daemon.call(Ping()).last_seq
         rest = _read_lines(proc, last - 1, timeout=20)
     finally:
         _, err = _stop(proc)

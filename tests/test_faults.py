@@ -20,8 +20,8 @@ import pytest
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    EventList, Events, Merge, MergeResult, MergeShow, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult, TaskShow,
-    WorkerInfo, WorkerResult, WorkerShow,
+    Events, Merge, MergeShow, RepoAdd, Spawn, TaskAdd, TaskShow,
+    WorkerInfo, WorkerShow,
 )
 
 from conftest import Daemon, git, holds, make_repo, wait_for
@@ -45,29 +45,29 @@ def daemon_config() -> str:
 @pytest.fixture
 def proj(daemon: Daemon, tmp_path: Path) -> Path:
     repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     return repo
 
 
 def add_task(daemon: Daemon, task: str) -> None:
-    daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task), TaskResult)
+    daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task))
 
 
 def spawn_dying(daemon: Daemon, task: str, cmd: list[str]) -> None:
     """Spawn while a failpoint is armed: the daemon may die before it answers."""
     add_task(daemon, task)
     try:
-        daemon.client(timeout=5).call(Spawn(repo="proj", task_id=task, cmd=cmd), WorkerResult)
+        daemon.client(timeout=5).call(Spawn(repo="proj", task_id=task, cmd=cmd))
     except ChkdError:
         pass
 
 
 def worker(daemon: Daemon, wid: str = "w1") -> WorkerInfo:
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def task(daemon: Daemon, tid: str) -> Any:
-    return daemon.call(TaskShow(id=tid, repo="proj"), TaskResult).task
+    return daemon.call(TaskShow(id=tid, repo="proj")).task
 
 
 def settled(daemon: Daemon, wid: str, statuses: set[str], timeout: float = 30.0) -> WorkerInfo:
@@ -76,8 +76,8 @@ def settled(daemon: Daemon, wid: str, statuses: set[str], timeout: float = 30.0)
 
 
 def merge_and_wait(daemon: Daemon, wid: str) -> Any:
-    m = daemon.call(Merge(worker=wid, strategy="auto", no_test=True), MergeResult).merge
-    return wait_for(lambda: (x := daemon.call(MergeShow(id=m.id), MergeResult).merge).status
+    m = daemon.call(Merge(worker=wid, strategy="auto", no_test=True)).merge
+    return wait_for(lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status
                     in ("merged", "conflict", "failed") and x, 60, what="the merge to finish")
 
 
@@ -108,9 +108,9 @@ def test_killed_while_many_leftovers_are_being_committed(daemon: Daemon, proj: P
             "import pathlib\nd = pathlib.Path('gen'); d.mkdir()\n"
             "for i in range(20000): (d / f'f{i}.txt').write_text(str(i))"]
     add_task(daemon, "T-1")
-    daemon.call(Spawn(repo="proj", task_id="T-1", cmd=many), WorkerResult)
+    daemon.call(Spawn(repo="proj", task_id="T-1", cmd=many))
     c = daemon.client()
-    wait_for(lambda: any(e.kind == "worker.exited" for e in c.call(Events(since=0), EventList).events), 60,
+    wait_for(lambda: any(e.kind == "worker.exited" for e in c.call(Events(since=0)).events), 60,
              what="the agent to exit")
     daemon.kill()
     daemon.start()
@@ -134,8 +134,7 @@ def test_killed_before_anything_was_created_the_spawn_is_undone_without_counting
     assert git(proj, "branch", "--list", "chkd/*") == ""
     assert not (proj.parent / "proj-T-1").exists()
     # the queue moves on: the same task spawns again, with the names the undone spawn had picked
-    again = daemon.call(Spawn(repo="proj", task_id="T-1", cmd=[DEMO, "--steps", "1", "--step-s", "0"]),
-                        WorkerResult).worker
+    again = daemon.call(Spawn(repo="proj", task_id="T-1", cmd=[DEMO, "--steps", "1", "--step-s", "0"])).worker
     assert again.worktree == str(proj.parent / "proj-T-1") and again.branch == "chkd/T-1"
     assert settled(daemon, again.id, {"done"}).status == "done"
 
@@ -174,13 +173,13 @@ def test_killed_after_the_agent_started_the_worker_carries_on(daemon: Daemon, pr
 # -- merge -----------------------------------------------------------------------------------------------
 def _done_worker(daemon: Daemon) -> None:
     add_task(daemon, "T-1")
-    daemon.call(Spawn(repo="proj", task_id="T-1", cmd=[DEMO, "--steps", "1", "--step-s", "0"]), WorkerResult)
+    daemon.call(Spawn(repo="proj", task_id="T-1", cmd=[DEMO, "--steps", "1", "--step-s", "0"]))
     settled(daemon, "w1", {"done"})
 
 
 def _merge_dying(daemon: Daemon) -> None:
     try:
-        daemon.client(timeout=5).call(Merge(worker="w1", strategy="auto", no_test=True), MergeResult)
+        daemon.client(timeout=5).call(Merge(worker="w1", strategy="auto", no_test=True))
     except ChkdError:
         pass
     daemon.wait_dead()
@@ -193,7 +192,7 @@ def test_killed_between_the_cas_and_the_checkout_main_is_brought_along(daemon: D
     _done_worker(daemon)
     daemon.arm("merge.cas_done")
     _merge_dying(daemon)
-    m = wait_for(lambda: (x := daemon.call(MergeShow(worker="w1"), MergeResult).merge).status == "merged" and x,
+    m = wait_for(lambda: (x := daemon.call(MergeShow(worker="w1")).merge).status == "merged" and x,
                  30, what="the merge to complete after the restart")
     assert git(proj, "rev-parse", "main") == m.result_sha
     assert git(proj, "status", "--porcelain") == ""
@@ -207,7 +206,7 @@ def test_killed_after_landing_and_cleanup_the_merge_is_recorded(daemon: Daemon, 
     _done_worker(daemon)
     daemon.arm("merge.landed")
     _merge_dying(daemon)
-    m = wait_for(lambda: (x := daemon.call(MergeShow(worker="w1"), MergeResult).merge).status
+    m = wait_for(lambda: (x := daemon.call(MergeShow(worker="w1")).merge).status
                  in ("merged", "failed") and x, 30, what="the merge to end after the restart")
     assert m.status == "merged", m.log
     assert task(daemon, "T-1").status == "done"
@@ -220,7 +219,7 @@ def test_a_frozen_daemon_kills_no_healthy_worker(daemon: Daemon, proj: Path) -> 
     SIGCONT: every worker was declared dead and its agent killed. Now they carry on."""
     for tid in ("T-1", "T-2", "T-3"):
         add_task(daemon, tid)
-        daemon.call(Spawn(repo="proj", task_id=tid, cmd=[DEMO, "--steps", "40", "--step-s", "0.25"]), WorkerResult)
+        daemon.call(Spawn(repo="proj", task_id=tid, cmd=[DEMO, "--steps", "40", "--step-s", "0.25"]))
     ids = ["w1", "w2", "w3"]
     for wid in ids:
         settled(daemon, wid, {"working"})
@@ -232,9 +231,11 @@ def test_a_frozen_daemon_kills_no_healthy_worker(daemon: Daemon, proj: Path) -> 
         holds(lambda: True, 8.0)  # > 2 x heartbeat_timeout_s with the daemon frozen
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
-    holds(lambda: all(worker(daemon, w).status == "working" for w in ids), 6.0, what="every worker working")
+    # healthy: still working, or already done (a busy machine may let a fast agent finish meanwhile)
+    holds(lambda: all(worker(daemon, w).status in ("working", "done") for w in ids), 6.0,
+          what="every worker working or done")
     assert all(psutil.pid_exists(pid) for pid in agents.values() if pid)
-    kinds = [e.kind for e in daemon.call(Events(since=0), EventList).events]
+    kinds = [e.kind for e in daemon.call(Events(since=0)).events]
     assert "daemon.paused" in kinds
     for wid in ids:
         assert settled(daemon, wid, {"done"}, timeout=60).status == "done"

@@ -10,7 +10,7 @@ import pytest
 
 from chkd.daemon import gc as gcmod
 from chkd.daemon import worktrees
-from chkd.protocol.messages import Gc, GcReport, RepoAdd, RepoResult
+from chkd.protocol.messages import Gc, GcReport, RepoAdd
 
 from conftest import Daemon, git, make_repo
 
@@ -27,7 +27,7 @@ def commit_file(repo: Path, name: str, text: str, msg: str) -> str:
 @pytest.fixture
 def proj(daemon: Daemon, tmp_path: Path) -> Path:
     repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     return repo
 
 
@@ -88,7 +88,7 @@ def make_leftovers(daemon: Daemon, repo: Path, tmp_path: Path) -> dict[str, Path
 def test_dry_run_lists_and_changes_nothing(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
     wts = make_leftovers(daemon, proj, tmp_path)
     before = branches(proj)
-    report = daemon.call(Gc(), GcReport)
+    report = daemon.call(Gc())
     assert not report.applied
     items = by_what(report)
     assert set(items) == {"chkd/merged", "chkd/unmerged", "chkd/squashed", str(wts["clean"]),
@@ -123,7 +123,7 @@ def test_apply_removes_only_what_holds_no_unmerged_work(daemon: Daemon, proj: Pa
     events = daemon.ctl("--json", "events", "-n", "50").json()["events"]
     assert {e["data"]["what"] for e in events if e["kind"] == "gc.removed"} == {
         "chkd/merged", "chkd/squashed", str(wts["clean"])}
-    again = daemon.call(Gc(apply=True), GcReport)
+    again = daemon.call(Gc(apply=True))
     assert not any(it.removed for it in again.items)
     assert {it.what for it in again.items} == {"chkd/unmerged", str(wts["dirty"]), str(wts["ahead"]),
                                                "chkd/stranger", str(wts["stranger"])}
@@ -166,17 +166,17 @@ def test_workers_with_gone_worktrees_and_old_dead_workers(daemon: Daemon, proj: 
     _insert_worker(db, "w3", "dead", str(wt3), "chkd/w3-task", week_ago)
     _insert_worker(db, "w4", "dead", None, None, now - 24 * 3600 * 1000)
     daemon.start()
-    report = daemon.call(Gc(), GcReport)
+    report = daemon.call(Gc())
     items = by_what(report)
     assert set(items) == {"w1", "w2", "w3"}
     assert items["w1"].kind == "worker" and "is gone" in items["w1"].reason and items["w1"].removable
     assert items["w2"].kind == "dead_worker" and "dead for 8 days" in items["w2"].reason and items["w2"].removable
     assert items["w3"].kind == "dead_worker" and not items["w3"].removable and "not in main" in items["w3"].reason
-    applied = by_what(daemon.call(Gc(apply=True), GcReport))
+    applied = by_what(daemon.call(Gc(apply=True)))
     assert applied["w1"].removed and applied["w2"].removed and not applied["w3"].removed
     assert not wt2.exists() and (wt3 / "w3.txt").exists()
     assert "chkd/w3-task" in branches(proj) and "chkd/w2-task" not in branches(proj)
-    assert {it.what for it in daemon.call(Gc(), GcReport).items} == {"w3"}
+    assert {it.what for it in daemon.call(Gc()).items} == {"w3"}
 
 
 def test_a_deleted_worktree_directory_is_pruned_but_its_unmerged_branch_kept(
@@ -188,30 +188,29 @@ def test_a_deleted_worktree_directory_is_pruned_but_its_unmerged_branch_kept(
     sha = commit_file(wt, "lost.txt", "still on the branch\n", "work whose directory vanished")
     mark(daemon, wt, "w9")
     shutil.rmtree(wt)
-    items = by_what(daemon.call(Gc(), GcReport))
+    items = by_what(daemon.call(Gc()))
     assert items[str(wt)].removable and "directory is gone" in items[str(wt)].reason
     assert "chkd/T-lost holds 1 commit(s) not in main; kept" in items[str(wt)].reason
-    applied = by_what(daemon.call(Gc(apply=True), GcReport))
+    applied = by_what(daemon.call(Gc(apply=True)))
     assert applied[str(wt)].removed
     assert str(wt) not in git(proj, "worktree", "list")
     assert git(proj, "rev-parse", "chkd/T-lost") == sha
-    after = by_what(daemon.call(Gc(), GcReport))
+    after = by_what(daemon.call(Gc()))
     assert set(after) == {"chkd/T-lost"} and not after["chkd/T-lost"].removable  # its record went with it
 
 
 @pytest.mark.timeout(60)
 def test_a_merged_worker_is_history_not_an_orphan(daemon: Daemon, proj: Path) -> None:
-    from chkd.protocol.messages import Merge, MergeResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow
+    from chkd.protocol.messages import Merge, Spawn, TaskAdd, WorkerShow
 
     from conftest import wait_for
 
-    task = daemon.call(TaskAdd(title="small", repo=str(proj)), TaskResult).task
-    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.05"]),
-                    WorkerResult).worker
-    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "done", 20, what="done")
-    daemon.call(Merge(worker=w.id, strategy="auto", no_test=True), MergeResult)
-    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "merged", 20, what="merged")
-    report = daemon.call(Gc(repo=str(proj)), GcReport)
+    task = daemon.call(TaskAdd(title="small", repo=str(proj))).task
+    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.05"])).worker
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "done", 20, what="done")
+    daemon.call(Merge(worker=w.id, strategy="auto", no_test=True))
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "merged", 20, what="merged")
+    report = daemon.call(Gc(repo=str(proj)))
     assert report.items == []
     res = daemon.ctl("gc", cwd=proj)
     assert res.code == 0 and w.id not in res.out
@@ -220,28 +219,27 @@ def test_a_merged_worker_is_history_not_an_orphan(daemon: Daemon, proj: Path) ->
 # -- record-based cases --------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_a_merged_worker_whose_cleanup_failed_is_cleaned_by_gc(daemon: Daemon, proj: Path) -> None:
-    from chkd.protocol.messages import Merge, MergeResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow
+    from chkd.protocol.messages import Merge, Spawn, TaskAdd, WorkerShow
 
     from conftest import wait_for
 
-    task = daemon.call(TaskAdd(title="small", repo=str(proj)), TaskResult).task
-    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0"]),
-                    WorkerResult).worker
+    task = daemon.call(TaskAdd(title="small", repo=str(proj))).task
+    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0"])).worker
     marker = worktrees.read_marker(w.worktree)
     assert marker is not None and marker["home"] == str(daemon.paths.state) and marker["worker"] == w.id
     assert marker["purpose"] == "worker" and marker["branch"] == w.branch and marker["created_at"] > 0
-    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "done", 20, what="done")
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "done", 20, what="done")
     git(proj, "worktree", "lock", w.worktree)  # the merge's cleanup cannot remove a locked worktree
-    daemon.call(Merge(worker=w.id, strategy="auto", no_test=True), MergeResult)
-    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "merged", 20, what="merged")
+    daemon.call(Merge(worker=w.id, strategy="auto", no_test=True))
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "merged", 20, what="merged")
     assert Path(w.worktree).is_dir() and w.branch in branches(proj)
     git(proj, "worktree", "unlock", w.worktree)
-    item = by_what(daemon.call(Gc(), GcReport))[w.id]
+    item = by_what(daemon.call(Gc()))[w.id]
     assert item.removable and "merged, but its worktree" in item.reason and w.branch in item.reason
-    applied = by_what(daemon.call(Gc(apply=True), GcReport))[w.id]
+    applied = by_what(daemon.call(Gc(apply=True)))[w.id]
     assert applied.removed and not Path(w.worktree).exists() and w.branch not in branches(proj)
-    assert daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "merged"  # history stays
-    assert daemon.call(Gc(), GcReport).items == []
+    assert daemon.call(WorkerShow(worker=w.id)).worker.status == "merged"  # history stays
+    assert daemon.call(Gc()).items == []
 
 
 def test_an_empty_reserved_directory_is_removed_with_rmdir_only(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
@@ -255,20 +253,20 @@ def test_an_empty_reserved_directory_is_removed_with_rmdir_only(daemon: Daemon, 
     _insert_worker(daemon.db, "w1", "error", str(empty), None, now)
     _insert_worker(daemon.db, "w2", "dead", str(stray), None, now)
     daemon.start()
-    items = by_what(daemon.call(Gc(), GcReport))
+    items = by_what(daemon.call(Gc()))
     assert items["w1"].removable and "empty and unknown to git" in items["w1"].reason
     assert not items["w2"].removable and "no longer a git worktree" in items["w2"].reason
-    applied = by_what(daemon.call(Gc(apply=True), GcReport))
+    applied = by_what(daemon.call(Gc(apply=True)))
     assert applied["w1"].removed and not empty.exists()
     assert not applied["w2"].removed and (stray / "unsaved.txt").read_text() == "someone's\n"
-    assert set(by_what(daemon.call(Gc(), GcReport))) == {"w2"}
+    assert set(by_what(daemon.call(Gc()))) == {"w2"}
 
 
 def test_a_marker_of_another_chkd_home_is_not_ours(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
     theirs = tmp_path / "proj-T-theirs"
     git(proj, "worktree", "add", "-q", "-b", "chkd/T-theirs", str(theirs))
     mark(daemon, theirs, "w1", home=str(tmp_path / "another-home" / "state"))
-    item = by_what(daemon.call(Gc(apply=True), GcReport))[str(theirs)]
+    item = by_what(daemon.call(Gc(apply=True)))[str(theirs)]
     assert not item.removable and not item.removed and "made by another chkd" in item.reason
     assert theirs.is_dir() and "chkd/T-theirs" in branches(proj)
 

@@ -14,8 +14,8 @@ from typing import Any
 import psutil
 import pytest
 
-from chkd.protocol.messages import (EventList, Events, Ping, Pong, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult,
-                                    TaskShow, WorkerInfo, WorkerResult, WorkerShow)
+from chkd.protocol.events import WorkerStatusChanged
+from chkd.protocol.messages import (Events, Ping, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow)
 
 from conftest import Daemon, holds, make_repo, wait_for
 
@@ -38,30 +38,30 @@ def daemon_config() -> str:
 @pytest.fixture
 def proj(daemon: Daemon, tmp_path: Path) -> Path:
     repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     return repo
 
 
 def spawn(daemon: Daemon, task: str, cmd: list[str], max_attempts: int | None = None) -> WorkerInfo:
     if not _task_exists(daemon, task):
         daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task, max_attempts=max_attempts))
-    return daemon.call(Spawn(repo="proj", task_id=task, cmd=cmd), WorkerResult).worker
+    return daemon.call(Spawn(repo="proj", task_id=task, cmd=cmd)).worker
 
 
 def _task_exists(daemon: Daemon, task: str) -> bool:
     try:
-        daemon.call(TaskShow(id=task, repo="proj"), TaskResult)
+        daemon.call(TaskShow(id=task, repo="proj"))
         return True
     except Exception:  # noqa: BLE001
         return False
 
 
 def worker(daemon: Daemon, wid: str) -> WorkerInfo:
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def task(daemon: Daemon, tid: str) -> Any:
-    return daemon.call(TaskShow(id=tid, repo="proj"), TaskResult).task
+    return daemon.call(TaskShow(id=tid, repo="proj")).task
 
 
 def wait_status(daemon: Daemon, wid: str, statuses: set[str], timeout: float) -> WorkerInfo:
@@ -97,7 +97,7 @@ def gone(pid: int) -> bool:
 
 
 def kinds(daemon: Daemon, **filters: Any) -> list[str]:
-    return [e.kind for e in daemon.call(Events(**filters), EventList).events]
+    return [e.kind for e in daemon.call(Events(**filters)).events]
 
 
 # -- stalls -----------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class TestStallAbort:
 
 
 def _statuses(daemon: Daemon, wid: str) -> list[str]:
-    return [e.data.get("to") for e in daemon.call(Events(worker=wid), EventList).events if e.kind == "worker.status"]
+    return [e.data.to for e in daemon.call(Events(worker=wid)).events if isinstance(e.data, WorkerStatusChanged)]
 
 
 class TestStallNotify:
@@ -158,8 +158,8 @@ class TestStallNotify:
         wait_status(daemon, w.id, {"working"}, 5)
         assert _statuses(daemon, w.id)[-2:] == ["stalled", "working"]
         assert task(daemon, "S-1").status == "in_progress"  # on_stall = notify: nothing else happens
-        ev = [e for e in daemon.call(Events(worker=w.id), EventList).events if e.data.get("to") == "stalled"][0]
-        assert "no agent activity" in ev.data["reason"]
+        ev = [e for e in daemon.call(Events(worker=w.id)).events if isinstance(e.data, WorkerStatusChanged) and e.data.to == "stalled"][0]
+        assert "no agent activity" in (ev.data.reason or "")
 
     def test_paused_worker_is_not_stalled_and_its_shim_keeps_it_alive(self, daemon: Daemon, proj: Path) -> None:
         from chkd.protocol.messages import Pause, Resume
@@ -267,11 +267,11 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
         assert t.status == "in_progress" and t.claimed_by == wid and t.attempts == 0
     t = task(daemon, "R-3")
     assert t.status == "pending" and t.attempts == 1
-    from chkd.protocol.messages import TaskList, TaskListResult, WorkerList, WorkerListResult
+    from chkd.protocol.messages import TaskList, WorkerList
 
-    assert len(daemon.call(TaskList(repo="proj"), TaskListResult).tasks) == 4
-    assert len(daemon.call(WorkerList(all=True), WorkerListResult).workers) == 4
-    last = daemon.call(Ping(), Pong).last_seq
+    assert len(daemon.call(TaskList(repo="proj")).tasks) == 4
+    assert len(daemon.call(WorkerList(all=True)).workers) == 4
+    last = daemon.call(Ping()).last_seq
     seen = _watched(watcher, last)
     assert [e["seq"] for e in seen] == list(range(1, last + 1))  # every event, in order, no gap
     assert any(e.get("worker_id") == victim.id and e.get("data", {}).get("to") == "dead" for e in seen)

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from chkd.protocol.messages import (
-    Approve, EventList, Events, Merge, MergeResult, MergeShow, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult,
-    TaskShow, WorkerInfo, WorkerResult, WorkerShow,
+    Approve, Events, Merge, MergeShow, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow,
 )
 
 from conftest import Daemon, git, make_repo, wait_for
@@ -50,34 +49,34 @@ def proj(tmp_path: Path) -> Path:
 
 
 def add_repo(daemon: Daemon, repo: Path, test_cmd: list[str] | None = None) -> None:
-    daemon.call(RepoAdd(path=str(repo), test_cmd=test_cmd), RepoResult)
+    daemon.call(RepoAdd(path=str(repo), test_cmd=test_cmd))
 
 
 def done_worker(daemon: Daemon, repo: Path, title: str, files: dict[str, str], priority: int = 2,
                 linger: bool = False) -> WorkerInfo:
     """Spawn a worker whose agent commits `files` and exits (or, `linger`, says done and stays); wait for done."""
-    task = daemon.call(TaskAdd(title=title, repo=str(repo), priority=priority), TaskResult).task
+    task = daemon.call(TaskAdd(title=title, repo=str(repo), priority=priority)).task
     cmd = [sys.executable, "-c", AGENT, json.dumps(files), f"{task.id}: {title}"] + (["linger"] if linger else [])
-    w = daemon.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd), WorkerResult).worker
+    w = daemon.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd)).worker
     return wait_for(lambda: _done(daemon, w.id), 20, what=f"worker {w.id} to be done")
 
 
 def _done(daemon: Daemon, wid: str) -> WorkerInfo | None:
-    w = daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    w = daemon.call(WorkerShow(worker=wid)).worker
     assert w.status not in ("error", "dead"), w
     return w if w.status == "done" else None
 
 
 def worker(daemon: Daemon, wid: str) -> WorkerInfo:
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def task_status(daemon: Daemon, repo: Path, task_id: str) -> str:
-    return daemon.call(TaskShow(id=task_id, repo=str(repo)), TaskResult).task.status
+    return daemon.call(TaskShow(id=task_id, repo=str(repo))).task.status
 
 
 def events(daemon: Daemon, prefix: str = "") -> list[Any]:
-    return [e for e in daemon.call(Events(since=0, limit=10000), EventList).events if e.kind.startswith(prefix)]
+    return [e for e in daemon.call(Events(since=0, limit=10000)).events if e.kind.startswith(prefix)]
 
 
 def commit_on_main(repo: Path, files: dict[str, str], msg: str = "main moves") -> str:
@@ -121,7 +120,7 @@ def test_conflict_changes_nothing_and_lists_files(daemon: Daemon, proj: Path) ->
     assert (proj / "a.txt").read_text() == "uno\ntwo\nthree\n" and Path(w.worktree).is_dir()
     assert worker(daemon, w.id).status == "conflict"
     conflict = events(daemon, "merge.conflict")
-    assert conflict and conflict[0].data["files"] == ["a.txt"]
+    assert conflict and conflict[0].data.files == ["a.txt"]
     merges = daemon.ctl("merges", "--json", cwd=proj).json()
     assert merges[0]["status"] == "conflict" and merges[0]["conflict_files"] == ["a.txt"]
 
@@ -133,7 +132,7 @@ def test_five_merges_at_once_are_serialized_in_priority_order(daemon: Daemon, pr
     ws = [done_worker(daemon, proj, f"part {i}", {f"part{i}.txt": f"{i}\n"}, priority=p)
           for i, p in enumerate(prios)]
     client = daemon.client()
-    ids = [client.call(Merge(worker=w.id, strategy="auto"), MergeResult).merge.id for w in ws]
+    ids = [client.call(Merge(worker=w.id, strategy="auto")).merge.id for w in ws]
     final = [wait_for(lambda i=i: _settled(daemon, i), 30, what=f"merge {i}") for i in ids]
     assert [m.status for m in final] == ["merged"] * 5
     log = git(proj, "log", "--format=%s", "main")
@@ -144,7 +143,7 @@ def test_five_merges_at_once_are_serialized_in_priority_order(daemon: Daemon, pr
     running: set[int] = set()
     started: list[int] = []
     for e in events(daemon, "merge."):
-        mid = e.data["merge_id"]
+        mid = e.data.merge_id
         if e.kind == "merge.checking":
             assert not running - {mid}, f"merge {mid} started while {running} ran"
             running.add(mid)
@@ -158,7 +157,7 @@ def test_five_merges_at_once_are_serialized_in_priority_order(daemon: Daemon, pr
 
 
 def _settled(daemon: Daemon, merge_id: int) -> Any:
-    m = daemon.call(MergeShow(id=merge_id), MergeResult).merge
+    m = daemon.call(MergeShow(id=merge_id)).merge
     return m if m.status in ("merged", "conflict", "failed", "rejected") else None
 
 
@@ -196,7 +195,7 @@ def test_failing_test_gate_leaves_main_untouched(daemon: Daemon, proj: Path) -> 
     res = daemon.ctl("merge", w.id, "--strategy", "auto", cwd=proj)
     assert res.code == 1 and "failed" in res.err
     assert git(proj, "rev-parse", "main") == main_sha and not (proj / "feature.txt").exists()
-    m = daemon.call(MergeShow(worker=w.id), MergeResult).merge
+    m = daemon.call(MergeShow(worker=w.id)).merge
     assert m.status == "failed" and "tests see" in m.log and "feature.txt" in m.log  # ran on the merge result
     assert worker(daemon, w.id).status == "done"
     assert [e.kind for e in events(daemon, "merge.")][-2:] == ["merge.testing", "merge.failed"]
@@ -231,7 +230,7 @@ def test_review_then_reject_sends_worker_back(daemon: Daemon, proj: Path) -> Non
     assert res.code == 0 and "back to working" in res.out
     back = worker(daemon, w.id)
     assert back.status == "working" and back.message == "needs tests"
-    assert daemon.call(MergeShow(worker=w.id), MergeResult).merge.status == "rejected"
+    assert daemon.call(MergeShow(worker=w.id)).merge.status == "rejected"
     assert not (proj / "feature.txt").exists()
     assert daemon.ctl("approve", w.id, cwd=proj).code == 1  # nothing waits for review any more
 
@@ -269,7 +268,7 @@ def test_squash_merged_branch_counts_as_merged(daemon: Daemon, proj: Path) -> No
     assert git(proj, "rev-parse", "main") == squashed  # nothing new to merge
     assert not Path(w.worktree).exists() and git(proj, "branch", "--list", w.branch) == ""
     merged = events(daemon, "merge.merged")[-1]
-    assert merged.data["already_in"] is True
+    assert merged.data.already_in is True
     assert worker(daemon, w.id).status == "merged" and task_status(daemon, proj, w.task_id) == "done"
 
 
@@ -288,10 +287,9 @@ def test_no_wait_returns_once_queued_and_approve_requires_review(daemon: Daemon,
 
 def test_merge_of_a_running_worker_is_refused(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj)
-    task = daemon.call(TaskAdd(title="slow", repo=str(proj)), TaskResult).task
-    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=[sys.executable, "-c", "import time; time.sleep(30)"]),
-                    WorkerResult).worker
+    task = daemon.call(TaskAdd(title="slow", repo=str(proj))).task
+    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=[sys.executable, "-c", "import time; time.sleep(30)"])).worker
     res = daemon.ctl("merge", w.id, cwd=proj)
     assert res.code == 1 and "only a done worker can be merged" in res.err
     with pytest.raises(Exception, match="no merge waiting for review"):
-        daemon.call(Approve(worker=w.id), MergeResult)
+        daemon.call(Approve(worker=w.id))

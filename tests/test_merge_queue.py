@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chkd.daemon import merging, mergequeue
-from chkd.protocol.messages import Merge, MergeResult, MergeShow
+from chkd.protocol.messages import Merge, MergeShow
 
 from conftest import Daemon, git, make_repo, wait_for
 from test_merge import CONFIG, add_repo, done_worker, events, worker
@@ -56,15 +56,15 @@ def test_kill_9_during_the_test_gate_then_the_merge_finishes(daemon: Daemon, tmp
     repo = make_repo(tmp_path / "proj")
     add_repo(daemon, repo, test_cmd=[sys.executable, "-c", "import time; time.sleep(1.5)"])
     w = done_worker(daemon, repo, "feature", {"feature.txt": "x\n"})
-    m = daemon.call(Merge(worker=w.id, strategy="auto"), MergeResult).merge
-    wait_for(lambda: daemon.call(MergeShow(id=m.id), MergeResult).merge.status == "testing", 10, what="the gate")
+    m = daemon.call(Merge(worker=w.id, strategy="auto")).merge
+    wait_for(lambda: daemon.call(MergeShow(id=m.id)).merge.status == "testing", 10, what="the gate")
     daemon.kill()
     daemon.start()
-    done = wait_for(lambda: (x := daemon.call(MergeShow(id=m.id), MergeResult).merge).status == "merged" and x,
+    done = wait_for(lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status == "merged" and x,
                     30, what="the merge to finish after the restart")
     assert git(repo, "rev-parse", "main") == done.result_sha and (repo / "feature.txt").exists()
     assert worker(daemon, w.id).status == "merged"
-    assert any(e.data.get("note") == "requeued after a daemon restart" for e in events(daemon, "merge.queued"))
+    assert any(e.data.note == "requeued after a daemon restart" for e in events(daemon, "merge.queued"))
     wait_for(lambda: "chkd-gate-" not in git(repo, "worktree", "list"), 10, what="the old gate worktree to go")
 
 
@@ -76,11 +76,11 @@ def test_merges_of_different_repositories_run_side_by_side(daemon: Daemon, tmp_p
     for repo in repos:
         add_repo(daemon, repo, test_cmd=gate)
         ws.append(done_worker(daemon, repo, f"work in {repo.name}", {"f.txt": repo.name}))
-    ids = [daemon.call(Merge(worker=w.id, strategy="auto"), MergeResult).merge.id for w in ws]
+    ids = [daemon.call(Merge(worker=w.id, strategy="auto")).merge.id for w in ws]
     for mid in ids:
-        wait_for(lambda mid=mid: daemon.call(MergeShow(id=mid), MergeResult).merge.status == "merged", 20,
+        wait_for(lambda mid=mid: daemon.call(MergeShow(id=mid)).merge.status == "merged", 20,
                  what=f"merge {mid}")
-    kinds = [(e.kind, e.data["merge_id"]) for e in events(daemon, "merge.")]
+    kinds = [(e.kind, e.data.merge_id) for e in events(daemon, "merge.")]
     first_merged = min(i for i, (k, _) in enumerate(kinds) if k == "merge.merged")
     testing = {mid for k, mid in kinds[:first_merged] if k == "merge.testing"}
     assert testing == set(ids), kinds  # both gates ran before either landed

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chkd.client import daemonctl
-from chkd.protocol.messages import WorkerResult, WorkerShow
+from chkd.protocol.messages import WorkerShow
 
 from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, _kill_strays, make_repo, wait_for
 
@@ -50,7 +50,7 @@ def test_a_chkd_folder_in_the_repository_is_never_imported(tmp_path: Path, autos
                           cwd=repo, env={"CHKD_NO_AUTOSTART": "0"})
     assert res.code == 0, res
     client = autostarted.client()
-    wait_for(lambda: client.call(WorkerShow(worker="w1"), WorkerResult).worker.status == "done",
+    wait_for(lambda: client.call(WorkerShow(worker="w1")).worker.status == "done",
              20, what="the worker to finish")
 
     assert daemonctl.is_running(autostarted.paths)

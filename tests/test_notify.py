@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chkd.protocol.messages import RepoAdd, RepoResult, Spawn, TaskAdd, WorkerResult, WorkerShow
+from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, WorkerShow
 
 from conftest import Daemon, holds, make_repo, wait_for
 
@@ -30,13 +30,12 @@ def received(out: Path) -> list[dict]:
 def run_done_and_dead(daemon: Daemon, tmp_path: Path) -> tuple[str, str]:
     import psutil
 
-    daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))), RepoResult)
+    daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))))
     daemon.call(TaskAdd(title="quick", repo="proj", id="N-1"))
     daemon.call(TaskAdd(title="doomed", repo="proj", id="N-2"))
-    ok = daemon.call(Spawn(repo="proj", task_id="N-1", cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.1"]),
-                     WorkerResult).worker
-    doomed = daemon.call(Spawn(repo="proj", task_id="N-2", cmd=SLEEPER), WorkerResult).worker
-    show = lambda wid: daemon.call(WorkerShow(worker=wid), WorkerResult).worker  # noqa: E731
+    ok = daemon.call(Spawn(repo="proj", task_id="N-1", cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.1"])).worker
+    doomed = daemon.call(Spawn(repo="proj", task_id="N-2", cmd=SLEEPER)).worker
+    show = lambda wid: daemon.call(WorkerShow(worker=wid)).worker  # noqa: E731
     wait_for(lambda: show(ok.id).status == "done", 20, what="the quick worker to be done")
     wait_for(lambda: show(doomed.id).pid, 15, what="the doomed agent to start")
     for p in psutil.process_iter(["cmdline"]):
@@ -90,10 +89,9 @@ class TestEscalation:
 
     @pytest.mark.timeout(60)
     def test_escalation_is_notified(self, daemon: Daemon, tmp_path: Path, out: Path) -> None:
-        daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))), RepoResult)
+        daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))))
         daemon.call(TaskAdd(title="one shot", repo="proj", id="E-1", max_attempts=1))
-        daemon.call(Spawn(repo="proj", task_id="E-1", cmd=["sh", "-c", "sleep 0.5; kill -9 $PPID; sleep 60"]),
-                    WorkerResult)
+        daemon.call(Spawn(repo="proj", task_id="E-1", cmd=["sh", "-c", "sleep 0.5; kill -9 $PPID; sleep 60"]))
         wait_for(lambda: {e["kind"] for e in received(out)} >= {"worker.status", "task.escalated"}, 15,
                  what="dead and escalation notifications")
         got = received(out)

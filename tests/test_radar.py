@@ -10,8 +10,7 @@ import pytest
 
 from chkd.daemon import radar
 from chkd.protocol.messages import (
-    ConflictReport, Conflicts, EventList, Events, Overlap, RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult,
-    WorkerResult, WorkerShow,
+    Conflicts, Events, Overlap, RepoAdd, Spawn, TaskAdd, WorkerShow,
 )
 
 from conftest import Daemon, git, make_repo, wait_for
@@ -90,25 +89,25 @@ def test_pairs_are_ordered_by_worker_number() -> None:
 @pytest.mark.timeout(60)
 def test_radar_reports_two_workers_editing_the_same_file_before_either_is_done(daemon: Daemon, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "proj", {"shared.py": "x = 1\n", "own.txt": "o\n"})
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     assert daemon.ctl("conflicts", "--json", cwd=repo).json()["overlaps"] == []
     ids = []
     for n, text in ((1, "x = 2\n"), (2, "x = 3\n")):
-        task = daemon.call(TaskAdd(title=f"edit shared {n}", repo=str(repo)), TaskResult).task
+        task = daemon.call(TaskAdd(title=f"edit shared {n}", repo=str(repo))).task
         cmd = [sys.executable, "-c", EDITOR, json.dumps({"shared.py": text, f"mine{n}.txt": "m\n"})]
-        ids.append(daemon.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd), WorkerResult).worker.id)
+        ids.append(daemon.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd)).worker.id)
 
     def overlap() -> list:
-        events = daemon.call(Events(since=0, limit=1000), EventList).events
+        events = daemon.call(Events(since=0, limit=1000)).events
         return [e for e in events if e.kind == "overlap"]
 
     evs = wait_for(overlap, 20, what="an overlap event")
-    assert evs[0].data["a"] == ids[0] and evs[0].data["b"] == ids[1] and evs[0].data["files"] == ["shared.py"]
-    assert evs[0].data["conflict"] is True
+    assert evs[0].data.a == ids[0] and evs[0].data.b == ids[1] and evs[0].data.files == ["shared.py"]
+    assert evs[0].data.conflict is True
     for wid in ids:  # neither is done: they are still working
-        assert daemon.call(WorkerShow(worker=wid), WorkerResult).worker.status in ("starting", "working")
+        assert daemon.call(WorkerShow(worker=wid)).worker.status in ("starting", "working")
     res = daemon.ctl("conflicts", cwd=repo)
     assert res.code == 0 and "CONFLICT" in res.out and "shared.py" in res.out and ids[0] in res.out
-    report = daemon.call(Conflicts(repo="proj"), ConflictReport)
+    report = daemon.call(Conflicts(repo="proj"))
     assert [(o.a, o.b, o.files) for o in report.overlaps] == [(ids[0], ids[1], ["shared.py"])]
     assert daemon.ctl("conflicts", "--repo", "nope", cwd=repo).code == 1

@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 from chkd.protocol import codec
-from chkd.protocol.messages import COMMANDS, Err, Ping, Pong, Reply
+from chkd.protocol.messages import COMMANDS, Err, Ping, Reply
 
 from conftest import Daemon, wait_for
 
@@ -25,7 +25,7 @@ def raw_exchange(daemon: Daemon, payload: bytes, timeout: float = 10.0) -> Reply
 
 
 def assert_serving(daemon: Daemon) -> None:
-    pong = daemon.call(Ping(), Pong)
+    pong = daemon.call(Ping())
     assert pong.pid == daemon.proc.pid
 
 

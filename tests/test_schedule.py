@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from chkd.daemon import budget, notify, schedule
 from chkd.daemon.schedule import Ready
-from chkd.protocol.messages import Event
+from chkd.protocol import events as ev
+from chkd.protocol.messages import Event, event_of
 
 
 def test_a_tagged_task_goes_to_the_profile_carrying_its_tag_else_the_default() -> None:
@@ -59,14 +60,22 @@ def test_budget_levels_warn_at_80_percent_and_stop_at_100() -> None:
 
 
 def test_budget_notifications_are_sent_once_per_day_and_usage_limits_once_per_reset() -> None:
-    def ev(seq: int, kind: str, **data: object) -> Event:
-        return Event(seq=seq, at=1, kind=kind, repo=None, data=dict(data))
+    def warned(seq: int, day: str) -> Event:
+        return event_of(ev.BudgetWarned(scope="global", day=day, spent_usd=8, budget_usd=10, percent=80,
+                                        message="80 % used"), seq=seq, at=1)
+
+    def exceeded(seq: int, day: str) -> Event:
+        return event_of(ev.BudgetExceeded(scope="global", day=day, spent_usd=10, budget_usd=10, percent=100,
+                                          message="used up"), seq=seq, at=1)
+
+    def wait(seq: int, until: int, message: str = "waits") -> Event:
+        return event_of(ev.LimitWaitStarted(profile="claude", until=until, tasks=3, reason="usage limit",
+                                            message=message), seq=seq, at=1)
 
     n = notify.Notifier()
-    picked = n.pick([ev(1, "budget.warning", day="2026-12-03"), ev(2, "budget.exceeded", day="2026-12-03"),
-                     ev(3, "budget.exceeded", day="2026-12-03"), ev(4, "budget.exceeded", day="2026-12-04"),
-                     ev(5, "autopilot.limit_wait", until=1000, message="Claude usage limit: 3 tasks wait until 19:00."),
-                     ev(6, "autopilot.limit_wait", until=1000), ev(7, "autopilot.limit_wait", until=2000)])
+    picked = n.pick([warned(1, "2026-12-03"), exceeded(2, "2026-12-03"), exceeded(3, "2026-12-03"),
+                     exceeded(4, "2026-12-04"), wait(5, 1000, "Claude usage limit: 3 tasks wait until 19:00."),
+                     wait(6, 1000), wait(7, 2000)])
     assert [(c, e.seq) for c, e in picked] == [("budget_warning", 1), ("budget", 2), ("budget", 4),
                                                 ("usage_limit", 5), ("usage_limit", 7)]
     title, body = notify.text("usage_limit", picked[3][1])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import ActivityAck, ShimBeat, ShimExit, ShimHello, WorkerResult, WorkerShow
+from chkd.protocol.messages import ShimBeat, ShimExit, ShimHello, WorkerShow
 
 from conftest import BIN, Daemon, wait_for
 
@@ -22,7 +22,7 @@ def spawn(daemon: Daemon, repo: Path, task: str, cmd: str) -> dict:
 
 
 def show(daemon: Daemon, wid: str):  # type: ignore[no-untyped-def]
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def alive(pid: int) -> bool:
@@ -70,14 +70,13 @@ def test_abort_right_after_spawn_stops_the_agent(daemon: Daemon, repo: Path) -> 
 @pytest.mark.timeout(30)
 def test_shim_messages_are_idempotent_and_unknown_workers_refused(daemon: Daemon, repo: Path) -> None:
     with pytest.raises(ChkdError, match="No worker has the id 'w42'"):
-        daemon.call(ShimBeat(worker="w42"), ActivityAck)
+        daemon.call(ShimBeat(worker="w42"))
     spawn(daemon, repo, "I", f"{DEMO} --steps 1 --step-s 0")
     wait_for(lambda: show(daemon, "w1").status == "done", 15, what="done")
     before = show(daemon, "w1")
-    ack = daemon.call(ShimExit(worker="w1", exit_code=3), ActivityAck)  # a retried (different) report
+    ack = daemon.call(ShimExit(worker="w1", exit_code=3))  # a retried (different) report
     assert ack.status == "done"
-    hello = daemon.call(ShimHello(worker="w1", shim_pid=1, shim_started=0.0, agent_pid=1, agent_started=0.0, pgid=1),
-                        ActivityAck)
+    hello = daemon.call(ShimHello(worker="w1", shim_pid=1, shim_started=0.0, agent_pid=1, agent_started=0.0, pgid=1))
     assert hello.status == "done"
     after = show(daemon, "w1")
     assert (after.status, after.exit_code, after.pid) == ("done", 0, before.pid)

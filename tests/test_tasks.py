@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from chkd.protocol.messages import (
-    Claim, ClaimResult, DepAdd, RepoAdd, RepoResult, TaskAdd, TaskList, TaskListResult, TaskResult,
+    Claim, DepAdd, RepoAdd, TaskAdd, TaskList,
 )
 
 from conftest import Daemon, git
@@ -36,7 +36,7 @@ def test_task_add_inside_an_unknown_repository_registers_it(daemon: Daemon, repo
 
 def test_list_order_filters_and_no_row_limit(daemon: Daemon, repo: Path) -> None:
     c = daemon.client()
-    c.call(RepoAdd(path=str(repo)), RepoResult)
+    c.call(RepoAdd(path=str(repo)))
     for i in range(120):
         c.call(TaskAdd(title=f"bulk {i}", repo="proj", priority=3))
     c.call(TaskAdd(title="blocked urgent", id="B", repo="proj", priority=0, after=["T-1"]))
@@ -133,15 +133,15 @@ def test_dependencies_and_cycles(daemon: Daemon, repo: Path) -> None:
 
 def test_claim_respects_priority_and_dependencies(daemon: Daemon, repo: Path) -> None:
     c = daemon.client()
-    c.call(RepoAdd(path=str(repo)), RepoResult)
+    c.call(RepoAdd(path=str(repo)))
     c.call(TaskAdd(title="p2 first", id="p2a", repo="proj"))
     c.call(TaskAdd(title="p3", id="p3", repo="proj", priority=3))
     c.call(TaskAdd(title="p0 after p3", id="p0", repo="proj", priority=0, after=["p3"]))
     c.call(TaskAdd(title="p2 second", id="p2b", repo="proj", tags=["web"]))
     c.call(TaskAdd(title="p1", id="p1", repo="proj", priority=1))
-    got = [c.call(Claim(repo="proj", worker="w"), ClaimResult).task.id for _ in range(4)]
+    got = [c.call(Claim(repo="proj", worker="w")).task.id for _ in range(4)]
     assert got == ["p1", "p2a", "p2b", "p3"]
-    assert c.call(Claim(repo="proj"), ClaimResult).task is None  # p0 waits for p3
+    assert c.call(Claim(repo="proj")).task is None  # p0 waits for p3
     empty = daemon.ctl("task", "claim", cwd=repo)
     assert (empty.code, empty.out, empty.err.strip()) == (3, "", "Nothing is ready to claim.")
     as_json = daemon.ctl("task", "claim", "--json", cwd=repo)
@@ -196,14 +196,14 @@ def test_commands_find_the_repository_from_a_worktree_or_outside_any_repo(
 
 def test_claim_over_the_protocol_marks_and_events(daemon: Daemon, repo: Path) -> None:
     c = daemon.client()
-    c.call(RepoAdd(path=str(repo)), RepoResult)
-    c.call(TaskAdd(title="one", id="one", repo=str(repo)), TaskResult)
-    c.call(TaskAdd(title="two", id="two", repo=str(repo)), TaskResult)
-    c.call(DepAdd(task="two", depends_on="one", repo="proj"), TaskResult)
-    claimed = c.call(Claim(repo=str(repo / "README.md"), worker="peer-1"), ClaimResult).task
+    c.call(RepoAdd(path=str(repo)))
+    c.call(TaskAdd(title="one", id="one", repo=str(repo)))
+    c.call(TaskAdd(title="two", id="two", repo=str(repo)))
+    c.call(DepAdd(task="two", depends_on="one", repo="proj"))
+    claimed = c.call(Claim(repo=str(repo / "README.md"), worker="peer-1")).task
     assert (claimed.id, claimed.status, claimed.claimed_by, claimed.dependants, claimed.ready) == (
         "one", "claimed", "peer-1", ["two"], False)
-    listed = c.call(TaskList(repo="proj", status="claimed"), TaskListResult).tasks
+    listed = c.call(TaskList(repo="proj", status="claimed")).tasks
     assert [t.id for t in listed] == ["one"]
     shown = daemon.ctl("task", "show", "one", "--json", cwd=repo).json()["history"]
     assert shown[-1]["kind"] == "task.claimed" and shown[-1]["worker_id"] == "peer-1"
@@ -214,10 +214,10 @@ def test_protocol_bad_input_gets_err_replies(daemon: Daemon, repo: Path) -> None
     import pytest
 
     from chkd.protocol.errors import ChkdError
-    from chkd.protocol.messages import ImportReport, TaskEdit, TaskImport
+    from chkd.protocol.messages import TaskEdit, TaskImport
 
     c = daemon.client()
-    c.call(RepoAdd(path=str(repo)), RepoResult)
+    c.call(RepoAdd(path=str(repo)))
     cases = [
         (TaskAdd(title="x", repo="proj", priority=9), "bad_request", "Priority P9 does not exist"),
         (TaskAdd(title="x", repo="proj", priority=-1), "bad_request", "P-1 does not exist"),
@@ -231,6 +231,6 @@ def test_protocol_bad_input_gets_err_replies(daemon: Daemon, repo: Path) -> None
         with pytest.raises(ChkdError) as err:
             c.call(body)
         assert err.value.code == code and words in err.value.message, body
-    assert c.call(TaskList(repo="proj"), TaskListResult).tasks == []
-    report = c.call(TaskImport(text="\ufffd" * 1000 + "\n- [ ] fine\n", repo="proj"), ImportReport)
+    assert c.call(TaskList(repo="proj")).tasks == []
+    report = c.call(TaskImport(text="\ufffd" * 1000 + "\n- [ ] fine\n", repo="proj"))
     assert report.new == ["T.1"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chkd.protocol.messages import (
-    ImportReport, RepoAdd, RepoResult, TaskImport, TaskList, TaskListResult,
+    RepoAdd, TaskImport, TaskList,
 )
 
 from conftest import Daemon
@@ -19,12 +19,12 @@ from conftest import Daemon
 CLAIMER = """
 import json, os, sys
 from chkd.client.client import Client
-from chkd.protocol.messages import Claim, ClaimResult
+from chkd.protocol.messages import Claim
 from chkd.protocol.paths import resolve
 ids = []
 with Client(resolve(sys.argv[1]), autostart=False, timeout=60) as c:
     while True:
-        task = c.call(Claim(repo=sys.argv[2], worker=f"p{os.getpid()}"), ClaimResult).task
+        task = c.call(Claim(repo=sys.argv[2], worker=f"p{os.getpid()}")).task
         if task is None:
             break
         assert task.status == "claimed" and task.claimed_by == f"p{os.getpid()}"
@@ -36,9 +36,9 @@ print(json.dumps(ids))
 @pytest.mark.timeout(120)
 def test_eight_processes_claim_2000_tasks_exactly_once(daemon: Daemon, repo: Path) -> None:
     c = daemon.client(timeout=60)
-    c.call(RepoAdd(path=str(repo)), RepoResult)
+    c.call(RepoAdd(path=str(repo)))
     lines = ["## Load"] + [f"- [ ] [P{i % 5}] **L.{i} task {i}**" for i in range(1, 2001)]
-    report = c.call(TaskImport(text="\n".join(lines), repo="proj"), ImportReport)
+    report = c.call(TaskImport(text="\n".join(lines), repo="proj"))
     assert len(report.new) == 2000
     procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(daemon.home), str(repo)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
@@ -56,5 +56,5 @@ def test_eight_processes_claim_2000_tasks_exactly_once(daemon: Daemon, repo: Pat
     for ids in results:
         prios = [int(tid[2:]) % 5 for tid in ids]
         assert prios == sorted(prios)
-    tasks = c.call(TaskList(repo="proj"), TaskListResult).tasks
+    tasks = c.call(TaskList(repo="proj")).tasks
     assert Counter(t.status for t in tasks) == {"claimed": 2000}

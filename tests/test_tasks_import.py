@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chkd.protocol.messages import Ping, Pong
+from chkd.protocol.messages import Ping
 
 from conftest import Daemon
 
@@ -66,13 +66,13 @@ def test_import_dry_run_then_import_then_reimport_changes_nothing(daemon: Daemon
     assert tasks["SD.1"]["description"] == "hero and nav\n\n- [x] hero\n- [ ] nav"
     assert tasks["SD.1"]["tags"] == ["ui"] and tasks["SD.6"]["title"] == "Cart drawer"
 
-    seq = daemon.call(Ping(), Pong).last_seq
+    seq = daemon.call(Ping()).last_seq
     before = daemon.ctl("task", "list", "--json", cwd=repo).out
     again = daemon.ctl("task", "import", "docs/SPEC.md", cwd=repo)
     assert again.code == 0 and again.out.splitlines()[0] == (
         "Imported docs/SPEC.md into proj: 0 new, 0 updated, 7 unchanged, 0 skipped.")
     assert daemon.ctl("task", "list", "--json", cwd=repo).out == before
-    assert daemon.call(Ping(), Pong).last_seq == seq  # not even an event
+    assert daemon.call(Ping()).last_seq == seq  # not even an event
 
 
 def test_reimport_updates_but_never_sets_back_done_or_running_and_lists_vanished(

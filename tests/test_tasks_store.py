@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from chkd.protocol.events import TaskEscalated, TaskStatusChanged
 from chkd.daemon import tasks
 from chkd.daemon.context import Ctx
 from chkd.daemon.store import Store
@@ -101,8 +102,9 @@ def test_transitions_are_checked_and_evented(ctx: Ctx, repo: dict[str, Any]) -> 
     with pytest.raises(ChkdError) as err, ctx.store.tx():
         tasks.set_task_status(ctx, t, "review")
     assert err.value.code == "conflict" and "cannot become review" in err.value.message
-    data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.status'"))
-    assert data == {"from": "pending", "to": "cancelled", "note": "not needed"}
+    data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.status'"),
+                                  type=TaskStatusChanged)
+    assert data == TaskStatusChanged(from_="pending", to="cancelled", note="not needed")
 
 
 def test_requeue_until_max_attempts_then_failed_and_escalated(ctx: Ctx, repo: dict[str, Any]) -> None:
@@ -119,8 +121,9 @@ def test_requeue_until_max_attempts_then_failed_and_escalated(ctx: Ctx, repo: di
     row = tasks.find_task(ctx, repo["id"], "F")
     assert (row["status"], row["attempts"]) == ("failed", 2)  # type: ignore[index]
     assert kinds(ctx)[-3:] == ["task.claimed", "task.failed", "task.escalated"]
-    data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.escalated'"))
-    assert data == {"reason": "worker w2 died", "attempts": 2}
+    data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.escalated'"),
+                                  type=TaskEscalated)
+    assert data == TaskEscalated(reason="worker w2 died", attempts=2)
 
 
 def test_task_infos_match_task_info(ctx: Ctx, repo: dict[str, Any]) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    AtticRestore, EventList, Events, Merge, MergeResult, MergeShow, Ok, RepoAdd, RepoResult, Spawn, TaskAdd,
-    TaskResult, WorkerInfo, WorkerResult, WorkerShow,
+    AtticRestore, Events, MergeShow, RepoAdd, Spawn, TaskAdd,
+    WorkerInfo, WorkerShow,
 )
 
 from conftest import BIN, Daemon, git, make_repo, wait_for
@@ -43,27 +43,27 @@ def daemon_config() -> str:
 @pytest.fixture
 def proj(daemon: Daemon, tmp_path: Path) -> Path:
     repo = make_repo(tmp_path / "proj", {"README.md": "hello\n", "a.txt": "one\n"})
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     return repo
 
 
 # -- helpers ------------------------------------------------------------------------------------------
 def done_worker(daemon: Daemon, repo: Path, task: str, *agent_args: str) -> WorkerInfo:
     """A demo worker that made one commit (on `--conflict-file PATH` if given) and is done."""
-    daemon.call(TaskAdd(title=f"task {task}", repo=str(repo), id=task), TaskResult)
+    daemon.call(TaskAdd(title=f"task {task}", repo=str(repo), id=task))
     cmd = [DEMO, "--steps", "1", "--step-s", "0", *agent_args]
-    w = daemon.call(Spawn(repo=str(repo), task_id=task, cmd=cmd), WorkerResult).worker
+    w = daemon.call(Spawn(repo=str(repo), task_id=task, cmd=cmd)).worker
     return wait_for(lambda: _done(daemon, w.id), 20, what=f"worker {w.id} to be done")
 
 
 def _done(daemon: Daemon, wid: str) -> WorkerInfo | None:
-    w = daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    w = daemon.call(WorkerShow(worker=wid)).worker
     assert w.status not in ("error", "dead"), w
     return w if w.status == "done" else None
 
 
 def status(daemon: Daemon, wid: str) -> str:
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker.status
+    return daemon.call(WorkerShow(worker=wid)).worker.status
 
 
 def refs(repo: Path) -> dict[str, str]:
@@ -174,8 +174,7 @@ def test_a_user_commit_during_the_merge_is_kept_and_the_merge_lands_on_top(
         daemon: Daemon, tmp_path: Path) -> None:
     proj = make_repo(tmp_path / "proj")
     flag = tmp_path / "user-committed"
-    daemon.call(RepoAdd(path=str(proj), test_cmd=[sys.executable, "-c", USER_COMMITS, str(flag), str(proj)]),
-                RepoResult)
+    daemon.call(RepoAdd(path=str(proj), test_cmd=[sys.executable, "-c", USER_COMMITS, str(flag), str(proj)]))
     w = done_worker(daemon, proj, "T1")
     before = git(proj, "rev-parse", "main")
     res = merge(daemon, proj, w.id)
@@ -187,10 +186,10 @@ def test_a_user_commit_during_the_merge_is_kept_and_the_merge_lands_on_top(
     git(proj, "merge-base", "--is-ancestor", user, head)  # raises unless the user's commit is in main
     assert git(proj, "rev-parse", f"{user}^") == before
     assert git(proj, "status", "--porcelain") == "" and (proj / "chkd-demo-T1.txt").exists()
-    m = daemon.call(MergeShow(worker=w.id), MergeResult).merge
+    m = daemon.call(MergeShow(worker=w.id)).merge
     assert m.status == "merged" and m.result_sha == head
-    checks = [e for e in daemon.call(Events(since=0, limit=1000), EventList).events if e.kind == "merge.checking"]
-    assert len(checks) == 2 and "moved" in checks[1].data.get("why", "")
+    checks = [e for e in daemon.call(Events(since=0, limit=1000)).events if e.kind == "merge.checking"]
+    assert len(checks) == 2 and "moved" in (checks[1].data.why or "")
 
 
 # -- the user's own worktrees and branches next to chkd's ---------------------------------------------------
@@ -275,7 +274,7 @@ def attic(daemon: Daemon, proj: Path) -> tuple[str, str]:
 
 def restore_error(daemon: Daemon, proj: Path, ref: str, branch: str | None) -> ChkdError:
     with pytest.raises(ChkdError) as err:
-        daemon.call(AtticRestore(ref=ref, branch=branch, repo=str(proj)), Ok)
+        daemon.call(AtticRestore(ref=ref, branch=branch, repo=str(proj)))
     assert "\n" not in err.value.message
     return err.value
 

@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 
-from chkd.protocol.messages import WorkerList, WorkerListResult, WorkerResult, WorkerShow
+from chkd.protocol.messages import WorkerList, WorkerShow
 
 from conftest import BIN, Daemon, git, wait_for
 
@@ -31,7 +31,7 @@ def spawn(daemon: Daemon, repo: Path, task: str, cmd: str | None = None, *extra:
 
 
 def show(daemon: Daemon, wid: str) -> Any:
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def wait_status(daemon: Daemon, wid: str, *statuses: str, timeout: float = 20.0) -> Any:
@@ -126,7 +126,7 @@ def test_taken_path_and_branch_get_numbered_suffixes(daemon: Daemon, repo: Path)
 
 
 def _nothing_changed(daemon: Daemon, repo: Path, before_dirs: set[str]) -> None:
-    assert daemon.call(WorkerList(all=True), WorkerListResult).workers == []
+    assert daemon.call(WorkerList(all=True)).workers == []
     assert git(repo, "branch", "--list", "chkd/*") == ""
     assert {p.name for p in repo.parent.iterdir()} == before_dirs
 
@@ -168,7 +168,7 @@ def test_max_workers_refuses_with_count_and_how_to_raise(daemon: Daemon, repo: P
     assert "3 workers already run in 'proj'" in res.err and "(3)" in res.err
     assert "[repos.\"proj\"] max_workers" in res.err
     assert {p.name for p in repo.parent.iterdir()} == before
-    assert [w.id for w in daemon.call(WorkerList(all=True), WorkerListResult).workers] == ["w1", "w2", "w3"]
+    assert [w.id for w in daemon.call(WorkerList(all=True)).workers] == ["w1", "w2", "w3"]
     assert "C" not in daemon.ctl("task", "list", cwd=repo).out
     assert git(repo, "branch", "--list", "chkd/C") == ""
     # a finished worker frees its slot
@@ -379,7 +379,7 @@ def test_daemon_restart_mid_run_workers_keep_working(daemon: Daemon, repo: Path)
     wait_for(lambda: all("heartbeat not delivered" in _log(daemon, w) for w in ("w1", "w2")), 15,
              what="agents working on without a daemon")
     daemon.start()
-    listed = daemon.call(WorkerList(), WorkerListResult).workers
+    listed = daemon.call(WorkerList()).workers
     assert [(w.id, w.status) for w in listed] == [("w1", "working"), ("w2", "working")], \
         (listed, _log(daemon, "w1")[-500:], [ln for ln in daemon.log_lines() if ln.get("worker") or ln.get("level") != "info"])
     before = {w.id: w.heartbeat_at for w in listed}

@@ -73,12 +73,12 @@ def run(app: Any, workers: int | None, agent: str | None, merge: str | None, unt
         raise click.UsageError("Give --stop or --status, not both.")
     where = repo or (None if status else os.getcwd())
     if stop:
-        res = app.call(RunStop(repo=repo or os.getcwd()), RunResult)
+        res = app.call(RunStop(repo=repo or os.getcwd()))
     elif status:
-        res = app.call(RunStatus(repo=where), RunResult)
+        res = app.call(RunStatus(repo=where))
     else:
         res = app.call(RunStart(repo=where, workers=workers, agent=agent, merge=merge,  # type: ignore[arg-type]
-                                until_empty=until_empty), RunResult)
+                                until_empty=until_empty))
     if app.json:
         print_json(res if not status else res.runs)
         return
@@ -99,7 +99,7 @@ def cost(app: Any, by: str, repo: str | None) -> None:
     """Tokens and US dollars the agents reported, summed per task, worker, day or repository."""
     from chkd.protocol.messages import Cost, CostReport
 
-    res = app.call(Cost(by=by, repo=repo), CostReport)  # type: ignore[arg-type]
+    res = app.call(Cost(by=by, repo=repo))  # type: ignore[arg-type]
     if app.json:
         print_json(res)
         return
@@ -145,7 +145,7 @@ def stats(app: Any, since: str | None, repo: str | None) -> None:
     """Throughput, time to merge, conflict rate, speed-up, queue, utilisation, cost, ETA."""
     from chkd.protocol.messages import Stats, StatsReport
 
-    s = app.call(Stats(repo=repo, since=_since(since)), StatsReport)
+    s = app.call(Stats(repo=repo, since=_since(since)))
     if app.json:
         print_json(s)
         return
@@ -190,7 +190,7 @@ def usage_limit(app: Any, resets_at: float | None, rate_limit: bool, message: st
     body = AgentLimit(worker=wid, kind="rate_limit" if rate_limit else "usage_limit",
                       resets_at=None if resets_at is None else int(resets_at * 1000), message=message)
     with Client(app.paths, timeout=10.0, autostart=False) as client:
-        client.call(body, ActivityAck)
+        client.call(body)
 
 
 COMMANDS: list[click.Command] = [run, cost, stats, usage_limit]

@@ -13,10 +13,10 @@ from ..output import echo, fail, print_json
 @click.pass_obj
 def ping(app) -> None:  # type: ignore[no-untyped-def]
     """Ask the daemon for its version, pid, uptime and counts (starts it if needed)."""
-    from chkd.protocol.messages import Ping, Pong
+    from chkd.protocol.messages import Ping
 
     t0 = time.perf_counter()
-    pong = app.call(Ping(), Pong)
+    pong = app.call(Ping())
     rtt_ms = (time.perf_counter() - t0) * 1000
     if app.json:
         import msgspec
@@ -33,9 +33,9 @@ def ping(app) -> None:  # type: ignore[no-untyped-def]
 @click.pass_obj
 def status(app) -> None:  # type: ignore[no-untyped-def]
     """Overview: repositories, tasks and workers by status."""
-    from chkd.protocol.messages import Status, StatusResult
+    from chkd.protocol.messages import Status
 
-    res = app.call(Status(), StatusResult)
+    res = app.call(Status())
     if app.json:
         print_json(res)
         return

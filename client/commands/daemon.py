@@ -58,7 +58,7 @@ def status(app) -> None:  # type: ignore[no-untyped-def]
     """Say whether chkdd runs, and its pid, version and uptime. Exit 1 if it does not run."""
     from .. import daemonctl
     from ..client import Client
-    from chkd.protocol.messages import Pong, Ping
+    from chkd.protocol.messages import Ping
 
     paths = app.paths
     if not daemonctl.is_running(paths):
@@ -67,7 +67,7 @@ def status(app) -> None:  # type: ignore[no-untyped-def]
             raise SystemExit(1)
         fail(ChkdError("not_found", "chkdd is not running.", "Start it with `chkdctl daemon start`."))
     with Client(paths, autostart=False, timeout=5) as client:
-        pong = client.call(Ping(), Pong)
+        pong = client.call(Ping())
     if app.json:
         print_json({"running": True, **_pong_dict(pong)})
         return

@@ -30,10 +30,10 @@ def db_backup(app: Any, file: str, force: bool) -> None:
     integrity_check, and only then becomes FILE (mode 0600). An existing FILE is kept
     unless --force.
     """
-    from chkd.protocol.messages import DbBackup, DbBackupResult
+    from chkd.protocol.messages import DbBackup
 
     path = os.path.abspath(os.path.expanduser(file))  # the daemon's cwd is not ours
-    res = app.call(DbBackup(path=path, force=force), DbBackupResult, timeout=DB_TIMEOUT)
+    res = app.call(DbBackup(path=path, force=force), timeout=DB_TIMEOUT)
     if app.json:
         print_json(res)
         return
@@ -46,9 +46,9 @@ def db_backup(app: Any, file: str, force: bool) -> None:
 @click.pass_obj
 def db_check(app: Any) -> None:
     """Run integrity_check and foreign_key_check on the live database. Exit 1 when not ok."""
-    from chkd.protocol.messages import DbCheck, DbCheckResult
+    from chkd.protocol.messages import DbCheck
 
-    res = app.call(DbCheck(), DbCheckResult, timeout=DB_TIMEOUT)
+    res = app.call(DbCheck(), timeout=DB_TIMEOUT)
     if app.json:
         print_json(res)
     elif res.ok:

@@ -111,11 +111,11 @@ def _config(paths: Any) -> Any:
 # -- asking the daemon ---------------------------------------------------------------------------------
 def _daemon(client: Any, pid: int | None) -> Any:
     from chkd.protocol.errors import ChkdError
-    from chkd.protocol.messages import Finding, Ping, Pong
+    from chkd.protocol.messages import Finding, Ping
 
     started = time.perf_counter()
     try:
-        pong = client.call(Ping(), Pong, timeout=PING_TIMEOUT)
+        pong = client.call(Ping(), timeout=PING_TIMEOUT)
     except ChkdError as exc:
         return Finding("daemon", "fail", f"chkdd (pid {pid or '?'}) runs but does not answer: {exc.message.rstrip('.')}.",
                        "chkdctl daemon restart")
@@ -137,15 +137,15 @@ def _asked(ask: Callable[[Any], list[Any]], client: Any) -> list[Any]:
 
 
 def _daemon_side(client: Any) -> list[Any]:
-    from chkd.protocol.messages import Doctor, DoctorReport
+    from chkd.protocol.messages import Doctor
 
-    return list(client.call(Doctor(), DoctorReport, timeout=SLOW_TIMEOUT).findings)
+    return list(client.call(Doctor(), timeout=SLOW_TIMEOUT).findings)
 
 
 def _leftovers(client: Any) -> list[Any]:
-    from chkd.protocol.messages import Finding, Gc, GcReport
+    from chkd.protocol.messages import Finding, Gc
 
-    items = [i for i in client.call(Gc(apply=False), GcReport, timeout=SLOW_TIMEOUT).items
+    items = [i for i in client.call(Gc(apply=False), timeout=SLOW_TIMEOUT).items
              if i.removable and not i.removed]
     if not items:
         return [Finding("stale worktrees", "ok", "No worktrees, branches or workers are left over for gc.")]
@@ -156,9 +156,9 @@ def _leftovers(client: Any) -> list[Any]:
 
 
 def _database(client: Any) -> list[Any]:
-    from chkd.protocol.messages import DbCheck, DbCheckResult, Finding
+    from chkd.protocol.messages import DbCheck, Finding
 
-    res = client.call(DbCheck(), DbCheckResult, timeout=SLOW_TIMEOUT)
+    res = client.call(DbCheck(), timeout=SLOW_TIMEOUT)
     if res.ok:
         return [Finding("database", "ok", f"{res.db} passes integrity_check and foreign_key_check.")]
     n = len(res.problems) + len(res.foreign_key_problems)

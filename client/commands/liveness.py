@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..icons import STATUS_ICONS
 from ..output import echo, fail, print_json, table, visible
 
-#: Icons by event kind; a `*.status` event shows the worker status icon (client/icons.py).
-KIND_ICONS = {
-    "repo.added": "📁", "repo.removed": "📁",
-    "task.added": "➕", "task.status": "📋", "task.updated": "✏️", "task.claimed": "📌", "task.requeued": "🔁",
-    "task.failed": "❌", "task.escalated": "🚨", "task.cancelled": "🚫", "task.done": "✅",
-    "worker.spawned": "🚀", "worker.started": "▶️", "worker.exited": "🏁", "worker.killed": "🔪",
-    "worker.committed": "💾", "worker.heartbeat": "💓", "worker.done": "✅", "worker.dead": "💀",
-    "merge.queued": "🔀", "merge.merged": "🎉", "merge.conflict": "⚠️", "merge.failed": "❌",
-    "gc.removed": "🧹",
-}
+if TYPE_CHECKING:
+    from chkd.protocol.messages import Event
+
 #: Data fields shown first (when present) after the who.
 DETAIL_KEYS = ("status", "title", "reason", "message", "summary", "files", "attempts", "what")
 
 
-def icon(kind: str, data: dict[str, Any]) -> str:
-    status = str(data.get("to") or data.get("status") or "")
-    if kind.endswith(".status") and status in STATUS_ICONS:
-        return STATUS_ICONS[status]
-    if kind in KIND_ICONS:
-        return KIND_ICONS[kind]
-    if "budget" in kind:
-        return "💸"
-    return "•"
+@cache
+def _icons() -> dict[type, str]:
+    """Icons by event type (protocol/events.py is imported when the first event is shown)."""
+    from chkd.protocol import events as ev
+
+    return {
+        ev.RepoAdded: "📁", ev.RepoRemoved: "📁",
+        ev.TaskAdded: "➕", ev.TaskStatusChanged: "📋", ev.TaskEdited: "✏️", ev.TaskClaimed: "📌",
+        ev.TaskRequeued: "🔁", ev.TaskFailed: "❌", ev.TaskEscalated: "🚨",
+        ev.WorkerSpawned: "🚀", ev.WorkerStarted: "▶️", ev.WorkerExited: "🏁", ev.WorkerKilled: "🔪",
+        ev.WorkerCommitted: "💾", ev.WorkerHeartbeat: "💓",
+        ev.MergeQueued: "🔀", ev.MergeMerged: "🎉", ev.MergeConflicted: "⚠️", ev.MergeFailed: "❌",
+        ev.GcRemoved: "🧹",
+    }  # fmt: skip
+
+
+def icon(data: Any) -> str:
+    """A worker status change shows the new status's icon; other events their type's."""
+    from chkd.protocol.events import WorkerStatusChanged
+
+    if isinstance(data, WorkerStatusChanged) and data.to in STATUS_ICONS:
+        return STATUS_ICONS[data.to]
+    return _icons().get(type(data), "•")
 
 
 def _short(value: Any, width: int = 80) -> str:
@@ -42,17 +50,22 @@ def _short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_event(ev: Any) -> str:
+def format_event(ev: Event) -> str:
     """One readable line: time, seq, icon, kind, who, then the telling details."""
+    from chkd.protocol.events import TaskStatusChanged, WorkerStatusChanged, fields_of
+
     clock = time.strftime("%H:%M:%S", time.localtime(ev.at / 1000))
     who = " ".join(p for p in (ev.repo, ev.worker_id, ev.task_id and f"task {ev.task_id}") if p)
-    data = dict(ev.data or {})
-    change = f"{data.pop('from', None) or '?'} → {data.pop('to')}" if "to" in data else ""
-    details = [change] if change else []
+    data = fields_of(ev.data)
+    details = []
+    if isinstance(ev.data, (WorkerStatusChanged, TaskStatusChanged)):
+        details.append(f"{ev.data.from_ or '?'} → {ev.data.to}")
+        data.pop("from", None)
+        data.pop("to", None)
     data = {k: v for k, v in data.items() if v not in (None, "", [], {})}
     details += [f"{k}={_short(data.pop(k))}" for k in DETAIL_KEYS if k in data]
     details += [f"{k}={_short(v, 40)}" for k, v in sorted(data.items())][:4]
-    parts = [f"{clock} #{ev.seq:<5} {icon(ev.kind, ev.data or {})} {ev.kind:<16}", who, " ".join(details)]
+    parts = [f"{clock} #{ev.seq:<5} {icon(ev.data)} {ev.kind:<16}", who, " ".join(details)]
     return visible("  ".join(p for p in parts if p).rstrip())
 
 
@@ -61,10 +74,10 @@ def _resolve_worker(app: Any, ref: str | None) -> str | None:
     if ref is None:
         return None
     from chkd.protocol.errors import ChkdError
-    from chkd.protocol.messages import WorkerResult, WorkerShow
+    from chkd.protocol.messages import WorkerShow
 
     try:
-        return app.call(WorkerShow(worker=ref), WorkerResult).worker.id
+        return app.call(WorkerShow(worker=ref)).worker.id
     except ChkdError as exc:
         if exc.code in ("not_found", "bad_request"):
             return ref
@@ -93,13 +106,13 @@ def watch(app, since: int | None, worker: str | None, task: str | None, repo: st
 
     import msgspec
 
-    from chkd.protocol.messages import Ping, Pong
+    from chkd.protocol.messages import Ping
 
     gc.enable()  # long-running: cli.py turned cyclic GC off for start-up speed
     as_json = as_json or app.json
     worker_id = _resolve_worker(app, worker)
     if since is None:
-        since = app.call(Ping(), Pong).last_seq
+        since = app.call(Ping()).last_seq
     if since < 0:
         fail("--since must be 0 or more.")
     client = app.client
@@ -123,9 +136,9 @@ def watch(app, since: int | None, worker: str | None, task: str | None, repo: st
 @click.pass_obj
 def events(app, count: int, since: int, worker: str | None, task: str | None, repo: str | None) -> None:  # type: ignore[no-untyped-def]
     """List the event history (newest last)."""
-    from chkd.protocol.messages import EventList, Events
+    from chkd.protocol.messages import Events
 
-    res = app.call(Events(since=since, limit=count, tail=count, worker=worker, task=task, repo=repo), EventList)
+    res = app.call(Events(since=since, limit=count, tail=count, worker=worker, task=task, repo=repo))
     if app.json:
         print_json(res)
         return
@@ -150,9 +163,9 @@ def gc_cmd(app, apply_: bool, repo: str | None) -> None:  # type: ignore[no-unty
     worktree_pattern or branch_prefix) are listed as "not ours" and kept. Dry run unless
     --apply; never removes work that is not in the target branch (uncommitted changes or
     unmerged commits are kept)."""
-    from chkd.protocol.messages import Gc, GcReport
+    from chkd.protocol.messages import Gc
 
-    res = app.call(Gc(repo=repo, apply=apply_), GcReport, timeout=600)
+    res = app.call(Gc(repo=repo, apply=apply_), timeout=600)
     if app.json:
         print_json(res)
         return

@@ -18,11 +18,11 @@ POLL_S = 0.1
 
 def _wait(app: Any, merge_id: int) -> Any:
     """Poll until the merge settles (the loop answers MergeShow at once, even mid test gate)."""
-    from chkd.protocol.messages import MergeResult, MergeShow
+    from chkd.protocol.messages import MergeShow
 
     last = None
     while True:
-        m = app.call(MergeShow(id=merge_id), MergeResult).merge
+        m = app.call(MergeShow(id=merge_id)).merge
         if m.status != last and not app.json and m.status not in SETTLED:
             echo(f"merge {m.id}: {m.status.replace('_', ' ')}…", err=True)
             last = m.status
@@ -69,9 +69,9 @@ def merge(app: Any, worker: str, strategy: str | None, no_test: bool, no_wait: b
     """Merge a done worker's branch into the target: conflict check, test gate, (review), CAS.
 
     Waits for the outcome; exits 1 on conflict or failure."""
-    from chkd.protocol.messages import Merge, MergeResult
+    from chkd.protocol.messages import Merge
 
-    m = app.call(Merge(worker=worker, strategy=strategy, no_test=no_test), MergeResult).merge  # type: ignore[arg-type]
+    m = app.call(Merge(worker=worker, strategy=strategy, no_test=no_test)).merge  # type: ignore[arg-type]
     _report(app, m if no_wait else _wait(app, m.id))
 
 
@@ -82,9 +82,9 @@ def merge(app: Any, worker: str, strategy: str | None, no_test: bool, no_wait: b
 @click.pass_obj
 def approve(app: Any, worker: str, no_wait: bool) -> None:
     """Approve a merge waiting for review; it lands (re-checked if the target moved)."""
-    from chkd.protocol.messages import Approve, MergeResult
+    from chkd.protocol.messages import Approve
 
-    m = app.call(Approve(worker=worker), MergeResult).merge
+    m = app.call(Approve(worker=worker)).merge
     _report(app, m if no_wait else _wait(app, m.id))
 
 
@@ -95,9 +95,9 @@ def approve(app: Any, worker: str, no_wait: bool) -> None:
 @click.pass_obj
 def reject(app: Any, worker: str, reason: str) -> None:
     """Reject a merge waiting for review; the worker goes back to working."""
-    from chkd.protocol.messages import MergeResult, Reject
+    from chkd.protocol.messages import Reject
 
-    m = app.call(Reject(worker=worker, reason=reason), MergeResult).merge
+    m = app.call(Reject(worker=worker, reason=reason)).merge
     if app.json:
         print_json(m)
         return
@@ -111,9 +111,9 @@ def reject(app: Any, worker: str, reason: str) -> None:
 @click.pass_obj
 def merges(app: Any, repo: str | None, all_: bool) -> None:
     """The merge queue: active merges and the latest finished ones."""
-    from chkd.protocol.messages import MergeList, MergeListResult
+    from chkd.protocol.messages import MergeList
 
-    res = app.call(MergeList(repo=repo, all=all_), MergeListResult)
+    res = app.call(MergeList(repo=repo, all=all_))
     if app.json:
         print_json(res.merges)
         return
@@ -135,9 +135,9 @@ def diff(app: Any, worker: str, stat: bool) -> None:
     """The worker's change against the target (from their merge base; uncommitted edits included).
 
     Printed as git prints it (so it can be piped to `git apply`): file contents are not made visible."""
-    from chkd.protocol.messages import Diff, DiffResult
+    from chkd.protocol.messages import Diff
 
-    res = app.call(Diff(worker=worker, stat=stat), DiffResult)
+    res = app.call(Diff(worker=worker, stat=stat))
     if app.json:
         print_json(res)
         return
@@ -150,9 +150,9 @@ def diff(app: Any, worker: str, stat: bool) -> None:
 @click.pass_obj
 def update(app: Any, worker: str) -> None:
     """Merge the target into the worker's branch in its worktree (conflicts: markers left for the agent)."""
-    from chkd.protocol.messages import Update, WorkerResult
+    from chkd.protocol.messages import Update
 
-    w = app.call(Update(worker=worker), WorkerResult).worker
+    w = app.call(Update(worker=worker)).worker
     if app.json:
         print_json(w)
         return
@@ -170,9 +170,9 @@ def update(app: Any, worker: str) -> None:
 @click.pass_obj
 def conflicts(app: Any, repo: str | None) -> None:
     """The conflict radar: workers changing the same files, and whether they would conflict."""
-    from chkd.protocol.messages import ConflictReport, Conflicts
+    from chkd.protocol.messages import Conflicts
 
-    res = app.call(Conflicts(repo=repo or os.getcwd()), ConflictReport)
+    res = app.call(Conflicts(repo=repo or os.getcwd()))
     if app.json:
         print_json(res)
         return

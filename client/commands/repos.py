@@ -26,7 +26,7 @@ def repo_add(app: Any, path: str, name: str | None, main_branch: str | None, tes
     """Register the git repository at PATH (default: the current directory)."""
     import shlex
 
-    from chkd.protocol.messages import RepoAdd, RepoResult
+    from chkd.protocol.messages import RepoAdd
 
     argv = None
     if test_cmd is not None:
@@ -37,7 +37,7 @@ def repo_add(app: Any, path: str, name: str | None, main_branch: str | None, tes
         if not argv:
             fail("--test-cmd is empty.")
     res = app.call(RepoAdd(path=str(Path(path).expanduser().absolute()), name=name, main_branch=main_branch,
-                           test_cmd=argv), RepoResult)
+                           test_cmd=argv))
     if app.json:
         print_json(res)
         return
@@ -53,9 +53,9 @@ def repo_add(app: Any, path: str, name: str | None, main_branch: str | None, tes
 @click.pass_obj
 def repo_list(app: Any) -> None:
     """Registered repositories with their task and live worker counts."""
-    from chkd.protocol.messages import RepoList, RepoListResult
+    from chkd.protocol.messages import RepoList
 
-    res = app.call(RepoList(), RepoListResult)
+    res = app.call(RepoList())
     if app.json:
         print_json(res.repos)
         return
@@ -73,9 +73,9 @@ def repo_list(app: Any) -> None:
 @click.pass_obj
 def repo_rm(app: Any, name: str) -> None:
     """Forget a repository and its tasks (refused while it has live workers; files are untouched)."""
-    from chkd.protocol.messages import Ok, RepoRm
+    from chkd.protocol.messages import RepoRm
 
-    res = app.call(RepoRm(repo=name), Ok)
+    res = app.call(RepoRm(repo=name))
     if app.json:
         print_json(res)
         return

@@ -85,10 +85,10 @@ def _print_task(app: Any, res: Any, verb: str) -> None:
 def task_add(app: Any, title: str, task_id: str | None, priority: int, after: tuple[str, ...],
              tags: tuple[str, ...], description: str, max_attempts: int | None, repo: str | None) -> None:
     """Add a task. Inside a git repository chkd does not know yet, the repository is added too."""
-    from chkd.protocol.messages import TaskAdd, TaskResult
+    from chkd.protocol.messages import TaskAdd
 
     res = app.call(TaskAdd(title=title, repo=_repo(repo), id=task_id, priority=priority, after=list(after),
-                           tags=list(tags), description=description, max_attempts=max_attempts), TaskResult)
+                           tags=list(tags), description=description, max_attempts=max_attempts))
     _print_task(app, res, "Added")
 
 
@@ -102,10 +102,10 @@ def task_add(app: Any, title: str, task_id: str | None, priority: int, after: tu
 def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_repos: bool,
               repo: str | None) -> None:
     """List tasks: ready first, then by priority, then oldest first (no row limit)."""
-    from chkd.protocol.messages import TaskList, TaskListResult
+    from chkd.protocol.messages import TaskList
 
     res = app.call(TaskList(repo=None if all_repos else _repo(repo), status=status, ready=ready,
-                            all_repos=all_repos, tag=tag), TaskListResult)
+                            all_repos=all_repos, tag=tag))
     if app.json:
         print_json([full(t) for t in res.tasks])
         return
@@ -129,9 +129,10 @@ def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_re
 @click.pass_obj
 def task_show(app: Any, task_id: str, repo: str | None) -> None:
     """A task with its dependencies, dependants, attempts and history."""
-    from chkd.protocol.messages import TaskResult, TaskShow
+    from chkd.protocol.events import fields_of
+    from chkd.protocol.messages import TaskShow
 
-    res = app.call(TaskShow(id=task_id, repo=_repo(repo)), TaskResult)
+    res = app.call(TaskShow(id=task_id, repo=_repo(repo)))
     if app.json:
         print_json({"task": full(res.task), "history": res.history})
         return
@@ -154,7 +155,7 @@ def task_show(app: Any, task_id: str, repo: str | None) -> None:
         echo("")
         echo("history:")
         for ev in res.history:
-            detail = " ".join(f"{k}={v}" for k, v in ev.data.items() if v not in (None, "", [], {}))
+            detail = " ".join(f"{k}={v}" for k, v in fields_of(ev.data).items() if v not in (None, "", [], {}))
             who = f" [{ev.worker_id}]" if ev.worker_id else ""
             echo(f"  #{ev.seq} {ago(ev.at):>4} ago  {ev.kind}{who} {detail}".rstrip())
 
@@ -172,11 +173,11 @@ def task_show(app: Any, task_id: str, repo: str | None) -> None:
 def task_edit(app: Any, task_id: str, title: str | None, description: str | None, priority: int | None,
               tags: tuple[str, ...], no_tags: bool, max_attempts: int | None, repo: str | None) -> None:
     """Change a task's title, description, priority, tags or attempts."""
-    from chkd.protocol.messages import TaskEdit, TaskResult
+    from chkd.protocol.messages import TaskEdit
 
     new_tags = [] if no_tags else (list(tags) if tags else None)
     res = app.call(TaskEdit(id=task_id, repo=_repo(repo), title=title, description=description, priority=priority,
-                            tags=new_tags, max_attempts=max_attempts), TaskResult)
+                            tags=new_tags, max_attempts=max_attempts))
     _print_task(app, res, "Edited")
 
 
@@ -188,7 +189,7 @@ def _simple(name: str, command: str, verb: str, doc: str) -> click.Command:
     def _cmd(app: Any, task_id: str, repo: str | None) -> None:
         from chkd.protocol import messages
 
-        res = app.call(getattr(messages, command)(id=task_id, repo=_repo(repo)), messages.TaskResult)
+        res = app.call(getattr(messages, command)(id=task_id, repo=_repo(repo)))
         _print_task(app, res, verb)
 
     return _cmd
@@ -216,8 +217,7 @@ def _dep(name: str, command: str, doc: str) -> click.Command:
     def _cmd(app: Any, task: str, depends_on: str, repo: str | None) -> None:
         from chkd.protocol import messages
 
-        res = app.call(getattr(messages, command)(task=task, depends_on=depends_on, repo=_repo(repo)),
-                       messages.TaskResult)
+        res = app.call(getattr(messages, command)(task=task, depends_on=depends_on, repo=_repo(repo)))
         if app.json:
             print_json(full(res.task))
             return
@@ -239,10 +239,9 @@ _dep("rm", "DepRm", "Remove the dependency of TASK on AFTER.")
 @click.pass_obj
 def task_claim(app: Any, worker: str | None, tag: str | None, repo: str | None) -> None:
     """Atomically take the most urgent ready task. Prints `ID<TAB>TITLE`; exit code 3 when nothing is ready."""
-    from chkd.protocol.messages import Claim, ClaimResult
+    from chkd.protocol.messages import Claim
 
-    res = app.call(Claim(repo=_repo(repo), worker=worker or os.environ.get("CHKD_WORKER_ID"), tag=tag),
-                   ClaimResult)
+    res = app.call(Claim(repo=_repo(repo), worker=worker or os.environ.get("CHKD_WORKER_ID"), tag=tag))
     if app.json:
         print_json(full(res.task))
     elif res.task is not None:
@@ -282,10 +281,10 @@ def read_spec(file: str) -> str:
 @click.pass_obj
 def task_import(app: Any, file: str, dry_run: bool, repo: str | None) -> None:
     """Import tasks from a spec checklist (docs/SPEC.md) or any markdown checklist. Re-importing is safe."""
-    from chkd.protocol.messages import ImportReport, TaskImport
+    from chkd.protocol.messages import TaskImport
 
     text = read_spec(file)
-    res = app.call(TaskImport(text=text, source=file, repo=_repo(repo), dry_run=dry_run), ImportReport)
+    res = app.call(TaskImport(text=text, source=file, repo=_repo(repo), dry_run=dry_run))
     if app.json:
         import msgspec
 

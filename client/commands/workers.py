@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from ..icons import STATUS_ICONS
+from chkd.protocol.statuses import FINAL_WORKER_STATUSES
+
 from ..output import Exit, ago, echo, fail, json_option, print_json, table
 
-FINAL = frozenset({"done", "merged", "error", "dead", "aborted", "conflict"})
 #: `chkdctl worker-status` exit codes, so an agent's script can branch without parsing.
 STATUS_EXIT = {"working": 0, "starting": 0, "stalled": 0, "paused": 10, "aborted": 11}
 STATUS_EXIT_OTHER = 12
@@ -89,8 +90,7 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
     """Start a worker on TASK_ID (or --next) in its own worktree and branch."""
     import shlex
 
-    from chkd.protocol.errors import ChkdError
-    from chkd.protocol.messages import Spawn, WorkerResult
+    from chkd.protocol.messages import Spawn
 
     if not task_id and not next_:
         raise click.UsageError("Give a TASK_ID or --next.")
@@ -104,12 +104,7 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
         raise click.UsageError(f"--cmd cannot be split into arguments: {exc}.") from None
     body = Spawn(repo=repo or os.getcwd(), task_id=task_id, title=title, description=description, next=next_,
                  tag=tag, agent=agent, cmd=argv)
-    try:
-        res = app.call(body, WorkerResult, timeout=120)
-    except ChkdError as exc:
-        if next_ and exc.code == "not_found" and "ready to be claimed" in exc.message:
-            fail(exc, code=3)
-        raise
+    res = app.call(body, timeout=120)
     w = res.worker
     if app.json:
         print_json(w)
@@ -131,9 +126,9 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
 @click.pass_obj
 def workers(app: Any, all_: bool, repo: str | None) -> None:
     """List workers: status, task, age, last heartbeat, last message, branch."""
-    from chkd.protocol.messages import WorkerList, WorkerListResult
+    from chkd.protocol.messages import WorkerList
 
-    res = app.call(WorkerList(repo=repo, all=all_), WorkerListResult)
+    res = app.call(WorkerList(repo=repo, all=all_))
     if app.json:
         print_json(res.workers)
         return
@@ -158,9 +153,9 @@ def worker_group() -> None:
 @click.pass_obj
 def worker_show(app: Any, worker: str) -> None:
     """Everything about WORKER (id or unique prefix)."""
-    from chkd.protocol.messages import WorkerResult, WorkerShow
+    from chkd.protocol.messages import WorkerShow
 
-    res = app.call(WorkerShow(worker=worker), WorkerResult)
+    res = app.call(WorkerShow(worker=worker))
     if app.json:
         print_json(res.worker)
         return
@@ -169,13 +164,12 @@ def worker_show(app: Any, worker: str) -> None:
 
 # -- pause / resume / abort ------------------------------------------------------------------------
 def _control(app: Any, body: Any, verb: str, worker: str | None, all_: bool) -> None:
-    from chkd.protocol.messages import WorkerListResult
 
     if not worker and not all_:
         raise click.UsageError("Give a worker id or --all.")
     if worker and all_:
         raise click.UsageError("Give a worker id or --all, not both.")
-    res = app.call(body, WorkerListResult)
+    res = app.call(body)
     if app.json:
         print_json(res.workers)
         return
@@ -270,9 +264,9 @@ def logs(app: Any, worker: str, follow: bool, lines: int | None) -> None:
     """The agent's output (state/workers/<id>.log), printed raw, byte for byte as the agent wrote it:
     unlike every other command, terminal escapes in it are not made visible (pipe it through
     `cat -v` or `less` to see them as text)."""
-    from chkd.protocol.messages import WorkerResult, WorkerShow
+    from chkd.protocol.messages import WorkerShow
 
-    w = app.call(WorkerShow(worker=worker), WorkerResult).worker
+    w = app.call(WorkerShow(worker=worker)).worker
     path = w.log_path or str(app.paths.worker_log(w.id))
     data, offset = _read_tail(path, lines)
     out = sys.stdout.buffer
@@ -286,14 +280,14 @@ def logs(app: Any, worker: str, follow: bool, lines: int | None) -> None:
     status, checked = w.status, time.monotonic()
     while True:
         offset = _copy_new(path, offset, out)
-        if status in FINAL:
+        if status in FINAL_WORKER_STATUSES:
             _copy_new(path, offset, out)
             return
         time.sleep(0.2)
         if time.monotonic() - checked > 1.0:
             checked = time.monotonic()
-            status = app.call(WorkerShow(worker=w.id), WorkerResult).worker.status
-            if status in FINAL:
+            status = app.call(WorkerShow(worker=w.id)).worker.status
+            if status in FINAL_WORKER_STATUSES:
                 time.sleep(0.3)  # let the shim write its last lines
 
 
@@ -319,9 +313,9 @@ def _copy_new(path: str, offset: int, out: Any) -> int:
 @click.pass_obj
 def rm(app: Any, worker: str, force: bool) -> None:
     """Remove a finished worker's worktree and branch; refuses if that would lose work."""
-    from chkd.protocol.messages import Ok, Remove
+    from chkd.protocol.messages import Remove
 
-    res = app.call(Remove(worker=worker, force=force), Ok, timeout=120)
+    res = app.call(Remove(worker=worker, force=force), timeout=120)
     if app.json:
         print_json(res)
         return
@@ -347,9 +341,9 @@ def _default_repo(repo: str | None) -> str | None:
 @click.pass_obj
 def attic_list(app: Any, repo: str | None) -> None:
     """List the attic refs."""
-    from chkd.protocol.messages import AtticList, AtticListResult
+    from chkd.protocol.messages import AtticList
 
-    res = app.call(AtticList(repo=_default_repo(repo)), AtticListResult, timeout=60)
+    res = app.call(AtticList(repo=_default_repo(repo)), timeout=60)
     if app.json:
         print_json(res.entries)
         return
@@ -368,9 +362,9 @@ def attic_list(app: Any, repo: str | None) -> None:
 @click.pass_obj
 def attic_restore(app: Any, ref: str, branch: str | None, repo: str | None) -> None:
     """Bring REF (a worker id like w3, or the full ref) back as a branch."""
-    from chkd.protocol.messages import AtticRestore, Ok
+    from chkd.protocol.messages import AtticRestore
 
-    res = app.call(AtticRestore(ref=ref, branch=branch, repo=_default_repo(repo)), Ok, timeout=60)
+    res = app.call(AtticRestore(ref=ref, branch=branch, repo=_default_repo(repo)), timeout=60)
     if app.json:
         print_json(res)
         return
@@ -389,12 +383,12 @@ def attic_restore(app: Any, ref: str, branch: str | None, repo: str | None) -> N
 def heartbeat(app: Any, message: str | None, tokens_in: int, tokens_out: int, cost: float,
               worker: str | None) -> None:
     """(Agents) Report progress: proves the agent is getting somewhere. Never starts a daemon."""
-    from chkd.protocol.messages import ActivityAck, Heartbeat
+    from chkd.protocol.messages import Heartbeat
 
     wid = _worker_env(worker)
     with _agent_client(app, timeout=5.0) as client:
         ack = client.call(Heartbeat(worker=wid, message=message, tokens_in=tokens_in, tokens_out=tokens_out,
-                                    cost_usd=cost), ActivityAck)
+                                    cost_usd=cost))
     if app.json:
         print_json(ack)
     elif ack.status != "working":
@@ -411,11 +405,11 @@ def worker_status(app: Any, worker: str | None) -> None:
     Exit code: 0 working (also starting, stalled), 10 paused, 11 aborted, 12 anything else
     (done, error, dead, merged, …), 1 when the daemon cannot be asked.
     """
-    from chkd.protocol.messages import ActivityAck, WorkerState
+    from chkd.protocol.messages import WorkerState
 
     wid = _worker_env(worker)
     with _agent_client(app, timeout=5.0) as client:
-        ack = client.call(WorkerState(worker=wid), ActivityAck)
+        ack = client.call(WorkerState(worker=wid))
     if app.json:
         print_json(ack)
     else:
@@ -432,11 +426,11 @@ def worker_status(app: Any, worker: str | None) -> None:
 @click.pass_obj
 def done(app: Any, summary: str, worker: str | None) -> None:
     """(Agents) Finish: commit uncommitted work as `chkd: <task>: <summary>`, worker done, task in review."""
-    from chkd.protocol.messages import Done, WorkerResult
+    from chkd.protocol.messages import Done
 
     wid = _worker_env(worker)
     with _agent_client(app, timeout=60.0) as client:
-        res = client.call(Done(worker=wid, summary=summary), WorkerResult)
+        res = client.call(Done(worker=wid, summary=summary))
     if app.json:
         print_json(res.worker)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     AgentLimit, ActivityAck, Cost, CostReport, RunResult, RunStart, RunStatus, RunStop, Stats, StatsReport,
@@ -61,11 +62,11 @@ def agent_limit(ctx: Ctx, req: AgentLimit) -> ActivityAck:
     repo = W.repo_name(ctx, row["repo_id"])
     message = " ".join(req.message.split())[:300]
     if req.kind == "usage_limit":
-        ctx.emit("agent.usage_limit", repo=repo, worker_id=row["id"], task_id=row["task_id"],
-                 profile=row["agent"] or "", resets_at=req.resets_at, message=message)
+        ctx.emit(ev.AgentUsageLimitHit(profile=row["agent"] or "", resets_at=req.resets_at, message=message),
+                 repo=repo, worker_id=row["id"], task_id=row["task_id"])
     else:
-        ctx.emit("agent.api_error", repo=repo, worker_id=row["id"], task_id=row["task_id"],
-                 profile=row["agent"] or "", error="rate_limit", message=message)
+        ctx.emit(ev.AgentApiErrored(profile=row["agent"] or "", error="rate_limit", message=message),
+                 repo=repo, worker_id=row["id"], task_id=row["task_id"])
     fresh = W.load(ctx, row["id"]) or row
     return ActivityAck(status=fresh["status"], heartbeat_s=ctx.config.heartbeat_s)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import EventList, Events, Gc, GcItem, GcReport
 
@@ -194,7 +195,7 @@ def notice_gap(ctx: Ctx, now: int) -> None:
     ctx.ext[WATCHING_SINCE] = now
     cause = "suspend" if wall_gap - mono_gap > GAP_MS else "freeze"
     ctx.log.warning("daemon_gap", seconds=round(gap / 1000, 1), cause=cause)
-    ctx.emit("daemon.paused", seconds=round(gap / 1000, 1), cause=cause)
+    ctx.emit(ev.DaemonPaused(seconds=round(gap / 1000, 1), cause=cause))
 
 
 def reap(ctx: Ctx) -> None:
@@ -356,8 +357,8 @@ def gc_handler(ctx: Ctx, req: Gc) -> Any:
                 if f.worker_id and f.drop_row:
                     live = ",".join(f"'{s}'" for s in sorted(gcmod.LIVE))
                     ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,))
-                ctx.emit("gc.removed", repo=snap.name, worker_id=f.worker_id, what=f.item.what,
-                         item=f.item.kind, reason=f.item.reason)
+                ctx.emit(ev.GcRemoved(what=f.item.what, item=f.item.kind, reason=f.item.reason),
+                         repo=snap.name, worker_id=f.worker_id)
         ctx.finish(deferred, GcReport(applied=True, items=items))
 
     ctx.submit(_scan_all, snaps, then=_scanned, reply_to=deferred)

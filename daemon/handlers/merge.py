@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     Approve, ConflictReport, Conflicts, Diff, DiffResult, Merge, MergeList, MergeListResult, MergeResult,
@@ -175,8 +176,8 @@ def update(ctx: Ctx, req: Update) -> Deferred:
                        f"then `chkdctl done --worker {worker['id']}`")
             fresh = mergequeue_set(ctx, fresh, "working", message)
             mergequeue.set_task(ctx, fresh, "in_progress", note=f"conflicts with {target} in {files}")
-        ctx.emit("worker.update", repo=repo["name"], worker_id=worker["id"], task_id=worker["task_id"],
-                 merged=res.merged, files=res.conflict_files, up_to_date=res.up_to_date)
+        ctx.emit(ev.WorkerUpdated(merged=res.merged, files=res.conflict_files, up_to_date=res.up_to_date),
+                 repo=repo["name"], worker_id=worker["id"], task_id=worker["task_id"])
         ctx.finish(deferred, WorkerResult(worker=workers.worker_info(ctx, fresh, repo["name"])))
 
     ctx.submit(merging.update_branch, worker["worktree_path"], target, then=_done, reply_to=deferred)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.names import branch_problem, repo_name_problem
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, Ok, RepoAdd, RepoInfo, RepoList, RepoListResult, RepoResult, RepoRm
@@ -98,7 +99,7 @@ def register(ctx: Ctx, facts: RepoFacts, name: str | None, test_cmd: list[str] |
         "INSERT INTO repos(path, name, main_branch, test_cmd, added_at) VALUES(?,?,?,?,?)",
         (facts.path, name, facts.main_branch, json.dumps(test_cmd) if test_cmd else None, now_ms()),
     )
-    ctx.emit("repo.added", repo=name, path=facts.path, main_branch=facts.main_branch)
+    ctx.emit(ev.RepoAdded(path=facts.path, main_branch=facts.main_branch), repo=name)
     row = ctx.store.dict(f"SELECT {lookup.REPO_COLUMNS} FROM repos WHERE id=?", (repo_id,))
     assert row is not None
     return row, True
@@ -169,7 +170,7 @@ def rm(ctx: Ctx, req: RepoRm) -> Ok:
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
     tasks.forget_repo(ctx, row["id"])
     store.x("DELETE FROM repos WHERE id=?", (row["id"],))
-    ctx.emit("repo.removed", repo=row["name"], path=row["path"])
+    ctx.emit(ev.RepoRemoved(path=row["path"]), repo=row["name"])
     return Ok(message=f"Removed repository '{row['name']}' from chkd; its files and branches are untouched.")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+from chkd.protocol import events as ev
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, ShimBeat, ShimExit, ShimHello
 
 from .. import failpoints, lookup
@@ -90,8 +91,8 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     code = req.exit_code if req.signal is None else None
     row = W.update(ctx, row, exit_code=code, exit_signal=req.signal, heartbeat_at=now_ms())
     words = _exit_words(code, req.signal)
-    ctx.emit("worker.exited", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
-             exit_code=code, signal=req.signal)
+    ctx.emit(ev.WorkerExited(exit_code=code, signal=req.signal), repo=W.repo_name(ctx, row["repo_id"]),
+             worker_id=row["id"], task_id=row["task_id"])
     status = row["status"]
     if status in RUNNING and code == 0:
         # `done` once the leftovers are committed (off-loop), so a merge never misses work;

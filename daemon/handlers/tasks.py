@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
     MAX_IMPORT_ITEMS, Claim, ClaimResult, DepAdd, DepRm, ImportProblem, ImportReport, TaskAdd, TaskCancel, TaskEdit,
@@ -131,8 +132,10 @@ def update_fields(ctx: Ctx, repo: dict[str, Any], task: dict[str, Any], changes:
         return []
     sets = ", ".join(f"{k}=?" for k in differ)
     ctx.store.x(f"UPDATE task_queue SET {sets} WHERE pk=?", (*differ.values(), task["pk"]))
-    shown = {k: (json.loads(v) if k == "tags" else v) for k, v in differ.items() if k != "description"}
-    ctx.emit("task.edited", repo=repo["name"], task_id=task["id"], fields=sorted(differ), **shown)
+    edited = ev.TaskEdited(fields=sorted(differ), title=differ.get("title"), priority=differ.get("priority"),
+                           tags=json.loads(differ["tags"]) if "tags" in differ else None,
+                           max_attempts=differ.get("max_attempts"))
+    ctx.emit(edited, repo=repo["name"], task_id=task["id"])
     return sorted(differ)
 
 
@@ -172,7 +175,7 @@ def hold(ctx: Ctx, req: TaskHold) -> TaskResult:
     if task["status"] in taskgraph.FINAL_STATUSES:
         raise ChkdError("conflict", f"Task {task['id']} is {task['status']}; there is nothing to hold.")
     ctx.store.x("UPDATE task_queue SET held=1 WHERE pk=?", (task["pk"],))
-    ctx.emit("task.held", repo=repo["name"], task_id=task["id"], status=task["status"])
+    ctx.emit(ev.TaskHeld(status=task["status"]), repo=repo["name"], task_id=task["id"])
     return _result(ctx, tasks.reload(ctx, task), repo)
 
 
@@ -181,7 +184,7 @@ def release(ctx: Ctx, req: TaskRelease) -> TaskResult:
     task = tasks.get_task(ctx, repo, req.id)
     if task["held"]:
         ctx.store.x("UPDATE task_queue SET held=0 WHERE pk=?", (task["pk"],))
-        ctx.emit("task.released", repo=repo["name"], task_id=task["id"], was="held")
+        ctx.emit(ev.TaskReleased(was="held"), repo=repo["name"], task_id=task["id"])
         return _result(ctx, tasks.reload(ctx, task), repo)
     if task["status"] in taskgraph.RUNNING_STATUSES:
         worker = tasks.live_worker_for(ctx, task)
@@ -213,7 +216,7 @@ def dep_add(ctx: Ctx, req: DepAdd) -> TaskResult:
         raise ChkdError("conflict", f"{task['id']} cannot depend on {dep['id']}: that would make a cycle "
                                     f"({taskgraph.format_cycle(cycle)}).")
     if ctx.store.x("INSERT OR IGNORE INTO task_deps(task_pk, depends_on_pk) VALUES(?,?)", (task["pk"], dep["pk"])):
-        ctx.emit("dep.added", repo=repo["name"], task_id=task["id"], depends_on=dep["id"])
+        ctx.emit(ev.DepAdded(depends_on=dep["id"]), repo=repo["name"], task_id=task["id"])
     return _result(ctx, task, repo)
 
 
@@ -223,7 +226,7 @@ def dep_rm(ctx: Ctx, req: DepRm) -> TaskResult:
     dep = tasks.get_task(ctx, repo, req.depends_on)
     if not ctx.store.x("DELETE FROM task_deps WHERE task_pk=? AND depends_on_pk=?", (task["pk"], dep["pk"])):
         raise ChkdError("not_found", f"{task['id']} does not depend on {dep['id']}.")
-    ctx.emit("dep.removed", repo=repo["name"], task_id=task["id"], depends_on=dep["id"])
+    ctx.emit(ev.DepRemoved(depends_on=dep["id"]), repo=repo["name"], task_id=task["id"])
     return _result(ctx, task, repo)
 
 
@@ -346,9 +349,10 @@ def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_
         "SELECT id FROM task_queue WHERE repo_id=? AND spec_item_id IS NOT NULL ORDER BY pk", (repo["id"],))
         if tid not in seen and tid.rsplit(".", 1)[0] in codes]
     if not dry_run and (report.new or report.updated):  # a re-import that changes nothing writes nothing
-        ctx.emit("spec.imported", repo=repo["name"], source=source, new=len(report.new),
-                 updated=len(report.updated), unchanged=len(report.unchanged), skipped=len(report.skipped),
-                 problems=len(report.problems))
+        ctx.emit(ev.SpecImported(source=source, new=len(report.new), updated=len(report.updated),
+                                 unchanged=len(report.unchanged), skipped=len(report.skipped),
+                                 problems=len(report.problems)),
+                 repo=repo["name"])
     return report
 
 

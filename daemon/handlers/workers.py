@@ -19,14 +19,15 @@ from typing import Any
 
 import msgspec
 
+from chkd.protocol import events as ev
 from chkd.protocol import templates
 from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import (
     Abort, ActivityAck, AtticEntry, AtticList, AtticListResult, AtticRestore, Done,
-    Heartbeat, Ok, Pause, Remove, Resume, Spawn, WorkerList, WorkerListResult, WorkerResult, WorkerShow,
-    WorkerState, LIVE_WORKER_STATUSES,
+    Heartbeat, Ok, Pause, Remove, Resume, ShimGo, Spawn, WorkerList, WorkerListResult, WorkerResult, WorkerShow,
+    WorkerState, encode_go,
 )
 
 from .. import budget, failpoints, lookup, procs, tasks, usage, worktrees
@@ -73,9 +74,9 @@ def launch(spec: LaunchSpec) -> Launched:
         raise
     failpoints.hit("spawn.worktree_created")
     argv = W.render_argv(spec.template, {**spec.values, "worktree": checkout.path, "branch": checkout.branch})
-    go = {"worker": spec.worker_id, "argv": argv, "cwd": checkout.path, "env": spec.agent_env,
-          "log": spec.log_path, "heartbeat_s": spec.heartbeat_s, "abort_grace_s": spec.abort_grace_s}
-    procs.release_shim(shim, "go " + json.dumps(go))
+    go = ShimGo(worker=spec.worker_id, argv=argv, cwd=checkout.path, env=spec.agent_env, log=spec.log_path,
+                heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s)
+    procs.release_shim(shim, encode_go(go))
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
 
@@ -101,7 +102,7 @@ def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str
         task = tasks.claim_next(ctx, repo, wid, req.tag)
         if task is None:
             what = f" tagged '{req.tag}'" if req.tag else ""
-            raise ChkdError("not_found", f"No task{what} in '{repo['name']}' is ready to be claimed.",
+            raise ChkdError("nothing_ready", f"No task{what} in '{repo['name']}' is ready to be claimed.",
                             "See `chkdctl task list`, or add one with `chkdctl task add`.")
         return task
     assert req.task_id is not None
@@ -163,8 +164,8 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
     task = _take_task(ctx, req, repo, wid)
     ctx.store.x("UPDATE workers SET task_pk=?, task_id=?, task_title=? WHERE id=?",
                 (task["pk"], task["id"], task["title"], wid))
-    ctx.emit("worker.spawned", repo=repo["name"], worker_id=wid, task_id=task["id"], agent=agent,
-             title=task["title"])
+    ctx.emit(ev.WorkerSpawned(agent=agent, title=task["title"]), repo=repo["name"], worker_id=wid,
+             task_id=task["id"])
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
     values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"],
@@ -210,8 +211,9 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
             _failed(row, exc or ChkdError("internal", "the launch returned nothing"))
             return
         row = W.update(ctx, row, cmd=json.dumps(result.argv))
-        ctx.emit("worker.started", repo=repo["name"], worker_id=wid, task_id=task["id"],
-                 worktree=result.checkout.path, branch=result.checkout.branch, base=result.checkout.base_sha)
+        ctx.emit(ev.WorkerStarted(worktree=result.checkout.path, branch=result.checkout.branch,
+                                  base=result.checkout.base_sha),
+                 repo=repo["name"], worker_id=wid, task_id=task["id"])
         ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, row, repo["name"]),
                                           spend=usage.spend_info(ctx, repo)))
 
@@ -340,9 +342,10 @@ def remove(ctx: Ctx, req: Remove) -> Deferred:
         if fresh is not None:
             W.release_task(ctx, fresh, f"worker {wid} was removed")
             ctx.store.x("DELETE FROM workers WHERE id=?", (wid,))
-        ctx.emit("worker.removed", repo=repo["name"], worker_id=wid, task_id=row["task_id"],
-                 worktree=row["worktree_path"], branch=row["branch_name"], attic_ref=result.attic_ref,
-                 attic_sha=result.attic_sha, snapshot=result.snapshot_sha, force=req.force)
+        ctx.emit(ev.WorkerRemoved(worktree=row["worktree_path"], branch=row["branch_name"],
+                                  attic_ref=result.attic_ref, attic_sha=result.attic_sha,
+                                  snapshot=result.snapshot_sha, force=req.force),
+                 repo=repo["name"], worker_id=wid, task_id=row["task_id"])
         parts = [f"Removed worker {wid}"]
         if result.worktree_removed:
             parts.append(f"its worktree {row['worktree_path']}")
@@ -423,7 +426,7 @@ def attic_restore(ctx: Ctx, req: AtticRestore) -> Deferred:
             raise exc
         assert result is not None
         name, sha = result
-        ctx.emit("attic.restored", repo=repo["name"], ref=full, branch=name, sha=sha)
+        ctx.emit(ev.AtticRestored(ref=full, branch=name, sha=sha), repo=repo["name"])
         taken = f" (a branch {wanted} already exists, so the default name was not used)" if name != wanted else ""
         ctx.finish(deferred, Ok(message=f"Restored {full} as branch {name} ({sha[:10]}) in {repo['path']}{taken}."))
 
@@ -456,13 +459,13 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
         fields["message"] = req.message[:500]
     usage.record(ctx, row, req.tokens_in, req.tokens_out, req.cost_usd)
     row = W.update(ctx, row, **fields)
-    data: dict[str, Any] = {}
-    if req.message is not None:
-        data["message"] = fields["message"]
-    if req.tokens_in or req.tokens_out or req.cost_usd:
-        data.update(tokens_in=row["tokens_in"], tokens_out=row["tokens_out"], cost_usd=row["cost_usd"])
-    ctx.emit("worker.heartbeat", repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
-             task_id=row["task_id"], **data)
+    used = bool(req.tokens_in or req.tokens_out or req.cost_usd)
+    beat = ev.WorkerHeartbeat(
+        message=fields["message"] if req.message is not None else None,
+        tokens_in=row["tokens_in"] if used else None, tokens_out=row["tokens_out"] if used else None,
+        cost_usd=row["cost_usd"] if used else None,
+    )
+    ctx.emit(beat, repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     if row["status"] == "starting":
         row = W.set_worker_status(ctx, row, "working", reason="the agent reported")
         W.start_task(ctx, row)

@@ -33,13 +33,14 @@ from typing import Any
 import psutil
 import pytest
 
+from chkd.protocol.events import WorkerStatusChanged
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    EventList, Events, Merge, MergeList, MergeListResult, RepoAdd, RepoResult, Spawn, TaskAdd, TaskList,
-    TaskListResult, TaskResult, WorkerList, WorkerListResult, WorkerResult,
+    Events, Merge, MergeList, RepoAdd, Spawn, TaskAdd, TaskList,
+    WorkerList,
 )
 
-from conftest import Daemon, git, make_repo, wait_for
+from conftest import Daemon, git, make_repo
 
 TASKS = 12
 WORKERS = 3
@@ -76,10 +77,10 @@ class Tally:
         self.log.append(f"{time.strftime('%H:%M:%S')} {text}")
 
 
-def _calm(d: Daemon, body: Any, expect: Any, timeout: float = 3.0) -> Any:
+def _calm(d: Daemon, body: Any, timeout: float = 3.0) -> Any:
     """A request that may meet a dead or frozen daemon: None instead of an error."""
     try:
-        return d.client(timeout=timeout).call(body, expect, timeout)
+        return d.client(timeout=timeout).call(body, timeout)
     except ChkdError:
         return None
 
@@ -134,7 +135,7 @@ class Run:
 
     # -- workers ------------------------------------------------------------------------------------
     def workers(self) -> list[Any]:
-        res = _calm(self.d, WorkerList(repo="proj", all=True), WorkerListResult)
+        res = _calm(self.d, WorkerList(repo="proj", all=True))
         return res.workers if res else []
 
     def kill_process(self, kind: str) -> bool:
@@ -167,16 +168,16 @@ class Run:
         ws = self.workers()
         for w in ws:
             if w.status == "done" and w.id not in self.merging:
-                if _calm(self.d, Merge(worker=w.id, strategy="auto", no_test=True), None) is not None:
+                if _calm(self.d, Merge(worker=w.id, strategy="auto", no_test=True)) is not None:
                     self.merging.add(w.id)
         live = sum(1 for w in ws if w.status in LIVE)
         for _ in range(max(0, WORKERS - live)):
             cmd = [DEMO, "--steps", "3", "--step-s", f"{0.15 + self.rng.random() * 0.3:.2f}"]
-            if _calm(self.d, Spawn(repo="proj", next=True, cmd=cmd), WorkerResult, timeout=5) is None:
+            if _calm(self.d, Spawn(repo="proj", next=True, cmd=cmd), timeout=5) is None:
                 break
 
     def tasks(self) -> list[Any]:
-        res = _calm(self.d, TaskList(repo="proj"), TaskListResult)
+        res = _calm(self.d, TaskList(repo="proj"))
         return res.tasks if res else []
 
 
@@ -243,7 +244,7 @@ def _check(run: Run, tally: Tally) -> dict[str, Any]:
     problems: list[str] = []
     workers = run.workers()
     tasks = run.tasks()
-    merges = d.call(MergeList(repo="proj", all=True), MergeListResult).merges
+    merges = d.call(MergeList(repo="proj", all=True)).merges
     # 1. done exactly once, or back in the queue; nothing stuck
     merged_per_task: dict[str, int] = {}
     for m in merges:
@@ -274,9 +275,9 @@ def _check(run: Run, tally: Tally) -> dict[str, Any]:
     problems += [f"worktree {p} has no record" for p in extra]
     # 5. a daemon pause never killed a healthy worker: no death by timeout at all
     events = EventsAll(d)
-    timeouts = [e for e in events if e.kind == "worker.status" and e.data.get("to") == "dead"
-                and str(e.data.get("reason", "")).startswith(("no heartbeat from the shim", "the shim never reported"))]
-    problems += [f"{e.worker_id} was judged dead by timeout: {e.data.get('reason')}" for e in timeouts]
+    timeouts = [e for e in events if isinstance(e.data, WorkerStatusChanged) and e.data.to == "dead"
+                and (e.data.reason or "").startswith(("no heartbeat from the shim", "the shim never reported"))]
+    problems += [f"{e.worker_id} was judged dead by timeout: {e.data.reason}" for e in timeouts]
     # 6. no process of the run is left (after the daemon stops)
     d.stop()
     left = _processes_of(d.home)
@@ -294,7 +295,7 @@ def EventsAll(d: Daemon) -> list[Any]:  # noqa: N802 - reads like the command
     out: list[Any] = []
     since = 0
     while True:
-        page = d.call(Events(since=since, limit=1000), EventList)
+        page = d.call(Events(since=since, limit=1000))
         out += page.events
         if len(page.events) < 1000:
             return out
@@ -323,9 +324,9 @@ def _one_schedule(tmp_path: Path, seed: int) -> dict[str, Any]:
     repo = make_repo(tmp_path / f"proj-{seed}" / "proj")
     d.start()
     try:
-        d.call(RepoAdd(path=str(repo), name="proj"), RepoResult)
+        d.call(RepoAdd(path=str(repo), name="proj"))
         for i in range(1, TASKS + 1):
-            d.call(TaskAdd(repo="proj", id=f"C-{i}", title=f"chaos task {i}", priority=rng.randint(0, 4)), TaskResult)
+            d.call(TaskAdd(repo="proj", id=f"C-{i}", title=f"chaos task {i}", priority=rng.randint(0, 4)))
         run = Run(d, repo, rng, tally)
         _chaos(run, rng, tally)
         _settle(run, tally)

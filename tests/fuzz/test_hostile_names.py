@@ -24,14 +24,15 @@ from chkd.daemon import worktrees
 from chkd.daemon.tasks import id_problem
 from chkd.protocol.config import ConfigError, parse_config
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import RepoAdd, RepoResult, Spawn, TaskAdd, TaskResult, WorkerResult, WorkerShow
+from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, WorkerShow
 from chkd.daemon.workers import render_argv
 from chkd.protocol.names import branch_problem, repo_name_problem
 from chkd.protocol.templates import AGENT_PLACEHOLDERS, worktree_pattern_problem
 
 from conftest import BIN, Daemon, git, wait_for
 
-PWNED = f"/tmp/chkd-PWNED-{uuid.uuid4().hex}"
+#: One marker per test run, the same in every xdist worker (they must collect the same test ids).
+PWNED = f"/tmp/chkd-PWNED-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or uuid.uuid4().hex}"
 SHELL = f"$(touch {PWNED})"
 PREFIX = f"we$(touch${{IFS}}{PWNED})/"  # a valid branch prefix (git allows $ ( ) {{ }}), a command to a shell
 PATTERN_DIR = f"wt {SHELL} ;dir"
@@ -74,7 +75,7 @@ HOSTILE_TITLES = [SHELL, f"`touch {PWNED}`", f"; touch {PWNED}", "-rf --force", 
 @pytest.mark.timeout(120)
 def test_hostile_ids_and_titles_are_refused_or_used_verbatim_never_through_a_shell(
         daemon: Daemon, repo: Path) -> None:
-    daemon.call(RepoAdd(path=str(repo)), RepoResult)
+    daemon.call(RepoAdd(path=str(repo)))
     accepted: list[str] = []
     for task_id in HOSTILE_IDS:
         res = daemon.ctl("task", "add", "hostile id", f"--id={task_id}", cwd=repo)
@@ -98,11 +99,11 @@ def test_hostile_ids_and_titles_are_refused_or_used_verbatim_never_through_a_she
     for i, title in enumerate(HOSTILE_TITLES):  # the recording agent: every placeholder is one argument
         description = f"first line\n{SHELL}\n-rf"
         try:
-            task = daemon.call(TaskAdd(title=title, id=f"H-{i}", repo="proj", description=description), TaskResult).task
+            task = daemon.call(TaskAdd(title=title, id=f"H-{i}", repo="proj", description=description)).task
         except ChkdError as exc:
             assert len(exc.message.splitlines()) == 1
             continue
-        w = daemon.call(Spawn(repo="proj", task_id=task.id, agent="record"), WorkerResult).worker
+        w = daemon.call(Spawn(repo="proj", task_id=task.id, agent="record")).worker
         wait_done(daemon, w.id)
         assert_landed(repo, w.worktree, task.id)
         argv = json.loads(Path(w.worktree + ".argv.json").read_text())
@@ -115,7 +116,7 @@ def test_hostile_ids_and_titles_are_refused_or_used_verbatim_never_through_a_she
 
 
 def wait_done(daemon: Daemon, wid: str) -> Any:
-    return wait_for(lambda: (w := daemon.call(WorkerShow(worker=wid), WorkerResult).worker).status == "done" and w,
+    return wait_for(lambda: (w := daemon.call(WorkerShow(worker=wid)).worker).status == "done" and w,
                     30, what=f"{wid} to finish")
 
 

@@ -32,9 +32,8 @@ from chkd.daemon.notify import CURSOR_KEY
 from chkd.protocol import codec
 from chkd.protocol.errors import ErrorCode
 from chkd.protocol.messages import (
-    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoResult, RepoRm, Remove, RunStart,
-    Shutdown,
-    Spawn, TaskAdd, TaskResult, Update, WorkerResult, WorkerShow,
+    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoRm, Remove, RunStart, Shutdown,
+    Spawn, TaskAdd, Update, WorkerShow,
 )
 
 from conftest import BIN, Daemon, _kill_strays, make_repo, wait_for
@@ -121,12 +120,12 @@ def report(request: pytest.FixtureRequest, line: str) -> None:
 def _populate(daemon: Daemon, base: Path) -> None:
     """Two repositories with tasks, and one finished worker (w1, task A-1) in the first."""
     for name in ("one", "two"):
-        daemon.call(RepoAdd(path=str(make_repo(base / name))), RepoResult)
+        daemon.call(RepoAdd(path=str(make_repo(base / name))))
         for i in range(3):
-            daemon.call(TaskAdd(title=f"{name} task {i}", id=f"{name[0].upper()}-{i + 2}", repo=name), TaskResult)
+            daemon.call(TaskAdd(title=f"{name} task {i}", id=f"{name[0].upper()}-{i + 2}", repo=name))
     demo = [str(BIN / "chkd-demo-agent"), "--steps", "1", "--step-s", "0"]
-    w = daemon.call(Spawn(repo="one", task_id="A-1", title="the only worker", cmd=demo), WorkerResult).worker
-    wait_for(lambda: daemon.call(WorkerShow(worker=w.id), WorkerResult).worker.status == "done", 30,
+    w = daemon.call(Spawn(repo="one", task_id="A-1", title="the only worker", cmd=demo)).worker
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "done", 30,
              what="the setup worker to finish")
 
 
