@@ -155,7 +155,7 @@ def step(ctx: Ctx, run: dict[str, Any]) -> None:
         merge_done(ctx, run, repo)
         settle_conflicts(ctx, repo)
     started = start_ready(ctx, run, repo)
-    if run["until_empty"] and not started and queue_empty(ctx, repo):
+    if run["until_empty"] and not started and queue_empty(ctx, repo, merging=run["merge"] != "off"):
         left = ctx.store.scalar("SELECT count(*) FROM task_queue WHERE repo_id=? AND status='pending'",
                                 (repo["id"],), 0)
         why = "the queue is empty" + (f" ({left} tasks wait on dependencies that failed or on a hold)"
@@ -246,13 +246,14 @@ def spawn_task(ctx: Ctx, repo: Mapping[str, Any], task_id: str, profile: str) ->
     ctx.emit(ev.AutopilotSpawned(profile=profile), repo=repo["name"], worker_id=wid, task_id=task_id)
 
 
-def queue_empty(ctx: Ctx, repo: Mapping[str, Any]) -> bool:
-    """Nothing ready, running, finished-but-unmerged or merging: the run has nothing left to do."""
+def queue_empty(ctx: Ctx, repo: Mapping[str, Any], *, merging: bool = True) -> bool:
+    """Nothing ready, running, or (when the run merges) finished-but-unmerged or merging: the run
+    has nothing left to do. With `--merge off` a done worker is the end of its task's road."""
     if ready_tasks(ctx, repo["id"]):
         return False
+    unmerged = " OR status IN ('done', 'merging', 'conflict')" if merging else ""
     busy = ctx.store.scalar(
-        f"SELECT count(*) FROM workers WHERE repo_id=? AND (status IN ({_LIVE}) OR status IN ('done', 'merging'))",
-        (repo["id"],), 0)
+        f"SELECT count(*) FROM workers WHERE repo_id=? AND (status IN ({_LIVE}){unmerged})", (repo["id"],), 0)
     if busy:
         return False
     active = ",".join(f"'{s}'" for s in sorted(mergequeue.ACTIVE))
