@@ -43,8 +43,7 @@ from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import Event, LIVE_WORKER_STATUSES, ProfileWait, RunInfo, Spawn
 
-from . import budget, merging, mergequeue, schedule, tasks, usage
-from . import workers as W
+from . import budget, mergeengine, mergequeue, repos, schedule, spawning, taskqueue, usage, workerrecords
 from .context import Ctx, Deferred
 from .store import now_ms
 
@@ -128,7 +127,7 @@ def on_event(ctx: Ctx, event: Event) -> None:
     if isinstance(data, (ev.AgentUsageLimitHit, ev.AgentApiErrored)):
         note_limit(ctx, event, data)
     elif isinstance(data, ev.WorkerStatusChanged) and data.to == "done" and event.worker_id:
-        row = W.load(ctx, event.worker_id)
+        row = workerrecords.load(ctx, event.worker_id)
         if row is not None and row["agent"]:
             clear_strikes(ctx, row["agent"])  # it got through: the 429 back-off starts over
     if isinstance(data, WAKE_TYPES) and ctx.ext.get(EXT, {}).get("any_running", True):
@@ -173,7 +172,7 @@ def ready_tasks(ctx: Ctx, repo_id: int) -> list[schedule.Ready]:
         "AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk "
         "                WHERE d.task_pk = t.pk AND u.status != 'done') "
         "ORDER BY t.priority, t.created_at, t.pk", (repo_id,))
-    return [schedule.Ready(id=tid, tags=tuple(tasks._tags(tags))) for tid, tags in rows]
+    return [schedule.Ready(id=tid, tags=tuple(taskqueue._tags(tags))) for tid, tags in rows]
 
 
 def tagged_profiles(ctx: Ctx) -> dict[str, list[str]]:
@@ -215,7 +214,7 @@ def start_ready(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> in
     if free <= 0:
         return 0
     # the spawn path refuses above max_workers counting every live worker (also those waiting for a person)
-    free = min(free, ctx.config.max_workers_for(repo["name"]) - W.live_count(ctx, repo["id"]))
+    free = min(free, ctx.config.max_workers_for(repo["name"]) - workerrecords.live_count(ctx, repo["id"]))
     plan = schedule.plan_starts(ready_tasks(ctx, repo["id"]), free, tagged_profiles(ctx),
                                 default_profile(ctx, run, repo["name"]), parked(ctx))
     started = 0
@@ -233,15 +232,13 @@ def start_ready(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> in
 def spawn_task(ctx: Ctx, repo: Mapping[str, Any], task_id: str, profile: str) -> None:
     """Through the workers area's spawn (names recorded first, launch off-loop); nobody waits for
     the reply, a failed launch is the workers area's `spawn_failed` (a counted attempt)."""
-    from .handlers.workers import _start  # the workers area owns spawning
-
     def _launched(result: Any) -> None:
         if isinstance(result, ChkdError):
             ctx.log.warning("autopilot_spawn_failed", repo=repo["name"], task=task_id, error=result.message)
 
     deferred = Deferred(envelope=[], request_id=0, callback=_launched)
     before = ctx.store.scalar("SELECT coalesce(max(seq), 0) FROM workers", (), 0)
-    _start(ctx, Spawn(repo=repo["name"], task_id=task_id, agent=profile), dict(repo), deferred)
+    spawning.start(ctx, Spawn(repo=repo["name"], task_id=task_id, agent=profile), dict(repo), deferred)
     wid = ctx.store.scalar("SELECT id FROM workers WHERE seq > ? ORDER BY seq LIMIT 1", (before,))
     ctx.emit(ev.AutopilotSpawned(profile=profile), repo=repo["name"], worker_id=wid, task_id=task_id)
 
@@ -292,7 +289,7 @@ def settle_conflicts(ctx: Ctx, repo: Mapping[str, Any]) -> None:
             continue
         updating.add(wid)
         target = mergequeue.target_of(ctx, dict(repo))
-        ctx.submit(merging.update_branch, row["worktree_path"], target,
+        ctx.submit(mergeengine.update_branch, row["worktree_path"], target,
                    then=lambda res, exc, wid=wid, target=target: _updated(ctx, repo, wid, target, res, exc))
 
 
@@ -303,10 +300,10 @@ def _handed_over(ctx: Ctx, wid: str) -> bool:
                                  "AND seq > ?", (wid, last_merge or 0)))
 
 
-def _updated(ctx: Ctx, repo: Mapping[str, Any], wid: str, target: str, res: merging.UpdateOutcome | None,
+def _updated(ctx: Ctx, repo: Mapping[str, Any], wid: str, target: str, res: mergeengine.UpdateOutcome | None,
              exc: BaseException | None) -> None:
     ctx.ext.setdefault(EXT, {}).setdefault("updating", set()).discard(wid)
-    row = W.load(ctx, wid)
+    row = workerrecords.load(ctx, wid)
     if row is None or row["status"] != "conflict":
         return
     if exc is not None or res is None:
@@ -316,16 +313,16 @@ def _updated(ctx: Ctx, repo: Mapping[str, Any], wid: str, target: str, res: merg
     ctx.emit(ev.AutopilotUpdated(merged=res.merged, files=list(res.conflict_files)), repo=repo["name"],
              worker_id=wid, task_id=row["task_id"])
     if res.merged:  # the target's new commits merged cleanly into the branch: merge it again
-        W.set_worker_status(ctx, row, "done", reason=f"brought up to date with {target}",
+        workerrecords.set_worker_status(ctx, row, "done", reason=f"brought up to date with {target}",
                             message=f"took in {target}; merging again")
         return
     files = ", ".join(res.conflict_files)
-    row = W.set_worker_status(ctx, row, "working", reason=f"conflicts with {target} in {files}",
+    row = workerrecords.set_worker_status(ctx, row, "working", reason=f"conflicts with {target} in {files}",
                               message=f"conflicts with {target} in {files}: resolve the markers, commit, "
                                       f"then `chkdctl done --worker {wid}`")
-    tasks_row = W.task_of(ctx, row)
+    tasks_row = workerrecords.task_of(ctx, row)
     if tasks_row is not None and tasks_row["status"] == "review":
-        tasks.set_task_status(ctx, tasks_row, "in_progress", worker_id=wid, note=f"conflicts in {files}")
+        taskqueue.set_task_status(ctx, tasks_row, "in_progress", worker_id=wid, note=f"conflicts in {files}")
     if not resume_agent(ctx, row, f"Merging {target} into your branch left conflict markers in: {files}. "
                                   "Resolve them, commit, and finish."):
         needs_person(ctx, row, f"worker {wid} ({row['task_id']}) conflicts with {target} in {files}: resolve "
@@ -345,7 +342,7 @@ def resume_agent(ctx: Ctx, row: Mapping[str, Any], prompt: str) -> bool:
 def needs_person(ctx: Ctx, row: Mapping[str, Any], message: str) -> None:
     if _handed_over(ctx, row["id"]):
         return
-    ctx.emit(ev.NeedsPerson(message=message), repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"],
+    ctx.emit(ev.NeedsPerson(message=message), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"],
              task_id=row["task_id"])
 
 
@@ -355,7 +352,7 @@ def note_limit(ctx: Ctx, event: Event, data: ev.AgentUsageLimitHit | ev.AgentApi
     kind = data.error if isinstance(data, ev.AgentApiErrored) else "usage_limit"
     if kind not in ("usage_limit", "rate_limit"):
         return
-    row = W.load(ctx, event.worker_id) if event.worker_id else None
+    row = workerrecords.load(ctx, event.worker_id) if event.worker_id else None
     profile = str(data.profile or (row or {}).get("agent") or "")
     if not profile:
         return
@@ -371,7 +368,7 @@ def note_limit(ctx: Ctx, event: Event, data: ev.AgentUsageLimitHit | ev.AgentApi
         until = now + int(1000 * schedule.backoff_s(strikes, ctx.config.rate_limit_backoff_s))
         reason = f"rate limited (HTTP 429, {strikes} in a row)"
     if row is not None:  # a limit is nobody's failure: the task goes back without counting an attempt
-        W.update(ctx, row, usage_limited=1)
+        workerrecords.update(ctx, row, usage_limited=1)
     until = max(until, old["until_ms"] if old else 0)
     ctx.store.x("INSERT INTO profile_waits(profile, until_ms, reason, strikes, notified) VALUES(?,?,?,?,0) "
                 "ON CONFLICT(profile) DO UPDATE SET until_ms=excluded.until_ms, reason=excluded.reason, "
@@ -393,7 +390,7 @@ def waiting_for(ctx: Ctx, profile: str) -> int:
         tagged = tagged_profiles(ctx)
         pending = ctx.store.all("SELECT tags FROM task_queue WHERE repo_id=? AND status IN "
                                 "('pending', 'claimed', 'in_progress') AND held=0", (run["repo_id"],))
-        n += sum(1 for (tags,) in pending if schedule.profile_for(tasks._tags(tags), tagged, default) == profile)
+        n += sum(1 for (tags,) in pending if schedule.profile_for(taskqueue._tags(tags), tagged, default) == profile)
     return n
 
 
@@ -433,7 +430,7 @@ def run_info(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> RunIn
     return RunInfo(
         repo=repo["name"], state=run["state"], workers=run["workers"], merge=run["merge"], agent=run["agent"],
         until_empty=bool(run["until_empty"]), started_at=run["started_at"], stopped_at=run["stopped_at"],
-        stop_reason=run["stop_reason"], live=W.live_count(ctx, repo["id"]), ready=ready,
+        stop_reason=run["stop_reason"], live=workerrecords.live_count(ctx, repo["id"]), ready=ready,
         waiting_on_deps=max(0, pending - ready), in_review=counts.get("review", 0), merged=counts.get("done", 0),
         failed=counts.get("failed", 0), blocked=blocked_reason(ctx, run, repo) if run["state"] == "running" else "",
         spend=usage.spend_info(ctx, repo), waits=wait_infos(ctx),

@@ -18,8 +18,7 @@ from typing import Any
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 
-from . import usage
-from . import workers as W
+from . import repos, usage, workerrecords
 from .context import Ctx
 
 WARN_AT = 0.8
@@ -139,7 +138,7 @@ def _pause_running(ctx: Ctx, repo_id: int | None) -> list[str]:
         params.append(repo_id)
     paused = []
     for row in ctx.store.dicts(sql + " ORDER BY seq", tuple(params)):
-        W.pause_worker(ctx, row, reason="the daily budget is used up", by="budget")
+        workerrecords.pause_worker(ctx, row, reason="the daily budget is used up", by="budget")
         paused.append(row["id"])
     return paused
 
@@ -153,10 +152,10 @@ def _resume_allowed(ctx: Ctx, over_all: bool, over_repos: set[int]) -> None:
     for row in rows:
         if row["repo_id"] in over_repos:
             continue
-        W.resume_worker(ctx, row, reason="the budget allows work again")
+        workerrecords.resume_worker(ctx, row, reason="the budget allows work again")
         resumed.setdefault(row["repo_id"], []).append(row["id"])
     for repo_id, ids in resumed.items():
-        ctx.emit(ev.BudgetResumed(workers=ids, day=usage.today()), repo=W.repo_name(ctx, repo_id))
+        ctx.emit(ev.BudgetResumed(workers=ids, day=usage.today()), repo=repos.repo_name(ctx.store, repo_id))
 
 
 def resume_over_budget(ctx: Ctx, repo_id: int | None) -> list[dict[str, Any]]:
@@ -166,7 +165,7 @@ def resume_over_budget(ctx: Ctx, repo_id: int | None) -> list[dict[str, Any]]:
     params: tuple[Any, ...] = ()
     if repo_id is not None:
         sql, params = sql + " AND repo_id=?", (repo_id,)
-    out = [W.resume_worker(ctx, row, reason="resumed over budget by the user")
+    out = [workerrecords.resume_worker(ctx, row, reason="resumed over budget by the user")
            for row in ctx.store.dicts(sql + " ORDER BY seq", params)]
     ctx.emit(ev.BudgetOverridden(day=usage.today(), workers=[r["id"] for r in out]))
     return out

@@ -8,13 +8,12 @@ from chkd.protocol.messages import (
     AgentLimit, ActivityAck, Cost, CostReport, RunResult, RunStart, RunStatus, RunStop, Stats, StatsReport,
 )
 
-from .. import autopilot, lookup, metrics, usage
-from .. import workers as W
+from .. import autopilot, lookup, metrics, repos, usage, workerrecords
 from ..context import Ctx
 
 
 def run_start(ctx: Ctx, req: RunStart) -> RunResult:
-    repo = lookup.repo(ctx.store, req.repo)
+    repo = repos.resolve(ctx.store, req.repo)
     run = autopilot.start(ctx, repo, req.workers, req.agent, req.merge, req.until_empty)
     info = autopilot.run_info(ctx, run, repo)
     return RunResult(runs=[info], message=f"The autopilot runs '{repo['name']}' with up to {run['workers']} "
@@ -22,14 +21,14 @@ def run_start(ctx: Ctx, req: RunStart) -> RunResult:
 
 
 def run_stop(ctx: Ctx, req: RunStop) -> RunResult:
-    repo = lookup.repo(ctx.store, req.repo)
+    repo = repos.resolve(ctx.store, req.repo)
     run = autopilot.load_run(ctx, repo["id"])
     if run is None or run["state"] != "running":
         raise ChkdError("conflict", f"The autopilot is not running in '{repo['name']}'.",
                         f"Start it with `chkdctl run --repo {repo['name']}`.")
     run = autopilot.stop(ctx, repo, "stopped by the user")
     assert run is not None
-    live = W.live_count(ctx, repo["id"])
+    live = workerrecords.live_count(ctx, repo["id"])
     return RunResult(runs=[autopilot.run_info(ctx, run, repo)],
                      message=f"The autopilot of '{repo['name']}' stopped; nothing new starts"
                              + (f" ({live} running workers carry on)." if live else "."))
@@ -37,29 +36,29 @@ def run_stop(ctx: Ctx, req: RunStop) -> RunResult:
 
 def run_status(ctx: Ctx, req: RunStatus) -> RunResult:
     if req.repo is not None:
-        repo = lookup.repo(ctx.store, req.repo)
+        repo = repos.resolve(ctx.store, req.repo)
         rows = [(autopilot.load_run(ctx, repo["id"]), repo)]
     else:
-        repos = ctx.store.dicts(f"SELECT {lookup.REPO_COLUMNS} FROM repos ORDER BY name")
-        rows = [(autopilot.load_run(ctx, r["id"]), r) for r in repos]
+        every = ctx.store.dicts(f"SELECT {repos.REPO_COLUMNS} FROM repos ORDER BY name")
+        rows = [(autopilot.load_run(ctx, r["id"]), r) for r in every]
     return RunResult(runs=[autopilot.run_info(ctx, run, repo) for run, repo in rows if run is not None])
 
 
 def cost(ctx: Ctx, req: Cost) -> CostReport:
-    repo = lookup.repo(ctx.store, req.repo) if req.repo is not None else None
+    repo = repos.resolve(ctx.store, req.repo) if req.repo is not None else None
     rows, total = usage.cost_rows(ctx, req.by, None if repo is None else repo["id"])
     return CostReport(by=req.by, rows=rows, total=total, spend=usage.spend_info(ctx, repo))
 
 
 def stats(ctx: Ctx, req: Stats) -> StatsReport:
-    repo = lookup.repo(ctx.store, req.repo) if req.repo is not None else None
+    repo = repos.resolve(ctx.store, req.repo) if req.repo is not None else None
     return metrics.stats(ctx, repo, req.since)
 
 
 def agent_limit(ctx: Ctx, req: AgentLimit) -> ActivityAck:
     """The agent (or its shim) says it hit a limit: the typed event; the autopilot listens to it."""
     row = lookup.worker(ctx.store, req.worker)
-    repo = W.repo_name(ctx, row["repo_id"])
+    repo = repos.repo_name(ctx.store, row["repo_id"])
     message = " ".join(req.message.split())[:300]
     if req.kind == "usage_limit":
         ctx.emit(ev.AgentUsageLimitHit(profile=row["agent"] or "", resets_at=req.resets_at, message=message),
@@ -67,7 +66,7 @@ def agent_limit(ctx: Ctx, req: AgentLimit) -> ActivityAck:
     else:
         ctx.emit(ev.AgentApiErrored(profile=row["agent"] or "", error="rate_limit", message=message),
                  repo=repo, worker_id=row["id"], task_id=row["task_id"])
-    fresh = W.load(ctx, row["id"]) or row
+    fresh = workerrecords.load(ctx, row["id"]) or row
     return ActivityAck(status=fresh["status"], heartbeat_s=ctx.config.heartbeat_s)
 
 
