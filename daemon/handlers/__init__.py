@@ -22,6 +22,7 @@ for _area in _AREAS:
         HANDLERS[_type] = _fn
 
 #: Start-up steps in this order; liveness (reaper, notifier, reconciliation) has no handlers
-#: but starts between the shims' area and the merge queue, as it always did.
-_STARTING = (core, repos, tasks, workers, shim, liveness, merge, db, doctor)
+#: but starts between the shims' area and the merge queue, as it always did. The autopilot starts
+#: last: reconciliation has settled the workers before its first tick.
+_STARTING = (core, repos, tasks, workers, shim, liveness, merge, db, doctor, autopilot)
 SETUPS: list[Callable[[Any], None]] = [a.setup for a in _STARTING if hasattr(a, "setup")]
