@@ -82,6 +82,8 @@ def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
     import subprocess
 
     paths.ensure()
+    if _start_via_service(paths):
+        return _wait_started(paths, timeout)
     out_path = paths.state / "chkdd.out"
     with open_private(out_path) as out:
         start_offset = out.tell()
@@ -100,6 +102,26 @@ def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
         time.sleep(0.02)
     raise ChkdError("busy", f"chkdd did not answer within {timeout:g} s of starting.",
                     f"See {paths.log_file} and {out_path}.")
+
+
+def _start_via_service(paths: Paths) -> bool:
+    """An installed chkd service for this home starts chkdd itself, so the service manager
+    stays its parent (restarts, watchdog, logs); without one, or when the manager refuses,
+    the caller starts chkdd detached."""
+    from . import service
+
+    return service.start_via_service(paths)
+
+
+def _wait_started(paths: Paths, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_running(paths) and _answers(paths, 0.5):
+            return pid(paths) or 0
+        time.sleep(0.05)
+    raise ChkdError("busy", f"The chkd service did not answer within {timeout:g} s of starting.",
+                    "See `chkdctl service status` and the service manager's log "
+                    "(`journalctl --user -u chkd`).")
 
 
 def stop(paths: Paths, timeout: float = 15.0) -> bool:

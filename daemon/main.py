@@ -16,6 +16,7 @@ from chkd.protocol.launch import NEUTRAL_CWD
 
 from .context import Ctx
 from .log import make_logger
+from .sdnotify import SdNotifier
 from .store import Store, StoreError, db_path
 
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", choices=("json", "console"), default="json", help="format of state/chkdd.log")
     parser.add_argument("--version", action="version", version=f"chkdd {chkd.__version__}")
     args = parser.parse_args(argv)
+    notifier = SdNotifier.from_environ()  # before anything we start could inherit NOTIFY_SOCKET
 
     paths = paths_mod.resolve(args.home)
     if args.home:
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server import Server  # imports every handler module
 
     ctx = Ctx(paths=paths, config=config, store=store, log=log)
-    server = Server(ctx)
+    server = Server(ctx, notifier)
     try:
         server.bind()
     except Exception as exc:  # noqa: BLE001
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         server.close()
+        notifier.close()
         store.close()
         log.info("stopped")
         log_stream.close()

@@ -26,6 +26,7 @@ from chkd.protocol.text import one_line
 
 from .context import Ctx, Deferred, publish_frames
 from .handlers import HANDLERS, SETUPS
+from .sdnotify import SdNotifier
 
 #: Frames larger than this are refused (a spec import of a few MB is the largest real request).
 MAX_FRAME = 4 * 1024 * 1024
@@ -44,8 +45,9 @@ def _err(code: str, message: str, hint: str = "") -> Err:
 
 
 class Server:
-    def __init__(self, ctx: Ctx) -> None:
+    def __init__(self, ctx: Ctx, notifier: SdNotifier | None = None) -> None:
         self.ctx = ctx
+        self.notifier = notifier or SdNotifier(None)
         self.zctx = zmq.Context()
         self.router = self.zctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
@@ -112,6 +114,7 @@ class Server:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
         ctx.log.info("serving", endpoint=ctx.paths.ctl_endpoint, pid=os.getpid())
+        self._tell_service_manager()
         while ctx.running and not self._stop_signal:
             ready = dict(poller.poll(ctx.timers.timeout_ms(IDLE_MS)))
             if self.router in ready:
@@ -120,7 +123,22 @@ class Server:
                 self._drain_wake()
             self._run_timers()
             self._flush()
-        ctx.log.info("stopping", reason="signal" if self._stop_signal else "shutdown")
+        reason = "signal" if self._stop_signal else "shutdown"
+        ctx.log.info("stopping", reason=reason)
+        self.notifier.stopping(f"stopping ({reason})")
+
+    def _tell_service_manager(self) -> None:
+        """READY=1 now that requests are served; WATCHDOG=1 from the timer heap, so a loop that
+        stops turning stops the pings and systemd restarts it (see sdnotify.py)."""
+        notifier = self.notifier
+        if not notifier.enabled:
+            return
+        if not notifier.ready():
+            self.ctx.log.warning("sd_notify_failed", socket=notifier.address)
+        interval = notifier.watchdog_interval_s
+        if interval is not None:
+            self.ctx.timers.every(interval, lambda: None if notifier.watchdog() else None, "watchdog")
+            self.ctx.log.info("watchdog", interval_s=interval)
 
     def _drain_wake(self) -> None:
         try:

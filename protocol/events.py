@@ -17,6 +17,7 @@ Adding a kind: declare a Struct here (tag = the kind string, past-tense name), a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -419,7 +420,14 @@ def fields_of(data: EventBody) -> dict[str, Any]:
     """The data as a plain map with wire names (`from`, not `from_`), without the kind: for display."""
     if isinstance(data, Unreadable):
         return dict(data.fields)
-    return {f.encode_name: msgspec.to_builtins(getattr(data, f.name)) for f in msgspec.structs.fields(data)}
+    return {wire: msgspec.to_builtins(getattr(data, name)) for wire, name in _names(type(data))}
+
+
+@functools.cache
+def _names(kind_type: type[EventBody]) -> tuple[tuple[str, str], ...]:
+    """(wire name, attribute) per field, once per kind: `msgspec.structs.fields` evaluates the
+    annotations on every call (about 0.7 ms), and the dashboard formats 200 events a second."""
+    return tuple((f.encode_name, f.name) for f in msgspec.structs.fields(kind_type))
 
 
 def decode_data(kind: str, blob: bytes | None) -> EventBody:
