@@ -1,5 +1,6 @@
 """Desktop notifications for the events a person must act on: a worker done, conflicting,
-failed, dead, stalled or waiting for a person (once per question); a merge conflict; a task escalated.
+failed, dead, stalled or waiting for a person (once per question); a merge conflict; a task escalated;
+a budget at 80 % or used up; a usage-limit wait; a worker the autopilot hands to a person.
 
 The notifier follows the events table with a cursor (kept in `meta`: after a restart it
 resumes where it was, repeating nothing), so no area has to remember to call it: every
@@ -19,7 +20,8 @@ from typing import Any
 import msgspec
 
 from chkd.protocol.events import (
-    EventBody, MergeConflicted, TaskEscalated, WorkerHelpRequested, WorkerStatusChanged,
+    BudgetExceeded, BudgetWarned, EventBody, LimitWaitStarted, MergeConflicted, NeedsPerson, TaskEscalated,
+    WorkerHelpRequested, WorkerStatusChanged,
 )
 from chkd.protocol.messages import Event
 
@@ -31,6 +33,8 @@ WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead
 #: Event types (other than worker status changes) worth a notification.
 TYPES: dict[type[EventBody], str] = {
     MergeConflicted: "conflict", TaskEscalated: "escalated", WorkerHelpRequested: "help",
+    BudgetWarned: "budget_warning", BudgetExceeded: "budget", LimitWaitStarted: "usage_limit",
+    NeedsPerson: "needs_person",
 }
 TITLES = {
     "done": "chkd: worker done",
@@ -41,6 +45,10 @@ TITLES = {
     "escalated": "chkd: task escalated",
     "help": "chkd: a worker asks for help",
     "waiting": "chkd: a worker needs you",
+    "budget": "chkd: budget reached",
+    "budget_warning": "chkd: 80 % of the budget used",
+    "usage_limit": "chkd: usage limit",
+    "needs_person": "chkd: a worker needs you",
 }
 CURSOR_KEY = "notify_seq"
 SEND_TIMEOUT_S = 10.0
@@ -58,11 +66,13 @@ def classify(data: EventBody) -> str | None:
     return TYPES.get(type(data))
 
 
-def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None]:
-    """A waiting worker is notified once per question (it may ask several in one task)."""
+def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None, str]:
+    """Once per (class, worker, task) — per question for a waiting worker (it may ask several in one
+    task), per day for budgets, per reset time for usage limits."""
     if cls == "waiting" and isinstance(event.data, WorkerStatusChanged):
-        return (f"waiting:{event.data.question or ''}", event.worker_id, event.task_id)
-    return (cls, event.worker_id, event.task_id)
+        return (f"waiting:{event.data.question or ''}", event.worker_id, event.task_id, "")
+    once_per = getattr(event.data, "day", None) or getattr(event.data, "until", None) or ""
+    return (cls, event.worker_id, event.task_id, str(once_per))
 
 
 def text(cls: str, event: Event) -> tuple[str, str]:
@@ -90,6 +100,10 @@ def _detail(data: EventBody) -> tuple[str, list[str]]:
             return reason, []
         case WorkerHelpRequested(question=question):
             return question, []
+        case BudgetWarned(message=message) | BudgetExceeded(message=message) | LimitWaitStarted(message=message):
+            return message, []
+        case NeedsPerson(message=message):
+            return message, []
     return "", []
 
 
@@ -146,7 +160,7 @@ class Notifier:
     """Follows the events table from `cursor`; remembers what it sent; queues what to send."""
 
     cursor: int = 0
-    sent: set[tuple[str, str | None, str | None]] = field(default_factory=set)
+    sent: set[tuple[str, str | None, str | None, str]] = field(default_factory=set)
     outbox: list[tuple[str, Event]] = field(default_factory=list)
     sending: bool = False
 

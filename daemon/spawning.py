@@ -24,7 +24,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import ShimGo, Spawn, TmuxTarget, WorkerResult, encode_go
 
-from . import failpoints, procs, taskqueue, terminal, workerrecords, worktrees
+from . import budget, failpoints, procs, taskqueue, terminal, usage, workerrecords, worktrees
 from .context import Ctx, Deferred
 from .store import now_ms
 
@@ -92,7 +92,10 @@ def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> AgentChoice:
         known = sorted({*ctx.config.agents, *BUILTIN_AGENTS})
         raise ChkdError("not_found", f"There is no agent profile '{name}' (known: {', '.join(known)}).",
                         "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.")
-    return AgentChoice(name, list(profile.cmd), dict(profile.env), profile.interactive or req.interactive)
+    cmd = list(profile.cmd)
+    if profile.claude_hooks and ctx.config.max_task_usd and "--max-budget-usd" not in cmd:
+        cmd += ["--max-budget-usd", f"{ctx.config.max_task_usd:g}"]  # claude stops itself at the cap
+    return AgentChoice(name, cmd, dict(profile.env), profile.interactive or req.interactive)
 
 
 def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str, Any]:
@@ -192,6 +195,7 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
     """On the loop: record the worker (`starting`) and claim its task; then off-loop pick free names
     (`_planned` records them before anything exists), then create the worktree and start the agent."""
     _check_capacity(ctx, repo)
+    budget.check_spawn(ctx, repo)  # over budget nothing new starts (the sentence says what to do)
     choice = _agent(ctx, req, repo)
     if choice.interactive:
         terminal.require_tmux()
@@ -234,7 +238,8 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
         ctx.emit(ev.WorkerStarted(worktree=result.checkout.path, branch=result.checkout.branch,
                                   base=result.checkout.base_sha),
                  repo=repo["name"], worker_id=wid, task_id=task["id"])
-        ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, row, repo["name"])))
+        ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, row, repo["name"]),
+                                          spend=usage.spend_info(ctx, repo)))
 
     main_branch = ctx.config.for_repo(repo["name"]).main_branch or repo["main_branch"]
     ctx.submit(worktrees.plan_checkout, repo["path"], repo["name"], task["id"], main_branch,

@@ -48,6 +48,8 @@ TestTimeoutS = _seconds(0.1, 86400)
 IntervalS = _seconds(0.05, 3600)
 Workers = Annotated[int, Meta(ge=1, le=1000)]
 Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
+#: A spending cap in US dollars (finite, positive).
+BudgetUsd = Annotated[float, Meta(gt=0, le=1_000_000)]
 
 
 def _rule(key: str, problem: str | None) -> None:
@@ -65,6 +67,7 @@ class RepoConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
     merge_strategy: Literal["auto", "review"] | None = None
     main_branch: str | None = None
     default_agent: str | None = None
+    budget_usd_per_day: BudgetUsd | None = None  # type: ignore[valid-type]
 
     def __post_init__(self) -> None:
         if self.test_cmd is not None:
@@ -83,6 +86,8 @@ class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
     #: Run the agent in a terminal: a tmux session on chkd's own tmux server, one per worker, that
     #: `chkdctl attach`, `peek` and `send` reach (its screen is also appended to the worker log).
     interactive: bool = False
+    #: The autopilot gives a task carrying one of these tags to this profile.
+    tags: list[str] = []
 
     def __post_init__(self) -> None:
         _rule("cmd", argv_problem(self.cmd))
@@ -111,6 +116,14 @@ class Config(Struct, forbid_unknown_fields=True):
     notify: bool = True
     notify_cmd: list[str] = []
     default_agent: str = "demo"
+    #: Spending caps: at 80 % a warning, at 100 % every running worker is paused and nothing starts.
+    budget_usd_per_day: BudgetUsd | None = None  # type: ignore[valid-type]
+    #: Passed to agents that take a per-run cap (claude's --max-budget-usd).
+    max_task_usd: BudgetUsd | None = None  # type: ignore[valid-type]
+    #: After a usage limit's reset time the autopilot waits this much longer before it starts that agent again.
+    usage_limit_margin_s: _seconds(0, 86400) = 60.0  # type: ignore[valid-type]
+    #: The first wait after an HTTP 429; it doubles with every 429 in a row (at most 15 minutes).
+    rate_limit_backoff_s: _seconds(0.05, 3600) = 10.0  # type: ignore[valid-type]
     repos: dict[str, RepoConfig] = {}
     agents: dict[str, AgentConfig] = {}
 
@@ -239,6 +252,8 @@ def config_to_toml(cfg: Config) -> str:
     lines: list[str] = []
     tables: list[tuple[str, dict]] = []
     for key, value in data.items():
+        if value is None:  # an unset optional setting (budget_usd_per_day): nothing to show
+            continue
         if isinstance(value, dict):
             for sub, subval in value.items():
                 tables.append((f"{key}.{_key(sub)}", subval))
@@ -269,6 +284,6 @@ def _value(value: object) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
-    if value is None:
+    if value is None:  # unset optional settings are skipped by config_to_toml
         return '""'
     raise TypeError(type(value))

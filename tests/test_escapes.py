@@ -14,7 +14,7 @@ from chkd.client.demo import Screen
 from chkd.client import output
 from chkd.client.output import fail, table
 from chkd.protocol.events import TaskAdded, Unreadable
-from chkd.protocol.messages import Event, RepoAdd, TaskAdd, WorkerInfo, event_of
+from chkd.protocol.messages import Event, RepoAdd, RunInfo, TaskAdd, WorkerInfo, event_of
 
 from conftest import BIN, Daemon, wait_for
 
@@ -57,7 +57,7 @@ def test_the_demo_screen_shows_titles_and_log_lines_visibly() -> None:
     screen = Screen(live=True, out=frames.append)
     screen.log(f"task T-1 {HOSTILE}")
     w = WorkerInfo(id="w1", repo="demo", status="working", task_id="T-1", task_title=HOSTILE, message=HOSTILE)
-    screen.draw([w], 0, 0, 1)
+    screen.draw([w], RunInfo(repo="demo", state="running", workers=3))
     body = frames[-1].removeprefix("\x1b[H\x1b[2J")  # the screen's own clear-and-home is the only escape
     assert "\x1b" not in body and "\x07" not in body and "\\x1b[31mred" in body
 

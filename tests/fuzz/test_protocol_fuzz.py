@@ -32,7 +32,8 @@ from chkd.daemon.notify import CURSOR_KEY
 from chkd.protocol import codec
 from chkd.protocol.errors import ErrorCode
 from chkd.protocol.messages import (
-    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoRm, Remove, Shutdown,
+    COMMANDS, AgentLimit, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoRm, Remove, RunStart,
+    Shutdown,
     Spawn, TaskAdd, Update, WorkerShow,
 )
 
@@ -215,6 +216,10 @@ def command_strategy(cmd: type) -> st.SearchStrategy[Any]:
     if cmd is Spawn:
         fields["cmd"] = st.just(["/nonexistent/chkd-fuzz-agent"])  # and even then no agent could run
         fields["agent"] = st.none()
+    if cmd is RunStart:  # an autopilot that started would spawn agents between the checks
+        fields["agent"] = st.just("chkd-fuzz-no-such-profile")
+    if cmd is AgentLimit:  # an accepted limit parks a profile whose wait ends (an event) during later checks
+        fields["worker"] = st.just("w999999")
     return st.builds(cmd, **fields)
 
 
