@@ -6,9 +6,10 @@ tasks with priorities and dependencies and runs them with `chkdctl run --until-e
 demo agents in parallel, each in its own worktree and branch, merged as they finish. Two
 tasks are steered into the same file: the second merge conflicts, the autopilot brings it up
 to date with `update`, and hands the conflict markers to a person — the demo plays that
-person, resolves them and says `done`, and the autopilot merges it. Where the interactive
-demo agent exists (the `demo-interactive` profile), one task asks a question first and the
-demo answers it with `send`.
+person, resolves them and says `done`, and the autopilot merges it. One task runs in an
+interactive demo agent (tmux, like `demo-interactive`) that asks a question first: the worker
+turns `waiting`, the demo answers with `chkdctl send`'s typing, and the task goes on to merge.
+On a terminal the session is shown in `chkdctl top`; otherwise (or with --plain) as event lines.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,17 +30,14 @@ from typing import Any
 import msgspec
 
 from chkd.protocol import events as ev
-from chkd.protocol import messages as M
-from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Cost, DepAdd, Done, Events, RepoAdd, RunStart, RunStatus, Stats, TaskImport, WorkerInfo, WorkerList, WorkerShow,
+    Cost, DepAdd, Done, Events, RepoAdd, RunStart, RunStatus, SendKeys, Stats, TaskImport, WorkerList, WorkerShow,
 )
-from chkd.protocol.paths import resolve
+from chkd.protocol.paths import Paths, resolve
 
 from . import daemonctl
 from .client import Client
-from .icons import STATUS_ICONS
 from .output import visible
 
 #: The spec the demo imports (chkd's SPEC.md format): priorities and tags; dependencies below.
@@ -146,8 +145,8 @@ tags = ["ask"]
 
 
 def interactive_available() -> bool:
-    """The interactive demo agent (tmux, `waiting`, `send`) is part of this chkd."""
-    return "demo-interactive" in BUILTIN_AGENTS and hasattr(M, "Send") and shutil.which("tmux") is not None
+    """Interactive workers need tmux; without it the asking task runs like the others."""
+    return shutil.which("tmux") is not None
 
 
 def demo_config(workers: int, step_s: float, steps: int) -> str:
@@ -160,35 +159,28 @@ def demo_config(workers: int, step_s: float, steps: int) -> str:
 
 
 class Screen:
-    """Live output: a refreshing worker table on a terminal, plain event lines otherwise."""
+    """The demo's narration: plain event lines, or quiet while `chkdctl top` owns the terminal
+    (the lines are kept; if top is quit early the narration goes on in plain lines)."""
 
-    def __init__(self, live: bool, out: Callable[[str], None]) -> None:
-        self.live = live
+    def __init__(self, quiet: bool, out: Callable[[str], None]) -> None:
+        self.quiet = quiet
         self.out = out
         self.lines: list[str] = []
+        self._lock = threading.Lock()
 
     def log(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        line = f"{stamp}  {visible(text)}"
-        self.lines.append(line)
-        if not self.live:
-            self.out(line)
+        line = f"{time.strftime('%H:%M:%S')}  {visible(text)}"
+        with self._lock:
+            self.lines.append(line)
+            if not self.quiet:
+                self.out(line)
 
-    def draw(self, workers: list[WorkerInfo], run: Any) -> None:
-        if not self.live:
-            return
-        head = (f"chkd demo on the autopilot — {run.merged}/{DEMO_TASKS} merged, {run.ready} ready, "
-                f"{run.waiting_on_deps} waiting on dependencies, {run.live} running")
-        rows = [head, ""]
-        rows.append(f"  {'worker':<7} {'status':<12} {'task':<8} {'title':<36} message")
-        for w in workers:
-            icon = STATUS_ICONS.get(w.status, "·")
-            title, message = visible(w.task_title or "")[:36], visible(w.message or "")[:40]
-            rows.append(f"  {visible(w.id):<7} {icon} {w.status:<10} {visible(w.task_id or '-'):<8} "
-                        f"{title:<36} {message}")
-        rows.append("")
-        rows.extend(self.lines[-10:])
-        self.out("\x1b[H\x1b[2J" + "\n".join(rows))
+    def speak(self, tail: int = 5) -> None:
+        """Top was left while the demo runs: print its last lines, then every new one."""
+        with self._lock:
+            self.quiet = False
+            for line in self.lines[-tail:]:
+                self.out(line)
 
 
 def run_demo(
@@ -199,8 +191,9 @@ def run_demo(
     out: Callable[[str], None] = print,
     steps: int = 4,
 ) -> DemoResult:
+    """`live`: show the session in `chkdctl top` (default: when stdout is a terminal), else plain lines."""
     gc.enable()
-    live = sys.stdout.isatty() if live is None else live
+    live = sys.stdout.isatty() and sys.stdin.isatty() if live is None else live
     base = Path(tempfile.mkdtemp(prefix="chkd-demo-"))
     repo = make_demo_repo(base / "demo-app")
     home = base / "home"
@@ -215,8 +208,10 @@ def run_demo(
     started = time.monotonic()
     try:
         daemonctl.start(paths)
-        with Client(paths, autostart=False, timeout=60) as client:
-            _session(client, repo, workers, screen, result)
+        if live:
+            _with_top(paths, repo, workers, screen, result)
+        else:
+            _drive(paths, repo, workers, screen, result)
     finally:
         result.wall_s = time.monotonic() - started
         try:
@@ -230,6 +225,45 @@ def run_demo(
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
     return result
+
+
+def _drive(paths: Paths, repo: Path, workers: int, screen: Screen, result: DemoResult,
+           on_end: Callable[[], None] | None = None) -> None:
+    """The demo's own session (its client, the person's actions); `on_end` runs however it ends."""
+    try:
+        with Client(paths, autostart=False, timeout=60) as client:
+            _session(client, repo, workers, screen, result)
+    except ChkdError as exc:
+        result.problems.append(exc.message)
+    finally:
+        if on_end is not None:
+            on_end()
+
+
+def _with_top(paths: Paths, repo: Path, workers: int, screen: Screen, result: DemoResult) -> None:
+    """The dashboard in this terminal while the session runs in a thread; top closes when the run
+    ends. Quitting top early leaves the demo running, narrated in plain lines, to its end."""
+    from .tui.app import TopApp  # Textual only here: chkdctl starts without it
+
+    app = TopApp(paths, repo="demo-app")
+    finished = threading.Event()
+
+    def _end() -> None:
+        finished.set()
+        try:
+            app.call_from_thread(app.exit)
+        except RuntimeError:
+            pass  # top is no longer running
+
+    driver = threading.Thread(target=_drive, args=(paths, repo, workers, screen, result, _end),
+                              name="chkd-demo", daemon=True)
+    driver.start()
+    try:
+        app.run()
+    finally:
+        if not finished.is_set():
+            screen.speak()
+        driver.join()
 
 
 #: What the demo prints for the events it follows (the rest only moves the live table).
@@ -286,8 +320,6 @@ def _session(client: Client, repo: Path, max_workers: int, screen: Screen, resul
                 case ev.WorkerStatusChanged(to="waiting") if e.worker_id:
                     _answer(client, e.worker_id, screen, result)
         run = client.call(RunStatus(repo=name)).runs[0]
-        ws = client.call(WorkerList(repo=name, all=True)).workers
-        screen.draw(ws, run)
         if run.state != "running":
             break
         if time.monotonic() > deadline:
@@ -321,11 +353,9 @@ def _resolve_as_a_person(client: Client, wid: str, screen: Screen, result: DemoR
 
 
 def _answer(client: Client, wid: str, screen: Screen, result: DemoResult) -> None:
-    send = getattr(M, "Send", None)
-    if send is None:
-        return
+    """What `chkdctl send W TEXT` does for an interactive worker: type the answer into its terminal."""
     try:
-        client.call(send(worker=wid, text=ANSWER))
+        client.call(SendKeys(worker=wid, text=ANSWER))
     except ChkdError as exc:
         result.problems.append(f"answering {wid} failed: {exc.message}")
         return

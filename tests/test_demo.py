@@ -38,6 +38,13 @@ def test_demo_runs_and_leaves_a_merged_repository(tmp_path: Path) -> None:
     assert "needs a person" in out
     m = re.search(r"conflicts:\s+(\d+) detected, (\d+) resolved", out)
     assert m and int(m.group(1)) >= 1 and m.group(1) == m.group(2)
+    # the question: one task runs in an interactive demo agent (tmux) that asks; the worker turns
+    # `waiting`, the demo types the answer with send, the agent goes on and its task is merged
+    asker = re.search(r"(w\d+) DEMO\.6: waiting", out)
+    assert asker, out[-3000:]
+    assert f'{asker.group(1)} asked "Should the user guide use British spelling?"' in out
+    assert first(r"DEMO\.6: merged into main") > first(r"DEMO\.6: waiting")
+    assert re.search(r"questions answered:\s+1$", out, re.M)
     wall = float(re.search(r"wall time:\s+([\d.]+) s", out).group(1))
     one_at_a_time = float(re.search(r"one at a time:\s+([\d.]+) s", out).group(1))
     assert one_at_a_time > wall  # parallel agents beat running them in turn
@@ -58,5 +65,7 @@ def test_demo_runs_and_leaves_a_merged_repository(tmp_path: Path) -> None:
         assert "<<<<<<<" not in notes and ">>>>>>>" not in notes
         assert "DEMO.1" in notes and "DEMO.2" in notes  # the conflict kept both sides
         assert git(repo, "status", "--porcelain") == ""
+        guide = git(repo, "show", "main:chkd-demo-DEMO.6.txt")
+        assert "(told: yes, British spelling)" in guide  # the typed answer reached the agent
     finally:
         shutil.rmtree(kept, ignore_errors=True)
