@@ -128,6 +128,7 @@ def test_conflict_changes_nothing_and_lists_files(daemon: Daemon, proj: Path) ->
 @pytest.mark.timeout(90)
 def test_five_merges_at_once_are_serialized_in_priority_order(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj, test_cmd=[sys.executable, "-c", "import time; time.sleep(0.3)"])
+    assert daemon.ctl("repo", "edit", "proj", "--merge-batch", "1").code == 0  # no merge train: one at a time
     prios = [4, 3, 0, 2, 1]
     ws = [done_worker(daemon, proj, f"part {i}", {f"part{i}.txt": f"{i}\n"}, priority=p)
           for i, p in enumerate(prios)]
