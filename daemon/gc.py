@@ -115,7 +115,7 @@ def _unmerged_reason(branch: str, target: str, cwd: str) -> str | None:
 
 def _worktree_reason(path: str, branch: str | None, target: str, cwd: str) -> str | None:
     """None when the worktree at `path` can go without losing anything, else why it stays."""
-    dirty = git.dirty_files(path)
+    dirty = wt.dirty(path)
     if dirty:
         return f"{len(dirty)} uncommitted change(s) in {path}; kept"
     return _unmerged_reason(branch, target, cwd) if branch else None
@@ -163,8 +163,10 @@ def _worktree_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
         if path == main_path or path in facts.by_path:
             continue
         marker = facts.markers.get(path)
-        if wt.marked_by(marker, snap.home, "gate"):
+        if wt.marked_by(marker, snap.home, "gate") or wt.marked_by(marker, snap.home, "gatetree"):
             continue  # a test gate's: prune_gates removes those, never while a merge runs
+        if wt.marked_by(marker, snap.home, "pool"):
+            continue  # the warm pool's: recorded in the pool table, reconciled at start-up
         if wt.marked_by(marker, snap.home, "worker"):
             assert marker is not None
             if marker.get("worker") not in live:  # a live worker may not have recorded it yet
@@ -326,7 +328,8 @@ def _remove(snap: RepoSnapshot, f: Found) -> None:
         why = _worktree_reason(f.worktree, f.branch, target, cwd)
         if why:
             raise _Kept(why)
-        git.run(["worktree", "remove", f.worktree], cwd)  # refuses by itself if anything is dirty
+        force = ["--force"] if wt.copied_files(f.worktree) and not wt.dirty(f.worktree) else []  # chkd's copies
+        git.run(["worktree", "remove", *force, f.worktree], cwd)  # else refuses by itself if anything is dirty
     elif f.worktree:
         wt.forget_worktree(cwd, f.worktree)  # its directory is gone: only its own registration goes
     if f.branch:

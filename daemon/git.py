@@ -149,11 +149,18 @@ def valid_branch_name(name: str, cwd: str | Path) -> bool:
     return proc.returncode == 0 and proc.stdout.strip() == name
 
 
-def dirty_files(cwd: str | Path, *, tracked_only: bool = False) -> list[str]:
-    """Paths with uncommitted changes (untracked too unless `tracked_only`)."""
+def exclude_pathspecs(paths: Sequence[str]) -> list[str]:
+    """Pathspecs for "everything but these literal paths" (after a `--`)."""
+    return ["."] + [f":(exclude,literal){p}" for p in paths] if paths else []
+
+
+def dirty_files(cwd: str | Path, *, tracked_only: bool = False, exclude: Sequence[str] = ()) -> list[str]:
+    """Paths with uncommitted changes (untracked too unless `tracked_only`), leaving out `exclude`."""
     args = ["status", "--porcelain=v1", "-z"]
     if tracked_only:
         args.append("--untracked-files=no")
+    if exclude:
+        args += ["--", *exclude_pathspecs(exclude)]
     raw = run(args, cwd).stdout
     files: list[str] = []
     entries = raw.split("\0")

@@ -163,6 +163,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN end_reason TEXT;
     CREATE INDEX sessions_open ON sessions(ended_at);
     """,
+    # 6: workspaces (issue 14): a repository's settings from `repo edit` (JSON RepoSettings), the warm
+    #    pool's worktrees (recorded before they are created, so a kill mid-refill leaves only recorded
+    #    things), and the merge train a merge was gated in.
+    """
+    ALTER TABLE repos ADD COLUMN settings TEXT;
+    CREATE TABLE pool(
+        id INTEGER PRIMARY KEY,
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        path TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,                -- creating | ready | taken
+        base_sha TEXT,
+        setup_hash TEXT,
+        worker_id TEXT,
+        created_at INTEGER NOT NULL
+    );
+    ALTER TABLE merges ADD COLUMN train INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,7 +17,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from . import limits
-from .messages import MAX_ATTEMPTS
+from .messages import MAX_ATTEMPTS, RepoSettings
 from .names import branch_problem
 from .templates import AGENT_PLACEHOLDERS, argv_problem, template_problem, worktree_pattern_problem
 
@@ -56,21 +56,51 @@ def _rule(key: str, problem: str | None) -> None:
         raise ValueError(f"'{key}': {problem}")
 
 
-class RepoConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Per-repository overrides, keyed by repository name."""
+def glob_problem(pattern: str) -> str | None:
+    """A `copy` / `setup_inputs` glob: relative to the main checkout and staying inside it."""
+    if not pattern.strip():
+        return "an empty pattern matches nothing"
+    if pattern.startswith("/") or pattern.startswith("~"):
+        return f"{pattern!r} must be relative to the main checkout"
+    parts = pattern.split("/")
+    if ".." in parts:
+        return f"{pattern!r} must not leave the main checkout ('..')"
+    if parts[0] == ".git":
+        return f"{pattern!r} names git's own directory"
+    return None
+
+
+def settings_problem(settings: RepoSettings) -> tuple[str, str] | None:
+    """The first broken rule of a repository's settings as (key, problem), or None (the bounds are the Struct's)."""
+    for key in ("test_cmd", "setup_cmd"):
+        argv = getattr(settings, key)
+        if argv is not None and (problem := argv_problem(argv)) is not None:
+            return key, problem
+    for key in ("copy", "setup_inputs"):
+        for pattern in getattr(settings, key) or []:
+            if (problem := glob_problem(pattern)) is not None:
+                return key, problem
+    return None
+
+
+class RepoConfig(RepoSettings, forbid_unknown_fields=True, omit_defaults=True):
+    """Per-repository overrides, keyed by repository name (the workspace keys are RepoSettings')."""
 
     max_workers: Workers | None = None  # type: ignore[valid-type]
-    test_cmd: list[str] | None = None
-    test_timeout_s: TestTimeoutS | None = None  # type: ignore[valid-type]
     merge_strategy: Literal["auto", "review"] | None = None
     main_branch: str | None = None
     default_agent: str | None = None
 
     def __post_init__(self) -> None:
-        if self.test_cmd is not None:
-            _rule("test_cmd", argv_problem(self.test_cmd))
+        broken = settings_problem(self)
+        if broken is not None:
+            _rule(*broken)
         if self.main_branch is not None:
             _rule("main_branch", branch_problem(self.main_branch))
+
+    def settings(self) -> RepoSettings:
+        """Only the workspace keys (what `repo edit` could also set)."""
+        return RepoSettings(**{k: getattr(self, k) for k in RepoSettings.__struct_fields__})
 
 
 class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -167,7 +197,8 @@ class ConfigError(Exception):
 _PATH_RE = re.compile(r"\s*-?\s*at `\$\.?([^`]*)`")
 _TYPE_WORDS = {"float": "a number", "int": "a whole number", "str": "a string", "bool": "true or false",
                "array": "a list", "object": "a table", "null": "nothing", "int | null": "a whole number",
-               "float | null": "a number", "str | null": "a string", "array | null": "a list"}
+               "float | null": "a number", "str | null": "a string", "array | null": "a list",
+               "bool | null": "true or false"}
 
 
 def _sentence(path: Path, prefix: str, exc: Exception, kind: Any = None) -> str:

@@ -30,6 +30,8 @@ def _icons() -> dict[type, str]:
         ev.WorkerSpawned: "🚀", ev.WorkerStarted: "▶️", ev.WorkerExited: "🏁", ev.WorkerKilled: "🔪",
         ev.WorkerCommitted: "💾", ev.WorkerHeartbeat: "💓", ev.WorkerInput: "⌨️",
         ev.MergeQueued: "🔀", ev.MergeMerged: "🎉", ev.MergeConflicted: "⚠️", ev.MergeFailed: "❌",
+        ev.MergeGateSuspect: "🕵️", ev.MergeTrainRan: "🚆", ev.RepoEdited: "📁",
+        ev.PoolReady: "🧊", ev.PoolTaken: "🧊", ev.PoolFailed: "❌",
         ev.GcRemoved: "🧹",
     }  # fmt: skip
 
