@@ -25,7 +25,7 @@ from .errors import ChkdError
 class Paths:
     """The locations for one chkd home. (A plain class: dataclasses cost chkdctl start-up.)"""
 
-    __slots__ = ("run", "state", "config_file", "home")
+    __slots__ = ("config_file", "home", "run", "state")
 
     def __init__(self, run: Path, state: Path, config_file: Path, home: Path | None = None) -> None:
         self.run = run
@@ -112,7 +112,7 @@ class DirProblem:
     """Why a directory cannot be chkd's (one sentence), the command that fixes it, and whether
     chkd may fix it itself (a state directory of ours that is merely too open)."""
 
-    __slots__ = ("message", "fix", "tightenable")
+    __slots__ = ("fix", "message", "tightenable")
 
     def __init__(self, message: str, fix: str, tightenable: bool = False) -> None:
         self.message = message

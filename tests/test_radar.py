@@ -10,7 +10,13 @@ import pytest
 
 from chkd.daemon import radar
 from chkd.protocol.messages import (
-    Conflicts, Events, Overlap, RepoAdd, Spawn, TaskAdd, WorkerShow,
+    Conflicts,
+    Events,
+    Overlap,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    WorkerShow,
 )
 
 from conftest import Daemon, git, make_repo, wait_for
