@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"chkdd: cannot create its directories ({exc}).", file=sys.stderr)
         return 1
+    for sock in (paths.ctl_sock, paths.events_sock):
+        problem = paths_mod.socket_problem(sock)
+        if problem is not None:
+            print(f"chkdd: {problem}", file=sys.stderr)
+            return 1
     try:
         config = load_config(paths.config_file)
     except ConfigError as exc:

@@ -96,6 +96,11 @@ class Server:
                 sock.unlink()
             except FileNotFoundError:
                 pass
+        if paths.sock_dir != paths.run:  # a deep home's short socket directory: ours, now empty
+            try:
+                os.rmdir(paths.sock_dir)
+            except OSError:
+                pass
         try:
             signal.set_wakeup_fd(-1)
         except ValueError:
