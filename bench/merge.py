@@ -37,7 +37,12 @@ from chkd.client import daemonctl
 from chkd.client.client import Client
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import (
-    Merge, MergeShow, RepoAdd, Spawn, TaskAdd, WorkerShow,
+    Merge,
+    MergeShow,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    WorkerShow,
 )
 from chkd.protocol.paths import resolve
 

@@ -29,7 +29,7 @@ import zmq
 from chkd.client.client import Client
 from chkd.protocol import codec
 from chkd.protocol.launch import module_argv
-from chkd.protocol.messages import Abort, RepoAdd, Remove, Spawn
+from chkd.protocol.messages import Abort, Remove, RepoAdd, Spawn
 from chkd.protocol.paths import resolve
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chkd.protocol.messages import LIVE_WORKER_STATUSES, GcItem
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, GcItem, GcKind
 
 from . import git
 from . import worktrees as wt
@@ -146,11 +146,11 @@ def scan(snap: RepoSnapshot) -> list[Found]:
     return found
 
 
-def _not_ours(kind: str, snap: RepoSnapshot, what: str, marker: dict[str, Any] | None = None) -> Found:
+def _not_ours(kind: GcKind, snap: RepoSnapshot, what: str, marker: dict[str, Any] | None = None) -> Found:
     reason = NOT_OURS
     if marker is not None and marker.get("home") != snap.home:
         reason = f"made by another chkd ({marker.get('home')}); kept"
-    return Found(GcItem(kind=kind, repo=snap.name, what=what, reason=reason, removable=False))  # type: ignore[arg-type]
+    return Found(GcItem(kind=kind, repo=snap.name, what=what, reason=reason, removable=False))
 
 
 def _worktree_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
@@ -234,7 +234,7 @@ def _worker_items(snap: RepoSnapshot, facts: _Facts, w: dict[str, Any]) -> list[
         return []  # a spawn in flight: its worktree may not exist yet
     state = _worktree_state(path, facts)
     sha = git.ref_sha(f"refs/heads/{branch}", cwd) if branch else None
-    registered = bool(path) and os.path.realpath(path) in facts.registered
+    registered = path is not None and os.path.realpath(path) in facts.registered
     f = Found(GcItem(kind="worker", repo=snap.name, what=w["id"], reason=""), worker_id=w["id"],
               worktree=path if registered or state == "empty" else None, branch=branch if sha else None,
               branch_sha=sha, drop_row=status != "merged", empty_dir=state == "empty")
@@ -352,6 +352,6 @@ def _delete_branch(f: Found, target: str, cwd: str) -> None:
         return
     if f.branch_sha and sha != f.branch_sha:
         raise git.GitError(f"branch {f.branch} moved during gc; kept")
-    if _unmerged_reason(f.branch, target, cwd):  # type: ignore[arg-type]
+    if _unmerged_reason(str(f.branch), target, cwd):
         raise git.GitError(f"branch {f.branch} holds work not in {target}; kept")
     git.run(["update-ref", "-d", f"refs/heads/{f.branch}", sha], cwd)

@@ -92,9 +92,10 @@ def _run_once(args: Sequence[str], cwd: str | Path, timeout: float, input: str |
         raise GitError(f"{cwd} is not a directory.") from None
 
 
-def out(args: Sequence[str], cwd: str | Path, **kw: object) -> str:
+def out(args: Sequence[str], cwd: str | Path, *, timeout: float = DEFAULT_TIMEOUT, input: str | None = None,
+        env: dict[str, str] | None = None) -> str:
     """stdout of a git command that must succeed, stripped."""
-    return run(args, cwd, **kw).stdout.strip()  # type: ignore[arg-type]
+    return run(args, cwd, timeout=timeout, input=input, env=env).stdout.strip()
 
 
 def reason(stderr: str) -> str:

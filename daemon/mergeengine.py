@@ -126,7 +126,7 @@ def prune_gates(repo: str | Path, before: float, home: str) -> int:
     gone = 0
     for path in (ln[len("worktree "):] for ln in listed if ln.startswith("worktree ")):
         marker = markers.get(os.path.realpath(path)) or _gate_reservation(Path(path))
-        if not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:  # type: ignore[arg-type]
+        if marker is None or not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:
             continue
         if git.run(["worktree", "remove", "--force", path], repo, check=False).returncode != 0:
             continue
@@ -205,7 +205,7 @@ def checkouts_of(repo: str | Path, branch: str) -> list[str]:
     ref = target_ref(branch)
     found: list[str] = []
     path: str | None = None
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if line.startswith("worktree "):
             path = line[len("worktree "):]
         elif line.startswith("branch ") and line[len("branch "):] == ref and path and os.path.isdir(path):
@@ -265,7 +265,7 @@ def finish_landing(repo: str | Path, target: str, old: str, new: str) -> list[st
     if git.rev(target_ref(target), repo) != new:
         return []
     updated, notes = _bring_along(checkouts_of(repo, target), old, new)
-    return notes + [f"brought {', '.join(updated)} up to date after a daemon restart"] if updated else notes
+    return [*notes, f"brought {', '.join(updated)} up to date after a daemon restart"] if updated else notes
 
 
 def _require_updatable(wt: str, target: str, old: str, new: str) -> None:

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chkd.protocol.statuses import ACTIVE_MERGE_STATUSES, FINAL_MERGE_STATUSES, RUNNING_MERGE_STATUSES
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import MergeInfo
+from chkd.protocol.statuses import ACTIVE_MERGE_STATUSES, FINAL_MERGE_STATUSES, RUNNING_MERGE_STATUSES
 
 from . import gate, lookup, mergeengine, reposettings, train
 from .context import Ctx
@@ -118,7 +119,7 @@ def setup(ctx: Ctx) -> None:
             st.busy[m["repo_id"]] = m["id"]
             repo = _repo(ctx, m)
             ctx.submit(mergeengine.finish_landing, repo["path"], m["target"], m["land_old"], m["land_new"],
-                       then=lambda notes, exc, mid=m["id"]: _guard(ctx, mid, _landing_finished, notes, exc))
+                       then=_then_guarded(ctx, m["id"], _landing_finished))
             continue
         ctx.store.x("UPDATE merges SET status='queued', land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
         _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], note="requeued after a daemon restart"))
@@ -529,6 +530,11 @@ def _fail(ctx: Ctx, m: dict[str, Any], reason: str, *, logged: bool = False) -> 
         set_worker(ctx, worker, "done", message=f"merge {m['id']} failed: {reason}")
 
 
+def _then_guarded(ctx: Ctx, merge_id: int, step: Any) -> Callable[[Any, BaseException | None], None]:
+    """A `then` for ctx.submit that runs `step` through `_guard` for this merge."""
+    return lambda result, exc: _guard(ctx, merge_id, step, result, exc)
+
+
 def _guard(ctx: Ctx, merge_id: int, step: Any, result: Any, exc: BaseException | None) -> None:
     """Run a step; a bug in it fails that merge (and frees its repository) instead of wedging the queue."""
     m = ctx.store.dict("SELECT * FROM merges WHERE id=?", (merge_id,))
@@ -541,7 +547,7 @@ def _guard(ctx: Ctx, merge_id: int, step: Any, result: Any, exc: BaseException |
     try:
         with ctx.savepoint():
             step(ctx, m, result, exc)
-    except Exception as err:  # noqa: BLE001 - the queue must go on
+    except Exception as err:
         ctx.log.error("merge_step_failed", merge_id=merge_id, step=step.__name__, exc_info=True)
         _fail(ctx, m, f"The daemon failed during the merge ({type(err).__name__}); see its log.")
     finally:

@@ -14,8 +14,8 @@ from typing import Any
 
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.names import repo_name_problem
 from chkd.protocol.messages import RepoInfo
+from chkd.protocol.names import repo_name_problem
 from chkd.protocol.paths import find_repo_root
 from chkd.protocol.statuses import LIVE_WORKER_STATUSES
 
@@ -121,7 +121,7 @@ class RepoFacts:
 
 def inspect_repo(path: str, main_branch: str | None = None) -> RepoFacts:
     """Off-loop: check that `path` is inside a non-bare repository with commits; find its main branch."""
-    p = existing_path(path)  # type: ignore[assignment]
+    p = existing_path(path)
     if p is None:
         raise ChkdError("not_found", f"The path {path} does not exist.")
     if not p.is_dir():

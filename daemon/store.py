@@ -227,7 +227,8 @@ class Store:
     # -- schema ---------------------------------------------------------------------
     @property
     def version(self) -> int:
-        return int(self.one("PRAGMA user_version")[0])
+        row = self.one("PRAGMA user_version")
+        return int(row[0]) if row is not None else 0
 
     def migrate(self) -> int:
         """Apply every migration past the database's version; returns how many ran."""
@@ -282,7 +283,7 @@ class Store:
             names = [d[0] for d in cur.get_description()]
         except apsw.ExecutionCompleteError:  # no rows at all
             return []
-        return [dict(zip(names, row)) for row in cur]
+        return [dict(zip(names, row, strict=False)) for row in cur]
 
     def dict(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
         rows = self.dicts(sql, params)
@@ -320,7 +321,8 @@ def checkpoint_wal(db: str) -> tuple[int, int, int]:
     """
     conn = apsw.Connection(db)
     try:
-        return tuple(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())  # type: ignore[return-value]
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone() or (0, 0, 0)
+        return int(busy), int(log), int(done)
     finally:
         conn.close()
 

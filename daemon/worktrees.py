@@ -335,9 +335,8 @@ def remove_checkout(
     """
     out = Removal()
     wt = Path(worktree) if worktree else None
-    wt_exists = wt is not None and (wt / ".git").exists()
     target = target or git.current_branch(repo_path) or "HEAD"
-    dirty_now = dirty(wt) if wt_exists and wt is not None else []
+    dirty_now = dirty(wt) if wt is not None and (wt / ".git").exists() else []
     has_branch = bool(branch) and git.rev(f"refs/heads/{branch}", repo_path) is not None
     unmerged_content = has_branch and not git.content_in(f"refs/heads/{branch}", target, repo_path)
     if not force and (dirty_now or unmerged_content):
@@ -414,7 +413,7 @@ def attic_list(repo_path: str) -> list[AtticItem]:
                    repo_path)
     items = []
     for line in text.splitlines():
-        ref, sha, at = (line.split("\0") + ["", "", "0"])[:3]
+        ref, sha, at = ([*line.split("\x00"), "", "", "0"])[:3]
         items.append(AtticItem(ref, sha, int(at or 0) * 1000))
     return items
 

@@ -35,17 +35,13 @@ def branch_prefix_problem(prefix: str) -> str | None:
     return None
 
 
-def _seconds(lo: float, hi: float) -> object:
-    """A duration setting: a finite number of seconds from `lo` to `hi` (NaN and inf fail the bounds)."""
-    return Annotated[float, Meta(ge=lo, le=hi)]
-
-
-HeartbeatS = _seconds(0.05, 3600)
-HeartbeatTimeoutS = _seconds(0.1, 86400)
-StallTimeoutS = _seconds(0.5, 7 * 86400)
-GraceS = _seconds(0.05, 3600)
-TestTimeoutS = _seconds(0.1, 86400)
-IntervalS = _seconds(0.05, 3600)
+# Duration settings: a finite number of seconds in a range (NaN and inf fail the bounds).
+HeartbeatS = Annotated[float, Meta(ge=0.05, le=3600)]
+HeartbeatTimeoutS = Annotated[float, Meta(ge=0.1, le=86400)]
+StallTimeoutS = Annotated[float, Meta(ge=0.5, le=7 * 86400)]
+GraceS = Annotated[float, Meta(ge=0.05, le=3600)]
+TestTimeoutS = Annotated[float, Meta(ge=0.1, le=86400)]
+IntervalS = Annotated[float, Meta(ge=0.05, le=3600)]
 Workers = Annotated[int, Meta(ge=1, le=1000)]
 Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
 
@@ -86,7 +82,7 @@ def settings_problem(settings: RepoSettings) -> tuple[str, str] | None:
 class RepoConfig(RepoSettings, forbid_unknown_fields=True, omit_defaults=True):
     """Per-repository overrides, keyed by repository name (the workspace keys are RepoSettings')."""
 
-    max_workers: Workers | None = None  # type: ignore[valid-type]
+    max_workers: Workers | None = None
     merge_strategy: Literal["auto", "review"] | None = None
     main_branch: str | None = None
     default_agent: str | None = None
@@ -126,18 +122,18 @@ class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class Config(Struct, forbid_unknown_fields=True):
-    heartbeat_s: HeartbeatS = 10.0  # type: ignore[valid-type]
-    heartbeat_timeout_s: HeartbeatTimeoutS = 30.0  # type: ignore[valid-type]
-    stall_timeout_s: StallTimeoutS = 600.0  # type: ignore[valid-type]
+    heartbeat_s: HeartbeatS = 10.0
+    heartbeat_timeout_s: HeartbeatTimeoutS = 30.0
+    stall_timeout_s: StallTimeoutS = 600.0
     on_stall: Literal["notify", "abort", "requeue"] = "notify"
-    max_workers: Workers = 3  # type: ignore[valid-type]
-    max_attempts: Attempts = 3  # type: ignore[valid-type]
-    abort_grace_s: GraceS = 5.0  # type: ignore[valid-type]
+    max_workers: Workers = 3
+    max_attempts: Attempts = 3
+    abort_grace_s: GraceS = 5.0
     worktree_pattern: str = "../{repo}-{task}"
     branch_prefix: str = "chkd/"
     merge_strategy: Literal["auto", "review"] = "review"
-    test_timeout_s: TestTimeoutS = 600.0  # type: ignore[valid-type]
-    radar_interval_s: IntervalS = 3.0  # type: ignore[valid-type]
+    test_timeout_s: TestTimeoutS = 600.0
+    radar_interval_s: IntervalS = 3.0
     notify: bool = True
     notify_cmd: list[str] = []
     default_agent: str = "demo"

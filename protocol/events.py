@@ -18,13 +18,13 @@ Adding a kind: declare a Struct here (tag = the kind string, past-tense name), a
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast, get_args
 
 import msgspec
 from msgspec import Struct, field
 
 
-class EventBody(Struct, tag_field="kind", omit_defaults=True, frozen=True):
+class EventBody(Struct, tag_field="kind", omit_defaults=True):
     """Base of every event's data; the tag field `kind` carries the kind string."""
 
 
@@ -292,7 +292,7 @@ class MergeTrainRan(MergeEvent, tag="merge.train"):
 
 
 class MergeAwaitingReview(MergeEvent, tag="merge.awaiting_review"):
-    result_sha: str
+    result_sha: str | None
 
 
 class MergeMerged(MergeEvent, tag="merge.merged"):
@@ -408,9 +408,9 @@ MergeData = (
     | MergeMerged | MergeConflicted | MergeFailed | MergeGateSuspect | MergeTrainRan
 )  # fmt: skip
 
-EVENT_TYPES: tuple[type[EventBody], ...] = EventData.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[type[EventBody], ...] = get_args(EventData)
 #: kind string → its Struct.
-BY_KIND: dict[str, type[EventBody]] = {t.__struct_config__.tag: t for t in EVENT_TYPES}  # type: ignore[misc]
+BY_KIND: dict[str, type[EventBody]] = {str(t.__struct_config__.tag): t for t in EVENT_TYPES}
 
 
 def kind_of(data: EventBody) -> str:
@@ -435,12 +435,12 @@ def _names(kind_type: type[EventBody]) -> tuple[tuple[str, str], ...]:
     return tuple((f.encode_name, f.name) for f in msgspec.structs.fields(kind_type))
 
 
-def decode_data(kind: str, blob: bytes | None) -> EventBody:
+def decode_data(kind: str, blob: bytes | None) -> EventData:
     """An `events` row's data (msgpack, with or without the tag) as its kind's Struct."""
     kind_type = BY_KIND.get(kind)
     if kind_type is not None and kind_type is not Unreadable:
         try:
-            return msgspec.msgpack.decode(blob or b"\x80", type=kind_type)
+            return cast("EventData", msgspec.msgpack.decode(blob or b"\x80", type=kind_type))
         except (msgspec.DecodeError, msgspec.ValidationError):
             pass
     try:

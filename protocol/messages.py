@@ -252,8 +252,11 @@ class Overlap(Struct, omit_defaults=True):
     conflict_files: list[str] = []
 
 
+GcKind = Literal["worktree", "worker", "branch", "dead_worker"]
+
+
 class GcItem(Struct, omit_defaults=True):
-    kind: Literal["worktree", "worker", "branch", "dead_worker"]
+    kind: GcKind
     repo: str
     what: str
     reason: str

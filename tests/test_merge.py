@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from chkd.protocol.messages import (
-    Approve, Events, Merge, MergeShow, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow,
+    Approve,
+    Events,
+    Merge,
+    MergeShow,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    TaskShow,
+    WorkerInfo,
+    WorkerShow,
 )
 
 from conftest import Daemon, git, make_repo, wait_for

@@ -201,7 +201,7 @@ def test_diff_shows_the_workers_change_only(proj: Path) -> None:
     wt = _branch(proj, "chkd/T-9", {"b.txt": "b\n"})
     _commit_main(proj, {"c.txt": "c\n"})
     (wt / "README.md").write_text("uncommitted\n")
-    text, base, head = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", str(wt), stat=False)
+    text, _base, _head = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", str(wt), stat=False)
     assert "b.txt" in text and "uncommitted" in text and "c.txt" not in text
     stat, _, _ = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", None, stat=True)
     assert "b.txt" in stat and "README" not in stat and "changed" in stat

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from ..icons import STATUS_ICONS
 from chkd.protocol.statuses import FINAL_WORKER_STATUSES
 
+from ..icons import STATUS_ICONS
 from ..output import Exit, ago, echo, fail, json_option, print_json, table
 
 #: `chkdctl worker-status` exit codes, so an agent's script can branch without parsing.
