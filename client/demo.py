@@ -120,7 +120,7 @@ def make_demo_repo(path: Path) -> Path:
 
 DEMO_CONFIG = """\
 heartbeat_s = 0.5
-heartbeat_timeout_s = 5
+heartbeat_timeout_s = 15
 stall_timeout_s = 60
 max_workers = {workers}
 merge_strategy = "auto"
@@ -301,6 +301,7 @@ def _session(client: Client, repo: Path, max_workers: int, screen: Screen, resul
     client.call(RunStart(repo=name, workers=max_workers, merge="auto", until_empty=True))
     cursor = 0
     handled: set[str] = set()
+    escalated: list[str] = []
     deadline = time.monotonic() + 300
     while True:
         page = client.call(Events(since=cursor, limit=1000))
@@ -314,6 +315,8 @@ def _session(client: Client, repo: Path, max_workers: int, screen: Screen, resul
                     result.workers.append(e.worker_id)
                 case ev.MergeConflicted():
                     result.conflicts_detected += 1
+                case ev.TaskEscalated(reason=reason):
+                    escalated.append(f"{e.task_id}: {reason}")
                 case ev.NeedsPerson() if e.worker_id and e.worker_id not in handled:
                     handled.add(e.worker_id)
                     _resolve_as_a_person(client, e.worker_id, screen, result)
@@ -329,7 +332,7 @@ def _session(client: Client, repo: Path, max_workers: int, screen: Screen, resul
     run = client.call(RunStatus(repo=name)).runs[0]
     result.tasks_merged = run.merged
     if run.failed:
-        result.problems.append(f"{run.failed} tasks failed")
+        result.problems.append(f"{run.failed} tasks failed ({'; '.join(escalated) or 'no reason recorded'})")
     stats = client.call(Stats(repo=name))
     result.sequential_s = stats.work_s
     result.speedup = stats.speedup or 0.0

@@ -13,6 +13,8 @@ The points (see the modules that hit them):
     exit.recorded           an agent's exit 0 recorded, its leftovers not yet committed
     merge.cas_done          the target moved by CAS, its checkouts not yet brought along
     merge.landed            landed and cleaned up, the merge not yet recorded as merged
+    train.gated             a merge train's gate ran (the train not yet landed)
+    pool.created            a pool worktree added and marked, its setup not yet run nor recorded
 """
 
 from __future__ import annotations

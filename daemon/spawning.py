@@ -24,7 +24,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import ShimGo, Spawn, TmuxTarget, WorkerResult, encode_go
 
-from . import budget, failpoints, procs, taskqueue, terminal, usage, workerrecords, worktrees
+from . import budget, failpoints, pool, procs, reposettings, taskqueue, terminal, usage, workerrecords, workspace, worktrees
 from .context import Ctx, Deferred
 from .store import now_ms
 
@@ -48,6 +48,8 @@ class LaunchSpec:
     abort_grace_s: float
     owner: dict[str, Any] | None = None  # the worktree's marker: gc removes only what chkd made
     tmux: TmuxTarget | None = None  # interactive: the session on chkd's own tmux server
+    workspace: reposettings.Workspace | None = None  # copy + setup_cmd, run before the agent starts
+    pooled: pool.Taken | None = None  # a warm worktree to move into place instead of `git worktree add`
 
 
 @dataclass(frozen=True)
@@ -57,20 +59,39 @@ class Launched:
 
 
 def launch(spec: LaunchSpec) -> Launched:
-    """Off-loop: start the shim (waiting), create the worktree, then let the shim start the agent."""
+    """Off-loop: start the shim (waiting), create the worktree (or take a warm one from the pool),
+    copy files in and run setup, then let the shim start the agent."""
     shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
     try:
-        checkout = worktrees.create_checkout(spec.repo_path, spec.path, spec.branch, spec.base_sha, spec.owner)
+        checkout = _pooled_checkout(spec) if spec.pooled is not None else None
+        fresh = checkout is None
+        if checkout is None:
+            checkout = worktrees.create_checkout(spec.repo_path, spec.path, spec.branch, spec.base_sha, spec.owner)
+        failpoints.hit("spawn.worktree_created")
+        if spec.workspace is not None and fresh:
+            workspace.prepare(spec.workspace, checkout.path, spec.log_path)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    failpoints.hit("spawn.worktree_created")
     argv = workerrecords.render_argv(spec.template, {**spec.values, "worktree": checkout.path, "branch": checkout.branch})
     go = ShimGo(worker=spec.worker_id, argv=argv, cwd=checkout.path, env=spec.agent_env, log=spec.log_path,
                 heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s, tmux=spec.tmux)
     procs.release_shim(shim, encode_go(go))
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
+
+
+def _pooled_checkout(spec: LaunchSpec) -> worktrees.Checkout | None:
+    """The warm worktree made the worker's; None when the entry could not be used before anything
+    moved (gone, not ours, the move refused): the spawn then makes a fresh checkout, as without a pool."""
+    assert spec.pooled is not None
+    try:
+        return pool.take_checkout(spec.repo_path, spec.pooled, spec.path, spec.branch, spec.base_sha,
+                                  spec.owner, spec.workspace, spec.log_path)
+    except pool.NotTaken as exc:
+        with open(spec.log_path, "a") as log:
+            log.write(f"[chkd] the warm worktree {spec.pooled.path} could not be used ({exc}); checking out anew\n")
+        return None
 
 
 @dataclass(frozen=True)
@@ -173,7 +194,8 @@ def _record(ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: li
 
 
 def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any], template: list[str],
-                 agent_env: dict[str, str], path: str, branch: str, base_sha: str, interactive: bool) -> LaunchSpec:
+                 agent_env: dict[str, str], path: str, branch: str, base_sha: str, interactive: bool,
+                 pooled: pool.Taken | None = None) -> LaunchSpec:
     """Everything the off-loop launch needs, from the recorded names and the daemon's config."""
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
@@ -188,6 +210,7 @@ def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any],
         abort_grace_s=ctx.config.abort_grace_s,
         owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
         tmux=TmuxTarget(socket=str(ctx.paths.tmux_socket), session=wid) if interactive else None,
+        workspace=reposettings.workspace(ctx, repo), pooled=pooled,
     )
 
 
@@ -214,12 +237,14 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
                                                       "other workers"))
             return
         workerrecords.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=plan.base_sha)
+        pooled = pool.take(ctx, repo, wid)  # on the loop, in this transaction: never handed out twice
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
         spec = _launch_spec(ctx, repo, wid, task, template, agent_env, path, branch, plan.base_sha,
-                            choice.interactive)
+                            choice.interactive, pooled)
         ctx.submit(launch, spec, then=_launched, reply_to=deferred)
 
     def _failed(row: dict[str, Any], exc: BaseException) -> None:
+        pool.spawn_ended(ctx, wid)
         msg = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
         ctx.log.warning("spawn_failed", worker=wid, error=msg)
         spawn_failed(ctx, row, msg)
@@ -234,6 +259,7 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
         if exc is not None or result is None:
             _failed(row, exc or ChkdError("internal", "the launch returned nothing"))
             return
+        pool.spawn_ended(ctx, wid)
         row = workerrecords.update(ctx, row, cmd=json.dumps(result.argv))
         ctx.emit(ev.WorkerStarted(worktree=result.checkout.path, branch=result.checkout.branch,
                                   base=result.checkout.base_sha),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -13,7 +15,7 @@ import click
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (repository, logs, database) and print where.")
 @click.option("--plain", is_flag=True, help="Plain event lines, even on a terminal.")
 @click.pass_obj
-def demo(app, workers: int, speed: float, keep: bool, plain: bool) -> None:  # type: ignore[no-untyped-def]
+def demo(app: Any, workers: int, speed: float, keep: bool, plain: bool) -> None:
     """Run a real session on the autopilot in a temporary repository and show it live.
 
     A private daemon (its own home in the temporary directory) imports a spec of eight

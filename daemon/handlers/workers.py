@@ -12,13 +12,27 @@ import msgspec
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Abort, ActivityAck, AtticEntry, AtticList, AtticListResult, AtticRestore, Done,
-    Heartbeat, Ok, Pause, Remove, Resume, Spawn, WorkerList, WorkerListResult, WorkerResult, WorkerShow,
+    Abort,
+    ActivityAck,
+    AtticEntry,
+    AtticList,
+    AtticListResult,
+    AtticRestore,
+    Done,
+    Heartbeat,
+    Ok,
+    Pause,
+    Remove,
+    Resume,
+    Spawn,
+    WorkerList,
+    WorkerListResult,
+    WorkerResult,
+    WorkerShow,
     WorkerState,
 )
 
-from .. import budget, lookup, repos, spawning, usage, worktrees
-from .. import workerrecords
+from .. import budget, lookup, repos, spawning, usage, workerrecords, worktrees
 from ..context import Ctx, Deferred
 from ..store import now_ms
 
