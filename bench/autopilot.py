@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from floor import chkdd, pct  # noqa: E402
+from floor import chkdd, pct
 
-from chkd.client.client import Client  # noqa: E402
-from chkd.protocol.messages import Events, RepoAdd, RunStart, RunStatus, Stats, TaskAdd  # noqa: E402
-from chkd.protocol.paths import resolve  # noqa: E402
+from chkd.client.client import Client
+from chkd.protocol.messages import Events, RepoAdd, RunStart, RunStatus, Stats, TaskAdd
+from chkd.protocol.paths import resolve
 
 LIVE = {"starting", "working", "stalled", "paused"}
 
@@ -137,19 +137,18 @@ def main() -> None:
         f'[agents.bench]\ncmd = ["{agent}", "--steps", "{args.steps}", "--step-s", "{args.step_s}"]\n')
     os.environ["CHKD_HOME"] = str(home)
     results = []
-    with chkdd(home):
-        with Client(resolve(home), autostart=False, timeout=30) as client:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    client.call(RunStatus())
-                    break
-                except Exception:  # noqa: BLE001 - the daemon is still starting
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            for n in args.n:
-                results.append(run_once(client, base, n, args.tasks))
+    with chkdd(home), Client(resolve(home), autostart=False, timeout=30) as client:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.call(RunStatus())
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        for n in args.n:
+            results.append(run_once(client, base, n, args.tasks))
     base_wall = next((r["wall_s"] for r in results if r["workers"] == 1), None)
     for r in results:
         r["speedup"] = round(base_wall / r["wall_s"], 3) if base_wall else None

@@ -32,7 +32,18 @@ import msgspec
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Cost, DepAdd, Done, Events, RepoAdd, RunStart, RunStatus, SendKeys, Stats, TaskImport, WorkerList, WorkerShow,
+    Cost,
+    DepAdd,
+    Done,
+    Events,
+    RepoAdd,
+    RunStart,
+    RunStatus,
+    SendKeys,
+    Stats,
+    TaskImport,
+    WorkerList,
+    WorkerShow,
 )
 from chkd.protocol.paths import Paths, resolve
 

@@ -41,7 +41,7 @@ from typing import Any
 
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import Event, LIVE_WORKER_STATUSES, ProfileWait, RunInfo, Spawn
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, Event, ProfileWait, RunInfo, Spawn
 
 from . import budget, mergeengine, mergequeue, repos, schedule, spawning, taskqueue, usage, workerrecords
 from .context import Ctx, Deferred
@@ -79,7 +79,7 @@ def start(ctx: Ctx, repo: Mapping[str, Any], workers: int | None, agent: str | N
     if agent is not None and ctx.config.agent_profile(agent) is None:
         known = ", ".join(sorted({*ctx.config.agents, "demo", "claude"}))
         raise ChkdError("not_found", f"There is no agent profile '{agent}' (known: {known}).")
-    row = {"workers": n, "agent": agent if agent is not None else old.get("agent"),
+    row: dict[str, Any] = {"workers": n, "agent": agent if agent is not None else old.get("agent"),
            "merge": merge or old.get("merge") or "auto", "until_empty": int(until_empty)}
     ctx.store.x("INSERT INTO autopilot(repo_id, workers, agent, merge, until_empty, state, started_at) "
                 "VALUES(:repo, :workers, :agent, :merge, :until_empty, 'running', :now) "
@@ -289,8 +289,11 @@ def settle_conflicts(ctx: Ctx, repo: Mapping[str, Any]) -> None:
             continue
         updating.add(wid)
         target = mergequeue.target_of(ctx, dict(repo))
-        ctx.submit(mergeengine.update_branch, row["worktree_path"], target,
-                   then=lambda res, exc, wid=wid, target=target: _updated(ctx, repo, wid, target, res, exc))
+        def _then(res: mergeengine.UpdateOutcome | None, exc: BaseException | None, wid: str = wid,
+                  target: str = target) -> None:
+            _updated(ctx, repo, wid, target, res, exc)
+
+        ctx.submit(mergeengine.update_branch, row["worktree_path"], target, then=_then)
 
 
 def _handed_over(ctx: Ctx, wid: str) -> bool:
@@ -423,7 +426,7 @@ def _clock(ms: int) -> str:
 
 # -- status --------------------------------------------------------------------------------------
 def run_info(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> RunInfo:
-    counts = dict(ctx.store.all("SELECT status, count(*) FROM task_queue WHERE repo_id=? GROUP BY status",
+    counts: dict[str, int] = dict(ctx.store.all("SELECT status, count(*) FROM task_queue WHERE repo_id=? GROUP BY status",
                                 (repo["id"],)))
     ready = len(ready_tasks(ctx, repo["id"]))
     pending = counts.get("pending", 0)

@@ -108,7 +108,7 @@ def tick(ctx: Ctx) -> None:
     for scope, row, cap in scopes(ctx):
         used = usage.spent(ctx, day, None if row is None else row["id"])
         lvl = level(used, cap)
-        data = {"scope": scope, "day": day, "spent_usd": round(used, 4), "budget_usd": cap,
+        data: dict[str, Any] = {"scope": scope, "day": day, "spent_usd": round(used, 4), "budget_usd": cap,
                 "percent": round(100 * used / cap, 1)}  # the fields both budget events share
         repo_name = None if row is None else row["name"]
         if lvl >= 1 and _meta(ctx, f"budget.warned.{scope}") != day:

@@ -66,7 +66,7 @@ def stats(ctx: Ctx, repo: Mapping[str, Any] | None, since: int) -> StatsReport:
         report.utilisation = round(min(1.0, report.work_s / (report.parallelism * report.wall_s)), 4)
 
     # the queue now
-    counts = dict(ctx.store.all("SELECT status, count(*) FROM task_queue WHERE held=0" + where
+    counts: dict[str, int] = dict(ctx.store.all("SELECT status, count(*) FROM task_queue WHERE held=0" + where
                                 + " GROUP BY status", params))
     ready = int(ctx.store.scalar(
         "SELECT count(*) FROM task_queue t WHERE t.status='pending' AND t.held=0 AND NOT EXISTS "

@@ -304,9 +304,8 @@ class SessionInfo(Struct, omit_defaults=True):
 
 
 class CostSummary(Struct, omit_defaults=True):
-    """Tokens and cost, from the workers' running totals: `today_*` counts workers started since
-    `since` (midnight UTC). One function computes it (daemon/handlers/overview.py), so a usage
-    ledger can replace it without touching the protocol."""
+    """Tokens and cost from the usage ledger: `today_*` counts what was reported since `since`
+    (midnight UTC). One function computes it (daemon/handlers/overview.py)."""
 
     since: int = 0
     today_usd: float = 0.0

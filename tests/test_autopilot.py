@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, git, holds, make_repo, wait_for
-
 from chkd.protocol.messages import Events
+
+from conftest import Daemon, git, holds, make_repo, wait_for
 
 FAST = '["chkd-demo-agent", "--steps", "1", "--step-s", "1.8"]'
 CONFIG = f"""\

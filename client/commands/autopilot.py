@@ -67,7 +67,7 @@ def run(app: Any, workers: int | None, agent: str | None, merge: str | None, unt
     The settings live in the daemon's database and survive a restart. Over budget or at a usage
     limit it waits instead of starting more.
     """
-    from chkd.protocol.messages import RunResult, RunStart, RunStatus, RunStop
+    from chkd.protocol.messages import RunStart, RunStatus, RunStop
 
     if stop and status:
         raise click.UsageError("Give --stop or --status, not both.")
@@ -97,7 +97,7 @@ def run(app: Any, workers: int | None, agent: str | None, merge: str | None, unt
 @click.pass_obj
 def cost(app: Any, by: str, repo: str | None) -> None:
     """Tokens and US dollars the agents reported, summed per task, worker, day or repository."""
-    from chkd.protocol.messages import Cost, CostReport
+    from chkd.protocol.messages import Cost
 
     res = app.call(Cost(by=by, repo=repo))  # type: ignore[arg-type]
     if app.json:
@@ -143,7 +143,7 @@ def _since(text: str | None) -> int:
 @click.pass_obj
 def stats(app: Any, since: str | None, repo: str | None) -> None:
     """Throughput, time to merge, conflict rate, speed-up, queue, utilisation, cost, ETA."""
-    from chkd.protocol.messages import Stats, StatsReport
+    from chkd.protocol.messages import Stats
 
     s = app.call(Stats(repo=repo, since=_since(since)))
     if app.json:
@@ -180,7 +180,7 @@ def stats(app: Any, since: str | None, repo: str | None) -> None:
 def usage_limit(app: Any, resets_at: float | None, rate_limit: bool, message: str, worker: str | None) -> None:
     """For agents inside a worker: report a usage limit (or a 429). The autopilot stops starting this
     agent profile until the reset, and the task goes back without counting an attempt."""
-    from chkd.protocol.messages import ActivityAck, AgentLimit
+    from chkd.protocol.messages import AgentLimit
 
     from ..client import Client
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    AgentLimit, ActivityAck, Cost, CostReport, RunResult, RunStart, RunStatus, RunStop, Stats, StatsReport,
+    ActivityAck,
+    AgentLimit,
+    Cost,
+    CostReport,
+    RunResult,
+    RunStart,
+    RunStatus,
+    RunStop,
+    Stats,
+    StatsReport,
 )
 
 from .. import autopilot, lookup, metrics, repos, usage, workerrecords
