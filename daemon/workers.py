@@ -28,6 +28,7 @@ COLUMNS = frozenset({
     "status", "worktree_path", "branch_name", "task_pk", "task_id", "task_title", "agent", "cmd", "pid", "pgid",
     "proc_started", "shim_pid", "shim_started", "completed_at", "heartbeat_at", "activity_at", "message",
     "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
+    "session_id", "model", "usage_ref", "agent_error", "agent_error_kind", "resume_prompt", "resume_at", "runs",
 })
 FINAL_STATUSES = FINAL_WORKER_STATUSES
 #: The ids chkd gives workers (`w1`, `w2`, ...); a claim under such a name must be a real worker's.
@@ -107,7 +108,8 @@ def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> Wo
         heartbeat_at=row["heartbeat_at"], activity_at=row["activity_at"], message=row["message"],
         exit_code=row["exit_code"], tokens_in=row["tokens_in"] or 0, tokens_out=row["tokens_out"] or 0,
         cost_usd=row["cost_usd"] or 0.0, last_error=row["last_error"],
-        log_path=str(ctx.paths.worker_log(row["id"])),
+        log_path=str(ctx.paths.worker_log(row["id"])), session_id=row.get("session_id"), model=row.get("model"),
+        runs=row.get("runs") or 1,
     )
 
 

@@ -21,6 +21,7 @@ from typing import Annotated, Generic, Literal, TypeVar, get_args
 import msgspec
 from msgspec import Meta, Struct, field
 
+from .agents import ApiError, RunUsage, UsageLimit
 from .errors import ErrorCode
 from .events import EventData, kind_of
 from .statuses import (
@@ -137,6 +138,10 @@ class TaskInfo(Struct, omit_defaults=True):
     completed_at: int | None = None
     depends_on: list[str] = []
     dependants: list[str] = []
+    #: Summed over every worker that ran the task.
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
 
 
 class WorkerInfo(Struct, omit_defaults=True):
@@ -161,6 +166,10 @@ class WorkerInfo(Struct, omit_defaults=True):
     cost_usd: float = 0.0
     last_error: str | None = None
     log_path: str | None = None
+    #: Claude Code workers: the session `resume` continues, the model, and how many runs so far.
+    session_id: str | None = None
+    model: str | None = None
+    runs: int = 1
 
 
 class MergeInfo(Struct, omit_defaults=True):
@@ -628,6 +637,19 @@ class ShimBeat(Command[ActivityAck], tag="shim.beat"):
     output_at: Ms | None = None
 
 
+class AgentReport(Command[ActivityAck], tag="agent.report"):
+    """What the shim read in the agent's output (a `claude-stream-json` profile): its session,
+    a run's usage, a usage limit, an API error. Each part is optional; every report is activity."""
+
+    worker: Id
+    session_id: Annotated[str, Meta(max_length=200, pattern=NO_NUL)] | None = None
+    model: Annotated[str, Meta(max_length=200, pattern=NO_NUL)] | None = None
+    usage: RunUsage | None = None
+    usage_limit: UsageLimit | None = None
+    api_error: ApiError | None = None
+    activity_at: Ms | None = None
+
+
 class ShimExit(Command[ActivityAck], tag="shim.exit"):
     worker: Id
     exit_code: ExitCode | None = None
@@ -741,7 +763,7 @@ AnyCommand = (
     | DepAdd | DepRm | Claim | TaskImport
     | Spawn | WorkerList | WorkerShow | Pause | Resume | Abort | Remove | AtticList | AtticRestore
     | Heartbeat | WorkerState | Done
-    | ShimHello | ShimBeat | ShimExit
+    | ShimHello | ShimBeat | ShimExit | AgentReport
     | Events | Gc
     | DbBackup | DbCheck | Doctor
     | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts

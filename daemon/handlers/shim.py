@@ -12,9 +12,9 @@ import signal
 from typing import Any
 
 from chkd.protocol import events as ev
-from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, ShimBeat, ShimExit, ShimHello
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, AgentReport, ShimBeat, ShimExit, ShimHello
 
-from .. import failpoints, lookup
+from .. import agent_usage, failpoints, lookup
 from .. import workers as W
 from ..context import Ctx
 from ..store import now_ms
@@ -94,7 +94,17 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     ctx.emit(ev.WorkerExited(exit_code=code, signal=req.signal), repo=W.repo_name(ctx, row["repo_id"]),
              worker_id=row["id"], task_id=row["task_id"])
     status = row["status"]
-    if status in RUNNING and code == 0:
+    if status in RUNNING and row["agent_error"]:
+        # The agent's own stream said its run failed (a usage limit, an API error; the CLI may even
+        # exit 0): `error` with that sentence, never `done`. A usage limit is not the task's fault,
+        # so its task goes back without counting an attempt.
+        reason = row["agent_error"]
+        row = W.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)
+        if row["agent_error_kind"] == "usage_limit":
+            W.release_task(ctx, row, f"worker {row['id']}: {reason}")
+        else:
+            W.fail_task_attempt(ctx, row, f"worker {row['id']}: {reason}")
+    elif status in RUNNING and code == 0:
         # `done` once the leftovers are committed (off-loop), so a merge never misses work;
         # finish_pending records that step so a restart resumes it (W.resume_finishes)
         row = W.update(ctx, row, finish_pending=1)
@@ -114,4 +124,10 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     return _ack(ctx, row)
 
 
-HANDLERS = {ShimHello: hello, ShimBeat: beat, ShimExit: exited}
+def report(ctx: Ctx, req: AgentReport) -> ActivityAck:
+    """What the shim read in the agent's stream: session, usage, limits, API errors (activity too)."""
+    row = agent_usage.record(ctx, lookup.worker(ctx.store, req.worker), req)
+    return _ack(ctx, row)
+
+
+HANDLERS = {ShimHello: hello, ShimBeat: beat, ShimExit: exited, AgentReport: report}
