@@ -35,10 +35,12 @@ import msgspec
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    SHIM_BACKOFF_MAX_S, SHIM_SEND_TIMEOUT_S, ActivityAck, ShimBeat, ShimExit, ShimGo, ShimHello, decode_go,
+    SHIM_BACKOFF_MAX_S, SHIM_SEND_TIMEOUT_S, ActivityAck, AgentReport, ShimBeat, ShimExit, ShimGo, ShimHello,
+    decode_go,
 )
 from chkd.protocol.paths import Paths, open_private, resolve
 
+from .claude_stream import Facts, StreamReader
 from .client import Client
 
 #: Per-attempt reply timeout, and the backoff bounds for retries.
@@ -146,6 +148,12 @@ class Shim:
         self.term_sent: float | None = None
         self.orphaned = False  # the daemon no longer knows this worker: stop reporting
         self.exited = threading.Event()
+        #: `claude-stream-json`: the agent's stdout is parsed for session, usage and limits.
+        self.stream = StreamReader() if spec.output == "claude-stream-json" else None
+        self.facts: list[Facts] = []  # parsed, not yet delivered (the copier appends, the main loop sends)
+        self.facts_lock = threading.Lock()
+        self.wake = threading.Event()  # set on the agent's exit and on new facts
+        self.copier: threading.Thread | None = None
 
     # -- the agent ----------------------------------------------------------------------------
     def start_agent(self) -> bool:
@@ -158,15 +166,23 @@ class Shim:
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the argv or the environment
             log_line(self.log, f"cannot start the agent: {exc}")
             return False
-        threading.Thread(target=self._copy_output, name="output", daemon=True).start()
+        self.copier = threading.Thread(target=self._copy_output, name="output", daemon=True)
+        self.copier.start()
         threading.Thread(target=self._wait_agent, name="waiter", daemon=True).start()
         return True
 
     def _wait_agent(self) -> None:
-        """Block in waitpid (no polling); the main loop sleeps on `exited` between heartbeats."""
+        """Block in waitpid (no polling); the main loop sleeps on `wake` between heartbeats."""
         assert self.agent is not None
         self.agent.wait()
         self.exited.set()
+        self.wake.set()
+
+    def _parsed(self, facts: list[Facts]) -> None:
+        if facts:
+            with self.facts_lock:
+                self.facts.extend(facts)
+            self.wake.set()
 
     def _copy_output(self) -> None:
         assert self.agent is not None and self.agent.stdout is not None
@@ -177,12 +193,36 @@ class Shim:
             except OSError:
                 return
             if not chunk:
+                if self.stream is not None:
+                    self._parsed(self.stream.finish())
                 return
             self.output_at = now_ms()
             try:
                 self.log.write(chunk)
             except OSError:
                 pass
+            if self.stream is not None:
+                self._parsed(self.stream.feed(chunk))
+
+    def _report(self) -> bool:
+        """Send what the stream told so far as one AgentReport; False when the daemon was not reached
+        (the facts stay for the next try)."""
+        with self.facts_lock:
+            facts, self.facts = self.facts, []
+        if not facts:
+            return True
+        report = AgentReport(worker=self.worker, activity_at=self.output_at)
+        for f in facts:
+            report.session_id = f.session_id or report.session_id
+            report.model = f.model or report.model
+            report.usage = f.usage or report.usage
+            report.usage_limit = report.usage_limit or f.usage_limit
+            report.api_error = report.api_error or f.api_error
+        if self._send(report) is None and not self.orphaned:
+            with self.facts_lock:
+                self.facts[:0] = facts
+            return False
+        return True
 
     def _signal_agent(self, sig: int) -> None:
         """Only while the agent is our unreaped child: its pid (= its group id) cannot be reused."""
@@ -237,6 +277,10 @@ class Shim:
         log_line(self.log, f"the agent {'exited with code ' + str(code) if sig is None else 'was killed by signal ' + str(sig)}")
         if not greeted and not self.orphaned:
             self._deliver(hello)
+        if self.copier is not None:  # the rest of its output (its result line) comes before the exit report
+            self.copier.join(timeout=5.0)
+        while not self._report():
+            time.sleep(self.link.backoff())
         self.report_exit(code, sig)
         return 0
 
@@ -250,8 +294,12 @@ class Shim:
             if left <= 0:
                 return self.exited.is_set()
             step = left if self.term_sent is None else min(left, 0.2)
-            if self.exited.wait(step):
+            self.wake.wait(step)
+            self.wake.clear()
+            if self.exited.is_set():
                 return True
+            if self.facts and not self._report():
+                time.sleep(min(self.link.backoff(), max(0.0, deadline - time.monotonic())))
 
     def _deliver(self, body: Any) -> ActivityAck | None:
         """Send until the daemon has it (or says it does not know the worker)."""

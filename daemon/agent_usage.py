@@ -75,9 +75,8 @@ def result_sentence(who: str, usage: RunUsage) -> str:
     return f"{who} stopped: {words}."
 
 
-def who(profile: str | None) -> str:
-    """How sentences name the agent: Claude for Claude Code profiles, else the profile's name."""
-    return "Claude" if profile in (None, "claude") or (profile or "").startswith("claude") else f"The agent '{profile}'"
+#: Reports come only from `claude-stream-json` profiles: the agent is Claude Code, whatever the profile's name.
+WHO = "Claude"
 
 
 def _emit(ctx: Ctx, row: dict[str, Any], data: msgspec.Struct) -> None:
@@ -89,7 +88,7 @@ def _emit(ctx: Ctx, row: dict[str, Any], data: msgspec.Struct) -> None:
 def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
     """Write one report on the worker row; emit its events. Idempotent for a repeated report."""
     profile = row["agent"] or ""
-    name = who(profile)
+    name = WHO
     fields: dict[str, Any] = {"activity_at": max(row["activity_at"] or 0, min(req.activity_at or now_ms(), now_ms()))}
     events: list[msgspec.Struct] = []
     if req.session_id and req.session_id != row["session_id"]:

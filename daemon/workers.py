@@ -72,13 +72,21 @@ def render_argv(template: Iterable[str], values: Mapping[str, str]) -> list[str]
     return [templates.render(arg, known) for arg in template]
 
 
-def default_prompt(worker_id: str, task_id: str, title: str, description: str) -> str:
+def default_prompt(worker_id: str, task_id: str, title: str, description: str, *, worktree: str = "",
+                   branch: str = "", mcp: bool = False) -> str:
+    """What a worker is told when its profile has no `prompt`: its task, where it works, to commit as
+    it goes, and how to say it is finished (the chkd MCP tools for Claude, chkdctl otherwise)."""
     text = f"You are chkd worker {worker_id}. Your task is {task_id}: {title}."
     if description:
         text += f"\n\n{description}"
-    text += ("\n\nWork and commit in the current directory (your own git worktree and branch). "
-             "Report progress with `chkdctl heartbeat --message TEXT`; when finished run "
-             "`chkdctl done --summary TEXT`.")
+    where = f"your own git worktree {worktree} on branch {branch}" if worktree else "your own git worktree and branch"
+    text += f"\n\nWork in the current directory ({where}) and commit as you go with git."
+    if mcp:
+        text += (" Report progress with the chkd_heartbeat tool; when finished, commit and call "
+                 "chkd_complete_work with a one-line summary.")
+    else:
+        text += (" Report progress with `chkdctl heartbeat --message TEXT`; when finished run "
+                 "`chkdctl done --summary TEXT`.")
     return text
 
 

@@ -668,6 +668,8 @@ class ShimGo(Struct, forbid_unknown_fields=True):
     env: dict[str, str] = {}
     heartbeat_s: float = 10.0
     abort_grace_s: float = 5.0
+    #: How the shim reads the agent's stdout: `claude-stream-json` is parsed into AgentReports.
+    output: Literal["plain", "claude-stream-json"] = "plain"
 
 
 def encode_go(go: ShimGo) -> str:

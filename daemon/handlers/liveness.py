@@ -20,7 +20,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import EventList, Events, Gc, GcItem, GcReport
 
 from .. import gc as gcmod
-from .. import lookup, notify, procs, reaper
+from .. import agent_profiles, lookup, notify, procs, reaper
 from .. import workers as W
 from ..context import EVENT_COLUMNS, Ctx, row_event
 from ..store import now_ms
@@ -356,7 +356,8 @@ def gc_handler(ctx: Ctx, req: Gc) -> Any:
                     continue
                 if f.worker_id and f.drop_row:
                     live = ",".join(f"'{s}'" for s in sorted(gcmod.LIVE))
-                    ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,))
+                    if ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,)):
+                        agent_profiles.forget_claude_files(ctx, f.worker_id)
                 ctx.emit(ev.GcRemoved(what=f.item.what, item=f.item.kind, reason=f.item.reason),
                          repo=snap.name, worker_id=f.worker_id)
         ctx.finish(deferred, GcReport(applied=True, items=items))

@@ -13,7 +13,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.names import branch_problem, repo_name_problem
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, Ok, RepoAdd, RepoInfo, RepoList, RepoListResult, RepoResult, RepoRm
 
-from .. import git, lookup, tasks
+from .. import agent_profiles, git, lookup, tasks
 from ..context import Ctx
 from ..store import now_ms
 
@@ -167,6 +167,8 @@ def rm(ctx: Ctx, req: RepoRm) -> Ok:
     store = ctx.store
     store.x("DELETE FROM sessions WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM merges WHERE repo_id=?", (row["id"],))
+    for (wid,) in store.all("SELECT id FROM workers WHERE repo_id=?", (row["id"],)):
+        agent_profiles.forget_claude_files(ctx, wid)
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
     tasks.forget_repo(ctx, row["id"])
     store.x("DELETE FROM repos WHERE id=?", (row["id"],))

@@ -21,7 +21,6 @@ import msgspec
 
 from chkd.protocol import events as ev
 from chkd.protocol import templates
-from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import (
@@ -30,7 +29,7 @@ from chkd.protocol.messages import (
     WorkerState, encode_go,
 )
 
-from .. import failpoints, lookup, procs, tasks, worktrees
+from .. import agent_profiles, failpoints, lookup, procs, tasks, worktrees
 from .. import workers as W
 from ..context import Ctx, Deferred
 from ..store import now_ms
@@ -56,6 +55,8 @@ class LaunchSpec:
     heartbeat_s: float
     abort_grace_s: float
     owner: dict[str, Any] | None = None  # the worktree's marker: gc removes only what chkd made
+    agent: agent_profiles.AgentPlan | None = None
+    claude_dir: str | None = None  # where a claude_hooks profile's --mcp-config/--settings files go
 
 
 @dataclass(frozen=True)
@@ -73,25 +74,50 @@ def launch(spec: LaunchSpec) -> Launched:
         procs.release_shim(shim, "stop")
         raise
     failpoints.hit("spawn.worktree_created")
-    argv = W.render_argv(spec.template, {**spec.values, "worktree": checkout.path, "branch": checkout.branch})
-    go = ShimGo(worker=spec.worker_id, argv=argv, cwd=checkout.path, env=spec.agent_env, log=spec.log_path,
-                heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s)
-    procs.release_shim(shim, encode_go(go))
+    try:
+        argv = agent_argv(spec, checkout.path, checkout.branch)
+    except BaseException:
+        procs.release_shim(shim, "stop")
+        raise
+    procs.release_shim(shim, encode_go(go_message(spec, argv, checkout.path)))
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
 
 
-def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> tuple[str, list[str], dict[str, str]]:
-    """(agent name, argv template, extra env) for the spawn."""
+def agent_argv(spec: LaunchSpec, worktree: str, branch: str) -> list[str]:
+    """Off-loop: the agent's argv with its prompt filled in, and for a claude_hooks profile its
+    MCP config and hooks written to chkd's state dir and appended (after the prompt)."""
+    values = {**spec.values, "worktree": worktree, "branch": branch}
+    if "prompt" not in values:
+        values["prompt"] = _prompt(spec, values)
+    argv = W.render_argv(spec.template, values)
+    if spec.agent is not None and spec.agent.claude and spec.claude_dir:
+        mcp, settings = agent_profiles.write_claude_files(Path(spec.claude_dir), spec.worker_id, spec.agent_env)
+        argv += agent_profiles.claude_args(spec.agent, mcp, settings)
+    return argv
+
+
+def _prompt(spec: LaunchSpec, values: dict[str, str]) -> str:
+    default = W.default_prompt(values["worker_id"], values["task_id"], values["title"], values["description"],
+                               worktree=values["worktree"], branch=values["branch"],
+                               mcp=spec.agent is not None and spec.agent.claude)
+    return default if spec.agent is None else agent_profiles.render_prompt(spec.agent, values, default)
+
+
+def go_message(spec: LaunchSpec, argv: list[str], cwd: str) -> ShimGo:
+    return ShimGo(worker=spec.worker_id, argv=argv, cwd=cwd, env=spec.agent_env, log=spec.log_path,
+                  heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s,
+                  output=spec.agent.output if spec.agent is not None else "plain")
+
+
+def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> agent_profiles.AgentPlan:
+    """The agent run the spawn asks for; every refusal (unknown profile, program not installed, a
+    permission mode Claude refuses) is a sentence here, before anything exists."""
     if req.cmd is not None:  # typed by hand: the placeholders are filled, every other brace is literal (JSON...)
-        return "cmd", [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd], {}
+        template = [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd]
+        return agent_profiles.AgentPlan(name="cmd", template=template, env={})
     name = req.agent or ctx.config.for_repo(repo["name"]).default_agent or ctx.config.default_agent
-    profile = ctx.config.agent_profile(name)
-    if profile is None:
-        known = sorted({*ctx.config.agents, *BUILTIN_AGENTS})
-        raise ChkdError("not_found", f"There is no agent profile '{name}' (known: {', '.join(known)}).",
-                        "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.")
-    return name, list(profile.cmd), dict(profile.env)
+    return agent_profiles.plan(name, agent_profiles.profile_named(ctx.config, name))
 
 
 def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str, Any]:
@@ -151,7 +177,8 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
         raise ChkdError("busy", f"{live} workers already run in '{repo['name']}', the most max_workers allows ({cap}).",
                         f"Wait for one to finish, or raise the cap: max_workers = N in config.toml, or "
                         f"[repos.\"{repo['name']}\"] max_workers = N for this repository (then restart the daemon).")
-    agent, template, agent_env = _agent(ctx, req, repo)
+    plan = _agent(ctx, req, repo)
+    agent, template, agent_env = plan.name, plan.template, plan.env
     seq = ctx.store.meta_next("worker")
     wid = f"w{seq}"
     now = now_ms()
@@ -164,30 +191,30 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
              task_id=task["id"])
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
-    values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"],
-              "prompt": W.default_prompt(wid, task["id"], task["title"], task["description"])}
+    values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"]}
 
-    def _planned(plan: worktrees.CheckoutPlan | None, exc: BaseException | None) -> None:
+    def _planned(checkout: worktrees.CheckoutPlan | None, exc: BaseException | None) -> None:
         row = W.load(ctx, wid)
         if row is None:
             ctx.finish(deferred, ChkdError("not_found", f"Worker {wid} was removed while it started."))
             return
-        path = _free(ctx, repo["id"], "worktree_path", plan.paths) if plan else None
-        branch = _free(ctx, repo["id"], "branch_name", plan.branches) if plan else None
-        if exc is not None or plan is None or path is None or branch is None:
+        path = _free(ctx, repo["id"], "worktree_path", checkout.paths) if checkout else None
+        branch = _free(ctx, repo["id"], "branch_name", checkout.branches) if checkout else None
+        if exc is not None or checkout is None or path is None or branch is None:
             _failed(row, exc or ChkdError("conflict", "every free worktree path or branch name is taken by "
                                                       "other workers"))
             return
-        W.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=plan.base_sha)
+        W.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=checkout.base_sha)
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
         spec = LaunchSpec(
-            worker_id=wid, repo_path=repo["path"], path=path, branch=branch, base_sha=plan.base_sha,
+            worker_id=wid, repo_path=repo["path"], path=path, branch=branch, base_sha=checkout.base_sha,
             template=template, values=values, shim_argv=module_argv("chkd.client.shim", "--worker", wid),
             shim_env={**os.environ, **env_home},
             agent_env={**agent_env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
             log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
             abort_grace_s=ctx.config.abort_grace_s,
             owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
+            agent=plan, claude_dir=str(agent_profiles.claude_dir(ctx.paths, wid)) if plan.claude else None,
         )
         ctx.submit(launch, spec, then=_launched, reply_to=deferred)
 
@@ -320,6 +347,7 @@ def remove(ctx: Ctx, req: Remove) -> Deferred:
         if fresh is not None:
             W.release_task(ctx, fresh, f"worker {wid} was removed")
             ctx.store.x("DELETE FROM workers WHERE id=?", (wid,))
+        agent_profiles.forget_claude_files(ctx, wid)
         ctx.emit(ev.WorkerRemoved(worktree=row["worktree_path"], branch=row["branch_name"],
                                   attic_ref=result.attic_ref, attic_sha=result.attic_sha,
                                   snapshot=result.snapshot_sha, force=req.force),
