@@ -68,7 +68,7 @@ def transition_error(worker_id: str, status: str, action: str) -> str | None:
 def render_argv(template: Iterable[str], values: Mapping[str, str]) -> list[str]:
     """Fill `{worker_id}` … `{prompt}` in each argument, `{{`/`}}` → literal braces (one pass:
     a title holding `{branch}` stays as typed). Templates were checked when they came in."""
-    known = {k: v for k, v in values.items() if k in templates.AGENT_PLACEHOLDERS}
+    known = {k: v for k, v in values.items() if k in templates.RESUME_PLACEHOLDERS}
     return [templates.render(arg, known) for arg in template]
 
 

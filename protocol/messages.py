@@ -609,6 +609,13 @@ class Heartbeat(Command[ActivityAck], tag="heartbeat"):
     cost_usd: Usd = 0.0
 
 
+class ResumeAgent(Command[WorkerResult], tag="resume_agent"):
+    """Start a worker's exited agent again in its worktree, continuing its session (profile `resume`)."""
+
+    worker: Id
+    prompt: Text | None = None
+
+
 class WorkerState(Command[ActivityAck], tag="worker.state"):
     worker: Id
 
@@ -764,7 +771,7 @@ AnyCommand = (
     | TaskAdd | TaskList | TaskShow | TaskEdit | TaskCancel | TaskRetry | TaskHold | TaskRelease
     | DepAdd | DepRm | Claim | TaskImport
     | Spawn | WorkerList | WorkerShow | Pause | Resume | Abort | Remove | AtticList | AtticRestore
-    | Heartbeat | WorkerState | Done
+    | Heartbeat | WorkerState | Done | ResumeAgent
     | ShimHello | ShimBeat | ShimExit | AgentReport
     | Events | Gc
     | DbBackup | DbCheck | Doctor

@@ -35,6 +35,12 @@ output = "claude-stream-json"
 cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-429-apikey.jsonl", "--exit", "0"]
 output = "claude-stream-json"
 
+[agents.resumable]
+cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit2.jsonl", "--commit", "first.txt"]
+resume = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-subagent.jsonl", "--commit", "second.txt",
+          "--session={{session_id}}", "{{prompt}}"]
+output = "claude-stream-json"
+
 [agents.plainreplay]
 cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit2.jsonl"]
 
@@ -157,3 +163,39 @@ permission_mode = "bypassPermissions"
     res = daemon.ctl("spawn", "B-1", "--title", "b", "--agent", "bypass", cwd=repo)
     assert res.code == 1 and "unless IS_SANDBOX=1" in res.err, res
     assert daemon.ctl("--json", "workers", "--all", cwd=repo).json() == []
+
+
+def test_reject_with_a_reason_resumes_the_session_with_the_reason_and_usage_adds_up(daemon: Daemon, repo: Path) -> None:
+    spawn(daemon, repo, "R-1", "resumable")
+    w = wait_for(lambda: (x := show(daemon)).status == "done" and x, 20, what="done")
+    sid = w.session_id
+    res = daemon.ctl("merge", "w1", "--strategy", "review", cwd=repo)
+    assert res.code == 0 and "waits for review" in res.out, res
+    res = daemon.ctl("reject", "w1", "--reason", "please add a test", cwd=repo)
+    assert res.code == 0, res
+    (resumed,) = wait_for(lambda: events(daemon, "agent.resumed"), 10, what="agent.resumed")
+    assert resumed.data["session_id"] == sid and "please add a test" in resumed.data["prompt"]
+    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
+                 what="the resumed run done")
+    second = (Path(w.worktree) / "second.txt").read_text()
+    assert f"--session={sid}" in second and "please add a test" in second  # the resume argv, filled in
+    assert (w.tokens_in, round(w.cost_usd, 5)) == (58000 + 29000, round(0.21056 + 0.15792, 5))  # accumulated
+    statuses = [e.data["to"] for e in events(daemon, "worker.status")]
+    assert statuses[-2:] == ["working", "done"]
+    task = daemon.ctl("--json", "task", "show", "R-1", cwd=repo).json()["task"]
+    assert task["status"] == "review"
+    assert "second.txt" in git(repo, "show", "--stat", "--format=", w.branch)
+
+
+def test_resume_agent_by_hand_and_its_refusals(daemon: Daemon, repo: Path) -> None:
+    spawn(daemon, repo, "H-1", "resumable")
+    wait_for(lambda: show(daemon).status == "done", 20, what="done")
+    res = daemon.ctl("resume-agent", "w1", "--prompt", "one more thing", cwd=repo)
+    assert res.code == 0 and "resumed" in res.out, res
+    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
+                 what="second run")
+    assert "one more thing" in (Path(w.worktree) / "second.txt").read_text()
+    res = daemon.ctl("spawn", "H-2", "--title", "plain", "--agent", "plainreplay", cwd=repo)
+    wait_for(lambda: show(daemon, "w2").status == "done", 20, what="w2 done")
+    res = daemon.ctl("resume-agent", "w2", cwd=repo)
+    assert res.code == 1 and "cannot continue a session: it has no `resume` argv" in res.err, res

@@ -14,7 +14,7 @@ from typing import Any
 from chkd.protocol import events as ev
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, AgentReport, ShimBeat, ShimExit, ShimHello
 
-from .. import agent_usage, failpoints, lookup
+from .. import agent_resume, agent_usage, failpoints, lookup
 from .. import workers as W
 from ..context import Ctx
 from ..store import now_ms
@@ -34,6 +34,8 @@ def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
 
 def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
     row = lookup.worker(ctx.store, req.worker)
+    if row["resume_prompt"] is not None and req.agent_pid != row["pid"]:
+        row = W.update(ctx, row, **agent_resume.new_run(row))  # the resumed agent's first hello: a new run
     if row["exit_code"] is not None or row["exit_signal"] is not None:
         return _ack(ctx, row)  # a late duplicate after the exit report
     now = now_ms()

@@ -25,11 +25,11 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import (
     Abort, ActivityAck, AtticEntry, AtticList, AtticListResult, AtticRestore, Done,
-    Heartbeat, Ok, Pause, Remove, Resume, ShimGo, Spawn, WorkerList, WorkerListResult, WorkerResult, WorkerShow,
-    WorkerState, encode_go,
+    Heartbeat, Ok, Pause, Remove, Resume, ResumeAgent, Spawn, WorkerList, WorkerListResult, WorkerResult,
+    WorkerShow, WorkerState, encode_go,
 )
 
-from .. import agent_profiles, failpoints, lookup, procs, tasks, worktrees
+from .. import agent_launch, agent_profiles, agent_resume, failpoints, lookup, procs, tasks, worktrees
 from .. import workers as W
 from ..context import Ctx, Deferred
 from ..store import now_ms
@@ -38,34 +38,12 @@ from . import repos as repos_area
 
 # -- spawn -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LaunchSpec:
-    """Everything the off-loop launch needs, as plain values (the names are already recorded)."""
-
-    worker_id: str
-    repo_path: str
-    path: str
-    branch: str
-    base_sha: str
-    template: list[str]
-    values: dict[str, str]
-    shim_argv: list[str]
-    shim_env: dict[str, str]
-    agent_env: dict[str, str]
-    log_path: str
-    heartbeat_s: float
-    abort_grace_s: float
-    owner: dict[str, Any] | None = None  # the worktree's marker: gc removes only what chkd made
-    agent: agent_profiles.AgentPlan | None = None
-    claude_dir: str | None = None  # where a claude_hooks profile's --mcp-config/--settings files go
-
-
-@dataclass(frozen=True)
 class Launched:
     checkout: worktrees.Checkout
     argv: list[str]
 
 
-def launch(spec: LaunchSpec) -> Launched:
+def launch(spec: agent_launch.LaunchSpec) -> Launched:
     """Off-loop: start the shim (waiting), create the worktree, then let the shim start the agent."""
     shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
     try:
@@ -75,39 +53,13 @@ def launch(spec: LaunchSpec) -> Launched:
         raise
     failpoints.hit("spawn.worktree_created")
     try:
-        argv = agent_argv(spec, checkout.path, checkout.branch)
+        argv = agent_launch.agent_argv(spec, checkout.path, checkout.branch)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    procs.release_shim(shim, encode_go(go_message(spec, argv, checkout.path)))
+    procs.release_shim(shim, encode_go(agent_launch.go_message(spec, argv, checkout.path)))
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
-
-
-def agent_argv(spec: LaunchSpec, worktree: str, branch: str) -> list[str]:
-    """Off-loop: the agent's argv with its prompt filled in, and for a claude_hooks profile its
-    MCP config and hooks written to chkd's state dir and appended (after the prompt)."""
-    values = {**spec.values, "worktree": worktree, "branch": branch}
-    if "prompt" not in values:
-        values["prompt"] = _prompt(spec, values)
-    argv = W.render_argv(spec.template, values)
-    if spec.agent is not None and spec.agent.claude and spec.claude_dir:
-        mcp, settings = agent_profiles.write_claude_files(Path(spec.claude_dir), spec.worker_id, spec.agent_env)
-        argv += agent_profiles.claude_args(spec.agent, mcp, settings)
-    return argv
-
-
-def _prompt(spec: LaunchSpec, values: dict[str, str]) -> str:
-    default = W.default_prompt(values["worker_id"], values["task_id"], values["title"], values["description"],
-                               worktree=values["worktree"], branch=values["branch"],
-                               mcp=spec.agent is not None and spec.agent.claude)
-    return default if spec.agent is None else agent_profiles.render_prompt(spec.agent, values, default)
-
-
-def go_message(spec: LaunchSpec, argv: list[str], cwd: str) -> ShimGo:
-    return ShimGo(worker=spec.worker_id, argv=argv, cwd=cwd, env=spec.agent_env, log=spec.log_path,
-                  heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s,
-                  output=spec.agent.output if spec.agent is not None else "plain")
 
 
 def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> agent_profiles.AgentPlan:
@@ -206,7 +158,7 @@ def _start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> No
             return
         W.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=checkout.base_sha)
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
-        spec = LaunchSpec(
+        spec = agent_launch.LaunchSpec(
             worker_id=wid, repo_path=repo["path"], path=path, branch=branch, base_sha=checkout.base_sha,
             template=template, values=values, shim_argv=module_argv("chkd.client.shim", "--worker", wid),
             shim_env={**os.environ, **env_home},
@@ -511,15 +463,26 @@ def done(ctx: Ctx, req: Done) -> Deferred:
     return deferred
 
 
+def resume_agent(ctx: Ctx, req: ResumeAgent) -> Deferred:
+    """`chkdctl resume-agent W [--prompt TEXT]`: the exited agent continues its session in its worktree."""
+    row = lookup.worker(ctx.store, req.worker)
+    prompt = (req.prompt or "").strip() or agent_resume.default_prompt(row)
+    deferred = ctx.defer()
+    agent_resume.start(ctx, row, prompt, "resumed by the user", deferred)
+    return deferred
+
+
 def setup(ctx: Ctx) -> None:
-    """Finish what a killed daemon left half done: re-send signals rows ask for, and commit the
-    leftovers of agents whose exit was recorded but not yet finished."""
+    """Finish what a killed daemon left half done: re-send signals rows ask for, commit the
+    leftovers of agents whose exit was recorded but not yet finished, and start again the agents
+    whose resume was recorded but never said hello."""
     W.reassert_signals(ctx)
     W.resume_finishes(ctx)
+    agent_resume.setup(ctx)
 
 
 HANDLERS = {
     Spawn: spawn, WorkerList: list_, WorkerShow: show, Pause: pause, Resume: resume, Abort: abort,
     Remove: remove, AtticList: attic_list, AtticRestore: attic_restore, Heartbeat: heartbeat,
-    WorkerState: state, Done: done,
+    WorkerState: state, Done: done, ResumeAgent: resume_agent,
 }
