@@ -111,7 +111,7 @@ def own_executable(name: str, module: str) -> list[str]:
 
 def mcp_config(worker_id: str, agent_env: dict[str, str]) -> dict[str, Any]:
     """The chkd-mcp server for this worker, with the worker's environment (it finds its worker by it)."""
-    argv = own_executable("chkd-mcp", "chkd.client.mcp")
+    argv = own_executable("chkd-mcp", "chkd.client.mcp.server")
     env = {k: v for k, v in agent_env.items() if k.startswith("CHKD_")}
     env["CHKD_WORKER_ID"] = worker_id
     return {"mcpServers": {"chkd": {"type": "stdio", "command": argv[0], "args": argv[1:], "env": env}}}

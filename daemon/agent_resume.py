@@ -133,7 +133,7 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
         abort_grace_s=ctx.config.abort_grace_s, agent=plan,
         claude_dir=str(agent_profiles.claude_dir(ctx.paths, wid)) if plan.claude else None,
     )
-    resume_at = row["resume_at"]
+    resume_at, prompt = row["resume_at"], row["resume_prompt"] or ""
 
     def _started(argv: list[str] | None, exc: BaseException | None) -> None:
         fresh = W.load(ctx, wid)
@@ -142,7 +142,9 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
         if exc is not None or argv is None:
             msg = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
             reason = f"Could not start the agent again: {msg.rstrip('.')}."
-            fresh = W.set_worker_status(ctx, fresh, "error", reason=reason, last_error=reason, resume_prompt=None)
+            if fresh["resume_prompt"] is not None:  # no new run said hello
+                fresh = W.set_worker_status(ctx, fresh, "error", reason=reason, last_error=reason,
+                                            resume_prompt=None)
             W.fail_task_attempt(ctx, fresh, f"worker {wid}: {reason}")
             if deferred is not None:
                 ctx.finish(deferred, ChkdError("internal", reason))
@@ -150,7 +152,7 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
         fresh = W.update(ctx, fresh, cmd=json.dumps(argv), runs=(fresh["runs"] or 1) + 1)
         ctx.emit(AgentResumed.__struct_config__.tag, repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid,
                  task_id=fresh["task_id"], profile=fresh["agent"], session_id=fresh["session_id"] or "", why=why,
-                 prompt=(fresh["resume_prompt"] or "")[:500])
+                 prompt=prompt[:500])
         if deferred is not None:
             ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, fresh)))
 
