@@ -12,7 +12,7 @@ from typing import Any
 
 from chkd.protocol.messages import ShimGo, encode_go
 
-from . import agent_profiles, procs
+from . import agent_profiles, failpoints, procs
 from . import workers as W
 
 
@@ -66,6 +66,7 @@ def go_message(spec: LaunchSpec, argv: list[str], cwd: str) -> ShimGo:
 
 def restart_agent(spec: LaunchSpec) -> list[str]:
     """Off-loop: a new shim for the worker's existing worktree, told `go` at once. Returns the argv."""
+    failpoints.hit("resume.recorded")
     shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
     try:
         argv = agent_argv(spec, spec.path, spec.branch)

@@ -172,7 +172,7 @@ def new_run(row: dict[str, Any]) -> dict[str, Any]:
 def setup(ctx: Ctx) -> None:
     """At start-up: an intent without the new run's hello is started again once a shim that did get
     `go` from the previous daemon would have said hello."""
-    wait = ctx.config.heartbeat_timeout_s + SHIM_RECONNECT_S
+    wait = SHIM_RECONNECT_S  # a shim that got `go` retries its hello at most this long after we are back
     for row in ctx.store.dicts("SELECT id, resume_at FROM workers WHERE resume_prompt IS NOT NULL"):
         wid, at = row["id"], row["resume_at"]
 

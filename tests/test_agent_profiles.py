@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chkd.protocol.messages import EventList, Events, WorkerResult, WorkerShow
+from chkd.protocol.messages import EventList, Events, ResumeAgent, WorkerResult, WorkerShow
 
 from conftest import DEFAULT_TEST_CONFIG, Daemon, git, wait_for
 
@@ -38,6 +38,12 @@ output = "claude-stream-json"
 [agents.resumable]
 cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit2.jsonl", "--commit", "first.txt"]
 resume = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-subagent.jsonl", "--commit", "second.txt",
+          "--session={{session_id}}", "{{prompt}}"]
+output = "claude-stream-json"
+
+[agents.resolving]
+cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit2.jsonl", "--commit", "first.txt"]
+resume = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-subagent.jsonl", "--commit", "first.txt",
           "--session={{session_id}}", "{{prompt}}"]
 output = "claude-stream-json"
 
@@ -199,3 +205,36 @@ def test_resume_agent_by_hand_and_its_refusals(daemon: Daemon, repo: Path) -> No
     wait_for(lambda: show(daemon, "w2").status == "done", 20, what="w2 done")
     res = daemon.ctl("resume-agent", "w2", cwd=repo)
     assert res.code == 1 and "cannot continue a session: it has no `resume` argv" in res.err, res
+
+
+def test_update_with_conflicts_resumes_the_agent_with_the_files_and_its_fix_merges(daemon: Daemon, repo: Path) -> None:
+    spawn(daemon, repo, "U-1", "resolving")
+    w = wait_for(lambda: (x := show(daemon)).status == "done" and x, 20, what="done")
+    (repo / "first.txt").write_text("main's own first.txt\n")
+    git(repo, "add", "first.txt")
+    git(repo, "commit", "-q", "-m", "first.txt on main")
+    res = daemon.ctl("update", "w1", cwd=repo)
+    assert "first.txt" in res.out + res.err, res
+    (resumed,) = wait_for(lambda: events(daemon, "agent.resumed"), 10, what="agent.resumed")
+    assert "conflict markers in: first.txt" in resumed.data["prompt"] and resumed.data["session_id"] == w.session_id
+    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
+                 what="the resolving run")
+    assert git(w.worktree, "status", "--porcelain") == "" and "<<<<<<<" not in (Path(w.worktree) / "first.txt").read_text()
+    assert len(git(w.worktree, "log", "-1", "--format=%P").split()) == 2  # the agent committed the merge
+    res = daemon.ctl("merge", "w1", "--strategy", "auto", cwd=repo)
+    assert res.code == 0 and "Merged" in res.out, res
+
+
+@pytest.mark.timeout(90)
+def test_a_daemon_killed_after_recording_a_resume_starts_the_agent_at_start_up(daemon: Daemon, repo: Path) -> None:
+    spawn(daemon, repo, "K-1", "resumable")
+    wait_for(lambda: show(daemon).status == "done", 20, what="done")
+    daemon.arm("resume.recorded")
+    with pytest.raises(Exception):  # noqa: B017 - the daemon dies before it answers
+        daemon.call(ResumeAgent(worker="w1", prompt="after the crash"), WorkerResult, timeout=5)
+    daemon.wait_dead()
+    daemon.start()
+    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 40,
+                 what="the recorded resume carried out")
+    assert "after the crash" in (Path(w.worktree) / "second.txt").read_text()
+    assert len(events(daemon, "agent.resumed")) == 1
