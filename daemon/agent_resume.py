@@ -26,8 +26,11 @@ from chkd.protocol.messages import SHIM_RECONNECT_S, WorkerResult
 from . import agent_launch, agent_profiles, tasks
 from . import workers as W
 from .context import Ctx, Deferred
+from .mergequeue import ACTIVE
 from .store import now_ms
 
+#: Merge states in which the worker's branch must not move.
+ACTIVE_MERGES = tuple(sorted(ACTIVE))
 #: Worker states whose exited agent may be started again.
 RESUMABLE = frozenset({"working", "stalled", "done", "conflict", "error", "dead"})
 
@@ -62,6 +65,10 @@ def _check(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
     if row["status"] not in RESUMABLE:
         raise ChkdError("conflict", f"Worker {wid} is {row['status']}; only a worker that is working, done, "
                                     f"in conflict, error or dead can have its agent resumed.")
+    marks = ",".join("?" * len(ACTIVE_MERGES))
+    if ctx.store.scalar(f"SELECT 1 FROM merges WHERE worker_id=? AND status IN ({marks})", (wid, *ACTIVE_MERGES)):
+        raise ChkdError("conflict", f"Worker {wid} has a merge under way; reject it (`chkdctl reject {wid} --reason "
+                                    f"TEXT`, which resumes the agent with the reason) or let it finish first.")
     if row["agent"] in (None, "cmd"):
         raise ChkdError("conflict", f"Worker {wid} runs a --cmd command, not an agent profile, so there is no "
                                     f"`resume` to continue it with.")

@@ -201,6 +201,9 @@ def test_resume_agent_by_hand_and_its_refusals(daemon: Daemon, repo: Path) -> No
     w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
                  what="second run")
     assert "one more thing" in (Path(w.worktree) / "second.txt").read_text()
+    assert daemon.ctl("merge", "w1", "--strategy", "review", cwd=repo).code == 0
+    res = daemon.ctl("resume-agent", "w1", cwd=repo)
+    assert res.code == 1 and "has a merge under way" in res.err, res
     res = daemon.ctl("spawn", "H-2", "--title", "plain", "--agent", "plainreplay", cwd=repo)
     wait_for(lambda: show(daemon, "w2").status == "done", 20, what="w2 done")
     res = daemon.ctl("resume-agent", "w2", cwd=repo)
