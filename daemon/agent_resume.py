@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any
 
-from chkd.protocol.agents import AgentResumed
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import SHIM_RECONNECT_S, WorkerResult
@@ -62,13 +62,13 @@ def _check(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
     if not exit_reported(row):
         raise ChkdError("conflict", f"Worker {wid}'s agent is still running ({row['status']}); only an agent "
                                     f"that exited can be resumed.")
-    if row["status"] not in RESUMABLE:
-        raise ChkdError("conflict", f"Worker {wid} is {row['status']}; only a worker that is working, done, "
-                                    f"in conflict, error or dead can have its agent resumed.")
     marks = ",".join("?" * len(ACTIVE_MERGES))
     if ctx.store.scalar(f"SELECT 1 FROM merges WHERE worker_id=? AND status IN ({marks})", (wid, *ACTIVE_MERGES)):
         raise ChkdError("conflict", f"Worker {wid} has a merge under way; reject it (`chkdctl reject {wid} --reason "
                                     f"TEXT`, which resumes the agent with the reason) or let it finish first.")
+    if row["status"] not in RESUMABLE:
+        raise ChkdError("conflict", f"Worker {wid} is {row['status']}; only a worker that is working, done, "
+                                    f"in conflict, error or dead can have its agent resumed.")
     if row["agent"] in (None, "cmd"):
         raise ChkdError("conflict", f"Worker {wid} runs a --cmd command, not an agent profile, so there is no "
                                     f"`resume` to continue it with.")
@@ -157,9 +157,9 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
                 ctx.finish(deferred, ChkdError("internal", reason))
             return
         fresh = W.update(ctx, fresh, cmd=json.dumps(argv), runs=(fresh["runs"] or 1) + 1)
-        ctx.emit(AgentResumed.__struct_config__.tag, repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid,
-                 task_id=fresh["task_id"], profile=fresh["agent"], session_id=fresh["session_id"] or "", why=why,
-                 prompt=prompt[:500])
+        ctx.emit(ev.AgentResumed(profile=fresh["agent"], session_id=fresh["session_id"] or "", why=why,
+                                 prompt=prompt[:500]),
+                 repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid, task_id=fresh["task_id"])
         if deferred is not None:
             ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, fresh)))
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
-
-from chkd.protocol.agents import (
-    AgentApiError, AgentSession, AgentUsage, AgentUsageLimit, ApiError, RunUsage, UsageLimit,
-)
+from chkd.protocol import events as ev
+from chkd.protocol.agents import ApiError, RunUsage, UsageLimit
 from chkd.protocol.messages import AgentReport
 
 from . import workers as W
@@ -79,10 +76,8 @@ def result_sentence(who: str, usage: RunUsage) -> str:
 WHO = "Claude"
 
 
-def _emit(ctx: Ctx, row: dict[str, Any], data: msgspec.Struct) -> None:
-    kind = data.__struct_config__.tag  # type: ignore[attr-defined]
-    ctx.emit(kind, repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"],
-             **msgspec.structs.asdict(data))
+def _emit(ctx: Ctx, row: dict[str, Any], data: ev.EventBody) -> None:
+    ctx.emit(data, repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])  # type: ignore[arg-type]
 
 
 def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
@@ -90,22 +85,22 @@ def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
     profile = row["agent"] or ""
     name = WHO
     fields: dict[str, Any] = {"activity_at": max(row["activity_at"] or 0, min(req.activity_at or now_ms(), now_ms()))}
-    events: list[msgspec.Struct] = []
+    events: list[ev.EventBody] = []
     if req.session_id and req.session_id != row["session_id"]:
         fields["session_id"] = req.session_id
         fields["model"] = req.model or row["model"]
-        events.append(AgentSession(session_id=req.session_id, model=req.model or "", profile=profile))
+        events.append(ev.AgentSessionStarted(session_id=req.session_id, model=req.model or "", profile=profile))
     elif req.model and req.model != row["model"] and req.model != "<synthetic>":
         fields["model"] = req.model
     error: tuple[str, str] | None = None
     if req.usage_limit is not None and row["agent_error_kind"] != "usage_limit":
         error = ("usage_limit", limit_sentence(name, req.usage_limit))
-        events.append(AgentUsageLimit(profile=profile, resets_at=req.usage_limit.resets_at,
+        events.append(ev.AgentUsageLimited(profile=profile, resets_at=req.usage_limit.resets_at,
                                       limit_type=req.usage_limit.limit_type, message=req.usage_limit.text))
     if req.api_error is not None and req.api_error.kind != "usage_limit" and row["agent_error_kind"] is None:
         error = error or (req.api_error.kind, api_error_sentence(name, req.api_error))
-        events.append(AgentApiError(profile=profile, kind=req.api_error.kind, status=req.api_error.status,
-                                    message=req.api_error.text))
+        events.append(ev.AgentApiFailed(profile=profile, error=req.api_error.kind, status=req.api_error.status,
+                                        message=req.api_error.text))
     usage = req.usage
     if usage is not None and usage.ref != row["usage_ref"]:
         totals = {
@@ -114,7 +109,7 @@ def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
             "cost_usd": min(float(TOTAL_CAP), (row["cost_usd"] or 0.0) + usage.cost_usd),
         }
         fields.update(totals, usage_ref=usage.ref)
-        events.append(AgentUsage(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=usage.cost_usd,
+        events.append(ev.AgentUsageReported(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=usage.cost_usd,
                                  total_tokens_in=totals["tokens_in"], total_tokens_out=totals["tokens_out"],
                                  total_cost_usd=totals["cost_usd"], is_error=usage.is_error,
                                  terminal_reason=usage.terminal_reason, profile=profile))

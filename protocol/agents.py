@@ -4,9 +4,8 @@ The shim parses a `claude-stream-json` agent's stdout (client/claude_stream.py) 
 facts and sends them as one `AgentReport`; the daemon records them on the worker row
 (session_id, model, tokens, cost) and turns limits and API errors into events.
 
-The event kinds chkd emits for agents are declared here, once, as Structs (the data of the
-event; the tag is the kind), so other areas (the autopilot, budgets) can rely on their
-fields: `agent.session`, `agent.usage`, `agent.usage_limit`, `agent.api_error`, `agent.resumed`.
+The events these become (`agent.session`, `agent.usage`, `agent.usage_limit`, `agent.api_error`,
+`agent.resumed`) are declared with every other kind in protocol/events.py.
 """
 
 from __future__ import annotations
@@ -54,58 +53,3 @@ class ApiError(Struct, omit_defaults=True):
     kind: ApiErrorKind
     status: int | None = None
     text: _Short = ""
-
-
-# -- event data (tag = the event kind) ---------------------------------------------------------------
-class AgentSession(Struct, tag="agent.session", omit_defaults=True):
-    """The agent's session started: the id `resume` continues, and the model."""
-
-    session_id: str
-    model: str = ""
-    profile: str = ""
-
-
-class AgentUsage(Struct, tag="agent.usage", omit_defaults=True):
-    """A run ended: its usage, and the worker's totals across every run."""
-
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    total_tokens_in: int
-    total_tokens_out: int
-    total_cost_usd: float
-    is_error: bool = False
-    terminal_reason: str = ""
-    profile: str = ""
-
-
-class AgentUsageLimit(Struct, tag="agent.usage_limit", omit_defaults=True):
-    """The agent hit its plan's usage limit: nothing with this profile gets further until `resets_at`."""
-
-    profile: str
-    resets_at: int | None = None  # ms since the epoch
-    limit_type: str = ""
-    message: str = ""
-
-
-class AgentApiError(Struct, tag="agent.api_error", omit_defaults=True):
-    """The agent's API calls failed (429, overload, billing, login)."""
-
-    profile: str
-    kind: str
-    status: int | None = None
-    message: str = ""
-
-
-class AgentResumed(Struct, tag="agent.resumed", omit_defaults=True):
-    """The worker's agent was started again in its worktree, continuing its session."""
-
-    profile: str
-    session_id: str
-    why: str
-    prompt: str = ""
-
-
-AGENT_EVENTS = (AgentSession, AgentUsage, AgentUsageLimit, AgentApiError, AgentResumed)
-#: The kind strings, for filters and for the typed-events conversion.
-AGENT_EVENT_KINDS: tuple[str, ...] = tuple(e.__struct_config__.tag for e in AGENT_EVENTS)  # type: ignore[misc]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chkd.protocol.messages import EventList, Events, ResumeAgent, WorkerResult, WorkerShow
+from chkd.protocol.messages import Events, ResumeAgent, WorkerShow
 
 from conftest import DEFAULT_TEST_CONFIG, Daemon, git, wait_for
 
@@ -62,11 +62,11 @@ prompt = "Do {{task_id}} ({{title}}) in {{worktree}} on {{branch}}."
 
 
 def show(daemon: Daemon, wid: str = "w1"):  # type: ignore[no-untyped-def]
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def events(daemon: Daemon, kind: str, wid: str = "w1") -> list:
-    return [e for e in daemon.call(Events(worker=wid), EventList).events if e.kind == kind]
+    return [e for e in daemon.call(Events(worker=wid)).events if e.kind == kind]
 
 
 def spawn(daemon: Daemon, repo: Path, task: str, agent: str) -> None:
@@ -80,8 +80,8 @@ def test_usage_session_and_model_land_on_the_worker_and_the_task(daemon: Daemon,
     assert (w.tokens_in, w.tokens_out, w.cost_usd) == (58000, 168, 0.21056)
     assert w.session_id == "45f57291-cda2-4972-b93d-58f4a787040b" and w.model == "claude-opus-5-5"
     (usage,) = events(daemon, "agent.usage")
-    assert usage.data["total_cost_usd"] == 0.21056 and usage.data["profile"] == "replay"
-    assert [e.data["session_id"] for e in events(daemon, "agent.session")] == [w.session_id]
+    assert usage.data.total_cost_usd == 0.21056 and usage.data.profile == "replay"
+    assert [e.data.session_id for e in events(daemon, "agent.session")] == [w.session_id]
     shown = daemon.ctl("worker", "show", "w1", cwd=repo)
     assert "58,000" in shown.out and "$0.2106" in shown.out and w.session_id in shown.out, shown
     listed = daemon.ctl("workers", cwd=repo)
@@ -96,8 +96,8 @@ def test_a_usage_limit_ends_error_with_the_reset_time_and_gives_the_task_back_wi
     w = wait_for(lambda: (x := show(daemon)).status == "error" and x, 20, what="error")
     assert w.last_error.startswith("Claude stopped: 5-hour usage limit, resets ") and w.last_error.endswith(" UTC.")
     (limit,) = events(daemon, "agent.usage_limit")
-    assert limit.data["resets_at"] == 1796238050 * 1000 and limit.data["profile"] == "limit"
-    assert limit.data["limit_type"] == "five_hour"
+    assert limit.data.resets_at == 1796238050 * 1000 and limit.data.profile == "limit"
+    assert limit.data.limit_type == "five_hour"
     assert not events(daemon, "agent.api_error")
     task = daemon.ctl("--json", "task", "show", "L-1", cwd=repo).json()["task"]
     assert task["status"] == "pending" and task["attempts"] == 0
@@ -109,7 +109,7 @@ def test_an_api_error_is_error_even_when_the_agent_exits_0(daemon: Daemon, repo:
     assert w.status == "error" and w.last_error == \
         "Claude stopped: the API kept answering 429 (rate limit) after its retries."
     (err,) = events(daemon, "agent.api_error")
-    assert err.data["kind"] == "rate_limit" and err.data["status"] == 429
+    assert err.data.error == "rate_limit" and err.data.status == 429
     task = daemon.ctl("--json", "task", "show", "E-1", cwd=repo).json()["task"]
     assert task["attempts"] == 1  # an API error counts as a failed attempt
 
@@ -180,13 +180,13 @@ def test_reject_with_a_reason_resumes_the_session_with_the_reason_and_usage_adds
     res = daemon.ctl("reject", "w1", "--reason", "please add a test", cwd=repo)
     assert res.code == 0, res
     (resumed,) = wait_for(lambda: events(daemon, "agent.resumed"), 10, what="agent.resumed")
-    assert resumed.data["session_id"] == sid and "please add a test" in resumed.data["prompt"]
+    assert resumed.data.session_id == sid and "please add a test" in resumed.data.prompt
     w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
                  what="the resumed run done")
     second = (Path(w.worktree) / "second.txt").read_text()
     assert f"--session={sid}" in second and "please add a test" in second  # the resume argv, filled in
     assert (w.tokens_in, round(w.cost_usd, 5)) == (58000 + 29000, round(0.21056 + 0.15792, 5))  # accumulated
-    statuses = [e.data["to"] for e in events(daemon, "worker.status")]
+    statuses = [e.data.to for e in events(daemon, "worker.status")]
     assert statuses[-2:] == ["working", "done"]
     task = daemon.ctl("--json", "task", "show", "R-1", cwd=repo).json()["task"]
     assert task["status"] == "review"
@@ -219,7 +219,7 @@ def test_update_with_conflicts_resumes_the_agent_with_the_files_and_its_fix_merg
     res = daemon.ctl("update", "w1", cwd=repo)
     assert "first.txt" in res.out + res.err, res
     (resumed,) = wait_for(lambda: events(daemon, "agent.resumed"), 10, what="agent.resumed")
-    assert "conflict markers in: first.txt" in resumed.data["prompt"] and resumed.data["session_id"] == w.session_id
+    assert "conflict markers in: first.txt" in resumed.data.prompt and resumed.data.session_id == w.session_id
     w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
                  what="the resolving run")
     assert git(w.worktree, "status", "--porcelain") == "" and "<<<<<<<" not in (Path(w.worktree) / "first.txt").read_text()
@@ -234,7 +234,7 @@ def test_a_daemon_killed_after_recording_a_resume_starts_the_agent_at_start_up(d
     wait_for(lambda: show(daemon).status == "done", 20, what="done")
     daemon.arm("resume.recorded")
     with pytest.raises(Exception):  # noqa: B017 - the daemon dies before it answers
-        daemon.call(ResumeAgent(worker="w1", prompt="after the crash"), WorkerResult, timeout=5)
+        daemon.call(ResumeAgent(worker="w1", prompt="after the crash"), timeout=5)
     daemon.wait_dead()
     daemon.start()
     w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 40,

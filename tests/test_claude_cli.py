@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from chkd.protocol.messages import EventList, Events, WorkerResult, WorkerShow
+from chkd.protocol.messages import Events, WorkerShow
 
-from conftest import DEFAULT_TEST_CONFIG, Daemon, git, wait_for
+from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, wait_for
 from fakeapi.server import FakeAnthropic, Text, ToolUse, Turn, usage_limit_turn
 
 CLAUDE = os.environ.get("CHKD_CLAUDE_BIN") or shutil.which("claude")
@@ -38,6 +38,10 @@ if not CLAUDE or not os.access(CLAUDE, os.X_OK):
                 allow_module_level=True)
 
 STREAM = ["--output-format", "stream-json", "--verbose"]
+#: chkd-mcp and `chkdctl hook` come with issue 12 part A; until that is in the tree the tests that
+#: need the worker's MCP tools and hooks skip, saying so (the usage-limit test needs neither).
+needs_mcp = pytest.mark.skipif(not (BIN / "chkd-mcp").exists(),
+                               reason="needs chkd-mcp and `chkdctl hook` (issue 12 part A), not installed here")
 
 
 @pytest.fixture
@@ -65,11 +69,11 @@ env = {{ {", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in env.items()
 
 
 def show(daemon: Daemon, wid: str = "w1"):  # type: ignore[no-untyped-def]
-    return daemon.call(WorkerShow(worker=wid), WorkerResult).worker
+    return daemon.call(WorkerShow(worker=wid)).worker
 
 
 def events(daemon: Daemon, kind: str, wid: str = "w1") -> list:
-    return [e for e in daemon.call(Events(worker=wid), EventList).events if e.kind == kind]
+    return [e for e in daemon.call(Events(worker=wid)).events if e.kind == kind]
 
 
 def work_turns(worktree: Path, before_add: object = None) -> list[Turn]:
@@ -91,6 +95,7 @@ def spawn(daemon: Daemon, repo: Path, task: str, agent: str = "claude") -> None:
     assert res.code == 0, res
 
 
+@needs_mcp
 @pytest.mark.timeout(120)
 def test_claude_edits_commits_reports_through_mcp_gets_a_message_and_its_work_merges(
         daemon: Daemon, repo: Path, api: FakeAnthropic) -> None:
@@ -110,11 +115,11 @@ def test_claude_edits_commits_reports_through_mcp_gets_a_message_and_its_work_me
     assert "chkd_complete_work" in main[0].text()  # the default prompt says how to finish
     assert git(worktree, "log", "-1", "--format=%s") == "Add hello.txt"
     assert git(worktree, "status", "--porcelain") == ""
-    assert (w.session_id, w.model) == (events(daemon, "agent.session")[0].data["session_id"], "claude-fake-1")
+    assert (w.session_id, w.model) == (events(daemon, "agent.session")[0].data.session_id, "claude-fake-1")
     assert w.tokens_in >= 1200 + 3000 and w.tokens_out >= 80
     (usage,) = events(daemon, "agent.usage")
-    assert w.cost_usd > 0 and usage.data["tokens_in"] == w.tokens_in and usage.data["cost_usd"] == w.cost_usd
-    assert [e.data["message"] for e in events(daemon, "worker.heartbeat") if e.data.get("message")] == \
+    assert w.cost_usd > 0 and usage.data.tokens_in == w.tokens_in and usage.data.cost_usd == w.cost_usd
+    assert [e.data.message for e in events(daemon, "worker.heartbeat") if e.data.message] == \
         ["committed hello.txt"]
     assert events(daemon, "worker.hook"), "no hook reported activity"
     assert show(daemon).message  # chkd_complete_work's summary
@@ -135,12 +140,13 @@ def test_a_subscription_out_of_usage_ends_error_with_the_reset_time(
     hhmm = time.strftime("%H:%M", time.gmtime(resets))
     assert w.last_error.startswith("Claude stopped: ") and f"resets {hhmm}" in w.last_error, w.last_error
     (limit,) = events(daemon, "agent.usage_limit")
-    assert limit.data["resets_at"] == resets * 1000 and limit.data["profile"] == "claude-sub"
+    assert limit.data.resets_at == resets * 1000 and limit.data.profile == "claude-sub"
     assert api.main_requests()[0].headers.get("authorization", "").startswith("Bearer ")  # OAuth mode
     task = daemon.ctl("--json", "task", "show", "L-1", cwd=repo).json()["task"]
     assert task["status"] == "pending" and task["attempts"] == 0
 
 
+@needs_mcp
 @pytest.mark.timeout(120)
 def test_reject_with_a_reason_resumes_the_same_session(daemon: Daemon, repo: Path, api: FakeAnthropic) -> None:
     worktree = repo.parent / "proj-R-1"
@@ -166,6 +172,6 @@ def test_reject_with_a_reason_resumes_the_same_session(daemon: Daemon, repo: Pat
     resumed = api.main_requests()[seen]
     assert "REVIEW-9: say v2" in resumed.text()
     assert "hello from claude" in resumed.text()  # the earlier history: the same conversation
-    assert w.session_id == sid and events(daemon, "agent.resumed")[0].data["session_id"] == sid
+    assert w.session_id == sid and events(daemon, "agent.resumed")[0].data.session_id == sid
     assert w.tokens_in > first_tokens  # usage accumulates over the runs
     assert (worktree / "hello.txt").read_text() == "hello, v2\n" and git(worktree, "status", "--porcelain") == ""

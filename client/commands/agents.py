@@ -57,9 +57,9 @@ def agents(app: Any) -> None:
 @click.pass_obj
 def resume_agent(app: Any, worker: str, prompt: str | None) -> None:
     """Start WORKER's exited agent again in its worktree, continuing its session (the profile's `resume`)."""
-    from chkd.protocol.messages import ResumeAgent, WorkerResult
+    from chkd.protocol.messages import ResumeAgent
 
-    res = app.call(ResumeAgent(worker=worker, prompt=prompt), WorkerResult, timeout=60)
+    res = app.call(ResumeAgent(worker=worker, prompt=prompt), timeout=60)
     w = res.worker
     if app.json:
         print_json(w)
