@@ -106,9 +106,9 @@ def through_socket(tmp: Path, n: int, procs: int) -> dict[str, object]:
 
 def store_alone(tmp: Path, n: int) -> dict[str, object]:
     """The same `claim_next` on the loop's store, without sockets: one transaction per claim."""
-    from chkd.daemon import spec, tasks
+    from chkd.daemon import spec, taskqueue
     from chkd.daemon.context import Ctx
-    from chkd.daemon.handlers.tasks import apply_spec
+    from chkd.daemon.specimport import apply_spec
     from chkd.daemon.store import Store
     from chkd.protocol.config import Config
 
@@ -128,11 +128,11 @@ def store_alone(tmp: Path, n: int) -> dict[str, object]:
         while not done:
             with store.tx():
                 for _ in range(per_tx):
-                    task = tasks.claim_next(ctx, repo, "bench")
+                    task = taskqueue.claim_next(ctx, repo, "bench")
                     if task is None:
                         done = True
                         break
-                    seen.add(tasks.task_info(ctx, task, "bench").id)
+                    seen.add(taskqueue.task_info(ctx, task, "bench").id)
             ctx.pubbox.clear()
         return len(seen), time.perf_counter() - t0
 

@@ -152,58 +152,72 @@ class Client:
         the SUB socket reconnects on its own and a gap in seq is filled from the table.
         """
         self._socket()
+        sub = self._subscribe()
+        cursor = _Cursor(since, worker, task, repo)
+        try:
+            yield from self._replay(cursor)
+            if follow:
+                yield from self._follow(sub, cursor, poll_s, idle_timeout)
+        finally:
+            sub.close(0)
+
+    def _subscribe(self) -> zmq.Socket:
         sub = self._zctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(self.paths.events_endpoint)
-        cursor = since  # every event up to here has been handled (yielded, or filtered out)
-        try:
-            def replay() -> Iterator[Event]:
-                nonlocal cursor
-                while True:
-                    page = self.call(Events(since=cursor, limit=1000, worker=worker, task=task, repo=repo))
-                    for ev in page.events:
-                        cursor = ev.seq
-                        yield ev
-                    if len(page.events) < 1000:
-                        # the page covered everything up to the daemon's newest event at that moment
-                        cursor = max(cursor, page.last_seq)
-                        return
+        return sub
 
-            yield from replay()
-            if not follow:
+    def _replay(self, cursor: _Cursor) -> Iterator[Event]:
+        """The table's events after the cursor, page by page, up to the daemon's newest."""
+        while True:
+            page = self.call(Events(since=cursor.seq, limit=1000, worker=cursor.worker, task=cursor.task,
+                                    repo=cursor.repo))
+            for ev in page.events:
+                cursor.seq = ev.seq
+                yield ev
+            if len(page.events) < 1000:
+                # the page covered everything up to the daemon's newest event at that moment
+                cursor.seq = max(cursor.seq, page.last_seq)
                 return
-            idle_since = time.monotonic()
-            while True:
-                if sub.poll(int(poll_s * 1000)):
-                    _topic, payload = sub.recv_multipart()
-                    ev = codec.decode_event(payload)
-                    if ev.seq <= cursor:
-                        continue
-                    if ev.seq != cursor + 1:
-                        yield from replay()  # a gap (slow joiner, restart): the table is the truth
-                        continue
-                    cursor = ev.seq
-                    if _matches(ev, worker, task, repo):
-                        idle_since = time.monotonic()
-                        yield ev
-                else:
-                    before = cursor
-                    try:
-                        yield from replay()  # cheap catch-up; also notices a restarted daemon
-                    except DaemonUnavailable:
-                        pass
-                    if cursor != before:
-                        idle_since = time.monotonic()
-                    elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
-                        return
-        finally:
-            sub.close(0)
+
+    def _follow(self, sub: zmq.Socket, cursor: _Cursor, poll_s: float, idle_timeout: float | None) -> Iterator[Event]:
+        """Live events; a gap in seq (slow joiner, restart) or a quiet poll replays from the table."""
+        idle_since = time.monotonic()
+        while True:
+            if sub.poll(int(poll_s * 1000)):
+                _topic, payload = sub.recv_multipart()
+                ev = codec.decode_event(payload)
+                if ev.seq <= cursor.seq:
+                    continue
+                if ev.seq != cursor.seq + 1:
+                    yield from self._replay(cursor)  # the table is the truth
+                    continue
+                cursor.seq = ev.seq
+                if cursor.matches(ev):
+                    idle_since = time.monotonic()
+                    yield ev
+                continue
+            before = cursor.seq
+            try:
+                yield from self._replay(cursor)  # cheap catch-up; also notices a restarted daemon
+            except DaemonUnavailable:
+                pass
+            if cursor.seq != before:
+                idle_since = time.monotonic()
+            elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                return
 
 
-def _matches(ev: Event, worker: str | None, task: str | None, repo: str | None) -> bool:
-    return (worker is None or ev.worker_id == worker) and (task is None or ev.task_id == task) and (
-        repo is None or ev.repo == repo
-    )
+class _Cursor:
+    """How far `events` got (every event up to `seq` was yielded or filtered out), and its filters."""
 
+    __slots__ = ("seq", "worker", "task", "repo")
+
+    def __init__(self, seq: int, worker: str | None, task: str | None, repo: str | None) -> None:
+        self.seq, self.worker, self.task, self.repo = seq, worker, task, repo
+
+    def matches(self, ev: Event) -> bool:
+        return ((self.worker is None or ev.worker_id == self.worker) and (self.task is None or ev.task_id == self.task)
+                and (self.repo is None or ev.repo == self.repo))

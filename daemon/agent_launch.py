@@ -13,7 +13,7 @@ from typing import Any
 from chkd.protocol.messages import ShimGo, encode_go
 
 from . import agent_profiles, failpoints, procs
-from . import workers as W
+from . import workerrecords as W
 
 
 @dataclass(frozen=True)

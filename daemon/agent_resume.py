@@ -23,8 +23,8 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import SHIM_RECONNECT_S, WorkerResult
 
-from . import agent_launch, agent_profiles, tasks
-from . import workers as W
+from . import agent_launch, agent_profiles, repos, taskqueue
+from . import workerrecords as W
 from .context import Ctx, Deferred
 from .mergequeue import ACTIVE
 from .store import now_ms
@@ -87,13 +87,13 @@ def _take_task_back(ctx: Ctx, row: dict[str, Any]) -> None:
     if task is None:
         return
     if task["status"] == "pending":
-        task = tasks.claim_task(ctx, task, row["id"])
+        task = taskqueue.claim_task(ctx, task, row["id"])
     elif task["claimed_by"] != row["id"]:
         raise ChkdError("conflict", f"Task {task['id']} is {task['status'].replace('_', ' ')}"
                                     f"{' by ' + task['claimed_by'] if task['claimed_by'] else ''}; worker "
                                     f"{row['id']} cannot take it back.")
     if task["status"] != "in_progress":
-        tasks.set_task_status(ctx, task, "in_progress", worker_id=row["id"], note="its agent was resumed")
+        taskqueue.set_task_status(ctx, task, "in_progress", worker_id=row["id"], note="its agent was resumed")
 
 
 def start(ctx: Ctx, row: dict[str, Any], prompt: str, why: str, deferred: Deferred | None = None) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
         fresh = W.update(ctx, fresh, cmd=json.dumps(argv), runs=(fresh["runs"] or 1) + 1)
         ctx.emit(ev.AgentResumed(profile=fresh["agent"], session_id=fresh["session_id"] or "", why=why,
                                  prompt=prompt[:500]),
-                 repo=W.repo_name(ctx, fresh["repo_id"]), worker_id=wid, task_id=fresh["task_id"])
+                 repo=repos.repo_name(ctx.store, fresh["repo_id"]), worker_id=wid, task_id=fresh["task_id"])
         if deferred is not None:
             ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, fresh)))
 

@@ -15,7 +15,8 @@ from chkd.protocol import events as ev
 from chkd.protocol.agents import ApiError, RunUsage, UsageLimit
 from chkd.protocol.messages import AgentReport
 
-from . import workers as W
+from . import repos
+from . import workerrecords as W
 from .context import Ctx
 from .store import now_ms
 
@@ -77,7 +78,7 @@ WHO = "Claude"
 
 
 def _emit(ctx: Ctx, row: dict[str, Any], data: ev.EventBody) -> None:
-    ctx.emit(data, repo=W.repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])  # type: ignore[arg-type]
+    ctx.emit(data, repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])  # type: ignore[arg-type]
 
 
 def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:

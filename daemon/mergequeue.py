@@ -1,7 +1,7 @@
 """The merge queue: one merge at a time per repository, in task-priority order.
 
 Merges of different repositories run side by side; every git step runs off-loop
-(`daemon/merging.py` through `ctx.submit`), so the loop keeps answering meanwhile.
+(`daemon/mergeengine.py` through `ctx.submit`), so the loop keeps answering meanwhile.
 
 State machine (merges.status):
     queued → checking → testing → awaiting_review → (approve) queued → checking → merged
@@ -39,7 +39,7 @@ from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import MergeInfo
 
-from . import merging
+from . import lookup, mergeengine
 from .context import Ctx
 from .store import now_ms
 
@@ -68,7 +68,7 @@ def pick_next(queued: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(queued, key=lambda m: (m["priority"], m["id"]), default=None)
 
 
-def step_after_check(plan: merging.Plan, *, gate: bool, review: bool, approved: bool,
+def step_after_check(plan: mergeengine.Plan, *, gate: bool, review: bool, approved: bool,
                      tested_base: str | None) -> str:
     """What follows the conflict check: merged (nothing to do) | conflict | testing | awaiting_review | landing.
 
@@ -94,7 +94,7 @@ class QueueState:
     #: repo_id → merge_id currently holding that repository's merge slot
     busy: dict[int, int] = field(default_factory=dict)
     #: merge_id → the plan being tested or landed (kept in memory; a restart re-checks)
-    plans: dict[int, merging.Plan] = field(default_factory=dict)
+    plans: dict[int, mergeengine.Plan] = field(default_factory=dict)
     #: merge_id → the target sha its last test gate passed against
     tested: dict[int, str] = field(default_factory=dict)
 
@@ -115,13 +115,13 @@ def setup(ctx: Ctx) -> None:
         if m["land_new"] and m["repo_id"] not in st.busy:
             st.busy[m["repo_id"]] = m["id"]
             repo = _repo(ctx, m)
-            ctx.submit(merging.finish_landing, repo["path"], m["target"], m["land_old"], m["land_new"],
+            ctx.submit(mergeengine.finish_landing, repo["path"], m["target"], m["land_old"], m["land_new"],
                        then=lambda notes, exc, mid=m["id"]: _guard(ctx, mid, _landing_finished, notes, exc))
             continue
         ctx.store.x("UPDATE merges SET status='queued', land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
         _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], note="requeued after a daemon restart"))
     for repo in ctx.store.dicts("SELECT path FROM repos"):
-        ctx.submit(merging.prune_gates, repo["path"], time.time(), str(ctx.paths.state), then=lambda _n, _e: None)
+        ctx.submit(mergeengine.prune_gates, repo["path"], time.time(), str(ctx.paths.state), then=lambda _n, _e: None)
     ctx.timers.every(2.0, lambda: kick_all(ctx), "merge-queue", first_in=0.05)
 
 
@@ -197,11 +197,11 @@ def _start_check(ctx: Ctx, m: dict[str, Any], retry: str | None = None) -> None:
     _emit(ctx, m, ev.MergeChecking(merge_id=m["id"], retry=retry is not None, why=retry))
     message = f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
                                                    if worker["task_id"] else "") + f" [chkd {worker['id']}]"
-    ctx.submit(merging.plan, repo["path"], m["target"], f"refs/heads/{worker['branch_name']}", message,
+    ctx.submit(mergeengine.plan, repo["path"], m["target"], f"refs/heads/{worker['branch_name']}", message,
                m["head_sha"], then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc))
 
 
-def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseException | None) -> None:
+def _checked(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan | None, exc: BaseException | None) -> None:
     if exc is not None:
         _fail(ctx, m, _why(exc))
         return
@@ -214,7 +214,7 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseEx
                             approved=m["approved_at"] is not None, tested_base=st.tested.get(m["id"]))
     if step == "merged":
         worker = _worker(ctx, m) or {}
-        ctx.submit(merging.clean_merged, repo["path"], m["target"], plan.target_sha, worker.get("worktree_path"),
+        ctx.submit(mergeengine.clean_merged, repo["path"], m["target"], plan.target_sha, worker.get("worktree_path"),
                    worker.get("branch_name"),
                    then=lambda res, e: _guard(ctx, m["id"], _cleaned_already_in, res, e))
         return
@@ -226,7 +226,7 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseEx
         assert gate_cmd is not None and plan.commit is not None
         _set(ctx, m, "testing")
         _emit(ctx, m, ev.MergeTesting(merge_id=m["id"], cmd=list(gate_cmd)))
-        ctx.submit(merging.run_gate, repo["path"], plan.commit, gate_cmd, test_timeout(ctx, repo),
+        ctx.submit(mergeengine.run_gate, repo["path"], plan.commit, gate_cmd, test_timeout(ctx, repo),
                    owner={"home": str(ctx.paths.state), "worker": m["worker_id"]},
                    then=lambda res, e: _guard(ctx, m["id"], _gated, res, e))
     elif step == "awaiting_review":
@@ -235,7 +235,7 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: merging.Plan | None, exc: BaseEx
         _land(ctx, m, plan)
 
 
-def _gated(ctx: Ctx, m: dict[str, Any], res: merging.GateResult | None, exc: BaseException | None) -> None:
+def _gated(ctx: Ctx, m: dict[str, Any], res: mergeengine.GateResult | None, exc: BaseException | None) -> None:
     if exc is not None:
         _fail(ctx, m, f"The test gate could not run: {_why(exc)}")
         return
@@ -255,13 +255,13 @@ def _gated(ctx: Ctx, m: dict[str, Any], res: merging.GateResult | None, exc: Bas
         _land(ctx, m, plan)
 
 
-def _await_review(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
+def _await_review(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan) -> None:
     _set(ctx, m, "awaiting_review", result_sha=plan.commit)
     _emit(ctx, m, ev.MergeAwaitingReview(merge_id=m["id"], result_sha=plan.commit))
     _release(ctx, m)
 
 
-def _cleaned_already_in(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None, exc: BaseException | None) -> None:
+def _cleaned_already_in(ctx: Ctx, m: dict[str, Any], res: mergeengine.Landed | None, exc: BaseException | None) -> None:
     if exc is not None:
         _fail(ctx, m, _why(exc))
         return
@@ -279,19 +279,19 @@ def _landing_finished(ctx: Ctx, m: dict[str, Any], notes: list[str] | None, exc:
     _start_check(ctx, m, retry="resuming after a daemon restart")
 
 
-def _land(ctx: Ctx, m: dict[str, Any], plan: merging.Plan) -> None:
+def _land(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan) -> None:
     """Off-loop: CAS the target, bring its checkouts along, then remove the worker's worktree and branch.
     (old, new) is recorded first: the job starts only once that is committed."""
     assert plan.commit is not None
     repo = _repo(ctx, m)
     worker = _worker(ctx, m) or {}
     ctx.store.x("UPDATE merges SET land_old=?, land_new=? WHERE id=?", (plan.target_sha, plan.commit, m["id"]))
-    ctx.submit(merging.land_and_clean, repo["path"], m["target"], plan.commit, plan.target_sha,
+    ctx.submit(mergeengine.land_and_clean, repo["path"], m["target"], plan.commit, plan.target_sha,
                worker.get("worktree_path"), worker.get("branch_name"),
                then=lambda res, e: _guard(ctx, m["id"], _landed, res, e))
 
 
-def _landed(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None, exc: BaseException | None) -> None:
+def _landed(ctx: Ctx, m: dict[str, Any], res: mergeengine.Landed | None, exc: BaseException | None) -> None:
     ctx.store.x("UPDATE merges SET land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
     if exc is not None:
         _fail(ctx, m, _why(exc))
@@ -303,7 +303,7 @@ def _landed(ctx: Ctx, m: dict[str, Any], res: merging.Landed | None, exc: BaseEx
     _after_land(ctx, m, res, already_in=False)
 
 
-def _after_land(ctx: Ctx, m: dict[str, Any], res: merging.Landed, *, already_in: bool) -> None:
+def _after_land(ctx: Ctx, m: dict[str, Any], res: mergeengine.Landed, *, already_in: bool) -> None:
     """The target holds the work (and the worktree and branch are gone): worker merged, task done."""
     worker = _worker(ctx, m)
     notes = list(res.notes)
@@ -418,7 +418,7 @@ def _emit(ctx: Ctx, m: dict[str, Any], data: ev.MergeData) -> None:
 
 
 def _worker(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any] | None:
-    return ctx.store.dict("SELECT * FROM workers WHERE id=?", (m["worker_id"],))
+    return lookup.load_worker(ctx.store, m["worker_id"])
 
 
 def _repo(ctx: Ctx, m: dict[str, Any]) -> dict[str, Any]:
@@ -467,21 +467,21 @@ def merge_info(ctx: Ctx, m: dict[str, Any]) -> MergeInfo:
 # -- other areas: worker and task status -------------------------------------------------------------------
 def set_worker(ctx: Ctx, worker: dict[str, Any], status: str, **fields: Any) -> None:
     """Through the workers area (its `worker.status` event); `worker` is updated in place."""
-    from .workers import set_worker_status
+    from .workerrecords import set_worker_status
 
-    fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (worker["id"],)) or worker
+    fresh = lookup.load_worker(ctx.store, worker["id"]) or worker
     worker.update(set_worker_status(ctx, fresh, status, **fields))
 
 
 def set_task(ctx: Ctx, worker: dict[str, Any], status: str, note: str) -> None:
     if worker.get("task_pk") is None:
         return
-    from . import tasks
+    from . import taskqueue
 
     task = ctx.store.dict("SELECT * FROM task_queue WHERE pk=?", (worker["task_pk"],))
     if task is None or task["status"] == status:
         return
     try:
-        tasks.set_task_status(ctx, task, status, worker_id=worker["id"], note=note)
+        taskqueue.set_task_status(ctx, task, status, worker_id=worker["id"], note=note)
     except ChkdError as exc:  # e.g. a task cancelled meanwhile: the merge stands, say so in the log
         ctx.log.warning("merge_task_status", task=task["id"], wanted=status, error=exc.message)

@@ -21,6 +21,8 @@ import msgspec
 from chkd.protocol.events import EventBody, MergeConflicted, TaskEscalated, WorkerStatusChanged
 from chkd.protocol.messages import Event
 
+from .context import EVENT_COLUMNS, Ctx, row_event
+
 #: Worker states worth a notification, and what the notification calls them.
 WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled"}
 #: Event types (other than worker status changes) worth a notification.
@@ -158,3 +160,50 @@ class Notifier:
 
 def event_json(event: Event) -> bytes:
     return msgspec.json.encode(event)
+
+
+# -- on the loop -------------------------------------------------------------------------------------
+def start(ctx: Ctx) -> None:
+    """At start-up (before reconciliation, so the dead it finds are notified): load the cursor
+    and what was already sent, then follow the table every 0.25 s."""
+    _load(ctx)
+    ctx.timers.every(0.25, lambda: tick(ctx), "notifier")
+
+
+def _load(ctx: Ctx) -> None:
+    last = ctx.store.scalar("SELECT max(seq) FROM events", (), 0) or 0
+    saved = ctx.store.scalar("SELECT value FROM meta WHERE key=?", (CURSOR_KEY,))
+    cursor = int(saved) if saved is not None else last
+    n = Notifier(cursor=min(cursor, last))
+    recent = ctx.store.all(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq <= ? AND seq > ? ORDER BY seq",
+                           (n.cursor, n.cursor - REMEMBER))
+    n.remember([row_event(r) for r in recent])
+    ctx.ext["notifier"] = n
+
+
+def tick(ctx: Ctx) -> None:
+    """Queue a notification for each new notable event, advance the saved cursor, and hand the
+    queue to one off-loop job at a time (a slow notify_cmd never ties up the git job pool)."""
+    n: Notifier = ctx.ext["notifier"]
+    rows = ctx.store.all(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 500", (n.cursor,))
+    if rows:
+        before = n.cursor
+        n.outbox.extend(n.pick([row_event(r) for r in rows]))
+        if n.cursor != before:
+            ctx.store.x("INSERT INTO meta(key, value) VALUES(?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (CURSOR_KEY, str(n.cursor)))
+    if n.sending or not n.outbox:
+        return
+    argvs = commands(ctx.config.notify_cmd)
+    batch, n.outbox = n.outbox, []
+    if not argvs:
+        return
+    jobs = [(*text(cls, ev), event_json(ev)) for cls, ev in batch]
+    n.sending = True
+    ctx.submit(send_all, argvs, jobs, then=lambda failures, exc: _notified(ctx, failures, exc))
+
+
+def _notified(ctx: Ctx, failures: list[str] | None, exc: BaseException | None) -> None:
+    ctx.ext["notifier"].sending = False
+    for problem in failures or ([f"{type(exc).__name__}: {exc}"] if exc else []):
+        ctx.log.warning("notify_failed", problem=problem)

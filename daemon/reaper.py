@@ -3,7 +3,7 @@
 Why pure: liveness rules are where subtle bugs hide (a paused worker is not stalled, a
 worker whose shim was just started has no heartbeat yet, a dead agent under a live shim
 gets a moment to report its exit code). Keeping the rules free of I/O lets the tests
-walk every case directly; `handlers/liveness.py` gathers the facts (store rows, psutil)
+walk every case directly; `daemon/liveness.py` gathers the facts (store rows, psutil)
 and carries the actions out.
 
 Two kinds of liveness (DESIGN.md): the shim's heartbeats prove the processes live, the

@@ -1,6 +1,6 @@
 """The task dependency graph, pure: readiness, cycle detection (with the cycle's path), transitions.
 
-No I/O here, so every rule is tested directly; `daemon/tasks.py` feeds it rows from the store.
+No I/O here, so every rule is tested directly; `daemon/taskqueue.py` feeds it rows from the store.
 """
 
 from __future__ import annotations

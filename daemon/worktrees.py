@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from chkd.protocol import templates
 from chkd.protocol.errors import ChkdError
@@ -320,43 +320,64 @@ def remove_checkout(
     has_branch = bool(branch) and git.rev(f"refs/heads/{branch}", repo_path) is not None
     unmerged_content = has_branch and not git.content_in(f"refs/heads/{branch}", target, repo_path)
     if not force and (dirty or unmerged_content):
-        problems = []
-        if dirty:
-            problems.append(f"uncommitted changes in {worktree} ({_listing(dirty)})")
-        if unmerged_content:
-            commits = git.unmerged_commits(f"refs/heads/{branch}", target, repo_path, limit=LIST_LIMIT + 1)
-            problems.append(f"commits on {branch} whose content is not in {target} ({_listing(commits)})")
-        raise ChkdError("refused", f"{who} has " + " and ".join(problems) + ".",
-                        "Merge the work first, or remove with --force (the work is kept as an attic ref "
-                        "for `chkdctl attic restore`).")
+        _refuse_removal(repo_path, worktree, branch, target, dirty, unmerged_content, who)
     if dirty:
         if not has_branch:
             raise ChkdError("refused", f"{worktree} has uncommitted changes but no branch to save them to.")
         out.snapshot_sha = commit_all(str(wt), snapshot_message)
         unmerged_content = True
     if has_branch and unmerged_content:
-        tip = git.rev(f"refs/heads/{branch}", repo_path)
-        ref = _free_attic_ref(repo_path, attic or attic_ref(str(branch).rsplit("/", 1)[-1]))
-        git.run(["update-ref", ref, str(tip)], repo_path)
-        out.attic_ref, out.attic_sha = ref, tip
-    if wt is not None and wt.exists():
-        proc = git.run(["worktree", "remove", "--force", str(wt)], repo_path, check=False)
-        if proc.returncode == 0:
-            out.worktree_removed = True
-        elif not (wt / ".git").exists():
-            # no longer a git worktree: git cannot tell what in it is work, so nothing is deleted
-            out.notes.append(f"{wt} is no longer a git worktree; its files were left in place")
-        else:
-            raise git.GitError(f"git worktree remove failed for {wt}: {git.reason(proc.stderr)}", proc.stderr)
-    elif wt is not None:
-        forget_worktree(repo_path, wt)  # deleted by hand: only its own registration goes
+        out.attic_ref, out.attic_sha = _keep_in_attic(repo_path, str(branch), attic)
+    if wt is not None:
+        _remove_worktree(repo_path, wt, out)
     if has_branch:
-        proc = git.run(["branch", "-D", str(branch)], repo_path, check=False)
-        if proc.returncode != 0:
-            out.notes.append(f"branch {branch} was kept: {git.reason(proc.stderr)}")
-        else:
-            out.branch_deleted = True
+        _delete_branch(repo_path, str(branch), out)
     return out
+
+
+def _refuse_removal(repo_path: str, worktree: str | None, branch: str | None, target: str, dirty: list[str],
+                    unmerged_content: bool, who: str) -> NoReturn:
+    """The `refused` sentence listing the uncommitted files and the commits not in the target."""
+    problems = []
+    if dirty:
+        problems.append(f"uncommitted changes in {worktree} ({_listing(dirty)})")
+    if unmerged_content:
+        commits = git.unmerged_commits(f"refs/heads/{branch}", target, repo_path, limit=LIST_LIMIT + 1)
+        problems.append(f"commits on {branch} whose content is not in {target} ({_listing(commits)})")
+    raise ChkdError("refused", f"{who} has " + " and ".join(problems) + ".",
+                    "Merge the work first, or remove with --force (the work is kept as an attic ref "
+                    "for `chkdctl attic restore`).")
+
+
+def _keep_in_attic(repo_path: str, branch: str, attic: str | None) -> tuple[str, str | None]:
+    """Point a free attic ref at the branch tip before the branch goes: (ref, sha)."""
+    tip = git.rev(f"refs/heads/{branch}", repo_path)
+    ref = _free_attic_ref(repo_path, attic or attic_ref(branch.rsplit("/", 1)[-1]))
+    git.run(["update-ref", ref, str(tip)], repo_path)
+    return ref, tip
+
+
+def _remove_worktree(repo_path: str, wt: Path, out: Removal) -> None:
+    """`git worktree remove`; a directory that is no longer a worktree is left alone (git cannot
+    tell what in it is work), one deleted by hand only loses its registration."""
+    if not wt.exists():
+        forget_worktree(repo_path, wt)
+        return
+    proc = git.run(["worktree", "remove", "--force", str(wt)], repo_path, check=False)
+    if proc.returncode == 0:
+        out.worktree_removed = True
+    elif not (wt / ".git").exists():
+        out.notes.append(f"{wt} is no longer a git worktree; its files were left in place")
+    else:
+        raise git.GitError(f"git worktree remove failed for {wt}: {git.reason(proc.stderr)}", proc.stderr)
+
+
+def _delete_branch(repo_path: str, branch: str, out: Removal) -> None:
+    proc = git.run(["branch", "-D", branch], repo_path, check=False)
+    if proc.returncode != 0:
+        out.notes.append(f"branch {branch} was kept: {git.reason(proc.stderr)}")
+    else:
+        out.branch_deleted = True
 
 
 # -- attic ------------------------------------------------------------------------------------------

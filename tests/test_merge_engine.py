@@ -1,4 +1,4 @@
-"""The blocking merge engine (daemon/merging.py) against real repositories, no daemon."""
+"""The blocking merge engine (daemon/mergeengine.py) against real repositories, no daemon."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chkd.daemon import merging
+from chkd.daemon import mergeengine
 from chkd.protocol.errors import ChkdError
 
 from conftest import git, make_repo
@@ -41,12 +41,12 @@ def proj(tmp_path: Path) -> Path:
 def test_clean_plan_lands_by_cas_and_updates_clean_checkout(proj: Path) -> None:
     _branch(proj, "chkd/T-1", {"new.txt": "new\n"})
     old = git(proj, "rev-parse", "main")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-1", "Merge T-1")
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-1", "Merge T-1")
     assert plan.conflict_files == [] and plan.commit and not plan.already_in
     assert git(proj, "rev-parse", "main") == old  # planning moves nothing
     parents = git(proj, "rev-list", "--parents", "-n", "1", plan.commit).split()[1:]
     assert parents == [old, plan.head_sha]
-    res = merging.land(proj, "main", plan.commit, old)
+    res = mergeengine.land(proj, "main", plan.commit, old)
     assert not res.moved and res.updated_checkouts == [str(proj)]
     assert git(proj, "rev-parse", "main") == plan.commit
     assert (proj / "new.txt").read_text() == "new\n"
@@ -57,7 +57,7 @@ def test_conflict_plan_lists_files_and_changes_nothing(proj: Path) -> None:
     _branch(proj, "chkd/T-2", {"a.txt": "ONE\ntwo\nthree\n"})
     old = _commit_main(proj, {"a.txt": "uno\ntwo\nthree\n"})
     refs_before = git(proj, "for-each-ref")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-2", "Merge T-2")
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-2", "Merge T-2")
     assert plan.tree is None and plan.commit is None and plan.conflict_files == ["a.txt"]
     assert git(proj, "for-each-ref") == refs_before
     assert git(proj, "rev-parse", "main") == old
@@ -68,9 +68,9 @@ def test_dirty_checkout_refuses_and_writes_nothing(proj: Path) -> None:
     _branch(proj, "chkd/T-3", {"new.txt": "new\n"})
     (proj / "README.md").write_text("local edit\n")
     old = git(proj, "rev-parse", "main")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-3", "m")
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-3", "m")
     with pytest.raises(ChkdError) as err:
-        merging.land(proj, "main", plan.commit, old)
+        mergeengine.land(proj, "main", plan.commit, old)
     assert err.value.code == "refused" and "README.md" in err.value.message
     assert git(proj, "rev-parse", "main") == old
     assert (proj / "README.md").read_text() == "local edit\n" and not (proj / "new.txt").exists()
@@ -80,9 +80,9 @@ def test_untracked_file_in_the_way_refuses(proj: Path) -> None:
     _branch(proj, "chkd/T-4", {"new.txt": "from branch\n"})
     (proj / "new.txt").write_text("mine, untracked\n")
     old = git(proj, "rev-parse", "main")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-4", "m")
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-4", "m")
     with pytest.raises(ChkdError) as err:
-        merging.land(proj, "main", plan.commit, old)
+        mergeengine.land(proj, "main", plan.commit, old)
     assert "new.txt" in err.value.message
     assert git(proj, "rev-parse", "main") == old and (proj / "new.txt").read_text() == "mine, untracked\n"
 
@@ -106,9 +106,9 @@ def test_untracked_or_ignored_paths_the_merge_needs_refuse_before_the_cas(
     (proj / users).parent.mkdir(parents=True, exist_ok=True)
     (proj / users).write_bytes(b"mine\x00\n")
     old = git(proj, "rev-parse", "main")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-8", "m")
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-8", "m")
     with pytest.raises(ChkdError) as err:
-        merging.land(proj, "main", plan.commit, old)
+        mergeengine.land(proj, "main", plan.commit, old)
     assert err.value.code == "refused" and brought.split("/")[0] in err.value.message
     assert "nothing was merged" in err.value.message
     assert git(proj, "rev-parse", "main") == old and (proj / users).read_bytes() == b"mine\x00\n"
@@ -122,8 +122,8 @@ def test_a_tracked_file_becoming_a_directory_is_not_in_the_way(proj: Path) -> No
     git(wt, "add", "-A")
     git(wt, "commit", "-q", "-m", "a.txt becomes a directory")
     old = git(proj, "rev-parse", "main")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-9", "m")
-    res = merging.land(proj, "main", plan.commit, old)
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-9", "m")
+    res = mergeengine.land(proj, "main", plan.commit, old)
     assert res.updated_checkouts == [str(proj)] and (proj / "a.txt" / "inner.txt").exists()
     assert git(proj, "status", "--porcelain") == ""
 
@@ -131,9 +131,9 @@ def test_a_tracked_file_becoming_a_directory_is_not_in_the_way(proj: Path) -> No
 def test_target_moved_is_reported_not_forced(proj: Path) -> None:
     _branch(proj, "chkd/T-5", {"new.txt": "new\n"})
     old = git(proj, "rev-parse", "main")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-5", "m")
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-5", "m")
     moved = _commit_main(proj, {"other.txt": "x\n"})
-    res = merging.land(proj, "main", plan.commit, old)
+    res = mergeengine.land(proj, "main", plan.commit, old)
     assert res.moved and git(proj, "rev-parse", "main") == moved
 
 
@@ -141,20 +141,20 @@ def test_squash_merged_branch_counts_as_in_target(proj: Path) -> None:
     _branch(proj, "chkd/T-6", {"new.txt": "new\n", "a.txt": "one\n2\nthree\n"})
     git(proj, "merge", "-q", "--squash", "chkd/T-6")
     git(proj, "commit", "-q", "-m", "squashed")
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-6", "m")
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-6", "m")
     assert plan.already_in and plan.commit is None
 
 
 def test_gate_runs_in_the_merge_result_and_reports_failure(proj: Path) -> None:
     _branch(proj, "chkd/T-7", {"new.txt": "new\n"})
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-7", "m")
-    ok = merging.run_gate(proj, plan.commit, [sys.executable, "-c", "print(open('new.txt').read())"], 30)
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-7", "m")
+    ok = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", "print(open('new.txt').read())"], 30)
     assert ok.ok and "new" in ok.output
-    bad = merging.run_gate(proj, plan.commit, [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 30)
+    bad = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 30)
     assert not bad.ok and bad.returncode == 3 and "boom" in bad.output
-    slow = merging.run_gate(proj, plan.commit, [sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
+    slow = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
     assert not slow.ok and slow.timed_out and slow.seconds < 10
-    missing = merging.run_gate(proj, plan.commit, ["no-such-test-runner-xyz"], 5)
+    missing = mergeengine.run_gate(proj, plan.commit, ["no-such-test-runner-xyz"], 5)
     assert not missing.ok and "could not start" in missing.output
     assert git(proj, "worktree", "list").count("\n") == 1  # the temporary worktrees are gone
 
@@ -162,26 +162,26 @@ def test_gate_runs_in_the_merge_result_and_reports_failure(proj: Path) -> None:
 def test_update_branch_clean_then_conflict(proj: Path) -> None:
     wt = _branch(proj, "chkd/T-8", {"b.txt": "b\n"})
     _commit_main(proj, {"c.txt": "c\n"})
-    res = merging.update_branch(str(wt), "main")
+    res = mergeengine.update_branch(str(wt), "main")
     assert res.merged and not res.up_to_date and (wt / "c.txt").exists()
-    assert merging.update_branch(str(wt), "main").up_to_date
+    assert mergeengine.update_branch(str(wt), "main").up_to_date
     (wt / "a.txt").write_text("branch\n")
     git(wt, "commit", "-qam", "branch edit")
     _commit_main(proj, {"a.txt": "main\n"})
-    res = merging.update_branch(str(wt), "main")
+    res = mergeengine.update_branch(str(wt), "main")
     assert not res.merged and res.conflict_files == ["a.txt"]
     assert "<<<<<<<" in (wt / "a.txt").read_text()
     with pytest.raises(ChkdError, match="already in progress"):
-        merging.update_branch(str(wt), "main")
+        mergeengine.update_branch(str(wt), "main")
 
 
 def test_diff_shows_the_workers_change_only(proj: Path) -> None:
     wt = _branch(proj, "chkd/T-9", {"b.txt": "b\n"})
     _commit_main(proj, {"c.txt": "c\n"})
     (wt / "README.md").write_text("uncommitted\n")
-    text, base, head = merging.diff(proj, "main", "refs/heads/chkd/T-9", str(wt), stat=False)
+    text, base, head = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", str(wt), stat=False)
     assert "b.txt" in text and "uncommitted" in text and "c.txt" not in text
-    stat, _, _ = merging.diff(proj, "main", "refs/heads/chkd/T-9", None, stat=True)
+    stat, _, _ = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", None, stat=True)
     assert "b.txt" in stat and "README" not in stat and "changed" in stat
 
 
@@ -198,8 +198,8 @@ def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path,
     from chkd.daemon import worktrees
 
     _branch(proj, "chkd/T-10", {"new.txt": "new\n"})
-    plan = merging.plan(proj, "main", "refs/heads/chkd/T-10", "m")
-    res = merging.run_gate(proj, plan.commit, [sys.executable, "-c", GATE_READS_ITS_MARKER], 30,
+    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-10", "m")
+    res = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", GATE_READS_ITS_MARKER], 30,
                            owner={"home": "/h", "worker": "w1"})
     assert res.ok and "'purpose': 'gate'" in res.output and "'home': '/h'" in res.output
     # leftovers of killed daemons: ours (marked by this home), another home's, and an unmarked look-alike
@@ -208,7 +208,7 @@ def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path,
     for name, home, where in (("ours", "/h", "marker"), ("reserved", "/h", "reservation"),
                               ("other", "/other", "marker"), ("other-reserved", "/other", "reservation"),
                               ("unmarked", None, None)):
-        wt = tmp_path / f"{merging.GATE_PREFIX}{name}" / "tree"
+        wt = tmp_path / f"{mergeengine.GATE_PREFIX}{name}" / "tree"
         wt.parent.mkdir()
         git(proj, "worktree", "add", "-q", "--detach", str(wt), "main")
         made = 1 if home == "/h" else int(time.time() * 1000)  # the other home's gates are recent
@@ -218,11 +218,11 @@ def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path,
         elif where == "reservation":
             (wt.parent / worktrees.MARKER).write_text(json.dumps(owner))
         left[name] = wt
-    assert merging.prune_gates(proj, time.time() + 1, "/h") == 2
+    assert mergeengine.prune_gates(proj, time.time() + 1, "/h") == 2
     assert not left["ours"].parent.exists() and not left["reserved"].parent.exists()
     kept = [left[n] for n in ("other", "other-reserved", "unmarked")]
     assert all(wt.is_dir() for wt in kept)
     listed = {ln.split(" ", 1)[1] for ln in git(proj, "worktree", "list", "--porcelain").splitlines()
               if ln.startswith("worktree ")}
     assert {str(wt) for wt in kept} <= listed and str(left["ours"]) not in listed
-    assert merging.prune_gates(proj, time.time() - 3600, "/other") == 0  # made after `before`: kept
+    assert mergeengine.prune_gates(proj, time.time() - 3600, "/other") == 0  # made after `before`: kept

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chkd.daemon import merging, mergequeue
+from chkd.daemon import mergeengine, mergequeue
 from chkd.protocol.messages import Merge, MergeShow
 
 from conftest import Daemon, git, make_repo, wait_for
@@ -27,11 +27,11 @@ def test_pick_next_goes_by_priority_then_arrival() -> None:
 
 
 def test_steps_after_the_check() -> None:
-    clean = merging.Plan("t1", "h", tree="tree", commit="c")
+    clean = mergeengine.Plan("t1", "h", tree="tree", commit="c")
     step = mergequeue.step_after_check
-    assert step(merging.Plan("t1", "h", already_in=True), gate=True, review=True, approved=False,
+    assert step(mergeengine.Plan("t1", "h", already_in=True), gate=True, review=True, approved=False,
                 tested_base=None) == "merged"
-    assert step(merging.Plan("t1", "h", conflict_files=["a"]), gate=True, review=False, approved=False,
+    assert step(mergeengine.Plan("t1", "h", conflict_files=["a"]), gate=True, review=False, approved=False,
                 tested_base=None) == "conflict"
     assert step(clean, gate=True, review=True, approved=False, tested_base=None) == "testing"
     assert step(clean, gate=False, review=True, approved=False, tested_base=None) == "awaiting_review"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from chkd.daemon.tasks import ID_RE, check_id
+from chkd.daemon.taskqueue import ID_RE, check_id
 from chkd.protocol.errors import ChkdError
 
 from conftest import Daemon

@@ -1,4 +1,4 @@
-"""The loop-side task functions other areas call (daemon/tasks.py), on a real store without a daemon."""
+"""The loop-side task functions other areas call (daemon/taskqueue.py), on a real store without a daemon."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from chkd.protocol.events import TaskEscalated, TaskStatusChanged
-from chkd.daemon import tasks
+from chkd.daemon import taskqueue
 from chkd.daemon.context import Ctx
 from chkd.daemon.store import Store
 from chkd.protocol.config import Config
@@ -39,21 +39,21 @@ def kinds(ctx: Ctx) -> list[str]:
 
 def test_create_generates_ids_and_validates(ctx: Ctx, repo: dict[str, Any]) -> None:
     with ctx.store.tx():
-        a = tasks.create_task(ctx, repo, title="  first   task ")
-        tasks.create_task(ctx, repo, title="user id", id="T-2")
-        b = tasks.create_task(ctx, repo, title="second", after=["T-1"], tags=["#ui", "ui", "api"], priority=0)
+        a = taskqueue.create_task(ctx, repo, title="  first   task ")
+        taskqueue.create_task(ctx, repo, title="user id", id="T-2")
+        b = taskqueue.create_task(ctx, repo, title="second", after=["T-1"], tags=["#ui", "ui", "api"], priority=0)
     assert (a["id"], a["title"], a["priority"], a["max_attempts"]) == ("T-1", "first task", 2, 2)
     assert b["id"] == "T-3"  # T-2 was taken by the user
-    info = tasks.task_info(ctx, b)
+    info = taskqueue.task_info(ctx, b)
     assert (info.depends_on, info.tags, info.ready, info.repo) == (["T-1"], ["ui", "api"], False, "r")
-    assert tasks.task_info(ctx, a).dependants == ["T-3"]
+    assert taskqueue.task_info(ctx, a).dependants == ["T-3"]
     for kwargs, words in [
         ({"title": " "}, "title is empty"), ({"title": "x", "priority": 9}, "P9"),
         ({"title": "x", "id": "T-1"}, "already has a task 'T-1'"), ({"title": "x", "after": ["nope"]}, "'nope'"),
         ({"title": "x", "id": "has space"}, "not a valid task id"), ({"title": "x", "max_attempts": 0}, "at least 1"),
     ]:
         with pytest.raises(ChkdError) as err, ctx.store.tx():
-            tasks.create_task(ctx, repo, **kwargs)
+            taskqueue.create_task(ctx, repo, **kwargs)
         assert words in err.value.message
     assert ctx.store.scalar("SELECT count(*) FROM task_queue") == 3
     assert kinds(ctx) == ["task.added"] * 3
@@ -61,46 +61,46 @@ def test_create_generates_ids_and_validates(ctx: Ctx, repo: dict[str, Any]) -> N
 
 def test_claim_next_order_deps_hold_and_tags(ctx: Ctx, repo: dict[str, Any]) -> None:
     with ctx.store.tx():
-        tasks.create_task(ctx, repo, title="low", id="low", priority=4)
-        tasks.create_task(ctx, repo, title="urgent but blocked", id="blocked", priority=0, after=["low"])
-        tasks.create_task(ctx, repo, title="held", id="held", priority=0, held=True)
-        tasks.create_task(ctx, repo, title="p1 old", id="p1a", priority=1)
-        tasks.create_task(ctx, repo, title="p1 new", id="p1b", priority=1, tags=["web"])
+        taskqueue.create_task(ctx, repo, title="low", id="low", priority=4)
+        taskqueue.create_task(ctx, repo, title="urgent but blocked", id="blocked", priority=0, after=["low"])
+        taskqueue.create_task(ctx, repo, title="held", id="held", priority=0, held=True)
+        taskqueue.create_task(ctx, repo, title="p1 old", id="p1a", priority=1)
+        taskqueue.create_task(ctx, repo, title="p1 new", id="p1b", priority=1, tags=["web"])
     with ctx.store.tx():
-        assert tasks.claim_next(ctx, repo, "w1", tag="web")["id"] == "p1b"  # type: ignore[index]
-        got = [tasks.claim_next(ctx, repo, f"w{i}") for i in range(3)]
+        assert taskqueue.claim_next(ctx, repo, "w1", tag="web")["id"] == "p1b"  # type: ignore[index]
+        got = [taskqueue.claim_next(ctx, repo, f"w{i}") for i in range(3)]
     assert [t["id"] if t else None for t in got] == ["p1a", "low", None]
     assert got[0]["claimed_by"] == "w0" and got[0]["status"] == "claimed"  # type: ignore[index]
     with ctx.store.tx():
-        low = tasks.find_task(ctx, repo["id"], "low")
-        tasks.set_task_status(ctx, low, "in_progress", worker_id="w1")  # type: ignore[arg-type]
-        tasks.set_task_status(ctx, tasks.find_task(ctx, repo["id"], "low"), "review")  # type: ignore[arg-type]
-        done = tasks.set_task_status(ctx, tasks.find_task(ctx, repo["id"], "low"), "done")  # type: ignore[arg-type]
+        low = taskqueue.find_task(ctx, repo["id"], "low")
+        taskqueue.set_task_status(ctx, low, "in_progress", worker_id="w1")  # type: ignore[arg-type]
+        taskqueue.set_task_status(ctx, taskqueue.find_task(ctx, repo["id"], "low"), "review")  # type: ignore[arg-type]
+        done = taskqueue.set_task_status(ctx, taskqueue.find_task(ctx, repo["id"], "low"), "done")  # type: ignore[arg-type]
         assert done["completed_at"] is not None
-        assert tasks.claim_next(ctx, repo, "w9")["id"] == "blocked"  # type: ignore[index]
+        assert taskqueue.claim_next(ctx, repo, "w9")["id"] == "blocked"  # type: ignore[index]
 
 
 def test_claim_task_explains_why_not(ctx: Ctx, repo: dict[str, Any]) -> None:
     with ctx.store.tx():
-        tasks.create_task(ctx, repo, title="dep", id="dep")
-        tasks.create_task(ctx, repo, title="after dep", id="after", after=["dep"])
-        tasks.create_task(ctx, repo, title="held", id="held", held=True)
-        dep = tasks.claim_task(ctx, tasks.find_task(ctx, repo["id"], "dep"), "w1")  # type: ignore[arg-type]
+        taskqueue.create_task(ctx, repo, title="dep", id="dep")
+        taskqueue.create_task(ctx, repo, title="after dep", id="after", after=["dep"])
+        taskqueue.create_task(ctx, repo, title="held", id="held", held=True)
+        dep = taskqueue.claim_task(ctx, taskqueue.find_task(ctx, repo["id"], "dep"), "w1")  # type: ignore[arg-type]
     assert dep["status"] == "claimed" and dep["claimed_by"] == "w1"
     cases = {"dep": "already claimed by w1", "after": "waits for dep", "held": "on hold"}
     for tid, words in cases.items():
         with pytest.raises(ChkdError) as err, ctx.store.tx():
-            tasks.claim_task(ctx, tasks.find_task(ctx, repo["id"], tid), "w2")  # type: ignore[arg-type]
+            taskqueue.claim_task(ctx, taskqueue.find_task(ctx, repo["id"], tid), "w2")  # type: ignore[arg-type]
         assert err.value.code == "conflict" and words in err.value.message
 
 
 def test_transitions_are_checked_and_evented(ctx: Ctx, repo: dict[str, Any]) -> None:
     with ctx.store.tx():
-        t = tasks.create_task(ctx, repo, title="x")
-        t = tasks.set_task_status(ctx, t, "cancelled", note="not needed")
+        t = taskqueue.create_task(ctx, repo, title="x")
+        t = taskqueue.set_task_status(ctx, t, "cancelled", note="not needed")
     assert t["status"] == "cancelled" and t["completed_at"]
     with pytest.raises(ChkdError) as err, ctx.store.tx():
-        tasks.set_task_status(ctx, t, "review")
+        taskqueue.set_task_status(ctx, t, "review")
     assert err.value.code == "conflict" and "cannot become review" in err.value.message
     data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.status'"),
                                   type=TaskStatusChanged)
@@ -109,16 +109,16 @@ def test_transitions_are_checked_and_evented(ctx: Ctx, repo: dict[str, Any]) -> 
 
 def test_requeue_until_max_attempts_then_failed_and_escalated(ctx: Ctx, repo: dict[str, Any]) -> None:
     with ctx.store.tx():
-        tasks.create_task(ctx, repo, title="flaky", id="F")
-        t = tasks.claim_next(ctx, repo, "w1")
-        assert tasks.requeue_task(ctx, t, "worker w1 died") == "pending"  # type: ignore[arg-type]
-    row = tasks.find_task(ctx, repo["id"], "F")
+        taskqueue.create_task(ctx, repo, title="flaky", id="F")
+        t = taskqueue.claim_next(ctx, repo, "w1")
+        assert taskqueue.requeue_task(ctx, t, "worker w1 died") == "pending"  # type: ignore[arg-type]
+    row = taskqueue.find_task(ctx, repo["id"], "F")
     assert (row["status"], row["attempts"], row["claimed_by"]) == ("pending", 1, None)  # type: ignore[index]
     with ctx.store.tx():
-        t = tasks.claim_next(ctx, repo, "w2")
-        assert tasks.requeue_task(ctx, t, "worker w2 died") == "failed"  # type: ignore[arg-type]
-        assert tasks.requeue_task(ctx, t, "again") == "failed"  # type: ignore[arg-type]  # idempotent
-    row = tasks.find_task(ctx, repo["id"], "F")
+        t = taskqueue.claim_next(ctx, repo, "w2")
+        assert taskqueue.requeue_task(ctx, t, "worker w2 died") == "failed"  # type: ignore[arg-type]
+        assert taskqueue.requeue_task(ctx, t, "again") == "failed"  # type: ignore[arg-type]  # idempotent
+    row = taskqueue.find_task(ctx, repo["id"], "F")
     assert (row["status"], row["attempts"]) == ("failed", 2)  # type: ignore[index]
     assert kinds(ctx)[-3:] == ["task.claimed", "task.failed", "task.escalated"]
     data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.escalated'"),
@@ -128,9 +128,9 @@ def test_requeue_until_max_attempts_then_failed_and_escalated(ctx: Ctx, repo: di
 
 def test_task_infos_match_task_info(ctx: Ctx, repo: dict[str, Any]) -> None:
     with ctx.store.tx():
-        tasks.create_task(ctx, repo, title="a", id="A")
-        tasks.create_task(ctx, repo, title="b", id="B", after=["A"])
-        tasks.create_task(ctx, repo, title="c", id="C", after=["A", "B"])
-        tasks.claim_next(ctx, repo, "w")
-    rows = ctx.store.dicts(f"SELECT {tasks.TASK_COLUMNS} FROM task_queue ORDER BY pk")
-    assert tasks.task_infos(ctx, rows) == [tasks.task_info(ctx, r) for r in rows]
+        taskqueue.create_task(ctx, repo, title="a", id="A")
+        taskqueue.create_task(ctx, repo, title="b", id="B", after=["A"])
+        taskqueue.create_task(ctx, repo, title="c", id="C", after=["A", "B"])
+        taskqueue.claim_next(ctx, repo, "w")
+    rows = ctx.store.dicts(f"SELECT {taskqueue.TASK_COLUMNS} FROM task_queue ORDER BY pk")
+    assert taskqueue.task_infos(ctx, rows) == [taskqueue.task_info(ctx, r) for r in rows]

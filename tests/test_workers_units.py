@@ -14,7 +14,7 @@ import pytest
 from chkd.client import shim
 from chkd.client.commands.workers import STATUS_EXIT, tail_lines, worker_rows
 from chkd.daemon import procs, worktrees
-from chkd.daemon.workers import render_argv, transition_error
+from chkd.daemon.workerrecords import render_argv, transition_error
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import WorkerInfo
 

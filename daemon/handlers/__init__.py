@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import core, db, doctor, liveness, merge, repos, shim, tasks, workers
+from .. import liveness
+from . import core, db, doctor, events, gc, merge, repos, shim, tasks, workers
 
-_AREAS = (core, repos, tasks, workers, shim, liveness, merge, db, doctor)
+_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor)
 
 HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
 for _area in _AREAS:
@@ -20,4 +21,7 @@ for _area in _AREAS:
             raise RuntimeError(f"{_type.__name__} has two handlers")
         HANDLERS[_type] = _fn
 
-SETUPS: list[Callable[[Any], None]] = [a.setup for a in _AREAS if hasattr(a, "setup")]
+#: Start-up steps in this order; liveness (reaper, notifier, reconciliation) has no handlers
+#: but starts between the shims' area and the merge queue, as it always did.
+_STARTING = (core, repos, tasks, workers, shim, liveness, merge, db, doctor)
+SETUPS: list[Callable[[Any], None]] = [a.setup for a in _STARTING if hasattr(a, "setup")]

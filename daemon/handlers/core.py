@@ -30,7 +30,7 @@ def ping(ctx: Ctx, _req: Ping) -> Pong:
 
 
 def status(ctx: Ctx, req: Status) -> StatusResult:
-    from .repos import repo_infos  # the repos area owns RepoInfo rendering
+    from ..repos import repo_infos  # the repos area owns RepoInfo rendering
 
     store = ctx.store
     return StatusResult(

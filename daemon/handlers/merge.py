@@ -1,6 +1,6 @@
 """merge, approve, reject, merge.list, merge.show, diff, update, conflicts.
 
-Every git step runs off-loop (daemon/merging.py, daemon/radar.py); these handlers check
+Every git step runs off-loop (daemon/mergeengine.py, daemon/radar.py); these handlers check
 what can be checked from the store, then answer through a deferred reply.
 """
 
@@ -15,19 +15,12 @@ from chkd.protocol.messages import (
     MergeShow, Reject, Update, WorkerResult,
 )
 
-from .. import agent_resume, lookup, mergequeue, merging, radar, workers
+from .. import agent_resume, lookup, mergeengine, mergequeue, radar, repos, workerrecords
 from ..context import Ctx, Deferred
 from ..mergequeue import ACTIVE, merge_info
 
 #: `merges` without --all: every active merge plus this many of the latest finished ones.
 RECENT = 20
-
-
-def _repo_of(ctx: Ctx, worker: dict[str, Any]) -> dict[str, Any]:
-    row = ctx.store.dict(f"SELECT {lookup.REPO_COLUMNS} FROM repos WHERE id=?", (worker["repo_id"],))
-    if row is None:
-        raise ChkdError("not_found", f"Worker {worker['id']}'s repository is no longer registered.")
-    return row
 
 
 def _active_merge(ctx: Ctx, worker_id: str) -> dict[str, Any] | None:
@@ -53,7 +46,7 @@ def mergeable_error(worker: dict[str, Any], active: dict[str, Any] | None) -> st
 
 def merge(ctx: Ctx, req: Merge) -> Deferred:
     worker = lookup.worker(ctx.store, req.worker)
-    repo = _repo_of(ctx, worker)
+    repo = repos.of_worker(ctx.store, worker)
     err = mergeable_error(worker, _active_merge(ctx, worker["id"]))
     if err:
         raise ChkdError("conflict", err, "See `chkdctl workers` and `chkdctl merges`.")
@@ -67,7 +60,7 @@ def merge(ctx: Ctx, req: Merge) -> Deferred:
             raise ChkdError("refused", f"Worker {worker['id']}'s worktree {worker['worktree_path']} has uncommitted "
                                        f"changes ({', '.join(dirty[:10])}); nothing was queued.",
                             "Commit them in the worktree (or let the agent finish), then merge again.")
-        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (worker["id"],))
+        fresh = lookup.load_worker(ctx.store, worker["id"])
         if fresh is None:
             raise ChkdError("not_found", f"Worker {worker['id']} was removed meanwhile.")
         again = mergeable_error(fresh, _active_merge(ctx, fresh["id"]))
@@ -76,7 +69,7 @@ def merge(ctx: Ctx, req: Merge) -> Deferred:
         m = mergequeue.enqueue(ctx, fresh, repo, strategy, run_tests=not req.no_test)
         ctx.finish(deferred, MergeResult(merge=merge_info(ctx, m)))
 
-    ctx.submit(merging.worktree_dirty, worker["worktree_path"], then=_checked, reply_to=deferred)
+    ctx.submit(mergeengine.worktree_dirty, worker["worktree_path"], then=_checked, reply_to=deferred)
     return deferred
 
 
@@ -101,7 +94,7 @@ def reject(ctx: Ctx, req: Reject) -> MergeResult:
 def list_(ctx: Ctx, req: MergeList) -> MergeListResult:
     where, params = "", []
     if req.repo is not None:
-        repo = lookup.find_repo(ctx.store, req.repo)
+        repo = repos.find(ctx.store, req.repo)
         if repo is not None:  # a path outside every repository lists them all
             where, params = "WHERE repo_id=?", [repo["id"]]
     rows = ctx.store.dicts(f"SELECT * FROM merges {where} ORDER BY id", tuple(params))
@@ -130,7 +123,7 @@ def show(ctx: Ctx, req: MergeShow) -> MergeResult:
 
 def diff(ctx: Ctx, req: Diff) -> Deferred:
     worker = lookup.worker(ctx.store, req.worker)
-    repo = _repo_of(ctx, worker)
+    repo = repos.of_worker(ctx.store, worker)
     if not worker["branch_name"]:
         raise ChkdError("not_found", f"Worker {worker['id']} has no branch.")
     deferred = ctx.defer()
@@ -145,45 +138,45 @@ def diff(ctx: Ctx, req: Diff) -> Deferred:
         text, base, head = res
         ctx.finish(deferred, DiffResult(text=text, base=base, head=head))
 
-    ctx.submit(merging.diff, repo["path"], mergequeue.target_of(ctx, repo), f"refs/heads/{worker['branch_name']}",
+    ctx.submit(mergeengine.diff, repo["path"], mergequeue.target_of(ctx, repo), f"refs/heads/{worker['branch_name']}",
                worker["worktree_path"], req.stat, then=_done, reply_to=deferred)
     return deferred
 
 
 def update(ctx: Ctx, req: Update) -> Deferred:
     worker = lookup.worker(ctx.store, req.worker)
-    repo = _repo_of(ctx, worker)
+    repo = repos.of_worker(ctx.store, worker)
     if worker["status"] in ("merging", "merged") or _active_merge(ctx, worker["id"]) is not None:
         raise ChkdError("conflict", f"Worker {worker['id']} is {worker['status']}; its branch cannot be updated now.")
     deferred = ctx.defer()
     target = mergequeue.target_of(ctx, repo)
 
-    def _done(res: merging.UpdateOutcome | None, exc: BaseException | None) -> None:
+    def _done(res: mergeengine.UpdateOutcome | None, exc: BaseException | None) -> None:
         if exc is not None:
             raise exc
         assert res is not None
-        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (worker["id"],)) or worker
+        fresh = lookup.load_worker(ctx.store, worker["id"]) or worker
         if res.merged:
             message = (f"already up to date with {target}" if res.up_to_date
                        else f"took in {target}; ready to merge again")
             if fresh["status"] == "conflict":
                 fresh = mergequeue_set(ctx, fresh, "done", message)
             elif not res.up_to_date:
-                fresh = workers.update(ctx, fresh, message=message)
+                fresh = workerrecords.update(ctx, fresh, message=message)
         else:
             files = ", ".join(res.conflict_files)
             message = (f"conflicts with {target} in {files}: resolve the markers, commit, "
                        f"then `chkdctl done --worker {worker['id']}`")
             fresh = mergequeue_set(ctx, fresh, "working", message)
             mergequeue.set_task(ctx, fresh, "in_progress", note=f"conflicts with {target} in {files}")
-            fresh = workers.load(ctx, worker["id"]) or fresh
+            fresh = lookup.load_worker(ctx.store, worker["id"]) or fresh
             agent_resume.maybe_start(ctx, fresh, agent_resume.conflict_prompt(target, res.conflict_files),
                                      f"conflicts with {target} in {files}")
         ctx.emit(ev.WorkerUpdated(merged=res.merged, files=res.conflict_files, up_to_date=res.up_to_date),
                  repo=repo["name"], worker_id=worker["id"], task_id=worker["task_id"])
-        ctx.finish(deferred, WorkerResult(worker=workers.worker_info(ctx, fresh, repo["name"])))
+        ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, fresh, repo["name"])))
 
-    ctx.submit(merging.update_branch, worker["worktree_path"], target, then=_done, reply_to=deferred)
+    ctx.submit(mergeengine.update_branch, worker["worktree_path"], target, then=_done, reply_to=deferred)
     return deferred
 
 
@@ -193,15 +186,15 @@ def mergequeue_set(ctx: Ctx, worker: dict[str, Any], status: str, message: str) 
 
 
 def conflicts(ctx: Ctx, req: Conflicts) -> ConflictReport | Deferred:
-    repo = lookup.find_repo(ctx.store, req.repo)
+    repo = repos.find(ctx.store, req.repo)
     if repo is None and req.repo is not None and "/" not in req.repo and not req.repo.startswith("."):
-        lookup.repo(ctx.store, req.repo)  # an unknown name: the not_found sentence
+        repos.resolve(ctx.store, req.repo)  # an unknown name: the not_found sentence
     if repo is None:  # every repository, from the latest scans (stale ones refresh in the background)
-        repos = ctx.store.dicts(f"SELECT {lookup.REPO_COLUMNS} FROM repos ORDER BY name")
-        for r in repos:
+        every = ctx.store.dicts(f"SELECT {repos.REPO_COLUMNS} FROM repos ORDER BY name")
+        for r in every:
             if not radar.is_fresh(ctx, r):
                 radar.refresh(ctx, r)
-        return radar.report(ctx, [r["id"] for r in repos])
+        return radar.report(ctx, [r["id"] for r in every])
     if radar.is_fresh(ctx, repo):
         return radar.report(ctx, [repo["id"]])
     deferred = ctx.defer()

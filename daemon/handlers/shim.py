@@ -14,8 +14,8 @@ from typing import Any
 from chkd.protocol import events as ev
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, AgentReport, ShimBeat, ShimExit, ShimHello
 
-from .. import agent_resume, agent_usage, failpoints, lookup
-from .. import workers as W
+from .. import agent_resume, agent_usage, failpoints, lookup, repos
+from .. import workerrecords
 from ..context import Ctx
 from ..store import now_ms
 
@@ -35,21 +35,21 @@ def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
 def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
     row = lookup.worker(ctx.store, req.worker)
     if row["resume_prompt"] is not None and req.agent_pid != row["pid"]:
-        row = W.update(ctx, row, **agent_resume.new_run(row))  # the resumed agent's first hello: a new run
+        row = workerrecords.update(ctx, row, **agent_resume.new_run(row))  # the resumed agent's first hello: a new run
     if row["exit_code"] is not None or row["exit_signal"] is not None:
         return _ack(ctx, row)  # a late duplicate after the exit report
     now = now_ms()
-    row = W.update(ctx, row, pid=req.agent_pid, pgid=req.pgid, proc_started=req.agent_started,
+    row = workerrecords.update(ctx, row, pid=req.agent_pid, pgid=req.pgid, proc_started=req.agent_started,
                    shim_pid=req.shim_pid, shim_started=req.shim_started, heartbeat_at=now)
     status = row["status"]
     if status == "starting":
-        row = W.set_worker_status(ctx, row, "working", reason="the agent started", pid=req.agent_pid)
-        W.start_task(ctx, row)
+        row = workerrecords.set_worker_status(ctx, row, "working", reason="the agent started", pid=req.agent_pid)
+        workerrecords.start_task(ctx, row)
     elif status == "paused":  # paused before its processes were known: freeze them now
-        W.signal_after_commit(ctx, row, signal.SIGSTOP)
+        workerrecords.signal_after_commit(ctx, row, signal.SIGSTOP)
     elif status == "aborted":  # aborted while starting: stop what just started
-        W.stop_after_commit(ctx, row)
-        W.arm_kill(ctx, row)
+        workerrecords.stop_after_commit(ctx, row)
+        workerrecords.arm_kill(ctx, row)
     return _ack(ctx, row)
 
 
@@ -91,9 +91,9 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     if row["exit_code"] is not None or row["exit_signal"] is not None:
         return _ack(ctx, row)  # already recorded: the shim is retrying a report we got
     code = req.exit_code if req.signal is None else None
-    row = W.update(ctx, row, exit_code=code, exit_signal=req.signal, heartbeat_at=now_ms())
+    row = workerrecords.update(ctx, row, exit_code=code, exit_signal=req.signal, heartbeat_at=now_ms())
     words = _exit_words(code, req.signal)
-    ctx.emit(ev.WorkerExited(exit_code=code, signal=req.signal), repo=W.repo_name(ctx, row["repo_id"]),
+    ctx.emit(ev.WorkerExited(exit_code=code, signal=req.signal), repo=repos.repo_name(ctx.store, row["repo_id"]),
              worker_id=row["id"], task_id=row["task_id"])
     status = row["status"]
     if status in RUNNING and row["agent_error"]:
@@ -101,28 +101,28 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
         # exit 0): `error` with that sentence, never `done`. A usage limit is not the task's fault,
         # so its task goes back without counting an attempt.
         reason = row["agent_error"]
-        row = W.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)
+        row = workerrecords.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)
         if row["agent_error_kind"] == "usage_limit":
-            W.release_task(ctx, row, f"worker {row['id']}: {reason}")
+            workerrecords.release_task(ctx, row, f"worker {row['id']}: {reason}")
         else:
-            W.fail_task_attempt(ctx, row, f"worker {row['id']}: {reason}")
+            workerrecords.fail_task_attempt(ctx, row, f"worker {row['id']}: {reason}")
     elif status in RUNNING and code == 0:
         # `done` once the leftovers are committed (off-loop), so a merge never misses work;
-        # finish_pending records that step so a restart resumes it (W.resume_finishes)
-        row = W.update(ctx, row, finish_pending=1)
+        # finish_pending records that step so a restart resumes it (workerrecords.resume_finishes)
+        row = workerrecords.update(ctx, row, finish_pending=1)
         ctx.after_commit(lambda: failpoints.hit("exit.recorded"))
-        W.commit_leftovers(ctx, row, then_done=f"the agent {words}")
+        workerrecords.commit_leftovers(ctx, row, then_done=f"the agent {words}")
     elif status in RUNNING:
         # Killed by a signal chkd did not send (an abort is `aborted` already): the process is
         # gone without a word of its own, so `dead`. A non-zero exit code is the agent's own
         # verdict: `error`. Either way the attempt counts and the task is requeued.
         reason = f"The agent {words}."
         outcome = "dead" if req.signal is not None else "error"
-        row = W.set_worker_status(ctx, row, outcome, reason=reason, last_error=reason)
-        W.fail_task_attempt(ctx, row, f"worker {row['id']}: the agent {words}")
+        row = workerrecords.set_worker_status(ctx, row, outcome, reason=reason, last_error=reason)
+        workerrecords.fail_task_attempt(ctx, row, f"worker {row['id']}: the agent {words}")
     elif status == "done" and code == 0:
-        row = W.update(ctx, row, finish_pending=1)
-        W.commit_leftovers(ctx, row)  # `chkdctl done`, then more edits before exiting
+        row = workerrecords.update(ctx, row, finish_pending=1)
+        workerrecords.commit_leftovers(ctx, row)  # `chkdctl done`, then more edits before exiting
     return _ack(ctx, row)
 
 

@@ -21,7 +21,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import MAX_ID, MAX_TAG, MAX_TAGS, MAX_TEXT, MAX_TITLE, TaskInfo
 from chkd.protocol.names import branch_problem
 
-from . import taskgraph
+from . import repos, taskgraph
 from .context import Ctx
 from .store import now_ms
 
@@ -170,10 +170,6 @@ def reload(ctx: Ctx, task: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def repo_name_of(ctx: Ctx, repo_id: int) -> str:
-    return ctx.store.scalar("SELECT name FROM repos WHERE id=?", (repo_id,), "?")
-
-
 def dependencies(ctx: Ctx, task: dict[str, Any]) -> list[dict[str, Any]]:
     """The tasks `task` depends on (id, status), in id order."""
     return ctx.store.dicts(
@@ -192,7 +188,7 @@ def is_ready(ctx: Ctx, task: dict[str, Any]) -> bool:
 
 
 def task_info(ctx: Ctx, task: dict[str, Any], repo_name: str | None = None) -> TaskInfo:
-    name = repo_name or repo_name_of(ctx, task["repo_id"])
+    name = repo_name or repos.repo_name(ctx.store, task["repo_id"])
     if "_edges" in task and task["status"] == "claimed":  # straight from a claim: edges already read
         return _info(task, name, *task["_edges"], False)
     edges = ctx.store.all(_EDGES_SQL, (task["pk"], task["pk"]))
@@ -349,7 +345,7 @@ def claim_task(ctx: Ctx, task: dict[str, Any], worker_id: str | None) -> dict[st
     waiting = [d["id"] for d in dependencies(ctx, task) if d["status"] != "done"]
     if waiting:
         raise ChkdError("conflict", f"Task {tid} is not ready: it waits for {', '.join(waiting)} to be done.")
-    return _mark_claimed(ctx, repo_name_of(ctx, task["repo_id"]), task["pk"], worker_id)
+    return _mark_claimed(ctx, repos.repo_name(ctx.store, task["repo_id"]), task["pk"], worker_id)
 
 
 # -- transitions --------------------------------------------------------------------------------------
@@ -377,7 +373,7 @@ def set_task_status(
         sets += ["claimed_by=?", "claimed_at=coalesce(claimed_at, ?)"]
         params += [worker_id, now]
     ctx.store.x(f"UPDATE task_queue SET {', '.join(sets)} WHERE pk=?", (*params, task["pk"]))
-    ctx.emit(ev.TaskStatusChanged(from_=old, to=status, note=note or None), repo=repo_name_of(ctx, task["repo_id"]),
+    ctx.emit(ev.TaskStatusChanged(from_=old, to=status, note=note or None), repo=repos.repo_name(ctx.store, task["repo_id"]),
              worker_id=worker_id, task_id=task["id"])
     return reload(ctx, task)
 
@@ -388,7 +384,7 @@ def requeue_task(ctx: Ctx, task: dict[str, Any], reason: str) -> str:
     if task["status"] not in taskgraph.RUNNING_STATUSES:
         return task["status"]  # already put back, finished or cancelled: nothing to do
     attempts = task["attempts"] + 1
-    name = repo_name_of(ctx, task["repo_id"])
+    name = repos.repo_name(ctx.store, task["repo_id"])
     worker = task["claimed_by"]
     now = now_ms()
     if attempts < task["max_attempts"]:
@@ -412,3 +408,17 @@ def live_worker_for(ctx: Ctx, task: dict[str, Any]) -> str | None:
     return ctx.store.scalar(
         f"SELECT id FROM workers WHERE task_pk=? AND status IN ({marks}) ORDER BY seq DESC LIMIT 1",
         (task["pk"], *sorted(LIVE_WORKER_STATUSES)))
+
+
+def update_fields(ctx: Ctx, repo: dict[str, Any], task: dict[str, Any], changes: dict[str, Any]) -> list[str]:
+    """Write the fields that differ; emits `task.edited` naming them. Returns the changed field names."""
+    differ = {k: v for k, v in changes.items() if task.get(k) != v}
+    if not differ:
+        return []
+    sets = ", ".join(f"{k}=?" for k in differ)
+    ctx.store.x(f"UPDATE task_queue SET {sets} WHERE pk=?", (*differ.values(), task["pk"]))
+    edited = ev.TaskEdited(fields=sorted(differ), title=differ.get("title"), priority=differ.get("priority"),
+                           tags=json.loads(differ["tags"]) if "tags" in differ else None,
+                           max_attempts=differ.get("max_attempts"))
+    ctx.emit(edited, repo=repo["name"], task_id=task["id"])
+    return sorted(differ)

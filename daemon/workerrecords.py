@@ -19,7 +19,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import WorkerInfo
 from chkd.protocol.statuses import FINAL_WORKER_STATUSES, LIVE_WORKER_STATUSES
 
-from . import procs, tasks, worktrees
+from . import lookup, procs, repos, taskqueue, worktrees
 from .context import Ctx
 from .store import now_ms
 
@@ -91,13 +91,9 @@ def default_prompt(worker_id: str, task_id: str, title: str, description: str, *
 
 
 # -- reading --------------------------------------------------------------------------------
-def repo_name(ctx: Ctx, repo_id: int) -> str:
-    return ctx.store.scalar("SELECT name FROM repos WHERE id=?", (repo_id,), "?")
-
-
 def load(ctx: Ctx, worker_id: str) -> dict[str, Any] | None:
     """The worker row with exactly this id (no prefix matching: see `lookup.worker` for user input)."""
-    return ctx.store.dict("SELECT * FROM workers WHERE id=?", (worker_id,))
+    return lookup.load_worker(ctx.store, worker_id)
 
 
 def reload(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -110,7 +106,7 @@ def repo_path(ctx: Ctx, repo_id: int) -> str:
 
 def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> WorkerInfo:
     return WorkerInfo(
-        id=row["id"], repo=repo or repo_name(ctx, row["repo_id"]), status=row["status"], task_id=row["task_id"],
+        id=row["id"], repo=repo or repos.repo_name(ctx.store, row["repo_id"]), status=row["status"], task_id=row["task_id"],
         task_title=row["task_title"], agent=row["agent"], worktree=row["worktree_path"], branch=row["branch_name"],
         pid=row["pid"], pgid=row["pgid"], started_at=row["started_at"], completed_at=row["completed_at"],
         heartbeat_at=row["heartbeat_at"], activity_at=row["activity_at"], message=row["message"],
@@ -130,7 +126,7 @@ def live_count(ctx: Ctx, repo_id: int) -> int:
 def task_of(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any] | None:
     if row.get("task_pk") is None:
         return None
-    return ctx.store.dict(f"SELECT {tasks.TASK_COLUMNS} FROM task_queue WHERE pk=?", (row["task_pk"],))
+    return ctx.store.dict(f"SELECT {taskqueue.TASK_COLUMNS} FROM task_queue WHERE pk=?", (row["task_pk"],))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -155,7 +151,7 @@ def set_worker_status(ctx: Ctx, row: Mapping[str, Any], status: str, *, reason: 
         fields["completed_at"] = now_ms()
     fresh = update(ctx, row, status=status, **fields)
     changed = ev.WorkerStatusChanged(from_=old, to=status, reason=reason or None, signalled=signalled)
-    ctx.emit(changed, repo=repo_name(ctx, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
+    ctx.emit(changed, repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     return fresh
 
 
@@ -166,30 +162,30 @@ def release_task(ctx: Ctx, row: Mapping[str, Any], note: str, *, cancel: bool = 
         return
     if cancel:
         if task["status"] not in ("done", "cancelled"):
-            tasks.set_task_status(ctx, task, "cancelled", worker_id=row["id"], note=note)
+            taskqueue.set_task_status(ctx, task, "cancelled", worker_id=row["id"], note=note)
     elif task["status"] in ("claimed", "in_progress", "review"):
-        tasks.set_task_status(ctx, task, "pending", worker_id=row["id"], note=note)
+        taskqueue.set_task_status(ctx, task, "pending", worker_id=row["id"], note=note)
 
 
 def fail_task_attempt(ctx: Ctx, row: Mapping[str, Any], reason: str) -> None:
     """The agent failed: count the attempt (requeue until max_attempts, then failed)."""
     task = task_of(ctx, row)
     if task is not None and task["claimed_by"] == row["id"]:
-        tasks.requeue_task(ctx, task, reason)
+        taskqueue.requeue_task(ctx, task, reason)
 
 
 def start_task(ctx: Ctx, row: Mapping[str, Any]) -> None:
     """The agent runs: its task goes claimed → in_progress."""
     task = task_of(ctx, row)
     if task is not None and task["status"] == "claimed" and task["claimed_by"] == row["id"]:
-        tasks.set_task_status(ctx, task, "in_progress", worker_id=row["id"])
+        taskqueue.set_task_status(ctx, task, "in_progress", worker_id=row["id"])
 
 
 def finish_task(ctx: Ctx, row: Mapping[str, Any], summary: str | None) -> None:
     """The agent finished: its task goes to review (waiting for the merge)."""
     task = task_of(ctx, row)
     if task is not None and task["status"] in ("claimed", "in_progress") and task["claimed_by"] == row["id"]:
-        tasks.set_task_status(ctx, task, "review", worker_id=row["id"], note=summary or None)
+        taskqueue.set_task_status(ctx, task, "review", worker_id=row["id"], note=summary or None)
 
 
 def commit_leftovers(ctx: Ctx, row: dict[str, Any], *, then_done: str | None = None) -> None:
@@ -211,7 +207,7 @@ def commit_leftovers(ctx: Ctx, row: dict[str, Any], *, then_done: str | None = N
         if fresh is None:
             return
         fresh = update(ctx, fresh, finish_pending=0)
-        repo = repo_name(ctx, fresh["repo_id"])
+        repo = repos.repo_name(ctx.store, fresh["repo_id"])
         if exc is not None:
             msg = exc.message if isinstance(exc, ChkdError) else str(exc)
             error = f"Could not commit the work left uncommitted: {msg}"
@@ -300,11 +296,11 @@ def arm_kill(ctx: Ctx, row: Mapping[str, Any]) -> None:
     wid = row["id"]
 
     def _kill() -> None:
-        fresh = ctx.store.dict("SELECT * FROM workers WHERE id=?", (wid,))
+        fresh = lookup.load_worker(ctx.store, wid)
         if fresh is None or fresh["status"] != "aborted":
             return
         if procs.group_alive(*_group(fresh)) and signal_worker(fresh, signal.SIGKILL):
-            ctx.emit(ev.WorkerKilled(after_s=ctx.config.abort_grace_s), repo=repo_name(ctx, fresh["repo_id"]),
+            ctx.emit(ev.WorkerKilled(after_s=ctx.config.abort_grace_s), repo=repos.repo_name(ctx.store, fresh["repo_id"]),
                      worker_id=wid, task_id=fresh["task_id"])
 
     ctx.timers.after(ctx.config.abort_grace_s, _kill, f"abort-kill {wid}")
