@@ -20,7 +20,9 @@ import click
 
 from chkd.protocol.errors import ChkdError
 
-from .commands import agents, core, daemon, db, demo, doctor, liveness, merge, repos, tasks, workers
+from .commands import (
+    agents, core, daemon, db, demo, doctor, liveness, mcp_install, merge, messages, repos, tasks, workers,
+)
 from .output import Exit, echo, exit_code, fail
 
 if TYPE_CHECKING:
@@ -97,7 +99,7 @@ def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
     ctx.obj = App(home=home, json=as_json)
 
 
-for _area in (daemon, core, repos, tasks, workers, agents, liveness, merge, db, doctor, demo):
+for _area in (daemon, core, repos, tasks, workers, agents, messages, liveness, merge, db, doctor, demo, mcp_install):
     for _command in _area.COMMANDS:
         cli.add_command(_command)
 

@@ -22,6 +22,7 @@ from typing import Any
 from chkd.protocol import templates
 from chkd.protocol.config import BUILTIN_AGENTS, AgentConfig, Config
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.launch import installed_argv
 from chkd.protocol.paths import Paths
 
 #: What a Claude worker may do without asking: its chkd MCP tools and git (commits as it goes).
@@ -97,21 +98,9 @@ def claude_dir(paths: Paths, worker_id: str) -> Path:
     return paths.state / "workers" / f"{worker_id}.claude"
 
 
-def own_executable(name: str, module: str) -> list[str]:
-    """This installation's console script `name` by absolute path (the venv's bin, beside this Python),
-    else the one on PATH, else this Python running `module`."""
-    beside = Path(sys.executable).parent / name
-    if os.access(beside, os.X_OK):
-        return [str(beside)]
-    found = shutil.which(name)
-    if found:
-        return [os.path.abspath(found)]
-    return [sys.executable, "-P", "-m", module]
-
-
 def mcp_config(worker_id: str, agent_env: dict[str, str]) -> dict[str, Any]:
     """The chkd-mcp server for this worker, with the worker's environment (it finds its worker by it)."""
-    argv = own_executable("chkd-mcp", "chkd.client.mcp.server")
+    argv = installed_argv("chkd-mcp", "chkd.client.mcp.server")
     env = {k: v for k, v in agent_env.items() if k.startswith("CHKD_")}
     env["CHKD_WORKER_ID"] = worker_id
     return {"mcpServers": {"chkd": {"type": "stdio", "command": argv[0], "args": argv[1:], "env": env}}}
@@ -119,7 +108,7 @@ def mcp_config(worker_id: str, agent_env: dict[str, str]) -> dict[str, Any]:
 
 def hook_settings() -> dict[str, Any]:
     """Claude Code hooks → `chkdctl hook <event>` (activity, message delivery; CHKD_WORKER_ID from the env)."""
-    ctl = shlex.join(own_executable("chkdctl", "chkd.client.cli"))
+    ctl = shlex.join(installed_argv("chkdctl", "chkd.client.cli"))
 
     def entry(event: str, matcher: str | None) -> list[dict[str, Any]]:
         hook: dict[str, Any] = {"hooks": [{"type": "command", "command": f"{ctl} hook {event}", "timeout": 30}]}

@@ -18,7 +18,9 @@ from typing import Any
 
 import msgspec
 
-from chkd.protocol.events import EventBody, MergeConflicted, TaskEscalated, WorkerStatusChanged
+from chkd.protocol.events import (
+    EventBody, MergeConflicted, TaskEscalated, WorkerHelpRequested, WorkerStatusChanged,
+)
 from chkd.protocol.messages import Event
 
 from .context import EVENT_COLUMNS, Ctx, row_event
@@ -26,7 +28,9 @@ from .context import EVENT_COLUMNS, Ctx, row_event
 #: Worker states worth a notification, and what the notification calls them.
 WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled"}
 #: Event types (other than worker status changes) worth a notification.
-TYPES: dict[type[EventBody], str] = {MergeConflicted: "conflict", TaskEscalated: "escalated"}
+TYPES: dict[type[EventBody], str] = {
+    MergeConflicted: "conflict", TaskEscalated: "escalated", WorkerHelpRequested: "help",
+}
 TITLES = {
     "done": "chkd: worker done",
     "conflict": "chkd: merge conflict",
@@ -34,6 +38,7 @@ TITLES = {
     "dead": "chkd: worker died",
     "stalled": "chkd: worker stalled",
     "escalated": "chkd: task escalated",
+    "help": "chkd: a worker asks for help",
 }
 CURSOR_KEY = "notify_seq"
 SEND_TIMEOUT_S = 10.0
@@ -75,6 +80,8 @@ def _detail(data: EventBody) -> tuple[str, list[str]]:
             return "", files
         case TaskEscalated(reason=reason):
             return reason, []
+        case WorkerHelpRequested(question=question):
+            return question, []
     return "", []
 
 

@@ -138,7 +138,28 @@ MIGRATIONS: list[str] = [
     ALTER TABLE merges ADD COLUMN land_old TEXT;
     ALTER TABLE merges ADD COLUMN land_new TEXT;
     """,
-    # 4: agents that report usage and sessions (Claude Code's stream-json): the session `resume`
+    # 4: messages for workers (a broadcast is one row per worker it reached, so each is read once),
+    #    and MCP sessions that know their process (pid, create time): a session whose chkd-mcp was
+    #    killed is ended by the daemon, at start-up and while it runs.
+    """
+    CREATE TABLE messages(
+        id INTEGER PRIMARY KEY,
+        to_worker TEXT NOT NULL,
+        sender TEXT NOT NULL,                -- master | user | worker
+        from_worker TEXT,
+        broadcast INTEGER NOT NULL DEFAULT 0,
+        text TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        read_at INTEGER
+    );
+    CREATE INDEX messages_unread ON messages(to_worker, read_at, id);
+    ALTER TABLE sessions ADD COLUMN pid INTEGER;
+    ALTER TABLE sessions ADD COLUMN proc_started REAL;
+    ALTER TABLE sessions ADD COLUMN client TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN end_reason TEXT;
+    CREATE INDEX sessions_open ON sessions(ended_at);
+    """,
+    # 5: agents that report usage and sessions (Claude Code's stream-json): the session `resume`
     #    continues and the model; the last run result counted (a report sent twice is added once) and
     #    its error as a sentence; the intent to start the agent again (its prompt), recorded before the
     #    new shim starts so a kill -9 in between is resumed at start-up; how many runs so far.

@@ -318,6 +318,53 @@ class GcRemoved(EventBody, tag="gc.removed"):
     reason: str
 
 
+# -- messages, hooks, MCP sessions (issue 12) ----------------------------------------------------
+class MessageSent(EventBody, tag="message.sent"):
+    """A note left for worker `to` (a broadcast is one event per worker it reached)."""
+
+    id: int
+    to: str
+    sender: str
+    from_worker: str | None = None
+    broadcast: bool = False
+    chars: int = 0
+
+
+class MessageDelivered(EventBody, tag="message.delivered"):
+    """Messages handed to the agent (and marked read): `via` hook (PostToolUse) or inbox (a tool)."""
+
+    ids: list[int]
+    via: str
+
+
+class WorkerHooked(EventBody, tag="worker.hook"):
+    """A Claude Code hook fired in the worker (activity); `delivered` are the messages it carried."""
+
+    hook: str
+    tool: str | None = None
+    message: str | None = None
+    session_id: str | None = None
+    delivered: list[int] | None = None
+
+
+class WorkerHelpRequested(EventBody, tag="worker.help"):
+    """The agent asks the master and the user (chkd_request_help); a notification goes out."""
+
+    question: str
+
+
+class SessionOpened(EventBody, tag="session.opened"):
+    id: int
+    master: bool
+    client: str = ""
+    pid: int | None = None
+
+
+class SessionEnded(EventBody, tag="session.ended"):
+    id: int
+    reason: str
+
+
 class Unreadable(EventBody, tag="unreadable"):
     """Only when reading history: a row an older chkd wrote in a shape no longer declared.
 
@@ -336,6 +383,7 @@ EventData = (
     | MergeQueued | MergeApproved | MergeRejected | MergeChecking | MergeTesting | MergeAwaitingReview
     | MergeMerged | MergeConflicted | MergeFailed
     | OverlapFound | DaemonPaused | GcRemoved
+    | MessageSent | MessageDelivered | WorkerHooked | WorkerHelpRequested | SessionOpened | SessionEnded
     | Unreadable
 )  # fmt: skip
 

@@ -9,7 +9,10 @@ Both sides use this: chkdctl starting the daemon, the daemon starting shims, the
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+from pathlib import Path
 
 #: Where chkd's own processes run unless they need a particular directory: nothing to import there.
 NEUTRAL_CWD = "/"
@@ -18,3 +21,16 @@ NEUTRAL_CWD = "/"
 def module_argv(module: str, *args: str) -> list[str]:
     """The argv that runs chkd's `module` (e.g. "chkd.daemon.main") with this interpreter, safely."""
     return [sys.executable, "-P", "-m", module, *args]
+
+
+def installed_argv(script: str, module: str) -> list[str]:
+    """An absolute argv for one of chkd's console scripts (`chkd-mcp`, `chkdctl`) of this
+    installation: the script beside this Python, else on PATH (absolute), else this interpreter
+    running `module`. For files other programs run later (.mcp.json, Claude Code hooks)."""
+    beside = Path(sys.executable).parent / script
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which(script)
+    if found and os.path.isabs(found):  # a relative PATH entry ('.') would find a repository's own
+        return [found]
+    return module_argv(module)

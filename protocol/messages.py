@@ -243,6 +243,50 @@ class AtticEntry(Struct):
     at: int
 
 
+Sender = Literal["master", "user", "worker"]
+HookEvent = Literal["post-tool-use", "notification", "stop"]
+
+
+class MessageInfo(Struct, omit_defaults=True):
+    """A note for one worker (a broadcast is one row per worker it reached); `read_at` is when it
+    was delivered to the agent (a hook's additionalContext, chkd_inbox, chkd_worker_status)."""
+
+    id: int
+    to_worker: str
+    sender: Sender
+    text: str
+    created_at: int
+    from_worker: str | None = None
+    broadcast: bool = False
+    read_at: int | None = None
+
+
+class SessionInfo(Struct, omit_defaults=True):
+    """One MCP connection (a chkd-mcp process): a master's, or a worker's own (`worker_id`)."""
+
+    id: int
+    is_master: bool
+    started_at: int
+    worker_id: str | None = None
+    repo: str | None = None
+    client: str = ""
+    pid: int | None = None
+    ended_at: int | None = None
+    end_reason: str | None = None
+
+
+class CostSummary(Struct, omit_defaults=True):
+    """Tokens and cost, from the workers' running totals: `today_*` counts workers started since
+    `since` (midnight UTC). One function computes it (daemon/handlers/overview.py), so a usage
+    ledger can replace it without touching the protocol."""
+
+    since: int = 0
+    today_usd: float = 0.0
+    today_tokens_in: int = 0
+    today_tokens_out: int = 0
+    total_usd: float = 0.0
+
+
 FindingStatus = Literal["ok", "warn", "fail"]
 
 
@@ -405,6 +449,41 @@ class DoctorReport(Result, tag="doctor"):
     findings: list[Finding]
 
 
+class MessagesResult(Result, tag="messages"):
+    messages: list[MessageInfo]
+
+
+class HookAck(Result, tag="hook"):
+    """What a hook learns: the worker's status and the messages it should hand the model now."""
+
+    status: WorkerStatus
+    messages: list[MessageInfo] = []
+
+
+class SessionResult(Result, tag="session"):
+    session: SessionInfo
+
+
+class SessionListResult(Result, tag="sessions"):
+    sessions: list[SessionInfo]
+
+
+class OverviewResult(Result, tag="overview"):
+    repos: list[str] = []
+    workers_by_status: dict[str, int] = {}
+    tasks_by_status: dict[str, int] = {}
+    #: Every worker not yet merged (live, done, conflict, error, ...), oldest first.
+    workers: list[WorkerInfo] = []
+    ready: list[TaskInfo] = []
+    #: Pending tasks whose dependencies are not done yet.
+    waiting: list[TaskInfo] = []
+    #: Claimed or in progress.
+    running: list[TaskInfo] = []
+    awaiting_review: list[MergeInfo] = []
+    conflicts: list[Overlap] = []
+    cost: CostSummary = field(default_factory=CostSummary)
+
+
 AnyResult = (
     Err | Ok | Pong | StatusResult
     | RepoResult | RepoListResult
@@ -413,6 +492,7 @@ AnyResult = (
     | EventList | GcReport
     | DbBackupResult | DbCheckResult | DoctorReport
     | MergeResult | MergeListResult | DiffResult | ConflictReport
+    | MessagesResult | HookAck | SessionResult | SessionListResult | OverviewResult
 )  # fmt: skip
 
 
@@ -765,6 +845,71 @@ class Conflicts(Command[ConflictReport], tag="conflicts"):
     repo: PathStr | None = None
 
 
+# -- messages, hooks, MCP sessions, the overview ----------------------------------------------
+class Send(Command[MessagesResult], tag="send"):
+    """A note to worker `to`, or with `all` to every live worker (of `repo`, else every repository)."""
+
+    text: Text
+    to: Id | None = None
+    all: bool = False
+    repo: PathStr | None = None
+    sender: Sender = "user"
+    from_worker: Id | None = None
+
+
+class Inbox(Command[MessagesResult], tag="inbox"):
+    """A worker's messages, oldest first. `mark_read`: the unread ones returned count as
+    delivered to the agent (it reads them now), so a hook never repeats them."""
+
+    worker: Id
+    unread: bool = False
+    mark_read: bool = False
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+class Hook(Command[HookAck], tag="hook"):
+    """A Claude Code hook fired inside a worker: activity (a heartbeat; `notification` carries its
+    message). For `post-tool-use` the reply holds the unread messages, now marked read."""
+
+    worker: Id
+    event: HookEvent
+    tool: Title | None = None
+    message: Text | None = None
+    session_id: Id | None = None
+
+
+class HelpRequest(Command[HookAck], tag="help"):
+    """The agent asks the master and the user a question (an event and a notification)."""
+
+    worker: Id
+    question: Text
+
+
+class SessionOpen(Command[SessionResult], tag="session.open"):
+    """An MCP connection began: the chkd-mcp process (pid, create time), inside `worker` or a master's."""
+
+    pid: Pid
+    started: Started
+    worker: Id | None = None
+    repo: PathStr | None = None
+    client: Name = "chkd-mcp"
+
+
+class SessionClose(Command[Ok], tag="session.close"):
+    id: Seq
+    reason: Title = "disconnected"
+
+
+class SessionList(Command[SessionListResult], tag="session.list"):
+    all: bool = False
+
+
+class Overview(Command[OverviewResult], tag="overview"):
+    """Everything a master needs at a glance (chkd_status): workers, tasks, reviews, conflicts, cost."""
+
+    repo: PathStr | None = None
+
+
 AnyCommand = (
     Ping | Status | Shutdown
     | RepoAdd | RepoList | RepoRm
@@ -776,6 +921,7 @@ AnyCommand = (
     | Events | Gc
     | DbBackup | DbCheck | Doctor
     | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts
+    | Send | Inbox | Hook | HelpRequest | SessionOpen | SessionClose | SessionList | Overview
 )  # fmt: skip
 
 COMMANDS: tuple[type[Command[Result]], ...] = get_args(AnyCommand)

@@ -88,6 +88,8 @@ def test_every_command_encodes(cmd: type) -> None:
 def _sample(tp: object) -> object:
     if typing.get_origin(tp) is typing.Annotated:  # a bounded type: sample its base
         tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) is typing.Literal:  # a required choice (Hook.event): its first value
+        return typing.get_args(tp)[0]
     return {str: "x", int: 1, float: 1.0, bool: True}.get(tp, "x")  # type: ignore[arg-type]
 
 

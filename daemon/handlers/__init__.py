@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import liveness
-from . import core, db, doctor, events, gc, merge, repos, shim, tasks, workers
+from . import core, db, doctor, events, gc, merge, messages, overview, repos, sessions, shim, tasks, workers
 
-_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor)
+_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor, messages, sessions, overview)
 
 HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
 for _area in _AREAS:
@@ -23,5 +23,5 @@ for _area in _AREAS:
 
 #: Start-up steps in this order; liveness (reaper, notifier, reconciliation) has no handlers
 #: but starts between the shims' area and the merge queue, as it always did.
-_STARTING = (core, repos, tasks, workers, shim, liveness, merge, db, doctor)
+_STARTING = (core, repos, tasks, workers, shim, liveness, sessions, merge, db, doctor)
 SETUPS: list[Callable[[Any], None]] = [a.setup for a in _STARTING if hasattr(a, "setup")]
