@@ -246,6 +246,10 @@ def remove(ctx: Ctx, row: dict[str, Any]) -> None:
     store = ctx.store
     store.x("DELETE FROM sessions WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM merges WHERE repo_id=?", (row["id"],))
+    from . import agent_profiles  # the Claude files of its workers go with their rows
+
+    for (wid,) in store.all("SELECT id FROM workers WHERE repo_id=?", (row["id"],)):
+        agent_profiles.forget_claude_files(ctx, wid)
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
     taskqueue.forget_repo(ctx, row["id"])
     store.x("DELETE FROM repos WHERE id=?", (row["id"],))

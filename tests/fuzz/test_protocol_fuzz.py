@@ -32,8 +32,8 @@ from chkd.daemon.notify import CURSOR_KEY
 from chkd.protocol import codec
 from chkd.protocol.errors import ErrorCode
 from chkd.protocol.messages import (
-    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoRm, Remove, Shutdown,
-    Spawn, TaskAdd, Update, WorkerShow,
+    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoRm, Remove, ResumeAgent,
+    Shutdown, Spawn, TaskAdd, Update, WorkerShow,
 )
 
 from conftest import BIN, Daemon, _kill_strays, make_repo, wait_for
@@ -42,7 +42,7 @@ EXAMPLES = int(os.environ.get("CHKD_FUZZ_EXAMPLES", "0") or 0)
 KNOWN_CODES = frozenset(ErrorCode.__args__)  # type: ignore[attr-defined]
 #: Commands that act on processes or git when they succeed: fuzzed only with names that match nothing.
 #: (repo rm too: removing a fixture repository could leave one, which `repo=None` would then pick.)
-SIDE_EFFECTS = (Spawn, Merge, Approve, Update, Remove, AtticRestore, Done, RepoRm)
+SIDE_EFFECTS = (Spawn, Merge, Approve, Update, Remove, AtticRestore, Done, RepoRm, ResumeAgent)
 NEVER = (Shutdown,)
 
 CONFIG = """\
