@@ -43,7 +43,7 @@ from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, Event, ProfileWait, RunInfo, Spawn
 
-from . import budget, mergeengine, mergequeue, repos, schedule, spawning, taskqueue, usage, workerrecords
+from . import agent_resume, budget, mergeengine, mergequeue, repos, schedule, spawning, taskqueue, usage, workerrecords
 from .context import Ctx, Deferred
 from .store import now_ms
 
@@ -124,7 +124,7 @@ def wake(ctx: Ctx) -> None:
 def on_event(ctx: Ctx, event: Event) -> None:
     """Listener on every emitted event: usage limits park a profile; state changes wake the runs."""
     data = event.data
-    if isinstance(data, (ev.AgentUsageLimitHit, ev.AgentApiErrored)):
+    if isinstance(data, (ev.AgentUsageLimited, ev.AgentApiFailed)):
         note_limit(ctx, event, data)
     elif isinstance(data, ev.WorkerStatusChanged) and data.to == "done" and event.worker_id:
         row = workerrecords.load(ctx, event.worker_id)
@@ -326,20 +326,16 @@ def _updated(ctx: Ctx, repo: Mapping[str, Any], wid: str, target: str, res: merg
     tasks_row = workerrecords.task_of(ctx, row)
     if tasks_row is not None and tasks_row["status"] == "review":
         taskqueue.set_task_status(ctx, tasks_row, "in_progress", worker_id=wid, note=f"conflicts in {files}")
-    if not resume_agent(ctx, row, f"Merging {target} into your branch left conflict markers in: {files}. "
-                                  "Resolve them, commit, and finish."):
+    if not resume_agent(ctx, row, agent_resume.conflict_prompt(target, list(res.conflict_files))):
         needs_person(ctx, row, f"worker {wid} ({row['task_id']}) conflicts with {target} in {files}: resolve "
                                f"the markers in {row['worktree_path']}, commit, then `chkdctl done --worker {wid}`")
 
 
 def resume_agent(ctx: Ctx, row: Mapping[str, Any], prompt: str) -> bool:
-    """Start the worker's agent again in its worktree with `prompt` when its profile can resume a
-    session (`resume` argv and a recorded session id). Not available in this build: False."""
-    profile = ctx.config.agent_profile(row.get("agent") or "")
-    hook = ctx.ext.get("resume_agent")  # installed by the area that can resume agents
-    if profile is None or not getattr(profile, "resume", None) or hook is None:
-        return False
-    return bool(hook(ctx, row, prompt))
+    """Start the worker's agent again in its worktree with `prompt` (daemon/agent_resume.py) when
+    it can be: its agent exited, its profile has `resume`, a session id was recorded. False (and
+    nothing changed) otherwise: then a person gets the conflict."""
+    return agent_resume.maybe_start(ctx, dict(row), prompt, "conflict markers after update")
 
 
 def needs_person(ctx: Ctx, row: Mapping[str, Any], message: str) -> None:
@@ -350,9 +346,9 @@ def needs_person(ctx: Ctx, row: Mapping[str, Any], message: str) -> None:
 
 
 # -- usage limits --------------------------------------------------------------------------------
-def note_limit(ctx: Ctx, event: Event, data: ev.AgentUsageLimitHit | ev.AgentApiErrored) -> None:
+def note_limit(ctx: Ctx, event: Event, data: ev.AgentUsageLimited | ev.AgentApiFailed) -> None:
     """An agent hit a usage limit or a 429: park its profile; its task goes back uncounted."""
-    kind = data.error if isinstance(data, ev.AgentApiErrored) else "usage_limit"
+    kind = data.error if isinstance(data, ev.AgentApiFailed) else "usage_limit"
     if kind not in ("usage_limit", "rate_limit"):
         return
     row = workerrecords.load(ctx, event.worker_id) if event.worker_id else None
@@ -364,7 +360,7 @@ def note_limit(ctx: Ctx, event: Event, data: ev.AgentUsageLimitHit | ev.AgentApi
     strikes = (old["strikes"] if old else 0) + 1
     if kind == "usage_limit":
         margin = int(ctx.config.usage_limit_margin_s * 1000)
-        resets = data.resets_at if isinstance(data, ev.AgentUsageLimitHit) else None
+        resets = data.resets_at if isinstance(data, ev.AgentUsageLimited) else None
         until = min(now + MAX_WAIT_MS, int(resets) + margin) if resets else now + margin
         reason = "usage limit"
     else:

@@ -15,6 +15,7 @@ The points (see the modules that hit them):
     merge.landed            landed and cleaned up, the merge not yet recorded as merged
     train.gated             a merge train's gate ran (the train not yet landed)
     pool.created            a pool worktree added and marked, its setup not yet run nor recorded
+    resume.recorded         an agent's resume recorded (worker working again), its new shim not started
 """
 
 from __future__ import annotations

@@ -20,8 +20,14 @@ from typing import Any
 import msgspec
 
 from chkd.protocol.events import (
-    BudgetExceeded, BudgetWarned, EventBody, LimitWaitStarted, MergeConflicted, NeedsPerson, TaskEscalated,
-    WorkerHelpRequested, WorkerStatusChanged,
+    BudgetExceeded,
+    BudgetWarned,
+    EventBody,
+    LimitWaitStarted,
+    MergeConflicted,
+    NeedsPerson,
+    TaskEscalated,
+    WorkerStatusChanged,
 )
 from chkd.protocol.messages import Event
 
@@ -30,9 +36,12 @@ from .context import EVENT_COLUMNS, Ctx, row_event
 #: Worker states worth a notification, and what the notification calls them.
 WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled",
                  "waiting": "waiting"}
-#: Event types (other than worker status changes) worth a notification.
+#: Event types (other than worker status changes) worth a notification. A help request (chkd_request_help)
+#: makes the worker `waiting`, and that status change is what notifies ("w2 is waiting for you: ..."), once.
+#: A usage limit (agent.usage_limit) notifies through the wait it starts (autopilot.limit_wait: the profile,
+#: how many tasks wait, until when), once per reset time however many workers hit it.
 TYPES: dict[type[EventBody], str] = {
-    MergeConflicted: "conflict", TaskEscalated: "escalated", WorkerHelpRequested: "help",
+    MergeConflicted: "conflict", TaskEscalated: "escalated",
     BudgetWarned: "budget_warning", BudgetExceeded: "budget", LimitWaitStarted: "usage_limit",
     NeedsPerson: "needs_person",
 }
@@ -43,7 +52,6 @@ TITLES = {
     "dead": "chkd: worker died",
     "stalled": "chkd: worker stalled",
     "escalated": "chkd: task escalated",
-    "help": "chkd: a worker asks for help",
     "waiting": "chkd: a worker needs you",
     "budget": "chkd: budget reached",
     "budget_warning": "chkd: 80 % of the budget used",
@@ -98,8 +106,6 @@ def _detail(data: EventBody) -> tuple[str, list[str]]:
             return "", files
         case TaskEscalated(reason=reason):
             return reason, []
-        case WorkerHelpRequested(question=question):
-            return question, []
         case BudgetWarned(message=message) | BudgetExceeded(message=message) | LimitWaitStarted(message=message):
             return message, []
         case NeedsPerson(message=message):

@@ -227,6 +227,60 @@ class AtticRestored(EventBody, tag="attic.restored"):
     sha: str
 
 
+# -- agents (what a worker's shim read in a Claude Code stream; protocol/agents.py) -------------------
+class AgentSessionStarted(EventBody, tag="agent.session"):
+    """The agent's session started: the id `resume` continues, and the model."""
+
+    session_id: str
+    model: str = ""
+    profile: str = ""
+
+
+class AgentUsageReported(EventBody, tag="agent.usage"):
+    """A run ended: its usage (cache tokens counted as input), and the worker's totals across every run."""
+
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    total_tokens_in: int
+    total_tokens_out: int
+    total_cost_usd: float
+    is_error: bool = False
+    terminal_reason: str = ""
+    profile: str = ""
+
+
+class AgentUsageLimited(EventBody, tag="agent.usage_limit"):
+    """The agent hit its plan's usage limit (Claude's rate_limit_event read by the shim, or
+    `chkdctl usage-limit` from any agent): the autopilot parks this profile until `resets_at`
+    (ms since the epoch; None when the agent did not say) plus usage_limit_margin_s."""
+
+    profile: str
+    resets_at: int | None = None
+    limit_type: str = ""
+    message: str = ""
+
+
+class AgentApiFailed(EventBody, tag="agent.api_error"):
+    """The agent's API calls failed; `error` is the kind: rate_limit (429 after retries), server_error,
+    billing_error, authentication_failed, invalid_request, max_output_tokens, unknown. A `rate_limit`
+    (also `chkdctl usage-limit --rate-limit`) makes the autopilot back off that profile."""
+
+    profile: str
+    error: str
+    status: int | None = None
+    message: str = ""
+
+
+class AgentResumed(EventBody, tag="agent.resumed"):
+    """The worker's agent was started again in its worktree, continuing its session."""
+
+    profile: str
+    session_id: str
+    why: str
+    prompt: str = ""
+
+
 # -- merges (topic `merge.<merge_id>`) --------------------------------------------------------
 class MergeEvent(EventBody):
     """Base of the merge events: every one names its merge."""
@@ -437,22 +491,6 @@ class LimitWaitOver(EventBody, tag="autopilot.limit_over"):
     reason: str
 
 
-class AgentUsageLimitHit(EventBody, tag="agent.usage_limit"):
-    """The agent hit its usage limit (Claude's rate_limit_event, or `chkdctl usage-limit`)."""
-
-    profile: str
-    resets_at: int | None = None
-    message: str = ""
-
-
-class AgentApiErrored(EventBody, tag="agent.api_error"):
-    """An API error the agent reported; `error` names it (`rate_limit`: an HTTP 429)."""
-
-    profile: str
-    error: str
-    message: str = ""
-
-
 class BudgetWarned(EventBody, tag="budget.warning"):
     """80 % of a daily budget is used. `scope`: "global" or the repository's name."""
 
@@ -502,12 +540,13 @@ EventData = (
     | TaskRequeued | TaskFailed | TaskEscalated | DepAdded | DepRemoved | SpecImported
     | WorkerSpawned | WorkerStarted | WorkerStatusChanged | WorkerInput | WorkerHeartbeat | WorkerExited | WorkerKilled
     | WorkerCommitted | WorkerCommitFailed | WorkerUpdated | WorkerRemoved | AtticRestored
+    | AgentSessionStarted | AgentUsageReported | AgentUsageLimited | AgentApiFailed | AgentResumed
     | MergeQueued | MergeApproved | MergeRejected | MergeChecking | MergeTesting | MergeAwaitingReview
     | MergeMerged | MergeConflicted | MergeFailed | MergeGateSuspect | MergeTrainRan
     | OverlapFound | DaemonPaused | GcRemoved
     | MessageSent | MessageDelivered | WorkerHooked | WorkerHelpRequested | SessionOpened | SessionEnded
     | AutopilotStarted | AutopilotStopped | AutopilotFinished | AutopilotSpawned | AutopilotSpawnFailed
-    | AutopilotUpdated | NeedsPerson | LimitWaitStarted | LimitWaitOver | AgentUsageLimitHit | AgentApiErrored
+    | AutopilotUpdated | NeedsPerson | LimitWaitStarted | LimitWaitOver
     | BudgetWarned | BudgetExceeded | BudgetResumed | BudgetOverridden
     | Unreadable
 )  # fmt: skip

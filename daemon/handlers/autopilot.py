@@ -70,10 +70,10 @@ def agent_limit(ctx: Ctx, req: AgentLimit) -> ActivityAck:
     repo = repos.repo_name(ctx.store, row["repo_id"])
     message = " ".join(req.message.split())[:300]
     if req.kind == "usage_limit":
-        ctx.emit(ev.AgentUsageLimitHit(profile=row["agent"] or "", resets_at=req.resets_at, message=message),
+        ctx.emit(ev.AgentUsageLimited(profile=row["agent"] or "", resets_at=req.resets_at, message=message),
                  repo=repo, worker_id=row["id"], task_id=row["task_id"])
     else:
-        ctx.emit(ev.AgentApiErrored(profile=row["agent"] or "", error="rate_limit", message=message),
+        ctx.emit(ev.AgentApiFailed(profile=row["agent"] or "", error="rate_limit", message=message),
                  repo=repo, worker_id=row["id"], task_id=row["task_id"])
     fresh = workerrecords.load(ctx, row["id"]) or row
     return ActivityAck(status=fresh["status"], heartbeat_s=ctx.config.heartbeat_s)
