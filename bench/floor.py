@@ -10,8 +10,8 @@ import multiprocessing as mp
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 
 import zmq
 

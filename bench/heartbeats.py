@@ -31,12 +31,12 @@ from pathlib import Path
 import msgspec
 import psutil
 import zmq
+from floor import chkdd, echo_floor, pct
 
+from chkd.daemon.store import db_path
 from chkd.protocol import codec
 from chkd.protocol.messages import ActivityAck, Ping, ShimBeat
-from chkd.daemon.store import db_path
 from chkd.protocol.paths import resolve
-from floor import chkdd, echo_floor, pct
 
 PROCS = 8
 WORKERS = 1000

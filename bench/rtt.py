@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 import zmq
+from floor import chkdd, echo_floor, pct
 
 from chkd.client.client import Client
 from chkd.protocol import codec
 from chkd.protocol.messages import Ping, Pong
 from chkd.protocol.paths import resolve
-from floor import chkdd, echo_floor, pct
 
 BIN = Path(sys.executable).parent
 

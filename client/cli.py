@@ -70,7 +70,7 @@ def _with_local_paths(body: Any) -> Any:
     if not isinstance(repo, str) or not (os.sep in repo or repo.startswith((".", "~"))):
         return body
     local = os.path.expanduser(repo)
-    if local == repo and os.path.isabs(repo) or not os.path.exists(local):
+    if (local == repo and os.path.isabs(repo)) or not os.path.exists(local):
         return body
     import msgspec
 

@@ -11,7 +11,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import zmq
 
@@ -116,14 +116,14 @@ class Client:
     def call(self, body: Command[R], timeout: float | None = None) -> R:
         """Send one command and return its result, of the type the command declares
         (messages.result_type); raise ChkdError on an `Err` reply or any other type."""
-        result = self.request(body, timeout)  # type: ignore[arg-type]  # every Command subclass is in AnyCommand
+        result = self.request(cast("AnyCommand", body), timeout)  # every Command subclass is in AnyCommand
         if isinstance(result, Err):
             raise ChkdError(result.code, result.message, result.hint)
         expected = result_type(body)
         if not isinstance(result, expected):
             raise ChkdError("internal", f"The daemon answered {type(result).__name__} where "
                                         f"{expected.__name__} was expected.")
-        return result  # type: ignore[return-value]  # result_type(body) is R
+        return cast(R, result)  # result_type(body) is R
 
     def _no_answer(self, timeout: float) -> DaemonUnavailable:
         if not daemonctl.is_running(self.paths):
@@ -213,7 +213,7 @@ class Client:
 class _Cursor:
     """How far `events` got (every event up to `seq` was yielded or filtered out), and its filters."""
 
-    __slots__ = ("seq", "worker", "task", "repo")
+    __slots__ = ("repo", "seq", "task", "worker")
 
     def __init__(self, seq: int, worker: str | None, task: str | None, repo: str | None) -> None:
         self.seq, self.worker, self.task, self.repo = seq, worker, task, repo

@@ -60,7 +60,7 @@ def _answers(paths: Paths, timeout: float) -> bool:
     paths.check_run()
     if not paths.ctl_sock.exists():
         return False
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:

@@ -37,7 +37,14 @@ import msgspec
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    SHIM_BACKOFF_MAX_S, SHIM_SEND_TIMEOUT_S, ActivityAck, AgentReport, ShimBeat, ShimExit, ShimGo, ShimHello,
+    SHIM_BACKOFF_MAX_S,
+    SHIM_SEND_TIMEOUT_S,
+    ActivityAck,
+    AgentReport,
+    ShimBeat,
+    ShimExit,
+    ShimGo,
+    ShimHello,
     decode_go,
 )
 from chkd.protocol.paths import Paths, open_private, resolve

@@ -12,7 +12,7 @@ from typing import Any
 
 from chkd.protocol.messages import ShimGo, TmuxTarget, encode_go
 
-from . import agent_profiles, failpoints, procs
+from . import agent_profiles, failpoints, pool, procs, reposettings
 from . import workerrecords as W
 
 
@@ -37,6 +37,8 @@ class LaunchSpec:
     agent: agent_profiles.AgentPlan | None = None
     claude_dir: str | None = None  # where a claude_hooks profile's --mcp-config/--settings files go
     tmux: TmuxTarget | None = None  # interactive: the session on chkd's own tmux server
+    workspace: reposettings.Workspace | None = None  # copy + setup_cmd, run before the agent starts
+    pooled: pool.Taken | None = None  # a warm worktree to move into place instead of `git worktree add`
 
 
 def agent_argv(spec: LaunchSpec, worktree: str, branch: str) -> list[str]:

@@ -77,11 +77,11 @@ class Ctx:
     # -- loop plumbing (owned by server.py) ----------------------------------------------
     outbox: list[list[bytes]] = field(default_factory=list)  # replies, sent after commit
     pubbox: list[Event] = field(default_factory=list)  # events, published after commit
-    completions: "queue.SimpleQueue[Completion]" = field(
+    completions: queue.SimpleQueue[Completion] = field(
         default_factory=queue.SimpleQueue
     )
     jobbox: list[Job] = field(default_factory=list)  # off-loop jobs, started after commit
-    effects: list[Callable[[], None]] = field(default_factory=list)  # signals etc., run after commit
+    effects: list[Callable[[], object]] = field(default_factory=list)  # signals etc., run after commit
     finished: list[Deferred] = field(default_factory=list)  # deferreds answered in this transaction
     wake_fd: int = -1
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "chkd-job"))
@@ -153,7 +153,7 @@ class Ctx:
         (a ChkdError as itself, anything else as `internal`), so no client waits forever."""
         self.jobbox.append(Job(fn, args, kwargs, then, reply_to))
 
-    def after_commit(self, effect: Callable[[], None]) -> None:
+    def after_commit(self, effect: Callable[[], object]) -> None:
         """Run `effect` on the loop once the current transaction has committed (signals to a
         worker's group: a pause that rolls back must not have stopped anything)."""
         self.effects.append(effect)

@@ -128,7 +128,8 @@ def _copy(db: str, tmp: Path) -> int:
             while not job.step(-1):
                 pass
         copy.execute("PRAGMA journal_mode=DELETE")
-        return int(copy.execute("PRAGMA page_count").fetchone()[0])
+        (pages,) = copy.execute("PRAGMA page_count").fetchone() or (0,)
+        return int(pages)
     finally:
         copy.close()
         source.close()

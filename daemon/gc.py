@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chkd.protocol.messages import LIVE_WORKER_STATUSES, GcItem
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, GcItem, GcKind
 
 from . import git
 from . import worktrees as wt
@@ -115,7 +115,7 @@ def _unmerged_reason(branch: str, target: str, cwd: str) -> str | None:
 
 def _worktree_reason(path: str, branch: str | None, target: str, cwd: str) -> str | None:
     """None when the worktree at `path` can go without losing anything, else why it stays."""
-    dirty = git.dirty_files(path)
+    dirty = wt.dirty(path)
     if dirty:
         return f"{len(dirty)} uncommitted change(s) in {path}; kept"
     return _unmerged_reason(branch, target, cwd) if branch else None
@@ -146,11 +146,11 @@ def scan(snap: RepoSnapshot) -> list[Found]:
     return found
 
 
-def _not_ours(kind: str, snap: RepoSnapshot, what: str, marker: dict[str, Any] | None = None) -> Found:
+def _not_ours(kind: GcKind, snap: RepoSnapshot, what: str, marker: dict[str, Any] | None = None) -> Found:
     reason = NOT_OURS
     if marker is not None and marker.get("home") != snap.home:
         reason = f"made by another chkd ({marker.get('home')}); kept"
-    return Found(GcItem(kind=kind, repo=snap.name, what=what, reason=reason, removable=False))  # type: ignore[arg-type]
+    return Found(GcItem(kind=kind, repo=snap.name, what=what, reason=reason, removable=False))
 
 
 def _worktree_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
@@ -163,8 +163,10 @@ def _worktree_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
         if path == main_path or path in facts.by_path:
             continue
         marker = facts.markers.get(path)
-        if wt.marked_by(marker, snap.home, "gate"):
+        if wt.marked_by(marker, snap.home, "gate") or wt.marked_by(marker, snap.home, "gatetree"):
             continue  # a test gate's: prune_gates removes those, never while a merge runs
+        if wt.marked_by(marker, snap.home, "pool"):
+            continue  # the warm pool's: recorded in the pool table, reconciled at start-up
         if wt.marked_by(marker, snap.home, "worker"):
             assert marker is not None
             if marker.get("worker") not in live:  # a live worker may not have recorded it yet
@@ -232,7 +234,7 @@ def _worker_items(snap: RepoSnapshot, facts: _Facts, w: dict[str, Any]) -> list[
         return []  # a spawn in flight: its worktree may not exist yet
     state = _worktree_state(path, facts)
     sha = git.ref_sha(f"refs/heads/{branch}", cwd) if branch else None
-    registered = bool(path) and os.path.realpath(path) in facts.registered
+    registered = path is not None and os.path.realpath(path) in facts.registered
     f = Found(GcItem(kind="worker", repo=snap.name, what=w["id"], reason=""), worker_id=w["id"],
               worktree=path if registered or state == "empty" else None, branch=branch if sha else None,
               branch_sha=sha, drop_row=status != "merged", empty_dir=state == "empty")
@@ -326,7 +328,8 @@ def _remove(snap: RepoSnapshot, f: Found) -> None:
         why = _worktree_reason(f.worktree, f.branch, target, cwd)
         if why:
             raise _Kept(why)
-        git.run(["worktree", "remove", f.worktree], cwd)  # refuses by itself if anything is dirty
+        force = ["--force"] if wt.copied_files(f.worktree) and not wt.dirty(f.worktree) else []  # chkd's copies
+        git.run(["worktree", "remove", *force, f.worktree], cwd)  # else refuses by itself if anything is dirty
     elif f.worktree:
         wt.forget_worktree(cwd, f.worktree)  # its directory is gone: only its own registration goes
     if f.branch:
@@ -349,6 +352,6 @@ def _delete_branch(f: Found, target: str, cwd: str) -> None:
         return
     if f.branch_sha and sha != f.branch_sha:
         raise git.GitError(f"branch {f.branch} moved during gc; kept")
-    if _unmerged_reason(f.branch, target, cwd):  # type: ignore[arg-type]
+    if _unmerged_reason(str(f.branch), target, cwd):
         raise git.GitError(f"branch {f.branch} holds work not in {target}; kept")
     git.run(["update-ref", "-d", f"refs/heads/{f.branch}", sha], cwd)

@@ -92,9 +92,10 @@ def _run_once(args: Sequence[str], cwd: str | Path, timeout: float, input: str |
         raise GitError(f"{cwd} is not a directory.") from None
 
 
-def out(args: Sequence[str], cwd: str | Path, **kw: object) -> str:
+def out(args: Sequence[str], cwd: str | Path, *, timeout: float = DEFAULT_TIMEOUT, input: str | None = None,
+        env: dict[str, str] | None = None) -> str:
     """stdout of a git command that must succeed, stripped."""
-    return run(args, cwd, **kw).stdout.strip()  # type: ignore[arg-type]
+    return run(args, cwd, timeout=timeout, input=input, env=env).stdout.strip()
 
 
 def reason(stderr: str) -> str:
@@ -149,11 +150,18 @@ def valid_branch_name(name: str, cwd: str | Path) -> bool:
     return proc.returncode == 0 and proc.stdout.strip() == name
 
 
-def dirty_files(cwd: str | Path, *, tracked_only: bool = False) -> list[str]:
-    """Paths with uncommitted changes (untracked too unless `tracked_only`)."""
+def exclude_pathspecs(paths: Sequence[str]) -> list[str]:
+    """Pathspecs for "everything but these literal paths" (after a `--`)."""
+    return ["."] + [f":(exclude,literal){p}" for p in paths] if paths else []
+
+
+def dirty_files(cwd: str | Path, *, tracked_only: bool = False, exclude: Sequence[str] = ()) -> list[str]:
+    """Paths with uncommitted changes (untracked too unless `tracked_only`), leaving out `exclude`."""
     args = ["status", "--porcelain=v1", "-z"]
     if tracked_only:
         args.append("--untracked-files=no")
+    if exclude:
+        args += ["--", *exclude_pathspecs(exclude)]
     raw = run(args, cwd).stdout
     files: list[str] = []
     entries = raw.split("\0")

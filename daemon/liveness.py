@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from chkd.protocol import events as ev
+
 from . import notify, procs, reaper, spawning, workerrecords
 from .context import Ctx
 from .store import now_ms
@@ -154,7 +155,7 @@ def reap(ctx: Ctx) -> None:
     now = now_ms()
     notice_gap(ctx, now)
     limits = reaper.Limits.from_config(ctx.config, watching_since(ctx))
-    rows = [dict(zip(_REAP_COLUMNS, r)) for r in ctx.store.all(
+    rows = [dict(zip(_REAP_COLUMNS, r, strict=False)) for r in ctx.store.all(
         _REAP_SQL, {"beat_cut": now - limits.heartbeat_timeout_ms, "stall_cut": now - limits.stall_timeout_ms})]
     if not rows:
         ctx.ext.get("agent_gone_since", {}).clear()

@@ -7,7 +7,7 @@ process (tests) never share state.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
@@ -17,13 +17,14 @@ LogFormat = Literal["json", "console"]
 
 
 def make_logger(path: Path, fmt: LogFormat = "json") -> tuple[structlog.typing.FilteringBoundLogger, TextIO]:
-    stream = open_private(path, "a", buffering=1, encoding="utf-8")  # 0600; line-buffered: one write per line
+    # 0600; line-buffered: one write per line
+    stream = cast(TextIO, open_private(path, "a", buffering=1, encoding="utf-8"))
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    processors = [
+    processors: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info if fmt == "json" else structlog.processors.StackInfoRenderer(),
@@ -35,4 +36,4 @@ def make_logger(path: Path, fmt: LogFormat = "json") -> tuple[structlog.typing.F
         wrapper_class=structlog.make_filtering_bound_logger(0),
         cache_logger_on_first_use=True,
     )
-    return logger, stream
+    return cast(structlog.typing.FilteringBoundLogger, logger), stream

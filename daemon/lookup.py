@@ -11,6 +11,7 @@ from chkd.protocol.errors import ChkdError
 
 from .store import Store
 
+
 def load_worker(store: Store, worker_id: str) -> dict[str, Any] | None:
     """The one worker loader: the row with exactly this id (no prefix matching), or None."""
     return store.dict("SELECT * FROM workers WHERE id=?", (worker_id,))

@@ -22,7 +22,7 @@ from .store import Store, StoreError, db_path
 
 def acquire_lock(path: os.PathLike[str]) -> TextIO | None:
     """The single-instance lock: held for the daemon's whole life, released by the kernel on any exit."""
-    fh = open(path, "a+", encoding="utf-8")
+    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the daemon's life
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"chkdd: cannot create its directories ({exc}).", file=sys.stderr)
         return 1
+    for sock in (paths.ctl_sock, paths.events_sock):
+        problem = paths_mod.socket_problem(sock)
+        if problem is not None:
+            print(f"chkdd: {problem}", file=sys.stderr)
+            return 1
     try:
         config = load_config(paths.config_file)
     except ConfigError as exc:
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     log, log_stream = make_logger(paths.log_file, args.log_format)
     try:
         store = Store(db_path(paths))
-    except (StoreError, Exception) as exc:  # noqa: BLE001 - any DB failure is a start-up sentence
+    except (StoreError, Exception) as exc:
         log.error("store_open_failed", exc_info=True)
         print(f"chkdd: cannot open the database {db_path(paths)} ({exc}).", file=sys.stderr)
         return 1
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(ctx, notifier)
     try:
         server.bind()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.error("bind_failed", exc_info=True)
         print(f"chkdd: cannot listen on {paths.ctl_endpoint} ({exc}).", file=sys.stderr)
         return 1
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("started", version=chkd.__version__, pid=os.getpid(), home=str(paths.home or paths.state))
     try:
         server.run()
-    except Exception:  # noqa: BLE001 - the loop itself failing is a bug; log it and exit non-zero
+    except Exception:
         log.critical("loop_crashed", exc_info=True)
         return 1
     finally:

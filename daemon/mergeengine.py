@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +49,7 @@ class GateResult:
     seconds: float
     timed_out: bool = False
     returncode: int | None = None
+    suspect: str | None = None  # a main-checkout file the gate's output names (see gate.suspect)
 
 
 @dataclass(frozen=True)
@@ -78,11 +77,14 @@ def _both_shas(repo: str | Path, target: str, head: str, head_missing: str) -> t
     return target_sha, head_sha
 
 
-def plan(repo: str | Path, target: str, head: str, message: str, known_head: str | None = None) -> Plan:
+def plan(repo: str | Path, target: str, head: str, message: str, known_head: str | None = None,
+         worktree: str | None = None) -> Plan:
     """Conflict check + merge commit object for `head` into `target` (no checkout, no ref moves).
 
     `known_head`: the commit an earlier check of this merge saw. When the branch is gone because
-    that merge landed and cleaned up just before a daemon kill, the work is found in the target."""
+    that merge landed and cleaned up just before a daemon kill, the work is found in the target.
+    `worktree`: the worker's; a file chkd copied into it (`copy`, e.g. `.env`) that the branch
+    committed is refused, so a copied secret never reaches the target."""
     if known_head and git.rev(head, repo) is None:
         target_sha = git.rev(target_ref(target), repo)
         if target_sha is not None and _is_ancestor(known_head, target_sha, repo):
@@ -95,6 +97,13 @@ def plan(repo: str | Path, target: str, head: str, message: str, known_head: str
         return Plan(target_sha, head_sha, conflict_files=conflicts)
     if tree == git.out(["rev-parse", f"{target_sha}^{{tree}}"], repo):
         return Plan(target_sha, head_sha, tree=tree, already_in=True)  # squash-merged or cherry-picked
+    copied = worktrees.copied_files(worktree) if worktree and os.path.isdir(worktree) else []
+    if copied:
+        added = git.out(["diff", "--name-only", "--no-renames", "--diff-filter=A", target_sha, tree, "--", *copied], repo)
+        if added.strip():
+            raise ChkdError("refused", f"The branch commits {_names(added.split())}, which chkd copied in from the main "
+                                       "checkout (copy) and must never be committed; nothing was merged.",
+                            "Remove it from the branch (`git rm --cached FILE` and commit), then merge again.")
     commit = git.out(["commit-tree", tree, "-p", target_sha, "-p", head_sha, "-m", message], repo,
                      env=git.identity_env(repo))
     return Plan(target_sha, head_sha, tree=tree, commit=commit)
@@ -105,30 +114,9 @@ def _is_ancestor(a: str, b: str, repo: str | Path) -> bool:
 
 
 # -- test gate ------------------------------------------------------------------------------
-def run_gate(repo: str | Path, commit: str, cmd: list[str], timeout: float,
-             owner: dict[str, Any] | None = None) -> GateResult:
-    """Run `cmd` in a temporary worktree of `commit`; the worktree is always removed.
-
-    `owner` (home, worker) is recorded with purpose "gate", so a gate a killed daemon left
-    behind is recognised as chkd's by record, never by its name: first in the temporary
-    directory (before `git worktree add`, so a kill in between still leaves a record), then as
-    the worktree's own marker."""
-    tmp = Path(tempfile.mkdtemp(prefix=GATE_PREFIX))
-    wt = tmp / "tree"
-    started = time.monotonic()
-    gate_owner = {**owner, "purpose": "gate", "created_at": int(time.time() * 1000)} if owner is not None else None
-    try:
-        if gate_owner is not None:
-            (tmp / worktrees.MARKER).write_text(json.dumps(gate_owner) + "\n")
-        git.run(["worktree", "add", "--detach", "--quiet", str(wt), commit], repo, timeout=300)
-        if gate_owner is not None:
-            worktrees.mark_worktree(wt, gate_owner)
-        return _run_cmd(cmd, wt, timeout, started)
-    finally:
-        git.run(["worktree", "remove", "--force", str(wt)], repo, check=False)
-        shutil.rmtree(tmp, ignore_errors=True)  # the temporary directory made just above
-
-
+# The gate itself runs in the persistent gate worktree (daemon/gate.py). Temporary gate worktrees
+# (`chkd-gate-*`, made by versions before the persistent gate) may still be left behind by a
+# killed daemon: `prune_gates` removes those that are recorded as this home's.
 def prune_gates(repo: str | Path, before: float, home: str) -> int:
     """Remove test-gate worktrees a killed daemon left behind: only those recorded as this home's
     gates (marker, or the reservation in their temporary directory), made before `before` (epoch s).
@@ -138,7 +126,7 @@ def prune_gates(repo: str | Path, before: float, home: str) -> int:
     gone = 0
     for path in (ln[len("worktree "):] for ln in listed if ln.startswith("worktree ")):
         marker = markers.get(os.path.realpath(path)) or _gate_reservation(Path(path))
-        if not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:  # type: ignore[arg-type]
+        if marker is None or not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:
             continue
         if git.run(["worktree", "remove", "--force", path], repo, check=False).returncode != 0:
             continue
@@ -154,7 +142,7 @@ def prune_gates(repo: str | Path, before: float, home: str) -> int:
 
 
 def _gate_reservation(wt: Path) -> dict[str, Any] | None:
-    """The record run_gate writes into a gate's temporary directory before `git worktree add`."""
+    """The record an older version's gate wrote into its temporary directory before `git worktree add`."""
     if wt.name != "tree" or not wt.parent.name.startswith(GATE_PREFIX):
         return None
     try:
@@ -169,8 +157,9 @@ def _created_s(marker: dict[str, Any]) -> float:
     return at / 1000 if isinstance(at, (int, float)) else 0.0
 
 
-def _run_cmd(cmd: list[str], cwd: Path, timeout: float, started: float) -> GateResult:
-    env = git.git_env()
+def run_cmd(cmd: list[str], cwd: Path, timeout: float, started: float,
+            extra_env: dict[str, str] | None = None) -> GateResult:
+    env = git.git_env(extra_env)
     for key in ("CHKD_WORKER_ID", "CHKD_TASK_ID"):
         env.pop(key, None)
     try:
@@ -216,7 +205,7 @@ def checkouts_of(repo: str | Path, branch: str) -> list[str]:
     ref = target_ref(branch)
     found: list[str] = []
     path: str | None = None
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if line.startswith("worktree "):
             path = line[len("worktree "):]
         elif line.startswith("branch ") and line[len("branch "):] == ref and path and os.path.isdir(path):
@@ -276,7 +265,7 @@ def finish_landing(repo: str | Path, target: str, old: str, new: str) -> list[st
     if git.rev(target_ref(target), repo) != new:
         return []
     updated, notes = _bring_along(checkouts_of(repo, target), old, new)
-    return notes + [f"brought {', '.join(updated)} up to date after a daemon restart"] if updated else notes
+    return [*notes, f"brought {', '.join(updated)} up to date after a daemon restart"] if updated else notes
 
 
 def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
@@ -393,7 +382,7 @@ def worktree_dirty(worktree: str | None) -> list[str]:
     """Uncommitted files (untracked too) in a worker's worktree; [] when it is gone."""
     if not worktree or not os.path.isdir(worktree):
         return []
-    return git.dirty_files(worktree)
+    return worktrees.dirty(worktree)
 
 
 def diff(repo: str | Path, target: str, head: str, worktree: str | None, stat: bool) -> tuple[str, str, str]:

@@ -20,6 +20,8 @@ Events (kind → data; every one carries repo, worker_id and task_id too):
     merge.merged          merge_id, result_sha, target, already_in (True: nothing to merge,
                           e.g. squash-merged), checkouts (paths brought up to date)
     merge.conflict        merge_id, files
+    merge.train           (one per train) train, merge_ids, gate_runs, landing, failed, conflicts
+    merge.gate_suspect    merge_id, path (a main-checkout file the gate's output names), message, strict, [train]
     merge.failed          merge_id, reason
     merge.rejected        merge_id, reason
     worker.update         worker's branch took the target in (`chkdctl update`): merged, files
@@ -31,15 +33,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chkd.protocol.statuses import ACTIVE_MERGE_STATUSES, FINAL_MERGE_STATUSES, RUNNING_MERGE_STATUSES
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import MergeInfo
+from chkd.protocol.statuses import ACTIVE_MERGE_STATUSES, FINAL_MERGE_STATUSES, RUNNING_MERGE_STATUSES
 
-from . import lookup, mergeengine
+from . import gate, lookup, mergeengine, reposettings, train
 from .context import Ctx
 from .store import now_ms
 
@@ -51,7 +54,7 @@ RUNNING = RUNNING_MERGE_STATUSES
 TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"checking", "rejected", "failed"}),
     "checking": frozenset({"testing", "awaiting_review", "merged", "conflict", "failed", "checking", "queued"}),
-    "testing": frozenset({"awaiting_review", "checking", "merged", "failed", "queued"}),
+    "testing": frozenset({"awaiting_review", "checking", "merged", "conflict", "failed", "queued"}),
     "awaiting_review": frozenset({"queued", "rejected", "failed"}),
 }
 
@@ -116,7 +119,7 @@ def setup(ctx: Ctx) -> None:
             st.busy[m["repo_id"]] = m["id"]
             repo = _repo(ctx, m)
             ctx.submit(mergeengine.finish_landing, repo["path"], m["target"], m["land_old"], m["land_new"],
-                       then=lambda notes, exc, mid=m["id"]: _guard(ctx, mid, _landing_finished, notes, exc))
+                       then=_then_guarded(ctx, m["id"], _landing_finished))
             continue
         ctx.store.x("UPDATE merges SET status='queued', land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
         _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], note="requeued after a daemon restart"))
@@ -135,8 +138,13 @@ def kick(ctx: Ctx, repo_id: int) -> None:
     st = state(ctx)
     if repo_id in st.busy:
         return
-    nxt = pick_next(ctx.store.dicts("SELECT * FROM merges WHERE repo_id=? AND status='queued'", (repo_id,)))
+    queued = ctx.store.dicts("SELECT * FROM merges WHERE repo_id=? AND status='queued'", (repo_id,))
+    nxt = pick_next(queued)
     if nxt is None:
+        return
+    cars = train_cars(ctx, queued)
+    if len(cars) >= 2:
+        _start_train(ctx, repo_id, cars)
         return
     st.busy[repo_id] = nxt["id"]
     try:
@@ -144,6 +152,183 @@ def kick(ctx: Ctx, repo_id: int) -> None:
     except BaseException:
         st.busy.pop(repo_id, None)  # the caller's savepoint rolls back; the timer retries
         raise
+
+
+# -- the merge train -------------------------------------------------------------------------------------
+#: With a merge train, a merge queued into an idle queue waits this long for others to join it
+#: (merges asked for in one go — a script, `merge --all` — then share one gate run).
+TRAIN_GATHER_S = 0.3
+
+
+def _kick_soon(ctx: Ctx, repo: dict[str, Any]) -> None:
+    if reposettings.merge_batch(ctx, repo) > 1 and test_cmd(ctx, repo) and repo["id"] not in state(ctx).busy:
+        ctx.timers.after(TRAIN_GATHER_S, lambda: kick(ctx, repo["id"]), "merge-train-gather")
+    else:
+        kick(ctx, repo["id"])
+
+
+def train_cars(ctx: Ctx, queued: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The next merges, in queue order, that can be gated together: up to `merge_batch` of them from
+    the front of the queue, each landing right after its gate (auto, tested, same target)."""
+    if not queued:
+        return []
+    repo = _repo(ctx, queued[0])
+    batch = reposettings.merge_batch(ctx, repo)
+    if batch < 2 or not test_cmd(ctx, repo):
+        return []
+    cars: list[dict[str, Any]] = []
+    for m in sorted(queued, key=lambda m: (m["priority"], m["id"])):
+        if m["strategy"] != "auto" or not m["run_tests"] or m["approved_at"] or len(cars) == batch:
+            break
+        if cars and m["target"] != cars[0]["target"]:
+            break
+        cars.append(m)
+    return cars
+
+
+def _start_train(ctx: Ctx, repo_id: int, cars: list[dict[str, Any]]) -> None:
+    """All cars to `testing` (one train id: the first's), then off-loop: stack, gate, bisect."""
+    st = state(ctx)
+    train_id = cars[0]["id"]
+    st.busy[repo_id] = -train_id  # held by the train as a whole, not by one of its merges
+    repo = _repo(ctx, cars[0])
+    cmd = test_cmd(ctx, repo)
+    assert cmd is not None
+    ids = [m["id"] for m in cars]
+    on_board: list[train.Car] = []
+    try:
+        for m in cars:
+            worker = _worker(ctx, m)
+            if worker is None or not worker["branch_name"]:
+                _fail(ctx, m, "The worker or its branch is gone.")
+                continue
+            _set(ctx, m, "checking")
+            _emit(ctx, m, ev.MergeChecking(merge_id=m["id"], train=train_id))
+            _set(ctx, m, "testing", train=train_id)
+            _emit(ctx, m, ev.MergeTesting(merge_id=m["id"], cmd=list(cmd), train=train_id, cars=ids))
+            on_board.append(train.Car(m["id"], f"refs/heads/{worker['branch_name']}", _message(worker), m["head_sha"],
+                                      worker["worktree_path"]))
+    except BaseException:
+        st.busy.pop(repo_id, None)  # the caller's savepoint rolls back; the timer retries
+        raise
+    gate_fn = train.gate_with(repo["path"], gate.gate_path(ctx.paths.state, repo["id"], repo["name"]), cmd,
+                              test_timeout(ctx, repo), {"home": str(ctx.paths.state)},
+                              reposettings.workspace(ctx, repo), str(gate_log(ctx, repo)),
+                              reposettings.gate_strict(ctx, repo))
+    car_ids = [c.merge_id for c in on_board]
+    ctx.submit(train.run, repo["path"], cars[0]["target"], on_board, gate_fn,
+               then=lambda out, exc: _train_step(ctx, repo_id, train_id, car_ids, _train_gated, out, exc))
+
+
+def _message(worker: dict[str, Any]) -> str:
+    return f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
+                                               if worker["task_id"] else "") + f" [chkd {worker['id']}]"
+
+
+def _train_step(ctx: Ctx, repo_id: int, train_id: int, ids: list[int], step: Any, result: Any,
+                exc: BaseException | None) -> None:
+    """Like `_guard`, for a whole train: a bug fails the train's open merges; the slot is freed at the end."""
+    st = state(ctx)
+    held = True
+    try:
+        with ctx.savepoint():
+            held = step(ctx, repo_id, train_id, ids, result, exc)
+    except Exception as err:  # noqa: BLE001 - the queue must go on
+        ctx.log.error("merge_train_step_failed", train=train_id, step=step.__name__, exc_info=True)
+        held = False
+        for mid in ids:
+            m = ctx.store.dict("SELECT * FROM merges WHERE id=?", (mid,))
+            if m is not None and m["status"] not in FINAL:
+                _fail(ctx, m, f"The daemon failed during the merge train ({type(err).__name__}); see its log.")
+    finally:
+        if not held and st.busy.get(repo_id) == -train_id:
+            del st.busy[repo_id]
+            ctx.timers.after(0, lambda: kick(ctx, repo_id), "merge-queue-next")
+
+
+def _train_gated(ctx: Ctx, repo_id: int, train_id: int, ids: list[int], out: train.Outcome | None,
+                 exc: BaseException | None) -> bool:
+    """Record conflicts and failures; record the CAS intent on every landing merge, then land. True while held."""
+    merges = {mid: m for mid in ids if (m := ctx.store.dict("SELECT * FROM merges WHERE id=?", (mid,)))}
+    if exc is not None or out is None:
+        for m in merges.values():
+            _fail(ctx, m, f"The merge train could not run: {_why(exc) if exc else 'no result'}")
+        return False
+    summary = "\n".join(out.log)
+    for m in merges.values():
+        if summary:
+            _append_log(ctx, m, summary)
+    strict = reposettings.gate_strict(ctx, _repo(ctx, next(iter(merges.values())))) if merges else False
+    for path in out.suspects:
+        sentence = gate.suspect_sentence(path)
+        for m in merges.values():
+            _append_log(ctx, m, f"warning: {sentence}" + (" (gate_strict: a run that read it failed)" if strict else ""))
+        first = merges[ids[0]] if ids[0] in merges else next(iter(merges.values()))
+        _emit(ctx, first, ev.MergeGateSuspect(merge_id=first["id"], path=path,
+                                              message=sentence[:1].upper() + sentence[1:], strict=strict, train=train_id))
+    for mid, files in out.conflicts.items():
+        _conflict(ctx, merges[mid], files)
+    for mid, why in out.failed.items():
+        m = merges[mid]
+        _append_log(ctx, m, why)
+        _fail(ctx, m, f"The test gate failed with this merge in a merge train; {m['target']} does not have it "
+                      "(see `chkdctl merges --json` for the output).", logged=True)
+    landing = [mid for mid, _, _ in out.landed] + list(out.already_in)
+    if not landing:
+        _train_event(ctx, merges, train_id, out, [])
+        return False
+    cleanups = []
+    for mid in landing:
+        worker = _worker(ctx, merges[mid]) or {}
+        cleanups.append(train.Cleanup(mid, worker.get("worktree_path"), worker.get("branch_name")))
+    if out.tip is None:  # only already-merged cars: nothing moves, only the cleanup
+        out.tip = out.target_sha
+    for mid, _, head in out.landed:
+        ctx.store.x("UPDATE merges SET base_sha=?, head_sha=?, land_old=?, land_new=? WHERE id=?",
+                    (out.target_sha, head, out.target_sha, out.tip, mid))
+    repo = _repo(ctx, merges[landing[0]])
+    target = merges[landing[0]]["target"]
+    ctx.submit(train.land, repo["path"], target, out.tip, out.target_sha, cleanups,
+               then=lambda res, e: _train_step(ctx, repo_id, train_id, landing, _train_landed, (out, res), e))
+    _train_event(ctx, merges, train_id, out, landing)
+    return True
+
+
+def _train_event(ctx: Ctx, merges: dict[int, dict[str, Any]], train_id: int, out: train.Outcome,
+                 landing: list[int]) -> None:
+    if not merges:
+        return
+    first = merges.get(train_id) or next(iter(merges.values()))
+    _emit(ctx, first, ev.MergeTrainRan(merge_id=first["id"], train=train_id, merge_ids=list(merges),
+                                       gate_runs=out.gate_runs, landing=landing, failed=sorted(out.failed),
+                                       conflicts=sorted(out.conflicts),
+                                       isolated_after={str(k): v for k, v in out.isolated.items()}))
+
+
+def _train_landed(ctx: Ctx, repo_id: int, train_id: int, ids: list[int],
+                  result: tuple[train.Outcome, train.TrainLanded | None], exc: BaseException | None) -> bool:
+    out, res = result
+    merges = {mid: m for mid in ids if (m := ctx.store.dict("SELECT * FROM merges WHERE id=?", (mid,)))}
+    for mid in merges:
+        ctx.store.x("UPDATE merges SET land_old=NULL, land_new=NULL WHERE id=?", (mid,))
+    if exc is not None or res is None:
+        for m in merges.values():
+            _fail(ctx, m, _why(exc) if exc else "The merge train's landing returned nothing.")
+        return False
+    if res.landed.moved:  # lost the CAS: each goes back to the queue and is checked again
+        for m in merges.values():
+            _set(ctx, m, "queued")
+            _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], note=f"{m['target']} moved during the merge train; checking again"))
+        return False
+    commits = {mid: commit for mid, commit, _ in out.landed}
+    for mid, m in merges.items():
+        notes = list(res.landed.notes) + res.notes.get(mid, [])
+        if mid in commits:
+            _after_land(ctx, m, mergeengine.Landed(new_sha=commits[mid], updated_checkouts=res.landed.updated_checkouts,
+                                               notes=notes), already_in=False)
+        else:
+            _after_land(ctx, m, mergeengine.Landed(new_sha=out.target_sha, notes=notes), already_in=True)
+    return False
 
 
 def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: str, run_tests: bool) -> dict[str, Any]:
@@ -158,7 +343,7 @@ def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: st
     _emit(ctx, m, ev.MergeQueued(merge_id=merge_id, strategy=strategy, target=m["target"], priority=priority,
                                  run_tests=bool(run_tests)))
     set_worker(ctx, worker, "merging", message=f"merge {merge_id} queued")
-    kick(ctx, repo["id"])
+    _kick_soon(ctx, repo)
     return load(ctx, merge_id)
 
 
@@ -198,7 +383,7 @@ def _start_check(ctx: Ctx, m: dict[str, Any], retry: str | None = None) -> None:
     message = f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
                                                    if worker["task_id"] else "") + f" [chkd {worker['id']}]"
     ctx.submit(mergeengine.plan, repo["path"], m["target"], f"refs/heads/{worker['branch_name']}", message,
-               m["head_sha"], then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc))
+               m["head_sha"], worker["worktree_path"], then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc))
 
 
 def _checked(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan | None, exc: BaseException | None) -> None:
@@ -226,8 +411,9 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan | None, exc: Ba
         assert gate_cmd is not None and plan.commit is not None
         _set(ctx, m, "testing")
         _emit(ctx, m, ev.MergeTesting(merge_id=m["id"], cmd=list(gate_cmd)))
-        ctx.submit(mergeengine.run_gate, repo["path"], plan.commit, gate_cmd, test_timeout(ctx, repo),
-                   owner={"home": str(ctx.paths.state), "worker": m["worker_id"]},
+        ctx.submit(gate.run, repo["path"], gate.gate_path(ctx.paths.state, repo["id"], repo["name"]), plan.commit,
+                   gate_cmd, test_timeout(ctx, repo), {"home": str(ctx.paths.state)},
+                   reposettings.workspace(ctx, repo), str(gate_log(ctx, repo)),
                    then=lambda res, e: _guard(ctx, m["id"], _gated, res, e))
     elif step == "awaiting_review":
         _await_review(ctx, m, plan)
@@ -244,6 +430,16 @@ def _gated(ctx: Ctx, m: dict[str, Any], res: mergeengine.GateResult | None, exc:
     head = f"test gate ({res.seconds:.1f} s): " + ("passed" if res.ok else
                                                    "timed out" if res.timed_out else f"failed (exit {res.returncode})")
     _append_log(ctx, m, f"{head}\n{res.output}")
+    if res.suspect is not None:
+        sentence = gate.suspect_sentence(res.suspect)
+        strict = reposettings.gate_strict(ctx, _repo(ctx, m))
+        _append_log(ctx, m, f"warning: {sentence}" + (" (gate_strict: the merge fails)" if strict else ""))
+        _emit(ctx, m, ev.MergeGateSuspect(merge_id=m["id"], path=res.suspect,
+                                          message=sentence[:1].upper() + sentence[1:], strict=strict))
+        if strict and res.ok:
+            _fail(ctx, m, f"The test gate may have tested the main checkout: {sentence} "
+                          f"{m['target']} is untouched (gate_strict).", logged=True)
+            return
     if not res.ok:
         _fail(ctx, m, f"The test gate {'timed out' if res.timed_out else 'failed'}; "
                       f"{m['target']} is untouched (see `chkdctl merges --json` for the output).", logged=True)
@@ -339,6 +535,11 @@ def _fail(ctx: Ctx, m: dict[str, Any], reason: str, *, logged: bool = False) -> 
         set_worker(ctx, worker, "done", message=f"merge {m['id']} failed: {reason}")
 
 
+def _then_guarded(ctx: Ctx, merge_id: int, step: Any) -> Callable[[Any, BaseException | None], None]:
+    """A `then` for ctx.submit that runs `step` through `_guard` for this merge."""
+    return lambda result, exc: _guard(ctx, merge_id, step, result, exc)
+
+
 def _guard(ctx: Ctx, merge_id: int, step: Any, result: Any, exc: BaseException | None) -> None:
     """Run a step; a bug in it fails that merge (and frees its repository) instead of wedging the queue."""
     m = ctx.store.dict("SELECT * FROM merges WHERE id=?", (merge_id,))
@@ -351,7 +552,7 @@ def _guard(ctx: Ctx, merge_id: int, step: Any, result: Any, exc: BaseException |
     try:
         with ctx.savepoint():
             step(ctx, m, result, exc)
-    except Exception as err:  # noqa: BLE001 - the queue must go on
+    except Exception as err:
         ctx.log.error("merge_step_failed", merge_id=merge_id, step=step.__name__, exc_info=True)
         _fail(ctx, m, f"The daemon failed during the merge ({type(err).__name__}); see its log.")
     finally:
@@ -438,15 +639,18 @@ def target_of(ctx: Ctx, repo: dict[str, Any]) -> str:
 
 
 def test_cmd(ctx: Ctx, repo: dict[str, Any]) -> list[str] | None:
-    """The repository's test gate: `[repos.NAME] test_cmd` in config.toml, else the one it was added with."""
-    configured = ctx.config.for_repo(repo["name"]).test_cmd
-    if configured:
-        return list(configured)
-    return json.loads(repo["test_cmd"]) if repo.get("test_cmd") else None
+    """The repository's test gate: `[repos.NAME] test_cmd` in config.toml, else the database's (repo add/edit)."""
+    cmd = reposettings.effective(ctx, repo).test_cmd
+    return list(cmd) if cmd else None
+
+
+def gate_log(ctx: Ctx, repo: dict[str, Any]) -> Any:
+    """Where the gate's setup output goes (the gate's test output is in each merge's log)."""
+    return ctx.paths.state / "gates" / f"{repo['id']}-setup.log"
 
 
 def test_timeout(ctx: Ctx, repo: dict[str, Any]) -> float:
-    return ctx.config.for_repo(repo["name"]).test_timeout_s or ctx.config.test_timeout_s
+    return reposettings.effective(ctx, repo).test_timeout_s or ctx.config.test_timeout_s
 
 
 def default_strategy(ctx: Ctx, repo: dict[str, Any]) -> str:

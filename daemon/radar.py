@@ -103,6 +103,10 @@ def scan(repo_name: str, repo_path: str, target: str, workers: list[WorkerRef]) 
         try:
             side = side_of(repo_path, target_sha, w)
         except ChkdError:
+            if w.worktree and os.path.isdir(w.worktree):
+                # git failed on a worktree that is still there: this scan cannot see that worker, so
+                # it must not replace the last complete one (its overlaps would silently vanish)
+                raise
             continue  # a worktree vanishing mid-scan is not an error of the radar
         if side is not None:
             sides.append(side)

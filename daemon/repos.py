@@ -14,8 +14,8 @@ from typing import Any
 
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.names import repo_name_problem
 from chkd.protocol.messages import RepoInfo
+from chkd.protocol.names import repo_name_problem
 from chkd.protocol.paths import find_repo_root
 from chkd.protocol.statuses import LIVE_WORKER_STATUSES
 
@@ -23,7 +23,7 @@ from . import git
 from .context import Ctx, Deferred
 from .store import Store, now_ms
 
-REPO_COLUMNS = "id, path, name, main_branch, test_cmd, added_at"
+REPO_COLUMNS = "id, path, name, main_branch, test_cmd, settings, added_at"
 
 
 def existing_path(ref: str) -> Path | None:
@@ -121,7 +121,7 @@ class RepoFacts:
 
 def inspect_repo(path: str, main_branch: str | None = None) -> RepoFacts:
     """Off-loop: check that `path` is inside a non-bare repository with commits; find its main branch."""
-    p = existing_path(path)  # type: ignore[assignment]
+    p = existing_path(path)
     if p is None:
         raise ChkdError("not_found", f"The path {path} does not exist.")
     if not p.is_dir():
@@ -153,12 +153,18 @@ _LIVE_IN = ",".join(f"'{s}'" for s in sorted(LIVE_WORKER_STATUSES))
 
 
 def repo_info(ctx: Ctx, row: dict[str, Any]) -> RepoInfo:
+    from . import reposettings
+
+    settings = reposettings.effective(ctx, row)
     return RepoInfo(
         id=row["id"],
         name=row["name"],
         path=row["path"],
         main_branch=row["main_branch"],
-        test_cmd=json.loads(row["test_cmd"]) if row["test_cmd"] else None,
+        test_cmd=settings.test_cmd,
+        settings=settings,
+        from_config=reposettings.from_config(ctx, row["name"]),
+        pool_ready=ctx.store.scalar("SELECT count(*) FROM pool WHERE repo_id=? AND status='ready'", (row["id"],), 0),
         added_at=row["added_at"],
         tasks=ctx.store.scalar("SELECT count(*) FROM task_queue WHERE repo_id=?", (row["id"],), 0),
         live_workers=ctx.store.scalar(
@@ -236,8 +242,8 @@ def check_repo_name(name: str) -> str:
 
 def remove(ctx: Ctx, row: dict[str, Any]) -> None:
     """Forget a repository and everything chkd recorded for it (refused while workers live);
-    its files and branches are untouched."""
-    from . import taskqueue  # taskqueue renders repository names through this module
+    its files and branches are untouched (chkd's own gate and pool worktrees of it are removed)."""
+    from . import gate, pool, taskqueue  # they render repository names through this module
 
     info = repo_info(ctx, row)
     if info.live_workers:
@@ -251,6 +257,9 @@ def remove(ctx: Ctx, row: dict[str, Any]) -> None:
     for (wid,) in store.all("SELECT id FROM workers WHERE repo_id=?", (row["id"],)):
         agent_profiles.forget_claude_files(ctx, wid)
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
+    pool.forget_repo(ctx, row)  # chkd's own worktrees of it go: the warm pool's and the gate's
+    ctx.submit(gate.remove, row["path"], gate.gate_path(ctx.paths.state, row["id"], row["name"]), str(ctx.paths.state),
+               then=lambda _ok, _exc: None)
     taskqueue.forget_repo(ctx, row["id"])
     store.x("DELETE FROM repos WHERE id=?", (row["id"],))
     ctx.emit(ev.RepoRemoved(path=row["path"]), repo=row["name"])

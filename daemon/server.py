@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import zmq
 
-from chkd.protocol import codec
-from chkd.protocol.errors import ChkdError
-from chkd.protocol import limits
+from chkd.protocol import codec, limits
+from chkd.protocol.errors import ChkdError, ErrorCode
 from chkd.protocol.messages import COMMANDS, PROTOCOL_VERSION, Err, result_type
 from chkd.protocol.text import one_line
 
@@ -39,9 +38,9 @@ UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 IDLE_MS = 1000
 
 
-def _err(code: str, message: str, hint: str = "") -> Err:
+def _err(code: ErrorCode, message: str, hint: str = "") -> Err:
     """An error reply: its sentence and hint each kept to one visible line (they may quote input)."""
-    return Err(code=code, message=one_line(message), hint=one_line(hint))  # type: ignore[arg-type]
+    return Err(code=code, message=one_line(message), hint=one_line(hint))
 
 
 class Server:
@@ -96,6 +95,11 @@ class Server:
             try:
                 sock.unlink()
             except FileNotFoundError:
+                pass
+        if paths.sock_dir != paths.run:  # a deep home's short socket directory: ours, now empty
+            try:
+                os.rmdir(paths.sock_dir)
+            except OSError:
                 pass
         try:
             signal.set_wakeup_fd(-1)
@@ -182,7 +186,7 @@ class Server:
         frames_batch: list[list[bytes]] = []
         router = self.router
         # Checking EVENTS instead of catching zmq.Again saves an exception per turn (~10 us).
-        while len(frames_batch) < BATCH and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while len(frames_batch) < BATCH and cast(int, router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             frames_batch.append(router.recv_multipart(zmq.NOBLOCK))
         if not frames_batch:
             return
@@ -280,14 +284,14 @@ class Server:
         ctx.pubbox.clear()
 
 
-_COMMAND_BY_OP: dict[str, type] = {msgspec.inspect.type_info(c).tag: c for c in COMMANDS}  # type: ignore[attr-defined]
+_COMMAND_BY_OP: dict[str, type] = {str(c.__struct_config__.tag): c for c in COMMANDS}
 
 
 def _op_of(raw: bytes) -> Any:
     """The body's `op` (the command name), or None when the body is not a map."""
     try:
         body = msgspec.msgpack.decode(raw)
-    except Exception:
+    except (msgspec.DecodeError, RecursionError):
         return None
     return body.get("op") if isinstance(body, dict) else None
 

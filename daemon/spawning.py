@@ -24,7 +24,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import Spawn, TmuxTarget, WorkerResult, encode_go
 
-from . import agent_launch, agent_profiles, failpoints, procs, taskqueue, terminal, workerrecords, worktrees
+from . import agent_launch, agent_profiles, failpoints, pool, procs, reposettings, taskqueue, terminal, workerrecords, workspace, worktrees
 from .context import Ctx, Deferred
 from .store import now_ms
 
@@ -39,14 +39,20 @@ class Launched:
 
 
 def launch(spec: LaunchSpec) -> Launched:
-    """Off-loop: start the shim (waiting), create the worktree, then let the shim start the agent."""
+    """Off-loop: start the shim (waiting), create the worktree (or take a warm one from the pool),
+    copy files in and run setup, then let the shim start the agent."""
     shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
     try:
-        checkout = worktrees.create_checkout(spec.repo_path, spec.path, spec.branch, spec.base_sha, spec.owner)
+        checkout = _pooled_checkout(spec) if spec.pooled is not None else None
+        fresh = checkout is None
+        if checkout is None:
+            checkout = worktrees.create_checkout(spec.repo_path, spec.path, spec.branch, spec.base_sha, spec.owner)
+        failpoints.hit("spawn.worktree_created")
+        if spec.workspace is not None and fresh:
+            workspace.prepare(spec.workspace, checkout.path, spec.log_path)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    failpoints.hit("spawn.worktree_created")
     try:
         argv = agent_launch.agent_argv(spec, checkout.path, checkout.branch)
     except BaseException:
@@ -55,6 +61,19 @@ def launch(spec: LaunchSpec) -> Launched:
     procs.release_shim(shim, encode_go(agent_launch.go_message(spec, argv, checkout.path)))
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
+
+
+def _pooled_checkout(spec: LaunchSpec) -> worktrees.Checkout | None:
+    """The warm worktree made the worker's; None when the entry could not be used before anything
+    moved (gone, not ours, the move refused): the spawn then makes a fresh checkout, as without a pool."""
+    assert spec.pooled is not None
+    try:
+        return pool.take_checkout(spec.repo_path, spec.pooled, spec.path, spec.branch, spec.base_sha,
+                                  spec.owner, spec.workspace, spec.log_path)
+    except pool.NotTaken as exc:
+        with open(spec.log_path, "a") as log:
+            log.write(f"[chkd] the warm worktree {spec.pooled.path} could not be used ({exc}); checking out anew\n")
+        return None
 
 
 def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> agent_profiles.AgentPlan:
@@ -148,7 +167,7 @@ def _record(ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: li
 
 
 def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any], plan: agent_profiles.AgentPlan,
-                 path: str, branch: str, base_sha: str) -> LaunchSpec:
+                 path: str, branch: str, base_sha: str, pooled: pool.Taken | None = None) -> LaunchSpec:
     """Everything the off-loop launch needs, from the recorded names and the daemon's config."""
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
@@ -163,6 +182,7 @@ def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any],
         owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
         agent=plan, claude_dir=str(agent_profiles.claude_dir(ctx.paths, wid)) if plan.claude else None,
         tmux=TmuxTarget(socket=str(ctx.paths.tmux_socket), session=wid) if plan.interactive else None,
+        workspace=reposettings.workspace(ctx, repo), pooled=pooled,
     )
 
 
@@ -185,11 +205,13 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
                                                       "other workers"))
             return
         workerrecords.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=plan.base_sha)
+        pooled = pool.take(ctx, repo, wid)  # on the loop, in this transaction: never handed out twice
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
-        spec = _launch_spec(ctx, repo, wid, task, agent, path, branch, plan.base_sha)
+        spec = _launch_spec(ctx, repo, wid, task, agent, path, branch, plan.base_sha, pooled)
         ctx.submit(launch, spec, then=_launched, reply_to=deferred)
 
     def _failed(row: dict[str, Any], exc: BaseException) -> None:
+        pool.spawn_ended(ctx, wid)
         msg = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
         ctx.log.warning("spawn_failed", worker=wid, error=msg)
         spawn_failed(ctx, row, msg)
@@ -204,6 +226,7 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
         if exc is not None or result is None:
             _failed(row, exc or ChkdError("internal", "the launch returned nothing"))
             return
+        pool.spawn_ended(ctx, wid)
         row = workerrecords.update(ctx, row, cmd=json.dumps(result.argv))
         ctx.emit(ev.WorkerStarted(worktree=result.checkout.path, branch=result.checkout.branch,
                                   base=result.checkout.base_sha),

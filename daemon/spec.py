@@ -166,7 +166,7 @@ def parse(text: str) -> Spec:
 
 def _belongs_to_item(line: str) -> bool:
     """Top-level lines that still continue an item: its story and metadata blocks and their lists."""
-    return line.startswith(">") or bool(_BLOCK_LABEL.match(line)) or line.startswith(("- ", "* ", "+ "))
+    return line.startswith((">", "- ", "* ", "+ ")) or bool(_BLOCK_LABEL.match(line))
 
 
 def _start_item(spec: Spec, line: str, number: int, area: str) -> _Draft | None:
@@ -220,9 +220,9 @@ def _assign_ids(spec: Spec, drafts: list[_Draft]) -> None:
     for d in drafts:
         if d.item.explicit_id and d.item.id not in owner:
             owner[d.item.id] = d
-            code, num = d.item.id.rsplit(".", 1)
-            if len(num) <= 18:  # a longer number is refused as an id on import; never int() it
-                top[code] = max(top.get(code, 0), int(num))
+            code, digits = d.item.id.rsplit(".", 1)
+            if len(digits) <= 18:  # a longer number is refused as an id on import; never int() it
+                top[code] = max(top.get(code, 0), int(digits))
     for d in drafts:
         if d.item.explicit_id and owner.get(d.item.id) is d:
             continue

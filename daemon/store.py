@@ -163,7 +163,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN end_reason TEXT;
     CREATE INDEX sessions_open ON sessions(ended_at);
     """,
-    # 6: agents that report usage and sessions (Claude Code's stream-json): the session `resume`
+    # 6: workspaces (issue 14): a repository's settings from `repo edit` (JSON RepoSettings), the warm
+    #    pool's worktrees (recorded before they are created, so a kill mid-refill leaves only recorded
+    #    things), and the merge train a merge was gated in.
+    """
+    ALTER TABLE repos ADD COLUMN settings TEXT;
+    CREATE TABLE pool(
+        id INTEGER PRIMARY KEY,
+        repo_id INTEGER NOT NULL REFERENCES repos(id),
+        path TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,                -- creating | ready | taken
+        base_sha TEXT,
+        setup_hash TEXT,
+        worker_id TEXT,
+        created_at INTEGER NOT NULL
+    );
+    ALTER TABLE merges ADD COLUMN train INTEGER;
+    """,
+    # 7: agents that report usage and sessions (Claude Code's stream-json): the session `resume`
     #    continues and the model; the last run result counted (a report sent twice is added once) and
     #    its error as a sentence; the intent to start the agent again (its prompt), recorded before the
     #    new shim starts so a kill -9 in between is resumed at start-up; how many runs so far.
@@ -224,7 +241,8 @@ class Store:
     # -- schema ---------------------------------------------------------------------
     @property
     def version(self) -> int:
-        return int(self.one("PRAGMA user_version")[0])
+        row = self.one("PRAGMA user_version")
+        return int(row[0]) if row is not None else 0
 
     def migrate(self) -> int:
         """Apply every migration past the database's version; returns how many ran."""
@@ -279,7 +297,7 @@ class Store:
             names = [d[0] for d in cur.get_description()]
         except apsw.ExecutionCompleteError:  # no rows at all
             return []
-        return [dict(zip(names, row)) for row in cur]
+        return [dict(zip(names, row, strict=False)) for row in cur]
 
     def dict(self, sql: str, params: tuple | dict = ()) -> dict[str, Any] | None:
         rows = self.dicts(sql, params)
@@ -317,7 +335,8 @@ def checkpoint_wal(db: str) -> tuple[int, int, int]:
     """
     conn = apsw.Connection(db)
     try:
-        return tuple(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())  # type: ignore[return-value]
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone() or (0, 0, 0)
+        return int(busy), int(log), int(done)
     finally:
         conn.close()
 

@@ -149,7 +149,7 @@ def check_max_attempts(value: int | None, default: int) -> int:
 # -- reads -------------------------------------------------------------------------------------
 def _row(values: tuple[Any, ...] | None) -> dict[str, Any] | None:
     """A task row as a dict (cheaper than Store.dict on the claim path)."""
-    return None if values is None else dict(zip(_COLUMN_NAMES, values))
+    return None if values is None else dict(zip(_COLUMN_NAMES, values, strict=False))
 
 
 def find_task(ctx: Ctx, repo_id: int, task_id: str) -> dict[str, Any] | None:
@@ -190,7 +190,8 @@ def is_ready(ctx: Ctx, task: dict[str, Any]) -> bool:
 def task_info(ctx: Ctx, task: dict[str, Any], repo_name: str | None = None) -> TaskInfo:
     name = repo_name or repos.repo_name(ctx.store, task["repo_id"])
     if "_edges" in task and task["status"] == "claimed":  # straight from a claim: edges already read
-        return _info(task, name, *task["_edges"], False)
+        depends_on, dependants = task["_edges"]
+        return _info(task, name, depends_on, dependants, False)
     edges = ctx.store.all(_EDGES_SQL, (task["pk"], task["pk"]))
     deps = sorted((tid, status) for tid, status, back in edges if not back)
     ready = taskgraph.is_ready(task["status"], bool(task["held"]), (s for _, s in deps))
@@ -221,7 +222,7 @@ def task_infos(ctx: Ctx, rows: Sequence[dict[str, Any]]) -> list[TaskInfo]:
         return []
     repo_ids = sorted({r["repo_id"] for r in rows})
     marks = ",".join("?" * len(repo_ids))
-    names = dict(ctx.store.all(f"SELECT id, name FROM repos WHERE id IN ({marks})", tuple(repo_ids)))
+    names: dict[int, str] = dict(ctx.store.all(f"SELECT id, name FROM repos WHERE id IN ({marks})", tuple(repo_ids)))
     edges = ctx.store.all(
         f"SELECT t.pk, t.id, u.pk, u.id, u.status FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk "
         f"JOIN task_queue u ON u.pk = d.depends_on_pk WHERE t.repo_id IN ({marks}) ORDER BY u.id", tuple(repo_ids))
@@ -262,7 +263,7 @@ def create_task(
     repo: dict[str, Any],
     *,
     title: str,
-    id: str | None = None,  # noqa: A002 - the protocol's name
+    id: str | None = None,
     priority: int = 2,
     description: str = "",
     tags: Iterable[str] = (),

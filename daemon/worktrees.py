@@ -157,9 +157,10 @@ def discard_unused(repo_path: str, path: str | None, branch: str | None, base_sh
     kept = False
     if path and os.path.isdir(path):
         if (Path(path) / ".git").exists():
-            if git.dirty_files(path) or (branch and git.rev("HEAD", path) != base_sha):
+            if dirty(path) or (branch and git.rev("HEAD", path) != base_sha):
                 return False
-            proc = git.run(["worktree", "remove", "--", path], repo_path, check=False)
+            force = ["--force"] if copied_files(path) else []  # only chkd's copies are untracked there
+            proc = git.run(["worktree", "remove", *force, "--", path], repo_path, check=False)
             kept = proc.returncode != 0
         else:
             discard_empty_dir(repo_path, path)
@@ -213,6 +214,25 @@ def mark_worktree(worktree_path: str | Path, owner: dict[str, Any]) -> None:
     os.replace(tmp, admin / MARKER)  # never a half-written marker
 
 
+def update_marker(worktree_path: str | Path, **fields: Any) -> None:
+    """Add or change fields of a chkd worktree's marker (e.g. `copied`, `setup_hash`, a new `purpose`)."""
+    marker = read_marker(worktree_path)
+    if marker is None:
+        raise ChkdError("internal", f"{worktree_path} carries no chkd marker to update.")
+    mark_worktree(worktree_path, {**marker, **fields})
+
+
+def copied_files(worktree_path: str | Path) -> list[str]:
+    """The untracked files chkd copied into this worktree (`copy`): never committed, never "work"."""
+    marker = read_marker(worktree_path)
+    return [p for p in (marker or {}).get("copied") or [] if isinstance(p, str)]
+
+
+def dirty(worktree_path: str | Path, *, tracked_only: bool = False) -> list[str]:
+    """Uncommitted files in a worktree, leaving out the files chkd copied in."""
+    return git.dirty_files(worktree_path, tracked_only=tracked_only, exclude=copied_files(worktree_path))
+
+
 def read_marker(worktree_path: str | Path) -> dict[str, Any] | None:
     """The marker of the worktree at `worktree_path`, or None (not a worktree, or not made by chkd)."""
     admin = admin_dir(worktree_path)
@@ -262,9 +282,10 @@ def commit_all(worktree: str, message: str) -> str | None:
 
     `--no-verify`: this is a mechanical save of the agent's work, a failing hook must not lose it.
     """
-    if not Path(worktree).is_dir() or not git.dirty_files(worktree):
+    if not Path(worktree).is_dir() or not dirty(worktree):
         return None
-    git.run(["add", "-A", "--", "."], worktree)
+    copied = copied_files(worktree)
+    git.run(["add", "-A", "--", *(git.exclude_pathspecs(copied) or ["."])], worktree)
     git.run(["-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "-m", message], worktree,
             env=git.identity_env(worktree))
     return git.rev("HEAD", worktree)
@@ -314,14 +335,13 @@ def remove_checkout(
     """
     out = Removal()
     wt = Path(worktree) if worktree else None
-    wt_exists = wt is not None and (wt / ".git").exists()
     target = target or git.current_branch(repo_path) or "HEAD"
-    dirty = git.dirty_files(wt) if wt_exists else []
+    dirty_now = dirty(wt) if wt is not None and (wt / ".git").exists() else []
     has_branch = bool(branch) and git.rev(f"refs/heads/{branch}", repo_path) is not None
     unmerged_content = has_branch and not git.content_in(f"refs/heads/{branch}", target, repo_path)
-    if not force and (dirty or unmerged_content):
-        _refuse_removal(repo_path, worktree, branch, target, dirty, unmerged_content, who)
-    if dirty:
+    if not force and (dirty_now or unmerged_content):
+        _refuse_removal(repo_path, worktree, branch, target, dirty_now, unmerged_content, who)
+    if dirty_now:
         if not has_branch:
             raise ChkdError("refused", f"{worktree} has uncommitted changes but no branch to save them to.")
         out.snapshot_sha = commit_all(str(wt), snapshot_message)
@@ -393,7 +413,7 @@ def attic_list(repo_path: str) -> list[AtticItem]:
                    repo_path)
     items = []
     for line in text.splitlines():
-        ref, sha, at = (line.split("\0") + ["", "", "0"])[:3]
+        ref, sha, at = ([*line.split("\x00"), "", "", "0"])[:3]
         items.append(AtticItem(ref, sha, int(at or 0) * 1000))
     return items
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import msgspec
 
 from .events import MergeEvent
 from .messages import PROTOCOL_VERSION, AnyCommand, AnyResult, Event, RawRequest, Reply, Request
-
-from functools import cache
 
 _encoder = msgspec.msgpack.Encoder()
 encode = _encoder.encode

@@ -17,7 +17,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from . import limits
-from .messages import MAX_ATTEMPTS
+from .messages import MAX_ATTEMPTS, RepoSettings
 from .names import branch_problem
 from .templates import (
     AGENT_PLACEHOLDERS, PROMPT_PLACEHOLDERS, RESUME_PLACEHOLDERS, argv_problem, template_problem,
@@ -38,17 +38,13 @@ def branch_prefix_problem(prefix: str) -> str | None:
     return None
 
 
-def _seconds(lo: float, hi: float) -> object:
-    """A duration setting: a finite number of seconds from `lo` to `hi` (NaN and inf fail the bounds)."""
-    return Annotated[float, Meta(ge=lo, le=hi)]
-
-
-HeartbeatS = _seconds(0.05, 3600)
-HeartbeatTimeoutS = _seconds(0.1, 86400)
-StallTimeoutS = _seconds(0.5, 7 * 86400)
-GraceS = _seconds(0.05, 3600)
-TestTimeoutS = _seconds(0.1, 86400)
-IntervalS = _seconds(0.05, 3600)
+# Duration settings: a finite number of seconds in a range (NaN and inf fail the bounds).
+HeartbeatS = Annotated[float, Meta(ge=0.05, le=3600)]
+HeartbeatTimeoutS = Annotated[float, Meta(ge=0.1, le=86400)]
+StallTimeoutS = Annotated[float, Meta(ge=0.5, le=7 * 86400)]
+GraceS = Annotated[float, Meta(ge=0.05, le=3600)]
+TestTimeoutS = Annotated[float, Meta(ge=0.1, le=86400)]
+IntervalS = Annotated[float, Meta(ge=0.05, le=3600)]
 Workers = Annotated[int, Meta(ge=1, le=1000)]
 Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
 
@@ -59,21 +55,51 @@ def _rule(key: str, problem: str | None) -> None:
         raise ValueError(f"'{key}': {problem}")
 
 
-class RepoConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Per-repository overrides, keyed by repository name."""
+def glob_problem(pattern: str) -> str | None:
+    """A `copy` / `setup_inputs` glob: relative to the main checkout and staying inside it."""
+    if not pattern.strip():
+        return "an empty pattern matches nothing"
+    if pattern.startswith("/") or pattern.startswith("~"):
+        return f"{pattern!r} must be relative to the main checkout"
+    parts = pattern.split("/")
+    if ".." in parts:
+        return f"{pattern!r} must not leave the main checkout ('..')"
+    if parts[0] == ".git":
+        return f"{pattern!r} names git's own directory"
+    return None
 
-    max_workers: Workers | None = None  # type: ignore[valid-type]
-    test_cmd: list[str] | None = None
-    test_timeout_s: TestTimeoutS | None = None  # type: ignore[valid-type]
+
+def settings_problem(settings: RepoSettings) -> tuple[str, str] | None:
+    """The first broken rule of a repository's settings as (key, problem), or None (the bounds are the Struct's)."""
+    for key in ("test_cmd", "setup_cmd"):
+        argv = getattr(settings, key)
+        if argv is not None and (problem := argv_problem(argv)) is not None:
+            return key, problem
+    for key in ("copy", "setup_inputs"):
+        for pattern in getattr(settings, key) or []:
+            if (problem := glob_problem(pattern)) is not None:
+                return key, problem
+    return None
+
+
+class RepoConfig(RepoSettings, forbid_unknown_fields=True, omit_defaults=True):
+    """Per-repository overrides, keyed by repository name (the workspace keys are RepoSettings')."""
+
+    max_workers: Workers | None = None
     merge_strategy: Literal["auto", "review"] | None = None
     main_branch: str | None = None
     default_agent: str | None = None
 
     def __post_init__(self) -> None:
-        if self.test_cmd is not None:
-            _rule("test_cmd", argv_problem(self.test_cmd))
+        broken = settings_problem(self)
+        if broken is not None:
+            _rule(*broken)
         if self.main_branch is not None:
             _rule("main_branch", branch_problem(self.main_branch))
+
+    def settings(self) -> RepoSettings:
+        """Only the workspace keys (what `repo edit` could also set)."""
+        return RepoSettings(**{k: getattr(self, k) for k in RepoSettings.__struct_fields__})
 
 
 #: Claude Code's permission modes (`--permission-mode`); the bypass modes need IS_SANDBOX=1 as root.
@@ -133,18 +159,18 @@ class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class Config(Struct, forbid_unknown_fields=True):
-    heartbeat_s: HeartbeatS = 10.0  # type: ignore[valid-type]
-    heartbeat_timeout_s: HeartbeatTimeoutS = 30.0  # type: ignore[valid-type]
-    stall_timeout_s: StallTimeoutS = 600.0  # type: ignore[valid-type]
+    heartbeat_s: HeartbeatS = 10.0
+    heartbeat_timeout_s: HeartbeatTimeoutS = 30.0
+    stall_timeout_s: StallTimeoutS = 600.0
     on_stall: Literal["notify", "abort", "requeue"] = "notify"
-    max_workers: Workers = 3  # type: ignore[valid-type]
-    max_attempts: Attempts = 3  # type: ignore[valid-type]
-    abort_grace_s: GraceS = 5.0  # type: ignore[valid-type]
+    max_workers: Workers = 3
+    max_attempts: Attempts = 3
+    abort_grace_s: GraceS = 5.0
     worktree_pattern: str = "../{repo}-{task}"
     branch_prefix: str = "chkd/"
     merge_strategy: Literal["auto", "review"] = "review"
-    test_timeout_s: TestTimeoutS = 600.0  # type: ignore[valid-type]
-    radar_interval_s: IntervalS = 3.0  # type: ignore[valid-type]
+    test_timeout_s: TestTimeoutS = 600.0
+    radar_interval_s: IntervalS = 3.0
     notify: bool = True
     notify_cmd: list[str] = []
     default_agent: str = "demo"
@@ -210,7 +236,8 @@ class ConfigError(Exception):
 _PATH_RE = re.compile(r"\s*-?\s*at `\$\.?([^`]*)`")
 _TYPE_WORDS = {"float": "a number", "int": "a whole number", "str": "a string", "bool": "true or false",
                "array": "a list", "object": "a table", "null": "nothing", "int | null": "a whole number",
-               "float | null": "a number", "str | null": "a string", "array | null": "a list"}
+               "float | null": "a number", "str | null": "a string", "array | null": "a list",
+               "bool | null": "true or false"}
 
 
 def _sentence(path: Path, prefix: str, exc: Exception, kind: Any = None) -> str:

@@ -18,13 +18,13 @@ Adding a kind: declare a Struct here (tag = the kind string, past-tense name), a
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, cast, get_args
 
 import msgspec
 from msgspec import Struct, field
 
 
-class EventBody(Struct, tag_field="kind", omit_defaults=True, frozen=True):
+class EventBody(Struct, tag_field="kind", omit_defaults=True):
     """Base of every event's data; the tag field `kind` carries the kind string."""
 
 
@@ -36,6 +36,33 @@ class RepoAdded(EventBody, tag="repo.added"):
 
 class RepoRemoved(EventBody, tag="repo.removed"):
     path: str
+
+
+class RepoEdited(EventBody, tag="repo.edited"):
+    """`repo edit` changed (or cleared) these settings in the database."""
+
+    keys: list[str]
+
+
+# -- the warm pool -----------------------------------------------------------------------------
+class PoolReady(EventBody, tag="pool.ready"):
+    """A warm worktree is ready for spawn (created, set up, detached at `base`)."""
+
+    path: str
+    base: str
+
+
+class PoolTaken(EventBody, tag="pool.taken"):
+    """A spawn (the event's worker) took the warm worktree at `path`."""
+
+    path: str
+
+
+class PoolFailed(EventBody, tag="pool.failed"):
+    """A refill failed (retried later)."""
+
+    path: str
+    reason: str
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -277,18 +304,47 @@ class MergeRejected(MergeEvent, tag="merge.rejected"):
 
 
 class MergeChecking(MergeEvent, tag="merge.checking"):
-    """The conflict check started; `retry` with `why` when the target moved under a merge."""
+    """The conflict check started; `retry` with `why` when the target moved under a merge;
+    `train` names the merge train it is checked in (its first merge's id)."""
 
     retry: bool = False
     why: str | None = None
+    train: int | None = None
 
 
 class MergeTesting(MergeEvent, tag="merge.testing"):
+    """The gate runs; in a merge train (`train`) once for all its `cars` (merge ids, in order)."""
+
     cmd: list[str]
+    train: int | None = None
+    cars: list[int] = []
+
+
+class MergeGateSuspect(MergeEvent, tag="merge.gate_suspect"):
+    """The gate's output names `path` under the main checkout (not its copy in the gate worktree):
+    it may have tested main, not the merge result. `strict`: gate_strict made that a failure."""
+
+    path: str
+    message: str
+    strict: bool = False
+    train: int | None = None
+
+
+class MergeTrainRan(MergeEvent, tag="merge.train"):
+    """One merge train (`merge_id` = `train`, its first merge): gate runs, what lands, what failed,
+    and after which gate run each failing merge was isolated."""
+
+    train: int
+    merge_ids: list[int]
+    gate_runs: int
+    landing: list[int] = []
+    failed: list[int] = []
+    conflicts: list[int] = []
+    isolated_after: dict[str, int] = {}
 
 
 class MergeAwaitingReview(MergeEvent, tag="merge.awaiting_review"):
-    result_sha: str
+    result_sha: str | None
 
 
 class MergeMerged(MergeEvent, tag="merge.merged"):
@@ -386,14 +442,14 @@ class Unreadable(EventBody, tag="unreadable"):
 
 
 EventData = (
-    RepoAdded | RepoRemoved
+    RepoAdded | RepoRemoved | RepoEdited | PoolReady | PoolTaken | PoolFailed
     | TaskAdded | TaskEdited | TaskHeld | TaskReleased | TaskClaimed | TaskStatusChanged
     | TaskRequeued | TaskFailed | TaskEscalated | DepAdded | DepRemoved | SpecImported
     | WorkerSpawned | WorkerStarted | WorkerStatusChanged | WorkerInput | WorkerHeartbeat | WorkerExited | WorkerKilled
     | WorkerCommitted | WorkerCommitFailed | WorkerUpdated | WorkerRemoved | AtticRestored
     | AgentSessionStarted | AgentUsageReported | AgentUsageLimited | AgentApiFailed | AgentResumed
     | MergeQueued | MergeApproved | MergeRejected | MergeChecking | MergeTesting | MergeAwaitingReview
-    | MergeMerged | MergeConflicted | MergeFailed
+    | MergeMerged | MergeConflicted | MergeFailed | MergeGateSuspect | MergeTrainRan
     | OverlapFound | DaemonPaused | GcRemoved
     | MessageSent | MessageDelivered | WorkerHooked | WorkerHelpRequested | SessionOpened | SessionEnded
     | Unreadable
@@ -402,12 +458,12 @@ EventData = (
 #: The merge events (each names its merge; published on topic `merge.<merge_id>`).
 MergeData = (
     MergeQueued | MergeApproved | MergeRejected | MergeChecking | MergeTesting | MergeAwaitingReview
-    | MergeMerged | MergeConflicted | MergeFailed
+    | MergeMerged | MergeConflicted | MergeFailed | MergeGateSuspect | MergeTrainRan
 )  # fmt: skip
 
-EVENT_TYPES: tuple[type[EventBody], ...] = EventData.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[type[EventBody], ...] = get_args(EventData)
 #: kind string → its Struct.
-BY_KIND: dict[str, type[EventBody]] = {t.__struct_config__.tag: t for t in EVENT_TYPES}  # type: ignore[misc]
+BY_KIND: dict[str, type[EventBody]] = {str(t.__struct_config__.tag): t for t in EVENT_TYPES}
 
 
 def kind_of(data: EventBody) -> str:
@@ -432,12 +488,12 @@ def _names(kind_type: type[EventBody]) -> tuple[tuple[str, str], ...]:
     return tuple((f.encode_name, f.name) for f in msgspec.structs.fields(kind_type))
 
 
-def decode_data(kind: str, blob: bytes | None) -> EventBody:
+def decode_data(kind: str, blob: bytes | None) -> EventData:
     """An `events` row's data (msgpack, with or without the tag) as its kind's Struct."""
     kind_type = BY_KIND.get(kind)
     if kind_type is not None and kind_type is not Unreadable:
         try:
-            return msgspec.msgpack.decode(blob or b"\x80", type=kind_type)
+            return cast("EventData", msgspec.msgpack.decode(blob or b"\x80", type=kind_type))
         except (msgspec.DecodeError, msgspec.ValidationError):
             pass
     try:

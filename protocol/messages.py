@@ -109,6 +109,33 @@ SHIM_RECONNECT_S = SHIM_SEND_TIMEOUT_S + SHIM_BACKOFF_MAX_S
 # ---------------------------------------------------------------------------
 
 
+#: A glob relative to the main checkout (`copy`, `setup_inputs`).
+Glob = Annotated[str, Meta(max_length=MAX_PATH, pattern=NO_NUL)]
+Globs = Annotated[list[Glob], Meta(max_length=MAX_ARGS)]
+SetupSeconds = Annotated[float, Meta(ge=0.1, le=86400)]
+PoolSize = Annotated[int, Meta(ge=0, le=32)]
+MergeBatch = Annotated[int, Meta(ge=1, le=64)]
+
+
+class RepoSettings(Struct, omit_defaults=True):
+    """A repository's workspace settings (None: not set here). `chkdctl repo edit` stores them in the
+    database; `[repos.NAME]` in config.toml may set the same keys, and then config.toml is their one source."""
+
+    test_cmd: Argv | None = None
+    test_timeout_s: SetupSeconds | None = None
+    setup_cmd: Argv | None = None  # run in every new worktree (and the gate's) before use
+    setup_timeout_s: SetupSeconds | None = None
+    copy: Globs | None = None  # untracked files copied from the main checkout, never committed
+    setup_inputs: Globs | None = None  # setup re-runs only when these files' hash changes
+    gate_strict: bool | None = None  # a gate that read the main checkout fails the merge
+    pool_size: PoolSize | None = None  # worktrees kept ready for spawn
+    merge_batch: MergeBatch | None = None  # merges gated together (merge train); 1 = one at a time
+
+
+#: The keys of RepoSettings, in order (for `repo edit --unset` and listings).
+REPO_SETTING_KEYS: tuple[str, ...] = RepoSettings.__struct_fields__
+
+
 class RepoInfo(Struct, omit_defaults=True):
     id: int
     name: str
@@ -118,6 +145,9 @@ class RepoInfo(Struct, omit_defaults=True):
     added_at: int = 0
     tasks: int = 0
     live_workers: int = 0
+    settings: RepoSettings | None = None  # the effective settings (config.toml over the database)
+    from_config: list[str] = []  # the keys config.toml sets ([repos.NAME]); `repo edit` cannot change them
+    pool_ready: int = 0  # warm worktrees ready for spawn
 
 
 class TaskInfo(Struct, omit_defaults=True):
@@ -231,8 +261,11 @@ class Overlap(Struct, omit_defaults=True):
     conflict_files: list[str] = []
 
 
+GcKind = Literal["worktree", "worker", "branch", "dead_worker"]
+
+
 class GcItem(Struct, omit_defaults=True):
-    kind: Literal["worktree", "worker", "branch", "dead_worker"]
+    kind: GcKind
     repo: str
     what: str
     reason: str
@@ -540,6 +573,14 @@ class RepoAdd(Command[RepoResult], tag="repo.add"):
     name: Name | None = None
     main_branch: Ref | None = None
     test_cmd: Argv | None = None
+
+
+class RepoEdit(Command[RepoResult], tag="repo.edit"):
+    """Change a registered repository's settings (stored in the database); `unset` clears keys."""
+
+    repo: PathStr
+    set: RepoSettings = field(default_factory=RepoSettings)
+    unset: Annotated[list[Name], Meta(max_length=32)] = []
 
 
 class RepoList(Command[RepoListResult], tag="repo.list"):
@@ -966,7 +1007,7 @@ class Overview(Command[OverviewResult], tag="overview"):
 
 AnyCommand = (
     Ping | Status | Shutdown
-    | RepoAdd | RepoList | RepoRm
+    | RepoAdd | RepoEdit | RepoList | RepoRm
     | TaskAdd | TaskList | TaskShow | TaskEdit | TaskCancel | TaskRetry | TaskHold | TaskRelease
     | DepAdd | DepRm | Claim | TaskImport
     | Spawn | WorkerList | WorkerShow | Pause | Resume | Abort | Remove | AtticList | AtticRestore

@@ -4,6 +4,11 @@
 Otherwise the XDG rules apply: sockets in `$XDG_RUNTIME_DIR/chkd` (fallback
 `/tmp/chkd-$UID`), state in `$XDG_STATE_HOME/chkd`, config in `$XDG_CONFIG_HOME/chkd`.
 
+Unix socket paths are short (107 bytes on Linux, 103 on macOS): when the home is so deep
+that `run/events.sock` would be longer, the two sockets live in a short directory of their
+own, `/tmp/chkd-$UID/<hash of the run directory>/` (same rules as the run directory), so
+chkd works from any depth; the lock and everything else stay in the run directory.
+
 The run directory is the access boundary for the sockets. In the `/tmp` fallback another
 local user could create it first and receive every client's requests, so a run directory
 that is not ours, is open to group or others, or is a symlink is refused (checked with
@@ -16,16 +21,41 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import ChkdError
 
+#: The longest socket path the platform takes (sun_path's size less its NUL byte).
+SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+#: The longest socket name chkd uses (`events.sock`; `ctl.sock` is shorter).
+_LONGEST_SOCKET = "events.sock"
+
+
+def socket_dir_for(run: Path) -> Path:
+    """Where the sockets go for this run directory: itself when `events.sock` fits, else a short one."""
+    if len(os.fsencode(run / _LONGEST_SOCKET)) <= SOCKET_PATH_MAX:
+        return run
+    import hashlib
+
+    digest = hashlib.blake2b(os.fsencode(run), digest_size=8).hexdigest()
+    return Path("/tmp") / f"chkd-{os.geteuid()}" / f"s-{digest}"
+
+
+def socket_problem(sock: Path, limit: int = SOCKET_PATH_MAX) -> str | None:
+    """One sentence when `sock` is too long for a Unix socket (naming it, its length, the limit, the fix)."""
+    length = len(os.fsencode(sock))
+    if length <= limit:
+        return None
+    return (f"The socket path {sock} is {length} bytes, longer than the {limit} bytes Unix sockets allow here; "
+            "use a shorter CHKD_HOME (or XDG_RUNTIME_DIR).")
+
 
 class Paths:
     """The locations for one chkd home. (A plain class: dataclasses cost chkdctl start-up.)"""
 
-    __slots__ = ("run", "state", "config_file", "home")
+    __slots__ = ("config_file", "home", "run", "state")
 
     def __init__(self, run: Path, state: Path, config_file: Path, home: Path | None = None) -> None:
         self.run = run
@@ -37,12 +67,17 @@ class Paths:
         return f"Paths(run={self.run!s}, state={self.state!s}, config_file={self.config_file!s})"
 
     @property
+    def sock_dir(self) -> Path:
+        """The run directory, or a short directory of its own when the home is deep (see above)."""
+        return socket_dir_for(self.run)
+
+    @property
     def ctl_sock(self) -> Path:
-        return self.run / "ctl.sock"
+        return self.sock_dir / "ctl.sock"
 
     @property
     def events_sock(self) -> Path:
-        return self.run / "events.sock"
+        return self.sock_dir / _LONGEST_SOCKET
 
     @property
     def ctl_endpoint(self) -> str:
@@ -79,7 +114,12 @@ class Paths:
             raise ChkdError("refused", problem.message)
 
     def run_problem(self) -> DirProblem | None:
-        return run_dir_problem(self.run, self._way_out("XDG_RUNTIME_DIR"))
+        way_out = self._way_out("XDG_RUNTIME_DIR")
+        problem = run_dir_problem(self.run, way_out)
+        sock_dir = self.sock_dir
+        if problem is None and sock_dir != self.run:
+            problem = run_dir_problem(sock_dir.parent, way_out) or run_dir_problem(sock_dir, way_out)
+        return problem
 
     def state_problems(self) -> list[DirProblem]:
         """What `ensure` would refuse (another user's) or tighten (open to others) in the state directories."""
@@ -97,6 +137,14 @@ class Paths:
             created = False
         if created and stat.S_IMODE(os.lstat(self.run).st_mode) != 0o700:
             os.chmod(self.run, 0o700)  # a umask took owner bits away; it can never have added any
+        sock_dir = self.sock_dir
+        if sock_dir != self.run:
+            for directory in (sock_dir.parent, sock_dir):
+                try:
+                    os.mkdir(directory, 0o700)
+                    os.chmod(directory, 0o700)
+                except FileExistsError:
+                    pass
         self.check_run()
         for path in (self.state, self.worker_logs):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -117,7 +165,7 @@ class DirProblem:
     """Why a directory cannot be chkd's (one sentence), the command that fixes it, and whether
     chkd may fix it itself (a state directory of ours that is merely too open)."""
 
-    __slots__ = ("message", "fix", "tightenable")
+    __slots__ = ("fix", "message", "tightenable")
 
     def __init__(self, message: str, fix: str, tightenable: bool = False) -> None:
         self.message = message

@@ -10,7 +10,13 @@ import pytest
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Heartbeat, Ping, RepoAdd, TaskAdd, TaskEdit, TaskImport, TaskList,
+    Heartbeat,
+    Ping,
+    RepoAdd,
+    TaskAdd,
+    TaskEdit,
+    TaskImport,
+    TaskList,
 )
 
 from conftest import Daemon

@@ -15,8 +15,24 @@ from chkd.daemon.store import Store
 from chkd.protocol import codec, events
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    COMMANDS, RESULT_TYPES, Event, EventList, Events, Ok, Ping, Pong, RepoAdd, Result, ShimGo, Spawn, TaskAdd,
-    TaskImport, decode_go, encode_go, event_of, result_type,
+    COMMANDS,
+    RESULT_TYPES,
+    Event,
+    EventList,
+    Events,
+    Ok,
+    Ping,
+    Pong,
+    RepoAdd,
+    Result,
+    ShimGo,
+    Spawn,
+    TaskAdd,
+    TaskImport,
+    decode_go,
+    encode_go,
+    event_of,
+    result_type,
 )
 
 from conftest import Daemon, make_repo

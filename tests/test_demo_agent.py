@@ -50,7 +50,8 @@ def test_two_workers_collide_on_the_conflict_file(daemon: Daemon, repo: Path) ->
                          cwd=repo)
         assert res.code == 0, res
     for wid in ("w1", "w2"):
-        wait_for(lambda: '"status": "done"' in daemon.ctl("--json", "worker", "show", wid).out, 15, what=f"{wid} done")
+        wait_for(lambda wid=wid: '"status": "done"' in daemon.ctl("--json", "worker", "show", wid).out, 15,
+                 what=f"{wid} done")
     merge = subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", "chkd/C1", "chkd/C2"], cwd=repo,
                            capture_output=True, text=True)
     assert merge.returncode == 1 and "shared.txt" in merge.stdout

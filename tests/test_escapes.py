@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from chkd.client import output
 from chkd.client.commands.liveness import format_event
 from chkd.client.demo import Screen
-from chkd.client import output
 from chkd.client.output import fail, table
 from chkd.protocol.events import TaskAdded, Unreadable
 from chkd.protocol.messages import Event, RepoAdd, TaskAdd, WorkerInfo, event_of

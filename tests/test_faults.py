@@ -20,8 +20,15 @@ import pytest
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Events, Merge, MergeShow, RepoAdd, Spawn, TaskAdd, TaskShow,
-    WorkerInfo, WorkerShow,
+    Events,
+    Merge,
+    MergeShow,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    TaskShow,
+    WorkerInfo,
+    WorkerShow,
 )
 
 from conftest import Daemon, git, holds, make_repo, wait_for

@@ -12,7 +12,11 @@ import pytest
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Claim, RepoAdd, Spawn, TaskAdd, TaskList,
+    Claim,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    TaskList,
 )
 
 from conftest import BIN, Daemon, make_repo, wait_for

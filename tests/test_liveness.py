@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from chkd.protocol.events import WorkerStatusChanged
-from chkd.protocol.messages import (Events, Ping, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow)
+from chkd.protocol.messages import Events, Ping, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
 
 from conftest import Daemon, holds, make_repo, wait_for
 
@@ -158,7 +158,7 @@ class TestStallNotify:
         wait_status(daemon, w.id, {"working"}, 5)
         assert _statuses(daemon, w.id)[-2:] == ["stalled", "working"]
         assert task(daemon, "S-1").status == "in_progress"  # on_stall = notify: nothing else happens
-        ev = [e for e in daemon.call(Events(worker=w.id)).events if isinstance(e.data, WorkerStatusChanged) and e.data.to == "stalled"][0]
+        ev = next(e for e in daemon.call(Events(worker=w.id)).events if isinstance(e.data, WorkerStatusChanged) and e.data.to == "stalled")
         assert "no agent activity" in (ev.data.reason or "")
 
     def test_paused_worker_is_not_stalled_and_its_shim_keeps_it_alive(self, daemon: Daemon, proj: Path) -> None:
@@ -255,7 +255,7 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
         assert w.status == "working", w
     # heartbeats flow again from the reconnected shims
     for wid in ids[:3]:
-        wait_for(lambda: (worker(daemon, wid).heartbeat_at or 0) > restarted_at + 200, 5,
+        wait_for(lambda wid=wid: (worker(daemon, wid).heartbeat_at or 0) > restarted_at + 200, 5,
                  what=f"heartbeats from {wid} after the restart")
     dead = wait_status(daemon, victim.id, {"dead"}, 3)
     assert "gone" in dead.last_error

@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from chkd.protocol.messages import (
-    Approve, Events, Merge, MergeShow, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow,
+    Approve,
+    Events,
+    Merge,
+    MergeShow,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    TaskShow,
+    WorkerInfo,
+    WorkerShow,
 )
 
 from conftest import Daemon, git, make_repo, wait_for
@@ -128,6 +137,7 @@ def test_conflict_changes_nothing_and_lists_files(daemon: Daemon, proj: Path) ->
 @pytest.mark.timeout(90)
 def test_five_merges_at_once_are_serialized_in_priority_order(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj, test_cmd=[sys.executable, "-c", "import time; time.sleep(0.3)"])
+    assert daemon.ctl("repo", "edit", "proj", "--merge-batch", "1").code == 0  # no merge train: one at a time
     prios = [4, 3, 0, 2, 1]
     ws = [done_worker(daemon, proj, f"part {i}", {f"part{i}.txt": f"{i}\n"}, priority=p)
           for i, p in enumerate(prios)]
@@ -199,7 +209,9 @@ def test_failing_test_gate_leaves_main_untouched(daemon: Daemon, proj: Path) -> 
     assert m.status == "failed" and "tests see" in m.log and "feature.txt" in m.log  # ran on the merge result
     assert worker(daemon, w.id).status == "done"
     assert [e.kind for e in events(daemon, "merge.")][-2:] == ["merge.testing", "merge.failed"]
-    assert git(proj, "worktree", "list").count("\n") == 1  # the gate's worktree is gone
+    others = [ln for ln in git(proj, "worktree", "list").splitlines()[1:] if "[chkd/" not in ln]
+    assert len(others) == 1 and "(detached HEAD)" in others[0]  # only the persistent gate, under chkd's state
+    assert others[0].startswith(str(daemon.paths.state / "gates"))
     ok = daemon.ctl("merge", w.id, "--strategy", "auto", "--no-test", cwd=proj)
     assert ok.code == 0, ok
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,18 +146,39 @@ def test_squash_merged_branch_counts_as_in_target(proj: Path) -> None:
     assert plan.already_in and plan.commit is None
 
 
-def test_gate_runs_in_the_merge_result_and_reports_failure(proj: Path) -> None:
+def _ws(repo: Path) -> Any:
+    from chkd.daemon.reposettings import Workspace
+
+    return Workspace(main_checkout=str(repo), setup_cmd=None, setup_timeout_s=60, copy=[], setup_inputs=[])
+
+
+def test_gate_runs_in_the_merge_result_and_reports_failure(proj: Path, tmp_path: Path) -> None:
+    from chkd.daemon import gate
+
     _branch(proj, "chkd/T-7", {"new.txt": "new\n"})
     plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-7", "m")
-    ok = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", "print(open('new.txt').read())"], 30)
+    where, owner, log = str(tmp_path / "gate"), {"home": "/h"}, str(tmp_path / "gate.log")
+
+    def run(cmd: list[str], timeout: float = 30) -> mergeengine.GateResult:
+        return gate.run(str(proj), where, plan.commit, cmd, timeout, owner, _ws(proj), log)
+
+    ok = run([sys.executable, "-c", "print(open('new.txt').read()); open('stray.txt', 'w').write('x')"])
     assert ok.ok and "new" in ok.output
-    bad = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], 30)
-    assert not bad.ok and bad.returncode == 3 and "boom" in bad.output
-    slow = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
+    bad = run([sys.executable, "-c", "import os, sys; print('boom', os.path.exists('stray.txt')); sys.exit(3)"])
+    assert not bad.ok and bad.returncode == 3 and "boom False" in bad.output  # `git clean -fd` between runs
+    slow = run([sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
     assert not slow.ok and slow.timed_out and slow.seconds < 10
-    missing = mergeengine.run_gate(proj, plan.commit, ["no-such-test-runner-xyz"], 5)
+    missing = run(["no-such-test-runner-xyz"], 5)
     assert not missing.ok and "could not start" in missing.output
-    assert git(proj, "worktree", "list").count("\n") == 1  # the temporary worktrees are gone
+    assert git(proj, "worktree", "list").count("\n") == 2  # one persistent gate worktree, reused
+    from chkd.daemon import worktrees
+
+    assert worktrees.read_marker(where)["purpose"] == "gatetree"
+    (tmp_path / "not-a-gate").mkdir()
+    (tmp_path / "not-a-gate" / "file").write_text("mine")
+    with pytest.raises(ChkdError, match="not chkd's gate worktree"):
+        gate.bring_to(str(proj), str(tmp_path / "not-a-gate"), plan.commit, owner)
+    assert (tmp_path / "not-a-gate" / "file").read_text() == "mine"
 
 
 def test_update_branch_clean_then_conflict(proj: Path) -> None:
@@ -179,31 +201,20 @@ def test_diff_shows_the_workers_change_only(proj: Path) -> None:
     wt = _branch(proj, "chkd/T-9", {"b.txt": "b\n"})
     _commit_main(proj, {"c.txt": "c\n"})
     (wt / "README.md").write_text("uncommitted\n")
-    text, base, head = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", str(wt), stat=False)
+    text, _base, _head = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", str(wt), stat=False)
     assert "b.txt" in text and "uncommitted" in text and "c.txt" not in text
     stat, _, _ = mergeengine.diff(proj, "main", "refs/heads/chkd/T-9", None, stat=True)
     assert "b.txt" in stat and "README" not in stat and "changed" in stat
 
 
-GATE_READS_ITS_MARKER = (
-    "import json, subprocess; d = subprocess.check_output(['git', 'rev-parse', '--git-dir'], text=True).strip(); "
-    "print(json.load(open(d + '/chkd-owner.json')))"
-)
-
-
-def test_gate_worktrees_carry_a_gate_marker_and_only_ours_are_pruned(proj: Path, tmp_path: Path) -> None:
+def test_leftover_temporary_gates_of_older_versions_are_pruned_only_when_ours(proj: Path, tmp_path: Path) -> None:
     import json
     import time
 
     from chkd.daemon import worktrees
 
-    _branch(proj, "chkd/T-10", {"new.txt": "new\n"})
-    plan = mergeengine.plan(proj, "main", "refs/heads/chkd/T-10", "m")
-    res = mergeengine.run_gate(proj, plan.commit, [sys.executable, "-c", GATE_READS_ITS_MARKER], 30,
-                           owner={"home": "/h", "worker": "w1"})
-    assert res.ok and "'purpose': 'gate'" in res.output and "'home': '/h'" in res.output
     # leftovers of killed daemons: ours (marked by this home), another home's, and an unmarked look-alike
-    # (a daemon killed between `git worktree add` and marking leaves only run_gate's reservation)
+    # (a daemon killed between `git worktree add` and marking left only the temporary directory's record)
     left = {}
     for name, home, where in (("ours", "/h", "marker"), ("reserved", "/h", "reservation"),
                               ("other", "/other", "marker"), ("other-reserved", "/other", "reservation"),

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_merge import CONFIG, add_repo, done_worker
 
 from chkd.protocol.messages import Merge, MergeShow, Ping
 
 from conftest import Daemon, make_repo, wait_for
-from test_merge import CONFIG, add_repo, done_worker
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_merge import CONFIG, add_repo, done_worker, events, worker
 
 from chkd.daemon import mergeengine, mergequeue
 from chkd.protocol.messages import Merge, MergeShow
 
 from conftest import Daemon, git, make_repo, wait_for
-from test_merge import CONFIG, add_repo, done_worker, events, worker
 
 
 @pytest.fixture

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from chkd.daemon import radar
+from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Conflicts, Events, Overlap, RepoAdd, Spawn, TaskAdd, WorkerShow,
+    Conflicts,
+    Events,
+    Overlap,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    WorkerShow,
 )
 
 from conftest import Daemon, git, make_repo, wait_for
@@ -65,6 +72,21 @@ def test_scan_finds_shared_files_and_predicts_conflicts(tmp_path: Path) -> None:
     git(repo, "commit", "-qam", "main edits c")
     found = radar.scan("p", str(repo), "main", refs)
     assert Overlap(repo="p", a="w3", b=None, files=["c.txt"], conflict=True, conflict_files=["c.txt"]) in found
+
+
+def test_a_scan_that_cannot_read_a_live_worktree_fails_instead_of_dropping_its_overlaps(tmp_path: Path) -> None:
+    """A partial scan used to replace the last complete one, so a live overlap could vanish from
+    the report; now the scan fails (the daemon keeps the previous result and retries next tick)."""
+    repo = make_repo(tmp_path / "p", {"a.txt": "1\n"})
+    wa = _wt(repo, "A", {"a.txt": "A\n"}, commit=False)
+    wb = _wt(repo, "B", {"a.txt": "B\n"}, commit=False)
+    refs = [radar.WorkerRef("w1", str(wa), "chkd/A"), radar.WorkerRef("w2", str(wb), "chkd/B")]
+    assert [o.b for o in radar.scan("p", str(repo), "main", refs)] == ["w2"]
+    (repo / ".git" / "worktrees" / "wt-B" / "index").write_bytes(b"not an index")  # git status fails there
+    with pytest.raises(ChkdError):
+        radar.scan("p", str(repo), "main", refs)
+    gone = [refs[0], radar.WorkerRef("w2", str(tmp_path / "removed"), None)]  # a vanished worktree is skipped
+    assert radar.scan("p", str(repo), "main", gone) == []
 
 
 def test_news_reports_new_pairs_files_and_conflicts_only() -> None:

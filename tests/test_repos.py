@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import sys
 from pathlib import Path
 
-import apsw
+from chkd.protocol.messages import Abort, Spawn, WorkerShow
 
-from conftest import Daemon, git, make_repo
+from conftest import Daemon, git, make_repo, wait_for
 
 
 def test_add_detects_the_main_branch_and_lists(daemon: Daemon, make_git_repo) -> None:  # type: ignore[no-untyped-def]
@@ -84,14 +84,14 @@ def test_rm_forgets_the_repository_and_its_tasks(daemon: Daemon, repo: Path) -> 
 
 def test_rm_is_refused_while_a_worker_lives(daemon: Daemon, repo: Path) -> None:
     assert daemon.ctl("repo", "add", str(repo)).code == 0
-    now = int(time.time() * 1000)
-    db = apsw.Connection(str(daemon.db))  # a live worker, as the workers area would record it
-    db.set_busy_timeout(5000)
-    db.execute("INSERT INTO workers(id, seq, repo_id, status, started_at, heartbeat_at, activity_at) "
-               "VALUES('w1', 1, (SELECT id FROM repos WHERE name='proj'), 'working', ?, ?, ?)", (now, now, now))
-    db.close()
+    # a real live worker (an agent that only sleeps), made through the daemon like any other
+    w = daemon.call(Spawn(repo="proj", task_id="T-1", title="sleeps", cmd=[sys.executable, "-c",
+                                                                          "import time; time.sleep(60)"])).worker
     res = daemon.ctl("repo", "rm", "proj")
     assert res.code == 1
     assert res.err.splitlines() == ["chkdctl: The repository 'proj' has 1 live worker(s).",
                                     "  hint: Abort them first (`chkdctl abort --all --repo NAME`)."]
     assert [r["name"] for r in daemon.ctl("repo", "list", "--json").json()] == ["proj"]
+    daemon.call(Abort(worker=w.id))
+    wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "aborted", 20, what="the abort")
+    assert daemon.ctl("repo", "rm", "proj").code == 0

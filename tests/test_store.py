@@ -58,9 +58,8 @@ def test_savepoint_rolls_back_alone(tmp_path: Path) -> None:
     store = Store(tmp_path / "chkd.db")
     with store.tx():
         store.x("INSERT INTO meta(key, value) VALUES('a', '1')")
-        with pytest.raises(RuntimeError):
-            with store.savepoint():
-                store.x("INSERT INTO meta(key, value) VALUES('b', '2')")
-                raise RuntimeError("handler failed")
+        with pytest.raises(RuntimeError), store.savepoint():
+            store.x("INSERT INTO meta(key, value) VALUES('b', '2')")
+            raise RuntimeError("handler failed")
     assert store.all("SELECT key FROM meta ORDER BY key") == [("a",)]
     store.close()

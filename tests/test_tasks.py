@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from chkd.protocol.messages import (
-    Claim, DepAdd, RepoAdd, TaskAdd, TaskList,
+    Claim,
+    DepAdd,
+    RepoAdd,
+    TaskAdd,
+    TaskList,
 )
 
 from conftest import Daemon, git

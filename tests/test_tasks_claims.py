@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from chkd.protocol.messages import (
-    RepoAdd, TaskImport, TaskList,
+    RepoAdd,
+    TaskImport,
+    TaskList,
 )
 
 from conftest import Daemon

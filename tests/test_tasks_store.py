@@ -9,12 +9,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from chkd.protocol.events import TaskEscalated, TaskStatusChanged
 from chkd.daemon import taskqueue
 from chkd.daemon.context import Ctx
 from chkd.daemon.store import Store
 from chkd.protocol.config import Config
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.events import TaskEscalated, TaskStatusChanged
 from chkd.protocol.paths import resolve
 
 

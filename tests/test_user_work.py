@@ -16,8 +16,14 @@ import pytest
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    AtticRestore, Events, MergeShow, RepoAdd, Spawn, TaskAdd,
-    WorkerInfo, WorkerShow,
+    AtticRestore,
+    Events,
+    MergeShow,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    WorkerInfo,
+    WorkerShow,
 )
 
 from conftest import BIN, Daemon, git, make_repo, wait_for

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 
@@ -11,7 +12,7 @@ from ..output import echo, fail, print_json
 
 @click.command("ping")
 @click.pass_obj
-def ping(app) -> None:  # type: ignore[no-untyped-def]
+def ping(app: Any) -> None:
     """Ask the daemon for its version, pid, uptime and counts (starts it if needed)."""
     from chkd.protocol.messages import Ping
 
@@ -31,7 +32,7 @@ def ping(app) -> None:  # type: ignore[no-untyped-def]
 
 @click.command("status")
 @click.pass_obj
-def status(app) -> None:  # type: ignore[no-untyped-def]
+def status(app: Any) -> None:
     """Overview: repositories, tasks and workers by status."""
     from chkd.protocol.messages import Status
 
@@ -58,7 +59,7 @@ def config_group() -> None:
 
 @config_group.command("check")
 @click.pass_obj
-def config_check(app) -> None:  # type: ignore[no-untyped-def]
+def config_check(app: Any) -> None:
     """Validate config.toml: unknown keys and wrong types are errors naming the key."""
     from chkd.protocol.config import ConfigError, load_config
 
@@ -68,7 +69,7 @@ def config_check(app) -> None:  # type: ignore[no-untyped-def]
     except ConfigError as exc:
         if app.json:
             print_json({"ok": False, "path": str(path), "error": str(exc)})
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         fail(str(exc))
     exists = path.exists()
     if app.json:
@@ -79,7 +80,7 @@ def config_check(app) -> None:  # type: ignore[no-untyped-def]
 
 @config_group.command("show")
 @click.pass_obj
-def config_show(app) -> None:  # type: ignore[no-untyped-def]
+def config_show(app: Any) -> None:
     """Print the effective settings (config.toml over the defaults)."""
     from chkd.protocol.config import ConfigError, config_to_toml, load_config
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from chkd.protocol.errors import ChkdError
 
 from ..output import echo, fail, print_json
+
 
 @click.group("daemon")
 def daemon_group() -> None:
@@ -15,7 +18,7 @@ def daemon_group() -> None:
 
 @daemon_group.command("start")
 @click.pass_obj
-def start(app) -> None:  # type: ignore[no-untyped-def]
+def start(app: Any) -> None:
     """Start chkdd detached; returns once it answers. Does nothing if it runs already."""
     from .. import daemonctl
 
@@ -30,7 +33,7 @@ def start(app) -> None:  # type: ignore[no-untyped-def]
 
 @daemon_group.command("stop")
 @click.pass_obj
-def stop(app) -> None:  # type: ignore[no-untyped-def]
+def stop(app: Any) -> None:
     """Stop chkdd (SIGTERM; it finishes the current request and exits). Workers keep running."""
     from .. import daemonctl
 
@@ -43,7 +46,7 @@ def stop(app) -> None:  # type: ignore[no-untyped-def]
 
 @daemon_group.command("restart")
 @click.pass_obj
-def restart(app) -> None:  # type: ignore[no-untyped-def]
+def restart(app: Any) -> None:
     """Stop chkdd if it runs, then start it. Workers keep running and reconnect."""
     from .. import daemonctl
 
@@ -54,11 +57,12 @@ def restart(app) -> None:  # type: ignore[no-untyped-def]
 
 @daemon_group.command("status")
 @click.pass_obj
-def status(app) -> None:  # type: ignore[no-untyped-def]
+def status(app: Any) -> None:
     """Say whether chkdd runs, and its pid, version and uptime. Exit 1 if it does not run."""
+    from chkd.protocol.messages import Ping
+
     from .. import daemonctl
     from ..client import Client
-    from chkd.protocol.messages import Ping
 
     paths = app.paths
     if not daemonctl.is_running(paths):
@@ -78,7 +82,7 @@ def status(app) -> None:  # type: ignore[no-untyped-def]
     echo(f"  {pong.repos} repositories, {pong.tasks} tasks, {pong.workers} workers")
 
 
-def _pong_dict(pong) -> dict:  # type: ignore[no-untyped-def]
+def _pong_dict(pong: Any) -> dict[str, Any]:
     import msgspec
 
     return msgspec.to_builtins(pong)
@@ -93,7 +97,7 @@ def _uptime(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def _say(app, data: dict, text: str) -> None:  # type: ignore[no-untyped-def]
+def _say(app: Any, data: dict[str, Any], text: str) -> None:
     if app.json:
         print_json(data)
     else:

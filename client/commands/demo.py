@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -12,7 +14,7 @@ import click
               help="Scale the agents' pace (2 = twice as fast).")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (repository, logs, database) and print where.")
 @click.pass_obj
-def demo(app, workers: int, speed: float, keep: bool) -> None:  # type: ignore[no-untyped-def]
+def demo(app: Any, workers: int, speed: float, keep: bool) -> None:
     """Run a scripted multi-worker session in a temporary repository and show it live.
 
     A private daemon (its own home in the temporary directory) runs demo agents in

@@ -30,6 +30,8 @@ def _icons() -> dict[type, str]:
         ev.WorkerSpawned: "🚀", ev.WorkerStarted: "▶️", ev.WorkerExited: "🏁", ev.WorkerKilled: "🔪",
         ev.WorkerCommitted: "💾", ev.WorkerHeartbeat: "💓", ev.WorkerInput: "⌨️",
         ev.MergeQueued: "🔀", ev.MergeMerged: "🎉", ev.MergeConflicted: "⚠️", ev.MergeFailed: "❌",
+        ev.MergeGateSuspect: "🕵️", ev.MergeTrainRan: "🚆", ev.RepoEdited: "📁",
+        ev.PoolReady: "🧊", ev.PoolTaken: "🧊", ev.PoolFailed: "❌",
         ev.GcRemoved: "🧹",
     }  # fmt: skip
 
@@ -94,7 +96,7 @@ def _resolve_worker(app: Any, ref: str | None) -> str | None:
 @click.option("--idle-exit", type=float, default=None, metavar="S", hidden=True,
               help="Exit after S seconds without events (for scripts and tests).")
 @click.pass_obj
-def watch(app, since: int | None, worker: str | None, task: str | None, repo: str | None,  # type: ignore[no-untyped-def]
+def watch(app: Any, since: int | None, worker: str | None, task: str | None, repo: str | None,
           as_json: bool, idle_exit: float | None) -> None:
     """Stream events live as they happen, in order, with no gaps; survives a daemon restart.
 
@@ -134,7 +136,7 @@ def watch(app, since: int | None, worker: str | None, task: str | None, repo: st
 @click.option("--task", "-t", metavar="T", help="Only events of this task id.")
 @click.option("--repo", metavar="R", help="Only events of this repository.")
 @click.pass_obj
-def events(app, count: int, since: int, worker: str | None, task: str | None, repo: str | None) -> None:  # type: ignore[no-untyped-def]
+def events(app: Any, count: int, since: int, worker: str | None, task: str | None, repo: str | None) -> None:
     """List the event history (newest last)."""
     from chkd.protocol.messages import Events
 
@@ -153,7 +155,7 @@ def events(app, count: int, since: int, worker: str | None, task: str | None, re
 @click.option("--apply", "apply_", is_flag=True, help="Remove what is safe to remove (default: only list).")
 @click.option("--repo", metavar="R", help="Only this repository (default: every registered one).")
 @click.pass_obj
-def gc_cmd(app, apply_: bool, repo: str | None) -> None:  # type: ignore[no-untyped-def]
+def gc_cmd(app: Any, apply_: bool, repo: str | None) -> None:
     """Find leftovers of what chkd itself created and recorded: finished workers whose worktree
     is gone (or an empty directory a spawn left), merged workers' left-behind worktrees and
     branches, dead workers older than a week, and worktrees carrying chkd's owner marker that

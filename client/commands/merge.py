@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from ..output import Exit, ago, echo, json_option, print_json, table
+
+if TYPE_CHECKING:
+    from chkd.protocol.messages import Strategy
 
 #: Merge states after which `chkdctl merge` stops waiting.
 SETTLED = ("merged", "conflict", "failed", "rejected", "awaiting_review")
@@ -71,7 +74,7 @@ def merge(app: Any, worker: str, strategy: str | None, no_test: bool, no_wait: b
     Waits for the outcome; exits 1 on conflict or failure."""
     from chkd.protocol.messages import Merge
 
-    m = app.call(Merge(worker=worker, strategy=strategy, no_test=no_test)).merge  # type: ignore[arg-type]
+    m = app.call(Merge(worker=worker, strategy=cast("Strategy | None", strategy), no_test=no_test)).merge
     _report(app, m if no_wait else _wait(app, m.id))
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from ..output import Exit, ago, echo, fail, json_option, print_json, table, visible
+
+if TYPE_CHECKING:
+    from chkd.protocol.statuses import TaskStatus
 
 #: Largest spec file sent to the daemon (its frame limit is 4 MiB).
 MAX_SPEC_BYTES = 4 * 1024 * 1024 - 64 * 1024
@@ -104,7 +107,8 @@ def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_re
     """List tasks: ready first, then by priority, then oldest first (no row limit)."""
     from chkd.protocol.messages import TaskList
 
-    res = app.call(TaskList(repo=None if all_repos else _repo(repo), status=status, ready=ready,
+    res = app.call(TaskList(repo=None if all_repos else _repo(repo), status=cast("TaskStatus | None", status),
+                            ready=ready,
                             all_repos=all_repos, tag=tag))
     if app.json:
         print_json([full(t) for t in res.tasks])

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from ..icons import STATUS_ICONS
 from chkd.protocol.statuses import FINAL_WORKER_STATUSES
 
+from ..icons import STATUS_ICONS
 from ..output import Exit, ago, echo, fail, json_option, print_json, table
 
 #: `chkdctl worker-status` exit codes, so an agent's script can branch without parsing.
@@ -78,6 +78,11 @@ def _worker_env(worker: str | None) -> str:
     return wid
 
 
+#: The reply to spawn comes once the agent started, after the repository's setup_cmd (which may take
+#: minutes: a venv, `npm ci`); setup has its own timeout (setup_timeout_s), this only bounds the wait.
+SPAWN_TIMEOUT_S = 3600.0
+
+
 def _agent_client(app: Any, timeout: float = 10.0) -> Any:
     """Agents never start a daemon: a missing one is an error they can ignore and retry."""
     from ..client import Client
@@ -118,7 +123,7 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
         raise click.UsageError(f"--cmd cannot be split into arguments: {exc}.") from None
     body = Spawn(repo=repo or os.getcwd(), task_id=task_id, title=title, description=description, next=next_,
                  tag=tag, agent=agent, cmd=argv, interactive=interactive)
-    w = app.call(body, timeout=120).worker
+    w = app.call(body, timeout=SPAWN_TIMEOUT_S).worker
     if app.json:
         print_json(w)
         return

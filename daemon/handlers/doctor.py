@@ -11,8 +11,8 @@ from chkd.protocol.messages import LIVE_WORKER_STATUSES, Doctor, DoctorReport
 
 from .. import doctor, git
 from ..context import Ctx, Deferred
-from ..store import now_ms
 from ..liveness import proc_alive
+from ..store import now_ms
 
 _LIVE_IN = ",".join(f"'{s}'" for s in sorted(LIVE_WORKER_STATUSES))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import EventList, Events
 
@@ -18,7 +20,8 @@ def events(ctx: Ctx, req: Events) -> EventList:
     if req.since < 0 or req.limit < 1:
         raise ChkdError("bad_request", "since must be 0 or more and limit at least 1.")
     last_seq = ctx.store.scalar("SELECT max(seq) FROM events", (), 0) or 0
-    where, params = ["seq > ?"], [req.since]
+    where: list[str] = ["seq > ?"]
+    params: list[Any] = [req.since]
     if req.worker:
         where.append("worker_id = ?")
         params.append(_worker_id(ctx, req.worker))

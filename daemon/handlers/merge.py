@@ -11,8 +11,19 @@ from typing import Any
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Approve, ConflictReport, Conflicts, Diff, DiffResult, Merge, MergeList, MergeListResult, MergeResult,
-    MergeShow, Reject, Update, WorkerResult,
+    Approve,
+    ConflictReport,
+    Conflicts,
+    Diff,
+    DiffResult,
+    Merge,
+    MergeList,
+    MergeListResult,
+    MergeResult,
+    MergeShow,
+    Reject,
+    Update,
+    WorkerResult,
 )
 
 from .. import agent_resume, lookup, mergeengine, mergequeue, radar, repos, workerrecords

@@ -1,12 +1,13 @@
-"""repo.add, repo.list, repo.rm (the area itself is daemon/repos.py)."""
+"""repo.add, repo.edit, repo.list, repo.rm (the area itself is daemon/repos.py; settings: daemon/reposettings.py)."""
 
 from __future__ import annotations
 
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import Ok, RepoAdd, RepoList, RepoListResult, RepoResult, RepoRm
+from chkd.protocol.messages import Ok, RepoAdd, RepoEdit, RepoList, RepoListResult, RepoResult, RepoRm
 from chkd.protocol.names import branch_problem
 
-from .. import repos
+from .. import pool, repos, reposettings
 from ..context import Ctx, Deferred
 
 
@@ -28,6 +29,14 @@ def add(ctx: Ctx, req: RepoAdd) -> Deferred:
     return deferred
 
 
+def edit(ctx: Ctx, req: RepoEdit) -> RepoResult:
+    row = repos.resolve(ctx.store, req.repo)
+    changed = reposettings.edit(ctx, row, req.set, list(req.unset))
+    ctx.emit(ev.RepoEdited(keys=changed), repo=row["name"])
+    pool.kick(ctx, row["id"])  # a new pool_size takes effect now (its jobs start after the commit)
+    return RepoResult(repo=repos.repo_info(ctx, repos.resolve(ctx.store, row["name"])))
+
+
 def list_(ctx: Ctx, _req: RepoList) -> RepoListResult:
     return RepoListResult(repos=repos.repo_infos(ctx))
 
@@ -38,4 +47,8 @@ def rm(ctx: Ctx, req: RepoRm) -> Ok:
     return Ok(message=f"Removed repository '{row['name']}' from chkd; its files and branches are untouched.")
 
 
-HANDLERS = {RepoAdd: add, RepoList: list_, RepoRm: rm}
+HANDLERS = {RepoAdd: add, RepoEdit: edit, RepoList: list_, RepoRm: rm}
+
+
+def setup(ctx: Ctx) -> None:
+    pool.setup(ctx)

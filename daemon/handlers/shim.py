@@ -14,8 +14,7 @@ from typing import Any
 from chkd.protocol import events as ev
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, AgentReport, ShimBeat, ShimExit, ShimHello
 
-from .. import agent_resume, agent_usage, failpoints, lookup, repos
-from .. import workerrecords
+from .. import agent_resume, agent_usage, failpoints, lookup, repos, workerrecords
 from ..context import Ctx
 from ..store import now_ms
 

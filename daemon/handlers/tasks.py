@@ -15,12 +15,25 @@ import msgspec
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    MAX_IMPORT_ITEMS, Claim, ClaimResult, DepAdd, DepRm, TaskAdd, TaskCancel, TaskEdit,
-    TaskHold, TaskImport, TaskList, TaskListResult, TaskRelease, TaskResult, TaskRetry, TaskShow,
+    MAX_IMPORT_ITEMS,
+    Claim,
+    ClaimResult,
+    DepAdd,
+    DepRm,
+    TaskAdd,
+    TaskCancel,
+    TaskEdit,
+    TaskHold,
+    TaskImport,
+    TaskList,
+    TaskListResult,
+    TaskRelease,
+    TaskResult,
+    TaskRetry,
+    TaskShow,
 )
 
-from .. import repos, spec, specimport, taskgraph, taskqueue
-from .. import workerrecords
+from .. import repos, spec, specimport, taskgraph, taskqueue, workerrecords
 from ..context import EVENT_COLUMNS, Ctx, Deferred, row_event
 
 #: `task show` returns at most this many history events (the newest).
@@ -64,7 +77,7 @@ def list_(ctx: Ctx, req: TaskList) -> TaskListResult:
     if where:
         sql += " WHERE " + " AND ".join(where)
     rows = ctx.store.dicts(sql, tuple(params))
-    pairs = [(info, row["pk"]) for info, row in zip(taskqueue.task_infos(ctx, rows), rows)
+    pairs = [(info, row["pk"]) for info, row in zip(taskqueue.task_infos(ctx, rows), rows, strict=False)
              if info.ready or not req.ready]
     pairs.sort(key=lambda p: taskgraph.list_order_key(p[0].ready, p[0].priority, p[0].created_at, p[1]))
     return TaskListResult(tasks=[info for info, _ in pairs])

@@ -12,13 +12,28 @@ import msgspec
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Abort, ActivityAck, AtticEntry, AtticList, AtticListResult, AtticRestore, Done,
-    Heartbeat, Ok, Pause, Remove, Resume, ResumeAgent, Spawn, WorkerList, WorkerListResult, WorkerResult,
-    WorkerShow, WorkerState,
+    Abort,
+    ActivityAck,
+    AtticEntry,
+    AtticList,
+    AtticListResult,
+    AtticRestore,
+    Done,
+    Heartbeat,
+    Ok,
+    Pause,
+    Remove,
+    Resume,
+    ResumeAgent,
+    Spawn,
+    WorkerList,
+    WorkerListResult,
+    WorkerResult,
+    WorkerShow,
+    WorkerState,
 )
 
-from .. import agent_profiles, agent_resume, lookup, repos, spawning, worktrees
-from .. import workerrecords
+from .. import agent_profiles, agent_resume, lookup, repos, spawning, workerrecords, worktrees
 from ..context import Ctx, Deferred
 from ..store import now_ms
 

@@ -33,10 +33,16 @@ from typing import Any
 import psutil
 import pytest
 
-from chkd.protocol.events import WorkerStatusChanged
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.events import WorkerStatusChanged
 from chkd.protocol.messages import (
-    Events, Merge, MergeList, RepoAdd, Spawn, TaskAdd, TaskList,
+    Events,
+    Merge,
+    MergeList,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    TaskList,
     WorkerList,
 )
 
@@ -167,9 +173,9 @@ class Run:
         """One turn of what a user (or the autopilot) does: merge done workers, fill free slots."""
         ws = self.workers()
         for w in ws:
-            if w.status == "done" and w.id not in self.merging:
-                if _calm(self.d, Merge(worker=w.id, strategy="auto", no_test=True)) is not None:
-                    self.merging.add(w.id)
+            merge = Merge(worker=w.id, strategy="auto", no_test=True)
+            if w.status == "done" and w.id not in self.merging and _calm(self.d, merge) is not None:
+                self.merging.add(w.id)
         live = sum(1 for w in ws if w.status in LIVE)
         for _ in range(max(0, WORKERS - live)):
             cmd = [DEMO, "--steps", "3", "--step-s", f"{0.15 + self.rng.random() * 0.3:.2f}"]
@@ -291,7 +297,7 @@ def _check(run: Run, tally: Tally) -> dict[str, Any]:
     return figures
 
 
-def EventsAll(d: Daemon) -> list[Any]:  # noqa: N802 - reads like the command
+def EventsAll(d: Daemon) -> list[Any]:
     out: list[Any] = []
     since = 0
     while True:
@@ -306,9 +312,9 @@ def _processes_of(home: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid", "environ"]):
         try:
-            if (proc.info.get("environ") or {}).get("CHKD_HOME") == str(home) and proc.pid != os.getpid():
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc.pid)
+            ours = (proc.info.get("environ") or {}).get("CHKD_HOME") == str(home) and proc.pid != os.getpid()
+            if ours and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
         except (psutil.Error, OSError):
             continue
     return found

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from chkd.daemon import worktrees
 from chkd.daemon.taskqueue import id_problem
+from chkd.daemon.workerrecords import render_argv
 from chkd.protocol.config import ConfigError, parse_config
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, WorkerShow
-from chkd.daemon.workerrecords import render_argv
 from chkd.protocol.names import branch_problem, repo_name_problem
 from chkd.protocol.templates import AGENT_PLACEHOLDERS, worktree_pattern_problem
 

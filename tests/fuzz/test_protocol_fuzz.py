@@ -32,8 +32,24 @@ from chkd.daemon.notify import CURSOR_KEY
 from chkd.protocol import codec
 from chkd.protocol.errors import ErrorCode
 from chkd.protocol.messages import (
-    COMMANDS, AtticRestore, Approve, Done, Err, Gc, Merge, Ping, Pong, RepoAdd, RepoRm, Remove, ResumeAgent,
-    Shutdown, Spawn, TaskAdd, Update, WorkerShow,
+    COMMANDS,
+    Approve,
+    AtticRestore,
+    Done,
+    Err,
+    Gc,
+    Merge,
+    Ping,
+    Pong,
+    Remove,
+    RepoAdd,
+    RepoRm,
+    ResumeAgent,
+    Shutdown,
+    Spawn,
+    TaskAdd,
+    Update,
+    WorkerShow,
 )
 
 from conftest import BIN, Daemon, _kill_strays, make_repo, wait_for
@@ -255,9 +271,9 @@ def exchange(live: Live, send: Any) -> None:
     assert isinstance(pong, Pong) and time.monotonic() - t0 < 1.0
 
 
-FUZZ = dict(deadline=None, derandomize=False, database=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-                                   HealthCheck.filter_too_much])
+FUZZ = {"deadline": None, "derandomize": False, "database": None,
+            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
+                                   HealthCheck.filter_too_much]}
 
 
 @settings(max_examples=EXAMPLES or 1500, **FUZZ)
