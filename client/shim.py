@@ -40,6 +40,7 @@ from chkd.protocol.messages import (
     SHIM_BACKOFF_MAX_S,
     SHIM_SEND_TIMEOUT_S,
     ActivityAck,
+    AgentReport,
     ShimBeat,
     ShimExit,
     ShimGo,
@@ -48,6 +49,7 @@ from chkd.protocol.messages import (
 )
 from chkd.protocol.paths import Paths, open_private, resolve
 
+from .claude_stream import Facts, StreamReader
 from .client import Client
 from .pane_agent import PaneAgent
 from .procid import create_time
@@ -118,15 +120,22 @@ def log_line(log: Any, text: str) -> None:
 
 
 class DetachedAgent:
-    """The agent as the shim's own child: its own session, stdout+stderr piped into the log."""
+    """The agent as the shim's own child: its own session, stdout+stderr piped into the log (and,
+    for a `claude-stream-json` profile, parsed into facts the shim reports as AgentReports)."""
 
-    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], log: Any) -> None:
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], log: Any, output: str = "plain") -> None:
         self.argv, self.cwd, self.env, self.log = argv, cwd, env, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.started = 0.0
         self.output_at: int | None = None
         self.exited = threading.Event()
+        self.wake = threading.Event()  # set on the agent's exit and on new facts
+        #: `claude-stream-json`: the agent's stdout is parsed for session, usage and limits.
+        self.stream = StreamReader() if output == "claude-stream-json" else None
+        self.facts: list[Facts] = []  # parsed, not yet delivered (the copier appends, the shim's loop sends)
+        self.facts_lock = threading.Lock()
+        self.copier: threading.Thread | None = None
 
     def start(self) -> bool:
         try:
@@ -138,7 +147,8 @@ class DetachedAgent:
             log_line(self.log, f"cannot start the agent: {exc}")
             return False
         self.pid, self.started = self.proc.pid, create_time(self.proc.pid)
-        threading.Thread(target=self._copy_output, name="output", daemon=True).start()
+        self.copier = threading.Thread(target=self._copy_output, name="output", daemon=True)
+        self.copier.start()
         threading.Thread(target=self._wait, name="waiter", daemon=True).start()
         return True
 
@@ -148,10 +158,32 @@ class DetachedAgent:
         return None if self.proc is None else self.proc.returncode
 
     def _wait(self) -> None:
-        """Block in waitpid (no polling); the main loop sleeps on `exited` between heartbeats."""
+        """Block in waitpid (no polling); the main loop sleeps on `wake` between heartbeats."""
         assert self.proc is not None
         self.proc.wait()
         self.exited.set()
+        self.wake.set()
+
+    def _parsed(self, facts: list[Facts]) -> None:
+        if facts:
+            with self.facts_lock:
+                self.facts.extend(facts)
+            self.wake.set()
+
+    def take_facts(self) -> list[Facts]:
+        with self.facts_lock:
+            facts, self.facts = self.facts, []
+        return facts
+
+    def put_back(self, facts: list[Facts]) -> None:
+        """Facts the daemon did not get: they go first in the next report."""
+        with self.facts_lock:
+            self.facts[:0] = facts
+
+    def drain(self) -> None:
+        """After the exit: the rest of its output (its result line) is read before the exit is reported."""
+        if self.copier is not None:
+            self.copier.join(timeout=5.0)
 
     def _copy_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -162,12 +194,16 @@ class DetachedAgent:
             except OSError:
                 return
             if not chunk:
+                if self.stream is not None:
+                    self._parsed(self.stream.finish())
                 return
             self.output_at = now_ms()
             try:
                 self.log.write(chunk)
             except OSError:
                 pass
+            if self.stream is not None:
+                self._parsed(self.stream.feed(chunk))
 
     def signal(self, sig: int) -> None:
         """Only while the agent is our unreaped child: its pid (= its group id) cannot be reused."""
@@ -197,13 +233,18 @@ class Shim:
                                    lambda text: log_line(self.log, text), socket=spec.tmux.socket,
                                    session=spec.tmux.session, log_path=spec.log)
         else:
-            self.agent = DetachedAgent(self.argv, self.cwd, self.env, self.log)
+            self.agent = DetachedAgent(self.argv, self.cwd, self.env, self.log, spec.output)
         self.term_sent: float | None = None
         self.orphaned = False  # the daemon no longer knows this worker: stop reporting
 
     @property
     def exited(self) -> threading.Event:
         return self.agent.exited
+
+    @property
+    def wake(self) -> threading.Event:
+        """What the loop sleeps on: the exit, and for a detached agent also new facts from its stream."""
+        return self.agent.wake if isinstance(self.agent, DetachedAgent) else self.agent.exited
 
     # -- the agent ----------------------------------------------------------------------------
     def start_agent(self) -> bool:
@@ -223,6 +264,29 @@ class Shim:
             self._signal_agent(signal.SIGTERM)
             self._signal_agent(signal.SIGCONT)
             self.term_sent = time.monotonic()
+
+    def _report(self) -> bool:
+        """Send what the stream told so far as one AgentReport; False when the daemon was not reached
+        (the facts stay for the next try)."""
+        if not isinstance(self.agent, DetachedAgent):
+            return True
+        facts = self.agent.take_facts()
+        if not facts:
+            return True
+        report = AgentReport(worker=self.worker, activity_at=self.agent.output_at)
+        for f in facts:
+            report.session_id = f.session_id or report.session_id
+            report.model = f.model or report.model
+            report.usage = f.usage or report.usage
+            report.usage_limit = report.usage_limit or f.usage_limit
+            report.api_error = report.api_error or f.api_error
+        if self._send(report) is None and not self.orphaned:
+            self.agent.put_back(facts)
+            return False
+        return True
+
+    def _has_facts(self) -> bool:
+        return isinstance(self.agent, DetachedAgent) and bool(self.agent.facts)
 
     def _send(self, body: Any) -> ActivityAck | None:
         if self.orphaned:
@@ -264,6 +328,10 @@ class Shim:
         self.agent.finish()
         if not greeted and not self.orphaned:
             self._deliver(hello)
+        if isinstance(self.agent, DetachedAgent):
+            self.agent.drain()
+        while not self._report():
+            time.sleep(self.link.backoff())
         self.report_exit(code, sig)
         return 0
 
@@ -277,8 +345,14 @@ class Shim:
             if left <= 0:
                 return self.exited.is_set()
             step = left if self.term_sent is None else min(left, 0.2)
-            if self.exited.wait(step):
+            wake = self.wake
+            wake.wait(step)
+            if wake is not self.exited:  # never clear the exit itself (an interactive agent has no facts)
+                wake.clear()
+            if self.exited.is_set():
                 return True
+            if self._has_facts() and not self._report():
+                time.sleep(min(self.link.backoff(), max(0.0, deadline - time.monotonic())))
 
     def _deliver(self, body: Any) -> ActivityAck | None:
         """Send until the daemon has it (or says it does not know the worker)."""

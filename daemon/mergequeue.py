@@ -363,6 +363,11 @@ def reject(ctx: Ctx, m: dict[str, Any], reason: str) -> dict[str, Any]:
     if worker is not None:
         set_worker(ctx, worker, "working", message=text)
         set_task(ctx, worker, "in_progress", note=f"merge rejected: {text}")
+        fresh = _worker(ctx, m)
+        if fresh is not None and reason.strip():  # a reason to act on: the agent continues its session with it
+            from . import agent_resume
+
+            agent_resume.maybe_start(ctx, fresh, agent_resume.reject_prompt(fresh, text), f"merge rejected: {text}")
     return load(ctx, m["id"])
 
 

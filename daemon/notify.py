@@ -13,13 +13,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from chkd.protocol.events import (
-    EventBody, MergeConflicted, TaskEscalated, WorkerHelpRequested, WorkerStatusChanged,
+    AgentUsageLimited, EventBody, MergeConflicted, TaskEscalated, WorkerStatusChanged,
 )
 from chkd.protocol.messages import Event
 
@@ -28,9 +29,10 @@ from .context import EVENT_COLUMNS, Ctx, row_event
 #: Worker states worth a notification, and what the notification calls them.
 WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled",
                  "waiting": "waiting"}
-#: Event types (other than worker status changes) worth a notification.
+#: Event types (other than worker status changes) worth a notification. A help request (chkd_request_help)
+#: makes the worker `waiting`, and that status change is what notifies ("w2 is waiting for you: ..."), once.
 TYPES: dict[type[EventBody], str] = {
-    MergeConflicted: "conflict", TaskEscalated: "escalated", WorkerHelpRequested: "help",
+    MergeConflicted: "conflict", TaskEscalated: "escalated", AgentUsageLimited: "usage_limit",
 }
 TITLES = {
     "done": "chkd: worker done",
@@ -41,6 +43,7 @@ TITLES = {
     "escalated": "chkd: task escalated",
     "help": "chkd: a worker asks for help",
     "waiting": "chkd: a worker needs you",
+    "usage_limit": "chkd: Claude usage limit",
 }
 CURSOR_KEY = "notify_seq"
 SEND_TIMEOUT_S = 10.0
@@ -70,6 +73,8 @@ def text(cls: str, event: Event) -> tuple[str, str]:
     if cls == "waiting" and isinstance(event.data, WorkerStatusChanged):
         question = event.data.question or "needs your input"
         return TITLES[cls], f"{event.worker_id} is waiting for you: {question}"
+    if cls == "usage_limit" and isinstance(event.data, AgentUsageLimited):
+        return TITLES[cls], usage_limit_text(event.data, event.worker_id)
     who = " ".join(p for p in (event.worker_id and f"worker {event.worker_id}",
                                event.task_id and f"task {event.task_id}") if p)
     detail, files = _detail(event.data)
@@ -77,6 +82,16 @@ def text(cls: str, event: Event) -> tuple[str, str]:
         detail = (detail + "; " if detail else "") + "files: " + ", ".join(files[:5])
     body = ": ".join(p for p in (who or (event.repo or ""), str(detail)) if p) or event.kind
     return TITLES.get(cls, "chkd"), body
+
+
+def usage_limit_text(data: AgentUsageLimited, worker_id: str | None) -> str:
+    """"Claude usage limit: claude waits until 14:05 UTC (worker w3)" — when the profile can work again."""
+    if data.resets_at:
+        when = time.strftime("%H:%M UTC", time.gmtime(data.resets_at / 1000))
+    else:
+        when = "the limit resets"
+    who = f" (worker {worker_id})" if worker_id else ""
+    return f"Claude usage limit: {data.profile or 'the agent'} waits until {when}{who}"
 
 
 def _detail(data: EventBody) -> tuple[str, list[str]]:
@@ -88,8 +103,6 @@ def _detail(data: EventBody) -> tuple[str, list[str]]:
             return "", files
         case TaskEscalated(reason=reason):
             return reason, []
-        case WorkerHelpRequested(question=question):
-            return question, []
     return "", []
 
 

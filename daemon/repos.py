@@ -252,6 +252,10 @@ def remove(ctx: Ctx, row: dict[str, Any]) -> None:
     store = ctx.store
     store.x("DELETE FROM sessions WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM merges WHERE repo_id=?", (row["id"],))
+    from . import agent_profiles  # the Claude files of its workers go with their rows
+
+    for (wid,) in store.all("SELECT id FROM workers WHERE repo_id=?", (row["id"],)):
+        agent_profiles.forget_claude_files(ctx, wid)
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
     pool.forget_repo(ctx, row)  # chkd's own worktrees of it go: the warm pool's and the gate's
     ctx.submit(gate.remove, row["path"], gate.gate_path(ctx.paths.state, row["id"], row["name"]), str(ctx.paths.state),

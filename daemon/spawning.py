@@ -13,43 +13,23 @@ from __future__ import annotations
 
 import json
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chkd.protocol import events as ev
 from chkd.protocol import templates
-from chkd.protocol.config import BUILTIN_AGENTS
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
-from chkd.protocol.messages import ShimGo, Spawn, TmuxTarget, WorkerResult, encode_go
+from chkd.protocol.messages import Spawn, TmuxTarget, WorkerResult, encode_go
 
-from . import failpoints, pool, procs, reposettings, taskqueue, terminal, workerrecords, workspace, worktrees
+from . import agent_launch, agent_profiles, failpoints, pool, procs, reposettings, taskqueue, terminal, workerrecords, workspace, worktrees
 from .context import Ctx, Deferred
 from .store import now_ms
 
 
-@dataclass(frozen=True)
-class LaunchSpec:
-    """Everything the off-loop launch needs, as plain values (the names are already recorded)."""
-
-    worker_id: str
-    repo_path: str
-    path: str
-    branch: str
-    base_sha: str
-    template: list[str]
-    values: dict[str, str]
-    shim_argv: list[str]
-    shim_env: dict[str, str]
-    agent_env: dict[str, str]
-    log_path: str
-    heartbeat_s: float
-    abort_grace_s: float
-    owner: dict[str, Any] | None = None  # the worktree's marker: gc removes only what chkd made
-    tmux: TmuxTarget | None = None  # interactive: the session on chkd's own tmux server
-    workspace: reposettings.Workspace | None = None  # copy + setup_cmd, run before the agent starts
-    pooled: pool.Taken | None = None  # a warm worktree to move into place instead of `git worktree add`
+LaunchSpec = agent_launch.LaunchSpec
 
 
 @dataclass(frozen=True)
@@ -73,10 +53,12 @@ def launch(spec: LaunchSpec) -> Launched:
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    argv = workerrecords.render_argv(spec.template, {**spec.values, "worktree": checkout.path, "branch": checkout.branch})
-    go = ShimGo(worker=spec.worker_id, argv=argv, cwd=checkout.path, env=spec.agent_env, log=spec.log_path,
-                heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s, tmux=spec.tmux)
-    procs.release_shim(shim, encode_go(go))
+    try:
+        argv = agent_launch.agent_argv(spec, checkout.path, checkout.branch)
+    except BaseException:
+        procs.release_shim(shim, "stop")
+        raise
+    procs.release_shim(shim, encode_go(agent_launch.go_message(spec, argv, checkout.path)))
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
 
@@ -94,26 +76,20 @@ def _pooled_checkout(spec: LaunchSpec) -> worktrees.Checkout | None:
         return None
 
 
-@dataclass(frozen=True)
-class AgentChoice:
-    name: str
-    template: list[str]
-    env: dict[str, str]
-    interactive: bool = False  # runs in a tmux session on chkd's own server (attach, peek, send)
-
-
-def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> AgentChoice:
-    """The profile (or --cmd) the spawn runs: name, argv template, extra env, whether it runs in tmux."""
+def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> agent_profiles.AgentPlan:
+    """The agent run the spawn asks for; every refusal (unknown profile, program not installed, a
+    permission mode Claude refuses, no tmux for an interactive one) is a sentence here, before anything exists."""
     if req.cmd is not None:  # typed by hand: the placeholders are filled, every other brace is literal (JSON...)
-        return AgentChoice("cmd", [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd],
-                           {}, req.interactive)
-    name = req.agent or ctx.config.for_repo(repo["name"]).default_agent or ctx.config.default_agent
-    profile = ctx.config.agent_profile(name)
-    if profile is None:
-        known = sorted({*ctx.config.agents, *BUILTIN_AGENTS})
-        raise ChkdError("not_found", f"There is no agent profile '{name}' (known: {', '.join(known)}).",
-                        "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.")
-    return AgentChoice(name, list(profile.cmd), dict(profile.env), profile.interactive or req.interactive)
+        template = [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd]
+        plan = agent_profiles.AgentPlan(name="cmd", template=template, env={}, interactive=req.interactive)
+    else:
+        name = req.agent or ctx.config.for_repo(repo["name"]).default_agent or ctx.config.default_agent
+        plan = agent_profiles.plan(name, agent_profiles.profile_named(ctx.config, name))
+        if req.interactive and not plan.interactive:
+            plan = dataclasses.replace(plan, interactive=True)
+    if plan.interactive:
+        terminal.require_tmux()
+    return plan
 
 
 def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str, Any]:
@@ -190,23 +166,22 @@ def _record(ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: li
     return wid, task
 
 
-def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any], template: list[str],
-                 agent_env: dict[str, str], path: str, branch: str, base_sha: str, interactive: bool,
-                 pooled: pool.Taken | None = None) -> LaunchSpec:
+def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any], plan: agent_profiles.AgentPlan,
+                 path: str, branch: str, base_sha: str, pooled: pool.Taken | None = None) -> LaunchSpec:
     """Everything the off-loop launch needs, from the recorded names and the daemon's config."""
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
-    values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"],
-              "prompt": workerrecords.default_prompt(wid, task["id"], task["title"], task["description"])}
-    return LaunchSpec(
+    values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"]}
+    return LaunchSpec(  # the prompt is filled in off-loop, once the worktree and branch exist
         worker_id=wid, repo_path=repo["path"], path=path, branch=branch, base_sha=base_sha,
-        template=template, values=values, shim_argv=module_argv("chkd.client.shim", "--worker", wid),
+        template=plan.template, values=values, shim_argv=module_argv("chkd.client.shim", "--worker", wid),
         shim_env={**os.environ, **env_home},
-        agent_env={**agent_env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
+        agent_env={**plan.env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
         log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
         abort_grace_s=ctx.config.abort_grace_s,
         owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
-        tmux=TmuxTarget(socket=str(ctx.paths.tmux_socket), session=wid) if interactive else None,
+        agent=plan, claude_dir=str(agent_profiles.claude_dir(ctx.paths, wid)) if plan.claude else None,
+        tmux=TmuxTarget(socket=str(ctx.paths.tmux_socket), session=wid) if plan.interactive else None,
         workspace=reposettings.workspace(ctx, repo), pooled=pooled,
     )
 
@@ -215,11 +190,8 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
     """On the loop: record the worker (`starting`) and claim its task; then off-loop pick free names
     (`_planned` records them before anything exists), then create the worktree and start the agent."""
     _check_capacity(ctx, repo)
-    choice = _agent(ctx, req, repo)
-    if choice.interactive:
-        terminal.require_tmux()
-    agent, template, agent_env = choice.name, choice.template, choice.env
-    wid, task = _record(ctx, req, repo, agent, template, choice.interactive)
+    agent = _agent(ctx, req, repo)
+    wid, task = _record(ctx, req, repo, agent.name, agent.template, agent.interactive)
 
     def _planned(plan: worktrees.CheckoutPlan | None, exc: BaseException | None) -> None:
         row = workerrecords.load(ctx, wid)
@@ -235,8 +207,7 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
         workerrecords.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=plan.base_sha)
         pooled = pool.take(ctx, repo, wid)  # on the loop, in this transaction: never handed out twice
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
-        spec = _launch_spec(ctx, repo, wid, task, template, agent_env, path, branch, plan.base_sha,
-                            choice.interactive, pooled)
+        spec = _launch_spec(ctx, repo, wid, task, agent, path, branch, plan.base_sha, pooled)
         ctx.submit(launch, spec, then=_launched, reply_to=deferred)
 
     def _failed(row: dict[str, Any], exc: BaseException) -> None:

@@ -180,6 +180,20 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE merges ADD COLUMN train INTEGER;
     """,
+    # 7: agents that report usage and sessions (Claude Code's stream-json): the session `resume`
+    #    continues and the model; the last run result counted (a report sent twice is added once) and
+    #    its error as a sentence; the intent to start the agent again (its prompt), recorded before the
+    #    new shim starts so a kill -9 in between is resumed at start-up; how many runs so far.
+    """
+    ALTER TABLE workers ADD COLUMN session_id TEXT;
+    ALTER TABLE workers ADD COLUMN model TEXT;
+    ALTER TABLE workers ADD COLUMN usage_ref TEXT;
+    ALTER TABLE workers ADD COLUMN agent_error TEXT;
+    ALTER TABLE workers ADD COLUMN agent_error_kind TEXT;
+    ALTER TABLE workers ADD COLUMN resume_prompt TEXT;
+    ALTER TABLE workers ADD COLUMN resume_at INTEGER;
+    ALTER TABLE workers ADD COLUMN runs INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

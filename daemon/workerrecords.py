@@ -29,6 +29,7 @@ COLUMNS = frozenset({
     "proc_started", "shim_pid", "shim_started", "completed_at", "heartbeat_at", "activity_at", "message",
     "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
     "interactive",
+    "session_id", "model", "usage_ref", "agent_error", "agent_error_kind", "resume_prompt", "resume_at", "runs",
 })
 FINAL_STATUSES = FINAL_WORKER_STATUSES
 #: The ids chkd gives workers (`w1`, `w2`, ...); a claim under such a name must be a real worker's.
@@ -68,17 +69,25 @@ def transition_error(worker_id: str, status: str, action: str) -> str | None:
 def render_argv(template: Iterable[str], values: Mapping[str, str]) -> list[str]:
     """Fill `{worker_id}` … `{prompt}` in each argument, `{{`/`}}` → literal braces (one pass:
     a title holding `{branch}` stays as typed). Templates were checked when they came in."""
-    known = {k: v for k, v in values.items() if k in templates.AGENT_PLACEHOLDERS}
+    known = {k: v for k, v in values.items() if k in templates.RESUME_PLACEHOLDERS}
     return [templates.render(arg, known) for arg in template]
 
 
-def default_prompt(worker_id: str, task_id: str, title: str, description: str) -> str:
+def default_prompt(worker_id: str, task_id: str, title: str, description: str, *, worktree: str = "",
+                   branch: str = "", mcp: bool = False) -> str:
+    """What a worker is told when its profile has no `prompt`: its task, where it works, to commit as
+    it goes, and how to say it is finished (the chkd MCP tools for Claude, chkdctl otherwise)."""
     text = f"You are chkd worker {worker_id}. Your task is {task_id}: {title}."
     if description:
         text += f"\n\n{description}"
-    text += ("\n\nWork and commit in the current directory (your own git worktree and branch). "
-             "Report progress with `chkdctl heartbeat --message TEXT`; when finished run "
-             "`chkdctl done --summary TEXT`.")
+    where = f"your own git worktree {worktree} on branch {branch}" if worktree else "your own git worktree and branch"
+    text += f"\n\nWork in the current directory ({where}) and commit as you go with git."
+    if mcp:
+        text += (" Report progress with the chkd_heartbeat tool; when finished, commit and call "
+                 "chkd_complete_work with a one-line summary.")
+    else:
+        text += (" Report progress with `chkdctl heartbeat --message TEXT`; when finished run "
+                 "`chkdctl done --summary TEXT`.")
     return text
 
 
@@ -105,7 +114,8 @@ def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> Wo
         exit_code=row["exit_code"], tokens_in=row["tokens_in"] or 0, tokens_out=row["tokens_out"] or 0,
         cost_usd=row["cost_usd"] or 0.0, last_error=row["last_error"],
         log_path=str(ctx.paths.worker_log(row["id"])), interactive=bool(row["interactive"]),
-        tmux_session=tmux_session(row),
+        tmux_session=tmux_session(row), session_id=row.get("session_id"), model=row.get("model"),
+        runs=row.get("runs") or 1,
     )
 
 

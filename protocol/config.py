@@ -19,7 +19,10 @@ from msgspec import Meta, Struct
 from . import limits
 from .messages import MAX_ATTEMPTS, RepoSettings
 from .names import branch_problem
-from .templates import AGENT_PLACEHOLDERS, argv_problem, template_problem, worktree_pattern_problem
+from .templates import (
+    AGENT_PLACEHOLDERS, PROMPT_PLACEHOLDERS, RESUME_PLACEHOLDERS, argv_problem, template_problem,
+    worktree_pattern_problem,
+)
 
 
 def branch_prefix_problem(prefix: str) -> str | None:
@@ -99,21 +102,55 @@ class RepoConfig(RepoSettings, forbid_unknown_fields=True, omit_defaults=True):
         return RepoSettings(**{k: getattr(self, k) for k in RepoSettings.__struct_fields__})
 
 
+#: Claude Code's permission modes (`--permission-mode`); the bypass modes need IS_SANDBOX=1 as root.
+PermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", "auto"]
+AgentOutput = Literal["plain", "claude-stream-json"]
+
+
 class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """An agent profile. Placeholders in `cmd`: {worker_id} {task_id} {title}
-    {description} {worktree} {branch} {prompt}; `{{` and `}}` are literal braces."""
+    {description} {worktree} {branch} {prompt}; `{{` and `}}` are literal braces.
+
+    `prompt` is the template `{prompt}` becomes (the same placeholders but {prompt}; None: chkd's
+    default). `output` says how the shim reads the agent's stdout (`claude-stream-json`: session,
+    usage, cost and limits from Claude Code's stream). `resume` is the argv that continues the
+    agent's session in its worktree ({session_id}, and {prompt} = the instructions). `claude_hooks`:
+    chkd gives the agent its MCP server, hooks, allowed tools and permission mode (Claude Code's
+    --mcp-config, --settings, --allowedTools, --permission-mode), from files in chkd's state dir.
+    A profile named like a built-in one (`[agents.claude]`) without `cmd` changes only the keys it sets.
+    """
 
     cmd: list[str]
+    prompt: str | None = None
     env: dict[str, str] = {}
+    tags: list[str] = []
+    output: AgentOutput = "plain"
+    resume: list[str] | None = None
     claude_hooks: bool = False
     #: Run the agent in a terminal: a tmux session on chkd's own tmux server, one per worker, that
     #: `chkdctl attach`, `peek` and `send` reach (its screen is also appended to the worker log).
     interactive: bool = False
+    permission_mode: PermissionMode = "acceptEdits"
+    #: Extra `--allowedTools` rules on top of chkd's own (mcp__chkd__*, Bash(git:*)).
+    allowed_tools: list[str] = []
 
     def __post_init__(self) -> None:
         _rule("cmd", argv_problem(self.cmd))
         for arg in self.cmd:
             _rule("cmd", template_problem(arg, AGENT_PLACEHOLDERS))
+        if self.prompt is not None:
+            _rule("prompt", template_problem(self.prompt, PROMPT_PLACEHOLDERS))
+            if not self.prompt.strip():
+                _rule("prompt", "must not be empty (leave it out for chkd's default)")
+        if self.resume is not None:
+            _rule("resume", argv_problem(self.resume))
+            for arg in self.resume:
+                _rule("resume", template_problem(arg, RESUME_PLACEHOLDERS))
+            if not any("{session_id}" in arg for arg in self.resume):
+                _rule("resume", "must contain {session_id} (the session it continues)")
+        for tag in self.tags:
+            if not tag.strip() or len(tag) > 64 or "\0" in tag:
+                _rule("tags", f"{tag!r} is not a tag (1 to 64 characters)")
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key:
                 _rule("env", f"{key!r} is not an environment variable name")
@@ -170,7 +207,10 @@ class Config(Struct, forbid_unknown_fields=True):
         return BUILTIN_AGENTS.get(name)
 
 
-#: Profiles that exist without configuration. `demo` is the bundled scripted agent.
+#: Profiles that exist without configuration. `demo` is the bundled scripted agent; `claude` is
+#: Claude Code in print mode, its stream read by the shim (FACTS: the prompt goes before the
+#: variadic flags chkd appends: --allowedTools, --mcp-config, ...).
+CLAUDE_STREAM_ARGS = ["--output-format", "stream-json", "--verbose"]
 BUILTIN_AGENTS: dict[str, AgentConfig] = {
     "demo": AgentConfig(cmd=["chkd-demo-agent"]),
     #: The demo agent in tmux: asks a question first (the worker turns `waiting`), then works.
@@ -178,8 +218,11 @@ BUILTIN_AGENTS: dict[str, AgentConfig] = {
         cmd=["chkd-demo-agent", "--ask", "Shall I go ahead with {task_id}? (yes/no)"], interactive=True,
     ),
     "claude": AgentConfig(
-        cmd=["claude", "-p", "{prompt}", "--output-format", "stream-json", "--verbose"],
+        cmd=["claude", "-p", "{prompt}", *CLAUDE_STREAM_ARGS],
+        resume=["claude", "--resume", "{session_id}", "-p", "{prompt}", *CLAUDE_STREAM_ARGS],
+        output="claude-stream-json",
         claude_hooks=True,
+        tags=["claude"],
     ),
     #: The Claude Code TUI in tmux, the task as its first prompt, the same hooks as `claude`.
     "claude-interactive": AgentConfig(cmd=["claude", "{prompt}"], claude_hooks=True, interactive=True),
@@ -239,6 +282,8 @@ def parse_config(text: str, path: Path) -> Config:
             raise ConfigError(f"{path}: '{section}' must be a table ([{section}.NAME]).")
         tables[section] = {}
         for name, entry in raw.items():
+            if section == "agents" and isinstance(entry, dict) and "cmd" not in entry and name in BUILTIN_AGENTS:
+                entry = {**msgspec.to_builtins(BUILTIN_AGENTS[name]), **entry}  # change only what it sets
             try:
                 tables[section][name] = msgspec.convert(entry, kind)
             except msgspec.ValidationError as exc:

@@ -225,6 +225,58 @@ class AtticRestored(EventBody, tag="attic.restored"):
     sha: str
 
 
+# -- agents (what a worker's shim read in a Claude Code stream; protocol/agents.py) -------------------
+class AgentSessionStarted(EventBody, tag="agent.session"):
+    """The agent's session started: the id `resume` continues, and the model."""
+
+    session_id: str
+    model: str = ""
+    profile: str = ""
+
+
+class AgentUsageReported(EventBody, tag="agent.usage"):
+    """A run ended: its usage (cache tokens counted as input), and the worker's totals across every run."""
+
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    total_tokens_in: int
+    total_tokens_out: int
+    total_cost_usd: float
+    is_error: bool = False
+    terminal_reason: str = ""
+    profile: str = ""
+
+
+class AgentUsageLimited(EventBody, tag="agent.usage_limit"):
+    """The agent hit its plan's usage limit: nothing with this profile gets further until `resets_at`
+    (ms since the epoch; None when the CLI did not say)."""
+
+    profile: str
+    resets_at: int | None = None
+    limit_type: str = ""
+    message: str = ""
+
+
+class AgentApiFailed(EventBody, tag="agent.api_error"):
+    """The agent's API calls failed; `error` is the kind: rate_limit (429 after retries), server_error,
+    billing_error, authentication_failed, invalid_request, max_output_tokens, unknown."""
+
+    profile: str
+    error: str
+    status: int | None = None
+    message: str = ""
+
+
+class AgentResumed(EventBody, tag="agent.resumed"):
+    """The worker's agent was started again in its worktree, continuing its session."""
+
+    profile: str
+    session_id: str
+    why: str
+    prompt: str = ""
+
+
 # -- merges (topic `merge.<merge_id>`) --------------------------------------------------------
 class MergeEvent(EventBody):
     """Base of the merge events: every one names its merge."""
@@ -395,6 +447,7 @@ EventData = (
     | TaskRequeued | TaskFailed | TaskEscalated | DepAdded | DepRemoved | SpecImported
     | WorkerSpawned | WorkerStarted | WorkerStatusChanged | WorkerInput | WorkerHeartbeat | WorkerExited | WorkerKilled
     | WorkerCommitted | WorkerCommitFailed | WorkerUpdated | WorkerRemoved | AtticRestored
+    | AgentSessionStarted | AgentUsageReported | AgentUsageLimited | AgentApiFailed | AgentResumed
     | MergeQueued | MergeApproved | MergeRejected | MergeChecking | MergeTesting | MergeAwaitingReview
     | MergeMerged | MergeConflicted | MergeFailed | MergeGateSuspect | MergeTrainRan
     | OverlapFound | DaemonPaused | GcRemoved

@@ -21,6 +21,7 @@ from typing import Annotated, Generic, Literal, TypeVar, get_args
 import msgspec
 from msgspec import Meta, Struct, field
 
+from .agents import ApiError, RunUsage, UsageLimit
 from .errors import ErrorCode
 from .events import EventData, kind_of
 from .statuses import (
@@ -167,6 +168,10 @@ class TaskInfo(Struct, omit_defaults=True):
     completed_at: int | None = None
     depends_on: list[str] = []
     dependants: list[str] = []
+    #: Summed over every worker that ran the task.
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
 
 
 class WorkerInfo(Struct, omit_defaults=True):
@@ -195,6 +200,10 @@ class WorkerInfo(Struct, omit_defaults=True):
     interactive: bool = False
     #: The tmux session on chkd's own tmux server (`tmux -S <run dir>/tmux.sock`), for interactive workers.
     tmux_session: str | None = None
+    #: Claude Code workers: the session `resume` continues, the model, and how many runs so far.
+    session_id: str | None = None
+    model: str | None = None
+    runs: int = 1
 
 
 class MergeInfo(Struct, omit_defaults=True):
@@ -742,6 +751,13 @@ class Heartbeat(Command[ActivityAck], tag="heartbeat"):
     waiting: Text | None = None
 
 
+class ResumeAgent(Command[WorkerResult], tag="resume_agent"):
+    """Start a worker's exited agent again in its worktree, continuing its session (profile `resume`)."""
+
+    worker: Id
+    prompt: Text | None = None
+
+
 class WorkerState(Command[ActivityAck], tag="worker.state"):
     worker: Id
 
@@ -768,6 +784,19 @@ class ShimBeat(Command[ActivityAck], tag="shim.beat"):
     agent_alive: bool = True
     activity_at: Ms | None = None
     output_at: Ms | None = None
+
+
+class AgentReport(Command[ActivityAck], tag="agent.report"):
+    """What the shim read in the agent's output (a `claude-stream-json` profile): its session,
+    a run's usage, a usage limit, an API error. Each part is optional; every report is activity."""
+
+    worker: Id
+    session_id: Annotated[str, Meta(max_length=200, pattern=NO_NUL)] | None = None
+    model: Annotated[str, Meta(max_length=200, pattern=NO_NUL)] | None = None
+    usage: RunUsage | None = None
+    usage_limit: UsageLimit | None = None
+    api_error: ApiError | None = None
+    activity_at: Ms | None = None
 
 
 class ShimExit(Command[ActivityAck], tag="shim.exit"):
@@ -797,6 +826,8 @@ class ShimGo(Struct, forbid_unknown_fields=True):
     heartbeat_s: float = 10.0
     abort_grace_s: float = 5.0
     tmux: TmuxTarget | None = None
+    #: How the shim reads the agent's stdout: `claude-stream-json` is parsed into AgentReports.
+    output: Literal["plain", "claude-stream-json"] = "plain"
 
 
 def encode_go(go: ShimGo) -> str:
@@ -980,8 +1011,8 @@ AnyCommand = (
     | TaskAdd | TaskList | TaskShow | TaskEdit | TaskCancel | TaskRetry | TaskHold | TaskRelease
     | DepAdd | DepRm | Claim | TaskImport
     | Spawn | WorkerList | WorkerShow | Pause | Resume | Abort | Remove | AtticList | AtticRestore
-    | Heartbeat | WorkerState | Done
-    | ShimHello | ShimBeat | ShimExit
+    | Heartbeat | WorkerState | Done | ResumeAgent
+    | ShimHello | ShimBeat | ShimExit | AgentReport
     | Events | Gc
     | DbBackup | DbCheck | Doctor
     | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts

@@ -14,6 +14,10 @@ from collections.abc import Iterable, Mapping
 
 #: Placeholders of an agent's `cmd` (config.toml `[agents.NAME]`, `spawn --cmd`).
 AGENT_PLACEHOLDERS = ("worker_id", "task_id", "title", "description", "worktree", "branch", "prompt")
+#: Placeholders of an agent's `prompt` template (the prompt itself is what `{prompt}` becomes).
+PROMPT_PLACEHOLDERS = ("worker_id", "task_id", "title", "description", "worktree", "branch")
+#: Placeholders of an agent's `resume` argv: `{prompt}` is the instructions (conflict files, a reviewer's reason).
+RESUME_PLACEHOLDERS = (*AGENT_PLACEHOLDERS, "session_id")
 #: Placeholders of `worktree_pattern`.
 PATTERN_PLACEHOLDERS = ("repo", "task")
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+import shutil
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -28,7 +29,8 @@ from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, make_repo, wait_for
 MASTER_TOOLS = {
     "chkd_status", "chkd_tasks", "chkd_add_task", "chkd_import_spec", "chkd_spawn_worker", "chkd_workers",
     "chkd_worker", "chkd_merge_worker", "chkd_approve_merge", "chkd_reject_merge", "chkd_pause_worker",
-    "chkd_resume_worker", "chkd_abort_worker", "chkd_conflicts", "chkd_send_message",
+    "chkd_resume_worker", "chkd_abort_worker", "chkd_conflicts", "chkd_send_message", "chkd_peek_worker",
+    "chkd_send_keys",
 }
 WORKER_TOOLS = {"chkd_heartbeat", "chkd_worker_status", "chkd_complete_work", "chkd_request_help", "chkd_inbox",
                 "chkd_claim_task"}
@@ -36,7 +38,9 @@ WORKER_TOOLS = {"chkd_heartbeat", "chkd_worker_status", "chkd_complete_work", "c
 
 @pytest.fixture
 def daemon_config() -> str:
-    return DEFAULT_TEST_CONFIG + '\n[agents.slowdemo]\ncmd = ["chkd-demo-agent", "--steps", "4", "--step-s", "0.5"]\n'
+    return (DEFAULT_TEST_CONFIG + '\n[agents.slowdemo]\ncmd = ["chkd-demo-agent", "--steps", "4", "--step-s", "0.5"]\n'
+            '\n[agents.ask]\ncmd = ["chkd-demo-agent", "--ask", "Proceed? (yes/no)", "--steps", "1", "--step-s", '
+            '"0.05"]\ninteractive = true\n')
 
 
 def params(daemon: Daemon, cwd: Path, worker: str | None = None) -> StdioServerParameters:
@@ -132,11 +136,18 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
         sessions = open_sessions(daemon)
         assert sorted((s.is_master, s.worker_id) for s in sessions) == [(False, "w1"), (True, None)]
 
+        peek, text = await ok(master, "chkd_peek_worker", workerId="w1", lines=50)
+        assert peek["source"] == "log" and "step" in peek["text"] and "tail of its log" in text
+        assert "runs detached, not in a terminal" in await refused(master, "chkd_send_keys", workerId="w1",
+                                                                   text="yes")
+
         await ok(worker, "chkd_request_help", question="Which greeting do you want?")
-        assert daemon.call(WorkerShow(worker="w1")).worker.message == (
-            "needs help: Which greeting do you want?")
+        asking = daemon.call(WorkerShow(worker="w1")).worker
+        assert asking.status == "waiting" and asking.message == "Which greeting do you want?"
         helps = [e.data for e in daemon.call(Events(worker="w1")).events if isinstance(e.data, WorkerHelpRequested)]
         assert [h.question for h in helps] == ["Which greeting do you want?"]
+        await ok(worker, "chkd_heartbeat", message="going with hello")  # its next activity: nobody is needed now
+        assert daemon.call(WorkerShow(worker="w1")).worker.status == "working"
 
         done, text = await ok(worker, "chkd_complete_work", summary="greeting written")
         assert done["status"] == "done" and "in review" in text
@@ -202,3 +213,32 @@ def test_a_session_belongs_to_a_live_process(daemon: Daemon) -> None:
         with pytest.raises(ChkdError, match="not a running MCP server"):
             daemon.call(SessionOpen(pid=pid, started=started))
     assert daemon.call(SessionList(all=True)).sessions == []
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
+def test_the_master_peeks_at_a_waiting_interactive_worker_and_answers_it_with_send_keys(
+        daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path))  # chkd's own tmux socket only; never a default server
+    monkeypatch.delenv("TMUX", raising=False)
+    repo = make_repo(tmp_path / "proj")
+    daemon.call(RepoAdd(path=str(repo)))
+
+    async def scenario() -> None:
+        async with connect(params(daemon, repo)) as master:
+            await ok(master, "chkd_add_task", title="Ask first", id="T-2")
+            w, _ = await ok(master, "chkd_spawn_worker", taskId="T-2", agent="ask")
+            wid = w["id"]
+            wait_for(lambda: daemon.call(WorkerShow(worker=wid)).worker.status == "waiting", 20,
+                     what="the interactive demo agent to ask")
+            peek, text = await ok(master, "chkd_peek_worker", workerId=wid)
+            assert peek["source"] == "screen" and "QUESTION: Proceed? (yes/no)" in peek["text"]
+            assert "its screen now" in text and "Proceed? (yes/no)" in text
+            typed, text = await ok(master, "chkd_send_keys", workerId=wid, text="yes")
+            assert typed["status"] == "working" and "Typed into" in text
+            wait_for(lambda: daemon.call(WorkerShow(worker=wid)).worker.status == "done", 20,
+                     what="the answered worker to finish")
+            after, _ = await ok(master, "chkd_peek_worker", workerId=wid)
+            assert after["source"] == "log"  # its terminal closed with the agent: the log's tail instead
+
+    anyio.run(scenario)
+    assert not (tmp_path / f"tmux-{os.getuid()}" / "default").exists(), "a default tmux server was started"

@@ -69,19 +69,29 @@ def test_a_message_reaches_the_model_once_through_post_tool_use(daemon: Daemon, 
     assert "message.sent" in kinds and "message.delivered" in kinds and kinds.count("worker.hook") == 2
 
 
-def test_notification_and_stop_hooks_are_heartbeats(daemon: Daemon, proj: Path) -> None:
+def test_a_notification_hook_makes_the_worker_wait_for_you_until_its_next_tool_use(daemon: Daemon, proj: Path) -> None:
     w = spawn(daemon, "T-1")
     daemon.ctl("send", w.id, "not for these hooks")
     note = hook(daemon, "notification", w.id, json.dumps({"hook_event_name": "Notification",
                                                           "message": "Claude needs your permission to use Bash"}))
     assert note.code == 0 and note.out == "", note
-    assert show(daemon, w.id).message == "Claude needs your permission to use Bash"
-    before = show(daemon, w.id).activity_at
+    waiting = show(daemon, w.id)
+    assert waiting.status == "waiting" and waiting.message == "Claude needs your permission to use Bash"
+    listed = daemon.ctl("workers", "--waiting")
+    assert w.id in listed.out and "Claude needs your permission to use Bash" in listed.out, listed
+    (change,) = [e.data for e in daemon.call(Events(worker=w.id)).events
+                 if e.kind == "worker.status" and e.data.to == "waiting"]
+    assert change.question == "Claude needs your permission to use Bash"
+    before = waiting.activity_at
     stop = hook(daemon, "stop", w.id, json.dumps({"hook_event_name": "Stop", "stop_hook_active": False}))
     assert stop.code == 0 and stop.out == "", stop
-    assert show(daemon, w.id).activity_at >= before
-    # neither hook delivered the message: it waits for the next tool use
+    after_stop = show(daemon, w.id)
+    assert after_stop.status == "waiting" and after_stop.activity_at >= before  # the end of a turn is no answer
+    # neither hook delivered the message: it waits for the next tool use, which also ends the wait
     assert [m.read_at for m in daemon.call(Inbox(worker=w.id)).messages] == [None]
+    used = hook(daemon, "post-tool-use", w.id)
+    assert "not for these hooks" in used.out, used
+    assert show(daemon, w.id).status == "working"
 
 
 def test_a_hook_never_breaks_the_agent(daemon: Daemon, proj: Path) -> None:

@@ -26,6 +26,8 @@ def test_classify_the_notable_events() -> None:
     assert notify.classify(to("error")) == "error"
     assert notify.classify(events.MergeConflicted(merge_id=1, files=["a"])) == "conflict"
     assert notify.classify(events.TaskEscalated(reason="r", attempts=3)) == "escalated"
+    assert notify.classify(events.AgentUsageLimited(profile="claude", resets_at=1)) == "usage_limit"
+    assert notify.classify(events.WorkerHelpRequested(question="q")) is None  # its `waiting` notifies
     assert notify.classify(to("working")) is None
     assert notify.classify(events.TaskAdded(title="t")) is None
     assert notify.classify(events.RepoAdded(path="/p", main_branch="main")) is None
@@ -72,6 +74,15 @@ def test_text_names_worker_task_and_reason() -> None:
     assert body == "worker w1 task T-1: no heartbeat for 3 s"
     _, body = notify.text("conflict", ev(2, events.MergeConflicted(merge_id=1, files=["a.py", "b.py"])))
     assert body.endswith("files: a.py, b.py")
+
+
+def test_a_usage_limit_says_which_profile_waits_until_when() -> None:
+    at = (20 * 60 + 5) * 60 * 1000  # 1970-01-01 20:05 UTC
+    title, body = notify.text("usage_limit", ev(3, events.AgentUsageLimited(profile="claude", resets_at=at)))
+    assert title == "chkd: Claude usage limit"
+    assert body == "Claude usage limit: claude waits until 20:05 UTC (worker w1)"
+    _, body = notify.text("usage_limit", ev(4, events.AgentUsageLimited(profile="claude"), worker=None))
+    assert body == "Claude usage limit: claude waits until the limit resets"
 
 
 def test_send_pipes_the_event_json_to_notify_cmd_and_reports_failures(tmp_path: Path) -> None:

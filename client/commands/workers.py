@@ -30,12 +30,20 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def cost_words(usd: float) -> str:
+    """`$0.21`, `$0.0042` for sub-cent amounts, `-` for none."""
+    if not usd:
+        return "-"
+    return f"${usd:.2f}" if usd >= 0.01 else f"${usd:.4f}"
+
+
 def worker_rows(workers: list[Any], now: int | None = None) -> list[list[str]]:
     return [[w.id, status_word(w.status), w.task_id or "-", _short(w.task_title, 40), ago(w.started_at, now),
-             ago(w.heartbeat_at, now), _short(w.message or w.last_error, 50), w.branch or "-"] for w in workers]
+             ago(w.heartbeat_at, now), cost_words(w.cost_usd), _short(w.message or w.last_error, 50),
+             w.branch or "-"] for w in workers]
 
 
-HEADERS = ["ID", "STATUS", "TASK", "TITLE", "AGE", "BEAT", "MESSAGE", "BRANCH"]
+HEADERS = ["ID", "STATUS", "TASK", "TITLE", "AGE", "BEAT", "COST", "MESSAGE", "BRANCH"]
 
 
 def _print_worker(w: Any) -> None:
@@ -48,8 +56,11 @@ def _print_worker(w: Any) -> None:
         ("heartbeat", f"{ago(w.heartbeat_at)} ago" if w.heartbeat_at else "-"),
         ("activity", f"{ago(w.activity_at)} ago" if w.activity_at else "-"),
         ("message", w.message or "-"),
-        ("tokens", f"{w.tokens_in} in, {w.tokens_out} out, ${w.cost_usd:.4f}"),
+        ("tokens", f"{w.tokens_in:,} in, {w.tokens_out:,} out, ${w.cost_usd:.4f}"),
     ]
+    if w.session_id or w.model:
+        pairs.append(("session", f"{w.session_id or '-'} ({w.model or 'model unknown'})"
+                                 + (f", run {w.runs}" if w.runs > 1 else "")))
     if w.exit_code is not None:
         pairs.append(("exit code", str(w.exit_code)))
     if w.last_error:

@@ -201,6 +201,27 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         return answer(MessageReport(messages=sent),
                       f"Sent to {', '.join(m.to_worker for m in sent)}; delivered at their next tool call.")
 
+    @guarded
+    def chkd_peek_worker(
+        workerId: WorkerId,
+        lines: Annotated[int, Field(description="How many lines of the screen (or log) to show.", ge=1,
+                                    le=10000)] = 40,
+    ) -> CallToolResult:
+        peek = chkd.call(M.Peek(worker=workerId, lines=lines))
+        where = "its screen now" if peek.source == "screen" else "the tail of its log (it has no terminal)"
+        screen = "\n".join(render.visible(line) for line in peek.text.splitlines())
+        return answer(peek, f"Worker {peek.worker}, {where}:\n{screen}")
+
+    @guarded
+    def chkd_send_keys(
+        workerId: WorkerId,
+        text: Annotated[str, Field(description="What to type into the worker's terminal (Enter follows).",
+                                   min_length=1, max_length=M.MAX_TEXT)],
+        enter: Annotated[bool, Field(description="Press Enter after the text.")] = True,
+    ) -> CallToolResult:
+        w = chkd.call(M.SendKeys(worker=workerId, text=text, enter=enter)).worker
+        return answer(w, f"Typed into {w.id}'s terminal; it is {w.status} now.")
+
     return [
         make_tool(chkd_status, M.OverviewResult,
                   "The whole picture: workers by status, ready / running / waiting tasks, merges awaiting "
@@ -227,4 +248,8 @@ def master_tools(chkd: Chkd) -> list[Tool]:
                   "Workers changing the same files, and whether their merges would conflict."),
         make_tool(chkd_send_message, MessageReport,
                   "Send a note to a worker (or 'all'); a Claude worker reads it at its next tool call."),
+        make_tool(chkd_peek_worker, M.PeekResult,
+                  "What a worker shows now: an interactive worker's terminal screen, else its log's tail."),
+        make_tool(chkd_send_keys, M.WorkerInfo,
+                  "Type into an interactive worker's terminal (answers a worker that is waiting for you)."),
     ]

@@ -9,6 +9,7 @@ from typing import Any
 from chkd.protocol import events as ev
 from chkd.protocol.messages import Gc, GcItem, GcReport
 
+from .. import agent_profiles
 from .. import gc as gcmod
 from .. import repos as repo_area
 from ..context import Ctx
@@ -81,7 +82,8 @@ def gc_handler(ctx: Ctx, req: Gc) -> Any:
                     continue
                 if f.worker_id and f.drop_row:
                     live = ",".join(f"'{s}'" for s in sorted(gcmod.LIVE))
-                    ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,))
+                    if ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,)):
+                        agent_profiles.forget_claude_files(ctx, f.worker_id)
                 ctx.emit(ev.GcRemoved(what=f.item.what, item=f.item.kind, reason=f.item.reason),
                          repo=snap.name, worker_id=f.worker_id)
         ctx.finish(deferred, GcReport(applied=True, items=items))

@@ -26,7 +26,7 @@ from chkd.protocol.messages import (
     WorkerResult,
 )
 
-from .. import lookup, mergeengine, mergequeue, radar, repos, workerrecords
+from .. import agent_resume, lookup, mergeengine, mergequeue, radar, repos, workerrecords
 from ..context import Ctx, Deferred
 from ..mergequeue import ACTIVE, merge_info
 
@@ -180,6 +180,9 @@ def update(ctx: Ctx, req: Update) -> Deferred:
                        f"then `chkdctl done --worker {worker['id']}`")
             fresh = mergequeue_set(ctx, fresh, "working", message)
             mergequeue.set_task(ctx, fresh, "in_progress", note=f"conflicts with {target} in {files}")
+            fresh = lookup.load_worker(ctx.store, worker["id"]) or fresh
+            agent_resume.maybe_start(ctx, fresh, agent_resume.conflict_prompt(target, res.conflict_files),
+                                     f"conflicts with {target} in {files}")
         ctx.emit(ev.WorkerUpdated(merged=res.merged, files=res.conflict_files, up_to_date=res.up_to_date),
                  repo=repo["name"], worker_id=worker["id"], task_id=worker["task_id"])
         ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, fresh, repo["name"])))

@@ -119,9 +119,16 @@ def _activity(ctx: Ctx, row: dict[str, Any], message: str | None) -> dict[str, A
 
 
 def hook(ctx: Ctx, req: Hook) -> HookAck:
+    """A Claude Code hook: activity. `notification` (Claude waits for a permission or for input) makes
+    the worker `waiting` with its message; the next tool use leaves it, as for `heartbeat --waiting`
+    (`stop` only ends a turn, so it leaves a waiting worker waiting)."""
     row = lookup.worker(ctx.store, req.worker)
     message = " ".join(req.message.split()) if req.event == "notification" and req.message else None
-    row = _activity(ctx, row, message)
+    row = _activity(ctx, row, None)
+    if req.event == "notification":
+        row = workerrecords.enter_waiting(ctx, row, message or "needs your input")
+    elif req.event == "post-tool-use" and row["status"] == "waiting":
+        row = workerrecords.leave_waiting(ctx, row, "the agent used a tool")
     delivered = take_unread(ctx, row, "hook") if req.event == "post-tool-use" else []
     ctx.emit(ev.WorkerHooked(hook=req.event, tool=req.tool, message=message, session_id=req.session_id,
                              delivered=[m.id for m in delivered] or None),
@@ -130,11 +137,13 @@ def hook(ctx: Ctx, req: Hook) -> HookAck:
 
 
 def help_request(ctx: Ctx, req: HelpRequest) -> HookAck:
-    """The question becomes the worker's message (shown in `workers`), an event and a notification."""
+    """The worker is `waiting` with the question as its message (shown in `workers`, notified once),
+    plus a `worker.help` event; its next heartbeat or tool use leaves `waiting`."""
     question = " ".join(req.question.split())
     if not question:
         raise ChkdError("bad_request", "The question is empty.")
-    row = _activity(ctx, lookup.worker(ctx.store, req.worker), f"needs help: {question}")
+    row = _activity(ctx, lookup.worker(ctx.store, req.worker), None)
+    row = workerrecords.enter_waiting(ctx, row, question)
     ctx.emit(ev.WorkerHelpRequested(question=question), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"],
              task_id=row["task_id"])
     return HookAck(status=row["status"])

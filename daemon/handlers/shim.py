@@ -12,9 +12,9 @@ import signal
 from typing import Any
 
 from chkd.protocol import events as ev
-from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, ShimBeat, ShimExit, ShimHello
+from chkd.protocol.messages import LIVE_WORKER_STATUSES, ActivityAck, AgentReport, ShimBeat, ShimExit, ShimHello
 
-from .. import failpoints, lookup, repos, workerrecords
+from .. import agent_resume, agent_usage, failpoints, lookup, repos, workerrecords
 from ..context import Ctx
 from ..store import now_ms
 
@@ -33,6 +33,8 @@ def _ack(ctx: Ctx, row: dict[str, Any]) -> ActivityAck:
 
 def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
     row = lookup.worker(ctx.store, req.worker)
+    if row["resume_prompt"] is not None and req.agent_pid != row["pid"]:
+        row = workerrecords.update(ctx, row, **agent_resume.new_run(row))  # the resumed agent's first hello: a new run
     if row["exit_code"] is not None or row["exit_signal"] is not None:
         return _ack(ctx, row)  # a late duplicate after the exit report
     now = now_ms()
@@ -95,7 +97,17 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     ctx.emit(ev.WorkerExited(exit_code=code, signal=req.signal), repo=repos.repo_name(ctx.store, row["repo_id"]),
              worker_id=row["id"], task_id=row["task_id"])
     status = row["status"]
-    if status in RUNNING and code == 0:
+    if status in RUNNING and row["agent_error"]:
+        # The agent's own stream said its run failed (a usage limit, an API error; the CLI may even
+        # exit 0): `error` with that sentence, never `done`. A usage limit is not the task's fault,
+        # so its task goes back without counting an attempt.
+        reason = row["agent_error"]
+        row = workerrecords.set_worker_status(ctx, row, "error", reason=reason, last_error=reason)
+        if row["agent_error_kind"] == "usage_limit":
+            workerrecords.release_task(ctx, row, f"worker {row['id']}: {reason}")
+        else:
+            workerrecords.fail_task_attempt(ctx, row, f"worker {row['id']}: {reason}")
+    elif status in RUNNING and code == 0:
         # `done` once the leftovers are committed (off-loop), so a merge never misses work;
         # finish_pending records that step so a restart resumes it (workerrecords.resume_finishes)
         row = workerrecords.update(ctx, row, finish_pending=1)
@@ -115,4 +127,10 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     return _ack(ctx, row)
 
 
-HANDLERS = {ShimHello: hello, ShimBeat: beat, ShimExit: exited}
+def report(ctx: Ctx, req: AgentReport) -> ActivityAck:
+    """What the shim read in the agent's stream: session, usage, limits, API errors (activity too)."""
+    row = agent_usage.record(ctx, lookup.worker(ctx.store, req.worker), req)
+    return _ack(ctx, row)
+
+
+HANDLERS = {ShimHello: hello, ShimBeat: beat, ShimExit: exited, AgentReport: report}

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
+
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
@@ -87,7 +90,12 @@ def show(ctx: Ctx, req: TaskShow) -> TaskResult:
         f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id=? AND repo=? ORDER BY seq DESC LIMIT ?",
         (task["id"], repo["name"], HISTORY_LIMIT))
     history = [row_event(r) for r in reversed(rows)]
-    return TaskResult(task=taskqueue.task_info(ctx, task, repo["name"]), history=history)
+    info = taskqueue.task_info(ctx, task, repo["name"])
+    tokens_in, tokens_out, cost = ctx.store.one(
+        "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_usd), 0.0) "
+        "FROM workers WHERE task_pk=?", (task["pk"],)) or (0, 0, 0.0)
+    info = msgspec.structs.replace(info, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
+    return TaskResult(task=info, history=history)
 
 
 def edit(ctx: Ctx, req: TaskEdit) -> TaskResult:

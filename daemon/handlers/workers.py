@@ -24,6 +24,7 @@ from chkd.protocol.messages import (
     Pause,
     Remove,
     Resume,
+    ResumeAgent,
     Spawn,
     WorkerList,
     WorkerListResult,
@@ -32,7 +33,7 @@ from chkd.protocol.messages import (
     WorkerState,
 )
 
-from .. import lookup, repos, spawning, workerrecords, worktrees
+from .. import agent_profiles, agent_resume, lookup, repos, spawning, workerrecords, worktrees
 from ..context import Ctx, Deferred
 from ..store import now_ms
 
@@ -135,6 +136,7 @@ def remove(ctx: Ctx, req: Remove) -> Deferred:
         if fresh is not None:
             workerrecords.release_task(ctx, fresh, f"worker {wid} was removed")
             ctx.store.x("DELETE FROM workers WHERE id=?", (wid,))
+        agent_profiles.forget_claude_files(ctx, wid)
         ctx.emit(ev.WorkerRemoved(worktree=row["worktree_path"], branch=row["branch_name"],
                                   attic_ref=result.attic_ref, attic_sha=result.attic_sha,
                                   snapshot=result.snapshot_sha, force=req.force),
@@ -302,15 +304,26 @@ def done(ctx: Ctx, req: Done) -> Deferred:
     return deferred
 
 
+def resume_agent(ctx: Ctx, req: ResumeAgent) -> Deferred:
+    """`chkdctl resume-agent W [--prompt TEXT]`: the exited agent continues its session in its worktree."""
+    row = lookup.worker(ctx.store, req.worker)
+    prompt = (req.prompt or "").strip() or agent_resume.default_prompt(row)
+    deferred = ctx.defer()
+    agent_resume.start(ctx, row, prompt, "resumed by the user", deferred)
+    return deferred
+
+
 def setup(ctx: Ctx) -> None:
-    """Finish what a killed daemon left half done: re-send signals rows ask for, and commit the
-    leftovers of agents whose exit was recorded but not yet finished."""
+    """Finish what a killed daemon left half done: re-send signals rows ask for, commit the
+    leftovers of agents whose exit was recorded but not yet finished, and start again the agents
+    whose resume was recorded but never said hello."""
     workerrecords.reassert_signals(ctx)
     workerrecords.resume_finishes(ctx)
+    agent_resume.setup(ctx)
 
 
 HANDLERS = {
     Spawn: spawn, WorkerList: list_, WorkerShow: show, Pause: pause, Resume: resume, Abort: abort,
     Remove: remove, AtticList: attic_list, AtticRestore: attic_restore, Heartbeat: heartbeat,
-    WorkerState: state, Done: done,
+    WorkerState: state, Done: done, ResumeAgent: resume_agent,
 }

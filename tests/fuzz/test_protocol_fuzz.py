@@ -44,6 +44,7 @@ from chkd.protocol.messages import (
     Remove,
     RepoAdd,
     RepoRm,
+    ResumeAgent,
     Shutdown,
     Spawn,
     TaskAdd,
@@ -57,7 +58,7 @@ EXAMPLES = int(os.environ.get("CHKD_FUZZ_EXAMPLES", "0") or 0)
 KNOWN_CODES = frozenset(ErrorCode.__args__)  # type: ignore[attr-defined]
 #: Commands that act on processes or git when they succeed: fuzzed only with names that match nothing.
 #: (repo rm too: removing a fixture repository could leave one, which `repo=None` would then pick.)
-SIDE_EFFECTS = (Spawn, Merge, Approve, Update, Remove, AtticRestore, Done, RepoRm)
+SIDE_EFFECTS = (Spawn, Merge, Approve, Update, Remove, AtticRestore, Done, RepoRm, ResumeAgent)
 NEVER = (Shutdown,)
 
 CONFIG = """\
