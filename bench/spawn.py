@@ -29,6 +29,7 @@ import zmq
 from chkd.client.client import Client
 from chkd.protocol import codec
 from chkd.protocol.launch import module_argv
+from chkd.protocol.events import WorkerStatusChanged
 from chkd.protocol.messages import Abort, Remove, RepoAdd, Spawn
 from chkd.protocol.paths import resolve
 
@@ -74,7 +75,7 @@ def chkd_spawn(client: Client, sub: zmq.Socket, repo: Path, n: int) -> tuple[flo
         if sub.poll(100):
             _topic, payload = sub.recv_multipart()
             ev = codec.decode_event(payload)
-            if ev.worker_id == wid and ev.kind == "worker.status" and ev.data.get("to") == "working":
+            if ev.worker_id == wid and isinstance(ev.data, WorkerStatusChanged) and ev.data.to == "working":
                 t_beat = time.perf_counter() - t0
     if t_beat is None:
         raise SystemExit(f"worker {wid} never said hello")

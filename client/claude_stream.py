@@ -126,7 +126,8 @@ class StreamReader:
 
     def _result(self, msg: dict[str, Any]) -> Facts:
         self.results += 1
-        usage = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
+        raw_usage = msg.get("usage")
+        usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
         tokens_in = sum(_count(usage.get(k)) for k in
                         ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
         cost = msg.get("total_cost_usd")
@@ -159,5 +160,5 @@ def _count(value: Any) -> int:
 def _message_text(message: Any) -> str:
     if not isinstance(message, dict) or not isinstance(message.get("content"), list):
         return ""
-    parts = [b.get("text") for b in message["content"] if isinstance(b, dict) and isinstance(b.get("text"), str)]
+    parts: list[str] = [b["text"] for b in message["content"] if isinstance(b, dict) and isinstance(b.get("text"), str)]
     return _str(" ".join(parts))

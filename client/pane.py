@@ -80,8 +80,9 @@ def run(spec: dict[str, Any]) -> int:
             wait_status = None
             break
     code = os.waitstatus_to_exitcode(wait_status) if wait_status is not None else None
-    exit_code, sig = (code, None) if code is None or code >= 0 else (None, -code)
-    write_status(status, {**info, "exit_code": exit_code, "signal": sig, "at": int(time.time() * 1000)})
+    exit_code: int | None = code if code is None or code >= 0 else None
+    signum: int | None = -code if code is not None and code < 0 else None
+    write_status(status, {**info, "exit_code": exit_code, "signal": signum, "at": int(time.time() * 1000)})
     return 0 if exit_code == 0 else 1
 
 

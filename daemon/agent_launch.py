@@ -37,8 +37,8 @@ class LaunchSpec:
     agent: agent_profiles.AgentPlan | None = None
     claude_dir: str | None = None  # where a claude_hooks profile's --mcp-config/--settings files go
     tmux: TmuxTarget | None = None  # interactive: the session on chkd's own tmux server
-    workspace: reposettings.Workspace | None = None  # copy + setup_cmd, run before the agent starts (spawn)
-    pooled: pool.Taken | None = None  # a warm worktree to move into place instead of `git worktree add` (spawn)
+    workspace: reposettings.Workspace | None = None  # copy + setup_cmd, run before the agent starts
+    pooled: pool.Taken | None = None  # a warm worktree to move into place instead of `git worktree add`
 
 
 def agent_argv(spec: LaunchSpec, worktree: str, branch: str) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chkd.protocol import templates
-from chkd.protocol.config import BUILTIN_AGENTS, AgentConfig, Config
+from chkd.protocol.config import BUILTIN_AGENTS, AgentConfig, AgentOutput, Config
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import installed_argv
 from chkd.protocol.paths import Paths
@@ -38,7 +38,7 @@ class AgentPlan:
     name: str
     template: list[str]
     env: dict[str, str]
-    output: str = "plain"
+    output: AgentOutput = "plain"
     claude: bool = False
     permission_mode: str = "acceptEdits"
     allowed_tools: tuple[str, ...] = ()

@@ -114,7 +114,7 @@ def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
         # the dated ledger entry budgets and `chkdctl cost` sum (daemon/usage.py); once per run result, like the totals
         ledger.record(ctx, row, usage.tokens_in, usage.tokens_out, usage.cost_usd)
         events.append(ev.AgentUsageReported(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=usage.cost_usd,
-                                 total_tokens_in=totals["tokens_in"], total_tokens_out=totals["tokens_out"],
+                                 total_tokens_in=int(totals["tokens_in"]), total_tokens_out=int(totals["tokens_out"]),
                                  total_cost_usd=totals["cost_usd"], is_error=usage.is_error,
                                  terminal_reason=usage.terminal_reason, profile=profile))
         if usage.is_error and error is None and row["agent_error_kind"] is None:

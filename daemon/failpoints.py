@@ -13,9 +13,9 @@ The points (see the modules that hit them):
     exit.recorded           an agent's exit 0 recorded, its leftovers not yet committed
     merge.cas_done          the target moved by CAS, its checkouts not yet brought along
     merge.landed            landed and cleaned up, the merge not yet recorded as merged
+    resume.recorded         an agent's resume recorded (worker working again), its new shim not started
     train.gated             a merge train's gate ran (the train not yet landed)
     pool.created            a pool worktree added and marked, its setup not yet run nor recorded
-    resume.recorded         an agent's resume recorded (worker working again), its new shim not started
 """
 
 from __future__ import annotations

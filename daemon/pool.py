@@ -25,6 +25,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from chkd.protocol import events as ev
@@ -127,7 +128,7 @@ def take_checkout(repo_path: str, taken: Taken, path: str, branch: str, base_sha
     if switched.returncode != 0:
         raise git.GitError(f"git switch -c {branch} failed in {path}: {git.reason(switched.stderr)}", switched.stderr)
     assert marker is not None
-    keep = {k: marker[k] for k in ("copied", "setup_hash") if k in marker}
+    keep: dict[str, Any] = {k: marker[k] for k in ("copied", "setup_hash") if k in marker}
     worktrees.mark_worktree(path, {**(owner or {}), **keep, "branch": branch, "pool_entry": taken.id})
     if ws is not None:
         workspace.prepare(ws, path, log_path, done_hash=taken.setup_hash)
@@ -194,7 +195,12 @@ def kick(ctx: Ctx, repo_id: int) -> None:
         owner = {"home": str(ctx.paths.state), "pool_entry": entry_id}
         log = str(ctx.paths.state / "pool" / f"p{seq}.log")
         ctx.submit(create_entry, repo["path"], path, main_branch, owner, ws, log,
-                   then=lambda res, exc, eid=entry_id, p=path: _created(ctx, eid, repo["path"], p, res, exc))
+                   then=_when_created(ctx, entry_id, repo["path"], path))
+
+
+def _when_created(ctx: Ctx, entry_id: int, repo_path: str, path: str) -> Callable[[Entry | None, BaseException | None], None]:
+    """The job's callback for one entry (a closure per entry: the loop's `then` takes (result, exc))."""
+    return lambda res, exc: _created(ctx, entry_id, repo_path, path, res, exc)
 
 
 def _created(ctx: Ctx, entry_id: int, repo_path: str, path: str, res: Entry | None, exc: BaseException | None) -> None:

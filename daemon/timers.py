@@ -14,7 +14,7 @@ class _Timer:
     due: float
     order: int
     name: str = field(compare=False)
-    fn: Callable[[], None] = field(compare=False)
+    fn: Callable[[], object] = field(compare=False)
     interval: float | None = field(compare=False, default=None)
     cancelled: bool = field(compare=False, default=False)
 
@@ -24,13 +24,13 @@ class Timers:
         self._heap: list[_Timer] = []
         self._order = itertools.count()
 
-    def every(self, seconds: float, fn: Callable[[], None], name: str, first_in: float | None = None) -> _Timer:
+    def every(self, seconds: float, fn: Callable[[], object], name: str, first_in: float | None = None) -> _Timer:
         """Call `fn` every `seconds` (the next run is scheduled from when this one was due)."""
         t = _Timer(time.monotonic() + (seconds if first_in is None else first_in), next(self._order), name, fn, seconds)
         heapq.heappush(self._heap, t)
         return t
 
-    def after(self, seconds: float, fn: Callable[[], None], name: str) -> _Timer:
+    def after(self, seconds: float, fn: Callable[[], object], name: str) -> _Timer:
         t = _Timer(time.monotonic() + seconds, next(self._order), name, fn)
         heapq.heappush(self._heap, t)
         return t

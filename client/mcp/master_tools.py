@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
@@ -84,7 +84,7 @@ def master_tools(chkd: Chkd) -> list[Tool]:
         status: Annotated[TaskFilter | None, Field(description="Only tasks in this state; default: all.")] = None,
         repo: RepoArg = None,
     ) -> CallToolResult:
-        wire = status if status not in ("ready", "waiting") else None
+        wire = None if status in (None, "ready", "waiting") else cast("M.TaskStatus", status)
         tasks = chkd.call(M.TaskList(repo=here(repo), status=wire, ready=status == "ready")).tasks
         if status == "waiting":
             tasks = [t for t in tasks if t.status == "pending" and not t.ready and not t.held]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..shim import create_time
 
@@ -78,7 +80,7 @@ class Session:
         self.id = None
 
 
-def argument_sentence(tool: str, errors: list[dict]) -> str:  # type: ignore[type-arg]
+def argument_sentence(tool: str, errors: Sequence[Mapping[str, Any]]) -> str:
     """pydantic's validation errors as one sentence a model can act on (pure)."""
     parts = []
     for err in errors[:5]:
@@ -95,7 +97,7 @@ def build(worker_id: str | None, repo: str | None):  # type: ignore[no-untyped-d
     from mcp.server.mcpserver.exceptions import ToolError
     from pydantic import ValidationError
 
-    class ChkdServer(MCPServer):  # type: ignore[type-arg]
+    class ChkdServer(MCPServer):
         async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
             """A refusal is the daemon's sentence alone (the SDK prefixes "Error executing tool X: "),
             bad arguments one sentence instead of pydantic's multi-line report."""

@@ -15,13 +15,13 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent
 
 from chkd.protocol.errors import ChkdError
-from chkd.protocol.messages import Command
+from chkd.protocol.messages import Command, Result
 from chkd.protocol.paths import Paths
 
 from .. import daemonctl
 from ..client import Client
 
-R = TypeVar("R")
+R = TypeVar("R", bound=Result)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

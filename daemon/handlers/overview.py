@@ -52,9 +52,9 @@ def overview(ctx: Ctx, req: Overview) -> OverviewResult:
     workers = ctx.store.dicts(f"SELECT * FROM workers WHERE repo_id IN ({marks}) AND {_SHOWN} ORDER BY seq",
                               tuple(ids))
     names = {r["id"]: r["name"] for r in chosen}
-    by_status = dict(ctx.store.all(
+    by_status: dict[str, int] = dict(ctx.store.all(
         f"SELECT status, count(*) FROM workers WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids)))
-    task_counts = dict(ctx.store.all(
+    task_counts: dict[str, int] = dict(ctx.store.all(
         f"SELECT status, count(*) FROM task_queue WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids)))
     tasks = [t for r in chosen for t in tasks_area.list_(ctx, TaskList(repo=r["name"])).tasks]
     review = ctx.store.dicts(

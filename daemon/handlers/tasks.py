@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
