@@ -21,8 +21,8 @@ import click
 from chkd.protocol.errors import ChkdError
 
 from .commands import (
-    agents, core, daemon, db, demo, doctor, liveness, mcp_install, merge, messages, repos, service, tasks, terminal,
-    top, workers,
+    agents, autopilot, core, daemon, db, demo, doctor, liveness, mcp_install, merge, messages, repos, service, tasks,
+    terminal, top, workers,
 )
 from .output import Exit, echo, exit_code, fail
 
@@ -101,7 +101,7 @@ def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
 
 
 for _area in (daemon, core, repos, tasks, workers, agents, terminal, messages, liveness, merge, db, doctor, demo,
-              service, top, mcp_install):
+              service, top, mcp_install, autopilot):
     for _command in _area.COMMANDS:
         cli.add_command(_command)
 

@@ -1,10 +1,15 @@
-"""`chkdctl demo`: a scripted multi-worker session in a temporary repository, shown live.
+"""`chkdctl demo`: a real session on the autopilot in a temporary repository, shown live.
 
 It is a real session, not an animation: a private chkdd (its own CHKD_HOME inside the
-temporary directory, so the user's daemon and config are untouched) runs three demo
-agents in parallel, each in its own worktree and branch; finished workers are merged
-with the conflict check and compare-and-swap; one pair is steered into a conflict that
-is detected, brought up to date with `update`, resolved and merged.
+temporary directory, so the user's daemon and config are untouched) imports a spec of eight
+tasks with priorities and dependencies and runs them with `chkdctl run --until-empty` —
+demo agents in parallel, each in its own worktree and branch, merged as they finish. Two
+tasks are steered into the same file: the second merge conflicts, the autopilot brings it up
+to date with `update`, and hands the conflict markers to a person — the demo plays that
+person, resolves them and says `done`, and the autopilot merges it. One task runs in an
+interactive demo agent (tmux, like `demo-interactive`) that asks a question first: the worker
+turns `waiting`, the demo answers with `chkdctl send`'s typing, and the task goes on to merge.
+On a terminal the session is shown in `chkdctl top`; otherwise (or with --plain) as event lines.
 """
 
 from __future__ import annotations
@@ -15,44 +20,57 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import msgspec
+
+from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    LIVE_WORKER_STATUSES,
+    Cost,
+    DepAdd,
     Done,
-    Merge,
-    MergeInfo,
-    MergeShow,
+    Events,
     RepoAdd,
-    Spawn,
-    TaskAdd,
-    TaskList,
-    Update,
-    WorkerInfo,
+    RunStart,
+    RunStatus,
+    SendKeys,
+    Stats,
+    TaskImport,
     WorkerList,
+    WorkerShow,
 )
-from chkd.protocol.paths import resolve
-from chkd.protocol.statuses import SETTLED_MERGE_STATUSES
+from chkd.protocol.paths import Paths, resolve
 
 from . import daemonctl
 from .client import Client
-from .icons import STATUS_ICONS
 from .output import visible
 
-#: (id, title, priority, depends on, file it collides on)
-#: The first two run side by side and both edit NOTES.md: the second to finish collides.
-DEMO_TASKS: list[tuple[str, str, int, list[str], str | None]] = [
-    ("DEMO.1", "Document the greeting in NOTES.md", 1, [], "NOTES.md"),
-    ("DEMO.2", "Add release notes to NOTES.md", 1, [], "NOTES.md"),
-    ("DEMO.3", "Add a greeting module", 1, [], None),
-    ("DEMO.4", "Load settings from a file", 2, [], None),
-    ("DEMO.5", "Command-line entry point", 2, ["DEMO.3"], None),
-    ("DEMO.6", "Tests for the settings loader", 3, [], None),
-]
+#: The spec the demo imports (chkd's SPEC.md format): priorities and tags; dependencies below.
+DEMO_SPEC = """\
+# demo-app
+
+## Demo
+- [ ] [P1] **DEMO.1 Document the greeting in NOTES.md** - a paragraph on what the greeting says #notes
+- [ ] [P1] **DEMO.2 Add release notes to NOTES.md** - what changed in this release #notes
+- [ ] [P1] **DEMO.3 Add a greeting module** - app/greeting.py with greet(name)
+- [ ] [P2] **DEMO.4 Load settings from a file** - app/settings.py reads settings.toml
+- [ ] [P2] **DEMO.5 Command-line entry point** - python -m app greets
+- [ ] [P2] **DEMO.6 Write the user guide** - docs/guide.md #ask
+- [ ] [P3] **DEMO.7 Tests for the settings loader** - tests/test_settings.py
+- [ ] [P3] **DEMO.8 Package the app** - pyproject.toml with an entry point
+"""
+#: (task, depends on)
+DEMO_DEPS: list[tuple[str, str]] = [("DEMO.5", "DEMO.3"), ("DEMO.7", "DEMO.4"), ("DEMO.8", "DEMO.5"),
+                                    ("DEMO.8", "DEMO.7")]
+DEMO_TASKS = 8
+QUESTION = "Should the user guide use British spelling?"
+ANSWER = "yes, British spelling"
 
 DEMO_FILES = {
     "README.md": "# demo-app\n\nA tiny project for the chkd demo.\n",
@@ -60,6 +78,7 @@ DEMO_FILES = {
     "app/__init__.py": "",
     "app/main.py": "def main() -> None:\n    print('hello')\n",
 }
+
 
 @dataclass
 class DemoResult:
@@ -69,8 +88,13 @@ class DemoResult:
     tasks_merged: int = 0
     conflicts_detected: int = 0
     conflicts_resolved: int = 0
+    questions_answered: int = 0
     wall_s: float = 0.0
     sequential_s: float = 0.0
+    speedup: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
     workers: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -107,43 +131,67 @@ def make_demo_repo(path: Path) -> Path:
 
 DEMO_CONFIG = """\
 heartbeat_s = 0.5
-heartbeat_timeout_s = 5
+heartbeat_timeout_s = 15
 stall_timeout_s = 60
 max_workers = {workers}
 merge_strategy = "auto"
 notify = false
+default_agent = "demo-steps"
+budget_usd_per_day = 5
+
+[agents.demo-steps]
+cmd = {steps}
+
+[agents.demo-notes]
+cmd = {notes}
+tags = ["notes"]
+{ask}"""
+
+ASK_PROFILE = """
+[agents.demo-ask]
+cmd = {cmd}
+interactive = true
+tags = ["ask"]
 """
 
 
-class Screen:
-    """Live output: a refreshing worker table on a terminal, plain event lines otherwise."""
+def interactive_available() -> bool:
+    """Interactive workers need tmux; without it the asking task runs like the others."""
+    return shutil.which("tmux") is not None
 
-    def __init__(self, live: bool, out: Callable[[str], None]) -> None:
-        self.live = live
+
+def demo_config(workers: int, step_s: float, steps: int) -> str:
+    agent = _agent_program()
+    base = [agent, "--steps", str(steps), "--step-s", f"{step_s:.3f}"]
+    toml = lambda argv: "[" + ", ".join(msgspec.json.encode(a).decode() for a in argv) + "]"  # noqa: E731
+    ask = ASK_PROFILE.format(cmd=toml([*base, "--ask", QUESTION])) if interactive_available() else ""
+    return DEMO_CONFIG.format(workers=workers, steps=toml(base), notes=toml([*base, "--conflict-file", "NOTES.md"]),
+                              ask=ask)
+
+
+class Screen:
+    """The demo's narration: plain event lines, or quiet while `chkdctl top` owns the terminal
+    (the lines are kept; if top is quit early the narration goes on in plain lines)."""
+
+    def __init__(self, quiet: bool, out: Callable[[str], None]) -> None:
+        self.quiet = quiet
         self.out = out
         self.lines: list[str] = []
+        self._lock = threading.Lock()
 
     def log(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        line = f"{stamp}  {visible(text)}"
-        self.lines.append(line)
-        if not self.live:
-            self.out(line)
+        line = f"{time.strftime('%H:%M:%S')}  {visible(text)}"
+        with self._lock:
+            self.lines.append(line)
+            if not self.quiet:
+                self.out(line)
 
-    def draw(self, workers: list[WorkerInfo], tasks_left: int, merged: int, total: int) -> None:
-        if not self.live:
-            return
-        rows = [f"chkd demo — {merged}/{total} tasks merged, {tasks_left} waiting", ""]
-        rows.append(f"  {'worker':<7} {'status':<12} {'task':<8} {'title':<36} message")
-        for w in workers:
-            icon = STATUS_ICONS.get(w.status, "·")
-            title, message = visible(w.task_title or "")[:36], visible(w.message or "")[:40]
-            rows.append(f"  {visible(w.id):<7} {icon} {w.status:<10} {visible(w.task_id or '-'):<8} "
-                        f"{title:<36} {message}")
-        rows.append("")
-        rows.extend(self.lines[-8:])
-        frame = "\x1b[H\x1b[2J" + "\n".join(rows)
-        self.out(frame)
+    def speak(self, tail: int = 5) -> None:
+        """Top was left while the demo runs: print its last lines, then every new one."""
+        with self._lock:
+            self.quiet = False
+            for line in self.lines[-tail:]:
+                self.out(line)
 
 
 def run_demo(
@@ -154,24 +202,27 @@ def run_demo(
     out: Callable[[str], None] = print,
     steps: int = 4,
 ) -> DemoResult:
+    """`live`: show the session in `chkdctl top` (default: when stdout is a terminal), else plain lines."""
     gc.enable()
-    live = sys.stdout.isatty() if live is None else live
+    live = sys.stdout.isatty() and sys.stdin.isatty() if live is None else live
     base = Path(tempfile.mkdtemp(prefix="chkd-demo-"))
     repo = make_demo_repo(base / "demo-app")
     home = base / "home"
     home.mkdir()
-    (home / "config.toml").write_text(DEMO_CONFIG.format(workers=workers))
-    paths = resolve(home)
-    result = DemoResult(directory=base, repo=repo, tasks_total=len(DEMO_TASKS))
-    screen = Screen(live, out)
     step_s = max(0.05, 0.6 / speed)
+    (home / "config.toml").write_text(demo_config(workers, step_s, steps))
+    paths = resolve(home)
+    result = DemoResult(directory=base, repo=repo, tasks_total=DEMO_TASKS)
+    screen = Screen(live, out)
     saved_home = os.environ.get("CHKD_HOME")
     os.environ["CHKD_HOME"] = str(home)
     started = time.monotonic()
     try:
         daemonctl.start(paths)
-        with Client(paths, autostart=False, timeout=60) as client:
-            _session(client, repo, workers, step_s, steps, screen, result)
+        if live:
+            _with_top(paths, repo, workers, screen, result)
+        else:
+            _drive(paths, repo, workers, screen, result)
     finally:
         result.wall_s = time.monotonic() - started
         try:
@@ -187,109 +238,149 @@ def run_demo(
     return result
 
 
-def _session(client: Client, repo: Path, max_workers: int, step_s: float, steps: int,
-             screen: Screen, result: DemoResult) -> None:
-    repo_name = client.call(RepoAdd(path=str(repo), name="demo-app")).repo.name
-    screen.log(f"repository {repo} registered as '{repo_name}'")
-    collide: dict[str, str] = {}
-    for task_id, title, prio, after, conflict_file in DEMO_TASKS:
-        client.call(TaskAdd(repo=repo_name, id=task_id, title=title, priority=prio, after=after))
-        if conflict_file:
-            collide[task_id] = conflict_file
-        dep = f" after {', '.join(after)}" if after else ""
-        screen.log(f"task {task_id} [P{prio}] {title}{dep}")
+def _drive(paths: Paths, repo: Path, workers: int, screen: Screen, result: DemoResult,
+           on_end: Callable[[], None] | None = None) -> None:
+    """The demo's own session (its client, the person's actions); `on_end` runs however it ends."""
+    try:
+        with Client(paths, autostart=False, timeout=60) as client:
+            _session(client, repo, workers, screen, result)
+    except ChkdError as exc:
+        result.problems.append(exc.message)
+    finally:
+        if on_end is not None:
+            on_end()
 
-    merged_tasks: set[str] = set()
+
+def _with_top(paths: Paths, repo: Path, workers: int, screen: Screen, result: DemoResult) -> None:
+    """The dashboard in this terminal while the session runs in a thread; top closes when the run
+    ends. Quitting top early leaves the demo running, narrated in plain lines, to its end."""
+    from .tui.app import TopApp  # Textual only here: chkdctl starts without it
+
+    app = TopApp(paths, repo="demo-app")
+    finished = threading.Event()
+
+    def _end() -> None:
+        finished.set()
+        try:
+            app.call_from_thread(app.exit)
+        except RuntimeError:
+            pass  # top is no longer running
+
+    driver = threading.Thread(target=_drive, args=(paths, repo, workers, screen, result, _end),
+                              name="chkd-demo", daemon=True)
+    driver.start()
+    try:
+        app.run()
+    finally:
+        if not finished.is_set():
+            screen.speak()
+        driver.join()
+
+
+#: What the demo prints for the events it follows (the rest only moves the live table).
+def _describe(e: Any) -> str | None:
+    d, who = ev.fields_of(e.data), f"{e.worker_id or ''} {e.task_id or ''}".strip()
+    if e.kind == "autopilot.started":
+        return f"autopilot started: up to {d.get('workers')} workers, merge {d.get('merge')}"
+    if e.kind == "worker.spawned":
+        return f"{e.worker_id} spawned for {e.task_id} ({d.get('agent')}): {d.get('title', '')}"
+    if e.kind == "worker.started":
+        return f"{e.worker_id} runs {e.task_id} on {d.get('branch')} in {d.get('worktree')}"
+    if e.kind == "worker.status" and d.get("to") in ("done", "waiting", "error", "dead", "paused"):
+        return f"{who}: {d.get('to')} ({d.get('reason', '')})"
+    if e.kind == "merge.merged":
+        return f"{who}: merged into {d.get('target')} ({str(d.get('result_sha') or '')[:8]})"
+    if e.kind == "merge.conflict":
+        return f"⚠ conflict: {who} collides with main in {', '.join(d.get('files') or [])} — nothing was changed"
+    if e.kind == "autopilot.update":
+        return f"{who}: brought up to date with `update`" + ("" if d.get("merged") else
+                                                           f", conflict markers in {', '.join(d.get('files') or [])}")
+    if e.kind == "autopilot.needs_person":
+        return f"{who} needs a person: {d.get('message')}"
+    if e.kind in ("task.requeued", "task.escalated", "autopilot.finished", "budget.warning", "budget.exceeded"):
+        return " ".join(p for p in (e.kind, who) if p) + f": {d.get('reason') or d.get('message') or ''}"
+    return None
+
+
+def _session(client: Client, repo: Path, max_workers: int, screen: Screen, result: DemoResult) -> None:
+    name = client.call(RepoAdd(path=str(repo), name="demo-app")).repo.name
+    screen.log(f"repository {repo} registered as '{name}'")
+    report = client.call(TaskImport(text=DEMO_SPEC, source="SPEC.md", repo=name))
+    for task, dep in DEMO_DEPS:
+        client.call(DepAdd(task=task, depends_on=dep, repo=name))
+    screen.log(f"spec imported: {len(report.new)} tasks; " + ", ".join(f"{t} after {d}" for t, d in DEMO_DEPS))
+    client.call(RunStart(repo=name, workers=max_workers, merge="auto", until_empty=True))
+    cursor = 0
     handled: set[str] = set()
-    durations: list[float] = []
+    escalated: list[str] = []
     deadline = time.monotonic() + 300
-    while len(merged_tasks) < len(DEMO_TASKS):
+    while True:
+        page = client.call(Events(since=cursor, limit=1000))
+        for e in page.events:
+            cursor = max(cursor, e.seq)
+            text = _describe(e)
+            if text:
+                screen.log(text)
+            match e.data:
+                case ev.WorkerSpawned() if e.worker_id:
+                    result.workers.append(e.worker_id)
+                case ev.MergeConflicted():
+                    result.conflicts_detected += 1
+                case ev.TaskEscalated(reason=reason):
+                    escalated.append(f"{e.task_id}: {reason}")
+                case ev.NeedsPerson() if e.worker_id and e.worker_id not in handled:
+                    handled.add(e.worker_id)
+                    _resolve_as_a_person(client, e.worker_id, screen, result)
+                case ev.WorkerStatusChanged(to="waiting") if e.worker_id:
+                    _answer(client, e.worker_id, screen, result)
+        run = client.call(RunStatus(repo=name)).runs[0]
+        if run.state != "running":
+            break
         if time.monotonic() > deadline:
             result.problems.append("the demo did not finish within 5 minutes")
             break
-        ws = client.call(WorkerList(repo=repo_name, all=True)).workers
-        live_count = sum(1 for w in ws if w.status in LIVE_WORKER_STATUSES)
-        # fill free slots with the most urgent ready tasks (the queue's own order)
-        ready = [t for t in client.call(TaskList(repo=repo_name, ready=True)).tasks
-                 if t.status == "pending"]
-        for task in ready[: max(0, max_workers - live_count)]:
-            cmd = _agent_cmd(step_s, steps, collide.get(task.id))
-            spawned = client.call(Spawn(repo=repo_name, task_id=task.id, cmd=cmd)).worker
-            live_count += 1
-            result.workers.append(spawned.id)
-            screen.log(f"{spawned.id} spawned for {spawned.task_id} on {spawned.branch} in {spawned.worktree}")
-        ws = client.call(WorkerList(repo=repo_name, all=True)).workers
-        for w in ws:
-            if w.id in handled:
-                continue
-            if w.status == "done":
-                handled.add(w.id)
-                if w.completed_at and w.started_at:
-                    durations.append((w.completed_at - w.started_at) / 1000)
-                if _merge_worker(client, w, repo, screen, result):
-                    merged_tasks.add(w.task_id or "")
-                    result.tasks_merged += 1
-            elif w.status in ("error", "dead", "aborted"):
-                handled.add(w.id)
-                result.problems.append(f"{w.id} ({w.task_id}) ended {w.status}: {w.last_error or w.message or ''}")
-                merged_tasks.add(w.task_id or "")
-        tasks = client.call(TaskList(repo=repo_name)).tasks
-        waiting = sum(1 for t in tasks if t.status == "pending")
-        screen.draw(ws, waiting, len(merged_tasks), len(DEMO_TASKS))
         time.sleep(0.2)
-    final = client.call(WorkerList(repo=repo_name, all=True)).workers
-    screen.draw(final, 0, len(merged_tasks), len(DEMO_TASKS))
-    result.sequential_s = sum(durations)
+    run = client.call(RunStatus(repo=name)).runs[0]
+    result.tasks_merged = run.merged
+    if run.failed:
+        result.problems.append(f"{run.failed} tasks failed ({'; '.join(escalated) or 'no reason recorded'})")
+    stats = client.call(Stats(repo=name))
+    result.sequential_s = stats.work_s
+    result.speedup = stats.speedup or 0.0
+    cost = client.call(Cost(by="task", repo=name)).total
+    result.tokens_in, result.tokens_out, result.cost_usd = cost.tokens_in, cost.tokens_out, cost.cost_usd
+    result.conflicts_resolved = sum(1 for w in client.call(WorkerList(repo=name, all=True)).workers
+                                    if w.id in handled and w.status == "merged")
 
 
-def _agent_cmd(step_s: float, steps: int, conflict_file: str | None) -> list[str]:
-    # the agent installed next to this Python, so an unactivated venv works too
-    beside = Path(sys.executable).parent / "chkd-demo-agent"
-    agent = str(beside) if beside.exists() else "chkd-demo-agent"
-    cmd = [agent, "--steps", str(steps), "--step-s", f"{step_s:.3f}"]
-    if conflict_file:
-        cmd += ["--conflict-file", conflict_file]
-    return cmd
-
-
-def _wait_merge(client: Client, merge_id: int, timeout: float = 120) -> MergeInfo:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = client.call(MergeShow(id=merge_id)).merge
-        if m.status in SETTLED_MERGE_STATUSES:
-            return m
-        if time.monotonic() > deadline:
-            raise ChkdError("busy", f"merge {merge_id} did not finish within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
-def _merge_worker(client: Client, w: WorkerInfo, repo: Path, screen: Screen, result: DemoResult) -> bool:
-    m = client.call(Merge(worker=w.id, strategy="auto", no_test=True)).merge
-    m = _wait_merge(client, m.id)
-    if m.status == "merged":
-        screen.log(f"{w.id} merged into main ({(m.result_sha or '')[:8]}): {w.task_id} {w.task_title}")
-        return True
-    if m.status != "conflict":
-        result.problems.append(f"merge of {w.id} ended {m.status}: {m.log[-200:]}")
-        return False
-    result.conflicts_detected += 1
-    screen.log(f"⚠ conflict: {w.id} ({w.task_id}) collides with main in {', '.join(m.conflict_files)} — nothing was changed")
-    # bring main into the worker's branch; the conflict markers land in its worktree
-    client.call(Update(worker=w.id))
+def _resolve_as_a_person(client: Client, wid: str, screen: Screen, result: DemoResult) -> None:
+    """What a person does with conflict markers: keep both sides, commit, say done."""
+    w = client.call(WorkerShow(worker=wid)).worker
     worktree = Path(w.worktree or "")
-    for name in m.conflict_files:
-        _resolve_union(worktree / name)
+    files = git(worktree, "diff", "--name-only", "--diff-filter=U").split()
+    for f in files:
+        _resolve_union(worktree / f)
     git(worktree, "add", "-A")
     git(worktree, "commit", "-q", "-m", f"{w.task_id}: resolve conflict with main")
-    screen.log(f"{w.id} brought up to date with `update`, conflict in {', '.join(m.conflict_files)} resolved")
-    client.call(Done(worker=w.id, summary="conflict resolved"))
-    m = _wait_merge(client, client.call(Merge(worker=w.id, strategy="auto", no_test=True)).merge.id)
-    if m.status == "merged":
-        result.conflicts_resolved += 1
-        screen.log(f"{w.id} merged after resolving ({(m.result_sha or '')[:8]})")
-        return True
-    result.problems.append(f"merge of {w.id} after resolving ended {m.status}")
-    return False
+    client.call(Done(worker=wid, summary="conflict resolved"))
+    screen.log(f"{wid}: the demo (as the person) resolved {', '.join(files)}, committed, and said done")
+
+
+def _answer(client: Client, wid: str, screen: Screen, result: DemoResult) -> None:
+    """What `chkdctl send W TEXT` does for an interactive worker: type the answer into its terminal."""
+    try:
+        client.call(SendKeys(worker=wid, text=ANSWER))
+    except ChkdError as exc:
+        result.problems.append(f"answering {wid} failed: {exc.message}")
+        return
+    result.questions_answered += 1
+    screen.log(f"{wid} asked \"{QUESTION}\" — the demo answered \"{ANSWER}\" with `chkdctl send`")
+
+
+def _agent_program() -> str:
+    # the agent installed next to this Python, so an unactivated venv works too
+    beside = Path(sys.executable).parent / "chkd-demo-agent"
+    return str(beside) if beside.exists() else "chkd-demo-agent"
 
 
 def _resolve_union(path: Path) -> None:
@@ -303,7 +394,6 @@ def _resolve_union(path: Path) -> None:
 
 
 def summary_lines(r: DemoResult) -> list[str]:
-    speedup = r.sequential_s / r.wall_s if r.wall_s else 0.0
     lines = [
         "",
         "chkd demo summary",
@@ -311,8 +401,11 @@ def summary_lines(r: DemoResult) -> list[str]:
         f"  workers:             {len(r.workers)}",
         f"  wall time:           {r.wall_s:.1f} s",
         f"  one at a time:       {r.sequential_s:.1f} s (the same agents' run times, added up)",
-        f"  speed-up:            {speedup:.1f}x",
+        f"  speed-up:            {r.speedup:.1f}x",
         f"  conflicts:           {r.conflicts_detected} detected, {r.conflicts_resolved} resolved and merged",
+        f"  questions answered:  {r.questions_answered}",
+        f"  tokens:              {r.tokens_in:,} in, {r.tokens_out:,} out",
+        f"  cost:                ${r.cost_usd:.4f} (reported by the demo agents)",
     ]
     for p in r.problems:
         lines.append(f"  problem: {p}")

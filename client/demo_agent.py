@@ -8,7 +8,10 @@ with made-up token usage. Flags make it misbehave on purpose:
 
 - `--fail-after N`: exit 1 after step N;
 - `--hang`: stop all output and heartbeats but stay alive (a stalled agent);
-- `--spawn-child`: leave a grandchild process in its group (abort must kill it too).
+- `--spawn-child`: leave a grandchild process in its group (abort must kill it too);
+- `--usage-limit S`: after its first step, hit a usage limit that resets in S seconds — it prints
+  the line Claude Code's stream-json would (`rate_limit_event`, status rejected, resetsAt),
+  reports it with `chkdctl usage-limit --resets-at`, and exits 1 as Claude does.
 
 `--ask QUESTION` makes it interactive (the `demo-interactive` profile runs it in tmux): it
 prints the question, reports `chkdctl heartbeat --waiting QUESTION` (the worker turns
@@ -20,6 +23,7 @@ before an answer exits 3.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -75,6 +79,16 @@ def ask(question: str, rng: random.Random) -> str | None:
     say(f"got the answer: {answer}")
     heartbeat(f"got the answer: {answer}", rng)
     return answer
+def usage_limit(resets_in_s: float) -> int:
+    """Stop at a usage limit the way Claude Code does: the stream-json line, then exit 1."""
+    resets_at = time.time() + resets_in_s
+    say(json.dumps({"type": "rate_limit_event", "rate_limit_info": {
+        "status": "rejected", "resetsAt": int(resets_at), "rateLimitType": "five_hour"}}))
+    subprocess.run([*_chkdctl(), "usage-limit", "--resets-at", f"{resets_at:.3f}",
+                    "--message", "5-hour usage limit reached"],
+                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    say(f"usage limit reached; it resets in {resets_in_s:g} s")
+    return 1
 
 
 def spawn_child() -> int:
@@ -92,7 +106,7 @@ def hang() -> None:
 
 
 def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random,
-         answer: str | None = None) -> int:
+         answer: str | None = None, limit_in_s: float | None = None, once_file: str | None = None) -> int:
     worker = os.environ.get("CHKD_WORKER_ID", "w?")
     task = os.environ.get("CHKD_TASK_ID", "demo")
     target = Path(conflict_file) if conflict_file else Path(f"chkd-demo-{task.replace('/', '-')}.txt")
@@ -112,6 +126,10 @@ def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int |
         if fail_after is not None and i >= fail_after:
             say(f"failing on purpose after step {i}")
             return 1
+        if limit_in_s is not None and not (once_file and os.path.exists(once_file)):
+            if once_file:
+                Path(once_file).touch()
+            return usage_limit(limit_in_s)
     say(f"all {steps} steps done")
     return 0
 
@@ -126,6 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spawn-child", action="store_true", help="leave a grandchild process in the group")
     parser.add_argument("--ask", metavar="QUESTION",
                         help="first ask a person QUESTION (worker `waiting`) and read the answer from the terminal")
+    parser.add_argument("--usage-limit", type=float, metavar="S",
+                        help="after step 1, hit a usage limit that resets in S seconds (exit 1)")
+    parser.add_argument("--limit-once", metavar="FILE",
+                        help="with --usage-limit: only when FILE does not exist yet (then create it)")
     args = parser.parse_args(argv)
     if args.steps < 0 or args.step_s < 0:
         parser.error("--steps and --step-s cannot be negative")
@@ -143,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.hang:
         say("hanging: no more output or heartbeats")
         hang()
-    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng, answer))
+    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng, answer, args.usage_limit,
+                  args.limit_once))
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ def _check_pending(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
 def new_run(row: dict[str, Any]) -> dict[str, Any]:
     """The fields a resumed run's first hello resets: the old exit and error are history now."""
     return {"resume_prompt": None, "exit_code": None, "exit_signal": None, "agent_error": None,
-            "agent_error_kind": None, "finish_pending": 0}
+            "agent_error_kind": None, "finish_pending": 0, "usage_limited": 0}
 
 
 def setup(ctx: Ctx) -> None:

@@ -16,6 +16,7 @@ from chkd.protocol.agents import ApiError, RunUsage, UsageLimit
 from chkd.protocol.messages import AgentReport
 
 from . import repos
+from . import usage as ledger
 from . import workerrecords as W
 from .context import Ctx
 from .store import now_ms
@@ -110,6 +111,8 @@ def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
             "cost_usd": min(float(TOTAL_CAP), (row["cost_usd"] or 0.0) + usage.cost_usd),
         }
         fields.update(totals, usage_ref=usage.ref)
+        # the dated ledger entry budgets and `chkdctl cost` sum (daemon/usage.py); once per run result, like the totals
+        ledger.record(ctx, row, usage.tokens_in, usage.tokens_out, usage.cost_usd)
         events.append(ev.AgentUsageReported(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=usage.cost_usd,
                                  total_tokens_in=int(totals["tokens_in"]), total_tokens_out=int(totals["tokens_out"]),
                                  total_cost_usd=totals["cost_usd"], is_error=usage.is_error,

@@ -35,6 +35,8 @@ class Deferred:
     done: bool = False
     #: The command's declared result type (messages.result_type); `finish` holds the handler to it.
     expects: type[Result] | None = None
+    #: For the daemon's own requests (no envelope): called with the result or the error instead.
+    callback: Callable[[Any], None] | None = None
 
 
 Then = Callable[[Any, BaseException | None], None]
@@ -86,6 +88,8 @@ class Ctx:
     wake_fd: int = -1
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "chkd-job"))
     current: Deferred | None = None  # the request being handled, for `defer()`
+    #: Called with every event as it is emitted (inside its transaction): the autopilot wakes on them.
+    listeners: list[Callable[[Event], None]] = field(default_factory=list)
 
     # -- events ---------------------------------------------------------------------------
     def emit(
@@ -109,6 +113,8 @@ class Ctx:
         )
         event = event_of(data, seq=seq, at=at, repo=repo, worker_id=worker_id, task_id=task_id)
         self.pubbox.append(event)
+        for listener in self.listeners:
+            listener(event)
         return event
 
     # -- deferred replies -------------------------------------------------------------------
@@ -126,6 +132,10 @@ class Ctx:
         if isinstance(result, ChkdError):
             result = Err(code=result.code, message=one_line(result.message), hint=one_line(result.hint))
         result = self.checked_result(result, deferred.expects)
+        if not deferred.envelope:  # the daemon's own request (the autopilot's spawns): nobody to answer
+            if deferred.callback is not None:
+                deferred.callback(result)
+            return
         self.outbox.append([*deferred.envelope, encode_reply(deferred.request_id, result)])
 
     def checked_result(self, result: AnyResult, expects: type[Result] | None) -> AnyResult:

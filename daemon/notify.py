@@ -1,5 +1,6 @@
 """Desktop notifications for the events a person must act on: a worker done, conflicting,
-failed, dead, stalled or waiting for a person (once per question); a merge conflict; a task escalated.
+failed, dead, stalled or waiting for a person (once per question); a merge conflict; a task escalated;
+a budget at 80 % or used up; a usage-limit wait; a worker the autopilot hands to a person.
 
 The notifier follows the events table with a cursor (kept in `meta`: after a restart it
 resumes where it was, repeating nothing), so no area has to remember to call it: every
@@ -13,14 +14,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from chkd.protocol.events import (
-    AgentUsageLimited, EventBody, MergeConflicted, TaskEscalated, WorkerStatusChanged,
+    BudgetExceeded,
+    BudgetWarned,
+    EventBody,
+    LimitWaitStarted,
+    MergeConflicted,
+    NeedsPerson,
+    TaskEscalated,
+    WorkerStatusChanged,
 )
 from chkd.protocol.messages import Event
 
@@ -31,8 +38,12 @@ WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead
                  "waiting": "waiting"}
 #: Event types (other than worker status changes) worth a notification. A help request (chkd_request_help)
 #: makes the worker `waiting`, and that status change is what notifies ("w2 is waiting for you: ..."), once.
+#: A usage limit (agent.usage_limit) notifies through the wait it starts (autopilot.limit_wait: the profile,
+#: how many tasks wait, until when), once per reset time however many workers hit it.
 TYPES: dict[type[EventBody], str] = {
-    MergeConflicted: "conflict", TaskEscalated: "escalated", AgentUsageLimited: "usage_limit",
+    MergeConflicted: "conflict", TaskEscalated: "escalated",
+    BudgetWarned: "budget_warning", BudgetExceeded: "budget", LimitWaitStarted: "usage_limit",
+    NeedsPerson: "needs_person",
 }
 TITLES = {
     "done": "chkd: worker done",
@@ -41,9 +52,11 @@ TITLES = {
     "dead": "chkd: worker died",
     "stalled": "chkd: worker stalled",
     "escalated": "chkd: task escalated",
-    "help": "chkd: a worker asks for help",
     "waiting": "chkd: a worker needs you",
-    "usage_limit": "chkd: Claude usage limit",
+    "budget": "chkd: budget reached",
+    "budget_warning": "chkd: 80 % of the budget used",
+    "usage_limit": "chkd: usage limit",
+    "needs_person": "chkd: a worker needs you",
 }
 CURSOR_KEY = "notify_seq"
 SEND_TIMEOUT_S = 10.0
@@ -61,11 +74,13 @@ def classify(data: EventBody) -> str | None:
     return TYPES.get(type(data))
 
 
-def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None]:
-    """A waiting worker is notified once per question (it may ask several in one task)."""
+def dedupe_key(cls: str, event: Event) -> tuple[str, str | None, str | None, str]:
+    """Once per (class, worker, task) — per question for a waiting worker (it may ask several in one
+    task), per day for budgets, per reset time for usage limits."""
     if cls == "waiting" and isinstance(event.data, WorkerStatusChanged):
-        return (f"waiting:{event.data.question or ''}", event.worker_id, event.task_id)
-    return (cls, event.worker_id, event.task_id)
+        return (f"waiting:{event.data.question or ''}", event.worker_id, event.task_id, "")
+    once_per = getattr(event.data, "day", None) or getattr(event.data, "until", None) or ""
+    return (cls, event.worker_id, event.task_id, str(once_per))
 
 
 def text(cls: str, event: Event) -> tuple[str, str]:
@@ -73,8 +88,6 @@ def text(cls: str, event: Event) -> tuple[str, str]:
     if cls == "waiting" and isinstance(event.data, WorkerStatusChanged):
         question = event.data.question or "needs your input"
         return TITLES[cls], f"{event.worker_id} is waiting for you: {question}"
-    if cls == "usage_limit" and isinstance(event.data, AgentUsageLimited):
-        return TITLES[cls], usage_limit_text(event.data, event.worker_id)
     who = " ".join(p for p in (event.worker_id and f"worker {event.worker_id}",
                                event.task_id and f"task {event.task_id}") if p)
     detail, files = _detail(event.data)
@@ -82,16 +95,6 @@ def text(cls: str, event: Event) -> tuple[str, str]:
         detail = (detail + "; " if detail else "") + "files: " + ", ".join(files[:5])
     body = ": ".join(p for p in (who or (event.repo or ""), str(detail)) if p) or event.kind
     return TITLES.get(cls, "chkd"), body
-
-
-def usage_limit_text(data: AgentUsageLimited, worker_id: str | None) -> str:
-    """"Claude usage limit: claude waits until 14:05 UTC (worker w3)" — when the profile can work again."""
-    if data.resets_at:
-        when = time.strftime("%H:%M UTC", time.gmtime(data.resets_at / 1000))
-    else:
-        when = "the limit resets"
-    who = f" (worker {worker_id})" if worker_id else ""
-    return f"Claude usage limit: {data.profile or 'the agent'} waits until {when}{who}"
 
 
 def _detail(data: EventBody) -> tuple[str, list[str]]:
@@ -103,6 +106,10 @@ def _detail(data: EventBody) -> tuple[str, list[str]]:
             return "", files
         case TaskEscalated(reason=reason):
             return reason, []
+        case BudgetWarned(message=message) | BudgetExceeded(message=message) | LimitWaitStarted(message=message):
+            return message, []
+        case NeedsPerson(message=message):
+            return message, []
     return "", []
 
 
@@ -159,7 +166,7 @@ class Notifier:
     """Follows the events table from `cursor`; remembers what it sent; queues what to send."""
 
     cursor: int = 0
-    sent: set[tuple[str, str | None, str | None]] = field(default_factory=set)
+    sent: set[tuple[str, str | None, str | None, str]] = field(default_factory=set)
     outbox: list[tuple[str, Event]] = field(default_factory=list)
     sending: bool = False
 

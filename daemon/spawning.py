@@ -11,9 +11,9 @@ made, so start-up reconciliation can finish or undo it. The reply waits for the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,23 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import Spawn, TmuxTarget, WorkerResult, encode_go
 
-from . import agent_launch, agent_profiles, failpoints, pool, procs, reposettings, taskqueue, terminal, workerrecords, workspace, worktrees
+from . import (
+    agent_launch,
+    agent_profiles,
+    budget,
+    failpoints,
+    pool,
+    procs,
+    reposettings,
+    taskqueue,
+    terminal,
+    usage,
+    workerrecords,
+    workspace,
+    worktrees,
+)
 from .context import Ctx, Deferred
 from .store import now_ms
-
 
 LaunchSpec = agent_launch.LaunchSpec
 
@@ -78,7 +91,8 @@ def _pooled_checkout(spec: LaunchSpec) -> worktrees.Checkout | None:
 
 def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> agent_profiles.AgentPlan:
     """The agent run the spawn asks for; every refusal (unknown profile, program not installed, a
-    permission mode Claude refuses, no tmux for an interactive one) is a sentence here, before anything exists."""
+    permission mode Claude refuses, no tmux for an interactive one) is a sentence here, before anything exists.
+    A Claude profile gets `max_task_usd` as --max-budget-usd (claude stops itself at the cap)."""
     if req.cmd is not None:  # typed by hand: the placeholders are filled, every other brace is literal (JSON...)
         template = [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd]
         plan = agent_profiles.AgentPlan(name="cmd", template=template, env={}, interactive=req.interactive)
@@ -87,6 +101,9 @@ def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> agent_profiles.AgentPl
         plan = agent_profiles.plan(name, agent_profiles.profile_named(ctx.config, name))
         if req.interactive and not plan.interactive:
             plan = dataclasses.replace(plan, interactive=True)
+        cap = ctx.config.max_task_usd
+        if plan.claude and cap and "--max-budget-usd" not in plan.template:
+            plan = dataclasses.replace(plan, template=[*plan.template, "--max-budget-usd", f"{cap:g}"])
     if plan.interactive:
         terminal.require_tmux()
     return plan
@@ -190,6 +207,7 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
     """On the loop: record the worker (`starting`) and claim its task; then off-loop pick free names
     (`_planned` records them before anything exists), then create the worktree and start the agent."""
     _check_capacity(ctx, repo)
+    budget.check_spawn(ctx, repo)  # over budget nothing new starts (the sentence says what to do)
     agent = _agent(ctx, req, repo)
     wid, task = _record(ctx, req, repo, agent.name, agent.template, agent.interactive)
 
@@ -231,7 +249,8 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
         ctx.emit(ev.WorkerStarted(worktree=result.checkout.path, branch=result.checkout.branch,
                                   base=result.checkout.base_sha),
                  repo=repo["name"], worker_id=wid, task_id=task["id"])
-        ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, row, repo["name"])))
+        ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, row, repo["name"]),
+                                          spend=usage.spend_info(ctx, repo)))
 
     main_branch = ctx.config.for_repo(repo["name"]).main_branch or repo["main_branch"]
     ctx.submit(worktrees.plan_checkout, repo["path"], repo["name"], task["id"], main_branch,

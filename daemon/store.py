@@ -194,6 +194,43 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN resume_at INTEGER;
     ALTER TABLE workers ADD COLUMN runs INTEGER NOT NULL DEFAULT 1;
     """,
+    # 8: the autopilot (issue 15): per-repository scheduler settings, a usage ledger (cost per task,
+    #    repository and day), usage-limit waits per agent profile, and why a worker is paused
+    #    (a budget pause is resumed by the budget, a user's pause only by the user).
+    """
+    CREATE TABLE autopilot(
+        repo_id INTEGER PRIMARY KEY REFERENCES repos(id) ON DELETE CASCADE,
+        workers INTEGER NOT NULL,
+        agent TEXT,
+        merge TEXT NOT NULL DEFAULT 'auto',
+        until_empty INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'running',   -- running | stopped | finished
+        started_at INTEGER NOT NULL,
+        stopped_at INTEGER,
+        stop_reason TEXT
+    );
+    CREATE TABLE usage(
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        day TEXT NOT NULL,                       -- the daemon's local date, YYYY-MM-DD
+        repo_id INTEGER,
+        worker_id TEXT,
+        task_id TEXT,
+        tokens_in INTEGER NOT NULL DEFAULT 0,
+        tokens_out INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX usage_day ON usage(day, repo_id);
+    CREATE TABLE profile_waits(
+        profile TEXT PRIMARY KEY,
+        until_ms INTEGER NOT NULL,               -- spawns of this profile wait until then
+        reason TEXT NOT NULL,
+        strikes INTEGER NOT NULL DEFAULT 0,      -- consecutive 429s: the back-off grows with them
+        notified INTEGER NOT NULL DEFAULT 0      -- its end was announced (autopilot.limit_over)
+    );
+    ALTER TABLE workers ADD COLUMN paused_by TEXT;
+    ALTER TABLE workers ADD COLUMN usage_limited INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -28,7 +28,7 @@ COLUMNS = frozenset({
     "status", "worktree_path", "branch_name", "task_pk", "task_id", "task_title", "agent", "cmd", "pid", "pgid",
     "proc_started", "shim_pid", "shim_started", "completed_at", "heartbeat_at", "activity_at", "message",
     "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
-    "interactive",
+    "interactive", "paused_by", "usage_limited",
     "session_id", "model", "usage_ref", "agent_error", "agent_error_kind", "resume_prompt", "resume_at", "runs",
 })
 FINAL_STATUSES = FINAL_WORKER_STATUSES
@@ -152,15 +152,16 @@ def update(ctx: Ctx, row: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def set_worker_status(ctx: Ctx, row: Mapping[str, Any], status: str, *, reason: str | None = None,
-                      signalled: bool | None = None, question: str | None = None, **fields: Any) -> dict[str, Any]:
+                      signalled: bool | None = None, question: str | None = None, by: str | None = None,
+                      **fields: Any) -> dict[str, Any]:
     """Change the status (and other columns) and emit WorkerStatusChanged (from, to, reason, signalled,
-    and a `waiting` worker's question)."""
+    a `waiting` worker's question, and who paused it)."""
     old = row["status"]
     if status in FINAL_STATUSES and "completed_at" not in fields and not row.get("completed_at"):
         fields["completed_at"] = now_ms()
     fresh = update(ctx, row, status=status, **fields)
     changed = ev.WorkerStatusChanged(from_=old, to=status, reason=reason or None, signalled=signalled,
-                                     question=question)
+                                     question=question, by=by)
     ctx.emit(changed, repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     return fresh
 
@@ -178,10 +179,16 @@ def release_task(ctx: Ctx, row: Mapping[str, Any], note: str, *, cancel: bool = 
 
 
 def fail_task_attempt(ctx: Ctx, row: Mapping[str, Any], reason: str) -> None:
-    """The agent failed: count the attempt (requeue until max_attempts, then failed)."""
+    """The agent failed: count the attempt (requeue until max_attempts, then failed) — unless it
+    stopped at a usage limit (`usage_limited`): that is nobody's failure, the task goes back uncounted."""
     task = task_of(ctx, row)
-    if task is not None and task["claimed_by"] == row["id"]:
-        taskqueue.requeue_task(ctx, task, reason)
+    if task is None or task["claimed_by"] != row["id"]:
+        return
+    fresh = reload(ctx, row) or row
+    if fresh.get("usage_limited"):
+        release_task(ctx, fresh, f"{reason} (at a usage limit: not counted as an attempt)")
+        return
+    taskqueue.requeue_task(ctx, task, reason)
 
 
 def start_task(ctx: Ctx, row: Mapping[str, Any]) -> None:
@@ -310,22 +317,24 @@ def signal_after_commit(ctx: Ctx, row: Mapping[str, Any], sig: int) -> bool:
     return True
 
 
-def pause_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
+def pause_worker(ctx: Ctx, row: Mapping[str, Any], *, reason: str = "paused by the user",
+                 by: str = "user") -> dict[str, Any]:
+    """SIGSTOP the group; `by` records who paused it (`budget` pauses are lifted by the budget)."""
     err = transition_error(row["id"], row["status"], "pause")
     if err:
         raise ChkdError("conflict", err)
     signalled = signal_after_commit(ctx, row, signal.SIGSTOP)
-    return set_worker_status(ctx, row, "paused", reason="paused by the user", signalled=signalled)
+    return set_worker_status(ctx, row, "paused", reason=reason, signalled=signalled, by=by, paused_by=by)
 
 
-def resume_worker(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any]:
+def resume_worker(ctx: Ctx, row: Mapping[str, Any], *, reason: str = "resumed by the user") -> dict[str, Any]:
     err = transition_error(row["id"], row["status"], "resume")
     if err:
         raise ChkdError("conflict", err)
     signalled = signal_after_commit(ctx, row, signal.SIGCONT)
     # the pause does not count as idleness: activity restarts now
-    return set_worker_status(ctx, row, "working", reason="resumed by the user", signalled=signalled,
-                             activity_at=now_ms())
+    return set_worker_status(ctx, row, "working", reason=reason, signalled=signalled, activity_at=now_ms(),
+                             paused_by=None)
 
 
 def stop_after_commit(ctx: Ctx, row: Mapping[str, Any]) -> None:

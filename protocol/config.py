@@ -46,7 +46,11 @@ GraceS = Annotated[float, Meta(ge=0.05, le=3600)]
 TestTimeoutS = Annotated[float, Meta(ge=0.1, le=86400)]
 IntervalS = Annotated[float, Meta(ge=0.05, le=3600)]
 Workers = Annotated[int, Meta(ge=1, le=1000)]
+LimitMarginS = Annotated[float, Meta(ge=0, le=86400)]
+BackoffS = Annotated[float, Meta(ge=0.05, le=3600)]
 Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
+#: A spending cap in US dollars (finite, positive).
+BudgetUsd = Annotated[float, Meta(gt=0, le=1_000_000)]
 
 
 def _rule(key: str, problem: str | None) -> None:
@@ -89,6 +93,7 @@ class RepoConfig(RepoSettings, forbid_unknown_fields=True, omit_defaults=True):
     merge_strategy: Literal["auto", "review"] | None = None
     main_branch: str | None = None
     default_agent: str | None = None
+    budget_usd_per_day: BudgetUsd | None = None
 
     def __post_init__(self) -> None:
         broken = settings_problem(self)
@@ -123,6 +128,7 @@ class AgentConfig(Struct, forbid_unknown_fields=True, omit_defaults=True):
     cmd: list[str]
     prompt: str | None = None
     env: dict[str, str] = {}
+    #: The autopilot gives a task carrying one of these tags to this profile.
     tags: list[str] = []
     output: AgentOutput = "plain"
     resume: list[str] | None = None
@@ -174,6 +180,14 @@ class Config(Struct, forbid_unknown_fields=True):
     notify: bool = True
     notify_cmd: list[str] = []
     default_agent: str = "demo"
+    #: Spending caps: at 80 % a warning, at 100 % every running worker is paused and nothing starts.
+    budget_usd_per_day: BudgetUsd | None = None
+    #: Passed to agents that take a per-run cap (claude's --max-budget-usd).
+    max_task_usd: BudgetUsd | None = None
+    #: After a usage limit's reset time the autopilot waits this much longer before it starts that agent again.
+    usage_limit_margin_s: LimitMarginS = 60.0
+    #: The first wait after an HTTP 429; it doubles with every 429 in a row (at most 15 minutes).
+    rate_limit_backoff_s: BackoffS = 10.0
     repos: dict[str, RepoConfig] = {}
     agents: dict[str, AgentConfig] = {}
 
@@ -311,6 +325,8 @@ def config_to_toml(cfg: Config) -> str:
     lines: list[str] = []
     tables: list[tuple[str, dict]] = []
     for key, value in data.items():
+        if value is None:  # an unset optional setting (budget_usd_per_day): nothing to show
+            continue
         if isinstance(value, dict):
             for sub, subval in value.items():
                 tables.append((f"{key}.{_key(sub)}", subval))
@@ -341,6 +357,6 @@ def _value(value: object) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
-    if value is None:
+    if value is None:  # unset optional settings are skipped by config_to_toml
         return '""'
     raise TypeError(type(value))

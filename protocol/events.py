@@ -160,6 +160,8 @@ class WorkerStatusChanged(EventBody, tag="worker.status"):
     reason: str | None = None
     signalled: bool | None = None
     question: str | None = None
+    #: A pause: who paused it (`user`, or `budget`: the budget resumes it by itself).
+    by: str | None = None
 
 
 class WorkerInput(EventBody, tag="worker.input"):
@@ -249,8 +251,9 @@ class AgentUsageReported(EventBody, tag="agent.usage"):
 
 
 class AgentUsageLimited(EventBody, tag="agent.usage_limit"):
-    """The agent hit its plan's usage limit: nothing with this profile gets further until `resets_at`
-    (ms since the epoch; None when the CLI did not say)."""
+    """The agent hit its plan's usage limit (Claude's rate_limit_event read by the shim, or
+    `chkdctl usage-limit` from any agent): the autopilot parks this profile until `resets_at`
+    (ms since the epoch; None when the agent did not say) plus usage_limit_margin_s."""
 
     profile: str
     resets_at: int | None = None
@@ -260,7 +263,8 @@ class AgentUsageLimited(EventBody, tag="agent.usage_limit"):
 
 class AgentApiFailed(EventBody, tag="agent.api_error"):
     """The agent's API calls failed; `error` is the kind: rate_limit (429 after retries), server_error,
-    billing_error, authentication_failed, invalid_request, max_output_tokens, unknown."""
+    billing_error, authentication_failed, invalid_request, max_output_tokens, unknown. A `rate_limit`
+    (also `chkdctl usage-limit --rate-limit`) makes the autopilot back off that profile."""
 
     profile: str
     error: str
@@ -433,6 +437,95 @@ class SessionEnded(EventBody, tag="session.ended"):
     reason: str
 
 
+# -- the autopilot, budgets, usage limits (daemon/autopilot.py, daemon/budget.py) -------------
+class AutopilotStarted(EventBody, tag="autopilot.started"):
+    workers: int
+    merge: str
+    agent: str | None = None
+    until_empty: bool = False
+
+
+class AutopilotStopped(EventBody, tag="autopilot.stopped"):
+    reason: str
+
+
+class AutopilotFinished(EventBody, tag="autopilot.finished"):
+    reason: str
+
+
+class AutopilotSpawned(EventBody, tag="autopilot.spawn"):
+    """The autopilot started a worker (worker_id) on a task with this profile (smart assignment)."""
+
+    profile: str
+
+
+class AutopilotSpawnFailed(EventBody, tag="autopilot.spawn_failed"):
+    error: str
+
+
+class AutopilotUpdated(EventBody, tag="autopilot.update"):
+    """A conflicting worker was brought up to date with `update`: merged cleanly, or markers in `files`."""
+
+    merged: bool
+    files: list[str] = []
+
+
+class NeedsPerson(EventBody, tag="autopilot.needs_person"):
+    """A conflict or a failed merge the autopilot cannot settle; `message` says what to do."""
+
+    message: str
+
+
+class LimitWaitStarted(EventBody, tag="autopilot.limit_wait"):
+    """A profile waits for a usage limit or a 429 back-off; `until` ms; `tasks` that wait with it."""
+
+    profile: str
+    until: int
+    tasks: int
+    reason: str
+    message: str
+
+
+class LimitWaitOver(EventBody, tag="autopilot.limit_over"):
+    profile: str
+    reason: str
+
+
+class BudgetWarned(EventBody, tag="budget.warning"):
+    """80 % of a daily budget is used. `scope`: "global" or the repository's name."""
+
+    scope: str
+    day: str
+    spent_usd: float
+    budget_usd: float
+    percent: float
+    message: str
+
+
+class BudgetExceeded(EventBody, tag="budget.exceeded"):
+    """A daily budget is used up: `paused` workers were stopped (SIGSTOP), nothing new starts."""
+
+    scope: str
+    day: str
+    spent_usd: float
+    budget_usd: float
+    percent: float
+    message: str
+    paused: list[str] = []
+
+
+class BudgetResumed(EventBody, tag="budget.resumed"):
+    day: str
+    workers: list[str] = []
+
+
+class BudgetOverridden(EventBody, tag="budget.overridden"):
+    """`resume --all --over-budget`: no budget stops anything for the rest of `day`."""
+
+    day: str
+    workers: list[str] = []
+
+
 class Unreadable(EventBody, tag="unreadable"):
     """Only when reading history: a row an older chkd wrote in a shape no longer declared.
 
@@ -452,6 +545,9 @@ EventData = (
     | MergeMerged | MergeConflicted | MergeFailed | MergeGateSuspect | MergeTrainRan
     | OverlapFound | DaemonPaused | GcRemoved
     | MessageSent | MessageDelivered | WorkerHooked | WorkerHelpRequested | SessionOpened | SessionEnded
+    | AutopilotStarted | AutopilotStopped | AutopilotFinished | AutopilotSpawned | AutopilotSpawnFailed
+    | AutopilotUpdated | NeedsPerson | LimitWaitStarted | LimitWaitOver
+    | BudgetWarned | BudgetExceeded | BudgetResumed | BudgetOverridden
     | Unreadable
 )  # fmt: skip
 

@@ -313,15 +313,81 @@ class SessionInfo(Struct, omit_defaults=True):
 
 
 class CostSummary(Struct, omit_defaults=True):
-    """Tokens and cost, from the workers' running totals: `today_*` counts workers started since
-    `since` (midnight UTC). One function computes it (daemon/handlers/overview.py), so a usage
-    ledger can replace it without touching the protocol."""
+    """Tokens and cost from the usage ledger: `today_*` counts what was reported since `since`
+    (midnight UTC). One function computes it (daemon/handlers/overview.py)."""
 
     since: int = 0
     today_usd: float = 0.0
     today_tokens_in: int = 0
     today_tokens_out: int = 0
     total_usd: float = 0.0
+class SpendInfo(Struct, omit_defaults=True):
+    """Today's spending against the budgets (`spawn` and `run` print it). USD; day = the daemon's local date."""
+
+    day: str
+    today_usd: float = 0.0
+    budget_usd: float | None = None
+    repo: str | None = None
+    repo_today_usd: float = 0.0
+    repo_budget_usd: float | None = None
+    #: A budget is used up: running workers are paused and nothing new starts.
+    over: bool = False
+    #: `resume --all --over-budget` was given today: the budget does not stop anything until tomorrow.
+    overridden: bool = False
+
+
+class ProfileWait(Struct, omit_defaults=True):
+    """An agent profile the autopilot does not start until `until` (a usage limit or 429 back-off)."""
+
+    profile: str
+    until: int
+    reason: str
+    strikes: int = 0
+    tasks_waiting: int = 0
+
+
+RunMode = Literal["auto", "review", "off"]
+RunState = Literal["running", "stopped", "finished"]
+
+
+class RunInfo(Struct, omit_defaults=True):
+    """One repository's autopilot: its settings (kept in the database) and what it sees now."""
+
+    repo: str
+    state: RunState
+    workers: int
+    merge: RunMode = "auto"
+    agent: str | None = None
+    until_empty: bool = False
+    started_at: int = 0
+    stopped_at: int | None = None
+    stop_reason: str | None = None
+    live: int = 0
+    ready: int = 0
+    waiting_on_deps: int = 0
+    in_review: int = 0
+    merged: int = 0
+    failed: int = 0
+    #: Why nothing starts although tasks are ready (budget, usage limit), or "".
+    blocked: str = ""
+    spend: SpendInfo | None = None
+    waits: list[ProfileWait] = []
+
+
+class CostRow(Struct, omit_defaults=True):
+    key: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    workers: int = 0
+    tasks: int = 0
+
+
+class TagEta(Struct):
+    tag: str
+    remaining: int
+    mean_s: float
+    eta_s: float
 
 
 FindingStatus = Literal["ok", "warn", "fail"]
@@ -414,6 +480,7 @@ class ImportReport(Result, tag="import"):
 
 class WorkerResult(Result, tag="worker"):
     worker: WorkerInfo
+    spend: SpendInfo | None = None
 
 
 class WorkerListResult(Result, tag="workers"):
@@ -527,6 +594,45 @@ class OverviewResult(Result, tag="overview"):
     awaiting_review: list[MergeInfo] = []
     conflicts: list[Overlap] = []
     cost: CostSummary = field(default_factory=CostSummary)
+class RunResult(Result, tag="run"):
+    runs: list[RunInfo]
+    message: str = ""
+
+
+class CostReport(Result, tag="cost"):
+    by: str
+    rows: list[CostRow]
+    total: CostRow
+    spend: SpendInfo | None = None
+
+
+class StatsReport(Result, tag="stats"):
+    """The seed's success metrics, computed from the database (`chkdctl stats`)."""
+
+    since: int
+    until: int
+    tasks_merged: int = 0
+    merged_per_hour: float = 0.0
+    ready_to_merged_mean_s: float | None = None
+    ready_to_merged_p90_s: float | None = None
+    merge_attempts: int = 0
+    merge_conflicts: int = 0
+    conflict_rate: float = 0.0
+    #: Sum of the workers' run times divided by the wall time from the first start to the last finish.
+    speedup: float | None = None
+    wall_s: float = 0.0
+    work_s: float = 0.0
+    queue_ready: int = 0
+    queue_waiting: int = 0
+    queue_running: int = 0
+    #: Busy worker time over (parallelism x wall time).
+    utilisation: float | None = None
+    parallelism: int = 1
+    cost_usd: float = 0.0
+    cost_per_merged_task: float | None = None
+    mean_task_s: float | None = None
+    eta_s: float | None = None
+    eta_by_tag: list[TagEta] = []
 
 
 AnyResult = (
@@ -539,6 +645,7 @@ AnyResult = (
     | MergeResult | MergeListResult | DiffResult | ConflictReport
     | PeekResult
     | MessagesResult | HookAck | SessionResult | SessionListResult | OverviewResult
+    | RunResult | CostReport | StatsReport
 )  # fmt: skip
 
 
@@ -712,6 +819,8 @@ class Resume(Command[WorkerListResult], tag="resume"):
     worker: Id | None = None
     all: bool = False
     repo: PathStr | None = None
+    #: Resume workers the budget paused, and let the autopilot start new ones, for the rest of today.
+    over_budget: bool = False
 
 
 class Abort(Command[WorkerListResult], tag="abort"):
@@ -1005,6 +1114,49 @@ class Overview(Command[OverviewResult], tag="overview"):
     repo: PathStr | None = None
 
 
+# -- the autopilot, cost and metrics -----------------------------------------------------------
+Workers = Annotated[int, Meta(ge=1, le=1000)]
+
+
+class RunStart(Command[RunResult], tag="run.start"):
+    """Start (or re-configure) the repository's scheduler; the settings are kept in the database."""
+
+    repo: PathStr | None = None
+    workers: Workers | None = None
+    agent: Name | None = None
+    merge: RunMode | None = None
+    until_empty: bool = False
+
+
+class RunStop(Command[RunResult], tag="run.stop"):
+    repo: PathStr | None = None
+
+
+class RunStatus(Command[RunResult], tag="run.status"):
+    repo: PathStr | None = None
+
+
+class Cost(Command[CostReport], tag="cost"):
+    by: Literal["task", "worker", "day", "repo"] = "task"
+    repo: PathStr | None = None
+
+
+class Stats(Command[StatsReport], tag="stats"):
+    repo: PathStr | None = None
+    #: Only what happened after this time (ms since the epoch); 0 = everything.
+    since: Ms = 0
+
+
+class AgentLimit(Command[ActivityAck], tag="agent.limit"):
+    """From inside a worker (or its shim): the agent hit a usage limit (`resets_at`, ms) or an API
+    rate limit (HTTP 429). The autopilot parks the worker's profile; the task goes back uncounted."""
+
+    worker: Id
+    kind: Literal["usage_limit", "rate_limit"] = "usage_limit"
+    resets_at: Ms | None = None
+    message: Text = ""
+
+
 AnyCommand = (
     Ping | Status | Shutdown
     | RepoAdd | RepoEdit | RepoList | RepoRm
@@ -1018,6 +1170,7 @@ AnyCommand = (
     | Merge | Approve | Reject | MergeList | MergeShow | Diff | Update | Conflicts
     | Peek | SendKeys | Attached
     | Send | Inbox | Hook | HelpRequest | SessionOpen | SessionClose | SessionList | Overview
+    | RunStart | RunStop | RunStatus | Cost | Stats | AgentLimit
 )  # fmt: skip
 
 COMMANDS: tuple[type[Command[Result]], ...] = get_args(AnyCommand)

@@ -89,8 +89,10 @@ class Paths:
 
     @property
     def tmux_socket(self) -> Path:
-        """chkd's own tmux server (interactive workers), never the user's default one."""
-        return self.run / "tmux.sock"
+        """chkd's own tmux server (interactive workers), never the user's default one; beside the
+        other sockets, so a deep home's tmux socket is short enough too (`tmux.sock` is shorter than
+        `events.sock`; the daemon leaves a socket directory that still holds it)."""
+        return self.sock_dir / "tmux.sock"
 
     @property
     def lock_file(self) -> Path:

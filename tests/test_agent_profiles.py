@@ -47,6 +47,13 @@ resume = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-subagent.j
           "--session={{session_id}}", "{{prompt}}"]
 output = "claude-stream-json"
 
+[agents.taskresolving]
+cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit2.jsonl", "--commit", "first.txt",
+       "{{task_id}}"]
+resume = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-subagent.jsonl", "--commit", "first.txt",
+          "--session={{session_id}}", "{{prompt}}"]
+output = "claude-stream-json"
+
 [agents.plainreplay]
 cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit2.jsonl"]
 
@@ -88,6 +95,9 @@ def test_usage_session_and_model_land_on_the_worker_and_the_task(daemon: Daemon,
     assert "$0.21" in listed.out, listed
     task = daemon.ctl("--json", "task", "show", "stream-mcp-stop-exit2", cwd=repo).json()
     assert task["task"]["tokens_in"] == 58000 and task["task"]["cost_usd"] == 0.21056
+    # the run's usage is a dated entry in the usage ledger: `cost` and the budgets count it
+    cost = daemon.ctl("cost", "--json", cwd=repo).json()
+    assert cost["total"]["tokens_in"] == 58000 and cost["total"]["cost_usd"] == 0.21056, cost
 
 
 def test_a_usage_limit_ends_error_with_the_reset_time_and_gives_the_task_back_without_an_attempt(
@@ -101,6 +111,10 @@ def test_a_usage_limit_ends_error_with_the_reset_time_and_gives_the_task_back_wi
     assert not events(daemon, "agent.api_error")
     task = daemon.ctl("--json", "task", "show", "L-1", cwd=repo).json()["task"]
     assert task["status"] == "pending" and task["attempts"] == 0
+    # the stream's usage limit parks the profile: nothing with it starts before the reset (+ margin)
+    waits = [e for e in daemon.call(Events()).events if e.kind == "autopilot.limit_wait"]
+    assert [(e.data.profile, e.data.reason) for e in waits] == [("limit", "usage limit")]
+    assert waits[0].data.until >= limit.data.resets_at or waits[0].data.until > limit.at
 
 
 def test_an_api_error_is_error_even_when_the_agent_exits_0(daemon: Daemon, repo: Path) -> None:
@@ -111,7 +125,10 @@ def test_an_api_error_is_error_even_when_the_agent_exits_0(daemon: Daemon, repo:
     (err,) = events(daemon, "agent.api_error")
     assert err.data.error == "rate_limit" and err.data.status == 429
     task = daemon.ctl("--json", "task", "show", "E-1", cwd=repo).json()["task"]
-    assert task["attempts"] == 1  # an API error counts as a failed attempt
+    # a 429 is nobody's failure (issue 15): the task goes back uncounted and the profile backs off
+    assert task["status"] == "pending" and task["attempts"] == 0
+    waits = [e for e in daemon.call(Events()).events if e.kind == "autopilot.limit_wait"]
+    assert [e.data.profile for e in waits] == ["lying"] and "429" in waits[0].data.reason
 
 
 def test_a_plain_profile_output_is_not_parsed(daemon: Daemon, repo: Path) -> None:
@@ -226,6 +243,29 @@ def test_update_with_conflicts_resumes_the_agent_with_the_files_and_its_fix_merg
     assert len(git(w.worktree, "log", "-1", "--format=%P").split()) == 2  # the agent committed the merge
     res = daemon.ctl("merge", "w1", "--strategy", "auto", cwd=repo)
     assert res.code == 0 and "Merged" in res.out, res
+
+
+@pytest.mark.timeout(90)
+def test_the_autopilot_resumes_a_resumable_agent_on_conflict_markers_and_merges_its_fix(
+        daemon: Daemon, repo: Path) -> None:
+    assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
+    for t in ("R-1", "R-2"):  # both write first.txt: the second to merge conflicts
+        assert daemon.ctl("task", "add", f"task {t}", "--id", t, "--repo", "proj").code == 0
+    r = daemon.ctl("run", "--workers", "2", "--agent", "taskresolving", "--until-empty", "--repo", "proj")
+    assert r.code == 0, r
+
+    def state() -> str:
+        return daemon.ctl("run", "--status", "--repo", "proj", "--json").json()[0]["state"]
+
+    wait_for(lambda: state() == "finished", 60, interval=0.2, what="the run to finish")
+    evs = daemon.call(Events()).events
+    assert [e.kind for e in evs if e.kind == "merge.conflict"], "the second merge should have conflicted"
+    (resumed,) = [e for e in evs if e.kind == "agent.resumed"]  # the autopilot's update, then resume
+    assert "conflict markers in: first.txt" in resumed.data.prompt
+    assert not [e for e in evs if e.kind == "autopilot.needs_person"]  # the agent settled it, no person
+    tasks = {t["id"]: t["status"] for t in daemon.ctl("task", "list", "--repo", "proj", "--json").json()}
+    assert tasks == {"R-1": "done", "R-2": "done"}
+    assert "<<<<<<<" not in git(repo, "show", "main:first.txt")
 
 
 @pytest.mark.timeout(90)

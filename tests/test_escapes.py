@@ -14,7 +14,7 @@ from chkd.client.commands.liveness import format_event
 from chkd.client.demo import Screen
 from chkd.client.output import fail, table
 from chkd.protocol.events import TaskAdded, Unreadable
-from chkd.protocol.messages import Event, RepoAdd, TaskAdd, WorkerInfo, event_of
+from chkd.protocol.messages import Event, RepoAdd, TaskAdd, event_of
 
 from conftest import BIN, Daemon, wait_for
 
@@ -52,14 +52,16 @@ def test_event_lines_are_visible() -> None:
     assert "\n" not in line
 
 
-def test_the_demo_screen_shows_titles_and_log_lines_visibly() -> None:
-    frames: list[str] = []
-    screen = Screen(live=True, out=frames.append)
+def test_the_demo_narration_shows_log_lines_visibly_and_keeps_them_while_top_is_shown() -> None:
+    lines: list[str] = []
+    screen = Screen(quiet=True, out=lines.append)  # top owns the terminal: nothing printed
     screen.log(f"task T-1 {HOSTILE}")
-    w = WorkerInfo(id="w1", repo="demo", status="working", task_id="T-1", task_title=HOSTILE, message=HOSTILE)
-    screen.draw([w], 0, 0, 1)
-    body = frames[-1].removeprefix("\x1b[H\x1b[2J")  # the screen's own clear-and-home is the only escape
-    assert "\x1b" not in body and "\x07" not in body and "\\x1b[31mred" in body
+    assert lines == []
+    screen.speak()  # top was quit early: the kept lines, then every new one
+    screen.log(f"w1 {HOSTILE}")
+    assert len(lines) == 2
+    for line in lines:
+        assert "\x1b" not in line and "\x07" not in line and "\\x1b[31mred" in line
 
 
 def test_fail_prints_the_sentence_visibly(capsys: pytest.CaptureFixture[str]) -> None:

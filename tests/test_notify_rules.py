@@ -26,7 +26,9 @@ def test_classify_the_notable_events() -> None:
     assert notify.classify(to("error")) == "error"
     assert notify.classify(events.MergeConflicted(merge_id=1, files=["a"])) == "conflict"
     assert notify.classify(events.TaskEscalated(reason="r", attempts=3)) == "escalated"
-    assert notify.classify(events.AgentUsageLimited(profile="claude", resets_at=1)) == "usage_limit"
+    assert notify.classify(events.AgentUsageLimited(profile="claude", resets_at=1)) is None  # its wait notifies
+    wait = events.LimitWaitStarted(profile="claude", until=1, tasks=3, reason="usage limit", message="m")
+    assert notify.classify(wait) == "usage_limit"
     assert notify.classify(events.WorkerHelpRequested(question="q")) is None  # its `waiting` notifies
     assert notify.classify(to("working")) is None
     assert notify.classify(events.TaskAdded(title="t")) is None
@@ -76,13 +78,12 @@ def test_text_names_worker_task_and_reason() -> None:
     assert body.endswith("files: a.py, b.py")
 
 
-def test_a_usage_limit_says_which_profile_waits_until_when() -> None:
-    at = (20 * 60 + 5) * 60 * 1000  # 1970-01-01 20:05 UTC
-    title, body = notify.text("usage_limit", ev(3, events.AgentUsageLimited(profile="claude", resets_at=at)))
-    assert title == "chkd: Claude usage limit"
-    assert body == "Claude usage limit: claude waits until 20:05 UTC (worker w1)"
-    _, body = notify.text("usage_limit", ev(4, events.AgentUsageLimited(profile="claude"), worker=None))
-    assert body == "Claude usage limit: claude waits until the limit resets"
+def test_a_usage_limit_says_which_profile_waits_how_many_tasks_until_when() -> None:
+    msg = "Claude usage limit: 3 tasks wait until 20:05."
+    wait = events.LimitWaitStarted(profile="claude", until=1, tasks=3, reason="usage limit", message=msg)
+    title, body = notify.text("usage_limit", ev(3, wait, worker=None))
+    assert title == "chkd: usage limit"
+    assert body.endswith(msg)
 
 
 def test_send_pipes_the_event_json_to_notify_cmd_and_reports_failures(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ def test_a_deep_home_gets_its_sockets_in_a_short_private_directory(tmp_path: Pat
     assert len(os.fsencode(home / "run" / "events.sock")) > SOCKET_PATH_MAX
     assert paths.sock_dir != paths.run and paths.sock_dir == resolve(home).sock_dir  # the same for every client
     assert len(os.fsencode(paths.events_sock)) <= SOCKET_PATH_MAX
+    assert paths.tmux_socket.parent == paths.sock_dir  # chkd's tmux server too (interactive workers)
+    assert len(os.fsencode(paths.tmux_socket)) <= SOCKET_PATH_MAX
     assert paths.lock_file.parent == paths.run  # only the sockets move
     paths.ensure()
     for d in (paths.sock_dir.parent, paths.sock_dir):

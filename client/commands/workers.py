@@ -123,7 +123,8 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
         raise click.UsageError(f"--cmd cannot be split into arguments: {exc}.") from None
     body = Spawn(repo=repo or os.getcwd(), task_id=task_id, title=title, description=description, next=next_,
                  tag=tag, agent=agent, cmd=argv, interactive=interactive)
-    w = app.call(body, timeout=SPAWN_TIMEOUT_S).worker
+    res = app.call(body, timeout=SPAWN_TIMEOUT_S)
+    w = res.worker
     if app.json:
         print_json(w)
         return
@@ -133,6 +134,10 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
     if w.interactive:
         echo(f"  in tmux  `chkdctl attach {w.id}` (detach: Ctrl-b d), `chkdctl peek {w.id}`, "
              f"`chkdctl send {w.id} TEXT`")
+    if res.spend is not None:
+        from .autopilot import spend_words
+
+        echo(f"  spend    {spend_words(res.spend)}")
 
 
 # -- listing --------------------------------------------------------------------------------------
@@ -248,13 +253,15 @@ def pause(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
 
 @click.command("resume")
 @_targets("paused")
+@click.option("--over-budget", is_flag=True,
+              help="Resume workers the daily budget paused too, and let work start again, for the rest of today.")
 @json_option
 @click.pass_obj
-def resume(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
+def resume(app: Any, worker: str | None, all_: bool, repo: str | None, over_budget: bool) -> None:
     """Let a paused worker go on (SIGCONT)."""
     from chkd.protocol.messages import Resume
 
-    _control(app, Resume(worker=worker, all=all_, repo=repo), "resume", worker, all_)
+    _control(app, Resume(worker=worker, all=all_, repo=repo, over_budget=over_budget), "resume", worker, all_)
 
 
 @click.command("abort")

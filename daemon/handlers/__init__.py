@@ -10,9 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import liveness
-from . import core, db, doctor, events, gc, merge, messages, overview, repos, sessions, shim, tasks, terminal, workers
+from . import (
+    autopilot, core, db, doctor, events, gc, merge, messages, overview, repos, sessions, shim, tasks, terminal, workers,
+)
 
-_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor, terminal, messages, sessions, overview)
+_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor, terminal, messages, sessions, overview,
+          autopilot)
 
 HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
 for _area in _AREAS:
@@ -22,6 +25,7 @@ for _area in _AREAS:
         HANDLERS[_type] = _fn
 
 #: Start-up steps in this order; liveness (reaper, notifier, reconciliation) has no handlers
-#: but starts between the shims' area and the merge queue, as it always did.
-_STARTING = (core, repos, tasks, workers, shim, liveness, sessions, merge, db, doctor)
+#: but starts between the shims' area and the merge queue, as it always did. The autopilot starts
+#: last: reconciliation has settled the workers before its first tick.
+_STARTING = (core, repos, tasks, workers, shim, liveness, sessions, merge, db, doctor, autopilot)
 SETUPS: list[Callable[[Any], None]] = [a.setup for a in _STARTING if hasattr(a, "setup")]

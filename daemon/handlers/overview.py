@@ -28,13 +28,14 @@ def midnight_utc_ms(now_s: float | None = None) -> int:
 
 
 def cost_summary(ctx: Ctx, repo_ids: list[int]) -> CostSummary:
-    """Tokens and cost from the workers' running totals (the only usage record today)."""
+    """Tokens and cost from the usage ledger (daemon/usage.py: every increment a worker reported,
+    dated), so a worker that runs across midnight counts today only for what it spent today."""
     since = midnight_utc_ms()
     marks = ",".join("?" * len(repo_ids)) or "NULL"
     today = ctx.store.one(
         "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0) "
-        f"FROM workers WHERE repo_id IN ({marks}) AND started_at >= ?", (*repo_ids, since)) or (0, 0, 0)
-    total = ctx.store.scalar(f"SELECT coalesce(sum(cost_usd), 0) FROM workers WHERE repo_id IN ({marks})",
+        f"FROM usage WHERE repo_id IN ({marks}) AND at >= ?", (*repo_ids, since)) or (0, 0, 0)
+    total = ctx.store.scalar(f"SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE repo_id IN ({marks})",
                              tuple(repo_ids), 0.0)
     return CostSummary(since=since, today_usd=round(float(today[0]), 6), today_tokens_in=int(today[1]),
                        today_tokens_out=int(today[2]), total_usd=round(float(total), 6))

@@ -33,7 +33,7 @@ from chkd.protocol.messages import (
     WorkerState,
 )
 
-from .. import agent_profiles, agent_resume, lookup, repos, spawning, workerrecords, worktrees
+from .. import agent_profiles, agent_resume, budget, lookup, repos, spawning, usage, workerrecords, worktrees
 from ..context import Ctx, Deferred
 from ..store import now_ms
 
@@ -108,8 +108,25 @@ def pause(ctx: Ctx, req: Pause) -> WorkerListResult:
 
 
 def resume(ctx: Ctx, req: Resume) -> WorkerListResult:
+    """A worker the budget paused stays paused while the budget is used up, unless `over_budget`
+    (which lifts the budget for the rest of the day: `budget.resume_over_budget`)."""
+    if req.over_budget:
+        if not req.all and not req.worker:
+            raise ChkdError("bad_request", "Say which worker (an id like w3), or --all.")
+        repo_id = repos.resolve(ctx.store, req.repo)["id"] if req.repo is not None else None
+        rows = budget.resume_over_budget(ctx, repo_id)
+        others = _targets(ctx, req.worker, req.all, req.repo, workerrecords.ACTIONS["resume"])
+        return _infos(ctx, rows + [workerrecords.resume_worker(ctx, r) for r in others if r["status"] == "paused"])
     rows = _targets(ctx, req.worker, req.all, req.repo, workerrecords.ACTIONS["resume"])
-    return _infos(ctx, [workerrecords.resume_worker(ctx, r) for r in rows])
+    out = []
+    for r in rows:
+        why = budget.blocked(ctx, {"id": r["repo_id"]}) if r.get("paused_by") == "budget" else None
+        if why is not None:
+            if req.worker:
+                raise ChkdError("busy", f"Worker {r['id']} was paused by the budget. {why}")
+            continue
+        out.append(workerrecords.resume_worker(ctx, r))
+    return _infos(ctx, out)
 
 
 def abort(ctx: Ctx, req: Abort) -> WorkerListResult:
@@ -252,6 +269,7 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
     }
     if req.message is not None:
         fields["message"] = req.message[:500]
+    usage.record(ctx, row, req.tokens_in, req.tokens_out, req.cost_usd)
     row = workerrecords.update(ctx, row, **fields)
     used = bool(req.tokens_in or req.tokens_out or req.cost_usd)
     beat = ev.WorkerHeartbeat(

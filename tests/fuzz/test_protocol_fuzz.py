@@ -33,6 +33,7 @@ from chkd.protocol import codec
 from chkd.protocol.errors import ErrorCode
 from chkd.protocol.messages import (
     COMMANDS,
+    AgentLimit,
     Approve,
     AtticRestore,
     Done,
@@ -45,6 +46,7 @@ from chkd.protocol.messages import (
     RepoAdd,
     RepoRm,
     ResumeAgent,
+    RunStart,
     Shutdown,
     Spawn,
     TaskAdd,
@@ -231,6 +233,10 @@ def command_strategy(cmd: type) -> st.SearchStrategy[Any]:
     if cmd is Spawn:
         fields["cmd"] = st.just(["/nonexistent/chkd-fuzz-agent"])  # and even then no agent could run
         fields["agent"] = st.none()
+    if cmd is RunStart:  # an autopilot that started would spawn agents between the checks
+        fields["agent"] = st.just("chkd-fuzz-no-such-profile")
+    if cmd is AgentLimit:  # an accepted limit parks a profile whose wait ends (an event) during later checks
+        fields["worker"] = st.just("w999999")
     return st.builds(cmd, **fields)
 
 
