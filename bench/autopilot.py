@@ -110,14 +110,18 @@ def run_once(client: Client, base: Path, n: int, tasks: int) -> dict[str, Any]:
     s = client.call(Stats(repo=name))
     over, decided = overheads(evs, name)
     return {
-        "workers": n, "tasks_merged": len(merged), "wall_s": round((max(merged) - start) / 1000, 3),
-        "conflict_rate": s.conflict_rate, "merge_attempts": s.merge_attempts,
+        "workers": n,
+        "tasks_merged": len(merged),
+        "wall_s": round((max(merged) - start) / 1000, 3),
+        "conflict_rate": s.conflict_rate,
+        "merge_attempts": s.merge_attempts,
         "overhead_ms_median": round(statistics.median(over), 1) if over else None,
         "overhead_ms_p90": round(pct(over, 0.9), 1) if over else None,
         "overhead_ms_mean": round(statistics.fmean(over), 1) if over else None,
         "decision_ms_median": round(statistics.median(decided), 1) if decided else None,
         "decision_ms_p90": round(pct(decided, 0.9), 1) if decided else None,
-        "cost_usd": s.cost_usd, "stats_speedup": s.speedup,
+        "cost_usd": s.cost_usd,
+        "stats_speedup": s.speedup,
     }
 
 
@@ -134,7 +138,8 @@ def main() -> None:
     agent = Path(sys.executable).parent / "chkd-demo-agent"
     (home / "config.toml").write_text(
         "heartbeat_s = 1\nheartbeat_timeout_s = 10\nnotify = false\nmax_workers = 5\n"
-        f'[agents.bench]\ncmd = ["{agent}", "--steps", "{args.steps}", "--step-s", "{args.step_s}"]\n')
+        f'[agents.bench]\ncmd = ["{agent}", "--steps", "{args.steps}", "--step-s", "{args.step_s}"]\n'
+    )
     os.environ["CHKD_HOME"] = str(home)
     results = []
     with chkdd(home), Client(resolve(home), autostart=False, timeout=30) as client:
@@ -154,14 +159,22 @@ def main() -> None:
         r["speedup"] = round(base_wall / r["wall_s"], 3) if base_wall else None
     at5 = next((r for r in results if r["workers"] == 5), None)
     worst = max((r["overhead_ms_median"] or 0) for r in results)
-    print(json.dumps({
-        "bench": "autopilot", "tasks": args.tasks, "agent": f"chkd-demo-agent --steps {args.steps} "
-                                                           f"--step-s {args.step_s}",
-        "runs": results,
-        "goal_speedup_n5": 4.5, "speedup_n5": at5["speedup"] if at5 else None,
-        "goal_overhead_ms": 100, "overhead_ms_median_worst": worst,
-        "met": bool(at5 and at5["speedup"] and at5["speedup"] >= 4.5 and worst <= 100),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "bench": "autopilot",
+                "tasks": args.tasks,
+                "agent": f"chkd-demo-agent --steps {args.steps} --step-s {args.step_s}",
+                "runs": results,
+                "goal_speedup_n5": 4.5,
+                "speedup_n5": at5["speedup"] if at5 else None,
+                "goal_overhead_ms": 100,
+                "overhead_ms_median_worst": worst,
+                "met": bool(at5 and at5["speedup"] and at5["speedup"] >= 4.5 and worst <= 100),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

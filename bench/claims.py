@@ -60,11 +60,17 @@ def through_socket(tmp: Path, n: int, procs: int) -> dict[str, object]:
     repo = tmp / "proj"
     repo.mkdir()
     env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
-    for args in (["init", "-q", "-b", "main"], ["-c", "user.name=b", "-c", "user.email=b@b",
-                                                 "commit", "-q", "--allow-empty", "-m", "init"]):
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "--allow-empty", "-m", "init"],
+    ):
         subprocess.run(["git", *args], cwd=repo, check=True, env=env)
-    daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)),
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        module_argv("chkd.daemon.main", "--home", str(home)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         paths = resolve(home)
         deadline = time.monotonic() + 20
@@ -78,8 +84,15 @@ def through_socket(tmp: Path, n: int, procs: int) -> dict[str, object]:
         children = []
         for i in range(procs):
             ready, out = tmp / f"ready{i}", tmp / f"out{i}.json"
-            children.append((subprocess.Popen([sys.executable, __file__, "--worker", str(home), name, str(go),
-                                               str(ready), str(out)], env=env), ready, out))
+            children.append(
+                (
+                    subprocess.Popen(
+                        [sys.executable, __file__, "--worker", str(home), name, str(go), str(ready), str(out)], env=env
+                    ),
+                    ready,
+                    out,
+                )
+            )
         deadline = time.monotonic() + 60
         while not all(r.exists() for _, r, _ in children) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -121,6 +134,7 @@ def store_alone(tmp: Path, n: int) -> dict[str, object]:
         repo = store.dict("SELECT * FROM repos")
         apply_spec(ctx, repo, spec.parse(spec_text(n)), "bench", False)
     ctx.pubbox.clear()
+
     def run(per_tx: int) -> tuple[int, float]:
         seen: set[str] = set()
         t0 = time.perf_counter()
@@ -141,8 +155,12 @@ def store_alone(tmp: Path, n: int) -> dict[str, object]:
         store.x("UPDATE task_queue SET status='pending', claimed_by=NULL, claimed_at=NULL")
     grouped, grouped_s = run(8)
     store.close()
-    return {"claims": claimed, "seconds": round(elapsed, 3), "claims_per_s": round(claimed / elapsed),
-            "group_commit_8_claims_per_s": round(grouped / grouped_s)}
+    return {
+        "claims": claimed,
+        "seconds": round(elapsed, 3),
+        "claims_per_s": round(claimed / elapsed),
+        "group_commit_8_claims_per_s": round(grouped / grouped_s),
+    }
 
 
 def main() -> None:
@@ -157,12 +175,17 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="chkd-bench-claims-"))
     sock = through_socket(tmp, args.tasks, args.procs)
     alone = store_alone(tmp, args.tasks)
-    print(json.dumps({
-        "socket": sock,
-        "store": alone,
-        "ratio": round(sock["claims_per_s"] / alone["claims_per_s"], 3),  # type: ignore[operator]
-        "goals": {"socket_claims_per_s": ">= 5000", "duplicates": 0},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "socket": sock,
+                "store": alone,
+                "ratio": round(sock["claims_per_s"] / alone["claims_per_s"], 3),  # type: ignore[operator]
+                "goals": {"socket_claims_per_s": ">= 5000", "duplicates": 0},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: a real chkdd in a scratch home, and the floor every benchmark measures chkdd against: a bare pyzmq ROUTER echo, same machine, same run.
+"""Shared by the benchmarks: a real chkdd in a scratch home, and the floor every benchmark
+measures chkdd against: a bare pyzmq ROUTER echo, same machine, same run.
 
 It has chkdd's loop shape (poll, drain what waits, answer) and does no work, so the
 ratio to it is what the daemon's own work costs.
@@ -71,8 +72,12 @@ def echo_floor(endpoint: str) -> Iterator[str]:
 def chkdd(home: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     """A real daemon for `home` (stopped afterwards); yields it and the environment its clients use."""
     env = {**os.environ, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
-    daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)),
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        module_argv("chkd.daemon.main", "--home", str(home)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         yield daemon, env
     finally:

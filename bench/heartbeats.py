@@ -51,17 +51,46 @@ def seed(db: Path) -> None:
     store = Store(db)
     now = now_ms()
     with store.tx():
-        repo_id = store.insert("INSERT INTO repos(path, name, main_branch, added_at) VALUES(?,?,?,?)",
-                               ("/nonexistent/bench", "bench", "main", now))
+        repo_id = store.insert(
+            "INSERT INTO repos(path, name, main_branch, added_at) VALUES(?,?,?,?)",
+            ("/nonexistent/bench", "bench", "main", now),
+        )
         store.conn.executemany(
             "INSERT INTO task_queue(repo_id, id, title, description, status, created_at) VALUES(?,?,?,?,?,?)",
-            [(repo_id, f"T-{i}", f"task number {i}", "a benchmark task " * 4,
-              "in_progress" if i <= WORKERS else "pending", now) for i in range(1, TASKS + 1)])
+            [
+                (
+                    repo_id,
+                    f"T-{i}",
+                    f"task number {i}",
+                    "a benchmark task " * 4,
+                    "in_progress" if i <= WORKERS else "pending",
+                    now,
+                )
+                for i in range(1, TASKS + 1)
+            ],
+        )
         store.conn.executemany(
             "INSERT INTO workers(id, seq, repo_id, status, worktree_path, branch_name, task_pk, task_id, task_title, "
             "agent, started_at, heartbeat_at, activity_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(f"w{i}", i, repo_id, "working", f"/nonexistent/bench-T-{i}", f"chkd/T-{i}", i, f"T-{i}",
-              f"task number {i}", "demo", now, now, now) for i in range(1, WORKERS + 1)])
+            [
+                (
+                    f"w{i}",
+                    i,
+                    repo_id,
+                    "working",
+                    f"/nonexistent/bench-T-{i}",
+                    f"chkd/T-{i}",
+                    i,
+                    f"T-{i}",
+                    f"task number {i}",
+                    "demo",
+                    now,
+                    now,
+                    now,
+                )
+                for i in range(1, WORKERS + 1)
+            ],
+        )
     store.close()
 
 
@@ -73,8 +102,9 @@ def beat_payloads(proc_index: int) -> list[bytes]:
 
 
 # -- clients -----------------------------------------------------------------------------------
-def flood(endpoint: str, proc_index: int, seconds: float, check: bool, window: int, start_at: float,
-          out: mp.Queue) -> None:  # type: ignore[type-arg]
+def flood(
+    endpoint: str, proc_index: int, seconds: float, check: bool, window: int, start_at: float, out: mp.Queue
+) -> None:  # type: ignore[type-arg]
     """Keep `window` of this process's shims with one heartbeat in flight each; count replies."""
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
@@ -185,8 +215,12 @@ def main() -> None:
             hb_rate = sum(d for d, _ in hb_counts) / args.seconds
             echo_rate = sum(d for d, _ in echo_counts) / args.seconds
             bad += sum(b for _, b in hb_counts)
-            sustained[label] = {"in_flight": window * PROCS, "heartbeats_per_s": round(hb_rate),
-                                "echo_per_s": round(echo_rate), "ratio": round(hb_rate / echo_rate, 3)}
+            sustained[label] = {
+                "in_flight": window * PROCS,
+                "heartbeats_per_s": round(hb_rate),
+                "echo_per_s": round(echo_rate),
+                "ratio": round(hb_rate / echo_rate, 3),
+            }
 
         rtts = [x for r in run_clients(paced, paths.ctl_endpoint, (1000 / PROCS, args.seconds)) for x in r]
         rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
@@ -204,8 +238,12 @@ def main() -> None:
             "heartbeats_per_s": sustained["all_shims_in_flight"]["heartbeats_per_s"],
             "sustained": sustained,
             "bad_replies": bad,
-            "latency_ms_at_1000_per_s": {"p50": round(pct(rtts, 0.5), 3), "p99": round(pct(rtts, 0.99), 3),
-                                         "max": round(max(rtts), 3), "n": len(rtts)},
+            "latency_ms_at_1000_per_s": {
+                "p50": round(pct(rtts, 0.5), 3),
+                "p99": round(pct(rtts, 0.99), 3),
+                "max": round(max(rtts), 3),
+                "n": len(rtts),
+            },
             "rss_mb": round(rss, 1),
             "committed_workers": committed,
             "goals": {"heartbeats_per_s": ">= 10000", "ratio": ">= 0.75", "p99_ms": "<= 5", "rss_mb": "<= 80"},

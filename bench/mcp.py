@@ -34,15 +34,22 @@ from mcp.client.stdio import stdio_client  # noqa: E402
 
 from chkd.client import daemonctl  # noqa: E402
 from chkd.client.client import Client  # noqa: E402
-from chkd.protocol.messages import RepoAdd, Send, Spawn, TaskAdd, TaskList, TaskListResult, WorkerResult  # noqa: E402
+from chkd.protocol.messages import RepoAdd, Send, Spawn, TaskAdd, TaskList  # noqa: E402
 from chkd.protocol.paths import resolve  # noqa: E402
 
 sys.path.append(_HERE)
 from floor import chkdd, pct  # noqa: E402
 
 BIN = Path(sys.executable).parent
-HOOK_STDIN = json.dumps({"session_id": "bench", "hook_event_name": "PostToolUse", "tool_name": "Bash",
-                         "tool_input": {"command": "true"}, "tool_response": {"stdout": ""}})
+HOOK_STDIN = json.dumps(
+    {
+        "session_id": "bench",
+        "hook_event_name": "PostToolUse",
+        "tool_name": "Bash",
+        "tool_input": {"command": "true"},
+        "tool_response": {"stdout": ""},
+    }
+)
 
 
 def stats(values: list[float], nd: int = 1) -> dict[str, float]:
@@ -51,8 +58,13 @@ def stats(values: list[float], nd: int = 1) -> dict[str, float]:
 
 def make_repo(path: Path) -> Path:
     path.mkdir(parents=True)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@x"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@x",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@x",
+    }
     for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
         subprocess.run(["git", *args], cwd=path, env=env, check=True)
     return path
@@ -92,8 +104,9 @@ def whole_process(argv: list[str], env: dict[str, str], runs: int, stdin: str = 
     out = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run(argv, env=env, input=stdin, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(
+            argv, env=env, input=stdin, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
         out.append((time.perf_counter() - t) * 1000)
     return out
 
@@ -118,15 +131,16 @@ def main() -> None:
             for i in range(5):
                 client.call(TaskAdd(title=f"task {i}", repo="proj"))
             client.call(TaskAdd(title="sleeper", id="S", repo="proj"))
-            w = client.call(Spawn(repo="proj", task_id="S", cmd=[sys.executable, "-c", "import time; time.sleep(600)"]), timeout=60).worker
+            w = client.call(
+                Spawn(repo="proj", task_id="S", cmd=[sys.executable, "-c", "import time; time.sleep(600)"]), timeout=60
+            ).worker
 
             t = time.perf_counter()
             subprocess.run([sys.executable, "-c", "import mcp.server.mcpserver"], check=True)
             import_ms = (time.perf_counter() - t) * 1000
             starts = [asyncio.run(start_to_first_call(params(env, repo))) for _ in range(a.starts)]
             tool = asyncio.run(tool_calls(params(env, repo), "chkd_tasks", {}, a.n))
-            worker_tool = asyncio.run(tool_calls(params(env, repo, w.id), "chkd_heartbeat", {"message": "bench"},
-                                                 a.n))
+            worker_tool = asyncio.run(tool_calls(params(env, repo, w.id), "chkd_heartbeat", {"message": "bench"}, a.n))
             body = TaskList(repo=str(repo))
             for _ in range(200):
                 client.call(body)
@@ -145,18 +159,23 @@ def main() -> None:
             bare = whole_process([sys.executable, "-c", "import zmq, msgspec, click"], env, a.hooks)
             client.close()
     tool_s, direct_s = stats(tool), stats(direct)
-    print(json.dumps({
-        "start_to_first_call_ms": round(pct(starts, 0.5), 1),
-        "import_mcp_ms": round(import_ms, 1),
-        "tool_call_us": tool_s,
-        "client_us": direct_s,
-        "ratio_p50": round(tool_s["p50"] / direct_s["p50"], 2),
-        "goal_tool_p50_le_5ms": tool_s["p50"] <= 5000,
-        "worker_tool_us": stats(worker_tool),
-        "hook_ms": stats(hooks),
-        "bare_import_ms": stats(bare),
-        "n": a.n,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "start_to_first_call_ms": round(pct(starts, 0.5), 1),
+                "import_mcp_ms": round(import_ms, 1),
+                "tool_call_us": tool_s,
+                "client_us": direct_s,
+                "ratio_p50": round(tool_s["p50"] / direct_s["p50"], 2),
+                "goal_tool_p50_le_5ms": tool_s["p50"] <= 5000,
+                "worker_tool_us": stats(worker_tool),
+                "hook_ms": stats(hooks),
+                "bare_import_ms": stats(bare),
+                "n": a.n,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

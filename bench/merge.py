@@ -46,8 +46,13 @@ from chkd.protocol.messages import (
 )
 from chkd.protocol.paths import resolve
 
-IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@chkd.invalid",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@chkd.invalid", "GIT_CONFIG_NOSYSTEM": "1"}
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@chkd.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@chkd.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
 AGENT = r"""
 import subprocess, sys
 open(sys.argv[1], "w").write("work of " + sys.argv[1] + "\n")
@@ -64,8 +69,7 @@ def make_big_repo(path: Path, files: int) -> None:
     """`files` small files in 100-file directories, one commit (written with fast-import: seconds)."""
     path.mkdir(parents=True)
     git(path, "init", "-q", "-b", "main")
-    lines = ["commit refs/heads/main", "committer bench <bench@chkd.invalid> 1700000000 +0000",
-             "data 7", "initial"]
+    lines = ["commit refs/heads/main", "committer bench <bench@chkd.invalid> 1700000000 +0000", "data 7", "initial"]
     for i in range(files):
         body = f"file {i}\n" + "line\n" * 20
         lines += [f"M 100644 inline src/d{i // 100:04d}/f{i:05d}.txt", f"data {len(body.encode())}", body.rstrip("\n")]
@@ -91,8 +95,12 @@ def time_checks(repo: Path, reps: int) -> tuple[float, float]:
     fast, slow = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        subprocess.run(["git", "merge-tree", "--write-tree", "--name-only", "main", "feature"], cwd=repo,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "merge-tree", "--write-tree", "--name-only", "main", "feature"],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )
         fast.append((time.perf_counter() - t0) * 1000)
     for i in range(reps):
         tmp = repo.parent / f"naive-{i}"
@@ -107,13 +115,19 @@ def time_checks(repo: Path, reps: int) -> tuple[float, float]:
 def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
     paths = resolve(home)
     paths.ensure()
-    paths.config_file.write_text(f"max_workers = {workers}\nnotify = false\nheartbeat_s = 1\n"
-                                 "heartbeat_timeout_s = 30\n")
+    paths.config_file.write_text(
+        f"max_workers = {workers}\nnotify = false\nheartbeat_s = 1\nheartbeat_timeout_s = 30\n"
+    )
     env = {**os.environ, **IDENTITY, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)), env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    daemon = subprocess.Popen(
+        module_argv("chkd.daemon.main", "--home", str(home)),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     os.environ.update(IDENTITY)
     try:
         deadline = time.monotonic() + 20
@@ -146,15 +160,21 @@ def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
         seconds = time.perf_counter() - t0
         landed = git(repo, "rev-list", "--count", "--merges", "main")
         client.close()
-        return {"workers": workers, "seconds": round(seconds, 2),
-                "merges_per_min": round(workers / seconds * 60, 1), "merge_commits_on_main": int(landed)}
+        return {
+            "workers": workers,
+            "seconds": round(seconds, 2),
+            "merges_per_min": round(workers / seconds * 60, 1),
+            "merge_commits_on_main": int(landed),
+        }
     finally:
         daemon.terminate()
         daemon.wait(20)
 
 
-TRAIN_GATE = ("import glob, sys, time; open(sys.argv[1], 'a').write('run\\n'); time.sleep(float(sys.argv[2])); "
-              "sys.exit(1 if glob.glob('bad*.txt') else 0)")
+TRAIN_GATE = (
+    "import glob, sys, time; open(sys.argv[1], 'a').write('run\\n'); time.sleep(float(sys.argv[2])); "
+    "sys.exit(1 if glob.glob('bad*.txt') else 0)"
+)
 
 
 def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad: int | None) -> dict[str, object]:
@@ -169,11 +189,19 @@ def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad
     home = tmp / f"{name}-home"
     paths = resolve(home)
     paths.ensure()
-    paths.config_file.write_text(f"max_workers = {workers}\nnotify = false\nheartbeat_s = 1\nheartbeat_timeout_s = 30\n")
+    paths.config_file.write_text(
+        f"max_workers = {workers}\nnotify = false\nheartbeat_s = 1\nheartbeat_timeout_s = 30\n"
+    )
     env = {**os.environ, **IDENTITY, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)), env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    daemon = subprocess.Popen(
+        module_argv("chkd.daemon.main", "--home", str(home)),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while not daemonctl._answers(paths, 0.5):
@@ -186,7 +214,9 @@ def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad
         for i in range(workers):
             task = client.call(TaskAdd(title=f"train {i}", repo=str(repo))).task
             fname = "bad.txt" if i == bad else f"good-{i}.txt"
-            ids.append(client.call(Spawn(repo=str(repo), task_id=task.id, cmd=[sys.executable, "-c", AGENT, fname])).worker.id)
+            ids.append(
+                client.call(Spawn(repo=str(repo), task_id=task.id, cmd=[sys.executable, "-c", AGENT, fname])).worker.id
+            )
         deadline = time.monotonic() + 300
         while any(client.call(WorkerShow(worker=w)).worker.status != "done" for w in ids):
             if time.monotonic() > deadline:
@@ -209,10 +239,13 @@ def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad
             time.sleep(0.05)
         seconds = time.perf_counter() - t0
         client.close()
-        out: dict[str, object] = {"merge_batch": batch, "seconds": round(seconds, 2),
-                                  "gate_runs": len(runs.read_text().splitlines()),
-                                  "merged": sum(1 for s in final.values() if s == "merged"),
-                                  "failed": sum(1 for s in final.values() if s == "failed")}
+        out: dict[str, object] = {
+            "merge_batch": batch,
+            "seconds": round(seconds, 2),
+            "gate_runs": len(runs.read_text().splitlines()),
+            "merged": sum(1 for s in final.values() if s == "merged"),
+            "failed": sum(1 for s in final.values() if s == "failed"),
+        }
         if bad is not None:
             out["gate_runs_when_bad_isolated"] = runs_at_isolation
         return out
@@ -226,12 +259,17 @@ def train_bench(tmp: Path, gate_s: float, workers: int = 8) -> dict[str, object]
     serial = train_run(tmp, "serial", 1, workers, gate_s, None)
     one_bad = train_run(tmp, "onebad", workers, workers, gate_s, workers // 2)
     ratio = batched["seconds"] / serial["seconds"]  # type: ignore[operator]
-    return {"workers": workers, "gate_s": gate_s, "batched": batched, "serial": serial,
-            "ratio_batched_to_serial": round(ratio, 3),
-            "goal_met": batched["gate_runs"] <= 2 and ratio <= 0.3,  # type: ignore[operator]
-            "one_bad": one_bad,
-            "one_bad_goal_met": (one_bad.get("gate_runs_when_bad_isolated") or 99) <= 4  # type: ignore[operator]
-            and one_bad["merged"] == workers - 1}
+    return {
+        "workers": workers,
+        "gate_s": gate_s,
+        "batched": batched,
+        "serial": serial,
+        "ratio_batched_to_serial": round(ratio, 3),
+        "goal_met": batched["gate_runs"] <= 2 and ratio <= 0.3,  # type: ignore[operator]
+        "one_bad": one_bad,
+        "one_bad_goal_met": (one_bad.get("gate_runs_when_bad_isolated") or 99) <= 4  # type: ignore[operator]
+        and one_bad["merged"] == workers - 1,
+    }
 
 
 def main() -> None:
@@ -260,11 +298,19 @@ def main() -> None:
         home = tmp / "home"
         home.mkdir()
         queue = queue_throughput(repo, home, args.workers)
-        print(json.dumps({
-            "files": files, "generate_s": round(gen_s, 1), "reps": args.reps,
-            "merge_tree_ms": round(fast, 1), "naive_ms": round(slow, 1), "speedup": round(slow / fast, 1),
-            "queue": queue,
-        }))
+        print(
+            json.dumps(
+                {
+                    "files": files,
+                    "generate_s": round(gen_s, 1),
+                    "reps": args.reps,
+                    "merge_tree_ms": round(fast, 1),
+                    "naive_ms": round(slow, 1),
+                    "speedup": round(slow / fast, 1),
+                    "queue": queue,
+                }
+            )
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

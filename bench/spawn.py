@@ -28,8 +28,8 @@ import zmq
 
 from chkd.client.client import Client
 from chkd.protocol import codec
-from chkd.protocol.launch import module_argv
 from chkd.protocol.events import WorkerStatusChanged
+from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import Abort, Remove, RepoAdd, Spawn
 from chkd.protocol.paths import resolve
 
@@ -87,7 +87,7 @@ def chkd_spawn(client: Client, sub: zmq.Socket, repo: Path, n: int) -> tuple[flo
 
 def wait_pool(client: Client) -> None:
     """Until the pool holds a ready worktree again (the refill after the last spawn)."""
-    from chkd.protocol.messages import RepoList, RepoListResult
+    from chkd.protocol.messages import RepoList
 
     deadline = time.monotonic() + 120
     while client.call(RepoList()).repos[0].pool_ready < 1:
@@ -110,8 +110,13 @@ def main() -> None:
         home.mkdir()
         (home / "config.toml").write_text("notify = false\nmax_workers = 50\nabort_grace_s = 1\n")
         env = {**os.environ, "CHKD_HOME": str(home)}
-        daemon = subprocess.Popen(module_argv("chkd.daemon.main", "--home", str(home)), env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        daemon = subprocess.Popen(
+            module_argv("chkd.daemon.main", "--home", str(home)),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             paths = resolve(home)
             os.environ["CHKD_HOME"] = str(home)
@@ -145,15 +150,25 @@ def main() -> None:
             goal_ms = 1.3 * raw_ms + 30
             if args.pool:
                 goal_ms = min(150.0, raw_ms / 10)
-            print(json.dumps({
-                "files": args.files, "runs": args.runs, "pool": args.pool,
-                "raw_worktree_add_ms": {"median": round(raw_ms, 1), "min": round(min(raws) * 1000, 1)},
-                "spawn_reply_ms": {"median": round(statistics.median(replies) * 1000, 1)},
-                "spawn_to_first_heartbeat_ms": {"median": round(beat_ms, 1), "min": round(min(beats) * 1000, 1)},
-                "ratio_to_raw": round(beat_ms / raw_ms, 3),
-                "goal_ms": round(goal_ms, 1),
-                "within_goal": beat_ms <= goal_ms,
-            }, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "files": args.files,
+                        "runs": args.runs,
+                        "pool": args.pool,
+                        "raw_worktree_add_ms": {"median": round(raw_ms, 1), "min": round(min(raws) * 1000, 1)},
+                        "spawn_reply_ms": {"median": round(statistics.median(replies) * 1000, 1)},
+                        "spawn_to_first_heartbeat_ms": {
+                            "median": round(beat_ms, 1),
+                            "min": round(min(beats) * 1000, 1),
+                        },
+                        "ratio_to_raw": round(beat_ms / raw_ms, 3),
+                        "goal_ms": round(goal_ms, 1),
+                        "within_goal": beat_ms <= goal_ms,
+                    },
+                    indent=2,
+                )
+            )
         finally:
             daemon.terminate()
             daemon.wait(10)

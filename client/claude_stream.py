@@ -24,9 +24,13 @@ from chkd.protocol.agents import ApiError, RunUsage, UsageLimit
 
 #: The CLI's `error` words → chkd's API error kinds (protocol/agents.py ApiErrorKind).
 _KINDS = {
-    "rate_limit": "rate_limit", "server_error": "server_error", "overloaded": "server_error",
-    "billing_error": "billing_error", "authentication_failed": "authentication_failed",
-    "invalid_request": "invalid_request", "max_output_tokens": "max_output_tokens",
+    "rate_limit": "rate_limit",
+    "server_error": "server_error",
+    "overloaded": "server_error",
+    "billing_error": "billing_error",
+    "authentication_failed": "authentication_failed",
+    "invalid_request": "invalid_request",
+    "max_output_tokens": "max_output_tokens",
 }
 _TEXT_MAX = 1000
 
@@ -104,8 +108,11 @@ class StreamReader:
         resets = info.get("resetsAt")
         resets_ms = int(resets * 1000) if isinstance(resets, (int, float)) and 0 < resets < 2**40 else None
         self.limit_reported = True
-        return Facts(usage_limit=UsageLimit(resets_at=resets_ms, limit_type=_str(info.get("rateLimitType"))[:100],
-                                            text=text[:_TEXT_MAX]))
+        return Facts(
+            usage_limit=UsageLimit(
+                resets_at=resets_ms, limit_type=_str(info.get("rateLimitType"))[:100], text=text[:_TEXT_MAX]
+            )
+        )
 
     def _rate_limit(self, info: Any) -> Facts | None:
         if not isinstance(info, dict) or info.get("status") != "rejected":
@@ -121,23 +128,33 @@ class StreamReader:
             info = params.get("rate_limit_info") if isinstance(params, dict) else None
             return self._limit(info, text)
         error = _str(msg.get("error"))
-        return Facts(api_error=ApiError(kind=_KINDS.get(error, "unknown"), status=status,  # type: ignore[arg-type]
-                                        text=text[:_TEXT_MAX]))
+        return Facts(
+            api_error=ApiError(
+                kind=_KINDS.get(error, "unknown"),  # type: ignore[arg-type]
+                status=status,
+                text=text[:_TEXT_MAX],
+            )
+        )
 
     def _result(self, msg: dict[str, Any]) -> Facts:
         self.results += 1
         raw_usage = msg.get("usage")
         usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
-        tokens_in = sum(_count(usage.get(k)) for k in
-                        ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+        tokens_in = sum(
+            _count(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
         cost = msg.get("total_cost_usd")
         is_error = msg.get("is_error") is True
         ref = _str(msg.get("uuid")) or f"{_str(msg.get('session_id')) or self.session_id}#{self.results}"
         run = RunUsage(
-            ref=ref[:200], tokens_in=min(tokens_in, 2**40), tokens_out=min(_count(usage.get("output_tokens")), 2**40),
+            ref=ref[:200],
+            tokens_in=min(tokens_in, 2**40),
+            tokens_out=min(_count(usage.get("output_tokens")), 2**40),
             cost_usd=float(cost) if isinstance(cost, (int, float)) and 0 <= cost <= 1_000_000 else 0.0,
-            is_error=is_error, terminal_reason=_str(msg.get("terminal_reason"))[:100],
-            subtype=_str(msg.get("subtype"))[:100], num_turns=min(_count(msg.get("num_turns")), 2**40),
+            is_error=is_error,
+            terminal_reason=_str(msg.get("terminal_reason"))[:100],
+            subtype=_str(msg.get("subtype"))[:100],
+            num_turns=min(_count(msg.get("num_turns")), 2**40),
             text=_str(msg.get("result"))[:_TEXT_MAX] if is_error else "",
         )
         facts = Facts(usage=run)

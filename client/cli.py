@@ -21,8 +21,23 @@ import click
 from chkd.protocol.errors import ChkdError
 
 from .commands import (
-    agents, autopilot, core, daemon, db, demo, doctor, liveness, mcp_install, merge, messages, repos, service, tasks,
-    terminal, top, workers,
+    agents,
+    autopilot,
+    core,
+    daemon,
+    db,
+    demo,
+    doctor,
+    liveness,
+    mcp_install,
+    merge,
+    messages,
+    repos,
+    service,
+    tasks,
+    terminal,
+    top,
+    workers,
 )
 from .output import Exit, echo, exit_code, fail
 
@@ -81,8 +96,12 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
-@click.option("--home", envvar="CHKD_HOME", metavar="DIR",
-              help="Use this chkd home (sockets, state, config). Default: $CHKD_HOME, else the XDG directories.")
+@click.option(
+    "--home",
+    envvar="CHKD_HOME",
+    metavar="DIR",
+    help="Use this chkd home (sockets, state, config). Default: $CHKD_HOME, else the XDG directories.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
 @click.version_option(package_name="chkd", prog_name="chkdctl")
 @click.pass_context
@@ -100,8 +119,25 @@ def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
     ctx.obj = App(home=home, json=as_json)
 
 
-for _area in (daemon, core, repos, tasks, workers, agents, terminal, messages, liveness, merge, db, doctor, demo,
-              service, top, mcp_install, autopilot):
+for _area in (
+    daemon,
+    core,
+    repos,
+    tasks,
+    workers,
+    agents,
+    terminal,
+    messages,
+    liveness,
+    merge,
+    db,
+    doctor,
+    demo,
+    service,
+    top,
+    mcp_install,
+    autopilot,
+):
     for _command in _area.COMMANDS:
         cli.add_command(_command)
 

@@ -121,8 +121,9 @@ class Client:
             raise ChkdError(result.code, result.message, result.hint)
         expected = result_type(body)
         if not isinstance(result, expected):
-            raise ChkdError("internal", f"The daemon answered {type(result).__name__} where "
-                                        f"{expected.__name__} was expected.")
+            raise ChkdError(
+                "internal", f"The daemon answered {type(result).__name__} where {expected.__name__} was expected."
+            )
         return cast(R, result)  # result_type(body) is R
 
     def _no_answer(self, timeout: float) -> DaemonUnavailable:
@@ -172,8 +173,9 @@ class Client:
     def _replay(self, cursor: _Cursor) -> Iterator[Event]:
         """The table's events after the cursor, page by page, up to the daemon's newest."""
         while True:
-            page = self.call(Events(since=cursor.seq, limit=1000, worker=cursor.worker, task=cursor.task,
-                                    repo=cursor.repo))
+            page = self.call(
+                Events(since=cursor.seq, limit=1000, worker=cursor.worker, task=cursor.task, repo=cursor.repo)
+            )
             for ev in page.events:
                 cursor.seq = ev.seq
                 yield ev
@@ -219,5 +221,8 @@ class _Cursor:
         self.seq, self.worker, self.task, self.repo = seq, worker, task, repo
 
     def matches(self, ev: Event) -> bool:
-        return ((self.worker is None or ev.worker_id == self.worker) and (self.task is None or ev.task_id == self.task)
-                and (self.repo is None or ev.repo == self.repo))
+        return (
+            (self.worker is None or ev.worker_id == self.worker)
+            and (self.task is None or ev.task_id == self.task)
+            and (self.repo is None or ev.repo == self.repo)
+        )

@@ -89,8 +89,12 @@ def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
         start_offset = out.tell()
         proc = subprocess.Popen(
             daemon_argv(paths),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            start_new_session=True, close_fds=True, cwd=NEUTRAL_CWD,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            close_fds=True,
+            cwd=NEUTRAL_CWD,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,8 +104,9 @@ def start(paths: Paths, timeout: float = START_TIMEOUT) -> int:
         if is_running(paths) and _answers(paths, 0.5):
             return pid(paths) or proc.pid
         time.sleep(0.02)
-    raise ChkdError("busy", f"chkdd did not answer within {timeout:g} s of starting.",
-                    f"See {paths.log_file} and {out_path}.")
+    raise ChkdError(
+        "busy", f"chkdd did not answer within {timeout:g} s of starting.", f"See {paths.log_file} and {out_path}."
+    )
 
 
 def _start_via_service(paths: Paths) -> bool:
@@ -119,9 +124,11 @@ def _wait_started(paths: Paths, timeout: float) -> int:
         if is_running(paths) and _answers(paths, 0.5):
             return pid(paths) or 0
         time.sleep(0.05)
-    raise ChkdError("busy", f"The chkd service did not answer within {timeout:g} s of starting.",
-                    "See `chkdctl service status` and the service manager's log "
-                    "(`journalctl --user -u chkd`).")
+    raise ChkdError(
+        "busy",
+        f"The chkd service did not answer within {timeout:g} s of starting.",
+        "See `chkdctl service status` and the service manager's log (`journalctl --user -u chkd`).",
+    )
 
 
 def stop(paths: Paths, timeout: float = 15.0) -> bool:
@@ -141,8 +148,11 @@ def stop(paths: Paths, timeout: float = 15.0) -> bool:
         if not is_running(paths):
             return True
         time.sleep(0.02)
-    raise ChkdError("busy", f"chkdd (pid {daemon_pid}) did not stop within {timeout:g} s.",
-                    f"Look at {paths.log_file}; `kill -9 {daemon_pid}` is safe (the next start repairs state).")
+    raise ChkdError(
+        "busy",
+        f"chkdd (pid {daemon_pid}) did not stop within {timeout:g} s.",
+        f"Look at {paths.log_file}; `kill -9 {daemon_pid}` is safe (the next start repairs state).",
+    )
 
 
 def _last_words(path: os.PathLike[str], offset: int) -> str:

@@ -66,8 +66,12 @@ DEMO_SPEC = """\
 - [ ] [P3] **DEMO.8 Package the app** - pyproject.toml with an entry point
 """
 #: (task, depends on)
-DEMO_DEPS: list[tuple[str, str]] = [("DEMO.5", "DEMO.3"), ("DEMO.7", "DEMO.4"), ("DEMO.8", "DEMO.5"),
-                                    ("DEMO.8", "DEMO.7")]
+DEMO_DEPS: list[tuple[str, str]] = [
+    ("DEMO.5", "DEMO.3"),
+    ("DEMO.7", "DEMO.4"),
+    ("DEMO.8", "DEMO.5"),
+    ("DEMO.8", "DEMO.7"),
+]
 DEMO_TASKS = 8
 QUESTION = "Should the user guide use British spelling?"
 ANSWER = "yes, British spelling"
@@ -104,10 +108,13 @@ class DemoResult:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "chkd demo"),
-           "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", "demo@chkd.invalid"),
-           "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "chkd demo"),
-           "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "demo@chkd.invalid")}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "chkd demo"),
+        "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", "demo@chkd.invalid"),
+        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "chkd demo"),
+        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "demo@chkd.invalid"),
+    }
     proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise ChkdError("internal", f"git {args[0]} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}")
@@ -165,8 +172,9 @@ def demo_config(workers: int, step_s: float, steps: int) -> str:
     base = [agent, "--steps", str(steps), "--step-s", f"{step_s:.3f}"]
     toml = lambda argv: "[" + ", ".join(msgspec.json.encode(a).decode() for a in argv) + "]"  # noqa: E731
     ask = ASK_PROFILE.format(cmd=toml([*base, "--ask", QUESTION])) if interactive_available() else ""
-    return DEMO_CONFIG.format(workers=workers, steps=toml(base), notes=toml([*base, "--conflict-file", "NOTES.md"]),
-                              ask=ask)
+    return DEMO_CONFIG.format(
+        workers=workers, steps=toml(base), notes=toml([*base, "--conflict-file", "NOTES.md"]), ask=ask
+    )
 
 
 class Screen:
@@ -238,8 +246,9 @@ def run_demo(
     return result
 
 
-def _drive(paths: Paths, repo: Path, workers: int, screen: Screen, result: DemoResult,
-           on_end: Callable[[], None] | None = None) -> None:
+def _drive(
+    paths: Paths, repo: Path, workers: int, screen: Screen, result: DemoResult, on_end: Callable[[], None] | None = None
+) -> None:
     """The demo's own session (its client, the person's actions); `on_end` runs however it ends."""
     try:
         with Client(paths, autostart=False, timeout=60) as client:
@@ -266,8 +275,9 @@ def _with_top(paths: Paths, repo: Path, workers: int, screen: Screen, result: De
         except RuntimeError:
             pass  # top is no longer running
 
-    driver = threading.Thread(target=_drive, args=(paths, repo, workers, screen, result, _end),
-                              name="chkd-demo", daemon=True)
+    driver = threading.Thread(
+        target=_drive, args=(paths, repo, workers, screen, result, _end), name="chkd-demo", daemon=True
+    )
     driver.start()
     try:
         app.run()
@@ -293,8 +303,9 @@ def _describe(e: Any) -> str | None:
     if e.kind == "merge.conflict":
         return f"⚠ conflict: {who} collides with main in {', '.join(d.get('files') or [])} — nothing was changed"
     if e.kind == "autopilot.update":
-        return f"{who}: brought up to date with `update`" + ("" if d.get("merged") else
-                                                           f", conflict markers in {', '.join(d.get('files') or [])}")
+        return f"{who}: brought up to date with `update`" + (
+            "" if d.get("merged") else f", conflict markers in {', '.join(d.get('files') or [])}"
+        )
     if e.kind == "autopilot.needs_person":
         return f"{who} needs a person: {d.get('message')}"
     if e.kind in ("task.requeued", "task.escalated", "autopilot.finished", "budget.warning", "budget.exceeded"):
@@ -349,8 +360,9 @@ def _session(client: Client, repo: Path, max_workers: int, screen: Screen, resul
     result.speedup = stats.speedup or 0.0
     cost = client.call(Cost(by="task", repo=name)).total
     result.tokens_in, result.tokens_out, result.cost_usd = cost.tokens_in, cost.tokens_out, cost.cost_usd
-    result.conflicts_resolved = sum(1 for w in client.call(WorkerList(repo=name, all=True)).workers
-                                    if w.id in handled and w.status == "merged")
+    result.conflicts_resolved = sum(
+        1 for w in client.call(WorkerList(repo=name, all=True)).workers if w.id in handled and w.status == "merged"
+    )
 
 
 def _resolve_as_a_person(client: Client, wid: str, screen: Screen, result: DemoResult) -> None:

@@ -58,9 +58,22 @@ def heartbeat(message: str, rng: random.Random, *extra: str) -> None:
     tokens_in, tokens_out = rng.randint(500, 3000), rng.randint(100, 900)
     cost = round(tokens_in * 3e-6 + tokens_out * 15e-6, 6)
     proc = subprocess.run(
-        [*_chkdctl(), "heartbeat", "--message", message, "--tokens-in", str(tokens_in),
-         "--tokens-out", str(tokens_out), "--cost", str(cost), *extra],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        [
+            *_chkdctl(),
+            "heartbeat",
+            "--message",
+            message,
+            "--tokens-in",
+            str(tokens_in),
+            "--tokens-out",
+            str(tokens_out),
+            "--cost",
+            str(cost),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     if proc.returncode != 0:
         say(f"(heartbeat not delivered: {proc.stderr.strip() or proc.returncode})")
@@ -79,14 +92,25 @@ def ask(question: str, rng: random.Random) -> str | None:
     say(f"got the answer: {answer}")
     heartbeat(f"got the answer: {answer}", rng)
     return answer
+
+
 def usage_limit(resets_in_s: float) -> int:
     """Stop at a usage limit the way Claude Code does: the stream-json line, then exit 1."""
     resets_at = time.time() + resets_in_s
-    say(json.dumps({"type": "rate_limit_event", "rate_limit_info": {
-        "status": "rejected", "resetsAt": int(resets_at), "rateLimitType": "five_hour"}}))
-    subprocess.run([*_chkdctl(), "usage-limit", "--resets-at", f"{resets_at:.3f}",
-                    "--message", "5-hour usage limit reached"],
-                   capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    say(
+        json.dumps(
+            {
+                "type": "rate_limit_event",
+                "rate_limit_info": {"status": "rejected", "resetsAt": int(resets_at), "rateLimitType": "five_hour"},
+            }
+        )
+    )
+    subprocess.run(
+        [*_chkdctl(), "usage-limit", "--resets-at", f"{resets_at:.3f}", "--message", "5-hour usage limit reached"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     say(f"usage limit reached; it resets in {resets_in_s:g} s")
     return 1
 
@@ -95,7 +119,9 @@ def spawn_child() -> int:
     """A grandchild in our process group that would outlive us if nobody killed the group."""
     child = subprocess.Popen(
         [sys.executable, "-c", "import time\nwhile True: time.sleep(1)", "chkd-demo-grandchild"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return child.pid
 
@@ -105,8 +131,16 @@ def hang() -> None:
         time.sleep(3600)
 
 
-def work(steps: int, step_s: float, conflict_file: str | None, fail_after: int | None, rng: random.Random,
-         answer: str | None = None, limit_in_s: float | None = None, once_file: str | None = None) -> int:
+def work(
+    steps: int,
+    step_s: float,
+    conflict_file: str | None,
+    fail_after: int | None,
+    rng: random.Random,
+    answer: str | None = None,
+    limit_in_s: float | None = None,
+    once_file: str | None = None,
+) -> int:
     worker = os.environ.get("CHKD_WORKER_ID", "w?")
     task = os.environ.get("CHKD_TASK_ID", "demo")
     target = Path(conflict_file) if conflict_file else Path(f"chkd-demo-{task.replace('/', '-')}.txt")
@@ -142,18 +176,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-after", type=int, metavar="N", help="exit 1 after step N")
     parser.add_argument("--hang", action="store_true", help="go silent but stay alive (a stalled agent)")
     parser.add_argument("--spawn-child", action="store_true", help="leave a grandchild process in the group")
-    parser.add_argument("--ask", metavar="QUESTION",
-                        help="first ask a person QUESTION (worker `waiting`) and read the answer from the terminal")
-    parser.add_argument("--usage-limit", type=float, metavar="S",
-                        help="after step 1, hit a usage limit that resets in S seconds (exit 1)")
-    parser.add_argument("--limit-once", metavar="FILE",
-                        help="with --usage-limit: only when FILE does not exist yet (then create it)")
+    parser.add_argument(
+        "--ask",
+        metavar="QUESTION",
+        help="first ask a person QUESTION (worker `waiting`) and read the answer from the terminal",
+    )
+    parser.add_argument(
+        "--usage-limit",
+        type=float,
+        metavar="S",
+        help="after step 1, hit a usage limit that resets in S seconds (exit 1)",
+    )
+    parser.add_argument(
+        "--limit-once", metavar="FILE", help="with --usage-limit: only when FILE does not exist yet (then create it)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 0 or args.step_s < 0:
         parser.error("--steps and --step-s cannot be negative")
     rng = random.Random(os.environ.get("CHKD_WORKER_ID", "demo"))
-    say(f"demo agent: task {os.environ.get('CHKD_TASK_ID', '?')}, worker {os.environ.get('CHKD_WORKER_ID', '?')}, "
-        f"{args.steps} steps of {args.step_s:g} s (pid {os.getpid()})")
+    say(
+        f"demo agent: task {os.environ.get('CHKD_TASK_ID', '?')}, worker {os.environ.get('CHKD_WORKER_ID', '?')}, "
+        f"{args.steps} steps of {args.step_s:g} s (pid {os.getpid()})"
+    )
     if args.spawn_child:
         say(f"spawned grandchild pid {spawn_child()}")
     answer = None
@@ -165,8 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.hang:
         say("hanging: no more output or heartbeats")
         hang()
-    sys.exit(work(args.steps, args.step_s, args.conflict_file, args.fail_after, rng, answer, args.usage_limit,
-                  args.limit_once))
+    sys.exit(
+        work(
+            args.steps, args.step_s, args.conflict_file, args.fail_after, rng, answer, args.usage_limit, args.limit_once
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,15 @@ def json_option(fn: Any) -> Any:
         if value and ctx.obj is not None:
             ctx.obj.json = True
 
-    return click.option("--json", "as_json", is_flag=True, expose_value=False, is_eager=True, callback=_set,
-                        help="Print machine-readable JSON.")(fn)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set,
+        help="Print machine-readable JSON.",
+    )(fn)
 
 
 def visible(text: object) -> str:

@@ -69,8 +69,12 @@ def run(spec: dict[str, Any]) -> int:
         os.setpgid(pid, pid)  # both sides set it, so neither can run before the group exists
     except OSError:
         pass  # the child already did it (or already exec'd)
-    info = {"agent_pid": pid, "agent_started": create_time(pid), "pane_pid": os.getpid(),
-            "pane_started": create_time(os.getpid())}
+    info = {
+        "agent_pid": pid,
+        "agent_started": create_time(pid),
+        "pane_pid": os.getpid(),
+        "pane_started": create_time(os.getpid()),
+    }
     write_status(status, info)
     while True:
         try:

@@ -46,8 +46,17 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 class PaneAgent:
-    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], say: Callable[[str], None], *, socket: str,
-                 session: str, log_path: str) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        say: Callable[[str], None],
+        *,
+        socket: str,
+        session: str,
+        log_path: str,
+    ) -> None:
         self.argv, self.cwd, self._say = argv, cwd, say
         self.env = {k: v for k, v in env.items() if k not in tmux.OUTER_TMUX_VARS}
         self.socket, self.session, self.log_path = socket, session, log_path
@@ -65,8 +74,15 @@ class PaneAgent:
 
     def _tmux(self, argv: list[str]) -> subprocess.CompletedProcess[str] | None:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=TMUX_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL, env=self.env, cwd="/")
+            return subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=TMUX_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd="/",
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             self._say(f"cannot run tmux: {exc}")
             return None

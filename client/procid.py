@@ -23,7 +23,7 @@ def create_time(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
-        fields = data[data.rindex(b")") + 2:].split()
+        fields = data[data.rindex(b")") + 2 :].split()
         ticks = float(int(fields[19]))  # field 22 of stat: starttime, in clock ticks since boot
         return ticks / os.sysconf("SC_CLK_TCK") + _boot_time()
     except (OSError, ValueError, IndexError):
@@ -46,6 +46,6 @@ def same_process(pid: int, started: float, tolerance: float = 0.05) -> bool:
             data = fh.read()
     except OSError:
         return False
-    if data[data.rindex(b")") + 2:].split()[:1] == [b"Z"]:
+    if data[data.rindex(b")") + 2 :].split()[:1] == [b"Z"]:
         return False
     return abs(create_time(pid) - started) <= tolerance

@@ -140,8 +140,14 @@ class DetachedAgent:
     def start(self) -> bool:
         try:
             self.proc = subprocess.Popen(
-                resolve_program(self.argv, self.env), cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                resolve_program(self.argv, self.env),
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
             )
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the argv or the environment
             log_line(self.log, f"cannot start the agent: {exc}")
@@ -229,9 +235,15 @@ class Shim:
         self.link = Link(paths)
         self.agent: DetachedAgent | PaneAgent
         if spec.tmux is not None:  # an interactive profile: the agent runs in a tmux pane on chkd's own server
-            self.agent = PaneAgent(resolve_program(self.argv, self.env), self.cwd, self.env,
-                                   lambda text: log_line(self.log, text), socket=spec.tmux.socket,
-                                   session=spec.tmux.session, log_path=spec.log)
+            self.agent = PaneAgent(
+                resolve_program(self.argv, self.env),
+                self.cwd,
+                self.env,
+                lambda text: log_line(self.log, text),
+                socket=spec.tmux.socket,
+                session=spec.tmux.session,
+                log_path=spec.log,
+            )
         else:
             self.agent = DetachedAgent(self.argv, self.cwd, self.env, self.log, spec.output)
         self.term_sent: float | None = None
@@ -304,8 +316,14 @@ class Shim:
             self.report_exit(127, None)
             return 1
         pid = self.agent.pid
-        hello = ShimHello(worker=self.worker, shim_pid=os.getpid(), shim_started=create_time(os.getpid()),
-                          agent_pid=pid, agent_started=self.agent.started, pgid=pid)
+        hello = ShimHello(
+            worker=self.worker,
+            shim_pid=os.getpid(),
+            shim_started=create_time(os.getpid()),
+            agent_pid=pid,
+            agent_started=self.agent.started,
+            pgid=pid,
+        )
         greeted = False
         while True:
             if not greeted:
@@ -374,8 +392,10 @@ def _detach() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="chkd-shim", description=(
-        "Runs one chkd worker's agent (started by chkdd; reads `go {json}` or `stop` on stdin)."))
+    parser = argparse.ArgumentParser(
+        prog="chkd-shim",
+        description=("Runs one chkd worker's agent (started by chkdd; reads `go {json}` or `stop` on stdin)."),
+    )
     parser.add_argument("--worker", required=True, help="the worker id")
     parser.add_argument("--no-detach", action="store_true", help="stay in the foreground (debugging)")
     args = parser.parse_args(argv)

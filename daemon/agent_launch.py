@@ -55,16 +55,30 @@ def agent_argv(spec: LaunchSpec, worktree: str, branch: str) -> list[str]:
 
 
 def _prompt(spec: LaunchSpec, values: dict[str, str]) -> str:
-    default = W.default_prompt(values["worker_id"], values["task_id"], values["title"], values["description"],
-                               worktree=values["worktree"], branch=values["branch"],
-                               mcp=spec.agent is not None and spec.agent.claude)
+    default = W.default_prompt(
+        values["worker_id"],
+        values["task_id"],
+        values["title"],
+        values["description"],
+        worktree=values["worktree"],
+        branch=values["branch"],
+        mcp=spec.agent is not None and spec.agent.claude,
+    )
     return default if spec.agent is None else agent_profiles.render_prompt(spec.agent, values, default)
 
 
 def go_message(spec: LaunchSpec, argv: list[str], cwd: str) -> ShimGo:
-    return ShimGo(worker=spec.worker_id, argv=argv, cwd=cwd, env=spec.agent_env, log=spec.log_path,
-                  heartbeat_s=spec.heartbeat_s, abort_grace_s=spec.abort_grace_s,
-                  output=spec.agent.output if spec.agent is not None else "plain", tmux=spec.tmux)
+    return ShimGo(
+        worker=spec.worker_id,
+        argv=argv,
+        cwd=cwd,
+        env=spec.agent_env,
+        log=spec.log_path,
+        heartbeat_s=spec.heartbeat_s,
+        abort_grace_s=spec.abort_grace_s,
+        output=spec.agent.output if spec.agent is not None else "plain",
+        tmux=spec.tmux,
+    )
 
 
 def restart_agent(spec: LaunchSpec) -> list[str]:

@@ -50,8 +50,11 @@ def profile_named(config: Config, name: str) -> AgentConfig:
     profile = config.agent_profile(name)
     if profile is None:
         known = sorted({*config.agents, *BUILTIN_AGENTS})
-        raise ChkdError("not_found", f"There is no agent profile '{name}' (known: {', '.join(known)}).",
-                        "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.")
+        raise ChkdError(
+            "not_found",
+            f"There is no agent profile '{name}' (known: {', '.join(known)}).",
+            "Define it as [agents.NAME] cmd = [...] in config.toml, or pass --cmd.",
+        )
     return profile
 
 
@@ -70,23 +73,41 @@ def plan(name: str, profile: AgentConfig, *, resume: bool = False) -> AgentPlan:
     """The run `profile` describes, or a ChkdError sentence (nothing has been created yet)."""
     argv = profile.resume if resume else profile.cmd
     if argv is None:
-        raise ChkdError("conflict", f"The agent profile '{name}' cannot continue a session: it has no `resume` argv.",
-                        f"Add resume = [..., \"{{session_id}}\", ...] to [agents.{name}] in config.toml.")
+        raise ChkdError(
+            "conflict",
+            f"The agent profile '{name}' cannot continue a session: it has no `resume` argv.",
+            f"Add resume = [..., \"{{session_id}}\", ...] to [agents.{name}] in config.toml.",
+        )
     env = {**os.environ, **profile.env}
     if find_program(argv[0], env) is None:
-        raise ChkdError("not_found", f"The agent profile '{name}' runs '{argv[0]}', which is not installed "
-                                     f"(not found on PATH).",
-                        f"Install it, or set [agents.{name}] cmd = [\"/full/path/to/{os.path.basename(argv[0])}\", ...].")
-    if (profile.claude_hooks and profile.permission_mode in BYPASS_MODES and os.geteuid() == 0
-            and env.get("IS_SANDBOX") != "1"):
-        raise ChkdError("refused", f"Claude Code refuses --permission-mode {profile.permission_mode} as root "
-                                   f"unless IS_SANDBOX=1.",
-                        f"Inside a sandbox set [agents.{name}] env = {{ IS_SANDBOX = \"1\" }}, or use "
-                        f"permission_mode = \"acceptEdits\".")
-    return AgentPlan(name=name, template=list(argv), env=dict(profile.env), output=profile.output,
-                     claude=profile.claude_hooks, permission_mode=profile.permission_mode,
-                     allowed_tools=tuple(profile.allowed_tools), prompt=profile.prompt,
-                     interactive=profile.interactive)
+        raise ChkdError(
+            "not_found",
+            f"The agent profile '{name}' runs '{argv[0]}', which is not installed (not found on PATH).",
+            f"Install it, or set [agents.{name}] cmd = [\"/full/path/to/{os.path.basename(argv[0])}\", ...].",
+        )
+    if (
+        profile.claude_hooks
+        and profile.permission_mode in BYPASS_MODES
+        and os.geteuid() == 0
+        and env.get("IS_SANDBOX") != "1"
+    ):
+        raise ChkdError(
+            "refused",
+            f"Claude Code refuses --permission-mode {profile.permission_mode} as root unless IS_SANDBOX=1.",
+            f"Inside a sandbox set [agents.{name}] env = {{ IS_SANDBOX = \"1\" }}, or use "
+            f"permission_mode = \"acceptEdits\".",
+        )
+    return AgentPlan(
+        name=name,
+        template=list(argv),
+        env=dict(profile.env),
+        output=profile.output,
+        claude=profile.claude_hooks,
+        permission_mode=profile.permission_mode,
+        allowed_tools=tuple(profile.allowed_tools),
+        prompt=profile.prompt,
+        interactive=profile.interactive,
+    )
 
 
 def render_prompt(plan_: AgentPlan, values: dict[str, str], default: str) -> str:
@@ -118,8 +139,13 @@ def hook_settings() -> dict[str, Any]:
             hook = {"matcher": matcher, **hook}
         return [hook]
 
-    return {"hooks": {"PostToolUse": entry("post-tool-use", "*"), "Notification": entry("notification", None),
-                      "Stop": entry("stop", None)}}
+    return {
+        "hooks": {
+            "PostToolUse": entry("post-tool-use", "*"),
+            "Notification": entry("notification", None),
+            "Stop": entry("stop", None),
+        }
+    }
 
 
 def write_claude_files(directory: Path, worker_id: str, agent_env: dict[str, str]) -> tuple[Path, Path]:
@@ -139,8 +165,17 @@ def write_claude_files(directory: Path, worker_id: str, agent_env: dict[str, str
 
 def claude_args(plan_: AgentPlan, mcp: Path, settings: Path) -> list[str]:
     """Appended after the profile's argv, so the prompt stays before the variadic flags."""
-    return ["--permission-mode", plan_.permission_mode, "--mcp-config", str(mcp), "--settings", str(settings),
-            "--allowedTools", *CHKD_ALLOWED_TOOLS, *plan_.allowed_tools]
+    return [
+        "--permission-mode",
+        plan_.permission_mode,
+        "--mcp-config",
+        str(mcp),
+        "--settings",
+        str(settings),
+        "--allowedTools",
+        *CHKD_ALLOWED_TOOLS,
+        *plan_.allowed_tools,
+    ]
 
 
 def remove_claude_files(paths: Paths, worker_id: str) -> None:

@@ -40,18 +40,24 @@ def exit_reported(row: dict[str, Any]) -> bool:
 
 
 def default_prompt(row: dict[str, Any]) -> str:
-    return (f"Continue your task {row['task_id']}: {row['task_title']}. Commit as you go; when finished, call "
-            f"chkd_complete_work with a one-line summary.")
+    return (
+        f"Continue your task {row['task_id']}: {row['task_title']}. Commit as you go; when finished, call "
+        f"chkd_complete_work with a one-line summary."
+    )
 
 
 def reject_prompt(row: dict[str, Any], reason: str) -> str:
-    return (f"A reviewer rejected your work on {row['task_id']}: {reason}\n\nAddress it in your worktree, commit, "
-            f"and call chkd_complete_work again.")
+    return (
+        f"A reviewer rejected your work on {row['task_id']}: {reason}\n\nAddress it in your worktree, commit, "
+        f"and call chkd_complete_work again."
+    )
 
 
 def conflict_prompt(target: str, files: list[str]) -> str:
-    return (f"Merging {target} into your branch left conflict markers in: {', '.join(files)}. Resolve them, "
-            f"`git add` the files and `git commit` the merge, then call chkd_complete_work again.")
+    return (
+        f"Merging {target} into your branch left conflict markers in: {', '.join(files)}. Resolve them, "
+        f"`git add` the files and `git commit` the merge, then call chkd_complete_work again."
+    )
 
 
 def _check(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
@@ -60,25 +66,41 @@ def _check(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
     if row["resume_prompt"] is not None:
         raise ChkdError("conflict", f"Worker {wid}'s agent is already being started again.")
     if not exit_reported(row):
-        raise ChkdError("conflict", f"Worker {wid}'s agent is still running ({row['status']}); only an agent "
-                                    f"that exited can be resumed.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid}'s agent is still running ({row['status']}); only an agent that exited can be resumed.",
+        )
     marks = ",".join("?" * len(ACTIVE_MERGES))
     if ctx.store.scalar(f"SELECT 1 FROM merges WHERE worker_id=? AND status IN ({marks})", (wid, *ACTIVE_MERGES)):
-        raise ChkdError("conflict", f"Worker {wid} has a merge under way; reject it (`chkdctl reject {wid} --reason "
-                                    f"TEXT`, which resumes the agent with the reason) or let it finish first.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid} has a merge under way; reject it (`chkdctl reject {wid} --reason "
+            f"TEXT`, which resumes the agent with the reason) or let it finish first.",
+        )
     if row["status"] not in RESUMABLE:
-        raise ChkdError("conflict", f"Worker {wid} is {row['status']}; only a worker that is working, done, "
-                                    f"in conflict, error or dead can have its agent resumed.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid} is {row['status']}; only a worker that is working, done, "
+            f"in conflict, error or dead can have its agent resumed.",
+        )
     if row["interactive"]:
-        raise ChkdError("conflict", f"Worker {wid} ran in a terminal (an interactive profile); its agent cannot be "
-                                    f"resumed in print mode.", "Spawn a new worker for the task instead.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid} ran in a terminal (an interactive profile); its agent cannot be resumed in print mode.",
+            "Spawn a new worker for the task instead.",
+        )
     if row["agent"] in (None, "cmd"):
-        raise ChkdError("conflict", f"Worker {wid} runs a --cmd command, not an agent profile, so there is no "
-                                    f"`resume` to continue it with.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid} runs a --cmd command, not an agent profile, so there is no `resume` to continue it with.",
+        )
     plan = agent_profiles.plan(row["agent"], agent_profiles.profile_named(ctx.config, row["agent"]), resume=True)
     if not row["session_id"] and any("{session_id}" in arg for arg in plan.template):
-        raise ChkdError("conflict", f"Worker {wid}'s agent never reported a session id, so there is no session "
-                                    f"to continue.", "Spawn a new worker for the task instead.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid}'s agent never reported a session id, so there is no session to continue.",
+            "Spawn a new worker for the task instead.",
+        )
     if not row["worktree_path"] or not os.path.isdir(row["worktree_path"]):
         raise ChkdError("conflict", f"Worker {wid}'s worktree {row['worktree_path'] or ''} is gone.".replace(" .", "."))
     return plan
@@ -92,9 +114,12 @@ def _take_task_back(ctx: Ctx, row: dict[str, Any]) -> None:
     if task["status"] == "pending":
         task = taskqueue.claim_task(ctx, task, row["id"])
     elif task["claimed_by"] != row["id"]:
-        raise ChkdError("conflict", f"Task {task['id']} is {task['status'].replace('_', ' ')}"
-                                    f"{' by ' + task['claimed_by'] if task['claimed_by'] else ''}; worker "
-                                    f"{row['id']} cannot take it back.")
+        raise ChkdError(
+            "conflict",
+            f"Task {task['id']} is {task['status'].replace('_', ' ')}"
+            f"{' by ' + task['claimed_by'] if task['claimed_by'] else ''}; worker "
+            f"{row['id']} cannot take it back.",
+        )
     if task["status"] != "in_progress":
         taskqueue.set_task_status(ctx, task, "in_progress", worker_id=row["id"], note="its agent was resumed")
 
@@ -107,8 +132,9 @@ def start(ctx: Ctx, row: dict[str, Any], prompt: str, why: str, deferred: Deferr
     if row["status"] == "working":
         row = W.update(ctx, row, **fields)
     else:
-        row = W.set_worker_status(ctx, row, "working", reason=f"its agent is resumed: {why}", completed_at=None,
-                                  **fields)
+        row = W.set_worker_status(
+            ctx, row, "working", reason=f"its agent is resumed: {why}", completed_at=None, **fields
+        )
     _launch(ctx, row["id"], why, deferred)
     return row
 
@@ -131,16 +157,29 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
     plan = _check_pending(ctx, row)
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
-    values = {"worker_id": wid, "task_id": row["task_id"] or "", "title": row["task_title"] or "",
-              "description": (W.task_of(ctx, row) or {}).get("description") or "", "prompt": row["resume_prompt"],
-              "session_id": row["session_id"] or ""}
+    values = {
+        "worker_id": wid,
+        "task_id": row["task_id"] or "",
+        "title": row["task_title"] or "",
+        "description": (W.task_of(ctx, row) or {}).get("description") or "",
+        "prompt": row["resume_prompt"],
+        "session_id": row["session_id"] or "",
+    }
     spec = agent_launch.LaunchSpec(
-        worker_id=wid, repo_path=W.repo_path(ctx, row["repo_id"]), path=row["worktree_path"],
-        branch=row["branch_name"] or "", base_sha=row["base_sha"] or "", template=plan.template, values=values,
-        shim_argv=module_argv("chkd.client.shim", "--worker", wid), shim_env={**os.environ, **env_home},
+        worker_id=wid,
+        repo_path=W.repo_path(ctx, row["repo_id"]),
+        path=row["worktree_path"],
+        branch=row["branch_name"] or "",
+        base_sha=row["base_sha"] or "",
+        template=plan.template,
+        values=values,
+        shim_argv=module_argv("chkd.client.shim", "--worker", wid),
+        shim_env={**os.environ, **env_home},
         agent_env={**plan.env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": row["task_id"] or ""},
-        log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
-        abort_grace_s=ctx.config.abort_grace_s, agent=plan,
+        log_path=str(ctx.paths.worker_log(wid)),
+        heartbeat_s=ctx.config.heartbeat_s,
+        abort_grace_s=ctx.config.abort_grace_s,
+        agent=plan,
         claude_dir=str(agent_profiles.claude_dir(ctx.paths, wid)) if plan.claude else None,
     )
     resume_at, prompt = row["resume_at"], row["resume_prompt"] or ""
@@ -153,16 +192,18 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
             msg = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
             reason = f"Could not start the agent again: {msg.rstrip('.')}."
             if fresh["resume_prompt"] is not None:  # no new run said hello
-                fresh = W.set_worker_status(ctx, fresh, "error", reason=reason, last_error=reason,
-                                            resume_prompt=None)
+                fresh = W.set_worker_status(ctx, fresh, "error", reason=reason, last_error=reason, resume_prompt=None)
             W.fail_task_attempt(ctx, fresh, f"worker {wid}: {reason}")
             if deferred is not None:
                 ctx.finish(deferred, ChkdError("internal", reason))
             return
         fresh = W.update(ctx, fresh, cmd=json.dumps(argv), runs=(fresh["runs"] or 1) + 1)
-        ctx.emit(ev.AgentResumed(profile=fresh["agent"], session_id=fresh["session_id"] or "", why=why,
-                                 prompt=prompt[:500]),
-                 repo=repos.repo_name(ctx.store, fresh["repo_id"]), worker_id=wid, task_id=fresh["task_id"])
+        ctx.emit(
+            ev.AgentResumed(profile=fresh["agent"], session_id=fresh["session_id"] or "", why=why, prompt=prompt[:500]),
+            repo=repos.repo_name(ctx.store, fresh["repo_id"]),
+            worker_id=wid,
+            task_id=fresh["task_id"],
+        )
         if deferred is not None:
             ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, fresh)))
 
@@ -175,8 +216,15 @@ def _check_pending(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
 
 def new_run(row: dict[str, Any]) -> dict[str, Any]:
     """The fields a resumed run's first hello resets: the old exit and error are history now."""
-    return {"resume_prompt": None, "exit_code": None, "exit_signal": None, "agent_error": None,
-            "agent_error_kind": None, "finish_pending": 0, "usage_limited": 0}
+    return {
+        "resume_prompt": None,
+        "exit_code": None,
+        "exit_signal": None,
+        "agent_error": None,
+        "agent_error_kind": None,
+        "finish_pending": 0,
+        "usage_limited": 0,
+    }
 
 
 def setup(ctx: Ctx) -> None:

@@ -28,12 +28,18 @@ _API_WORDS = {
     "rate_limit": "the API kept answering 429 (rate limit) after its retries",
     "server_error": "the API was overloaded or failing (server error) after its retries",
     "billing_error": "the account has no credit left (billing error)",
-    "authentication_failed": "it is not logged in (authentication failed); run `claude /login` or set ANTHROPIC_API_KEY",
+    "authentication_failed": (
+        "it is not logged in (authentication failed); run `claude /login` or set ANTHROPIC_API_KEY"
+    ),
     "invalid_request": "the API refused the request (invalid request)",
     "max_output_tokens": "a reply hit the output token limit",
 }
-_LIMIT_WORDS = {"five_hour": "5-hour usage limit", "seven_day": "weekly usage limit",
-                "seven_day_opus": "weekly Opus usage limit", "seven_day_sonnet": "weekly Sonnet usage limit"}
+_LIMIT_WORDS = {
+    "five_hour": "5-hour usage limit",
+    "seven_day": "weekly usage limit",
+    "seven_day_opus": "weekly Opus usage limit",
+    "seven_day_sonnet": "weekly Sonnet usage limit",
+}
 _RESULT_WORDS = {
     "error_max_turns": "it used all the turns it was allowed (--max-turns)",
     "error_max_budget_usd": "it reached its budget (--max-budget-usd)",
@@ -97,12 +103,21 @@ def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
     error: tuple[str, str] | None = None
     if req.usage_limit is not None and row["agent_error_kind"] != "usage_limit":
         error = ("usage_limit", limit_sentence(name, req.usage_limit))
-        events.append(ev.AgentUsageLimited(profile=profile, resets_at=req.usage_limit.resets_at,
-                                      limit_type=req.usage_limit.limit_type, message=req.usage_limit.text))
+        events.append(
+            ev.AgentUsageLimited(
+                profile=profile,
+                resets_at=req.usage_limit.resets_at,
+                limit_type=req.usage_limit.limit_type,
+                message=req.usage_limit.text,
+            )
+        )
     if req.api_error is not None and req.api_error.kind != "usage_limit" and row["agent_error_kind"] is None:
         error = error or (req.api_error.kind, api_error_sentence(name, req.api_error))
-        events.append(ev.AgentApiFailed(profile=profile, error=req.api_error.kind, status=req.api_error.status,
-                                        message=req.api_error.text))
+        events.append(
+            ev.AgentApiFailed(
+                profile=profile, error=req.api_error.kind, status=req.api_error.status, message=req.api_error.text
+            )
+        )
     usage = req.usage
     if usage is not None and usage.ref != row["usage_ref"]:
         totals = {
@@ -113,10 +128,19 @@ def record(ctx: Ctx, row: dict[str, Any], req: AgentReport) -> dict[str, Any]:
         fields.update(totals, usage_ref=usage.ref)
         # the dated ledger entry budgets and `chkdctl cost` sum (daemon/usage.py); once per run result, like the totals
         ledger.record(ctx, row, usage.tokens_in, usage.tokens_out, usage.cost_usd)
-        events.append(ev.AgentUsageReported(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, cost_usd=usage.cost_usd,
-                                 total_tokens_in=int(totals["tokens_in"]), total_tokens_out=int(totals["tokens_out"]),
-                                 total_cost_usd=totals["cost_usd"], is_error=usage.is_error,
-                                 terminal_reason=usage.terminal_reason, profile=profile))
+        events.append(
+            ev.AgentUsageReported(
+                tokens_in=usage.tokens_in,
+                tokens_out=usage.tokens_out,
+                cost_usd=usage.cost_usd,
+                total_tokens_in=int(totals["tokens_in"]),
+                total_tokens_out=int(totals["tokens_out"]),
+                total_cost_usd=totals["cost_usd"],
+                is_error=usage.is_error,
+                terminal_reason=usage.terminal_reason,
+                profile=profile,
+            )
+        )
         if usage.is_error and error is None and row["agent_error_kind"] is None:
             error = ("result", result_sentence(name, usage))
     if error is not None:

@@ -50,16 +50,30 @@ from .store import now_ms
 EXT = "autopilot"
 #: Event types that may change what the autopilot should do next.
 WAKE_TYPES: tuple[type[ev.EventBody], ...] = (
-    ev.WorkerStatusChanged, ev.TaskStatusChanged, ev.TaskAdded, ev.TaskRequeued, ev.TaskFailed, ev.TaskReleased,
-    ev.MergeMerged, ev.MergeConflicted, ev.MergeFailed, ev.MergeRejected, ev.DepRemoved, ev.BudgetResumed,
-    ev.BudgetOverridden, ev.LimitWaitOver, ev.SpecImported,
+    ev.WorkerStatusChanged,
+    ev.TaskStatusChanged,
+    ev.TaskAdded,
+    ev.TaskRequeued,
+    ev.TaskFailed,
+    ev.TaskReleased,
+    ev.MergeMerged,
+    ev.MergeConflicted,
+    ev.MergeFailed,
+    ev.MergeRejected,
+    ev.DepRemoved,
+    ev.BudgetResumed,
+    ev.BudgetOverridden,
+    ev.LimitWaitOver,
+    ev.SpecImported,
 )
 _LIVE = ",".join(f"'{s}'" for s in sorted(LIVE_WORKER_STATUSES))
 #: Workers that take a slot: every live one, except a worker left `working` by `update` after its
 #: agent exited (no process: it waits for a person). One whose agent exited 0 and whose leftovers
 #: are being committed (`finish_pending`) still counts until it is `done`.
-_RUNNING_SQL = (f"SELECT count(*) FROM workers WHERE repo_id=? AND status IN ({_LIVE}) "
-                "AND NOT (exit_code IS NOT NULL AND finish_pending = 0)")
+_RUNNING_SQL = (
+    f"SELECT count(*) FROM workers WHERE repo_id=? AND status IN ({_LIVE}) "
+    "AND NOT (exit_code IS NOT NULL AND finish_pending = 0)"
+)
 USAGE_LIMIT_MARGIN_MS = 60_000
 RATE_LIMIT_BASE_S = 10.0
 #: A reset time further out than this is not believed (a clock or parsing error): a day at most.
@@ -71,23 +85,32 @@ def load_run(ctx: Ctx, repo_id: int) -> dict[str, Any] | None:
     return ctx.store.dict("SELECT * FROM autopilot WHERE repo_id=?", (repo_id,))
 
 
-def start(ctx: Ctx, repo: Mapping[str, Any], workers: int | None, agent: str | None, merge: str | None,
-          until_empty: bool) -> dict[str, Any]:
+def start(
+    ctx: Ctx, repo: Mapping[str, Any], workers: int | None, agent: str | None, merge: str | None, until_empty: bool
+) -> dict[str, Any]:
     """Start or re-configure the repository's run (the previous settings are the defaults)."""
     old = load_run(ctx, repo["id"]) or {}
     n = workers or old.get("workers") or ctx.config.max_workers_for(repo["name"])
     if agent is not None and ctx.config.agent_profile(agent) is None:
         known = ", ".join(sorted({*ctx.config.agents, "demo", "claude"}))
         raise ChkdError("not_found", f"There is no agent profile '{agent}' (known: {known}).")
-    row: dict[str, Any] = {"workers": n, "agent": agent if agent is not None else old.get("agent"),
-           "merge": merge or old.get("merge") or "auto", "until_empty": int(until_empty)}
-    ctx.store.x("INSERT INTO autopilot(repo_id, workers, agent, merge, until_empty, state, started_at) "
-                "VALUES(:repo, :workers, :agent, :merge, :until_empty, 'running', :now) "
-                "ON CONFLICT(repo_id) DO UPDATE SET workers=:workers, agent=:agent, merge=:merge, "
-                "until_empty=:until_empty, state='running', started_at=:now, stopped_at=NULL, stop_reason=NULL",
-                {**row, "repo": repo["id"], "now": now_ms()})
-    ctx.emit(ev.AutopilotStarted(workers=n, agent=row["agent"], merge=row["merge"], until_empty=bool(until_empty)),
-             repo=repo["name"])
+    row: dict[str, Any] = {
+        "workers": n,
+        "agent": agent if agent is not None else old.get("agent"),
+        "merge": merge or old.get("merge") or "auto",
+        "until_empty": int(until_empty),
+    }
+    ctx.store.x(
+        "INSERT INTO autopilot(repo_id, workers, agent, merge, until_empty, state, started_at) "
+        "VALUES(:repo, :workers, :agent, :merge, :until_empty, 'running', :now) "
+        "ON CONFLICT(repo_id) DO UPDATE SET workers=:workers, agent=:agent, merge=:merge, "
+        "until_empty=:until_empty, state='running', started_at=:now, stopped_at=NULL, stop_reason=NULL",
+        {**row, "repo": repo["id"], "now": now_ms()},
+    )
+    ctx.emit(
+        ev.AutopilotStarted(workers=n, agent=row["agent"], merge=row["merge"], until_empty=bool(until_empty)),
+        repo=repo["name"],
+    )
     wake(ctx)
     run = load_run(ctx, repo["id"])
     assert run is not None
@@ -99,10 +122,14 @@ def stop(ctx: Ctx, repo: Mapping[str, Any], reason: str, state: str = "stopped")
     run = load_run(ctx, repo["id"])
     if run is None or run["state"] != "running":
         return run
-    ctx.store.x("UPDATE autopilot SET state=?, stopped_at=?, stop_reason=? WHERE repo_id=?",
-                (state, now_ms(), reason, repo["id"]))
-    ctx.emit(ev.AutopilotFinished(reason=reason) if state == "finished" else ev.AutopilotStopped(reason=reason),
-             repo=repo["name"])
+    ctx.store.x(
+        "UPDATE autopilot SET state=?, stopped_at=?, stop_reason=? WHERE repo_id=?",
+        (state, now_ms(), reason, repo["id"]),
+    )
+    ctx.emit(
+        ev.AutopilotFinished(reason=reason) if state == "finished" else ev.AutopilotStopped(reason=reason),
+        repo=repo["name"],
+    )
     return load_run(ctx, repo["id"])
 
 
@@ -137,8 +164,10 @@ def on_event(ctx: Ctx, event: Event) -> None:
 # -- the tick ------------------------------------------------------------------------------------
 def tick(ctx: Ctx) -> None:
     expire_waits(ctx)
-    runs = ctx.store.dicts("SELECT a.*, r.name, r.path, r.main_branch FROM autopilot a JOIN repos r "
-                           "ON r.id = a.repo_id WHERE a.state='running' ORDER BY r.name")
+    runs = ctx.store.dicts(
+        "SELECT a.*, r.name, r.path, r.main_branch FROM autopilot a JOIN repos r "
+        "ON r.id = a.repo_id WHERE a.state='running' ORDER BY r.name"
+    )
     ctx.ext.setdefault(EXT, {})["any_running"] = bool(runs)
     for run in runs:
         try:
@@ -155,10 +184,10 @@ def step(ctx: Ctx, run: dict[str, Any]) -> None:
         settle_conflicts(ctx, repo)
     started = start_ready(ctx, run, repo)
     if run["until_empty"] and not started and queue_empty(ctx, repo, merging=run["merge"] != "off"):
-        left = ctx.store.scalar("SELECT count(*) FROM task_queue WHERE repo_id=? AND status='pending'",
-                                (repo["id"],), 0)
-        why = "the queue is empty" + (f" ({left} tasks wait on dependencies that failed or on a hold)"
-                                      if left else "")
+        left = ctx.store.scalar(
+            "SELECT count(*) FROM task_queue WHERE repo_id=? AND status='pending'", (repo["id"],), 0
+        )
+        why = "the queue is empty" + (f" ({left} tasks wait on dependencies that failed or on a hold)" if left else "")
         stop(ctx, repo, why, state="finished")
 
 
@@ -171,7 +200,9 @@ def ready_tasks(ctx: Ctx, repo_id: int) -> list[schedule.Ready]:
         "SELECT t.id, t.tags FROM task_queue t WHERE t.repo_id=? AND t.status='pending' AND t.held=0 "
         "AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk "
         "                WHERE d.task_pk = t.pk AND u.status != 'done') "
-        "ORDER BY t.priority, t.created_at, t.pk", (repo_id,))
+        "ORDER BY t.priority, t.created_at, t.pk",
+        (repo_id,),
+    )
     return [schedule.Ready(id=tid, tags=tuple(taskqueue._tags(tags))) for tid, tags in rows]
 
 
@@ -197,8 +228,7 @@ def blocked_reason(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) ->
     if not ready:
         return ""
     waits = parked(ctx)
-    plan = schedule.plan_starts(ready, len(ready), tagged_profiles(ctx), default_profile(ctx, run, repo["name"]),
-                                waits)
+    plan = schedule.plan_starts(ready, len(ready), tagged_profiles(ctx), default_profile(ctx, run, repo["name"]), waits)
     if not plan and waits:
         first = min(waits.values(), key=lambda w: w["until_ms"])
         return f"every ready task waits for a usage limit ({first['profile']} until {_clock(first['until_ms'])})"
@@ -209,14 +239,14 @@ def start_ready(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> in
     """Spawn workers for the most urgent ready tasks, up to the free capacity."""
     if budget.blocked(ctx, repo) is not None:
         return 0
-    free = schedule.capacity(run["workers"], ctx.config.max_workers_for(repo["name"]),
-                             running_count(ctx, repo["id"]))
+    free = schedule.capacity(run["workers"], ctx.config.max_workers_for(repo["name"]), running_count(ctx, repo["id"]))
     if free <= 0:
         return 0
     # the spawn path refuses above max_workers counting every live worker (also those waiting for a person)
     free = min(free, ctx.config.max_workers_for(repo["name"]) - workerrecords.live_count(ctx, repo["id"]))
-    plan = schedule.plan_starts(ready_tasks(ctx, repo["id"]), free, tagged_profiles(ctx),
-                                default_profile(ctx, run, repo["name"]), parked(ctx))
+    plan = schedule.plan_starts(
+        ready_tasks(ctx, repo["id"]), free, tagged_profiles(ctx), default_profile(ctx, run, repo["name"]), parked(ctx)
+    )
     started = 0
     for task_id, profile in plan:
         try:
@@ -232,6 +262,7 @@ def start_ready(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> in
 def spawn_task(ctx: Ctx, repo: Mapping[str, Any], task_id: str, profile: str) -> None:
     """Through the workers area's spawn (names recorded first, launch off-loop); nobody waits for
     the reply, a failed launch is the workers area's `spawn_failed` (a counted attempt)."""
+
     def _launched(result: Any) -> None:
         if isinstance(result, ChkdError):
             ctx.log.warning("autopilot_spawn_failed", repo=repo["name"], task=task_id, error=result.message)
@@ -250,12 +281,14 @@ def queue_empty(ctx: Ctx, repo: Mapping[str, Any], *, merging: bool = True) -> b
         return False
     unmerged = " OR status IN ('done', 'merging', 'conflict')" if merging else ""
     busy = ctx.store.scalar(
-        f"SELECT count(*) FROM workers WHERE repo_id=? AND (status IN ({_LIVE}){unmerged})", (repo["id"],), 0)
+        f"SELECT count(*) FROM workers WHERE repo_id=? AND (status IN ({_LIVE}){unmerged})", (repo["id"],), 0
+    )
     if busy:
         return False
     active = ",".join(f"'{s}'" for s in sorted(mergequeue.ACTIVE))
-    return not ctx.store.scalar(f"SELECT count(*) FROM merges WHERE repo_id=? AND status IN ({active})",
-                                (repo["id"],), 0)
+    return not ctx.store.scalar(
+        f"SELECT count(*) FROM merges WHERE repo_id=? AND status IN ({active})", (repo["id"],), 0
+    )
 
 
 # -- merging -------------------------------------------------------------------------------------
@@ -267,11 +300,16 @@ def merge_done(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> Non
         f"SELECT w.*, (SELECT status FROM merges m WHERE m.worker_id = w.id ORDER BY m.id DESC LIMIT 1) AS last "
         f"FROM workers w WHERE w.repo_id=? AND w.status='done' AND w.finish_pending=0 AND NOT EXISTS "
         f"(SELECT 1 FROM merges m WHERE m.worker_id = w.id AND m.status IN ({active})) ORDER BY w.seq",
-        (repo["id"],))
+        (repo["id"],),
+    )
     for row in rows:
         if row["last"] in ("failed", "rejected"):
-            needs_person(ctx, row, f"the merge of worker {row['id']} {row['last']}; see `chkdctl merges` and "
-                                   f"merge it by hand with `chkdctl merge {row['id']}`")
+            needs_person(
+                ctx,
+                row,
+                f"the merge of worker {row['id']} {row['last']}; see `chkdctl merges` and "
+                f"merge it by hand with `chkdctl merge {row['id']}`",
+            )
             continue
         row.pop("last")
         mergequeue.enqueue(ctx, row, dict(repo), run["merge"], run_tests=True)
@@ -282,15 +320,18 @@ def settle_conflicts(ctx: Ctx, repo: Mapping[str, Any]) -> None:
     merged again; conflict markers go to the agent when its profile can resume, else to a person."""
     st = ctx.ext.setdefault(EXT, {})
     updating: set[str] = st.setdefault("updating", set())
-    for row in ctx.store.dicts("SELECT * FROM workers WHERE repo_id=? AND status='conflict' ORDER BY seq",
-                               (repo["id"],)):
+    for row in ctx.store.dicts(
+        "SELECT * FROM workers WHERE repo_id=? AND status='conflict' ORDER BY seq", (repo["id"],)
+    ):
         wid = row["id"]
         if wid in updating or _handed_over(ctx, wid) or not row["worktree_path"]:
             continue
         updating.add(wid)
         target = mergequeue.target_of(ctx, dict(repo))
-        def _then(res: mergeengine.UpdateOutcome | None, exc: BaseException | None, wid: str = wid,
-                  target: str = target) -> None:
+
+        def _then(
+            res: mergeengine.UpdateOutcome | None, exc: BaseException | None, wid: str = wid, target: str = target
+        ) -> None:
             _updated(ctx, repo, wid, target, res, exc)
 
         ctx.submit(mergeengine.update_branch, row["worktree_path"], target, then=_then)
@@ -299,12 +340,22 @@ def settle_conflicts(ctx: Ctx, repo: Mapping[str, Any]) -> None:
 def _handed_over(ctx: Ctx, wid: str) -> bool:
     """Already given to a person since its last merge attempt (remembered in the events table)."""
     last_merge = ctx.store.scalar("SELECT max(seq) FROM events WHERE worker_id=? AND kind='merge.queued'", (wid,), 0)
-    return bool(ctx.store.scalar("SELECT 1 FROM events WHERE worker_id=? AND kind='autopilot.needs_person' "
-                                 "AND seq > ?", (wid, last_merge or 0)))
+    return bool(
+        ctx.store.scalar(
+            "SELECT 1 FROM events WHERE worker_id=? AND kind='autopilot.needs_person' AND seq > ?",
+            (wid, last_merge or 0),
+        )
+    )
 
 
-def _updated(ctx: Ctx, repo: Mapping[str, Any], wid: str, target: str, res: mergeengine.UpdateOutcome | None,
-             exc: BaseException | None) -> None:
+def _updated(
+    ctx: Ctx,
+    repo: Mapping[str, Any],
+    wid: str,
+    target: str,
+    res: mergeengine.UpdateOutcome | None,
+    exc: BaseException | None,
+) -> None:
     ctx.ext.setdefault(EXT, {}).setdefault("updating", set()).discard(wid)
     row = workerrecords.load(ctx, wid)
     if row is None or row["status"] != "conflict":
@@ -313,22 +364,35 @@ def _updated(ctx: Ctx, repo: Mapping[str, Any], wid: str, target: str, res: merg
         why = exc.message if isinstance(exc, ChkdError) else f"{type(exc).__name__}: {exc}"
         needs_person(ctx, row, f"`chkdctl update {wid}` failed ({why}); resolve it in {row['worktree_path']}")
         return
-    ctx.emit(ev.AutopilotUpdated(merged=res.merged, files=list(res.conflict_files)), repo=repo["name"],
-             worker_id=wid, task_id=row["task_id"])
+    ctx.emit(
+        ev.AutopilotUpdated(merged=res.merged, files=list(res.conflict_files)),
+        repo=repo["name"],
+        worker_id=wid,
+        task_id=row["task_id"],
+    )
     if res.merged:  # the target's new commits merged cleanly into the branch: merge it again
-        workerrecords.set_worker_status(ctx, row, "done", reason=f"brought up to date with {target}",
-                            message=f"took in {target}; merging again")
+        workerrecords.set_worker_status(
+            ctx, row, "done", reason=f"brought up to date with {target}", message=f"took in {target}; merging again"
+        )
         return
     files = ", ".join(res.conflict_files)
-    row = workerrecords.set_worker_status(ctx, row, "working", reason=f"conflicts with {target} in {files}",
-                              message=f"conflicts with {target} in {files}: resolve the markers, commit, "
-                                      f"then `chkdctl done --worker {wid}`")
+    row = workerrecords.set_worker_status(
+        ctx,
+        row,
+        "working",
+        reason=f"conflicts with {target} in {files}",
+        message=f"conflicts with {target} in {files}: resolve the markers, commit, then `chkdctl done --worker {wid}`",
+    )
     tasks_row = workerrecords.task_of(ctx, row)
     if tasks_row is not None and tasks_row["status"] == "review":
         taskqueue.set_task_status(ctx, tasks_row, "in_progress", worker_id=wid, note=f"conflicts in {files}")
     if not resume_agent(ctx, row, agent_resume.conflict_prompt(target, list(res.conflict_files))):
-        needs_person(ctx, row, f"worker {wid} ({row['task_id']}) conflicts with {target} in {files}: resolve "
-                               f"the markers in {row['worktree_path']}, commit, then `chkdctl done --worker {wid}`")
+        needs_person(
+            ctx,
+            row,
+            f"worker {wid} ({row['task_id']}) conflicts with {target} in {files}: resolve "
+            f"the markers in {row['worktree_path']}, commit, then `chkdctl done --worker {wid}`",
+        )
 
 
 def resume_agent(ctx: Ctx, row: Mapping[str, Any], prompt: str) -> bool:
@@ -341,8 +405,12 @@ def resume_agent(ctx: Ctx, row: Mapping[str, Any], prompt: str) -> bool:
 def needs_person(ctx: Ctx, row: Mapping[str, Any], message: str) -> None:
     if _handed_over(ctx, row["id"]):
         return
-    ctx.emit(ev.NeedsPerson(message=message), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"],
-             task_id=row["task_id"])
+    ctx.emit(
+        ev.NeedsPerson(message=message),
+        repo=repos.repo_name(ctx.store, row["repo_id"]),
+        worker_id=row["id"],
+        task_id=row["task_id"],
+    )
 
 
 # -- usage limits --------------------------------------------------------------------------------
@@ -369,26 +437,34 @@ def note_limit(ctx: Ctx, event: Event, data: ev.AgentUsageLimited | ev.AgentApiF
     if row is not None:  # a limit is nobody's failure: the task goes back without counting an attempt
         workerrecords.update(ctx, row, usage_limited=1)
     until = max(until, old["until_ms"] if old else 0)
-    ctx.store.x("INSERT INTO profile_waits(profile, until_ms, reason, strikes, notified) VALUES(?,?,?,?,0) "
-                "ON CONFLICT(profile) DO UPDATE SET until_ms=excluded.until_ms, reason=excluded.reason, "
-                "strikes=excluded.strikes, notified=0", (profile, until, reason, strikes))
+    ctx.store.x(
+        "INSERT INTO profile_waits(profile, until_ms, reason, strikes, notified) VALUES(?,?,?,?,0) "
+        "ON CONFLICT(profile) DO UPDATE SET until_ms=excluded.until_ms, reason=excluded.reason, "
+        "strikes=excluded.strikes, notified=0",
+        (profile, until, reason, strikes),
+    )
     if old is None or old["until_ms"] != until:
         n = waiting_for(ctx, profile)
         message = f"{profile.capitalize()} {reason}: {n} task{'s' if n != 1 else ''} wait until {_clock(until)}."
-        ctx.emit(ev.LimitWaitStarted(profile=profile, until=until, tasks=n, reason=reason, message=message),
-                 repo=event.repo)
+        ctx.emit(
+            ev.LimitWaitStarted(profile=profile, until=until, tasks=n, reason=reason, message=message), repo=event.repo
+        )
     arm_wait_timer(ctx, until)
 
 
 def waiting_for(ctx: Ctx, profile: str) -> int:
     """Ready (or going-back) tasks of running repositories that this profile would take."""
     n = 0
-    for run in ctx.store.dicts("SELECT a.*, r.name FROM autopilot a JOIN repos r ON r.id = a.repo_id "
-                               "WHERE a.state='running'"):
+    for run in ctx.store.dicts(
+        "SELECT a.*, r.name FROM autopilot a JOIN repos r ON r.id = a.repo_id WHERE a.state='running'"
+    ):
         default = default_profile(ctx, run, run["name"])
         tagged = tagged_profiles(ctx)
-        pending = ctx.store.all("SELECT tags FROM task_queue WHERE repo_id=? AND status IN "
-                                "('pending', 'claimed', 'in_progress') AND held=0", (run["repo_id"],))
+        pending = ctx.store.all(
+            "SELECT tags FROM task_queue WHERE repo_id=? AND status IN "
+            "('pending', 'claimed', 'in_progress') AND held=0",
+            (run["repo_id"],),
+        )
         n += sum(1 for (tags,) in pending if schedule.profile_for(taskqueue._tags(tags), tagged, default) == profile)
     return n
 
@@ -411,9 +487,16 @@ def clear_strikes(ctx: Ctx, profile: str) -> None:
 
 
 def wait_infos(ctx: Ctx) -> list[ProfileWait]:
-    return [ProfileWait(profile=r["profile"], until=r["until_ms"], reason=r["reason"], strikes=r["strikes"],
-                        tasks_waiting=waiting_for(ctx, r["profile"]))
-            for r in sorted(parked(ctx).values(), key=lambda r: r["until_ms"])]
+    return [
+        ProfileWait(
+            profile=r["profile"],
+            until=r["until_ms"],
+            reason=r["reason"],
+            strikes=r["strikes"],
+            tasks_waiting=waiting_for(ctx, r["profile"]),
+        )
+        for r in sorted(parked(ctx).values(), key=lambda r: r["until_ms"])
+    ]
 
 
 def _clock(ms: int) -> str:
@@ -422,17 +505,30 @@ def _clock(ms: int) -> str:
 
 # -- status --------------------------------------------------------------------------------------
 def run_info(ctx: Ctx, run: Mapping[str, Any], repo: Mapping[str, Any]) -> RunInfo:
-    counts: dict[str, int] = dict(ctx.store.all("SELECT status, count(*) FROM task_queue WHERE repo_id=? GROUP BY status",
-                                (repo["id"],)))
+    counts: dict[str, int] = dict(
+        ctx.store.all("SELECT status, count(*) FROM task_queue WHERE repo_id=? GROUP BY status", (repo["id"],))
+    )
     ready = len(ready_tasks(ctx, repo["id"]))
     pending = counts.get("pending", 0)
     return RunInfo(
-        repo=repo["name"], state=run["state"], workers=run["workers"], merge=run["merge"], agent=run["agent"],
-        until_empty=bool(run["until_empty"]), started_at=run["started_at"], stopped_at=run["stopped_at"],
-        stop_reason=run["stop_reason"], live=workerrecords.live_count(ctx, repo["id"]), ready=ready,
-        waiting_on_deps=max(0, pending - ready), in_review=counts.get("review", 0), merged=counts.get("done", 0),
-        failed=counts.get("failed", 0), blocked=blocked_reason(ctx, run, repo) if run["state"] == "running" else "",
-        spend=usage.spend_info(ctx, repo), waits=wait_infos(ctx),
+        repo=repo["name"],
+        state=run["state"],
+        workers=run["workers"],
+        merge=run["merge"],
+        agent=run["agent"],
+        until_empty=bool(run["until_empty"]),
+        started_at=run["started_at"],
+        stopped_at=run["stopped_at"],
+        stop_reason=run["stop_reason"],
+        live=workerrecords.live_count(ctx, repo["id"]),
+        ready=ready,
+        waiting_on_deps=max(0, pending - ready),
+        in_review=counts.get("review", 0),
+        merged=counts.get("done", 0),
+        failed=counts.get("failed", 0),
+        blocked=blocked_reason(ctx, run, repo) if run["state"] == "running" else "",
+        spend=usage.spend_info(ctx, repo),
+        waits=wait_infos(ctx),
     )
 
 

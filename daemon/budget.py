@@ -40,8 +40,9 @@ def _meta(ctx: Ctx, key: str) -> str | None:
 
 
 def _set_meta(ctx: Ctx, key: str, value: str) -> None:
-    ctx.store.x("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, value))
+    ctx.store.x(
+        "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
+    )
 
 
 def overridden(ctx: Ctx, day: str) -> bool:
@@ -79,9 +80,11 @@ def over_for(ctx: Ctx, repo: Mapping[str, Any] | None, day: str) -> str | None:
 def used_up_sentence(scope: str, used: float, cap: float) -> str:
     where = "The daily budget" if scope == "global" else f"The daily budget of '{scope}'"
     key = "budget_usd_per_day" if scope == "global" else f"[repos.\"{scope}\"] budget_usd_per_day"
-    return (f"{where} of ${cap:.2f} is used up (${used:.2f} today): running workers are paused and nothing new "
-            f"starts; raise {key} in config.toml and run `chkdctl daemon restart`, or run "
-            f"`chkdctl resume --all --over-budget` to go on today anyway.")
+    return (
+        f"{where} of ${cap:.2f} is used up (${used:.2f} today): running workers are paused and nothing new "
+        f"starts; raise {key} in config.toml and run `chkdctl daemon restart`, or run "
+        f"`chkdctl resume --all --over-budget` to go on today anyway."
+    )
 
 
 def blocked(ctx: Ctx, repo: Mapping[str, Any] | None) -> str | None:
@@ -108,14 +111,23 @@ def tick(ctx: Ctx) -> None:
     for scope, row, cap in scopes(ctx):
         used = usage.spent(ctx, day, None if row is None else row["id"])
         lvl = level(used, cap)
-        data: dict[str, Any] = {"scope": scope, "day": day, "spent_usd": round(used, 4), "budget_usd": cap,
-                "percent": round(100 * used / cap, 1)}  # the fields both budget events share
+        data: dict[str, Any] = {
+            "scope": scope,
+            "day": day,
+            "spent_usd": round(used, 4),
+            "budget_usd": cap,
+            "percent": round(100 * used / cap, 1),
+        }  # the fields both budget events share
         repo_name = None if row is None else row["name"]
         if lvl >= 1 and _meta(ctx, f"budget.warned.{scope}") != day:
             _set_meta(ctx, f"budget.warned.{scope}", day)
             who = "the daily budget" if row is None else f"the daily budget of '{scope}'"
-            ctx.emit(ev.BudgetWarned(**data, message=f"{100 * used / cap:.0f} % of {who} (${cap:.2f}) is used "
-                                                     f"(${used:.2f} today)."), repo=repo_name)
+            ctx.emit(
+                ev.BudgetWarned(
+                    **data, message=f"{100 * used / cap:.0f} % of {who} (${cap:.2f}) is used (${used:.2f} today)."
+                ),
+                repo=repo_name,
+            )
         if lvl < 2 or lifted:
             continue
         if row is None:
@@ -125,8 +137,9 @@ def tick(ctx: Ctx) -> None:
         paused = _pause_running(ctx, None if row is None else row["id"])
         if _meta(ctx, f"budget.exceeded.{scope}") != day or paused:
             _set_meta(ctx, f"budget.exceeded.{scope}", day)
-            ctx.emit(ev.BudgetExceeded(**data, paused=paused, message=used_up_sentence(scope, used, cap)),
-                     repo=repo_name)
+            ctx.emit(
+                ev.BudgetExceeded(**data, paused=paused, message=used_up_sentence(scope, used, cap)), repo=repo_name
+            )
     _resume_allowed(ctx, over_all, over_repos)
 
 
@@ -165,7 +178,9 @@ def resume_over_budget(ctx: Ctx, repo_id: int | None) -> list[dict[str, Any]]:
     params: tuple[Any, ...] = ()
     if repo_id is not None:
         sql, params = sql + " AND repo_id=?", (repo_id,)
-    out = [workerrecords.resume_worker(ctx, row, reason="resumed over budget by the user")
-           for row in ctx.store.dicts(sql + " ORDER BY seq", params)]
+    out = [
+        workerrecords.resume_worker(ctx, row, reason="resumed over budget by the user")
+        for row in ctx.store.dicts(sql + " ORDER BY seq", params)
+    ]
     ctx.emit(ev.BudgetOverridden(day=usage.today(), workers=[r["id"] for r in out]))
     return out

@@ -79,9 +79,7 @@ class Ctx:
     # -- loop plumbing (owned by server.py) ----------------------------------------------
     outbox: list[list[bytes]] = field(default_factory=list)  # replies, sent after commit
     pubbox: list[Event] = field(default_factory=list)  # events, published after commit
-    completions: queue.SimpleQueue[Completion] = field(
-        default_factory=queue.SimpleQueue
-    )
+    completions: queue.SimpleQueue[Completion] = field(default_factory=queue.SimpleQueue)
     jobbox: list[Job] = field(default_factory=list)  # off-loop jobs, started after commit
     effects: list[Callable[[], object]] = field(default_factory=list)  # signals etc., run after commit
     finished: list[Deferred] = field(default_factory=list)  # deferreds answered in this transaction
@@ -144,8 +142,11 @@ class Ctx:
         if expects is None or isinstance(result, (expects, Err)):
             return result
         self.log.error("wrong_result_type", expected=expects.__name__, got=type(result).__name__)
-        return Err(code="internal", message=f"The daemon answered {type(result).__name__} where "
-                                            f"{expects.__name__} was due; the details are in {self.paths.log_file}.")
+        return Err(
+            code="internal",
+            message=f"The daemon answered {type(result).__name__} where "
+            f"{expects.__name__} was due; the details are in {self.paths.log_file}.",
+        )
 
     # -- work that happens once the transaction commits ---------------------------------------
     def submit(
@@ -202,13 +203,13 @@ class Ctx:
     def rollback_to(self, mark: Mark) -> None:
         """Forget what was queued after `mark`: events, jobs, effects and replies of rolled-back work
         (a deferred answered there can be answered again)."""
-        del self.pubbox[mark.pubbox:]
-        del self.jobbox[mark.jobbox:]
-        del self.outbox[mark.outbox:]
-        del self.effects[mark.effects:]
-        for deferred in self.finished[mark.finished:]:
+        del self.pubbox[mark.pubbox :]
+        del self.jobbox[mark.jobbox :]
+        del self.outbox[mark.outbox :]
+        del self.effects[mark.effects :]
+        for deferred in self.finished[mark.finished :]:
             deferred.done = False
-        del self.finished[mark.finished:]
+        del self.finished[mark.finished :]
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -243,5 +244,6 @@ def row_event(row: tuple[Any, ...]) -> Event:
     """An `events` row (selected as EVENT_COLUMNS) as the Event that was published for it
     (rows written before events were typed decode by their kind; see events.decode_data)."""
     seq, at, kind, repo, worker_id, task_id, data = row
-    return Event(seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id,
-                 data=decode_data(kind, data))
+    return Event(
+        seq=seq, at=at, kind=kind, repo=repo, worker_id=worker_id, task_id=task_id, data=decode_data(kind, data)
+    )

@@ -35,8 +35,11 @@ def integrity_problems(conn: apsw.Connection) -> list[str]:
 
 def foreign_key_problems(conn: apsw.Connection) -> list[str]:
     """One sentence per row that refers to a row that does not exist."""
-    return [f"{table} row {rowid if rowid is not None else '(without rowid)'} refers to a missing {parent} row "
-            f"(foreign key {fkid})" for table, rowid, parent, fkid in conn.execute("PRAGMA foreign_key_check")]
+    return [
+        f"{table} row {rowid if rowid is not None else '(without rowid)'} refers to a missing {parent} row "
+        f"(foreign key {fkid})"
+        for table, rowid, parent, fkid in conn.execute("PRAGMA foreign_key_check")
+    ]
 
 
 def check_database(db: str) -> DbCheckResult:
@@ -48,8 +51,13 @@ def check_database(db: str) -> DbCheckResult:
         dangling = foreign_key_problems(conn)
     finally:
         conn.close()
-    return DbCheckResult(ok=not problems and not dangling, db=db, problems=problems, foreign_key_problems=dangling,
-                         seconds=round(time.monotonic() - started, 3))
+    return DbCheckResult(
+        ok=not problems and not dangling,
+        db=db,
+        problems=problems,
+        foreign_key_problems=dangling,
+        seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def backup_database(db: str, target: str, *, force: bool = False) -> DbBackupResult:
@@ -79,8 +87,11 @@ def _backup(db: str, dest: Path, force: bool) -> DbBackupResult:
         pages = _copy(db, tmp)
         problems = _verify(tmp)
         if problems:
-            raise ChkdError("internal", f"The copy failed integrity_check ({problems[0]}); nothing was written to "
-                                        f"{dest}. Run `chkdctl db check`.")
+            raise ChkdError(
+                "internal",
+                f"The copy failed integrity_check ({problems[0]}); nothing was written to "
+                f"{dest}. Run `chkdctl db check`.",
+            )
         _fsync(tmp)
         _publish(tmp, dest, force)
         _fsync_dir(dest.parent)
@@ -90,8 +101,9 @@ def _backup(db: str, dest: Path, force: bool) -> DbBackupResult:
                 leftover.unlink()
             except FileNotFoundError:
                 pass
-    return DbBackupResult(path=str(dest), pages=pages, bytes=dest.stat().st_size,
-                          seconds=round(time.monotonic() - started, 3))
+    return DbBackupResult(
+        path=str(dest), pages=pages, bytes=dest.stat().st_size, seconds=round(time.monotonic() - started, 3)
+    )
 
 
 def _check_destination(dest: Path, force: bool, db: str) -> None:

@@ -34,8 +34,12 @@ def git_finding(version_text: str | None, error: str | None = None) -> Finding:
     if version is None:
         return Finding("git", "warn", f"chkdd cannot tell which git it runs ({version_text.strip()[:80]!r}).", GIT_FIX)
     if version[:2] < MIN_GIT:
-        return Finding("git", "fail", f"git {shown} is too old: chkd needs 2.38 or newer for "
-                                      f"`git merge-tree --write-tree`.", GIT_FIX)
+        return Finding(
+            "git",
+            "fail",
+            f"git {shown} is too old: chkd needs 2.38 or newer for `git merge-tree --write-tree`.",
+            GIT_FIX,
+        )
     return Finding("git", "ok", f"git {shown} (chkd needs 2.38 or newer).")
 
 
@@ -45,13 +49,19 @@ TMUX_FIX = "install tmux where chkdd finds it (Debian/Ubuntu: apt-get install tm
 def tmux_finding(path: str | None) -> Finding:
     """Interactive workers (issue 13) run in tmux; without it only detached profiles work."""
     if path is None:
-        return Finding("tmux", "warn", "tmux is not installed where chkdd runs, so interactive profiles "
-                                       "(claude-interactive, interactive = true) cannot start.", TMUX_FIX)
+        return Finding(
+            "tmux",
+            "warn",
+            "tmux is not installed where chkdd runs, so interactive profiles "
+            "(claude-interactive, interactive = true) cannot start.",
+            TMUX_FIX,
+        )
     return Finding("tmux", "ok", f"tmux at {path} (for interactive workers).")
 
 
-def why_stuck(row: Mapping[str, Any], agent_alive: bool | None, shim_alive: bool | None, now_ms: int,
-              heartbeat_timeout_ms: int) -> str | None:
+def why_stuck(
+    row: Mapping[str, Any], agent_alive: bool | None, shim_alive: bool | None, now_ms: int, heartbeat_timeout_ms: int
+) -> str | None:
     """Why a worker in a live status has nothing live behind it (None when it looks healthy).
 
     A worker whose agent's exit is already recorded has no process to watch (it waits for a
@@ -70,12 +80,18 @@ def why_stuck(row: Mapping[str, Any], agent_alive: bool | None, shim_alive: bool
     last_beat = row.get("heartbeat_at") or row.get("started_at") or now_ms
     silent = now_ms - last_beat
     if silent > heartbeat_timeout_ms:
-        return f"its shim has not heartbeated for {silent // 1000} s (heartbeat_timeout_s {heartbeat_timeout_ms / 1000:g})"
+        return (
+            f"its shim has not heartbeated for {silent // 1000} s (heartbeat_timeout_s {heartbeat_timeout_ms / 1000:g})"
+        )
     return None
 
 
-def worker_findings(rows: Iterable[Mapping[str, Any]], facts: Mapping[str, tuple[bool | None, bool | None]],
-                    now_ms: int, heartbeat_timeout_ms: int) -> list[Finding]:
+def worker_findings(
+    rows: Iterable[Mapping[str, Any]],
+    facts: Mapping[str, tuple[bool | None, bool | None]],
+    now_ms: int,
+    heartbeat_timeout_ms: int,
+) -> list[Finding]:
     """One `fail` per live worker with nothing live behind it, else one `ok`. `facts`: id → (agent, shim) alive."""
     found: list[Finding] = []
     live = 0
@@ -86,9 +102,20 @@ def worker_findings(rows: Iterable[Mapping[str, Any]], facts: Mapping[str, tuple
         agent, shim = facts.get(row["id"], (None, None))
         why = why_stuck(row, agent, shim, now_ms, heartbeat_timeout_ms)
         if why:
-            found.append(Finding("workers", "fail", f"Worker {row['id']} is {row['status']} but {why}; the reaper "
-                                                    f"should have marked it dead.", f"chkdctl abort {row['id']}"))
+            found.append(
+                Finding(
+                    "workers",
+                    "fail",
+                    f"Worker {row['id']} is {row['status']} but {why}; the reaper should have marked it dead.",
+                    f"chkdctl abort {row['id']}",
+                )
+            )
     if not found:
-        found.append(Finding("workers", "ok", f"{live} live worker(s), each with its processes and heartbeats."
-                                              if live else "No live workers."))
+        found.append(
+            Finding(
+                "workers",
+                "ok",
+                f"{live} live worker(s), each with its processes and heartbeats." if live else "No live workers.",
+            )
+        )
     return found

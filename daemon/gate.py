@@ -43,8 +43,11 @@ def bring_to(repo: str, path: str, commit: str, owner: dict[str, Any]) -> None:
     if worktrees.admin_dir(path) is None:
         if os.path.lexists(path):
             if not os.path.isdir(path) or any(os.scandir(path)):
-                raise ChkdError("conflict", f"{path} exists but is not chkd's gate worktree; it was left alone.",
-                                "Move it away; chkd makes the gate worktree there.")
+                raise ChkdError(
+                    "conflict",
+                    f"{path} exists but is not chkd's gate worktree; it was left alone.",
+                    "Move it away; chkd makes the gate worktree there.",
+                )
             os.rmdir(path)
         worktrees.forget_worktree(repo, path)  # a registration whose directory went
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -90,19 +93,29 @@ def suspect(output: str, main: str, gate: str) -> str | None:
     gates = sorted({os.path.normpath(gate), os.path.realpath(gate)}, key=len, reverse=True)
     for root in sorted({os.path.normpath(main), os.path.realpath(main)}, key=len, reverse=True):
         for m in re.finditer(re.escape(root + os.sep) + r"[^\s'\"(),:;]+", output):
-            rel = m.group(0)[len(root) + 1:]
+            rel = m.group(0)[len(root) + 1 :]
             if not any(os.path.join(g, rel) in output for g in gates):
                 return m.group(0)
     return None
 
 
 def suspect_sentence(path: str) -> str:
-    return (f"the gate read {path} from the main checkout, so it may be testing main rather than the merge "
-            "result; set `setup_cmd`.")
+    return (
+        f"the gate read {path} from the main checkout, so it may be testing main rather than the merge "
+        "result; set `setup_cmd`."
+    )
 
 
-def run(repo: str, path: str, commit: str, cmd: list[str], timeout: float, owner: dict[str, Any],
-        ws: Workspace, log_path: str) -> mergeengine.GateResult:
+def run(
+    repo: str,
+    path: str,
+    commit: str,
+    cmd: list[str],
+    timeout: float,
+    owner: dict[str, Any],
+    ws: Workspace,
+    log_path: str,
+) -> mergeengine.GateResult:
     """Bring the gate to `commit`, copy files in, set up if its inputs changed, run `cmd` there."""
     started = time.monotonic()
     bring_to(repo, path, commit, owner)
@@ -110,11 +123,14 @@ def run(repo: str, path: str, commit: str, cmd: list[str], timeout: float, owner
     try:
         prepared = workspace.prepare(ws, path, log_path, done_hash=done)
     except ChkdError as exc:
-        return mergeengine.GateResult(False, f"[chkd] the gate's setup failed: {exc.message}\n",
-                                  time.monotonic() - started)
-    res = mergeengine.run_cmd(cmd, Path(path), timeout, started,
-                          extra_env={"CHKD_WORKTREE": path, "CHKD_MAIN_CHECKOUT": repo})
+        return mergeengine.GateResult(
+            False, f"[chkd] the gate's setup failed: {exc.message}\n", time.monotonic() - started
+        )
+    res = mergeengine.run_cmd(
+        cmd, Path(path), timeout, started, extra_env={"CHKD_WORKTREE": path, "CHKD_MAIN_CHECKOUT": repo}
+    )
     note = f"[chkd] setup ran in the gate ({prepared.seconds:.1f} s)\n" if prepared.setup_ran else ""
     found = suspect(res.output, repo, path)
-    return mergeengine.GateResult(res.ok, note + res.output, time.monotonic() - started, res.timed_out,
-                              res.returncode, suspect=found)
+    return mergeengine.GateResult(
+        res.ok, note + res.output, time.monotonic() - started, res.timed_out, res.returncode, suspect=found
+    )

@@ -96,7 +96,7 @@ def parse_worktrees(porcelain: str) -> list[dict[str, str]]:
 
 
 def short_branch(ref: str | None) -> str | None:
-    return ref[len("refs/heads/"):] if ref and ref.startswith("refs/heads/") else ref
+    return ref[len("refs/heads/") :] if ref and ref.startswith("refs/heads/") else ref
 
 
 def last_seen(worker: dict[str, Any]) -> int:
@@ -176,8 +176,7 @@ def _worktree_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
     return found
 
 
-def _marked_worktree(snap: RepoSnapshot, facts: _Facts, path: str, branch: str | None,
-                     marker: dict[str, Any]) -> Found:
+def _marked_worktree(snap: RepoSnapshot, facts: _Facts, path: str, branch: str | None, marker: dict[str, Any]) -> Found:
     """A worktree chkd made (its marker says so) that no worker row records."""
     cwd, target = snap.path, snap.main_branch
     who = marker.get("worker") or "?"
@@ -206,9 +205,13 @@ def _branch_items(snap: RepoSnapshot, facts: _Facts) -> list[Found]:
     checked_out = {b for b in facts.registered.values() if b}
     found: list[Found] = []
     for ref in refs.splitlines():
-        branch = ref[len("refs/heads/"):]
-        if (not branch.startswith(snap.branch_prefix) or branch == snap.main_branch
-                or branch in facts.by_branch or branch in checked_out):
+        branch = ref[len("refs/heads/") :]
+        if (
+            not branch.startswith(snap.branch_prefix)
+            or branch == snap.main_branch
+            or branch in facts.by_branch
+            or branch in checked_out
+        ):
             continue
         found.append(_not_ours("branch", snap, branch))
     return found
@@ -235,9 +238,15 @@ def _worker_items(snap: RepoSnapshot, facts: _Facts, w: dict[str, Any]) -> list[
     state = _worktree_state(path, facts)
     sha = git.ref_sha(f"refs/heads/{branch}", cwd) if branch else None
     registered = path is not None and os.path.realpath(path) in facts.registered
-    f = Found(GcItem(kind="worker", repo=snap.name, what=w["id"], reason=""), worker_id=w["id"],
-              worktree=path if registered or state == "empty" else None, branch=branch if sha else None,
-              branch_sha=sha, drop_row=status != "merged", empty_dir=state == "empty")
+    f = Found(
+        GcItem(kind="worker", repo=snap.name, what=w["id"], reason=""),
+        worker_id=w["id"],
+        worktree=path if registered or state == "empty" else None,
+        branch=branch if sha else None,
+        branch_sha=sha,
+        drop_row=status != "merged",
+        empty_dir=state == "empty",
+    )
     if status in LIVE:
         if state not in ("gone", "empty"):
             return []
@@ -262,8 +271,11 @@ def _worker_items(snap: RepoSnapshot, facts: _Facts, w: dict[str, Any]) -> list[
         f.item.reason, f.drop_row = f"recorded by worker {w['id']} ({status}), which has no worktree", False
         why = _unmerged_reason(str(branch), target, cwd)
     else:
-        f.item.reason = (f"its worktree {path} is gone" if state == "gone" else
-                         f"its worktree directory {path} is empty and unknown to git (a spawn that did not finish)")
+        f.item.reason = (
+            f"its worktree {path} is gone"
+            if state == "gone"
+            else f"its worktree directory {path} is empty and unknown to git (a spawn that did not finish)"
+        )
         why = _unmerged_reason(str(branch), target, cwd) if sha else None
     if why:
         f.item.removable, f.item.reason = False, f"{f.item.reason}, but {why}"

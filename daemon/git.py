@@ -69,18 +69,26 @@ def run(
         time.sleep(delay)
         delay = min(1.0, delay * 2)
     if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed in {cwd}: {reason(proc.stderr or proc.stdout)}",
-                       proc.stderr, proc.returncode)
+        raise GitError(
+            f"git {args[0]} failed in {cwd}: {reason(proc.stderr or proc.stdout)}", proc.stderr, proc.returncode
+        )
     return proc
 
 
-def _run_once(args: Sequence[str], cwd: str | Path, timeout: float, input: str | None,
-              env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
+def _run_once(
+    args: Sequence[str], cwd: str | Path, timeout: float, input: str | None, env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
     argv = ["git", *args]
     try:
         return subprocess.run(
-            argv, cwd=str(cwd), capture_output=True, text=True, timeout=timeout, input=input,
-            env=git_env(env), stdin=None if input is not None else subprocess.DEVNULL,
+            argv,
+            cwd=str(cwd),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=git_env(env),
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         raise GitError(f"git {args[0]} took longer than {timeout:.0f} s in {cwd} and was stopped.") from None
@@ -92,8 +100,14 @@ def _run_once(args: Sequence[str], cwd: str | Path, timeout: float, input: str |
         raise GitError(f"{cwd} is not a directory.") from None
 
 
-def out(args: Sequence[str], cwd: str | Path, *, timeout: float = DEFAULT_TIMEOUT, input: str | None = None,
-        env: dict[str, str] | None = None) -> str:
+def out(
+    args: Sequence[str],
+    cwd: str | Path,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
     """stdout of a git command that must succeed, stripped."""
     return run(args, cwd, timeout=timeout, input=input, env=env).stdout.strip()
 

@@ -26,8 +26,20 @@ _WATCHED_SQL = f"SELECT * FROM workers WHERE status IN ({_WATCHED_IN}) ORDER BY 
 #: What the reaper's rules read, for the rows that could need an action at all: those with
 #: processes to check, and those whose heartbeat or activity is old enough to matter. A tick
 #: over many quiet rows then costs one indexed query, not a dict per row.
-_REAP_COLUMNS = ("id", "status", "pid", "proc_started", "shim_pid", "shim_started", "heartbeat_at",
-                 "activity_at", "started_at", "exit_code", "exit_signal", "worktree_path")
+_REAP_COLUMNS = (
+    "id",
+    "status",
+    "pid",
+    "proc_started",
+    "shim_pid",
+    "shim_started",
+    "heartbeat_at",
+    "activity_at",
+    "started_at",
+    "exit_code",
+    "exit_signal",
+    "worktree_path",
+)
 _REAP_SQL = (
     f"SELECT {', '.join(_REAP_COLUMNS)} FROM workers WHERE status IN ({_WATCHED_IN}) "
     "AND (pid IS NOT NULL OR shim_pid IS NOT NULL OR status = 'stalled' "
@@ -155,8 +167,12 @@ def reap(ctx: Ctx) -> None:
     now = now_ms()
     notice_gap(ctx, now)
     limits = reaper.Limits.from_config(ctx.config, watching_since(ctx))
-    rows = [dict(zip(_REAP_COLUMNS, r, strict=False)) for r in ctx.store.all(
-        _REAP_SQL, {"beat_cut": now - limits.heartbeat_timeout_ms, "stall_cut": now - limits.stall_timeout_ms})]
+    rows = [
+        dict(zip(_REAP_COLUMNS, r, strict=False))
+        for r in ctx.store.all(
+            _REAP_SQL, {"beat_cut": now - limits.heartbeat_timeout_ms, "stall_cut": now - limits.stall_timeout_ms}
+        )
+    ]
     if not rows:
         ctx.ext.get("agent_gone_since", {}).clear()
         return
@@ -168,8 +184,7 @@ def reap(ctx: Ctx) -> None:
             with ctx.savepoint():
                 apply_action(ctx, row, action)
         except Exception:  # one worker's trouble never stops the reaper for the others
-            ctx.log.error("reaper_action_failed", worker=action.worker_id, action=type(action).__name__,
-                          exc_info=True)
+            ctx.log.error("reaper_action_failed", worker=action.worker_id, action=type(action).__name__, exc_info=True)
 
 
 def reconcile(ctx: Ctx) -> None:
@@ -182,8 +197,10 @@ def reconcile(ctx: Ctx) -> None:
     ctx.ext[_CLOCK] = (time.monotonic(), now)  # a freeze before the first reaper tick is a gap too
     alive = gone = 0
     for row in rows:
-        facts = reaper.ProcFacts(agent_alive=proc_alive(row["pid"], row["proc_started"]),
-                                 shim_alive=proc_alive(row["shim_pid"], row["shim_started"]))
+        facts = reaper.ProcFacts(
+            agent_alive=proc_alive(row["pid"], row["proc_started"]),
+            shim_alive=proc_alive(row["shim_pid"], row["shim_started"]),
+        )
         verdict = reaper.judge_at_start(row, facts)
         if verdict is None:
             alive += 1

@@ -19,11 +19,7 @@ LogFormat = Literal["json", "console"]
 def make_logger(path: Path, fmt: LogFormat = "json") -> tuple[structlog.typing.FilteringBoundLogger, TextIO]:
     # 0600; line-buffered: one write per line
     stream = cast(TextIO, open_private(path, "a", buffering=1, encoding="utf-8"))
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     processors: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

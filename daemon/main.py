@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="chkdd",
         description="The chkd daemon. Runs in the foreground; `chkdctl daemon start` detaches it.",
     )
-    parser.add_argument("--home", help="keep sockets, state and config below this directory (default: $CHKD_HOME or XDG dirs)")
+    parser.add_argument(
+        "--home", help="keep sockets, state and config below this directory (default: $CHKD_HOME or XDG dirs)"
+    )
     parser.add_argument("--log-format", choices=("json", "console"), default="json", help="format of state/chkdd.log")
     parser.add_argument("--version", action="version", version=f"chkdd {chkd.__version__}")
     args = parser.parse_args(argv)

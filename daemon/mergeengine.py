@@ -77,8 +77,9 @@ def _both_shas(repo: str | Path, target: str, head: str, head_missing: str) -> t
     return target_sha, head_sha
 
 
-def plan(repo: str | Path, target: str, head: str, message: str, known_head: str | None = None,
-         worktree: str | None = None) -> Plan:
+def plan(
+    repo: str | Path, target: str, head: str, message: str, known_head: str | None = None, worktree: str | None = None
+) -> Plan:
     """Conflict check + merge commit object for `head` into `target` (no checkout, no ref moves).
 
     `known_head`: the commit an earlier check of this merge saw. When the branch is gone because
@@ -99,13 +100,19 @@ def plan(repo: str | Path, target: str, head: str, message: str, known_head: str
         return Plan(target_sha, head_sha, tree=tree, already_in=True)  # squash-merged or cherry-picked
     copied = worktrees.copied_files(worktree) if worktree and os.path.isdir(worktree) else []
     if copied:
-        added = git.out(["diff", "--name-only", "--no-renames", "--diff-filter=A", target_sha, tree, "--", *copied], repo)
+        added = git.out(
+            ["diff", "--name-only", "--no-renames", "--diff-filter=A", target_sha, tree, "--", *copied], repo
+        )
         if added.strip():
-            raise ChkdError("refused", f"The branch commits {_names(added.split())}, which chkd copied in from the main "
-                                       "checkout (copy) and must never be committed; nothing was merged.",
-                            "Remove it from the branch (`git rm --cached FILE` and commit), then merge again.")
-    commit = git.out(["commit-tree", tree, "-p", target_sha, "-p", head_sha, "-m", message], repo,
-                     env=git.identity_env(repo))
+            raise ChkdError(
+                "refused",
+                f"The branch commits {_names(added.split())}, which chkd copied in from the main "
+                "checkout (copy) and must never be committed; nothing was merged.",
+                "Remove it from the branch (`git rm --cached FILE` and commit), then merge again.",
+            )
+    commit = git.out(
+        ["commit-tree", tree, "-p", target_sha, "-p", head_sha, "-m", message], repo, env=git.identity_env(repo)
+    )
     return Plan(target_sha, head_sha, tree=tree, commit=commit)
 
 
@@ -124,7 +131,7 @@ def prune_gates(repo: str | Path, before: float, home: str) -> int:
     markers = worktrees.worktree_markers(repo)
     listed = git.run(["worktree", "list", "--porcelain"], repo, check=False).stdout.splitlines()
     gone = 0
-    for path in (ln[len("worktree "):] for ln in listed if ln.startswith("worktree ")):
+    for path in (ln[len("worktree ") :] for ln in listed if ln.startswith("worktree ")):
         marker = markers.get(os.path.realpath(path)) or _gate_reservation(Path(path))
         if marker is None or not worktrees.marked_by(marker, home, "gate") or _created_s(marker) >= before:
             continue
@@ -157,17 +164,26 @@ def _created_s(marker: dict[str, Any]) -> float:
     return at / 1000 if isinstance(at, (int, float)) else 0.0
 
 
-def run_cmd(cmd: list[str], cwd: Path, timeout: float, started: float,
-            extra_env: dict[str, str] | None = None) -> GateResult:
+def run_cmd(
+    cmd: list[str], cwd: Path, timeout: float, started: float, extra_env: dict[str, str] | None = None
+) -> GateResult:
     env = git.git_env(extra_env)
     for key in ("CHKD_WORKER_ID", "CHKD_TASK_ID"):
         env.pop(key, None)
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     except OSError as exc:
-        return GateResult(False, f"The test command {cmd[0]!r} could not start: {exc.strerror or exc}.",
-                          time.monotonic() - started)
+        return GateResult(
+            False, f"The test command {cmd[0]!r} could not start: {exc.strerror or exc}.", time.monotonic() - started
+        )
     try:
         out, _ = proc.communicate(timeout=timeout)
         timed_out = False
@@ -207,8 +223,8 @@ def checkouts_of(repo: str | Path, branch: str) -> list[str]:
     path: str | None = None
     for line in [*text.splitlines(), ""]:
         if line.startswith("worktree "):
-            path = line[len("worktree "):]
-        elif line.startswith("branch ") and line[len("branch "):] == ref and path and os.path.isdir(path):
+            path = line[len("worktree ") :]
+        elif line.startswith("branch ") and line[len("branch ") :] == ref and path and os.path.isdir(path):
             found.append(path)
         elif not line:
             path = None
@@ -254,8 +270,10 @@ def _bring_along(checkouts: list[str], old: str, new: str) -> tuple[list[str], l
             updated.append(wt)
         else:  # a user touched it between the check and now: their files are untouched, say so
             why = f"{_names(late)} would be overwritten." if late else git.reason(res.stderr if res else "")
-            notes.append(f"The checkout {wt} was not brought up to date ({why}) "
-                         f"Run `git reset --keep {new[:12]}` there once your files are saved.")
+            notes.append(
+                f"The checkout {wt} was not brought up to date ({why}) "
+                f"Run `git reset --keep {new[:12]}` there once your files are saved."
+            )
     return updated, notes
 
 
@@ -272,24 +290,30 @@ def _require_updatable(wt: str, target: str, old: str, new: str) -> None:
     git.run(["update-index", "-q", "--refresh"], wt, check=False)
     dirty = git.dirty_files(wt, tracked_only=True)
     if dirty:
-        raise ChkdError("refused",
-                        f"The target '{target}' is checked out in {wt} with uncommitted changes to "
-                        f"{_names(dirty)}; nothing was merged.",
-                        "Commit or stash those changes there, then merge again.")
+        raise ChkdError(
+            "refused",
+            f"The target '{target}' is checked out in {wt} with uncommitted changes to "
+            f"{_names(dirty)}; nothing was merged.",
+            "Commit or stash those changes there, then merge again.",
+        )
     blocked = in_the_way(wt, old, new)
     if blocked:
-        raise ChkdError("refused",
-                        f"The checkout of '{target}' in {wt} has untracked or ignored files the merge would "
-                        f"overwrite ({_names(blocked)}); nothing was merged.",
-                        "Move or commit those files there, then merge again.")
+        raise ChkdError(
+            "refused",
+            f"The checkout of '{target}' in {wt} has untracked or ignored files the merge would "
+            f"overwrite ({_names(blocked)}); nothing was merged.",
+            "Move or commit those files there, then merge again.",
+        )
     probe = git.run(["read-tree", "-m", "-u", "-n", old, new], wt, check=False)  # anything else git objects to
     if probe.returncode != 0:
         files = [ln.strip() for ln in probe.stderr.splitlines() if ln.startswith(("\t", "    "))]
         files += re.findall(r"file '([^']+)' would be", probe.stderr)
         what = _names(files) if files else git.reason(probe.stderr).rstrip(".")
-        raise ChkdError("refused",
-                        f"The checkout of '{target}' in {wt} has files the merge would overwrite ({what}); "
-                        "nothing was merged.", "Move or commit those files there, then merge again.")
+        raise ChkdError(
+            "refused",
+            f"The checkout of '{target}' in {wt} has files the merge would overwrite ({what}); nothing was merged.",
+            "Move or commit those files there, then merge again.",
+        )
 
 
 def in_the_way(wt: str | Path, old: str, new: str) -> list[str]:
@@ -298,8 +322,9 @@ def in_the_way(wt: str | Path, old: str, new: str) -> list[str]:
 
     For each path the merge adds or changes that is not in the index: the path itself existing
     on disk, or a parent that is not a real directory (it would have to become one)."""
-    changed = [p for p in git.run(["diff", "--name-only", "--no-renames", "-z", old, new, "--"], wt).stdout.split("\0")
-               if p]
+    changed = [
+        p for p in git.run(["diff", "--name-only", "--no-renames", "-z", old, new, "--"], wt).stdout.split("\0") if p
+    ]
     if not changed:
         return []
     tracked = {p for p in git.run(["ls-files", "-z", "--cached"], wt).stdout.split("\0") if p}
@@ -361,8 +386,9 @@ def remove_checkout(repo: str | Path, worktree: str | None, branch: str | None, 
     return list(removal.notes)
 
 
-def land_and_clean(repo: str | Path, target: str, new: str, old: str,
-                   worktree: str | None, branch: str | None) -> Landed:
+def land_and_clean(
+    repo: str | Path, target: str, new: str, old: str, worktree: str | None, branch: str | None
+) -> Landed:
     """`land`, then (when it landed) remove the worker's worktree and branch; cleanup notes ride along."""
     landed = land(repo, target, new, old)
     if landed.moved:
@@ -399,7 +425,7 @@ def diff(repo: str | Path, target: str, head: str, worktree: str | None, stat: b
 
 
 def _short(ref: str) -> str:
-    return ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+    return ref[len("refs/heads/") :] if ref.startswith("refs/heads/") else ref
 
 
 @dataclass(frozen=True)
@@ -415,21 +441,32 @@ def update_branch(worktree: str | None, target: str) -> UpdateOutcome:
     if not worktree or not os.path.isdir(worktree):
         raise ChkdError("not_found", f"The worktree {worktree} no longer exists; there is nothing to update.")
     if git.run(["rev-parse", "-q", "--verify", "MERGE_HEAD"], worktree, check=False).returncode == 0:
-        raise ChkdError("conflict", f"A merge is already in progress in {worktree}.",
-                        "Resolve the conflict markers and commit, or run `git merge --abort` there.")
+        raise ChkdError(
+            "conflict",
+            f"A merge is already in progress in {worktree}.",
+            "Resolve the conflict markers and commit, or run `git merge --abort` there.",
+        )
     dirty = git.dirty_files(worktree, tracked_only=True)
     if dirty:
-        raise ChkdError("refused", f"The worktree {worktree} has uncommitted changes to {_names(dirty)}.",
-                        "Commit them first, then update again.")
+        raise ChkdError(
+            "refused",
+            f"The worktree {worktree} has uncommitted changes to {_names(dirty)}.",
+            "Commit them first, then update again.",
+        )
     ref = target_ref(target)
     if _is_ancestor(ref, "HEAD", worktree):
         return UpdateOutcome(True, up_to_date=True, head=git.rev("HEAD", worktree))
-    proc = git.run(["merge", "--no-edit", "--no-ff", "-m", f"Merge {_short(ref)} into {git.current_branch(worktree)}",
-                    ref], worktree, check=False, env=git.identity_env(worktree))
+    proc = git.run(
+        ["merge", "--no-edit", "--no-ff", "-m", f"Merge {_short(ref)} into {git.current_branch(worktree)}", ref],
+        worktree,
+        check=False,
+        env=git.identity_env(worktree),
+    )
     if proc.returncode == 0:
         return UpdateOutcome(True, head=git.rev("HEAD", worktree))
     files = git.out(["diff", "--name-only", "--diff-filter=U"], worktree).splitlines()
     if not files:
-        raise git.GitError(f"Merging '{target}' into {worktree} failed: {git.reason(proc.stderr or proc.stdout)}",
-                           proc.stderr)
+        raise git.GitError(
+            f"Merging '{target}' into {worktree} failed: {git.reason(proc.stderr or proc.stdout)}", proc.stderr
+        )
     return UpdateOutcome(False, conflict_files=sorted(files))

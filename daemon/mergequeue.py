@@ -71,8 +71,9 @@ def pick_next(queued: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(queued, key=lambda m: (m["priority"], m["id"]), default=None)
 
 
-def step_after_check(plan: mergeengine.Plan, *, gate: bool, review: bool, approved: bool,
-                     tested_base: str | None) -> str:
+def step_after_check(
+    plan: mergeengine.Plan, *, gate: bool, review: bool, approved: bool, tested_base: str | None
+) -> str:
     """What follows the conflict check: merged (nothing to do) | conflict | testing | awaiting_review | landing.
 
     An approved merge whose target has not moved since its gate passed lands directly."""
@@ -118,8 +119,14 @@ def setup(ctx: Ctx) -> None:
         if m["land_new"] and m["repo_id"] not in st.busy:
             st.busy[m["repo_id"]] = m["id"]
             repo = _repo(ctx, m)
-            ctx.submit(mergeengine.finish_landing, repo["path"], m["target"], m["land_old"], m["land_new"],
-                       then=_then_guarded(ctx, m["id"], _landing_finished))
+            ctx.submit(
+                mergeengine.finish_landing,
+                repo["path"],
+                m["target"],
+                m["land_old"],
+                m["land_new"],
+                then=_then_guarded(ctx, m["id"], _landing_finished),
+            )
             continue
         ctx.store.x("UPDATE merges SET status='queued', land_old=NULL, land_new=NULL WHERE id=?", (m["id"],))
         _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], note="requeued after a daemon restart"))
@@ -206,34 +213,57 @@ def _start_train(ctx: Ctx, repo_id: int, cars: list[dict[str, Any]]) -> None:
             _emit(ctx, m, ev.MergeChecking(merge_id=m["id"], train=train_id))
             _set(ctx, m, "testing", train=train_id)
             _emit(ctx, m, ev.MergeTesting(merge_id=m["id"], cmd=list(cmd), train=train_id, cars=ids))
-            on_board.append(train.Car(m["id"], f"refs/heads/{worker['branch_name']}", _message(worker), m["head_sha"],
-                                      worker["worktree_path"]))
+            on_board.append(
+                train.Car(
+                    m["id"],
+                    f"refs/heads/{worker['branch_name']}",
+                    _message(worker),
+                    m["head_sha"],
+                    worker["worktree_path"],
+                )
+            )
     except BaseException:
         st.busy.pop(repo_id, None)  # the caller's savepoint rolls back; the timer retries
         raise
-    gate_fn = train.gate_with(repo["path"], gate.gate_path(ctx.paths.state, repo["id"], repo["name"]), cmd,
-                              test_timeout(ctx, repo), {"home": str(ctx.paths.state)},
-                              reposettings.workspace(ctx, repo), str(gate_log(ctx, repo)),
-                              reposettings.gate_strict(ctx, repo))
+    gate_fn = train.gate_with(
+        repo["path"],
+        gate.gate_path(ctx.paths.state, repo["id"], repo["name"]),
+        cmd,
+        test_timeout(ctx, repo),
+        {"home": str(ctx.paths.state)},
+        reposettings.workspace(ctx, repo),
+        str(gate_log(ctx, repo)),
+        reposettings.gate_strict(ctx, repo),
+    )
     car_ids = [c.merge_id for c in on_board]
-    ctx.submit(train.run, repo["path"], cars[0]["target"], on_board, gate_fn,
-               then=lambda out, exc: _train_step(ctx, repo_id, train_id, car_ids, _train_gated, out, exc))
+    ctx.submit(
+        train.run,
+        repo["path"],
+        cars[0]["target"],
+        on_board,
+        gate_fn,
+        then=lambda out, exc: _train_step(ctx, repo_id, train_id, car_ids, _train_gated, out, exc),
+    )
 
 
 def _message(worker: dict[str, Any]) -> str:
-    return f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
-                                               if worker["task_id"] else "") + f" [chkd {worker['id']}]"
+    return (
+        f"Merge {worker['branch_name']}"
+        + (f" ({worker['task_id']}: {worker['task_title']})" if worker["task_id"] else "")
+        + f" [chkd {worker['id']}]"
+    )
 
 
-def _train_step(ctx: Ctx, repo_id: int, train_id: int, ids: list[int], step: Any, result: Any,
-                exc: BaseException | None) -> None:
+def _train_step(
+    ctx: Ctx, repo_id: int, train_id: int, ids: list[int], step: Any, result: Any, exc: BaseException | None
+) -> None:
     """Like `_guard`, for a whole train: a bug fails the train's open merges; the slot is freed at the end."""
     st = state(ctx)
     held = True
     try:
         with ctx.savepoint():
             held = step(ctx, repo_id, train_id, ids, result, exc)
-    except Exception as err:  # noqa: BLE001 - the queue must go on
+    except Exception as err:
         ctx.log.error("merge_train_step_failed", train=train_id, step=step.__name__, exc_info=True)
         held = False
         for mid in ids:
@@ -246,8 +276,9 @@ def _train_step(ctx: Ctx, repo_id: int, train_id: int, ids: list[int], step: Any
             ctx.timers.after(0, lambda: kick(ctx, repo_id), "merge-queue-next")
 
 
-def _train_gated(ctx: Ctx, repo_id: int, train_id: int, ids: list[int], out: train.Outcome | None,
-                 exc: BaseException | None) -> bool:
+def _train_gated(
+    ctx: Ctx, repo_id: int, train_id: int, ids: list[int], out: train.Outcome | None, exc: BaseException | None
+) -> bool:
     """Record conflicts and failures; record the CAS intent on every landing merge, then land. True while held."""
     merges = {mid: m for mid in ids if (m := ctx.store.dict("SELECT * FROM merges WHERE id=?", (mid,)))}
     if exc is not None or out is None:
@@ -262,17 +293,33 @@ def _train_gated(ctx: Ctx, repo_id: int, train_id: int, ids: list[int], out: tra
     for path in out.suspects:
         sentence = gate.suspect_sentence(path)
         for m in merges.values():
-            _append_log(ctx, m, f"warning: {sentence}" + (" (gate_strict: a run that read it failed)" if strict else ""))
+            _append_log(
+                ctx, m, f"warning: {sentence}" + (" (gate_strict: a run that read it failed)" if strict else "")
+            )
         first = merges[ids[0]] if ids[0] in merges else next(iter(merges.values()))
-        _emit(ctx, first, ev.MergeGateSuspect(merge_id=first["id"], path=path,
-                                              message=sentence[:1].upper() + sentence[1:], strict=strict, train=train_id))
+        _emit(
+            ctx,
+            first,
+            ev.MergeGateSuspect(
+                merge_id=first["id"],
+                path=path,
+                message=sentence[:1].upper() + sentence[1:],
+                strict=strict,
+                train=train_id,
+            ),
+        )
     for mid, files in out.conflicts.items():
         _conflict(ctx, merges[mid], files)
     for mid, why in out.failed.items():
         m = merges[mid]
         _append_log(ctx, m, why)
-        _fail(ctx, m, f"The test gate failed with this merge in a merge train; {m['target']} does not have it "
-                      "(see `chkdctl merges --json` for the output).", logged=True)
+        _fail(
+            ctx,
+            m,
+            f"The test gate failed with this merge in a merge train; {m['target']} does not have it "
+            "(see `chkdctl merges --json` for the output).",
+            logged=True,
+        )
     landing = [mid for mid, _, _ in out.landed] + list(out.already_in)
     if not landing:
         _train_event(ctx, merges, train_id, out, [])
@@ -284,29 +331,55 @@ def _train_gated(ctx: Ctx, repo_id: int, train_id: int, ids: list[int], out: tra
     if out.tip is None:  # only already-merged cars: nothing moves, only the cleanup
         out.tip = out.target_sha
     for mid, _, head in out.landed:
-        ctx.store.x("UPDATE merges SET base_sha=?, head_sha=?, land_old=?, land_new=? WHERE id=?",
-                    (out.target_sha, head, out.target_sha, out.tip, mid))
+        ctx.store.x(
+            "UPDATE merges SET base_sha=?, head_sha=?, land_old=?, land_new=? WHERE id=?",
+            (out.target_sha, head, out.target_sha, out.tip, mid),
+        )
     repo = _repo(ctx, merges[landing[0]])
     target = merges[landing[0]]["target"]
-    ctx.submit(train.land, repo["path"], target, out.tip, out.target_sha, cleanups,
-               then=lambda res, e: _train_step(ctx, repo_id, train_id, landing, _train_landed, (out, res), e))
+    ctx.submit(
+        train.land,
+        repo["path"],
+        target,
+        out.tip,
+        out.target_sha,
+        cleanups,
+        then=lambda res, e: _train_step(ctx, repo_id, train_id, landing, _train_landed, (out, res), e),
+    )
     _train_event(ctx, merges, train_id, out, landing)
     return True
 
 
-def _train_event(ctx: Ctx, merges: dict[int, dict[str, Any]], train_id: int, out: train.Outcome,
-                 landing: list[int]) -> None:
+def _train_event(
+    ctx: Ctx, merges: dict[int, dict[str, Any]], train_id: int, out: train.Outcome, landing: list[int]
+) -> None:
     if not merges:
         return
     first = merges.get(train_id) or next(iter(merges.values()))
-    _emit(ctx, first, ev.MergeTrainRan(merge_id=first["id"], train=train_id, merge_ids=list(merges),
-                                       gate_runs=out.gate_runs, landing=landing, failed=sorted(out.failed),
-                                       conflicts=sorted(out.conflicts),
-                                       isolated_after={str(k): v for k, v in out.isolated.items()}))
+    _emit(
+        ctx,
+        first,
+        ev.MergeTrainRan(
+            merge_id=first["id"],
+            train=train_id,
+            merge_ids=list(merges),
+            gate_runs=out.gate_runs,
+            landing=landing,
+            failed=sorted(out.failed),
+            conflicts=sorted(out.conflicts),
+            isolated_after={str(k): v for k, v in out.isolated.items()},
+        ),
+    )
 
 
-def _train_landed(ctx: Ctx, repo_id: int, train_id: int, ids: list[int],
-                  result: tuple[train.Outcome, train.TrainLanded | None], exc: BaseException | None) -> bool:
+def _train_landed(
+    ctx: Ctx,
+    repo_id: int,
+    train_id: int,
+    ids: list[int],
+    result: tuple[train.Outcome, train.TrainLanded | None],
+    exc: BaseException | None,
+) -> bool:
     out, res = result
     merges = {mid: m for mid in ids if (m := ctx.store.dict("SELECT * FROM merges WHERE id=?", (mid,)))}
     for mid in merges:
@@ -318,14 +391,22 @@ def _train_landed(ctx: Ctx, repo_id: int, train_id: int, ids: list[int],
     if res.landed.moved:  # lost the CAS: each goes back to the queue and is checked again
         for m in merges.values():
             _set(ctx, m, "queued")
-            _emit(ctx, m, ev.MergeQueued(merge_id=m["id"], note=f"{m['target']} moved during the merge train; checking again"))
+            _emit(
+                ctx,
+                m,
+                ev.MergeQueued(merge_id=m["id"], note=f"{m['target']} moved during the merge train; checking again"),
+            )
         return False
     commits = {mid: commit for mid, commit, _ in out.landed}
     for mid, m in merges.items():
         notes = list(res.landed.notes) + res.notes.get(mid, [])
         if mid in commits:
-            _after_land(ctx, m, mergeengine.Landed(new_sha=commits[mid], updated_checkouts=res.landed.updated_checkouts,
-                                               notes=notes), already_in=False)
+            _after_land(
+                ctx,
+                m,
+                mergeengine.Landed(new_sha=commits[mid], updated_checkouts=res.landed.updated_checkouts, notes=notes),
+                already_in=False,
+            )
         else:
             _after_land(ctx, m, mergeengine.Landed(new_sha=out.target_sha, notes=notes), already_in=True)
     return False
@@ -340,8 +421,13 @@ def enqueue(ctx: Ctx, worker: dict[str, Any], repo: dict[str, Any], strategy: st
         (worker["id"], repo["id"], strategy, "queued", target_of(ctx, repo), priority, int(run_tests), now_ms()),
     )
     m = load(ctx, merge_id)
-    _emit(ctx, m, ev.MergeQueued(merge_id=merge_id, strategy=strategy, target=m["target"], priority=priority,
-                                 run_tests=bool(run_tests)))
+    _emit(
+        ctx,
+        m,
+        ev.MergeQueued(
+            merge_id=merge_id, strategy=strategy, target=m["target"], priority=priority, run_tests=bool(run_tests)
+        ),
+    )
     set_worker(ctx, worker, "merging", message=f"merge {merge_id} queued")
     _kick_soon(ctx, repo)
     return load(ctx, merge_id)
@@ -380,10 +466,21 @@ def _start_check(ctx: Ctx, m: dict[str, Any], retry: str | None = None) -> None:
         return
     _set(ctx, m, "checking")
     _emit(ctx, m, ev.MergeChecking(merge_id=m["id"], retry=retry is not None, why=retry))
-    message = f"Merge {worker['branch_name']}" + (f" ({worker['task_id']}: {worker['task_title']})"
-                                                   if worker["task_id"] else "") + f" [chkd {worker['id']}]"
-    ctx.submit(mergeengine.plan, repo["path"], m["target"], f"refs/heads/{worker['branch_name']}", message,
-               m["head_sha"], worker["worktree_path"], then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc))
+    message = (
+        f"Merge {worker['branch_name']}"
+        + (f" ({worker['task_id']}: {worker['task_title']})" if worker["task_id"] else "")
+        + f" [chkd {worker['id']}]"
+    )
+    ctx.submit(
+        mergeengine.plan,
+        repo["path"],
+        m["target"],
+        f"refs/heads/{worker['branch_name']}",
+        message,
+        m["head_sha"],
+        worker["worktree_path"],
+        then=lambda plan, exc: _guard(ctx, m["id"], _checked, plan, exc),
+    )
 
 
 def _checked(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan | None, exc: BaseException | None) -> None:
@@ -395,13 +492,24 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan | None, exc: Ba
     st = state(ctx)
     repo = _repo(ctx, m)
     gate_cmd = test_cmd(ctx, repo) if m["run_tests"] else None
-    step = step_after_check(plan, gate=bool(gate_cmd), review=m["strategy"] == "review",
-                            approved=m["approved_at"] is not None, tested_base=st.tested.get(m["id"]))
+    step = step_after_check(
+        plan,
+        gate=bool(gate_cmd),
+        review=m["strategy"] == "review",
+        approved=m["approved_at"] is not None,
+        tested_base=st.tested.get(m["id"]),
+    )
     if step == "merged":
         worker = _worker(ctx, m) or {}
-        ctx.submit(mergeengine.clean_merged, repo["path"], m["target"], plan.target_sha, worker.get("worktree_path"),
-                   worker.get("branch_name"),
-                   then=lambda res, e: _guard(ctx, m["id"], _cleaned_already_in, res, e))
+        ctx.submit(
+            mergeengine.clean_merged,
+            repo["path"],
+            m["target"],
+            plan.target_sha,
+            worker.get("worktree_path"),
+            worker.get("branch_name"),
+            then=lambda res, e: _guard(ctx, m["id"], _cleaned_already_in, res, e),
+        )
         return
     if step == "conflict":
         _conflict(ctx, m, plan.conflict_files)
@@ -411,10 +519,18 @@ def _checked(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan | None, exc: Ba
         assert gate_cmd is not None and plan.commit is not None
         _set(ctx, m, "testing")
         _emit(ctx, m, ev.MergeTesting(merge_id=m["id"], cmd=list(gate_cmd)))
-        ctx.submit(gate.run, repo["path"], gate.gate_path(ctx.paths.state, repo["id"], repo["name"]), plan.commit,
-                   gate_cmd, test_timeout(ctx, repo), {"home": str(ctx.paths.state)},
-                   reposettings.workspace(ctx, repo), str(gate_log(ctx, repo)),
-                   then=lambda res, e: _guard(ctx, m["id"], _gated, res, e))
+        ctx.submit(
+            gate.run,
+            repo["path"],
+            gate.gate_path(ctx.paths.state, repo["id"], repo["name"]),
+            plan.commit,
+            gate_cmd,
+            test_timeout(ctx, repo),
+            {"home": str(ctx.paths.state)},
+            reposettings.workspace(ctx, repo),
+            str(gate_log(ctx, repo)),
+            then=lambda res, e: _guard(ctx, m["id"], _gated, res, e),
+        )
     elif step == "awaiting_review":
         _await_review(ctx, m, plan)
     else:
@@ -427,22 +543,38 @@ def _gated(ctx: Ctx, m: dict[str, Any], res: mergeengine.GateResult | None, exc:
         return
     assert res is not None
     plan = state(ctx).plans[m["id"]]
-    head = f"test gate ({res.seconds:.1f} s): " + ("passed" if res.ok else
-                                                   "timed out" if res.timed_out else f"failed (exit {res.returncode})")
+    head = f"test gate ({res.seconds:.1f} s): " + (
+        "passed" if res.ok else "timed out" if res.timed_out else f"failed (exit {res.returncode})"
+    )
     _append_log(ctx, m, f"{head}\n{res.output}")
     if res.suspect is not None:
         sentence = gate.suspect_sentence(res.suspect)
         strict = reposettings.gate_strict(ctx, _repo(ctx, m))
         _append_log(ctx, m, f"warning: {sentence}" + (" (gate_strict: the merge fails)" if strict else ""))
-        _emit(ctx, m, ev.MergeGateSuspect(merge_id=m["id"], path=res.suspect,
-                                          message=sentence[:1].upper() + sentence[1:], strict=strict))
+        _emit(
+            ctx,
+            m,
+            ev.MergeGateSuspect(
+                merge_id=m["id"], path=res.suspect, message=sentence[:1].upper() + sentence[1:], strict=strict
+            ),
+        )
         if strict and res.ok:
-            _fail(ctx, m, f"The test gate may have tested the main checkout: {sentence} "
-                          f"{m['target']} is untouched (gate_strict).", logged=True)
+            _fail(
+                ctx,
+                m,
+                f"The test gate may have tested the main checkout: {sentence} "
+                f"{m['target']} is untouched (gate_strict).",
+                logged=True,
+            )
             return
     if not res.ok:
-        _fail(ctx, m, f"The test gate {'timed out' if res.timed_out else 'failed'}; "
-                      f"{m['target']} is untouched (see `chkdctl merges --json` for the output).", logged=True)
+        _fail(
+            ctx,
+            m,
+            f"The test gate {'timed out' if res.timed_out else 'failed'}; "
+            f"{m['target']} is untouched (see `chkdctl merges --json` for the output).",
+            logged=True,
+        )
         return
     state(ctx).tested[m["id"]] = plan.target_sha
     if step_after_gate(review=m["strategy"] == "review", approved=m["approved_at"] is not None) == "awaiting_review":
@@ -482,9 +614,16 @@ def _land(ctx: Ctx, m: dict[str, Any], plan: mergeengine.Plan) -> None:
     repo = _repo(ctx, m)
     worker = _worker(ctx, m) or {}
     ctx.store.x("UPDATE merges SET land_old=?, land_new=? WHERE id=?", (plan.target_sha, plan.commit, m["id"]))
-    ctx.submit(mergeengine.land_and_clean, repo["path"], m["target"], plan.commit, plan.target_sha,
-               worker.get("worktree_path"), worker.get("branch_name"),
-               then=lambda res, e: _guard(ctx, m["id"], _landed, res, e))
+    ctx.submit(
+        mergeengine.land_and_clean,
+        repo["path"],
+        m["target"],
+        plan.commit,
+        plan.target_sha,
+        worker.get("worktree_path"),
+        worker.get("branch_name"),
+        then=lambda res, e: _guard(ctx, m["id"], _landed, res, e),
+    )
 
 
 def _landed(ctx: Ctx, m: dict[str, Any], res: mergeengine.Landed | None, exc: BaseException | None) -> None:
@@ -506,21 +645,33 @@ def _after_land(ctx: Ctx, m: dict[str, Any], res: mergeengine.Landed, *, already
     if already_in:
         notes.insert(0, f"the branch's content is already in {m['target']}; nothing to merge")
     _finish(ctx, m, "merged", result_sha=res.new_sha, log_add="\n".join(notes) if notes else None)
-    _emit(ctx, m, ev.MergeMerged(merge_id=m["id"], result_sha=res.new_sha, target=m["target"],
-                                 already_in=already_in, checkouts=res.updated_checkouts))
+    _emit(
+        ctx,
+        m,
+        ev.MergeMerged(
+            merge_id=m["id"],
+            result_sha=res.new_sha,
+            target=m["target"],
+            already_in=already_in,
+            checkouts=res.updated_checkouts,
+        ),
+    )
     if worker is not None:
         set_worker(ctx, worker, "merged", message=f"merged into {m['target']}")
         set_task(ctx, worker, "done", note=f"merged into {m['target']}")
 
 
 def _conflict(ctx: Ctx, m: dict[str, Any], files: list[str]) -> None:
-    _finish(ctx, m, "conflict", conflict_files=files,
-            log_add=f"conflict with {m['target']} in: {', '.join(files)}")
+    _finish(ctx, m, "conflict", conflict_files=files, log_add=f"conflict with {m['target']} in: {', '.join(files)}")
     _emit(ctx, m, ev.MergeConflicted(merge_id=m["id"], files=files))
     worker = _worker(ctx, m)
     if worker is not None:
-        set_worker(ctx, worker, "conflict",
-                   message=f"conflicts with {m['target']} in {', '.join(files)}; run `chkdctl update {worker['id']}`")
+        set_worker(
+            ctx,
+            worker,
+            "conflict",
+            message=f"conflicts with {m['target']} in {', '.join(files)}; run `chkdctl update {worker['id']}`",
+        )
 
 
 def _fail(ctx: Ctx, m: dict[str, Any], reason: str, *, logged: bool = False) -> None:
@@ -570,16 +721,24 @@ def load(ctx: Ctx, merge_id: int) -> dict[str, Any]:
 def _set(ctx: Ctx, m: dict[str, Any], status: str, **cols: Any) -> None:
     current = ctx.store.scalar("SELECT status FROM merges WHERE id=?", (m["id"],))
     if current != status and not can_transition(current, status):
-        raise ChkdError("conflict", f"Merge {m['id']} is {current.replace('_', ' ')}; it cannot become "
-                                    f"{status.replace('_', ' ')}.")
+        raise ChkdError(
+            "conflict", f"Merge {m['id']} is {current.replace('_', ' ')}; it cannot become {status.replace('_', ' ')}."
+        )
     sets = ", ".join(["status=?"] + [f"{k}=?" for k in cols])
     ctx.store.x(f"UPDATE merges SET {sets} WHERE id=?", (status, *cols.values(), m["id"]))
     m["status"] = status
     m.update(cols)
 
 
-def _finish(ctx: Ctx, m: dict[str, Any], status: str, *, log_add: str | None = None,
-            conflict_files: list[str] | None = None, result_sha: str | None = None) -> None:
+def _finish(
+    ctx: Ctx,
+    m: dict[str, Any],
+    status: str,
+    *,
+    log_add: str | None = None,
+    conflict_files: list[str] | None = None,
+    result_sha: str | None = None,
+) -> None:
     cols: dict[str, Any] = {"finished_at": now_ms()}
     if conflict_files is not None:
         cols["conflict_files"] = json.dumps(conflict_files)
@@ -661,10 +820,20 @@ def merge_info(ctx: Ctx, m: dict[str, Any]) -> MergeInfo:
     repo = ctx.store.scalar("SELECT name FROM repos WHERE id=?", (m["repo_id"],)) or "?"
     task_id = ctx.store.scalar("SELECT task_id FROM workers WHERE id=?", (m["worker_id"],))
     return MergeInfo(
-        id=m["id"], worker_id=m["worker_id"], repo=repo, strategy=m["strategy"], status=m["status"],
-        task_id=task_id, target=m["target"], base_sha=m["base_sha"], head_sha=m["head_sha"],
-        result_sha=m["result_sha"], conflict_files=json.loads(m["conflict_files"] or "[]"), log=m["log"] or "",
-        created_at=m["created_at"], finished_at=m["finished_at"],
+        id=m["id"],
+        worker_id=m["worker_id"],
+        repo=repo,
+        strategy=m["strategy"],
+        status=m["status"],
+        task_id=task_id,
+        target=m["target"],
+        base_sha=m["base_sha"],
+        head_sha=m["head_sha"],
+        result_sha=m["result_sha"],
+        conflict_files=json.loads(m["conflict_files"] or "[]"),
+        log=m["log"] or "",
+        created_at=m["created_at"],
+        finished_at=m["finished_at"],
     )
 
 

@@ -35,7 +35,9 @@ def stats(ctx: Ctx, repo: Mapping[str, Any] | None, since: int) -> StatsReport:
         "SELECT t.pk, t.created_at, t.completed_at, t.tags, "
         "(SELECT max(u.completed_at) FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk "
         " WHERE d.task_pk = t.pk) FROM task_queue t WHERE t.status='done' AND t.completed_at >= ?"
-        + _scope(repo_id, "t.")[0], (since, *params))
+        + _scope(repo_id, "t.")[0],
+        (since, *params),
+    )
     waits = [(c - max(created, dep or 0)) / 1000 for _pk, created, c, _tags, dep in done if c]
     report.tasks_merged = len(done)
     if waits:
@@ -45,13 +47,16 @@ def stats(ctx: Ctx, repo: Mapping[str, Any] | None, since: int) -> StatsReport:
     # merge attempts that conflicted
     report.merge_attempts, report.merge_conflicts = ctx.store.one(
         "SELECT count(*), coalesce(sum(status='conflict'), 0) FROM merges WHERE created_at >= ?" + where,
-        (since, *params)) or (0, 0)
+        (since, *params),
+    ) or (0, 0)
     if report.merge_attempts:
         report.conflict_rate = round(report.merge_conflicts / report.merge_attempts, 4)
 
     # parallel speed-up and utilisation from the workers' run times
-    runs = ctx.store.all("SELECT started_at, coalesce(completed_at, ?), task_id, status FROM workers "
-                         "WHERE started_at >= ?" + where, (now, since, *params))
+    runs = ctx.store.all(
+        "SELECT started_at, coalesce(completed_at, ?), task_id, status FROM workers WHERE started_at >= ?" + where,
+        (now, since, *params),
+    )
     if runs:
         first = min(r[0] for r in runs)
         last = max(r[1] for r in runs)
@@ -66,19 +71,29 @@ def stats(ctx: Ctx, repo: Mapping[str, Any] | None, since: int) -> StatsReport:
         report.utilisation = round(min(1.0, report.work_s / (report.parallelism * report.wall_s)), 4)
 
     # the queue now
-    counts: dict[str, int] = dict(ctx.store.all("SELECT status, count(*) FROM task_queue WHERE held=0" + where
-                                + " GROUP BY status", params))
-    ready = int(ctx.store.scalar(
-        "SELECT count(*) FROM task_queue t WHERE t.status='pending' AND t.held=0 AND NOT EXISTS "
-        "(SELECT 1 FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk WHERE d.task_pk = t.pk "
-        " AND u.status != 'done')" + _scope(repo_id, "t.")[0], params, 0))
+    counts: dict[str, int] = dict(
+        ctx.store.all("SELECT status, count(*) FROM task_queue WHERE held=0" + where + " GROUP BY status", params)
+    )
+    ready = int(
+        ctx.store.scalar(
+            "SELECT count(*) FROM task_queue t WHERE t.status='pending' AND t.held=0 AND NOT EXISTS "
+            "(SELECT 1 FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk WHERE d.task_pk = t.pk "
+            " AND u.status != 'done')" + _scope(repo_id, "t.")[0],
+            params,
+            0,
+        )
+    )
     report.queue_ready = ready
     report.queue_waiting = max(0, counts.get("pending", 0) - ready)
     report.queue_running = sum(counts.get(s, 0) for s in ("claimed", "in_progress", "review"))
 
     # cost
-    report.cost_usd = round(float(ctx.store.scalar(
-        "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE at >= ?" + where, (since, *params), 0)), 6)
+    report.cost_usd = round(
+        float(
+            ctx.store.scalar("SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE at >= ?" + where, (since, *params), 0)
+        ),
+        6,
+    )
     if report.tasks_merged:
         report.cost_per_merged_task = round(report.cost_usd / report.tasks_merged, 6)
 
@@ -98,28 +113,38 @@ def task_durations(ctx: Ctx, repo_id: int | None, since: int) -> list[tuple[floa
     rows = ctx.store.all(
         "SELECT (w.completed_at - w.started_at) / 1000.0, t.tags FROM workers w JOIN task_queue t ON t.pk = w.task_pk "
         "WHERE w.status='merged' AND w.completed_at IS NOT NULL AND w.started_at >= ?" + _scope(repo_id, "w.")[0],
-        (since, *_scope(repo_id)[1]))
+        (since, *_scope(repo_id)[1]),
+    )
     return [(float(d), json.loads(tags or "[]")) for d, tags in rows if d is not None]
 
 
-def eta_by_tag(ctx: Ctx, repo_id: int | None, durations: list[tuple[float, list[str]]],
-               parallelism: int) -> list[TagEta]:
+def eta_by_tag(
+    ctx: Ctx, repo_id: int | None, durations: list[tuple[float, list[str]]], parallelism: int
+) -> list[TagEta]:
     by_tag: dict[str, list[float]] = defaultdict(list)
     for d, tags in durations:
         for tag in tags:
             by_tag[tag].append(d)
     left: dict[str, int] = defaultdict(int)
-    for (tags,) in ctx.store.all("SELECT tags FROM task_queue WHERE held=0 AND status IN "
-                                 "('pending', 'claimed', 'in_progress', 'review')" + _scope(repo_id)[0],
-                                 _scope(repo_id)[1]):
+    for (tags,) in ctx.store.all(
+        "SELECT tags FROM task_queue WHERE held=0 AND status IN "
+        "('pending', 'claimed', 'in_progress', 'review')" + _scope(repo_id)[0],
+        _scope(repo_id)[1],
+    ):
         for tag in json.loads(tags or "[]"):
             left[tag] += 1
     out = []
     for tag, samples in sorted(by_tag.items()):
         if len(samples) >= TAG_SAMPLES and left.get(tag):
             mean = fmean(samples)
-            out.append(TagEta(tag=tag, remaining=left[tag], mean_s=round(mean, 3),
-                              eta_s=round(left[tag] * mean / max(1, parallelism), 1)))
+            out.append(
+                TagEta(
+                    tag=tag,
+                    remaining=left[tag],
+                    mean_s=round(mean, 3),
+                    eta_s=round(left[tag] * mean / max(1, parallelism), 1),
+                )
+            )
     return out
 
 

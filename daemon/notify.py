@@ -34,15 +34,24 @@ from chkd.protocol.messages import Event
 from .context import EVENT_COLUMNS, Ctx, row_event
 
 #: Worker states worth a notification, and what the notification calls them.
-WORKER_STATES = {"done": "done", "conflict": "conflict", "error": "error", "dead": "dead", "stalled": "stalled",
-                 "waiting": "waiting"}
+WORKER_STATES = {
+    "done": "done",
+    "conflict": "conflict",
+    "error": "error",
+    "dead": "dead",
+    "stalled": "stalled",
+    "waiting": "waiting",
+}
 #: Event types (other than worker status changes) worth a notification. A help request (chkd_request_help)
 #: makes the worker `waiting`, and that status change is what notifies ("w2 is waiting for you: ..."), once.
 #: A usage limit (agent.usage_limit) notifies through the wait it starts (autopilot.limit_wait: the profile,
 #: how many tasks wait, until when), once per reset time however many workers hit it.
 TYPES: dict[type[EventBody], str] = {
-    MergeConflicted: "conflict", TaskEscalated: "escalated",
-    BudgetWarned: "budget_warning", BudgetExceeded: "budget", LimitWaitStarted: "usage_limit",
+    MergeConflicted: "conflict",
+    TaskEscalated: "escalated",
+    BudgetWarned: "budget_warning",
+    BudgetExceeded: "budget",
+    LimitWaitStarted: "usage_limit",
     NeedsPerson: "needs_person",
 }
 TITLES = {
@@ -88,8 +97,9 @@ def text(cls: str, event: Event) -> tuple[str, str]:
     if cls == "waiting" and isinstance(event.data, WorkerStatusChanged):
         question = event.data.question or "needs your input"
         return TITLES[cls], f"{event.worker_id} is waiting for you: {question}"
-    who = " ".join(p for p in (event.worker_id and f"worker {event.worker_id}",
-                               event.task_id and f"task {event.task_id}") if p)
+    who = " ".join(
+        p for p in (event.worker_id and f"worker {event.worker_id}", event.task_id and f"task {event.task_id}") if p
+    )
     detail, files = _detail(event.data)
     if files:
         detail = (detail + "; " if detail else "") + "files: " + ", ".join(files[:5])
@@ -151,8 +161,9 @@ def send(argvs: list[list[str]], title: str, body: str, payload: bytes) -> list[
             failures.append(f"{full[0]} could not run: {exc}")
             continue
         if proc.returncode != 0 and not desktop:
-            failures.append(f"{full[0]} exited with {proc.returncode}: "
-                            f"{proc.stderr.decode(errors='replace').strip()[:200]}")
+            failures.append(
+                f"{full[0]} exited with {proc.returncode}: {proc.stderr.decode(errors='replace').strip()[:200]}"
+            )
     return failures
 
 
@@ -210,8 +221,9 @@ def _load(ctx: Ctx) -> None:
     saved = ctx.store.scalar("SELECT value FROM meta WHERE key=?", (CURSOR_KEY,))
     cursor = int(saved) if saved is not None else last
     n = Notifier(cursor=min(cursor, last))
-    recent = ctx.store.all(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq <= ? AND seq > ? ORDER BY seq",
-                           (n.cursor, n.cursor - REMEMBER))
+    recent = ctx.store.all(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE seq <= ? AND seq > ? ORDER BY seq", (n.cursor, n.cursor - REMEMBER)
+    )
     n.remember([row_event(r) for r in recent])
     ctx.ext["notifier"] = n
 
@@ -225,8 +237,10 @@ def tick(ctx: Ctx) -> None:
         before = n.cursor
         n.outbox.extend(n.pick([row_event(r) for r in rows]))
         if n.cursor != before:
-            ctx.store.x("INSERT INTO meta(key, value) VALUES(?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (CURSOR_KEY, str(n.cursor)))
+            ctx.store.x(
+                "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (CURSOR_KEY, str(n.cursor)),
+            )
     if n.sending or not n.outbox:
         return
     argvs = commands(ctx.config.notify_cmd)

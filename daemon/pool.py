@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from chkd.protocol import events as ev
@@ -68,8 +68,9 @@ def pool_dir(repo_path: str, repo_name: str) -> Path:
     return repo.parent / f".chkd-pool-{worktrees.path_safe(repo_name)}"
 
 
-def create_entry(repo_path: str, path: str, main_branch: str, owner: dict[str, Any],
-                 ws: reposettings.Workspace, log_path: str) -> Entry:
+def create_entry(
+    repo_path: str, path: str, main_branch: str, owner: dict[str, Any], ws: reposettings.Workspace, log_path: str
+) -> Entry:
     """`git worktree add --detach` at the recorded path, marked as this home's pool entry, then set up."""
     sha = git.rev(f"refs/heads/{main_branch}", repo_path)
     if sha is None:
@@ -109,8 +110,16 @@ def discard(repo_path: str, path: str, home: str) -> bool:
     return not os.path.lexists(path)
 
 
-def take_checkout(repo_path: str, taken: Taken, path: str, branch: str, base_sha: str,
-                  owner: dict[str, Any] | None, ws: reposettings.Workspace | None, log_path: str) -> worktrees.Checkout:
+def take_checkout(
+    repo_path: str,
+    taken: Taken,
+    path: str,
+    branch: str,
+    base_sha: str,
+    owner: dict[str, Any] | None,
+    ws: reposettings.Workspace | None,
+    log_path: str,
+) -> worktrees.Checkout:
     """Make a warm worktree the worker's: move it to the worker's path, `switch -c` its branch at
     `base_sha` (the current tip: files change only if main moved), re-mark it, and re-run setup
     only when its inputs changed."""
@@ -154,8 +163,11 @@ def take(ctx: Ctx, repo: dict[str, Any], worker_id: str) -> Taken | None:
 def spawn_ended(ctx: Ctx, worker_id: str) -> None:
     """The spawn that took an entry finished (started or failed): the entry's row goes, and a
     worktree still at the pool's path (the move never happened) is removed."""
-    for row in ctx.store.dicts("SELECT p.*, r.path AS repo_path FROM pool p JOIN repos r ON r.id = p.repo_id "
-                               "WHERE p.worker_id=? AND p.status='taken'", (worker_id,)):
+    for row in ctx.store.dicts(
+        "SELECT p.*, r.path AS repo_path FROM pool p JOIN repos r ON r.id = p.repo_id "
+        "WHERE p.worker_id=? AND p.status='taken'",
+        (worker_id,),
+    ):
         _drop(ctx, row)
 
 
@@ -179,8 +191,10 @@ def kick(ctx: Ctx, repo_id: int) -> None:
     if repo is None:
         return
     size = reposettings.pool_size(ctx, repo)
-    rows = ctx.store.dicts("SELECT p.*, ? AS repo_path FROM pool p WHERE repo_id=? AND status IN ('creating', 'ready') "
-                           "ORDER BY id", (repo["path"], repo_id))
+    rows = ctx.store.dicts(
+        "SELECT p.*, ? AS repo_path FROM pool p WHERE repo_id=? AND status IN ('creating', 'ready') ORDER BY id",
+        (repo["path"], repo_id),
+    )
     for extra in [r for r in rows if r["status"] == "ready"][size:] if len(rows) > size else []:
         _drop(ctx, extra)
     if len(rows) >= size or time.monotonic() < _retry_after(ctx).get(repo_id, 0.0):
@@ -190,22 +204,36 @@ def kick(ctx: Ctx, repo_id: int) -> None:
     for _ in range(size - len(rows)):
         seq = ctx.store.meta_next("pool")
         path = str(pool_dir(repo["path"], repo["name"]) / f"p{seq}")
-        entry_id = ctx.store.insert("INSERT INTO pool(repo_id, path, status, created_at) VALUES(?,?,?,?)",
-                                    (repo_id, path, "creating", now_ms()))
+        entry_id = ctx.store.insert(
+            "INSERT INTO pool(repo_id, path, status, created_at) VALUES(?,?,?,?)", (repo_id, path, "creating", now_ms())
+        )
         owner = {"home": str(ctx.paths.state), "pool_entry": entry_id}
         log = str(ctx.paths.state / "pool" / f"p{seq}.log")
-        ctx.submit(create_entry, repo["path"], path, main_branch, owner, ws, log,
-                   then=_when_created(ctx, entry_id, repo["path"], path))
+        ctx.submit(
+            create_entry,
+            repo["path"],
+            path,
+            main_branch,
+            owner,
+            ws,
+            log,
+            then=_when_created(ctx, entry_id, repo["path"], path),
+        )
 
 
-def _when_created(ctx: Ctx, entry_id: int, repo_path: str, path: str) -> Callable[[Entry | None, BaseException | None], None]:
+def _when_created(
+    ctx: Ctx, entry_id: int, repo_path: str, path: str
+) -> Callable[[Entry | None, BaseException | None], None]:
     """The job's callback for one entry (a closure per entry: the loop's `then` takes (result, exc))."""
     return lambda res, exc: _created(ctx, entry_id, repo_path, path, res, exc)
 
 
 def _created(ctx: Ctx, entry_id: int, repo_path: str, path: str, res: Entry | None, exc: BaseException | None) -> None:
-    row = ctx.store.dict("SELECT p.*, r.path AS repo_path, r.name AS repo_name FROM pool p "
-                         "JOIN repos r ON r.id = p.repo_id WHERE p.id=?", (entry_id,))
+    row = ctx.store.dict(
+        "SELECT p.*, r.path AS repo_path, r.name AS repo_name FROM pool p "
+        "JOIN repos r ON r.id = p.repo_id WHERE p.id=?",
+        (entry_id,),
+    )
     if row is None:  # the repository was removed meanwhile: what the job made goes too
         ctx.submit(discard, repo_path, path, str(ctx.paths.state), then=lambda _ok, _exc: None)
         return
@@ -216,8 +244,10 @@ def _created(ctx: Ctx, entry_id: int, repo_path: str, path: str, res: Entry | No
         _retry_after(ctx)[row["repo_id"]] = time.monotonic() + RETRY_S
         _drop(ctx, row)
         return
-    ctx.store.x("UPDATE pool SET status='ready', base_sha=?, setup_hash=? WHERE id=? AND status='creating'",
-                (res.base_sha, res.setup_hash, entry_id))
+    ctx.store.x(
+        "UPDATE pool SET status='ready', base_sha=?, setup_hash=? WHERE id=? AND status='creating'",
+        (res.base_sha, res.setup_hash, entry_id),
+    )
     ctx.emit(ev.PoolReady(path=row["path"], base=res.base_sha), repo=row["repo_name"])
 
 
@@ -237,7 +267,8 @@ def forget_repo(ctx: Ctx, repo: dict[str, Any]) -> None:
 def setup(ctx: Ctx) -> None:
     """Start-up: entries cut off mid-refill (`creating`), handed to a spawn the kill interrupted
     (`taken`) or being dropped are removed (only what the pool marked); then refill on a timer."""
-    for row in ctx.store.dicts("SELECT p.*, r.path AS repo_path FROM pool p JOIN repos r ON r.id = p.repo_id "
-                               "WHERE p.status != 'ready'"):
+    for row in ctx.store.dicts(
+        "SELECT p.*, r.path AS repo_path FROM pool p JOIN repos r ON r.id = p.repo_id WHERE p.status != 'ready'"
+    ):
         _drop(ctx, row)
     ctx.timers.every(2.0, lambda: kick_all(ctx), "pool-refill", first_in=0.1)

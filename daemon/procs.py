@@ -118,8 +118,14 @@ def start_shim(argv: Sequence[str], log_path: Path, env: dict[str, str]) -> subp
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open_private(log_path) as log:  # 0600: agents' output is nobody else's business
         return subprocess.Popen(
-            list(argv), stdin=subprocess.PIPE, stdout=log, stderr=log, env=env,
-            start_new_session=True, close_fds=True, cwd=NEUTRAL_CWD,
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            cwd=NEUTRAL_CWD,
         )
 
 

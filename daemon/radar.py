@@ -65,8 +65,9 @@ def snapshot(worktree: str) -> str | None:
             git.run(["read-tree", head], worktree, env=env)
         git.run(["add", "-A", "--", "."], worktree, env=env)
         tree = git.out(["write-tree"], worktree, env=env)
-        return git.out(["commit-tree", tree, "-p", head, "-m", "chkd radar snapshot"], worktree,
-                       env=git.identity_env(worktree))
+        return git.out(
+            ["commit-tree", tree, "-p", head, "-m", "chkd radar snapshot"], worktree, env=git.identity_env(worktree)
+        )
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -114,15 +115,31 @@ def scan(repo_name: str, repo_path: str, target: str, workers: list[WorkerRef]) 
     for a, b in pairs_sharing_files(sides):
         shared = sorted(a.files & b.files)
         _tree, conflicts = git.merge_tree(a.commit, b.commit, repo_path)
-        overlaps.append(Overlap(repo=repo_name, a=a.worker_id, b=b.worker_id, files=shared,
-                                conflict=bool(conflicts), conflict_files=conflicts))
+        overlaps.append(
+            Overlap(
+                repo=repo_name,
+                a=a.worker_id,
+                b=b.worker_id,
+                files=shared,
+                conflict=bool(conflicts),
+                conflict_files=conflicts,
+            )
+        )
     for s in sides:
         base = git.out(["merge-base", target_sha, s.commit], repo_path)
         shared = sorted(s.files & changed_files(base, target_sha, repo_path)) if base != target_sha else []
         if shared:
             _tree, conflicts = git.merge_tree(target_sha, s.commit, repo_path)
-            overlaps.append(Overlap(repo=repo_name, a=s.worker_id, b=None, files=shared,
-                                    conflict=bool(conflicts), conflict_files=conflicts))
+            overlaps.append(
+                Overlap(
+                    repo=repo_name,
+                    a=s.worker_id,
+                    b=None,
+                    files=shared,
+                    conflict=bool(conflicts),
+                    conflict_files=conflicts,
+                )
+            )
     return overlaps
 
 
@@ -175,7 +192,9 @@ def _workers(ctx: Ctx, repo_id: int) -> list[dict[str, Any]]:
     marks = ",".join("?" * len(RADAR_STATUSES))
     return ctx.store.dicts(
         f"SELECT id, status, worktree_path, branch_name, heartbeat_at, activity_at FROM workers "
-        f"WHERE repo_id=? AND status IN ({marks}) ORDER BY seq", (repo_id, *sorted(RADAR_STATUSES)))
+        f"WHERE repo_id=? AND status IN ({marks}) ORDER BY seq",
+        (repo_id, *sorted(RADAR_STATUSES)),
+    )
 
 
 def _signature(ctx: Ctx, repo: dict[str, Any], workers: list[dict[str, Any]]) -> tuple:
@@ -210,8 +229,14 @@ def refresh(ctx: Ctx, repo: dict[str, Any], reply_to: Deferred | None = None) ->
     refs = [WorkerRef(w["id"], w["worktree_path"], w["branch_name"]) for w in workers]
     from .mergequeue import target_of
 
-    ctx.submit(scan, repo["name"], repo["path"], target_of(ctx, repo), refs,
-               then=lambda res, exc: _scanned(ctx, repo, res, exc))
+    ctx.submit(
+        scan,
+        repo["name"],
+        repo["path"],
+        target_of(ctx, repo),
+        refs,
+        then=lambda res, exc: _scanned(ctx, repo, res, exc),
+    )
 
 
 def _scanned(ctx: Ctx, repo: dict[str, Any], result: list[Overlap] | None, exc: BaseException | None) -> None:
@@ -222,14 +247,21 @@ def _scanned(ctx: Ctx, repo: dict[str, Any], result: list[Overlap] | None, exc: 
         st.signature = ()  # try again next tick
         ctx.log.warning("radar_failed", repo=repo["name"], error=str(exc))
         for d in waiting:
-            ctx.finish(d, exc if isinstance(exc, ChkdError) else
-                       ChkdError("internal", f"The conflict radar failed for '{repo['name']}'; see the daemon log."))
+            ctx.finish(
+                d,
+                exc
+                if isinstance(exc, ChkdError)
+                else ChkdError("internal", f"The conflict radar failed for '{repo['name']}'; see the daemon log."),
+            )
         return
     assert result is not None
     previous = {overlap_key(o): o for o in st.overlaps}
     for o in news(previous, result):
-        ctx.emit(ev.OverlapFound(a=o.a, b=o.b, files=o.files, conflict=o.conflict, conflict_files=o.conflict_files),
-                 repo=repo["name"], worker_id=o.a)
+        ctx.emit(
+            ev.OverlapFound(a=o.a, b=o.b, files=o.files, conflict=o.conflict, conflict_files=o.conflict_files),
+            repo=repo["name"],
+            worker_id=o.a,
+        )
     st.overlaps, st.computed_at = result, now_ms()
     for d in waiting:
         ctx.finish(d, report(ctx, [repo["id"]]))

@@ -116,22 +116,36 @@ def judge(row: Mapping[str, Any], now: int, limits: Limits, facts: ProcFacts) ->
     if shim is False and agent is not True:
         return Dead(wid, "the shim and agent processes are gone (no exit was reported)", "gone")
     if shim is False:
-        return Dead(wid, f"the shim (pid {row.get('shim_pid')}) is gone; its agent was stopped", "shim_gone",
-                    kill=True)
+        return Dead(wid, f"the shim (pid {row.get('shim_pid')}) is gone; its agent was stopped", "shim_gone", kill=True)
     if agent is False and shim is None:
         return Dead(wid, f"the agent process (pid {row.get('pid')}) is gone (no exit was reported)", "agent_gone")
     if agent is False and facts.agent_gone_since is not None and now - facts.agent_gone_since >= limits.exit_grace_ms:
-        return Dead(wid, f"the agent process (pid {row.get('pid')}) is gone and its shim did not report the exit",
-                    "agent_gone", kill=True)
+        return Dead(
+            wid,
+            f"the agent process (pid {row.get('pid')}) is gone and its shim did not report the exit",
+            "agent_gone",
+            kill=True,
+        )
     last_beat = row.get("heartbeat_at") or row.get("started_at") or now
     if silent_too_long(last_beat, now, limits):
         silent = now - last_beat
-        if not row.get("heartbeat_at") and status == "starting" and (row.get("started_at") or 0) < limits.watching_since_ms:
-            return SpawnInterrupted(wid, f"chkdd stopped while the worker was starting and its shim never reported "
-                                         f"(waited {_secs(now - limits.watching_since_ms)})")
+        if (
+            not row.get("heartbeat_at")
+            and status == "starting"
+            and (row.get("started_at") or 0) < limits.watching_since_ms
+        ):
+            return SpawnInterrupted(
+                wid,
+                f"chkdd stopped while the worker was starting and its shim never reported "
+                f"(waited {_secs(now - limits.watching_since_ms)})",
+            )
         what = "no heartbeat from the shim" if row.get("heartbeat_at") else "the shim never reported"
-        return Dead(wid, f"{what} for {_secs(silent)} (heartbeat_timeout_s {_secs(limits.heartbeat_timeout_ms)})",
-                    "timeout", kill=True)
+        return Dead(
+            wid,
+            f"{what} for {_secs(silent)} (heartbeat_timeout_s {_secs(limits.heartbeat_timeout_ms)})",
+            "timeout",
+            kill=True,
+        )
     return _judge_activity(row, now, limits)
 
 
@@ -185,9 +199,7 @@ def judge_at_start(row: Mapping[str, Any], facts: ProcFacts) -> Dead | SpawnInte
     return None
 
 
-def decide(
-    rows: Iterable[Mapping[str, Any]], now: int, limits: Limits, facts: Mapping[str, ProcFacts]
-) -> list[Action]:
+def decide(rows: Iterable[Mapping[str, Any]], now: int, limits: Limits, facts: Mapping[str, ProcFacts]) -> list[Action]:
     """Every action the watched workers call for, in row order."""
     actions: list[Action] = []
     for row in rows:

@@ -93,11 +93,17 @@ def resolve(store: Store, ref: str | None) -> dict[str, Any]:
     if ref is None:
         count = store.scalar("SELECT count(*) FROM repos", (), 0)
         if count == 0:
-            raise ChkdError("not_found", "No repository is registered yet.",
-                            "Run `chkdctl repo add PATH`, or run the command inside a git repository.")
+            raise ChkdError(
+                "not_found",
+                "No repository is registered yet.",
+                "Run `chkdctl repo add PATH`, or run the command inside a git repository.",
+            )
         raise ChkdError("not_found", f"{count} repositories are registered; say which one with --repo NAME.")
-    raise ChkdError("not_found", f"No registered repository is named or contains '{ref}'.",
-                    "See `chkdctl repo list`, or add it with `chkdctl repo add PATH`.")
+    raise ChkdError(
+        "not_found",
+        f"No registered repository is named or contains '{ref}'.",
+        "See `chkdctl repo list`, or add it with `chkdctl repo add PATH`.",
+    )
 
 
 def repo_name(store: Store, repo_id: int) -> str:
@@ -135,8 +141,9 @@ def inspect_repo(path: str, main_branch: str | None = None) -> RepoFacts:
     common_path = Path(common)
     root = common_path.parent if common_path.name == ".git" else Path(git.out(["rev-parse", "--show-toplevel"], p))
     if git.rev("HEAD", root) is None and not main_branch:
-        raise ChkdError("bad_request", f"The repository {root} has no commits yet.",
-                        "Make a first commit, then add it again.")
+        raise ChkdError(
+            "bad_request", f"The repository {root} has no commits yet.", "Make a first commit, then add it again."
+        )
     if main_branch:
         if git.rev(f"refs/heads/{main_branch}", root) is None:
             raise ChkdError("not_found", f"The repository {root} has no branch '{main_branch}'.")
@@ -144,8 +151,9 @@ def inspect_repo(path: str, main_branch: str | None = None) -> RepoFacts:
     else:
         branch = git.current_branch(root) or ""
         if not branch:
-            raise ChkdError("bad_request", f"HEAD in {root} is detached, so the main branch is unclear.",
-                            "Pass --main-branch NAME.")
+            raise ChkdError(
+                "bad_request", f"HEAD in {root} is detached, so the main branch is unclear.", "Pass --main-branch NAME."
+            )
     return RepoFacts(path=str(root.resolve()), main_branch=branch)
 
 
@@ -192,8 +200,7 @@ def register(ctx: Ctx, facts: RepoFacts, name: str | None, test_cmd: list[str] |
         return existing, False
     if name is not None:
         if ctx.store.scalar("SELECT 1 FROM repos WHERE name=?", (name,)):
-            raise ChkdError("conflict", f"A repository named '{name}' is already registered.",
-                            "Pick another --name.")
+            raise ChkdError("conflict", f"A repository named '{name}' is already registered.", "Pick another --name.")
     else:
         name = _free_name(ctx, Path(facts.path).name or "repo")
     repo_id = ctx.store.insert(
@@ -235,8 +242,11 @@ def check_repo_name(name: str) -> str:
     problem = repo_name_problem(name)
     if problem is not None:
         shown = name if len(name) <= 80 else name[:79] + "…"
-        raise ChkdError("bad_request", f"'{shown}' is not a valid repository name: {problem}.",
-                        "Use letters, digits, spaces and - _ (like my-app).")
+        raise ChkdError(
+            "bad_request",
+            f"'{shown}' is not a valid repository name: {problem}.",
+            "Use letters, digits, spaces and - _ (like my-app).",
+        )
     return name
 
 
@@ -247,8 +257,11 @@ def remove(ctx: Ctx, row: dict[str, Any]) -> None:
 
     info = repo_info(ctx, row)
     if info.live_workers:
-        raise ChkdError("refused", f"The repository '{row['name']}' has {info.live_workers} live worker(s).",
-                        "Abort them first (`chkdctl abort --all --repo NAME`).")
+        raise ChkdError(
+            "refused",
+            f"The repository '{row['name']}' has {info.live_workers} live worker(s).",
+            "Abort them first (`chkdctl abort --all --repo NAME`).",
+        )
     store = ctx.store
     store.x("DELETE FROM sessions WHERE repo_id=?", (row["id"],))
     store.x("DELETE FROM merges WHERE repo_id=?", (row["id"],))
@@ -258,8 +271,13 @@ def remove(ctx: Ctx, row: dict[str, Any]) -> None:
         agent_profiles.forget_claude_files(ctx, wid)
     store.x("DELETE FROM workers WHERE repo_id=?", (row["id"],))
     pool.forget_repo(ctx, row)  # chkd's own worktrees of it go: the warm pool's and the gate's
-    ctx.submit(gate.remove, row["path"], gate.gate_path(ctx.paths.state, row["id"], row["name"]), str(ctx.paths.state),
-               then=lambda _ok, _exc: None)
+    ctx.submit(
+        gate.remove,
+        row["path"],
+        gate.gate_path(ctx.paths.state, row["id"], row["name"]),
+        str(ctx.paths.state),
+        then=lambda _ok, _exc: None,
+    )
     taskqueue.forget_repo(ctx, row["id"])
     store.x("DELETE FROM repos WHERE id=?", (row["id"],))
     ctx.emit(ev.RepoRemoved(path=row["path"]), repo=row["name"])

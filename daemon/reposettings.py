@@ -64,9 +64,13 @@ def effective(ctx: Ctx, row: dict[str, Any]) -> RepoSettings:
 
 def workspace(ctx: Ctx, row: dict[str, Any]) -> Workspace:
     s = effective(ctx, row)
-    return Workspace(main_checkout=row["path"], setup_cmd=list(s.setup_cmd) if s.setup_cmd else None,
-                     setup_timeout_s=s.setup_timeout_s or DEFAULT_SETUP_TIMEOUT_S, copy=list(s.copy or []),
-                     setup_inputs=list(s.setup_inputs or []))
+    return Workspace(
+        main_checkout=row["path"],
+        setup_cmd=list(s.setup_cmd) if s.setup_cmd else None,
+        setup_timeout_s=s.setup_timeout_s or DEFAULT_SETUP_TIMEOUT_S,
+        copy=list(s.copy or []),
+        setup_inputs=list(s.setup_inputs or []),
+    )
 
 
 def merge_batch(ctx: Ctx, row: dict[str, Any]) -> int:
@@ -87,8 +91,9 @@ def edit(ctx: Ctx, row: dict[str, Any], changes: RepoSettings, unset: list[str])
     Refused with one sentence: an unknown key, a broken rule, or a key config.toml sets."""
     unknown = [k for k in unset if k not in REPO_SETTING_KEYS]
     if unknown:
-        raise ChkdError("bad_request", f"There is no repository setting '{unknown[0]}' "
-                                       f"(known: {', '.join(REPO_SETTING_KEYS)}).")
+        raise ChkdError(
+            "bad_request", f"There is no repository setting '{unknown[0]}' (known: {', '.join(REPO_SETTING_KEYS)})."
+        )
     given = [k for k in REPO_SETTING_KEYS if getattr(changes, k) is not None]
     both = sorted(set(given) & set(unset))
     if both:
@@ -100,15 +105,20 @@ def edit(ctx: Ctx, row: dict[str, Any], changes: RepoSettings, unset: list[str])
         raise ChkdError("bad_request", f"'{broken[0]}': {broken[1].rstrip('.')}.")
     shadowed = sorted(set(given + unset) & set(from_config(ctx, row["name"])))
     if shadowed:
-        raise ChkdError("refused", f"'{shadowed[0]}' for '{row['name']}' is set in config.toml "
-                                   f"([repos.\"{row['name']}\"]), which is its one source; nothing was changed.",
-                        "Edit it in config.toml and restart the daemon, or remove it there to manage it here.")
+        raise ChkdError(
+            "refused",
+            f"'{shadowed[0]}' for '{row['name']}' is set in config.toml "
+            f"([repos.\"{row['name']}\"]), which is its one source; nothing was changed.",
+            "Edit it in config.toml and restart the daemon, or remove it there to manage it here.",
+        )
     current = stored(row)
     for key in given:
         setattr(current, key, getattr(changes, key))
     for key in unset:
         setattr(current, key, None)
     test_cmd, current.test_cmd = current.test_cmd, None
-    ctx.store.x("UPDATE repos SET settings=?, test_cmd=? WHERE id=?",
-                (msgspec.json.encode(current).decode(), json.dumps(test_cmd) if test_cmd else None, row["id"]))
+    ctx.store.x(
+        "UPDATE repos SET settings=?, test_cmd=? WHERE id=?",
+        (msgspec.json.encode(current).decode(), json.dumps(test_cmd) if test_cmd else None, row["id"]),
+    )
     return given + list(unset)

@@ -29,8 +29,9 @@ def capacity(workers: int, max_workers: int, running: int) -> int:
     return max(0, min(workers, max_workers) - running)
 
 
-def plan_starts(ready: Sequence[Ready], free: int, tagged: Mapping[str, Sequence[str]], default: str,
-                parked: Iterable[str]) -> list[tuple[str, str]]:
+def plan_starts(
+    ready: Sequence[Ready], free: int, tagged: Mapping[str, Sequence[str]], default: str, parked: Iterable[str]
+) -> list[tuple[str, str]]:
     """(task id, profile) to start now, most urgent first; tasks whose profile waits for a usage
     limit are skipped (they keep their place), so other profiles' tasks still run."""
     waiting = set(parked)

@@ -141,7 +141,7 @@ class Server:
             self.ctx.log.warning("sd_notify_failed", socket=notifier.address)
         interval = notifier.watchdog_interval_s
         if interval is not None:
-            self.ctx.timers.every(interval, lambda: None if notifier.watchdog() else None, "watchdog")
+            self.ctx.timers.every(interval, notifier.watchdog, "watchdog")
             self.ctx.log.info("watchdog", interval_s=interval)
 
     def _drain_wake(self) -> None:
@@ -177,8 +177,14 @@ class Server:
             ctx.rollback_to(mark)
             ctx.log.error("loop_work_failed", what=what, exc_info=True)
             if reply_to is not None:
-                ctx.finish(reply_to, ChkdError("internal", f"The daemon failed while finishing the request "
-                                                           f"({type(exc).__name__}); the details are in {ctx.paths.log_file}."))
+                ctx.finish(
+                    reply_to,
+                    ChkdError(
+                        "internal",
+                        f"The daemon failed while finishing the request "
+                        f"({type(exc).__name__}); the details are in {ctx.paths.log_file}.",
+                    ),
+                )
 
     # -- requests -------------------------------------------------------------------------------
     def _serve_requests(self) -> None:
@@ -201,8 +207,14 @@ class Server:
             ctx.log.error("batch_commit_failed", exc_info=True)
             ctx.rollback_to(mark)
             ctx.outbox[:] = [
-                [*f[:-1], codec.encode_reply(0, _err("internal", "The database could not save the change; see the daemon log."))]
-                for f in frames_batch if len(f) >= 2
+                [
+                    *f[:-1],
+                    codec.encode_reply(
+                        0, _err("internal", "The database could not save the change; see the daemon log.")
+                    ),
+                ]
+                for f in frames_batch
+                if len(f) >= 2
             ]
 
     def _serve_one(self, frames: list[bytes]) -> None:
@@ -218,20 +230,31 @@ class Server:
 
         if len(payload) > MAX_FRAME:
             ctx.log.warning("rejected_frame", reason="too large", size=len(payload))
-            reply(_err("bad_request", f"The request is {len(payload) / 2**20:.1f} MiB; the limit is {MAX_FRAME // 2**20} MiB."))
+            reply(
+                _err(
+                    "bad_request",
+                    f"The request is {len(payload) / 2**20:.1f} MiB; the limit is {MAX_FRAME // 2**20} MiB.",
+                )
+            )
             return
         try:
             env = codec.decode_envelope(payload)
         except UNDECODABLE as exc:
             ctx.log.warning("rejected_frame", reason="undecodable envelope", size=len(payload), error=str(exc))
-            reply(_err("bad_request", "The request is not a chkd protocol message (expected a msgpack Request envelope)."))
+            reply(
+                _err("bad_request", "The request is not a chkd protocol message (expected a msgpack Request envelope).")
+            )
             return
         req_id = env.id
         if env.v != PROTOCOL_VERSION:
             ctx.log.warning("rejected_frame", reason="unsupported version", v=env.v)
-            reply(_err("unsupported_version",
-                       f"This daemon speaks protocol version {PROTOCOL_VERSION}, the request used version {env.v}.",
-                       "Upgrade chkd so the client and the daemon match, then restart the daemon."))
+            reply(
+                _err(
+                    "unsupported_version",
+                    f"This daemon speaks protocol version {PROTOCOL_VERSION}, the request used version {env.v}.",
+                    "Upgrade chkd so the client and the daemon match, then restart the daemon.",
+                )
+            )
             return
         try:
             cmd = codec.decode_command(env.body)
@@ -255,8 +278,13 @@ class Server:
             return
         except Exception as exc:
             ctx.log.error("handler_failed", cmd=type(cmd).__name__, exc_info=True)
-            reply(_err("internal", f"The daemon failed while handling '{type(cmd).__name__}' ({type(exc).__name__}); "
-                                   f"the details are in {ctx.paths.log_file}."))
+            reply(
+                _err(
+                    "internal",
+                    f"The daemon failed while handling '{type(cmd).__name__}' ({type(exc).__name__}); "
+                    f"the details are in {ctx.paths.log_file}.",
+                )
+            )
             return
         finally:
             ctx.current = None

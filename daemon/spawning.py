@@ -81,8 +81,16 @@ def _pooled_checkout(spec: LaunchSpec) -> worktrees.Checkout | None:
     moved (gone, not ours, the move refused): the spawn then makes a fresh checkout, as without a pool."""
     assert spec.pooled is not None
     try:
-        return pool.take_checkout(spec.repo_path, spec.pooled, spec.path, spec.branch, spec.base_sha,
-                                  spec.owner, spec.workspace, spec.log_path)
+        return pool.take_checkout(
+            spec.repo_path,
+            spec.pooled,
+            spec.path,
+            spec.branch,
+            spec.base_sha,
+            spec.owner,
+            spec.workspace,
+            spec.log_path,
+        )
     except pool.NotTaken as exc:
         with open(spec.log_path, "a") as log:
             log.write(f"[chkd] the warm worktree {spec.pooled.path} could not be used ({exc}); checking out anew\n")
@@ -114,15 +122,21 @@ def _take_task(ctx: Ctx, req: Spawn, repo: dict[str, Any], wid: str) -> dict[str
         task = taskqueue.claim_next(ctx, repo, wid, req.tag)
         if task is None:
             what = f" tagged '{req.tag}'" if req.tag else ""
-            raise ChkdError("nothing_ready", f"No task{what} in '{repo['name']}' is ready to be claimed.",
-                            "See `chkdctl task list`, or add one with `chkdctl task add`.")
+            raise ChkdError(
+                "nothing_ready",
+                f"No task{what} in '{repo['name']}' is ready to be claimed.",
+                "See `chkdctl task list`, or add one with `chkdctl task add`.",
+            )
         return task
     assert req.task_id is not None
     task = taskqueue.find_task(ctx, repo["id"], req.task_id)
     if task is None:
         if not req.title:
-            raise ChkdError("not_found", f"The repository '{repo['name']}' has no task '{req.task_id}'.",
-                            "Pass --title TEXT to create it on the spot, or see `chkdctl task list`.")
+            raise ChkdError(
+                "not_found",
+                f"The repository '{repo['name']}' has no task '{req.task_id}'.",
+                "Pass --title TEXT to create it on the spot, or see `chkdctl task list`.",
+            )
         task = taskqueue.create_task(ctx, repo, title=req.title, id=req.task_id, description=req.description)
     return taskqueue.claim_task(ctx, task, wid)
 
@@ -153,8 +167,14 @@ def spawn_failed(ctx: Ctx, row: dict[str, Any], msg: str, *, counts: bool = True
             if exc is None and gone:
                 ctx.store.x("UPDATE workers SET worktree_path=NULL, branch_name=NULL WHERE id=?", (wid,))
 
-        ctx.submit(worktrees.discard_unused, workerrecords.repo_path(ctx, row["repo_id"]), row["worktree_path"],
-                   row["branch_name"], row["base_sha"], then=_discarded)
+        ctx.submit(
+            worktrees.discard_unused,
+            workerrecords.repo_path(ctx, row["repo_id"]),
+            row["worktree_path"],
+            row["branch_name"],
+            row["base_sha"],
+            then=_discarded,
+        )
     return row
 
 
@@ -162,44 +182,67 @@ def _check_capacity(ctx: Ctx, repo: dict[str, Any]) -> None:
     cap = ctx.config.max_workers_for(repo["name"])
     live = workerrecords.live_count(ctx, repo["id"])
     if live >= cap:
-        raise ChkdError("busy", f"{live} workers already run in '{repo['name']}', the most max_workers allows ({cap}).",
-                        f"Wait for one to finish, or raise the cap: max_workers = N in config.toml, or "
-                        f"[repos.\"{repo['name']}\"] max_workers = N for this repository (then restart the daemon).")
+        raise ChkdError(
+            "busy",
+            f"{live} workers already run in '{repo['name']}', the most max_workers allows ({cap}).",
+            f"Wait for one to finish, or raise the cap: max_workers = N in config.toml, or "
+            f"[repos.\"{repo['name']}\"] max_workers = N for this repository (then restart the daemon).",
+        )
 
 
-def _record(ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: list[str],
-            interactive: bool) -> tuple[str, dict[str, Any]]:
+def _record(
+    ctx: Ctx, req: Spawn, repo: dict[str, Any], agent: str, template: list[str], interactive: bool
+) -> tuple[str, dict[str, Any]]:
     """The worker row (`starting`) and its claimed task, in this transaction: (worker id, task row)."""
     seq = ctx.store.meta_next("worker")
     wid = f"w{seq}"
-    ctx.store.x("INSERT INTO workers(id, seq, repo_id, status, agent, cmd, started_at, interactive) "
-                "VALUES(?,?,?,?,?,?,?,?)",
-                (wid, seq, repo["id"], "starting", agent, json.dumps(template), now_ms(), int(interactive)))
+    ctx.store.x(
+        "INSERT INTO workers(id, seq, repo_id, status, agent, cmd, started_at, interactive) VALUES(?,?,?,?,?,?,?,?)",
+        (wid, seq, repo["id"], "starting", agent, json.dumps(template), now_ms(), int(interactive)),
+    )
     task = _take_task(ctx, req, repo, wid)
-    ctx.store.x("UPDATE workers SET task_pk=?, task_id=?, task_title=? WHERE id=?",
-                (task["pk"], task["id"], task["title"], wid))
-    ctx.emit(ev.WorkerSpawned(agent=agent, title=task["title"]), repo=repo["name"], worker_id=wid,
-             task_id=task["id"])
+    ctx.store.x(
+        "UPDATE workers SET task_pk=?, task_id=?, task_title=? WHERE id=?", (task["pk"], task["id"], task["title"], wid)
+    )
+    ctx.emit(ev.WorkerSpawned(agent=agent, title=task["title"]), repo=repo["name"], worker_id=wid, task_id=task["id"])
     return wid, task
 
 
-def _launch_spec(ctx: Ctx, repo: dict[str, Any], wid: str, task: dict[str, Any], plan: agent_profiles.AgentPlan,
-                 path: str, branch: str, base_sha: str, pooled: pool.Taken | None = None) -> LaunchSpec:
+def _launch_spec(
+    ctx: Ctx,
+    repo: dict[str, Any],
+    wid: str,
+    task: dict[str, Any],
+    plan: agent_profiles.AgentPlan,
+    path: str,
+    branch: str,
+    base_sha: str,
+    pooled: pool.Taken | None = None,
+) -> LaunchSpec:
     """Everything the off-loop launch needs, from the recorded names and the daemon's config."""
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
     values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"]}
     return LaunchSpec(  # the prompt is filled in off-loop, once the worktree and branch exist
-        worker_id=wid, repo_path=repo["path"], path=path, branch=branch, base_sha=base_sha,
-        template=plan.template, values=values, shim_argv=module_argv("chkd.client.shim", "--worker", wid),
+        worker_id=wid,
+        repo_path=repo["path"],
+        path=path,
+        branch=branch,
+        base_sha=base_sha,
+        template=plan.template,
+        values=values,
+        shim_argv=module_argv("chkd.client.shim", "--worker", wid),
         shim_env={**os.environ, **env_home},
         agent_env={**plan.env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
-        log_path=str(ctx.paths.worker_log(wid)), heartbeat_s=ctx.config.heartbeat_s,
+        log_path=str(ctx.paths.worker_log(wid)),
+        heartbeat_s=ctx.config.heartbeat_s,
         abort_grace_s=ctx.config.abort_grace_s,
         owner={"home": str(ctx.paths.state), "worker": wid, "purpose": "worker"},
-        agent=plan, claude_dir=str(agent_profiles.claude_dir(ctx.paths, wid)) if plan.claude else None,
+        agent=plan,
+        claude_dir=str(agent_profiles.claude_dir(ctx.paths, wid)) if plan.claude else None,
         tmux=TmuxTarget(socket=str(ctx.paths.tmux_socket), session=wid) if plan.interactive else None,
-        workspace=reposettings.workspace(ctx, repo), pooled=pooled,
+        workspace=reposettings.workspace(ctx, repo),
+        pooled=pooled,
     )
 
 
@@ -219,8 +262,9 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
         path = _free(ctx, repo["id"], "worktree_path", plan.paths) if plan else None
         branch = _free(ctx, repo["id"], "branch_name", plan.branches) if plan else None
         if exc is not None or plan is None or path is None or branch is None:
-            _failed(row, exc or ChkdError("conflict", "every free worktree path or branch name is taken by "
-                                                      "other workers"))
+            _failed(
+                row, exc or ChkdError("conflict", "every free worktree path or branch name is taken by other workers")
+            )
             return
         workerrecords.update(ctx, row, worktree_path=path, branch_name=branch, base_sha=plan.base_sha)
         pooled = pool.take(ctx, repo, wid)  # on the loop, in this transaction: never handed out twice
@@ -246,12 +290,28 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
             return
         pool.spawn_ended(ctx, wid)
         row = workerrecords.update(ctx, row, cmd=json.dumps(result.argv))
-        ctx.emit(ev.WorkerStarted(worktree=result.checkout.path, branch=result.checkout.branch,
-                                  base=result.checkout.base_sha),
-                 repo=repo["name"], worker_id=wid, task_id=task["id"])
-        ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, row, repo["name"]),
-                                          spend=usage.spend_info(ctx, repo)))
+        ctx.emit(
+            ev.WorkerStarted(
+                worktree=result.checkout.path, branch=result.checkout.branch, base=result.checkout.base_sha
+            ),
+            repo=repo["name"],
+            worker_id=wid,
+            task_id=task["id"],
+        )
+        ctx.finish(
+            deferred,
+            WorkerResult(worker=workerrecords.worker_info(ctx, row, repo["name"]), spend=usage.spend_info(ctx, repo)),
+        )
 
     main_branch = ctx.config.for_repo(repo["name"]).main_branch or repo["main_branch"]
-    ctx.submit(worktrees.plan_checkout, repo["path"], repo["name"], task["id"], main_branch,
-               ctx.config.worktree_pattern, ctx.config.branch_prefix, then=_planned, reply_to=deferred)
+    ctx.submit(
+        worktrees.plan_checkout,
+        repo["path"],
+        repo["name"],
+        task["id"],
+        main_branch,
+        ctx.config.worktree_pattern,
+        ctx.config.branch_prefix,
+        then=_planned,
+        reply_to=deferred,
+    )

@@ -176,9 +176,10 @@ def _start_item(spec: Spec, line: str, number: int, area: str) -> _Draft | None:
     else:
         m = _ITEM.match(line)
         if m is None or m.group(1) not in STATES:
-            shown = m.group(1) if m else line[line.find("[") + 1:line.find("]")] if "]" in line else "?"
-            spec.problems.append(Problem(number, line.strip(), f"unknown check mark '[{shown}]' "
-                                                               "(use [ ], [x], [~], [-] or [!])"))
+            shown = m.group(1) if m else line[line.find("[") + 1 : line.find("]")] if "]" in line else "?"
+            spec.problems.append(
+                Problem(number, line.strip(), f"unknown check mark '[{shown}]' (use [ ], [x], [~], [-] or [!])")
+            )
             return None
         mark, rest = m.group(1), m.group(2)
     priority = None
@@ -186,11 +187,14 @@ def _start_item(spec: Spec, line: str, number: int, area: str) -> _Draft | None:
     if pm:
         digits = pm.group(1).lstrip("0") or "0"
         value = int(digits) if len(digits) <= 3 else 999  # never int() thousands of digits
-        rest = (rest[:pm.start()] + rest[pm.end():]).strip()
+        rest = (rest[: pm.start()] + rest[pm.end() :]).strip()
         if value > 4:
             shown = digits if len(digits) <= 10 else digits[:10] + "…"
-            spec.problems.append(Problem(number, line.strip(), f"priority P{shown} does not exist (P0..P4); "
-                                                               "imported with the default P2"))
+            spec.problems.append(
+                Problem(
+                    number, line.strip(), f"priority P{shown} does not exist (P0..P4); imported with the default P2"
+                )
+            )
         else:
             priority = value
     tags = list(dict.fromkeys(t.rstrip(".,;:") for t in _TAG.findall(rest)))
@@ -208,8 +212,16 @@ def _start_item(spec: Spec, line: str, number: int, area: str) -> _Draft | None:
     if not title:
         spec.problems.append(Problem(number, line.strip(), "the item has no title"))
         return None
-    item = SpecItem(id=item_id or "", title=title, state=STATES[mark], line=number, area=area,
-                    priority=priority, tags=tags, explicit_id=item_id is not None)
+    item = SpecItem(
+        id=item_id or "",
+        title=title,
+        state=STATES[mark],
+        line=number,
+        area=area,
+        priority=priority,
+        tags=tags,
+        explicit_id=item_id is not None,
+    )
     return _Draft(item=item, indent=0, inline=tail)
 
 
@@ -232,8 +244,9 @@ def _assign_ids(spec: Spec, drafts: list[_Draft]) -> None:
         new_id = f"{code}.{num}"
         if d.item.explicit_id:
             first = owner[d.item.id].item.line
-            spec.warnings.append(f"line {d.item.line}: id {d.item.id} is already used on line {first}; "
-                                 f"this item becomes {new_id}")
+            spec.warnings.append(
+                f"line {d.item.line}: id {d.item.id} is already used on line {first}; this item becomes {new_id}"
+            )
         d.item.id = new_id
 
 

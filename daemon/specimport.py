@@ -35,9 +35,12 @@ def import_target(ctx: Ctx, row: dict[str, Any] | None, facts: repos.RepoFacts |
 
 def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_run: bool) -> ImportReport:
     """Create new items, update changed ones; never set back a done or running task, never delete."""
-    report = ImportReport(repo=repo["name"], dry_run=dry_run, warnings=list(doc.warnings),
-                          problems=[ImportProblem(line=p.line, text=p.text[:200], reason=p.reason)
-                                    for p in doc.problems])
+    report = ImportReport(
+        repo=repo["name"],
+        dry_run=dry_run,
+        warnings=list(doc.warnings),
+        problems=[ImportProblem(line=p.line, text=p.text[:200], reason=p.reason) for p in doc.problems],
+    )
     for item in doc.items:
         problem = _refusal(item)
         if problem is not None:
@@ -51,10 +54,17 @@ def apply_spec(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec, source: str, dry_
     report.problems.sort(key=lambda p: p.line)
     report.vanished = _vanished(ctx, repo, doc)
     if not dry_run and (report.new or report.updated):  # a re-import that changes nothing writes nothing
-        ctx.emit(ev.SpecImported(source=source, new=len(report.new), updated=len(report.updated),
-                                 unchanged=len(report.unchanged), skipped=len(report.skipped),
-                                 problems=len(report.problems)),
-                 repo=repo["name"])
+        ctx.emit(
+            ev.SpecImported(
+                source=source,
+                new=len(report.new),
+                updated=len(report.updated),
+                unchanged=len(report.unchanged),
+                skipped=len(report.skipped),
+                problems=len(report.problems),
+            ),
+            repo=repo["name"],
+        )
     return report
 
 
@@ -74,13 +84,29 @@ def _refusal(item: spec.SpecItem) -> str | None:
 def _add_item(ctx: Ctx, repo: dict[str, Any], item: spec.SpecItem, report: ImportReport, dry_run: bool) -> None:
     report.new.append(item.id)
     if not dry_run:
-        taskqueue.create_task(ctx, repo, title=item.title, id=item.id, priority=_priority(item, 2),
-                              description=item.description, tags=item.tags, status=item.status,
-                              held=item.held, spec_item_id=item.id)
+        taskqueue.create_task(
+            ctx,
+            repo,
+            title=item.title,
+            id=item.id,
+            priority=_priority(item, 2),
+            description=item.description,
+            tags=item.tags,
+            status=item.status,
+            held=item.held,
+            spec_item_id=item.id,
+        )
 
 
-def _update_item(ctx: Ctx, repo: dict[str, Any], existing: dict[str, Any], item: spec.SpecItem,
-                 report: ImportReport, source: str, dry_run: bool) -> None:
+def _update_item(
+    ctx: Ctx,
+    repo: dict[str, Any],
+    existing: dict[str, Any],
+    item: spec.SpecItem,
+    report: ImportReport,
+    source: str,
+    dry_run: bool,
+) -> None:
     """An item already a task: unchanged, updated, or skipped (done or running tasks are never set back)."""
     changes = _changes(existing, item)
     if changes:
@@ -89,8 +115,10 @@ def _update_item(ctx: Ctx, repo: dict[str, Any], existing: dict[str, Any], item:
         report.unchanged.append(item.id)
     elif existing["status"] == "done" or existing["status"] in taskgraph.RUNNING_STATUSES:
         report.skipped.append(item.id)
-        report.warnings.append(f"{item.id} is {existing['status'].replace('_', ' ')}; its changes in "
-                               f"{source} (line {item.line}) were not applied")
+        report.warnings.append(
+            f"{item.id} is {existing['status'].replace('_', ' ')}; its changes in "
+            f"{source} (line {item.line}) were not applied"
+        )
     else:
         report.updated.append(item.id)
         if not dry_run:
@@ -104,9 +132,13 @@ def _vanished(ctx: Ctx, repo: dict[str, Any], doc: spec.Spec) -> list[str]:
     (so importing TODO.md does not list the tasks of docs/SPEC.md)."""
     seen = {i.id for i in doc.items}
     codes = {i.id.rsplit(".", 1)[0] for i in doc.items}
-    return [tid for (tid,) in ctx.store.all(
-        "SELECT id FROM task_queue WHERE repo_id=? AND spec_item_id IS NOT NULL ORDER BY pk", (repo["id"],))
-        if tid not in seen and tid.rsplit(".", 1)[0] in codes]
+    return [
+        tid
+        for (tid,) in ctx.store.all(
+            "SELECT id FROM task_queue WHERE repo_id=? AND spec_item_id IS NOT NULL ORDER BY pk", (repo["id"],)
+        )
+        if tid not in seen and tid.rsplit(".", 1)[0] in codes
+    ]
 
 
 def _priority(item: spec.SpecItem, default: int) -> int:
@@ -115,8 +147,12 @@ def _priority(item: spec.SpecItem, default: int) -> int:
 
 def _changes(task: dict[str, Any], item: spec.SpecItem) -> dict[str, Any]:
     """What the file would change on an existing task; status only moves forward from pending."""
-    want = {"title": item.title, "description": item.description,
-            "priority": _priority(item, task["priority"]), "tags": json.dumps(item.tags)}
+    want = {
+        "title": item.title,
+        "description": item.description,
+        "priority": _priority(item, task["priority"]),
+        "tags": json.dumps(item.tags),
+    }
     changes = {k: v for k, v in want.items() if task[k] != v}
     if task["status"] == "pending":
         if item.status != "pending":

@@ -343,8 +343,10 @@ class Store:
     def meta_next(self, key: str) -> int:
         """A per-database counter (worker numbers, generated ids): never reused."""
         value = int(self.scalar("SELECT value FROM meta WHERE key=?", (key,), 0)) + 1
-        self.x("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-               (key, str(value)))
+        self.x(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, str(value)),
+        )
         return value
 
     def close(self) -> None:
@@ -376,4 +378,3 @@ def checkpoint_wal(db: str) -> tuple[int, int, int]:
         return int(busy), int(log), int(done)
     finally:
         conn.close()
-

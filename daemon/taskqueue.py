@@ -107,8 +107,11 @@ def id_problem(task_id: str) -> str | None:
 def check_id(task_id: str) -> str:
     problem = id_problem(task_id)
     if problem is not None:
-        raise ChkdError("bad_request", f"'{_shown(task_id)}' is not a valid task id: {problem}.",
-                        f"Use letters, digits and . _ - / (like SD.13 or fix-login), at most {MAX_ID} characters.")
+        raise ChkdError(
+            "bad_request",
+            f"'{_shown(task_id)}' is not a valid task id: {problem}.",
+            f"Use letters, digits and . _ - / (like SD.13 or fix-login), at most {MAX_ID} characters.",
+        )
     return task_id
 
 
@@ -159,8 +162,9 @@ def find_task(ctx: Ctx, repo_id: int, task_id: str) -> dict[str, Any] | None:
 def get_task(ctx: Ctx, repo: dict[str, Any], task_id: str) -> dict[str, Any]:
     row = find_task(ctx, repo["id"], task_id)
     if row is None:
-        raise ChkdError("not_found", f"The repository '{repo['name']}' has no task '{task_id}'.",
-                        "See `chkdctl task list`.")
+        raise ChkdError(
+            "not_found", f"The repository '{repo['name']}' has no task '{task_id}'.", "See `chkdctl task list`."
+        )
     return row
 
 
@@ -174,13 +178,19 @@ def dependencies(ctx: Ctx, task: dict[str, Any]) -> list[dict[str, Any]]:
     """The tasks `task` depends on (id, status), in id order."""
     return ctx.store.dicts(
         "SELECT u.pk, u.id, u.status FROM task_deps d JOIN task_queue u ON u.pk = d.depends_on_pk "
-        "WHERE d.task_pk=? ORDER BY u.id", (task["pk"],))
+        "WHERE d.task_pk=? ORDER BY u.id",
+        (task["pk"],),
+    )
 
 
 def dependants(ctx: Ctx, task: dict[str, Any]) -> list[str]:
-    return [r[0] for r in ctx.store.all(
-        "SELECT t.id FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk WHERE d.depends_on_pk=? ORDER BY t.id",
-        (task["pk"],))]
+    return [
+        r[0]
+        for r in ctx.store.all(
+            "SELECT t.id FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk WHERE d.depends_on_pk=? ORDER BY t.id",
+            (task["pk"],),
+        )
+    ]
 
 
 def is_ready(ctx: Ctx, task: dict[str, Any]) -> bool:
@@ -195,17 +205,28 @@ def task_info(ctx: Ctx, task: dict[str, Any], repo_name: str | None = None) -> T
     edges = ctx.store.all(_EDGES_SQL, (task["pk"], task["pk"]))
     deps = sorted((tid, status) for tid, status, back in edges if not back)
     ready = taskgraph.is_ready(task["status"], bool(task["held"]), (s for _, s in deps))
-    return _info(task, name, [tid for tid, _ in deps],
-                 sorted(tid for tid, _, back in edges if back), ready)
+    return _info(task, name, [tid for tid, _ in deps], sorted(tid for tid, _, back in edges if back), ready)
 
 
 def _info(task: dict[str, Any], repo: str, depends_on: list[str], deps_of: list[str], ready: bool) -> TaskInfo:
     return TaskInfo(
-        repo=repo, id=task["id"], title=task["title"], status=task["status"], priority=task["priority"],
-        description=task["description"], tags=_tags(task["tags"]), held=bool(task["held"]),
-        ready=ready, attempts=task["attempts"], max_attempts=task["max_attempts"], claimed_by=task["claimed_by"],
-        created_at=task["created_at"], claimed_at=task["claimed_at"], completed_at=task["completed_at"],
-        depends_on=depends_on, dependants=deps_of,
+        repo=repo,
+        id=task["id"],
+        title=task["title"],
+        status=task["status"],
+        priority=task["priority"],
+        description=task["description"],
+        tags=_tags(task["tags"]),
+        held=bool(task["held"]),
+        ready=ready,
+        attempts=task["attempts"],
+        max_attempts=task["max_attempts"],
+        claimed_by=task["claimed_by"],
+        created_at=task["created_at"],
+        claimed_at=task["claimed_at"],
+        completed_at=task["completed_at"],
+        depends_on=depends_on,
+        dependants=deps_of,
     )
 
 
@@ -225,7 +246,9 @@ def task_infos(ctx: Ctx, rows: Sequence[dict[str, Any]]) -> list[TaskInfo]:
     names: dict[int, str] = dict(ctx.store.all(f"SELECT id, name FROM repos WHERE id IN ({marks})", tuple(repo_ids)))
     edges = ctx.store.all(
         f"SELECT t.pk, t.id, u.pk, u.id, u.status FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk "
-        f"JOIN task_queue u ON u.pk = d.depends_on_pk WHERE t.repo_id IN ({marks}) ORDER BY u.id", tuple(repo_ids))
+        f"JOIN task_queue u ON u.pk = d.depends_on_pk WHERE t.repo_id IN ({marks}) ORDER BY u.id",
+        tuple(repo_ids),
+    )
     deps: dict[int, list[tuple[str, str]]] = {}
     rdeps: dict[int, list[str]] = {}
     for t_pk, t_id, u_pk, _u_id, _u_status in edges:
@@ -283,31 +306,53 @@ def create_task(
     if id is not None:
         check_id(id)
         if find_task(ctx, repo["id"], id) is not None:
-            raise ChkdError("conflict", f"The repository '{repo['name']}' already has a task '{id}'.",
-                            "Pick another --id, or change that task with `chkdctl task edit`.")
+            raise ChkdError(
+                "conflict",
+                f"The repository '{repo['name']}' already has a task '{id}'.",
+                "Pick another --id, or change that task with `chkdctl task edit`.",
+            )
     dep_rows = []
     for dep in dict.fromkeys(after):
         row = find_task(ctx, repo["id"], dep)
         if row is None:
-            raise ChkdError("not_found", f"Task '{id or title}' cannot depend on '{dep}': no such task in "
-                                         f"'{repo['name']}'.", "See `chkdctl task list`.")
+            raise ChkdError(
+                "not_found",
+                f"Task '{id or title}' cannot depend on '{dep}': no such task in '{repo['name']}'.",
+                "See `chkdctl task list`.",
+            )
         dep_rows.append(row)
     task_id = id if id is not None else next_id(ctx, repo["id"])
     now = now_ms()
     pk = ctx.store.insert(
         "INSERT INTO task_queue(repo_id, id, spec_item_id, title, description, status, held, tags, priority, "
         "max_attempts, created_at, completed_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-        (repo["id"], task_id, spec_item_id, title, description or "", status, int(held), json.dumps(tag_list),
-         priority, attempts_cap, now, now if status in taskgraph.FINAL_STATUSES else None),
+        (
+            repo["id"],
+            task_id,
+            spec_item_id,
+            title,
+            description or "",
+            status,
+            int(held),
+            json.dumps(tag_list),
+            priority,
+            attempts_cap,
+            now,
+            now if status in taskgraph.FINAL_STATUSES else None,
+        ),
     )
     for row in dep_rows:
         ctx.store.x("INSERT INTO task_deps(task_pk, depends_on_pk) VALUES(?,?)", (pk, row["pk"]))
     task = _row(ctx.store.one(f"SELECT {TASK_COLUMNS} FROM task_queue WHERE pk=?", (pk,)))
     assert task is not None
     if emit:
-        ctx.emit(ev.TaskAdded(title=title, priority=priority, after=[r["id"] for r in dep_rows], tags=tag_list,
-                              status=status),
-                 repo=repo["name"], task_id=task_id)
+        ctx.emit(
+            ev.TaskAdded(
+                title=title, priority=priority, after=[r["id"] for r in dep_rows], tags=tag_list, status=status
+            ),
+            repo=repo["name"],
+            task_id=task_id,
+        )
     return task
 
 
@@ -326,8 +371,10 @@ def _mark_claimed(ctx: Ctx, repo: str, pk: int, worker_id: str | None) -> dict[s
     row = _row(values[:-2])
     assert row is not None
     # A claimed task is not ready; its edges came with the row (see task_info).
-    row["_edges"] = (sorted((values[-2] or "").split("\n")) if values[-2] else [],
-                     sorted((values[-1] or "").split("\n")) if values[-1] else [])
+    row["_edges"] = (
+        sorted((values[-2] or "").split("\n")) if values[-2] else [],
+        sorted((values[-1] or "").split("\n")) if values[-1] else [],
+    )
     ctx.emit(ev.TaskClaimed(by=worker_id), repo=repo, worker_id=worker_id, task_id=row["id"])
     return row
 
@@ -358,8 +405,9 @@ def set_task_status(
     if old == status:
         return task
     if not taskgraph.can_transition(old, status):
-        raise ChkdError("conflict", f"Task {task['id']} is {old.replace('_', ' ')}; it cannot become "
-                                    f"{status.replace('_', ' ')}.")
+        raise ChkdError(
+            "conflict", f"Task {task['id']} is {old.replace('_', ' ')}; it cannot become {status.replace('_', ' ')}."
+        )
     now = now_ms()
     sets = ["status=?"]
     params: list[Any] = [status]
@@ -374,8 +422,12 @@ def set_task_status(
         sets += ["claimed_by=?", "claimed_at=coalesce(claimed_at, ?)"]
         params += [worker_id, now]
     ctx.store.x(f"UPDATE task_queue SET {', '.join(sets)} WHERE pk=?", (*params, task["pk"]))
-    ctx.emit(ev.TaskStatusChanged(from_=old, to=status, note=note or None), repo=repos.repo_name(ctx.store, task["repo_id"]),
-             worker_id=worker_id, task_id=task["id"])
+    ctx.emit(
+        ev.TaskStatusChanged(from_=old, to=status, note=note or None),
+        repo=repos.repo_name(ctx.store, task["repo_id"]),
+        worker_id=worker_id,
+        task_id=task["id"],
+    )
     return reload(ctx, task)
 
 
@@ -389,13 +441,20 @@ def requeue_task(ctx: Ctx, task: dict[str, Any], reason: str) -> str:
     worker = task["claimed_by"]
     now = now_ms()
     if attempts < task["max_attempts"]:
-        ctx.store.x("UPDATE task_queue SET status='pending', attempts=?, claimed_by=NULL, claimed_at=NULL "
-                    "WHERE pk=?", (attempts, task["pk"]))
-        ctx.emit(ev.TaskRequeued(reason=reason, attempts=attempts, max_attempts=task["max_attempts"]),
-                 repo=name, worker_id=worker, task_id=task["id"])
+        ctx.store.x(
+            "UPDATE task_queue SET status='pending', attempts=?, claimed_by=NULL, claimed_at=NULL WHERE pk=?",
+            (attempts, task["pk"]),
+        )
+        ctx.emit(
+            ev.TaskRequeued(reason=reason, attempts=attempts, max_attempts=task["max_attempts"]),
+            repo=name,
+            worker_id=worker,
+            task_id=task["id"],
+        )
         return "pending"
-    ctx.store.x("UPDATE task_queue SET status='failed', attempts=?, completed_at=? WHERE pk=?",
-                (attempts, now, task["pk"]))
+    ctx.store.x(
+        "UPDATE task_queue SET status='failed', attempts=?, completed_at=? WHERE pk=?", (attempts, now, task["pk"])
+    )
     ctx.emit(ev.TaskFailed(reason=reason, attempts=attempts), repo=name, worker_id=worker, task_id=task["id"])
     ctx.emit(ev.TaskEscalated(reason=reason, attempts=attempts), repo=name, worker_id=worker, task_id=task["id"])
     return "failed"
@@ -408,7 +467,8 @@ def live_worker_for(ctx: Ctx, task: dict[str, Any]) -> str | None:
     marks = ",".join("?" * len(LIVE_WORKER_STATUSES))
     return ctx.store.scalar(
         f"SELECT id FROM workers WHERE task_pk=? AND status IN ({marks}) ORDER BY seq DESC LIMIT 1",
-        (task["pk"], *sorted(LIVE_WORKER_STATUSES)))
+        (task["pk"], *sorted(LIVE_WORKER_STATUSES)),
+    )
 
 
 def update_fields(ctx: Ctx, repo: dict[str, Any], task: dict[str, Any], changes: dict[str, Any]) -> list[str]:
@@ -418,8 +478,12 @@ def update_fields(ctx: Ctx, repo: dict[str, Any], task: dict[str, Any], changes:
         return []
     sets = ", ".join(f"{k}=?" for k in differ)
     ctx.store.x(f"UPDATE task_queue SET {sets} WHERE pk=?", (*differ.values(), task["pk"]))
-    edited = ev.TaskEdited(fields=sorted(differ), title=differ.get("title"), priority=differ.get("priority"),
-                           tags=json.loads(differ["tags"]) if "tags" in differ else None,
-                           max_attempts=differ.get("max_attempts"))
+    edited = ev.TaskEdited(
+        fields=sorted(differ),
+        title=differ.get("title"),
+        priority=differ.get("priority"),
+        tags=json.loads(differ["tags"]) if "tags" in differ else None,
+        max_attempts=differ.get("max_attempts"),
+    )
     ctx.emit(edited, repo=repo["name"], task_id=task["id"])
     return sorted(differ)

@@ -22,14 +22,18 @@ TIMEOUT_S = 10.0
 def require_tmux() -> None:
     """Refuse an interactive spawn up front when there is no tmux to run it in."""
     if shutil.which(tmux.TMUX) is None:
-        raise ChkdError("refused", "Interactive workers run in tmux, and tmux is not installed where chkdd runs.",
-                        "Install it (Debian/Ubuntu: apt-get install tmux; macOS: brew install tmux).")
+        raise ChkdError(
+            "refused",
+            "Interactive workers run in tmux, and tmux is not installed where chkdd runs.",
+            "Install it (Debian/Ubuntu: apt-get install tmux; macOS: brew install tmux).",
+        )
 
 
 def _run(argv: list[str], what: str) -> str:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL,
-                              cwd="/", errors="replace")
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL, cwd="/", errors="replace"
+        )
     except FileNotFoundError:
         raise ChkdError("refused", "tmux is not installed where chkdd runs.") from None
     except (OSError, subprocess.SubprocessError) as exc:

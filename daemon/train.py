@@ -70,8 +70,9 @@ def _stack(repo: str, base: str, cars: list[Car], out: Outcome) -> list[tuple[Ca
                 out.conflicts[car.merge_id] = conflicts
                 continue
             _refuse_copied(repo, tip, tree, car)
-            commit = git.out(["commit-tree", tree, "-p", tip, "-p", head_sha, "-m", car.message], repo,
-                             env=git.identity_env(repo))
+            commit = git.out(
+                ["commit-tree", tree, "-p", tip, "-p", head_sha, "-m", car.message], repo, env=git.identity_env(repo)
+            )
         except ChkdError as exc:
             out.failed[car.merge_id] = exc.message
             continue
@@ -85,8 +86,9 @@ def _refuse_copied(repo: str, tip: str, tree: str, car: Car) -> None:
 
     copied = worktrees.copied_files(car.worktree) if car.worktree and os.path.isdir(car.worktree) else []
     if copied and git.out(["diff", "--name-only", "--diff-filter=A", tip, tree, "--", *copied], repo).strip():
-        raise ChkdError("refused", "The branch commits a file chkd copied in from the main checkout (copy); "
-                                   "nothing was merged.")
+        raise ChkdError(
+            "refused", "The branch commits a file chkd copied in from the main checkout (copy); nothing was merged."
+        )
 
 
 def _is_ancestor(a: str, b: str, repo: str) -> bool:
@@ -134,9 +136,11 @@ def run(repo: str, target: str, cars: list[Car], gate: Gate) -> Outcome:
         bad = pending[hi - 1][0]
         why = "timed out" if failing.timed_out else f"failed (exit {failing.returncode})"
         out.isolated[bad.merge_id] = out.gate_runs
-        out.failed[bad.merge_id] = (f"The test gate {why} with this merge on top of the train "
-                                    f"({_ids(pending[:hi])}); isolated after gate run {out.gate_runs}:\n"
-                                    f"{failing.output}")
+        out.failed[bad.merge_id] = (
+            f"The test gate {why} with this merge on top of the train "
+            f"({_ids(pending[:hi])}); isolated after gate run {out.gate_runs}:\n"
+            f"{failing.output}"
+        )
         good += pending[:lo]
         base = pending[lo - 1][1] if lo else base
         rest = [c for c, _, _ in pending[hi:]]
@@ -171,8 +175,16 @@ def land(repo: str, target: str, tip: str, old: str, cleanups: list[Cleanup]) ->
     return TrainLanded(landed, notes)
 
 
-def gate_with(repo: str, path: str, cmd: list[str], timeout: float, owner: dict[str, object], ws: object,
-              log_path: str, strict: bool) -> Gate:
+def gate_with(
+    repo: str,
+    path: str,
+    cmd: list[str],
+    timeout: float,
+    owner: dict[str, object],
+    ws: object,
+    log_path: str,
+    strict: bool,
+) -> Gate:
     """The train's gate: the persistent gate worktree; under gate_strict a suspect run fails."""
     from . import gate as gate_area
 
@@ -180,8 +192,13 @@ def gate_with(repo: str, path: str, cmd: list[str], timeout: float, owner: dict[
         res = gate_area.run(repo, path, commit, cmd, timeout, owner, ws, log_path)  # type: ignore[arg-type]
         failpoints.hit("train.gated")
         if strict and res.ok and res.suspect:
-            return mergeengine.GateResult(False, res.output + f"\n[chkd] gate_strict: {gate_area.suspect_sentence(res.suspect)}\n",
-                                      res.seconds, returncode=res.returncode, suspect=res.suspect)
+            return mergeengine.GateResult(
+                False,
+                res.output + f"\n[chkd] gate_strict: {gate_area.suspect_sentence(res.suspect)}\n",
+                res.seconds,
+                returncode=res.returncode,
+                suspect=res.suspect,
+            )
         return res
 
     return _run

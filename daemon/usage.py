@@ -32,16 +32,19 @@ def record(ctx: Ctx, row: Mapping[str, Any], tokens_in: int, tokens_out: int, co
     if not (tokens_in or tokens_out or cost_usd):
         return
     at = now_ms()
-    ctx.store.x("INSERT INTO usage(at, day, repo_id, worker_id, task_id, tokens_in, tokens_out, cost_usd) "
-                "VALUES(?,?,?,?,?,?,?,?)",
-                (at, day_of(at), row["repo_id"], row["id"], row.get("task_id"), tokens_in, tokens_out, cost_usd))
+    ctx.store.x(
+        "INSERT INTO usage(at, day, repo_id, worker_id, task_id, tokens_in, tokens_out, cost_usd) "
+        "VALUES(?,?,?,?,?,?,?,?)",
+        (at, day_of(at), row["repo_id"], row["id"], row.get("task_id"), tokens_in, tokens_out, cost_usd),
+    )
 
 
 def spent(ctx: Ctx, day: str, repo_id: int | None = None) -> float:
     if repo_id is None:
         return float(ctx.store.scalar("SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE day=?", (day,), 0))
-    return float(ctx.store.scalar("SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE day=? AND repo_id=?",
-                                  (day, repo_id), 0))
+    return float(
+        ctx.store.scalar("SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE day=? AND repo_id=?", (day, repo_id), 0)
+    )
 
 
 _GROUPS = {
@@ -56,17 +59,33 @@ def cost_rows(ctx: Ctx, by: str, repo_id: int | None) -> tuple[list[CostRow], Co
     """Sums per task, worker, day or repository (most expensive first), and the total."""
     key = _GROUPS[by]
     where, params = ("WHERE u.repo_id=?", (repo_id,)) if repo_id is not None else ("", ())
-    select = ("sum(u.tokens_in), sum(u.tokens_out), sum(u.cost_usd), count(DISTINCT u.worker_id), "
-              "count(DISTINCT coalesce(r.name, '') || ':' || coalesce(u.task_id, ''))")
+    select = (
+        "sum(u.tokens_in), sum(u.tokens_out), sum(u.cost_usd), count(DISTINCT u.worker_id), "
+        "count(DISTINCT coalesce(r.name, '') || ':' || coalesce(u.task_id, ''))"
+    )
     sql = f"SELECT {key}, {select} FROM usage u LEFT JOIN repos r ON r.id = u.repo_id {where} GROUP BY 1"
     order = "ORDER BY 1" if by == "day" else "ORDER BY 4 DESC, 1"
-    rows = [CostRow(key=str(k), tokens_in=int(ti or 0), tokens_out=int(to or 0), cost_usd=round(float(c or 0), 6),
-                    workers=int(nw or 0), tasks=int(nt or 0))
-            for k, ti, to, c, nw, nt in ctx.store.all(f"{sql} {order}", params)]
+    rows = [
+        CostRow(
+            key=str(k),
+            tokens_in=int(ti or 0),
+            tokens_out=int(to or 0),
+            cost_usd=round(float(c or 0), 6),
+            workers=int(nw or 0),
+            tasks=int(nt or 0),
+        )
+        for k, ti, to, c, nw, nt in ctx.store.all(f"{sql} {order}", params)
+    ]
     t = ctx.store.one(f"SELECT {select} FROM usage u LEFT JOIN repos r ON r.id = u.repo_id {where}", params)
     ti, to, c, nw, nt = t or (0, 0, 0, 0, 0)
-    total = CostRow(key="total", tokens_in=int(ti or 0), tokens_out=int(to or 0), cost_usd=round(float(c or 0), 6),
-                    workers=int(nw or 0), tasks=int(nt or 0))
+    total = CostRow(
+        key="total",
+        tokens_in=int(ti or 0),
+        tokens_out=int(to or 0),
+        cost_usd=round(float(c or 0), 6),
+        workers=int(nw or 0),
+        tasks=int(nt or 0),
+    )
     return rows, total
 
 

@@ -24,13 +24,46 @@ from .context import Ctx
 from .store import now_ms
 
 #: Columns `set_worker_status` and `update` may write.
-COLUMNS = frozenset({
-    "status", "worktree_path", "branch_name", "task_pk", "task_id", "task_title", "agent", "cmd", "pid", "pgid",
-    "proc_started", "shim_pid", "shim_started", "completed_at", "heartbeat_at", "activity_at", "message",
-    "exit_code", "exit_signal", "tokens_in", "tokens_out", "cost_usd", "last_error", "base_sha", "finish_pending",
-    "interactive", "paused_by", "usage_limited",
-    "session_id", "model", "usage_ref", "agent_error", "agent_error_kind", "resume_prompt", "resume_at", "runs",
-})
+COLUMNS = frozenset(
+    {
+        "status",
+        "worktree_path",
+        "branch_name",
+        "task_pk",
+        "task_id",
+        "task_title",
+        "agent",
+        "cmd",
+        "pid",
+        "pgid",
+        "proc_started",
+        "shim_pid",
+        "shim_started",
+        "completed_at",
+        "heartbeat_at",
+        "activity_at",
+        "message",
+        "exit_code",
+        "exit_signal",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "last_error",
+        "base_sha",
+        "finish_pending",
+        "interactive",
+        "paused_by",
+        "usage_limited",
+        "session_id",
+        "model",
+        "usage_ref",
+        "agent_error",
+        "agent_error_kind",
+        "resume_prompt",
+        "resume_at",
+        "runs",
+    }
+)
 FINAL_STATUSES = FINAL_WORKER_STATUSES
 #: The ids chkd gives workers (`w1`, `w2`, ...); a claim under such a name must be a real worker's.
 WORKER_ID_RE = re.compile(r"w[0-9]+")
@@ -73,8 +106,16 @@ def render_argv(template: Iterable[str], values: Mapping[str, str]) -> list[str]
     return [templates.render(arg, known) for arg in template]
 
 
-def default_prompt(worker_id: str, task_id: str, title: str, description: str, *, worktree: str = "",
-                   branch: str = "", mcp: bool = False) -> str:
+def default_prompt(
+    worker_id: str,
+    task_id: str,
+    title: str,
+    description: str,
+    *,
+    worktree: str = "",
+    branch: str = "",
+    mcp: bool = False,
+) -> str:
     """What a worker is told when its profile has no `prompt`: its task, where it works, to commit as
     it goes, and how to say it is finished (the chkd MCP tools for Claude, chkdctl otherwise)."""
     text = f"You are chkd worker {worker_id}. Your task is {task_id}: {title}."
@@ -83,11 +124,14 @@ def default_prompt(worker_id: str, task_id: str, title: str, description: str, *
     where = f"your own git worktree {worktree} on branch {branch}" if worktree else "your own git worktree and branch"
     text += f"\n\nWork in the current directory ({where}) and commit as you go with git."
     if mcp:
-        text += (" Report progress with the chkd_heartbeat tool; when finished, commit and call "
-                 "chkd_complete_work with a one-line summary.")
+        text += (
+            " Report progress with the chkd_heartbeat tool; when finished, commit and call "
+            "chkd_complete_work with a one-line summary."
+        )
     else:
-        text += (" Report progress with `chkdctl heartbeat --message TEXT`; when finished run "
-                 "`chkdctl done --summary TEXT`.")
+        text += (
+            " Report progress with `chkdctl heartbeat --message TEXT`; when finished run `chkdctl done --summary TEXT`."
+        )
     return text
 
 
@@ -107,14 +151,31 @@ def repo_path(ctx: Ctx, repo_id: int) -> str:
 
 def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> WorkerInfo:
     return WorkerInfo(
-        id=row["id"], repo=repo or repos.repo_name(ctx.store, row["repo_id"]), status=row["status"], task_id=row["task_id"],
-        task_title=row["task_title"], agent=row["agent"], worktree=row["worktree_path"], branch=row["branch_name"],
-        pid=row["pid"], pgid=row["pgid"], started_at=row["started_at"], completed_at=row["completed_at"],
-        heartbeat_at=row["heartbeat_at"], activity_at=row["activity_at"], message=row["message"],
-        exit_code=row["exit_code"], tokens_in=row["tokens_in"] or 0, tokens_out=row["tokens_out"] or 0,
-        cost_usd=row["cost_usd"] or 0.0, last_error=row["last_error"],
-        log_path=str(ctx.paths.worker_log(row["id"])), interactive=bool(row["interactive"]),
-        tmux_session=tmux_session(row), session_id=row.get("session_id"), model=row.get("model"),
+        id=row["id"],
+        repo=repo or repos.repo_name(ctx.store, row["repo_id"]),
+        status=row["status"],
+        task_id=row["task_id"],
+        task_title=row["task_title"],
+        agent=row["agent"],
+        worktree=row["worktree_path"],
+        branch=row["branch_name"],
+        pid=row["pid"],
+        pgid=row["pgid"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        heartbeat_at=row["heartbeat_at"],
+        activity_at=row["activity_at"],
+        message=row["message"],
+        exit_code=row["exit_code"],
+        tokens_in=row["tokens_in"] or 0,
+        tokens_out=row["tokens_out"] or 0,
+        cost_usd=row["cost_usd"] or 0.0,
+        last_error=row["last_error"],
+        log_path=str(ctx.paths.worker_log(row["id"])),
+        interactive=bool(row["interactive"]),
+        tmux_session=tmux_session(row),
+        session_id=row.get("session_id"),
+        model=row.get("model"),
         runs=row.get("runs") or 1,
     )
 
@@ -127,8 +188,11 @@ def tmux_session(row: Mapping[str, Any]) -> str | None:
 
 def live_count(ctx: Ctx, repo_id: int) -> int:
     marks = ",".join("?" * len(LIVE_WORKER_STATUSES))
-    return ctx.store.scalar(f"SELECT count(*) FROM workers WHERE repo_id=? AND status IN ({marks})",
-                            (repo_id, *sorted(LIVE_WORKER_STATUSES)), 0)
+    return ctx.store.scalar(
+        f"SELECT count(*) FROM workers WHERE repo_id=? AND status IN ({marks})",
+        (repo_id, *sorted(LIVE_WORKER_STATUSES)),
+        0,
+    )
 
 
 def task_of(ctx: Ctx, row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -151,17 +215,26 @@ def update(ctx: Ctx, row: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
     return fresh
 
 
-def set_worker_status(ctx: Ctx, row: Mapping[str, Any], status: str, *, reason: str | None = None,
-                      signalled: bool | None = None, question: str | None = None, by: str | None = None,
-                      **fields: Any) -> dict[str, Any]:
+def set_worker_status(
+    ctx: Ctx,
+    row: Mapping[str, Any],
+    status: str,
+    *,
+    reason: str | None = None,
+    signalled: bool | None = None,
+    question: str | None = None,
+    by: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """Change the status (and other columns) and emit WorkerStatusChanged (from, to, reason, signalled,
     a `waiting` worker's question, and who paused it)."""
     old = row["status"]
     if status in FINAL_STATUSES and "completed_at" not in fields and not row.get("completed_at"):
         fields["completed_at"] = now_ms()
     fresh = update(ctx, row, status=status, **fields)
-    changed = ev.WorkerStatusChanged(from_=old, to=status, reason=reason or None, signalled=signalled,
-                                     question=question, by=by)
+    changed = ev.WorkerStatusChanged(
+        from_=old, to=status, reason=reason or None, signalled=signalled, question=question, by=by
+    )
     ctx.emit(changed, repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
     return fresh
 
@@ -235,8 +308,7 @@ def commit_leftovers(ctx: Ctx, row: dict[str, Any], *, then_done: str | None = N
                 fail_task_attempt(ctx, fresh, f"worker {wid}: {error}")
             return
         if sha:
-            ctx.emit(ev.WorkerCommitted(sha=sha, message=message), repo=repo, worker_id=wid,
-                     task_id=fresh["task_id"])
+            ctx.emit(ev.WorkerCommitted(sha=sha, message=message), repo=repo, worker_id=wid, task_id=fresh["task_id"])
         if then_done is not None and fresh["status"] in LIVE_WORKER_STATUSES:
             fresh = set_worker_status(ctx, fresh, "done", reason=then_done)
             finish_task(ctx, fresh, None)
@@ -249,8 +321,9 @@ def resume_finishes(ctx: Ctx) -> None:
     daemon is finished now — the commit is idempotent (a clean worktree commits nothing)."""
     for row in ctx.store.dicts("SELECT * FROM workers WHERE finish_pending=1 ORDER BY seq"):
         live = row["status"] in LIVE_WORKER_STATUSES
-        commit_leftovers(ctx, row, then_done="the agent exited with code 0 (finished after a daemon restart)"
-                         if live else None)
+        commit_leftovers(
+            ctx, row, then_done="the agent exited with code 0 (finished after a daemon restart)" if live else None
+        )
 
 
 # -- waiting: the agent needs a person ---------------------------------------------------------
@@ -271,8 +344,9 @@ def enter_waiting(ctx: Ctx, row: Mapping[str, Any], question: str) -> dict[str, 
         return dict(row)
     if row["status"] == "starting":
         start_task(ctx, row)
-    return set_worker_status(ctx, row, "waiting", reason="the agent asks for a person", message=question,
-                             question=question)
+    return set_worker_status(
+        ctx, row, "waiting", reason="the agent asks for a person", message=question, question=question
+    )
 
 
 def leave_waiting(ctx: Ctx, row: Mapping[str, Any], reason: str) -> dict[str, Any]:
@@ -317,8 +391,9 @@ def signal_after_commit(ctx: Ctx, row: Mapping[str, Any], sig: int) -> bool:
     return True
 
 
-def pause_worker(ctx: Ctx, row: Mapping[str, Any], *, reason: str = "paused by the user",
-                 by: str = "user") -> dict[str, Any]:
+def pause_worker(
+    ctx: Ctx, row: Mapping[str, Any], *, reason: str = "paused by the user", by: str = "user"
+) -> dict[str, Any]:
     """SIGSTOP the group; `by` records who paused it (`budget` pauses are lifted by the budget)."""
     err = transition_error(row["id"], row["status"], "pause")
     if err:
@@ -333,8 +408,9 @@ def resume_worker(ctx: Ctx, row: Mapping[str, Any], *, reason: str = "resumed by
         raise ChkdError("conflict", err)
     signalled = signal_after_commit(ctx, row, signal.SIGCONT)
     # the pause does not count as idleness: activity restarts now
-    return set_worker_status(ctx, row, "working", reason=reason, signalled=signalled, activity_at=now_ms(),
-                             paused_by=None)
+    return set_worker_status(
+        ctx, row, "working", reason=reason, signalled=signalled, activity_at=now_ms(), paused_by=None
+    )
 
 
 def stop_after_commit(ctx: Ctx, row: Mapping[str, Any]) -> None:
@@ -364,8 +440,12 @@ def arm_kill(ctx: Ctx, row: Mapping[str, Any]) -> None:
         if fresh is None or fresh["status"] != "aborted":
             return
         if procs.group_alive(*_group(fresh)) and signal_worker(fresh, signal.SIGKILL):
-            ctx.emit(ev.WorkerKilled(after_s=ctx.config.abort_grace_s), repo=repos.repo_name(ctx.store, fresh["repo_id"]),
-                     worker_id=wid, task_id=fresh["task_id"])
+            ctx.emit(
+                ev.WorkerKilled(after_s=ctx.config.abort_grace_s),
+                repo=repos.repo_name(ctx.store, fresh["repo_id"]),
+                worker_id=wid,
+                task_id=fresh["task_id"],
+            )
 
     ctx.timers.after(ctx.config.abort_grace_s, _kill, f"abort-kill {wid}")
 

@@ -109,8 +109,15 @@ def run_setup(ws: Workspace, worktree: str, log_path: str | Path, timeout: float
         out.flush()
         start = out.tell()
         try:
-            proc = subprocess.Popen(ws.setup_cmd, cwd=worktree, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                ws.setup_cmd,
+                cwd=worktree,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         except OSError as exc:
             msg = f"the setup command {ws.setup_cmd[0]!r} could not start: {exc.strerror or exc}"
             out.write(f"[chkd] {msg}\n".encode())
@@ -124,8 +131,10 @@ def run_setup(ws: Workspace, worktree: str, log_path: str | Path, timeout: float
             timed_out = True
         seconds = time.monotonic() - started
         ok = not timed_out and proc.returncode == 0
-        out.write(f"[chkd] setup {'finished' if ok else 'failed'} in {seconds:.1f} s "
-                  f"(exit {proc.returncode}{', timed out' if timed_out else ''})\n".encode())
+        out.write(
+            f"[chkd] setup {'finished' if ok else 'failed'} in {seconds:.1f} s "
+            f"(exit {proc.returncode}{', timed out' if timed_out else ''})\n".encode()
+        )
     return SetupRun(ok, seconds, proc.returncode, timed_out, _tail(log, start))
 
 
@@ -148,10 +157,16 @@ def _tail(log: Path, start: int) -> str:
 def setup_failure(run: SetupRun, ws: Workspace, where: str) -> ChkdError:
     """One sentence and the log's tail for a failed setup."""
     assert ws.setup_cmd
-    why = (f"ran longer than {ws.setup_timeout_s:g} s and was stopped" if run.timed_out else
-           f"failed (exit {run.returncode})" if run.returncode is not None else "could not start")
-    return ChkdError("refused", f"setup_cmd {' '.join(ws.setup_cmd)!r} {why} in {where}; last lines of its log:\n"
-                                f"{run.tail}")
+    why = (
+        f"ran longer than {ws.setup_timeout_s:g} s and was stopped"
+        if run.timed_out
+        else f"failed (exit {run.returncode})"
+        if run.returncode is not None
+        else "could not start"
+    )
+    return ChkdError(
+        "refused", f"setup_cmd {' '.join(ws.setup_cmd)!r} {why} in {where}; last lines of its log:\n{run.tail}"
+    )
 
 
 def prepare(ws: Workspace, worktree: str, log_path: str | Path, done_hash: str | None = None) -> Prepared:

@@ -54,9 +54,12 @@ def worktree_base(repo_path: str, repo_name: str, task_id: str, pattern: str) ->
     repo = Path(os.path.normpath(repo_path))
     base = Path(os.path.normpath(repo / rel))
     if repo.parent not in base.parents or base == repo or repo in base.parents:
-        raise ChkdError("refused", f"worktree_pattern {pattern!r} puts the worktree of {task_id} at {base}, which is "
-                                   f"not inside {repo.parent} or is inside the repository.",
-                        "Use a pattern like ../{repo}-{task} in config.toml.")
+        raise ChkdError(
+            "refused",
+            f"worktree_pattern {pattern!r} puts the worktree of {task_id} at {base}, which is "
+            f"not inside {repo.parent} or is inside the repository.",
+            "Use a pattern like ../{repo}-{task} in config.toml.",
+        )
     return base
 
 
@@ -93,8 +96,9 @@ class CheckoutPlan:
 PLAN_CANDIDATES = 8
 
 
-def plan_checkout(repo_path: str, repo_name: str, task_id: str, main_branch: str, pattern: str,
-                  branch_prefix: str) -> CheckoutPlan:
+def plan_checkout(
+    repo_path: str, repo_name: str, task_id: str, main_branch: str, pattern: str, branch_prefix: str
+) -> CheckoutPlan:
     """Off-loop, read-only: the base commit and free worktree paths and branch names for `task_id`
     (`base`, `base-2`, …: a directory or branch that exists is never reused)."""
     base_sha = git.rev(f"refs/heads/{main_branch}", repo_path)
@@ -103,8 +107,12 @@ def plan_checkout(repo_path: str, repo_name: str, task_id: str, main_branch: str
     base = str(worktree_base(repo_path, repo_name, task_id, pattern))
     paths = [c for c in suffixed(base) if not os.path.lexists(c)][:PLAN_CANDIDATES]
     wanted = f"{branch_prefix}{task_id}"
-    taken = set(git.out(["for-each-ref", "--format=%(refname:strip=2)", "--",
-                         f"refs/heads/{wanted}", f"refs/heads/{wanted}-*"], repo_path).splitlines())
+    taken = set(
+        git.out(
+            ["for-each-ref", "--format=%(refname:strip=2)", "--", f"refs/heads/{wanted}", f"refs/heads/{wanted}-*"],
+            repo_path,
+        ).splitlines()
+    )
     branches = [b for b in suffixed(wanted) if b not in taken][:PLAN_CANDIDATES]
     if not paths:
         raise ChkdError("conflict", f"{base} and its -2 … -{MAX_SUFFIX} variants all exist; clean some up.")
@@ -113,8 +121,9 @@ def plan_checkout(repo_path: str, repo_name: str, task_id: str, main_branch: str
     return CheckoutPlan(paths, branches, base_sha)
 
 
-def create_checkout(repo_path: str, path: str, branch: str, base_sha: str,
-                    owner: dict[str, Any] | None = None) -> Checkout:
+def create_checkout(
+    repo_path: str, path: str, branch: str, base_sha: str, owner: dict[str, Any] | None = None
+) -> Checkout:
     """`git worktree add -b BRANCH PATH BASE` at names the loop has already recorded.
 
     A path that appeared meanwhile is never reused (git itself refuses a non-empty directory,
@@ -132,7 +141,12 @@ def create_checkout(repo_path: str, path: str, branch: str, base_sha: str,
 
 
 def create_worktree(
-    repo_path: str, repo_name: str, task_id: str, main_branch: str, pattern: str, branch_prefix: str,
+    repo_path: str,
+    repo_name: str,
+    task_id: str,
+    main_branch: str,
+    pattern: str,
+    branch_prefix: str,
     owner: dict[str, Any] | None = None,
 ) -> Checkout:
     """Plan and create in one go (for callers that need no record in between)."""
@@ -173,6 +187,7 @@ def discard_unused(repo_path: str, path: str | None, branch: str | None, base_sh
         kept = True
     return not kept
 
+
 # -- the owner marker ---------------------------------------------------------------------------------
 def admin_dir(worktree_path: str | Path) -> Path | None:
     """The git admin directory of the linked worktree at `worktree_path` (`<repo>/.git/worktrees/<name>`).
@@ -181,8 +196,7 @@ def admin_dir(worktree_path: str | Path) -> Path | None:
     directory of its own), or a plain directory that merely lies inside some repository."""
     if not os.path.isdir(worktree_path):
         return None
-    proc = git.run(["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"], worktree_path,
-                   check=False)
+    proc = git.run(["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"], worktree_path, check=False)
     lines = proc.stdout.split("\n")
     if proc.returncode != 0 or len(lines) < 2 or lines[0] == lines[1]:
         return None
@@ -286,8 +300,11 @@ def commit_all(worktree: str, message: str) -> str | None:
         return None
     copied = copied_files(worktree)
     git.run(["add", "-A", "--", *(git.exclude_pathspecs(copied) or ["."])], worktree)
-    git.run(["-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "-m", message], worktree,
-            env=git.identity_env(worktree))
+    git.run(
+        ["-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "-m", message],
+        worktree,
+        env=git.identity_env(worktree),
+    )
     return git.rev("HEAD", worktree)
 
 
@@ -355,8 +372,15 @@ def remove_checkout(
     return out
 
 
-def _refuse_removal(repo_path: str, worktree: str | None, branch: str | None, target: str, dirty: list[str],
-                    unmerged_content: bool, who: str) -> NoReturn:
+def _refuse_removal(
+    repo_path: str,
+    worktree: str | None,
+    branch: str | None,
+    target: str,
+    dirty: list[str],
+    unmerged_content: bool,
+    who: str,
+) -> NoReturn:
     """The `refused` sentence listing the uncommitted files and the commits not in the target."""
     problems = []
     if dirty:
@@ -364,9 +388,11 @@ def _refuse_removal(repo_path: str, worktree: str | None, branch: str | None, ta
     if unmerged_content:
         commits = git.unmerged_commits(f"refs/heads/{branch}", target, repo_path, limit=LIST_LIMIT + 1)
         problems.append(f"commits on {branch} whose content is not in {target} ({_listing(commits)})")
-    raise ChkdError("refused", f"{who} has " + " and ".join(problems) + ".",
-                    "Merge the work first, or remove with --force (the work is kept as an attic ref "
-                    "for `chkdctl attic restore`).")
+    raise ChkdError(
+        "refused",
+        f"{who} has " + " and ".join(problems) + ".",
+        "Merge the work first, or remove with --force (the work is kept as an attic ref for `chkdctl attic restore`).",
+    )
 
 
 def _keep_in_attic(repo_path: str, branch: str, attic: str | None) -> tuple[str, str | None]:
@@ -409,8 +435,9 @@ class AtticItem:
 
 
 def attic_list(repo_path: str) -> list[AtticItem]:
-    text = git.out(["for-each-ref", "--format=%(refname)%00%(objectname)%00%(committerdate:unix)", ATTIC_PREFIX],
-                   repo_path)
+    text = git.out(
+        ["for-each-ref", "--format=%(refname)%00%(objectname)%00%(committerdate:unix)", ATTIC_PREFIX], repo_path
+    )
     items = []
     for line in text.splitlines():
         ref, sha, at = ([*line.split("\x00"), "", "", "0"])[:3]
@@ -425,14 +452,18 @@ def resolve_attic_ref(ref: str) -> str:
     refused (bad_request): restore must never read, move or delete a ref that is not chkd's."""
     text = ref.strip()
     if text.startswith(ATTIC_PREFIX):
-        name = text[len(ATTIC_PREFIX):]
+        name = text[len(ATTIC_PREFIX) :]
     elif text.startswith("refs/"):
         name = ""
     else:
-        name = text[len("attic/"):] if text.startswith("attic/") else text
+        name = text[len("attic/") :] if text.startswith("attic/") else text
     if not name or "/" in name or name.startswith(("-", ".")):
-        raise ChkdError("bad_request", f"{_shown(ref)} is not a chkd attic entry: restore takes only refs directly "
-                                       f"under {ATTIC_PREFIX} ({ATTIC_FORMS}).", "See `chkdctl attic list`.")
+        raise ChkdError(
+            "bad_request",
+            f"{_shown(ref)} is not a chkd attic entry: restore takes only refs directly "
+            f"under {ATTIC_PREFIX} ({ATTIC_FORMS}).",
+            "See `chkdctl attic list`.",
+        )
     return ATTIC_PREFIX + name
 
 
@@ -461,8 +492,9 @@ def attic_restore(repo_path: str, ref: str, branch: str, *, explicit: bool = Tru
             raise _branch_exists(name, repo_path)
         if git.ref_sha(full, repo_path) != sha:
             raise ChkdError("conflict", f"The attic ref {full} changed while it was restored; nothing was restored.")
-        raise ChkdError("conflict", f"Branch {name} could not be created: {git.reason(proc.stderr)} "
-                                    "Nothing was restored.")
+        raise ChkdError(
+            "conflict", f"Branch {name} could not be created: {git.reason(proc.stderr)} Nothing was restored."
+        )
     return name, sha
 
 
@@ -470,8 +502,12 @@ def _restore_target(repo_path: str, branch: str, explicit: bool) -> str:
     """The branch name to restore to: `branch` itself when explicit (refused when it exists), else
     the first free variant of the default; always a name `git check-ref-format --branch` accepts."""
     if not git.valid_branch_name(branch, repo_path):
-        raise ChkdError("bad_request", f"{_shown(branch)} is not a valid branch name (git check-ref-format --branch "
-                                       "refuses it); nothing was restored.", "Pick another name with --branch NAME.")
+        raise ChkdError(
+            "bad_request",
+            f"{_shown(branch)} is not a valid branch name (git check-ref-format --branch "
+            "refuses it); nothing was restored.",
+            "Pick another name with --branch NAME.",
+        )
     if explicit:
         if git.ref_sha(f"refs/heads/{branch}", repo_path) is not None:
             raise _branch_exists(branch, repo_path)
@@ -479,10 +515,16 @@ def _restore_target(repo_path: str, branch: str, explicit: bool) -> str:
     for candidate in suffixed(branch):
         if git.ref_sha(f"refs/heads/{candidate}", repo_path) is None and git.valid_branch_name(candidate, repo_path):
             return candidate
-    raise ChkdError("conflict", f"Branch {branch} and its -2 … -{MAX_SUFFIX} variants all exist; nothing was restored.",
-                    "Pick a name with --branch NAME.")
+    raise ChkdError(
+        "conflict",
+        f"Branch {branch} and its -2 … -{MAX_SUFFIX} variants all exist; nothing was restored.",
+        "Pick a name with --branch NAME.",
+    )
 
 
 def _branch_exists(name: str, repo_path: str) -> ChkdError:
-    return ChkdError("conflict", f"A branch named {name} already exists in {repo_path}; nothing was restored.",
-                     "Pick another name with --branch NAME.")
+    return ChkdError(
+        "conflict",
+        f"A branch named {name} already exists in {repo_path}; nothing was restored.",
+        "Pick another name with --branch NAME.",
+    )

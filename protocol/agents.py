@@ -21,8 +21,16 @@ _Short = Annotated[str, Meta(max_length=1000, pattern=r"\A[^\x00]*\Z")]
 _Id = Annotated[str, Meta(max_length=200, pattern=r"\A[^\x00]*\Z")]
 
 #: How the CLI names an API failure (`error` on its synthetic assistant line), as chkd reports it.
-ApiErrorKind = Literal["rate_limit", "usage_limit", "server_error", "billing_error", "authentication_failed",
-                       "invalid_request", "max_output_tokens", "unknown"]
+ApiErrorKind = Literal[
+    "rate_limit",
+    "usage_limit",
+    "server_error",
+    "billing_error",
+    "authentication_failed",
+    "invalid_request",
+    "max_output_tokens",
+    "unknown",
+]
 
 
 class RunUsage(Struct, omit_defaults=True):

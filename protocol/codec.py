@@ -18,6 +18,8 @@ encode = _encoder.encode
 @cache
 def _decoder(kind: object) -> msgspec.msgpack.Decoder:
     return msgspec.msgpack.Decoder(kind)
+
+
 DecodeError = msgspec.DecodeError
 ValidationError = msgspec.ValidationError
 

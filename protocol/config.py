@@ -20,7 +20,11 @@ from . import limits
 from .messages import MAX_ATTEMPTS, RepoSettings
 from .names import branch_problem
 from .templates import (
-    AGENT_PLACEHOLDERS, PROMPT_PLACEHOLDERS, RESUME_PLACEHOLDERS, argv_problem, template_problem,
+    AGENT_PLACEHOLDERS,
+    PROMPT_PLACEHOLDERS,
+    RESUME_PLACEHOLDERS,
+    argv_problem,
+    template_problem,
     worktree_pattern_problem,
 )
 
@@ -63,7 +67,7 @@ def glob_problem(pattern: str) -> str | None:
     """A `copy` / `setup_inputs` glob: relative to the main checkout and staying inside it."""
     if not pattern.strip():
         return "an empty pattern matches nothing"
-    if pattern.startswith("/") or pattern.startswith("~"):
+    if pattern.startswith(("/", "~")):
         return f"{pattern!r} must be relative to the main checkout"
     parts = pattern.split("/")
     if ".." in parts:
@@ -229,7 +233,8 @@ BUILTIN_AGENTS: dict[str, AgentConfig] = {
     "demo": AgentConfig(cmd=["chkd-demo-agent"]),
     #: The demo agent in tmux: asks a question first (the worker turns `waiting`), then works.
     "demo-interactive": AgentConfig(
-        cmd=["chkd-demo-agent", "--ask", "Shall I go ahead with {task_id}? (yes/no)"], interactive=True,
+        cmd=["chkd-demo-agent", "--ask", "Shall I go ahead with {task_id}? (yes/no)"],
+        interactive=True,
     ),
     "claude": AgentConfig(
         cmd=["claude", "-p", "{prompt}", *CLAUDE_STREAM_ARGS],
@@ -248,10 +253,20 @@ class ConfigError(Exception):
 
 
 _PATH_RE = re.compile(r"\s*-?\s*at `\$\.?([^`]*)`")
-_TYPE_WORDS = {"float": "a number", "int": "a whole number", "str": "a string", "bool": "true or false",
-               "array": "a list", "object": "a table", "null": "nothing", "int | null": "a whole number",
-               "float | null": "a number", "str | null": "a string", "array | null": "a list",
-               "bool | null": "true or false"}
+_TYPE_WORDS = {
+    "float": "a number",
+    "int": "a whole number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a table",
+    "null": "nothing",
+    "int | null": "a whole number",
+    "float | null": "a number",
+    "str | null": "a string",
+    "array | null": "a list",
+    "bool | null": "true or false",
+}
 
 
 def _sentence(path: Path, prefix: str, exc: Exception, kind: Any = None) -> str:

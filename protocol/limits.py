@@ -86,8 +86,7 @@ def describe(root: Any, where: str, text: str, *, finite: bool = False) -> str |
         if getattr(t, "max_length", None) is not None:
             return f"can hold at most {t.max_length} items"
     if "of length >=" in text and getattr(t, "min_length", None) is not None:
-        return f"needs at least {t.min_length} " + ("characters" if isinstance(t, msgspec.inspect.StrType)
-                                                      else "items")
+        return f"needs at least {t.min_length} " + ("characters" if isinstance(t, msgspec.inspect.StrType) else "items")
     if re.search(r"[<>]=? ", text) and isinstance(t, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
         return _range(t, finite)
     return None

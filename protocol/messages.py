@@ -238,8 +238,15 @@ class Event(Struct, omit_defaults=True):
     task_id: str | None = None
 
 
-def event_of(data: EventData, *, seq: int, at: int, repo: str | None = None, worker_id: str | None = None,
-             task_id: str | None = None) -> Event:
+def event_of(
+    data: EventData,
+    *,
+    seq: int,
+    at: int,
+    repo: str | None = None,
+    worker_id: str | None = None,
+    task_id: str | None = None,
+) -> Event:
     """The Event carrying `data`, its `kind` taken from the data's tag."""
     return Event(seq=seq, at=at, kind=kind_of(data), data=data, repo=repo, worker_id=worker_id, task_id=task_id)
 
@@ -321,6 +328,8 @@ class CostSummary(Struct, omit_defaults=True):
     today_tokens_in: int = 0
     today_tokens_out: int = 0
     total_usd: float = 0.0
+
+
 class SpendInfo(Struct, omit_defaults=True):
     """Today's spending against the budgets (`spawn` and `run` print it). USD; day = the daemon's local date."""
 
@@ -594,6 +603,8 @@ class OverviewResult(Result, tag="overview"):
     awaiting_review: list[MergeInfo] = []
     conflicts: list[Overlap] = []
     cost: CostSummary = field(default_factory=CostSummary)
+
+
 class RunResult(Result, tag="run"):
     runs: list[RunInfo]
     message: str = ""

@@ -48,8 +48,10 @@ def socket_problem(sock: Path, limit: int = SOCKET_PATH_MAX) -> str | None:
     length = len(os.fsencode(sock))
     if length <= limit:
         return None
-    return (f"The socket path {sock} is {length} bytes, longer than the {limit} bytes Unix sockets allow here; "
-            "use a shorter CHKD_HOME (or XDG_RUNTIME_DIR).")
+    return (
+        f"The socket path {sock} is {length} bytes, longer than the {limit} bytes Unix sockets allow here; "
+        "use a shorter CHKD_HOME (or XDG_RUNTIME_DIR)."
+    )
 
 
 class Paths:
@@ -197,8 +199,9 @@ def state_dir_problem(path: Path, way_out: tuple[str, str]) -> DirProblem | None
     return _foreign(path, what, st, way_out, links_allowed=True) or _too_open(path, what, st, tightenable=True)
 
 
-def _foreign(path: Path, what: str, st: os.stat_result, way_out: tuple[str, str], *,
-             links_allowed: bool) -> DirProblem | None:
+def _foreign(
+    path: Path, what: str, st: os.stat_result, way_out: tuple[str, str], *, links_allowed: bool
+) -> DirProblem | None:
     words, command = way_out
     me = os.geteuid()
     if not links_allowed and stat.S_ISLNK(st.st_mode):
@@ -208,8 +211,9 @@ def _foreign(path: Path, what: str, st: os.stat_result, way_out: tuple[str, str]
         fix = f"rm {_quoted(path)}" if st.st_uid == me else command
         return DirProblem(f"The {what} {path} is not a directory; remove it or {words}.", fix)
     if st.st_uid != me:
-        return DirProblem(f"The {what} {path} is owned by uid {st.st_uid}, not you (uid {me}); remove it or {words}.",
-                          command)
+        return DirProblem(
+            f"The {what} {path} is owned by uid {st.st_uid}, not you (uid {me}); remove it or {words}.", command
+        )
     return None
 
 

@@ -10,7 +10,17 @@ from typing import Literal, get_args
 
 TaskStatus = Literal["pending", "claimed", "in_progress", "review", "done", "failed", "cancelled"]
 WorkerStatus = Literal[
-    "starting", "working", "waiting", "stalled", "paused", "done", "merging", "merged", "conflict", "error", "dead",
+    "starting",
+    "working",
+    "waiting",
+    "stalled",
+    "paused",
+    "done",
+    "merging",
+    "merged",
+    "conflict",
+    "error",
+    "dead",
     "aborted",
 ]
 MergeStatus = Literal["queued", "checking", "testing", "awaiting_review", "merged", "conflict", "failed", "rejected"]

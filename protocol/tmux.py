@@ -34,16 +34,33 @@ def target(session: str) -> str:
     return f"={session}:"
 
 
-def new_session(socket: str, session: str, cwd: str, command: Sequence[str], log_path: str,
-                width: int = WIDTH, height: int = HEIGHT) -> list[str]:
+def new_session(
+    socket: str, session: str, cwd: str, command: Sequence[str], log_path: str, width: int = WIDTH, height: int = HEIGHT
+) -> list[str]:
     """A detached session running `command` (two or more arguments, so tmux executes it directly,
     not through a shell), its output appended to `log_path` from the first byte."""
     if len(command) < 2:
         raise ValueError("the pane command needs at least two arguments (one would go through sh -c)")
     return [
-        *base(socket), "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "-c", cwd,
-        "--", *command,
-        ";", "pipe-pane", "-O", "-t", target(session), f"exec cat >> {shlex.quote(log_path)}",
+        *base(socket),
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        str(width),
+        "-y",
+        str(height),
+        "-c",
+        cwd,
+        "--",
+        *command,
+        ";",
+        "pipe-pane",
+        "-O",
+        "-t",
+        target(session),
+        f"exec cat >> {shlex.quote(log_path)}",
     ]
 
 

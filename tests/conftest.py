@@ -134,11 +134,17 @@ class Daemon:
         env = {**os.environ, "CHKD_HOME": str(self.home), **(env or {})}
         self.proc = subprocess.Popen(
             module_argv("chkd.daemon.main", "--home", str(self.home)),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True, cwd=NEUTRAL_CWD,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+            cwd=NEUTRAL_CWD,
         )
         out.close()
-        wait_for(lambda: self.proc.poll() is not None or daemonctl._answers(self.paths, 0.5),
-                 timeout, what="chkdd to answer")
+        wait_for(
+            lambda: self.proc.poll() is not None or daemonctl._answers(self.paths, 0.5), timeout, what="chkdd to answer"
+        )
         if self.proc.poll() is not None:
             raise AssertionError(f"chkdd exited with {self.proc.returncode}: {self.output()}")
         return self
@@ -211,13 +217,25 @@ class Daemon:
             self.client()
         return self._clients[0].call(body, timeout)
 
-    def ctl(self, *args: str, cwd: Path | str | None = None, timeout: float = 60.0,
-            env: dict[str, str] | None = None, input: str | None = None) -> CtlResult:
+    def ctl(
+        self,
+        *args: str,
+        cwd: Path | str | None = None,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ) -> CtlResult:
         """Run the real chkdctl (a subprocess) against this daemon."""
         full_env = {**os.environ, "CHKD_HOME": str(self.home), "CHKD_NO_AUTOSTART": "1", **(env or {})}
         proc = subprocess.run(
-            [str(BIN / "chkdctl"), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-            timeout=timeout, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+            [str(BIN / "chkdctl"), *args],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
         return CtlResult(proc)
 

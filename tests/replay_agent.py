@@ -1,6 +1,7 @@
 """A stand-in agent that prints a recorded Claude Code stream (tests/data/claude-stream) and exits.
 
-`replay_agent.py SAMPLE [--exit N] [--sleep S] [--commit FILE] [ARGS...]`: the lines go to stdout as the CLI writes them, so
+`replay_agent.py SAMPLE [--exit N] [--sleep S] [--commit FILE] [ARGS...]`: the lines go to stdout
+as the CLI writes them, so
 the shim's stream-json reading can be tested without the CLI. `--sleep` waits between lines.
 """
 
@@ -21,7 +22,7 @@ def main() -> None:
     parser.add_argument("--exit", type=int, default=0)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--commit", help="write this file (the argv in it) and commit it, as an agent would")
-    args, rest = parser.parse_known_args()
+    args, _rest = parser.parse_known_args()
     if args.commit:
         Path(args.commit).write_text("\n".join(sys.argv[1:]) + "\n")
         subprocess.run(["git", "add", args.commit], check=True)

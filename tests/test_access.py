@@ -35,7 +35,8 @@ NOBODY = 65534
 ME = os.geteuid()
 
 needs_root = pytest.mark.skipif(
-    ME != 0, reason="needs root: only root can act as a second user (setpriv) and chown to it; CI runs as root")
+    ME != 0, reason="needs root: only root can act as a second user (setpriv) and chown to it; CI runs as root"
+)
 
 
 def mode(path: Path) -> int:
@@ -49,8 +50,9 @@ def start_chkdd(home: Path | None, env: dict[str, str] | None = None) -> subproc
 
 
 def chkdctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "chkdctl"), *args], capture_output=True, text=True, timeout=30, env=env,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(BIN / "chkdctl"), *args], capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL
+    )
 
 
 def home_env(home: Path, autostart: bool) -> dict[str, str]:
@@ -60,8 +62,13 @@ def home_env(home: Path, autostart: bool) -> dict[str, str]:
 def xdg_env(base: Path, autostart: bool = True) -> dict[str, str]:
     """No CHKD_HOME: the XDG rules pick the directories, all below `base`."""
     env = {k: v for k, v in os.environ.items() if k != "CHKD_HOME"}
-    env.update(HOME=str(base), XDG_RUNTIME_DIR=str(base / "rt"), XDG_STATE_HOME=str(base / "st"),
-               XDG_CONFIG_HOME=str(base / "cf"), CHKD_NO_AUTOSTART="0" if autostart else "1")
+    env.update(
+        HOME=str(base),
+        XDG_RUNTIME_DIR=str(base / "rt"),
+        XDG_STATE_HOME=str(base / "st"),
+        XDG_CONFIG_HOME=str(base / "cf"),
+        CHKD_NO_AUTOSTART="0" if autostart else "1",
+    )
     (base / "rt").mkdir(mode=0o700, exist_ok=True)
     return env
 
@@ -83,8 +90,11 @@ def test_a_run_dir_open_to_others_is_refused(chkd_home: Path) -> None:
     run = chkd_home / "run"
     run.mkdir()
     os.chmod(run, 0o777)
-    assert_refused_everywhere(f"The run directory {run} has mode 0777; run `chmod 700 {run}`.",
-                              home=chkd_home, env=home_env(chkd_home, autostart=True))
+    assert_refused_everywhere(
+        f"The run directory {run} has mode 0777; run `chmod 700 {run}`.",
+        home=chkd_home,
+        env=home_env(chkd_home, autostart=True),
+    )
     assert mode(run) == 0o777  # refused, not silently "fixed": someone may have planted a socket in it
     assert not (run / "ctl.sock").exists()
 
@@ -101,8 +111,11 @@ def test_a_symlinked_run_dir_is_refused(chkd_home: Path, tmp_path: Path) -> None
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     (chkd_home / "run").symlink_to(elsewhere)
-    assert_refused_everywhere(f"The run directory {chkd_home / 'run'} is a symbolic link; remove it or use "
-                              f"another CHKD_HOME.", home=chkd_home, env=home_env(chkd_home, autostart=True))
+    assert_refused_everywhere(
+        f"The run directory {chkd_home / 'run'} is a symbolic link; remove it or use another CHKD_HOME.",
+        home=chkd_home,
+        env=home_env(chkd_home, autostart=True),
+    )
     assert not any(elsewhere.iterdir())
 
 
@@ -111,8 +124,9 @@ def test_a_run_dir_made_by_chkd_is_0700_whatever_the_umask(chkd_home: Path) -> N
     d = Daemon(chkd_home)
     d.write_config(DEFAULT_TEST_CONFIG)
     try:
-        res = subprocess.run(["sh", "-c", f"umask 0 && exec {BIN / 'chkdctl'} ping"], env=env,
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            ["sh", "-c", f"umask 0 && exec {BIN / 'chkdctl'} ping"], env=env, capture_output=True, text=True, timeout=30
+        )
         assert res.returncode == 0, res
         assert mode(d.paths.run) == 0o700
         assert mode(d.paths.state) == 0o700 and mode(d.paths.worker_logs) == 0o700
@@ -138,8 +152,11 @@ def test_a_run_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "rt" / "chkd"
     run.mkdir(mode=0o700)
     os.chown(run, NOBODY, NOBODY)  # another user was first: every request would go to them
-    assert_refused_everywhere(f"The run directory {run} is owned by uid {NOBODY}, not you (uid {ME}); remove it "
-                              f"or set XDG_RUNTIME_DIR.", home=None, env=env)
+    assert_refused_everywhere(
+        f"The run directory {run} is owned by uid {NOBODY}, not you (uid {ME}); remove it or set XDG_RUNTIME_DIR.",
+        home=None,
+        env=env,
+    )
     assert not any(run.iterdir())
 
 
@@ -150,8 +167,10 @@ def test_a_state_dir_owned_by_another_user_is_refused(chkd_home: Path) -> None:
     os.chown(state, NOBODY, NOBODY)
     res = start_chkdd(chkd_home, home_env(chkd_home, autostart=False))
     assert res.returncode == 1
-    assert res.stderr.strip() == (f"chkdd: The state directory {state} is owned by uid {NOBODY}, not you (uid {ME}); "
-                                  f"remove it or use another CHKD_HOME.")
+    assert res.stderr.strip() == (
+        f"chkdd: The state directory {state} is owned by uid {NOBODY}, not you (uid {ME}); "
+        f"remove it or use another CHKD_HOME."
+    )
     assert not db_path(Daemon(chkd_home).paths).exists()
 
 
@@ -179,11 +198,20 @@ def test_state_files_are_private_and_checkouts_keep_the_users_modes(open_state_h
         assert res.code == 0, res
         worker = res.json()
         client = d.client()
-        wait_for(lambda: client.call(WorkerShow(worker=worker["id"])).worker.status == "done", 20,
-                 what="the worker to finish")
+        wait_for(
+            lambda: client.call(WorkerShow(worker=worker["id"])).worker.status == "done",
+            20,
+            what="the worker to finish",
+        )
         db = d.db
-        private = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), d.paths.log_file, d.paths.state / "chkdd.out",
-                   d.paths.worker_log(worker["id"])]
+        private = [
+            db,
+            Path(f"{db}-wal"),
+            Path(f"{db}-shm"),
+            d.paths.log_file,
+            d.paths.state / "chkdd.out",
+            d.paths.worker_log(worker["id"]),
+        ]
         assert {str(p): oct(mode(p)) for p in private} == {str(p): oct(0o600) for p in private}
         assert (mode(d.paths.state), mode(d.paths.worker_logs)) == (0o700, 0o700)
         # no process-wide umask: the worktree chkd checked out has the user's normal modes
@@ -232,8 +260,14 @@ def _nobody_python() -> str:
 
 
 def _as_nobody(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
-                          capture_output=True, text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+    )
 
 
 def probe_as_nobody(targets: dict[str, Path]) -> dict[str, str]:
@@ -271,16 +305,26 @@ def test_another_user_can_reach_neither_sockets_nor_database_nor_logs(traversabl
         assert res.code == 0, res
         wid = res.json()["id"]
         client = d.client()
-        wait_for(lambda: client.call(WorkerShow(worker=wid)).worker.status == "done", 20,
-                 what="the worker to finish")
-        seen = probe_as_nobody({
-            "list": home,  # the control: nobody does get this far
-            "db": d.db, "log": d.paths.log_file, "out": d.paths.state / "chkdd.out", "worker_log": d.paths.worker_log(wid),
-            "sock": d.paths.ctl_sock,
-        })
+        wait_for(lambda: client.call(WorkerShow(worker=wid)).worker.status == "done", 20, what="the worker to finish")
+        seen = probe_as_nobody(
+            {
+                "list": home,  # the control: nobody does get this far
+                "db": d.db,
+                "log": d.paths.log_file,
+                "out": d.paths.state / "chkdd.out",
+                "worker_log": d.paths.worker_log(wid),
+                "sock": d.paths.ctl_sock,
+            }
+        )
         seen_events = probe_as_nobody({"sock": d.paths.events_sock})
-        assert seen == {"list": "ok", "db": "PermissionError", "log": "PermissionError", "out": "PermissionError",
-                        "worker_log": "PermissionError", "sock": "PermissionError"}
+        assert seen == {
+            "list": "ok",
+            "db": "PermissionError",
+            "log": "PermissionError",
+            "out": "PermissionError",
+            "worker_log": "PermissionError",
+            "sock": "PermissionError",
+        }
         assert seen_events == {"sock": "PermissionError"}
         assert d.call(Ping()).pid == d.proc.pid  # and the owner still gets in
     finally:

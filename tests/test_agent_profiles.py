@@ -21,7 +21,9 @@ REPLAY = str(Path(__file__).resolve().parent / "replay_agent.py")
 
 @pytest.fixture
 def daemon_config() -> str:
-    return DEFAULT_TEST_CONFIG + f"""
+    return (
+        DEFAULT_TEST_CONFIG
+        + f"""
 [agents.replay]
 cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "{{task_id}}.jsonl"]
 output = "claude-stream-json"
@@ -66,6 +68,7 @@ output = "claude-stream-json"
 claude_hooks = true
 prompt = "Do {{task_id}} ({{title}}) in {{worktree}} on {{branch}}."
 """
+    )
 
 
 def show(daemon: Daemon, wid: str = "w1"):  # type: ignore[no-untyped-def]
@@ -101,7 +104,8 @@ def test_usage_session_and_model_land_on_the_worker_and_the_task(daemon: Daemon,
 
 
 def test_a_usage_limit_ends_error_with_the_reset_time_and_gives_the_task_back_without_an_attempt(
-        daemon: Daemon, repo: Path) -> None:
+    daemon: Daemon, repo: Path
+) -> None:
     spawn(daemon, repo, "L-1", "limit")
     w = wait_for(lambda: (x := show(daemon)).status == "error" and x, 20, what="error")
     assert w.last_error.startswith("Claude stopped: 5-hour usage limit, resets ") and w.last_error.endswith(" UTC.")
@@ -120,8 +124,10 @@ def test_a_usage_limit_ends_error_with_the_reset_time_and_gives_the_task_back_wi
 def test_an_api_error_is_error_even_when_the_agent_exits_0(daemon: Daemon, repo: Path) -> None:
     spawn(daemon, repo, "E-1", "lying")
     w = wait_for(lambda: (x := show(daemon)).status in ("error", "done") and x, 20, what="the end")
-    assert w.status == "error" and w.last_error == \
-        "Claude stopped: the API kept answering 429 (rate limit) after its retries."
+    assert (
+        w.status == "error"
+        and w.last_error == "Claude stopped: the API kept answering 429 (rate limit) after its retries."
+    )
     (err,) = events(daemon, "agent.api_error")
     assert err.data.error == "rate_limit" and err.data.status == 429
     task = daemon.ctl("--json", "task", "show", "E-1", cwd=repo).json()["task"]
@@ -176,12 +182,15 @@ def test_a_claude_profile_gets_its_files_in_the_state_dir_not_the_worktree(daemo
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="Claude Code refuses bypassPermissions only as root")
 def test_bypass_as_root_without_is_sandbox_is_refused(daemon: Daemon, repo: Path) -> None:
-    daemon.write_config(DEFAULT_TEST_CONFIG + f"""
+    daemon.write_config(
+        DEFAULT_TEST_CONFIG
+        + f"""
 [agents.bypass]
 cmd = [{json.dumps(sys.executable)}, "{{prompt}}"]
 claude_hooks = true
 permission_mode = "bypassPermissions"
-""")
+"""
+    )
     daemon.restart()
     res = daemon.ctl("spawn", "B-1", "--title", "b", "--agent", "bypass", cwd=repo)
     assert res.code == 1 and "unless IS_SANDBOX=1" in res.err, res
@@ -198,8 +207,11 @@ def test_reject_with_a_reason_resumes_the_session_with_the_reason_and_usage_adds
     assert res.code == 0, res
     (resumed,) = wait_for(lambda: events(daemon, "agent.resumed"), 10, what="agent.resumed")
     assert resumed.data.session_id == sid and "please add a test" in resumed.data.prompt
-    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
-                 what="the resumed run done")
+    w = wait_for(
+        lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x,
+        20,
+        what="the resumed run done",
+    )
     second = (Path(w.worktree) / "second.txt").read_text()
     assert f"--session={sid}" in second and "please add a test" in second  # the resume argv, filled in
     assert (w.tokens_in, round(w.cost_usd, 5)) == (58000 + 29000, round(0.21056 + 0.15792, 5))  # accumulated
@@ -215,8 +227,9 @@ def test_resume_agent_by_hand_and_its_refusals(daemon: Daemon, repo: Path) -> No
     wait_for(lambda: show(daemon).status == "done", 20, what="done")
     res = daemon.ctl("resume-agent", "w1", "--prompt", "one more thing", cwd=repo)
     assert res.code == 0 and "resumed" in res.out, res
-    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
-                 what="second run")
+    w = wait_for(
+        lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20, what="second run"
+    )
     assert "one more thing" in (Path(w.worktree) / "second.txt").read_text()
     assert daemon.ctl("merge", "w1", "--strategy", "review", cwd=repo).code == 0
     res = daemon.ctl("resume-agent", "w1", cwd=repo)
@@ -237,9 +250,14 @@ def test_update_with_conflicts_resumes_the_agent_with_the_files_and_its_fix_merg
     assert "first.txt" in res.out + res.err, res
     (resumed,) = wait_for(lambda: events(daemon, "agent.resumed"), 10, what="agent.resumed")
     assert "conflict markers in: first.txt" in resumed.data.prompt and resumed.data.session_id == w.session_id
-    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 20,
-                 what="the resolving run")
-    assert git(w.worktree, "status", "--porcelain") == "" and "<<<<<<<" not in (Path(w.worktree) / "first.txt").read_text()
+    w = wait_for(
+        lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x,
+        20,
+        what="the resolving run",
+    )
+    assert (
+        git(w.worktree, "status", "--porcelain") == "" and "<<<<<<<" not in (Path(w.worktree) / "first.txt").read_text()
+    )
     assert len(git(w.worktree, "log", "-1", "--format=%P").split()) == 2  # the agent committed the merge
     res = daemon.ctl("merge", "w1", "--strategy", "auto", cwd=repo)
     assert res.code == 0 and "Merged" in res.out, res
@@ -247,7 +265,8 @@ def test_update_with_conflicts_resumes_the_agent_with_the_files_and_its_fix_merg
 
 @pytest.mark.timeout(90)
 def test_the_autopilot_resumes_a_resumable_agent_on_conflict_markers_and_merges_its_fix(
-        daemon: Daemon, repo: Path) -> None:
+    daemon: Daemon, repo: Path
+) -> None:
     assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
     for t in ("R-1", "R-2"):  # both write first.txt: the second to merge conflicts
         assert daemon.ctl("task", "add", f"task {t}", "--id", t, "--repo", "proj").code == 0
@@ -277,7 +296,10 @@ def test_a_daemon_killed_after_recording_a_resume_starts_the_agent_at_start_up(d
         daemon.call(ResumeAgent(worker="w1", prompt="after the crash"), timeout=5)
     daemon.wait_dead()
     daemon.start()
-    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x, 40,
-                 what="the recorded resume carried out")
+    w = wait_for(
+        lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code == 0 and x,
+        40,
+        what="the recorded resume carried out",
+    )
     assert "after the crash" in (Path(w.worktree) / "second.txt").read_text()
     assert len(events(daemon, "agent.resumed")) == 1

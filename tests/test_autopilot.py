@@ -40,7 +40,10 @@ cmd = ["sh", "-c", "echo {{task_id}} > task-{{task_id}}.txt"]
 tags = ["quick"]
 
 [agents.limited]
-cmd = ["chkd-demo-agent", "--steps", "1", "--step-s", "0", "--usage-limit", "6", "--limit-once", "{{worktree}}/../limit.once"]
+cmd = [
+    "chkd-demo-agent", "--steps", "1", "--step-s", "0", "--usage-limit", "6", "--limit-once",
+    "{{worktree}}/../limit.once",
+]
 tags = ["limited"]
 
 [agents.spender]
@@ -124,7 +127,9 @@ def wall_ms(evs: list[Any], repo: str) -> int:
 
 
 @pytest.mark.timeout(240)
-def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1(daemon: Daemon, tmp_path: Path) -> None:
+def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1(
+    daemon: Daemon, tmp_path: Path
+) -> None:
     one = make_repo(tmp_path / "one")
     three = make_repo(tmp_path / "three")
     for path, name in ((one, "one"), (three, "three")):
@@ -154,6 +159,7 @@ def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1
     assert max_concurrent(evs, "one") == 1
     assert max_concurrent(evs, "three") == 3
     speedup = wall_ms(evs, "one") / wall_ms(evs, "three")
+    assert speedup >= 2.5, f"N=3 was only {speedup:.2f}x faster than N=1"
     quick = {e.task_id for e in evs if e.kind == "autopilot.spawn" and e.data.profile == "quick"}
     assert quick == {"T1"}  # the tagged task went to the profile carrying its tag, the rest to the default
     # stats sees the run
@@ -168,8 +174,21 @@ def spawned(evs: list[Any], repo: str) -> list[str]:
 @pytest.mark.timeout(150)
 def test_a_failing_task_is_retried_then_failed_and_escalated_while_the_rest_finish(daemon: Daemon, repo: Path) -> None:
     assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
-    r = daemon.ctl("task", "add", "flaky one", "--id", "F", "--tag", "flaky", "--max-attempts", "2",
-                   "--priority", "P0", "--repo", "proj")
+    r = daemon.ctl(
+        "task",
+        "add",
+        "flaky one",
+        "--id",
+        "F",
+        "--tag",
+        "flaky",
+        "--max-attempts",
+        "2",
+        "--priority",
+        "P0",
+        "--repo",
+        "proj",
+    )
     assert r.code == 0, r
     for t in ("A", "B", "C"):
         add(daemon, "proj", t, tags=("quick",))
@@ -192,7 +211,8 @@ BUDGET = CONFIG.replace("max_workers = 5", "max_workers = 5\nbudget_usd_per_day 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("daemon_config", [BUDGET])
 def test_the_budget_pauses_every_worker_at_100_percent_and_nothing_starts_until_it_is_raised(
-        daemon: Daemon, repo: Path) -> None:
+    daemon: Daemon, repo: Path
+) -> None:
     assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
     for t in ("A", "B", "C", "D"):
         add(daemon, "proj", t)
@@ -202,8 +222,12 @@ def test_the_budget_pauses_every_worker_at_100_percent_and_nothing_starts_until_
         ws = daemon.ctl("workers", "--json").json()
         return [w for w in ws if w["status"] == "paused"]
 
-    paused = wait_for(lambda: len(paused_by_budget()) == 2 and paused_by_budget(), 30, interval=0.1,
-                      what="both workers paused by the budget")
+    paused = wait_for(
+        lambda: len(paused_by_budget()) == 2 and paused_by_budget(),
+        30,
+        interval=0.1,
+        what="both workers paused by the budget",
+    )
     evs = events(daemon)
     kinds = [e.kind for e in evs]
     assert "budget.warning" in kinds and "budget.exceeded" in kinds
@@ -211,6 +235,7 @@ def test_the_budget_pauses_every_worker_at_100_percent_and_nothing_starts_until_
     assert "chkdctl resume --all --over-budget" in exceeded.data.message
     # paused, not killed: the agents' processes are stopped (state T), their work is kept
     import psutil
+
     for w in paused:
         assert psutil.Process(w["pid"]).status() == psutil.STATUS_STOPPED
     status = run_status(daemon, "proj")
@@ -226,8 +251,12 @@ def test_the_budget_pauses_every_worker_at_100_percent_and_nothing_starts_until_
     daemon.stop()
     daemon.write_config(BUDGET.replace("budget_usd_per_day = 0.02", "budget_usd_per_day = 100"))
     daemon.start()
-    wait_for(lambda: all(t["status"] == "done" for t in daemon.ctl("task", "list", "--repo", "proj", "--json").json()),
-             60, interval=0.2, what="every task merged after the budget was raised")
+    wait_for(
+        lambda: all(t["status"] == "done" for t in daemon.ctl("task", "list", "--repo", "proj", "--json").json()),
+        60,
+        interval=0.2,
+        what="every task merged after the budget was raised",
+    )
     evs = events(daemon)
     assert any(e.kind == "budget.resumed" for e in evs)
     cost = daemon.ctl("cost", "--by", "task", "--json").json()
@@ -244,8 +273,11 @@ def test_a_usage_limit_parks_its_profile_until_the_reset_across_a_daemon_restart
     add(daemon, "proj", "L2", priority="P1", tags=("limited",))
     add(daemon, "proj", "Q", priority="P3", tags=("quick",))
     assert daemon.ctl("run", "--workers", "1", "--until-empty", "--repo", "proj").code == 0
-    limit = wait_for(lambda: next((e for e in events(daemon) if e.kind == "agent.usage_limit"), None), 20,
-                     what="the usage-limit event")
+    limit = wait_for(
+        lambda: next((e for e in events(daemon) if e.kind == "agent.usage_limit"), None),
+        20,
+        what="the usage-limit event",
+    )
     assert limit.task_id == "L1" and limit.data.profile == "limited" and limit.data.resets_at > limit.at
     wait_note = wait_for(lambda: next((e for e in events(daemon) if e.kind == "autopilot.limit_wait"), None), 5)
     assert "Limited usage limit: 2 tasks wait until" in wait_note.data.message
@@ -256,8 +288,12 @@ def test_a_usage_limit_parks_its_profile_until_the_reset_across_a_daemon_restart
     reset_at = limit.data.resets_at
     if time.time() * 1000 < reset_at - 500:  # (a slow machine may restart past the reset)
         assert run_status(daemon, "proj")["waits"][0]["profile"] == "limited"
-    holds(lambda: spawned(events(daemon), "proj").count("L1") == 1 or time.time() * 1000 >= reset_at,
-          max(0.0, (reset_at - time.time() * 1000) / 1000 - 0.3), interval=0.1, what="no limited spawn before the reset")
+    holds(
+        lambda: spawned(events(daemon), "proj").count("L1") == 1 or time.time() * 1000 >= reset_at,
+        max(0.0, (reset_at - time.time() * 1000) / 1000 - 0.3),
+        interval=0.1,
+        what="no limited spawn before the reset",
+    )
     wait_for(lambda: finished(daemon, "proj"), 90, interval=0.2, what="the run to finish after the reset")
     evs = events(daemon)
     l1_spawns = [e.at for e in evs if e.kind == "worker.spawned" and e.task_id in ("L1", "L2")]
@@ -273,8 +309,11 @@ def test_the_run_resumes_after_kill_9_of_the_daemon(daemon: Daemon, repo: Path) 
     for t in ("A", "B", "C", "D"):
         add(daemon, "proj", t)
     assert daemon.ctl("run", "--workers", "2", "--until-empty", "--agent", "sleeper", "--repo", "proj").code == 0
-    wait_for(lambda: sum(1 for e in events(daemon) if e.kind == "worker.status" and e.data.to == "working") == 2,
-             60, what="two agents running")
+    wait_for(
+        lambda: sum(1 for e in events(daemon) if e.kind == "worker.status" and e.data.to == "working") == 2,
+        60,
+        what="two agents running",
+    )
     daemon.kill()
     daemon.start()
     wait_for(lambda: finished(daemon, "proj"), 90, interval=0.2, what="the run to finish after kill -9")
@@ -289,12 +328,17 @@ def test_the_run_resumes_after_kill_9_of_the_daemon(daemon: Daemon, repo: Path) 
 
 @pytest.mark.timeout(60)
 def test_repeated_429s_back_off_the_profile_with_growing_delays_and_count_no_attempt(
-        daemon: Daemon, repo: Path) -> None:
+    daemon: Daemon, repo: Path
+) -> None:
     assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
     add(daemon, "proj", "R", tags=("throttled",))
     assert daemon.ctl("run", "--workers", "1", "--repo", "proj").code == 0
-    waits = wait_for(lambda: (w := [e for e in events(daemon) if e.kind == "autopilot.limit_wait"]) and len(w) >= 3 and w,
-                     30, interval=0.1, what="three 429 back-offs")
+    waits = wait_for(
+        lambda: (w := [e for e in events(daemon) if e.kind == "autopilot.limit_wait"]) and len(w) >= 3 and w,
+        30,
+        interval=0.1,
+        what="three 429 back-offs",
+    )
     assert daemon.ctl("run", "--stop", "--repo", "proj").code == 0
     delays = [e.data.until - e.at for e in waits[:3]]
     assert delays[0] >= 350 and delays[1] >= 1.8 * delays[0] * 0.9 and delays[2] >= 1.8 * delays[1] * 0.9, delays
@@ -302,7 +346,7 @@ def test_repeated_429s_back_off_the_profile_with_growing_delays_and_count_no_att
     evs = events(daemon)
     starts = [e.at for e in evs if e.kind == "worker.spawned"]
     # each new try waited for the back-off after the 429 before it
-    for wait, start in zip(waits, starts[1:]):
+    for wait, start in zip(waits, starts[1:], strict=False):
         assert start >= wait.data.until - 5, (wait.data, start)
     task = daemon.ctl("task", "show", "R", "--repo", "proj", "--json").json()["task"]
     assert task.get("attempts", 0) == 0 and task["status"] in ("pending", "claimed", "in_progress")

@@ -44,26 +44,35 @@ def test_100k_tags_are_refused_at_once_and_the_daemon_keeps_answering(daemon: Da
     assert time.monotonic() - t0 < 1
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (TaskAdd(title="x" * 501), "The field 'title' is longer than 500 characters."),
-    (TaskAdd(title="x", description="d" * (64 * 1024 + 1)), "The field 'description' is longer than 65536 characters."),
-    (TaskAdd(title="x", tags=["t" * 65]), "The field 'tags[0]' is longer than 64 characters."),
-    (TaskAdd(title="x", id="i" * 65), "The field 'id' is longer than 64 characters."),
-    (TaskAdd(title="x", after=["a"] * 257), "The field 'after' can hold at most 256 items."),
-    (TaskAdd(title="x", max_attempts=0), "The field 'max_attempts' must be a whole number from 1 to 1000."),
-    (TaskAdd(title="a\0b"), "The field 'title' cannot contain a NUL byte."),
-    (TaskEdit(id="x", tags=["a"] * 65), "The field 'tags' can hold at most 64 items."),
-    (Heartbeat(worker="w1", cost_usd=float("nan")), "The field 'cost_usd' must be a number from 0 to 1000000."),
-    (Heartbeat(worker="w1", cost_usd=float("inf")), "The field 'cost_usd' must be a number from 0 to 1000000."),
-    (Heartbeat(worker="w1", cost_usd=-1.0), "The field 'cost_usd' must be a number from 0 to 1000000."),
-    (Heartbeat(worker="w1", tokens_in=2**63),
-     "The field 'tokens_in' must be a whole number from 0 to 1099511627776."),
-    (RepoAdd(path="/tmp/a\0b"), "The field 'path' cannot contain a NUL byte."),
-    (RepoAdd(path="/tmp", name="n" * 10_000), "The field 'name' is longer than 100 characters."),
-    (TaskList(repo="/" + "p" * 5000), "The field 'repo' is longer than 4096 characters."),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (TaskAdd(title="x" * 501), "The field 'title' is longer than 500 characters."),
+        (
+            TaskAdd(title="x", description="d" * (64 * 1024 + 1)),
+            "The field 'description' is longer than 65536 characters.",
+        ),
+        (TaskAdd(title="x", tags=["t" * 65]), "The field 'tags[0]' is longer than 64 characters."),
+        (TaskAdd(title="x", id="i" * 65), "The field 'id' is longer than 64 characters."),
+        (TaskAdd(title="x", after=["a"] * 257), "The field 'after' can hold at most 256 items."),
+        (TaskAdd(title="x", max_attempts=0), "The field 'max_attempts' must be a whole number from 1 to 1000."),
+        (TaskAdd(title="a\0b"), "The field 'title' cannot contain a NUL byte."),
+        (TaskEdit(id="x", tags=["a"] * 65), "The field 'tags' can hold at most 64 items."),
+        (Heartbeat(worker="w1", cost_usd=float("nan")), "The field 'cost_usd' must be a number from 0 to 1000000."),
+        (Heartbeat(worker="w1", cost_usd=float("inf")), "The field 'cost_usd' must be a number from 0 to 1000000."),
+        (Heartbeat(worker="w1", cost_usd=-1.0), "The field 'cost_usd' must be a number from 0 to 1000000."),
+        (
+            Heartbeat(worker="w1", tokens_in=2**63),
+            "The field 'tokens_in' must be a whole number from 0 to 1099511627776.",
+        ),
+        (RepoAdd(path="/tmp/a\0b"), "The field 'path' cannot contain a NUL byte."),
+        (RepoAdd(path="/tmp", name="n" * 10_000), "The field 'name' is longer than 100 characters."),
+        (TaskList(repo="/" + "p" * 5000), "The field 'repo' is longer than 4096 characters."),
+    ],
+)
 def test_a_value_over_its_limit_is_one_sentence_naming_the_field_and_the_limit(
-        daemon: Daemon, body: object, message: str) -> None:
+    daemon: Daemon, body: object, message: str
+) -> None:
     err = refused(daemon, body)
     assert (err.code, err.message) == ("bad_request", message)
 
@@ -85,8 +94,7 @@ def test_import_an_item_with_a_huge_description_is_a_problem_line(daemon: Daemon
     text = "- [ ] **T.1 small**\n- [ ] **T.2 big**\n" + "".join(f"  line {i} " + "x" * 60 + "\n" for i in range(2000))
     report = daemon.call(TaskImport(text=text, repo=proj))
     assert report.new == ["T.1"]
-    assert [(p.line, p.reason) for p in report.problems] == [
-        (2, "The description is longer than 65536 characters.")]
+    assert [(p.line, p.reason) for p in report.problems] == [(2, "The description is longer than 65536 characters.")]
 
 
 def test_import_of_the_largest_allowed_spec_takes_moments(daemon: Daemon, proj: str) -> None:
@@ -97,11 +105,14 @@ def test_import_of_the_largest_allowed_spec_takes_moments(daemon: Daemon, proj: 
     assert time.monotonic() - t0 < 5
 
 
-@pytest.mark.parametrize(("name", "text"), [
-    ("a heading with many spaces", "# a" + " " * 20_000 + "b\n"),
-    ("a heading with many parentheses", "## " + "(" * 20_000 + "\n"),
-    ("20,000 items without ids", "".join(f"- [ ] item {i}\n" for i in range(20_000))),
-])
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("a heading with many spaces", "# a" + " " * 20_000 + "b\n"),
+        ("a heading with many parentheses", "## " + "(" * 20_000 + "\n"),
+        ("20,000 items without ids", "".join(f"- [ ] item {i}\n" for i in range(20_000))),
+    ],
+)
 def test_spec_parsing_is_linear(name: str, text: str) -> None:
     from chkd.daemon import spec
 

@@ -21,27 +21,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakeapi.server import FakeAnthropic, Text, ToolUse, Turn, usage_limit_turn
 
 from chkd.protocol.messages import Events, WorkerShow
 
 from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, wait_for
-from fakeapi.server import FakeAnthropic, Text, ToolUse, Turn, usage_limit_turn
 
 CLAUDE = os.environ.get("CHKD_CLAUDE_BIN") or shutil.which("claude")
 REQUIRED = os.environ.get("CHKD_REQUIRE_CLAUDE") == "1"
 
 if not CLAUDE or not os.access(CLAUDE, os.X_OK):
     if REQUIRED:
-        raise RuntimeError(f"CHKD_REQUIRE_CLAUDE=1 but the claude CLI is missing (CHKD_CLAUDE_BIN={CLAUDE!r}); "
-                           f"`.ci/run` installs it with npm")
-    pytest.skip("the claude CLI is not installed (set CHKD_CLAUDE_BIN, or run .ci/run, which installs it)",
-                allow_module_level=True)
+        raise RuntimeError(
+            f"CHKD_REQUIRE_CLAUDE=1 but the claude CLI is missing (CHKD_CLAUDE_BIN={CLAUDE!r}); "
+            f"`.ci/run` installs it with npm"
+        )
+    pytest.skip(
+        "the claude CLI is not installed (set CHKD_CLAUDE_BIN, or run .ci/run, which installs it)",
+        allow_module_level=True,
+    )
 
 STREAM = ["--output-format", "stream-json", "--verbose"]
 #: chkd-mcp and `chkdctl hook` come with issue 12 part A; until that is in the tree the tests that
 #: need the worker's MCP tools and hooks skip, saying so (the usage-limit test needs neither).
-needs_mcp = pytest.mark.skipif(not (BIN / "chkd-mcp").exists(),
-                               reason="needs chkd-mcp and `chkdctl hook` (issue 12 part A), not installed here")
+needs_mcp = pytest.mark.skipif(
+    not (BIN / "chkd-mcp").exists(), reason="needs chkd-mcp and `chkdctl hook` (issue 12 part A), not installed here"
+)
 
 
 @pytest.fixture
@@ -79,10 +84,13 @@ def events(daemon: Daemon, kind: str, wid: str = "w1") -> list:
 def work_turns(worktree: Path, before_add: object = None) -> list[Turn]:
     """Edit, stage, commit, heartbeat, complete, finish: what a worker does."""
     return [
-        Turn([Text("Writing the file."), ToolUse("Write", {"file_path": str(worktree / "hello.txt"),
-                                                          "content": "hello from claude\n"})]),
-        Turn([ToolUse("Bash", {"command": "git add hello.txt", "description": "Stage"})],
-             before=before_add),  # type: ignore[arg-type]
+        Turn(
+            [
+                Text("Writing the file."),
+                ToolUse("Write", {"file_path": str(worktree / "hello.txt"), "content": "hello from claude\n"}),
+            ]
+        ),
+        Turn([ToolUse("Bash", {"command": "git add hello.txt", "description": "Stage"})], before=before_add),  # type: ignore[arg-type]
         Turn([ToolUse("Bash", {"command": "git commit -q -m 'Add hello.txt'", "description": "Commit"})]),
         Turn([ToolUse("mcp__chkd__chkd_heartbeat", {"message": "committed hello.txt"})]),
         Turn([ToolUse("mcp__chkd__chkd_complete_work", {"summary": "hello.txt added"})]),
@@ -98,12 +106,16 @@ def spawn(daemon: Daemon, repo: Path, task: str, agent: str = "claude") -> None:
 @needs_mcp
 @pytest.mark.timeout(120)
 def test_claude_edits_commits_reports_through_mcp_gets_a_message_and_its_work_merges(
-        daemon: Daemon, repo: Path, api: FakeAnthropic) -> None:
+    daemon: Daemon, repo: Path, api: FakeAnthropic
+) -> None:
     worktree = repo.parent / "proj-C-1"
     api.turns = work_turns(worktree, before_add=lambda _body: daemon.ctl("send", "w1", "NOTE-7: also say hi"))
     spawn(daemon, repo, "C-1")
-    w = wait_for(lambda: (x := show(daemon)).status in ("done", "error", "dead") and x.exit_code is not None and x,
-                 60, what="the claude worker to finish")
+    w = wait_for(
+        lambda: (x := show(daemon)).status in ("done", "error", "dead") and x.exit_code is not None and x,
+        60,
+        what="the claude worker to finish",
+    )
     assert w.status == "done", (w, Path(w.log_path).read_text()[-3000:])
     main = api.main_requests()
     # the message sent while `git add` was being asked for reached the model with that tool's result
@@ -119,8 +131,7 @@ def test_claude_edits_commits_reports_through_mcp_gets_a_message_and_its_work_me
     assert w.tokens_in >= 1200 + 3000 and w.tokens_out >= 80
     (usage,) = events(daemon, "agent.usage")
     assert w.cost_usd > 0 and usage.data.tokens_in == w.tokens_in and usage.data.cost_usd == w.cost_usd
-    assert [e.data.message for e in events(daemon, "worker.heartbeat") if e.data.message] == \
-        ["committed hello.txt"]
+    assert [e.data.message for e in events(daemon, "worker.heartbeat") if e.data.message] == ["committed hello.txt"]
     assert events(daemon, "worker.hook"), "no hook reported activity"
     assert show(daemon).message  # chkd_complete_work's summary
     res = daemon.ctl("merge", "w1", "--strategy", "auto", cwd=repo)
@@ -130,12 +141,16 @@ def test_claude_edits_commits_reports_through_mcp_gets_a_message_and_its_work_me
 
 @pytest.mark.timeout(60)
 def test_a_subscription_out_of_usage_ends_error_with_the_reset_time(
-        daemon: Daemon, repo: Path, api: FakeAnthropic) -> None:
+    daemon: Daemon, repo: Path, api: FakeAnthropic
+) -> None:
     resets = int(time.time()) + 2 * 3600
     api.turns = [usage_limit_turn(resets)]
     spawn(daemon, repo, "L-1", agent="claude-sub")
-    w = wait_for(lambda: (x := show(daemon)).status in ("done", "error", "dead") and x.exit_code is not None and x,
-                 45, what="the run to end")
+    w = wait_for(
+        lambda: (x := show(daemon)).status in ("done", "error", "dead") and x.exit_code is not None and x,
+        45,
+        what="the run to end",
+    )
     assert w.status == "error", w
     hhmm = time.strftime("%H:%M", time.gmtime(resets))
     assert w.last_error.startswith("Claude stopped: ") and f"resets {hhmm}" in w.last_error, w.last_error
@@ -150,16 +165,20 @@ def test_a_subscription_out_of_usage_ends_error_with_the_reset_time(
 @pytest.mark.timeout(120)
 def test_reject_with_a_reason_resumes_the_same_session(daemon: Daemon, repo: Path, api: FakeAnthropic) -> None:
     worktree = repo.parent / "proj-R-1"
-    api.turns = [*work_turns(worktree)[:3], Turn([ToolUse("mcp__chkd__chkd_complete_work", {"summary": "v1"})]),
-                 Turn([Text("Done, v1.")]),
-                 # the resumed run
-                 Turn([ToolUse("Write", {"file_path": str(worktree / "hello.txt"), "content": "hello, v2\n"})]),
-                 Turn([ToolUse("Bash", {"command": "git commit -q -am 'v2 per review'", "description": "Commit"})]),
-                 Turn([ToolUse("mcp__chkd__chkd_complete_work", {"summary": "v2"})]),
-                 Turn([Text("Done, v2.")])]
+    api.turns = [
+        *work_turns(worktree)[:3],
+        Turn([ToolUse("mcp__chkd__chkd_complete_work", {"summary": "v1"})]),
+        Turn([Text("Done, v1.")]),
+        # the resumed run
+        Turn([ToolUse("Write", {"file_path": str(worktree / "hello.txt"), "content": "hello, v2\n"})]),
+        Turn([ToolUse("Bash", {"command": "git commit -q -am 'v2 per review'", "description": "Commit"})]),
+        Turn([ToolUse("mcp__chkd__chkd_complete_work", {"summary": "v2"})]),
+        Turn([Text("Done, v2.")]),
+    ]
     spawn(daemon, repo, "R-1")
-    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.exit_code is not None and x, 60,
-                 what="the first run")
+    w = wait_for(
+        lambda: (x := show(daemon)).status == "done" and x.exit_code is not None and x, 60, what="the first run"
+    )
     first_tokens, sid = w.tokens_in, w.session_id
     assert sid and first_tokens
     res = daemon.ctl("merge", "w1", "--strategy", "review", cwd=repo)
@@ -167,8 +186,11 @@ def test_reject_with_a_reason_resumes_the_same_session(daemon: Daemon, repo: Pat
     seen = len(api.main_requests())
     res = daemon.ctl("reject", "w1", "--reason", "REVIEW-9: say v2", cwd=repo)
     assert res.code == 0, res
-    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code is not None and x, 60,
-                 what="the resumed run")
+    w = wait_for(
+        lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x.exit_code is not None and x,
+        60,
+        what="the resumed run",
+    )
     resumed = api.main_requests()[seen]
     assert "REVIEW-9: say v2" in resumed.text()
     assert "hello from claude" in resumed.text()  # the earlier history: the same conversation

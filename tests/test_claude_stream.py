@@ -22,7 +22,7 @@ def read(name: str, chunk: int = 997) -> list[Facts]:
     reader = StreamReader()
     out: list[Facts] = []
     for i in range(0, len(data), chunk):
-        out += reader.feed(data[i:i + chunk])
+        out += reader.feed(data[i : i + chunk])
     return out + reader.finish()
 
 
@@ -57,10 +57,13 @@ def test_the_usage_limit_is_reported_once_with_its_reset_time_and_the_run_is_an_
     assert "5-hour limit" in f.usage.text and f.api_error is None
 
 
-@pytest.mark.parametrize(("sample", "kind", "status"), [
-    ("stream-429-apikey.jsonl", "rate_limit", 429),
-    ("stream-not-logged-in.jsonl", "authentication_failed", None),
-])
+@pytest.mark.parametrize(
+    ("sample", "kind", "status"),
+    [
+        ("stream-429-apikey.jsonl", "rate_limit", 429),
+        ("stream-not-logged-in.jsonl", "authentication_failed", None),
+    ],
+)
 def test_api_errors_keep_their_kind(sample: str, kind: str, status: int | None) -> None:
     f = merged(read(sample))
     assert f.api_error is not None and (f.api_error.kind, f.api_error.status) == (kind, status)
@@ -84,13 +87,24 @@ def test_lines_that_are_not_stream_json_are_only_activity() -> None:
     reader = StreamReader()
     assert reader.feed(b"npm WARN something\n[1, 2]\n{\"type\": \"assistant\", \"message\": {}}\n{bad") == []
     assert reader.finish() == []
-    assert reader.feed(b'{"type":"result","usage":{"input_tokens":-5,"output_tokens":"x"},"total_cost_usd":1e300}\n')[0] \
-        .usage == RunUsage(ref="None#1")
+    assert reader.feed(b'{"type":"result","usage":{"input_tokens":-5,"output_tokens":"x"},"total_cost_usd":1e300}\n')[
+        0
+    ].usage == RunUsage(ref="None#1")
 
 
 def test_a_result_line_split_across_reads_is_parsed_once() -> None:
-    line = json.dumps({"type": "result", "uuid": "u1", "is_error": False, "total_cost_usd": 0.5,
-                       "usage": {"input_tokens": 10, "output_tokens": 3}}).encode() + b"\n"
+    line = (
+        json.dumps(
+            {
+                "type": "result",
+                "uuid": "u1",
+                "is_error": False,
+                "total_cost_usd": 0.5,
+                "usage": {"input_tokens": 10, "output_tokens": 3},
+            }
+        ).encode()
+        + b"\n"
+    )
     reader = StreamReader()
     assert reader.feed(line[:7]) == []
     (facts,) = reader.feed(line[7:])
@@ -107,10 +121,16 @@ def test_sentences_a_user_reads() -> None:
     at = 1796238050 * 1000  # 19:00:50 UTC
     assert reset_words(at, now_ms_=at - 3600_000) == "resets 19:00 UTC"
     assert reset_words(at, now_ms_=at - 2 * 86400_000) == "resets 2026-12-02 19:00 UTC"
-    assert limit_sentence("Claude", UsageLimit(resets_at=at, limit_type="five_hour"), now_ms_=at - 60_000) == \
-        "Claude stopped: 5-hour usage limit, resets 19:00 UTC."
+    assert (
+        limit_sentence("Claude", UsageLimit(resets_at=at, limit_type="five_hour"), now_ms_=at - 60_000)
+        == "Claude stopped: 5-hour usage limit, resets 19:00 UTC."
+    )
     assert limit_sentence("Claude", UsageLimit()) == "Claude stopped: usage limit."
-    assert api_error_sentence("Claude", ApiError(kind="billing_error")) == \
-        "Claude stopped: the account has no credit left (billing error)."
-    assert api_error_sentence("Claude", ApiError(kind="unknown", status=500, text="boom.\nbang")) == \
-        "Claude stopped: an API error (500): boom. bang."
+    assert (
+        api_error_sentence("Claude", ApiError(kind="billing_error"))
+        == "Claude stopped: the account has no credit left (billing error)."
+    )
+    assert (
+        api_error_sentence("Claude", ApiError(kind="unknown", status=500, text="boom.\nbang"))
+        == "Claude stopped: an API error (500): boom. bang."
+    )

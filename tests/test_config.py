@@ -46,8 +46,11 @@ def test_defaults_and_overrides() -> None:
 
 
 def test_show_output_parses_back_to_the_same_settings() -> None:
-    cfg = parse_config('notify_cmd = ["sh", "-c", "cat > \\"x\\""]\n[repos."my repo"]\ntest_cmd = ["pytest", "-q"]\n'
-                       '[agents.claude]\ncmd = ["claude"]\nenv = { A = "1" }\n', Path("c.toml"))
+    cfg = parse_config(
+        'notify_cmd = ["sh", "-c", "cat > \\"x\\""]\n[repos."my repo"]\ntest_cmd = ["pytest", "-q"]\n'
+        '[agents.claude]\ncmd = ["claude"]\nenv = { A = "1" }\n',
+        Path("c.toml"),
+    )
     again = parse_config(config_to_toml(cfg), Path("c.toml"))
     assert again == cfg
     tomllib.loads(config_to_toml(Config()))
@@ -71,8 +74,9 @@ def test_config_check_and_show_cli(chkd_home: Path) -> None:
 def test_daemon_refuses_to_start_with_bad_config(chkd_home: Path) -> None:
     d = Daemon(chkd_home)
     d.write_config("on_stall = 'sometimes'\n")
-    proc = subprocess.run(module_argv("chkd.daemon.main", "--home", str(chkd_home)),
-                          capture_output=True, text=True, timeout=20)
+    proc = subprocess.run(
+        module_argv("chkd.daemon.main", "--home", str(chkd_home)), capture_output=True, text=True, timeout=20
+    )
     assert proc.returncode == 1
     assert "'on_stall': invalid enum value 'sometimes'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -106,8 +110,10 @@ def test_daemon_refuses_to_start_with_bad_config(chkd_home: Path) -> None:
         ("[agents.x]\ncmd = ['agent', '{json}']", "'agents.x.cmd': unknown placeholder {json}"),
         ("[agents.x]\ncmd = ['agent', 'a}b']", "'agents.x.cmd': a single '}' must be written '}}'"),
         ("worktree_pattern = '../{unknown}-{task}'", "'worktree_pattern': unknown placeholder {unknown}"),
-        ("worktree_pattern = '../{task.__class__.__name__}-{task}'",
-         "'worktree_pattern': unknown placeholder {task.__class__.__name__}"),
+        (
+            "worktree_pattern = '../{task.__class__.__name__}-{task}'",
+            "'worktree_pattern': unknown placeholder {task.__class__.__name__}",
+        ),
         ("worktree_pattern = '/tmp/{task}'", "'worktree_pattern': must be relative to the repository"),
         ("worktree_pattern = '../../{task}'", "'worktree_pattern': must land inside the repository's parent directory"),
         ("worktree_pattern = 'a/../../../{task}'", "'worktree_pattern': must land inside the repository's parent"),
@@ -134,15 +140,18 @@ def test_config_that_would_break_the_daemon_is_refused_naming_the_key(text: str,
     assert message.endswith(".") and "\n" not in message
 
 
-@pytest.mark.parametrize("text", [
-    "worktree_pattern = '../{repo}-{task}'",
-    "worktree_pattern = '../wt/{repo}/{task}'",
-    "worktree_pattern = '../{{x}}-{task}'",
-    "worktree_pattern = './../{task}'",
-    "branch_prefix = 'agents-'",
-    "default_agent = 'x'\n[agents.x]\ncmd = ['agent', '--json', '{{\"a\": 1}}', '{prompt}', '--wt={worktree}']",
-    "heartbeat_s = 0.05\nheartbeat_timeout_s = 0.2\nstall_timeout_s = 0.5\nabort_grace_s = 0.05",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "worktree_pattern = '../{repo}-{task}'",
+        "worktree_pattern = '../wt/{repo}/{task}'",
+        "worktree_pattern = '../{{x}}-{task}'",
+        "worktree_pattern = './../{task}'",
+        "branch_prefix = 'agents-'",
+        "default_agent = 'x'\n[agents.x]\ncmd = ['agent', '--json', '{{\"a\": 1}}', '{prompt}', '--wt={worktree}']",
+        "heartbeat_s = 0.05\nheartbeat_timeout_s = 0.2\nstall_timeout_s = 0.5\nabort_grace_s = 0.05",
+    ],
+)
 def test_sensible_config_is_accepted(text: str) -> None:
     parse_config(text, Path("config.toml"))
 
@@ -152,5 +161,6 @@ def test_config_check_refuses_an_infinite_timeout(chkd_home: Path) -> None:
     d.write_config("heartbeat_timeout_s = inf\n")
     res = d.ctl("config", "check")
     assert res.code == 1
-    assert res.err.strip() == (f"chkdctl: {d.paths.config_file}: 'heartbeat_timeout_s': must be a finite number "
-                               "from 0.1 to 86400.")
+    assert res.err.strip() == (
+        f"chkdctl: {d.paths.config_file}: 'heartbeat_timeout_s': must be a finite number from 0.1 to 86400."
+    )

@@ -58,15 +58,19 @@ def test_the_daemon_emits_only_structs() -> None:
     bad = []
     for path in (ROOT / "daemon").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "emit"
-                    and node.args and isinstance(node.args[0], ast.Constant)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "emit"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 bad.append(f"{path.name}:{node.lineno}")
     assert bad == []
 
 
 def test_an_event_round_trips_with_from_as_its_wire_name() -> None:
-    ev = event_of(events.WorkerStatusChanged(from_="working", to="done", reason="exit 0"), seq=3, at=1,
-                  worker_id="w1")
+    ev = event_of(events.WorkerStatusChanged(from_="working", to="done", reason="exit 0"), seq=3, at=1, worker_id="w1")
     assert ev.kind == "worker.status"
     wire = msgspec.to_builtins(ev)
     assert wire["data"] == {"kind": "worker.status", "from": "working", "to": "done", "reason": "exit 0"}

@@ -28,8 +28,9 @@ def test_run_dir_is_private(daemon: Daemon) -> None:
 
 
 def test_second_daemon_refuses_to_start(daemon: Daemon) -> None:
-    proc = subprocess.run(module_argv("chkd.daemon.main", "--home", str(daemon.home)),
-                          capture_output=True, text=True, timeout=20)
+    proc = subprocess.run(
+        module_argv("chkd.daemon.main", "--home", str(daemon.home)), capture_output=True, text=True, timeout=20
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"chkdd already running (pid {daemon.proc.pid})"
     assert daemon.call(Ping()).pid == daemon.proc.pid  # the first one still serves

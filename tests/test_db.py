@@ -28,8 +28,9 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
 
-def test_backup_while_the_daemon_writes_is_complete_private_and_verified(daemon: Daemon, repo: Path,
-                                                                          tmp_path: Path) -> None:
+def test_backup_while_the_daemon_writes_is_complete_private_and_verified(
+    daemon: Daemon, repo: Path, tmp_path: Path
+) -> None:
     add_tasks(daemon, repo, 50)
     writer_done = threading.Event()
     errors: list[BaseException] = []
@@ -116,14 +117,16 @@ def test_check_says_ok(daemon: Daemon, repo: Path) -> None:
 
 
 def test_check_finds_a_corrupt_index_and_a_dangling_reference_and_backup_refuses_the_copy(
-        daemon: Daemon, repo: Path, tmp_path: Path) -> None:
+    daemon: Daemon, repo: Path, tmp_path: Path
+) -> None:
     add_tasks(daemon, repo, 3)
     daemon.stop()
     conn = apsw.Connection(str(daemon.db))
     # the index now claims to cover task_id while it holds worker_id values: integrity_check notices
     conn.execute("PRAGMA writable_schema=ON")
-    conn.execute("UPDATE sqlite_schema SET sql='CREATE INDEX events_worker ON events(task_id, seq)' "
-                 "WHERE name='events_worker'")
+    conn.execute(
+        "UPDATE sqlite_schema SET sql='CREATE INDEX events_worker ON events(task_id, seq)' WHERE name='events_worker'"
+    )
     conn.execute("PRAGMA writable_schema=OFF")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("INSERT INTO task_deps(task_pk, depends_on_pk) VALUES(1, 999)")
@@ -155,7 +158,8 @@ def test_backup_never_replaces_the_live_database_or_its_wal(daemon: Daemon, repo
     for target in (daemon.db, Path(f"{daemon.db}-wal")):
         res = daemon.ctl("db", "backup", str(target), "--force")
         assert res.code == 1, res
-        assert res.err.splitlines()[0] == (f"chkdctl: {target} is the live database (or one of its files); "
-                                           f"back it up to another file.")
+        assert res.err.splitlines()[0] == (
+            f"chkdctl: {target} is the live database (or one of its files); back it up to another file."
+        )
     assert daemon.ctl("db", "check").code == 0
     assert daemon.call(Ping()).tasks == 2

@@ -17,8 +17,14 @@ from conftest import BIN, git
 def test_demo_runs_and_leaves_a_merged_repository(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     env.pop("CHKD_HOME", None)
-    proc = subprocess.run([str(BIN / "chkdctl"), "demo", "--keep", "--speed", "4"], env=env,
-                          capture_output=True, text=True, timeout=220, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(BIN / "chkdctl"), "demo", "--keep", "--speed", "4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        stdin=subprocess.DEVNULL,
+    )
     out = proc.stdout
     assert proc.returncode == 0, (out[-3000:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr
@@ -32,7 +38,9 @@ def test_demo_runs_and_leaves_a_merged_repository(tmp_path: Path) -> None:
     lines = out.splitlines()
     first = lambda pattern: next(i for i, line in enumerate(lines) if re.search(pattern, line))  # noqa: E731
     assert first(r"spawned for DEMO\.5 ") > first(r"DEMO\.3: merged into main")
-    assert first(r"spawned for DEMO\.8 ") > max(first(r"DEMO\.5: merged into main"), first(r"DEMO\.7: merged into main"))
+    assert first(r"spawned for DEMO\.8 ") > max(
+        first(r"DEMO\.5: merged into main"), first(r"DEMO\.7: merged into main")
+    )
     # the conflict: detected, updated by the autopilot, handed to the person (the demo), merged
     assert re.search(r"brought up to date with `update`, conflict markers in NOTES\.md", out)
     assert "needs a person" in out

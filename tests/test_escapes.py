@@ -42,11 +42,18 @@ def test_table_cells_are_visible() -> None:
 
 
 def test_event_lines_are_visible() -> None:
-    ev = Event(seq=1, at=int(time.time() * 1000), kind="task.added", repo="proj", task_id="T-1",
-               data=Unreadable(fields={"title": HOSTILE, "x\x1b": "y"}))
+    ev = Event(
+        seq=1,
+        at=int(time.time() * 1000),
+        kind="task.added",
+        repo="proj",
+        task_id="T-1",
+        data=Unreadable(fields={"title": HOSTILE, "x\x1b": "y"}),
+    )
     assert_inert(format_event(ev))
-    ev = event_of(TaskAdded(title=HOSTILE, tags=[HOSTILE]), seq=1, at=int(time.time() * 1000), repo="proj",
-                  task_id="T-1")
+    ev = event_of(
+        TaskAdded(title=HOSTILE, tags=[HOSTILE]), seq=1, at=int(time.time() * 1000), repo="proj", task_id="T-1"
+    )
     line = format_event(ev)
     assert_inert(line)
     assert "\n" not in line

@@ -65,8 +65,14 @@ def test_chkdctl_events_lists_history(daemon: Daemon, tmp_path: Path) -> None:
 
 def _watch(daemon: Daemon, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "CHKD_HOME": str(daemon.home), "CHKD_NO_AUTOSTART": "1"}
-    return subprocess.Popen([str(BIN / "chkdctl"), "watch", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [str(BIN / "chkdctl"), "watch", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:

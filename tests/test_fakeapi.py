@@ -12,8 +12,11 @@ from fakeapi.server import FakeAnthropic, Text, ToolUse, Turn, usage_limit_turn
 
 
 def post(api: FakeAnthropic, body: dict[str, Any]) -> tuple[int, dict[str, str], list[dict[str, Any]]]:
-    req = urllib.request.Request(api.url + "/v1/messages?beta=true", json.dumps(body).encode(),
-                                 {"content-type": "application/json", "x-api-key": "k"})
+    req = urllib.request.Request(
+        api.url + "/v1/messages?beta=true",
+        json.dumps(body).encode(),
+        {"content-type": "application/json", "x-api-key": "k"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             raw, status, headers = resp.read().decode(), resp.status, dict(resp.headers)
@@ -26,8 +29,11 @@ def post(api: FakeAnthropic, body: dict[str, Any]) -> tuple[int, dict[str, str],
 
 def tool_calls(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     starts = {e["index"]: e["content_block"] for e in events if e["type"] == "content_block_start"}
-    parts = {e["index"]: json.loads(e["delta"]["partial_json"]) for e in events
-             if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta"}
+    parts = {
+        e["index"]: json.loads(e["delta"]["partial_json"])
+        for e in events
+        if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta"
+    }
     return [(b["name"], parts[i]) for i, b in starts.items() if b["type"] == "tool_use"]
 
 

@@ -78,19 +78,28 @@ def task(daemon: Daemon, tid: str) -> Any:
 
 
 def settled(daemon: Daemon, wid: str, statuses: set[str], timeout: float = 30.0) -> WorkerInfo:
-    return wait_for(lambda: (w := worker(daemon, wid)).status in statuses and w, timeout,
-                    what=f"{wid} to become one of {sorted(statuses)}")
+    return wait_for(
+        lambda: (w := worker(daemon, wid)).status in statuses and w,
+        timeout,
+        what=f"{wid} to become one of {sorted(statuses)}",
+    )
 
 
 def merge_and_wait(daemon: Daemon, wid: str) -> Any:
     m = daemon.call(Merge(worker=wid, strategy="auto", no_test=True)).merge
-    return wait_for(lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status
-                    in ("merged", "conflict", "failed") and x, 60, what="the merge to finish")
+    return wait_for(
+        lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status in ("merged", "conflict", "failed") and x,
+        60,
+        what="the merge to finish",
+    )
 
 
 # -- an agent's exit ------------------------------------------------------------------------------------
-LEFTOVERS = [sys.executable, "-c",
-             "import pathlib\nfor i in range(200): pathlib.Path(f'left-{i}.txt').write_text(str(i))"]
+LEFTOVERS = [
+    sys.executable,
+    "-c",
+    "import pathlib\nfor i in range(200): pathlib.Path(f'left-{i}.txt').write_text(str(i))",
+]
 
 
 def test_killed_just_after_an_agents_exit_was_recorded_the_worker_still_finishes(daemon: Daemon, proj: Path) -> None:
@@ -111,14 +120,18 @@ def test_killed_just_after_an_agents_exit_was_recorded_the_worker_still_finishes
 def test_killed_while_many_leftovers_are_being_committed(daemon: Daemon, proj: Path) -> None:
     """The race as a user hits it, without a failpoint: an agent that wrote 20,000 files exits,
     and the daemon is killed while `git add` of them runs."""
-    many = [sys.executable, "-c",
-            "import pathlib\nd = pathlib.Path('gen'); d.mkdir()\n"
-            "for i in range(20000): (d / f'f{i}.txt').write_text(str(i))"]
+    many = [
+        sys.executable,
+        "-c",
+        "import pathlib\nd = pathlib.Path('gen'); d.mkdir()\n"
+        "for i in range(20000): (d / f'f{i}.txt').write_text(str(i))",
+    ]
     add_task(daemon, "T-1")
     daemon.call(Spawn(repo="proj", task_id="T-1", cmd=many))
     c = daemon.client()
-    wait_for(lambda: any(e.kind == "worker.exited" for e in c.call(Events(since=0)).events), 60,
-             what="the agent to exit")
+    wait_for(
+        lambda: any(e.kind == "worker.exited" for e in c.call(Events(since=0)).events), 60, what="the agent to exit"
+    )
     daemon.kill()
     daemon.start()
     w = settled(daemon, "w1", {"done"}, timeout=90)
@@ -127,8 +140,7 @@ def test_killed_while_many_leftovers_are_being_committed(daemon: Daemon, proj: P
 
 
 # -- spawn -----------------------------------------------------------------------------------------------
-def test_killed_before_anything_was_created_the_spawn_is_undone_without_counting(daemon: Daemon,
-                                                                                 proj: Path) -> None:
+def test_killed_before_anything_was_created_the_spawn_is_undone_without_counting(daemon: Daemon, proj: Path) -> None:
     daemon.arm("spawn.planned")
     spawn_dying(daemon, "T-1", [DEMO, "--steps", "1", "--step-s", "0"])
     daemon.wait_dead()
@@ -146,8 +158,9 @@ def test_killed_before_anything_was_created_the_spawn_is_undone_without_counting
     assert settled(daemon, again.id, {"done"}).status == "done"
 
 
-def test_killed_after_the_worktree_was_made_the_spawn_is_undone_and_the_checkout_removed(daemon: Daemon,
-                                                                                        proj: Path) -> None:
+def test_killed_after_the_worktree_was_made_the_spawn_is_undone_and_the_checkout_removed(
+    daemon: Daemon, proj: Path
+) -> None:
     """Used to leave a worktree and branch no record knew about (so `done`/`merge` said the branch
     was gone). Now the names are recorded first; the shim never got `go`, so after the wait for
     it the spawn is undone: the empty worktree and branch go, the task is back, not counted."""
@@ -160,8 +173,11 @@ def test_killed_after_the_worktree_was_made_the_spawn_is_undone_and_the_checkout
     assert "never reported" in (w.last_error or "")
     t = task(daemon, "T-1")
     assert (t.status, t.attempts) == ("pending", 0)
-    wait_for(lambda: not (proj.parent / "proj-T-1").exists() and git(proj, "branch", "--list", "chkd/*") == "",
-             10, what="the unused worktree and branch to be removed")
+    wait_for(
+        lambda: not (proj.parent / "proj-T-1").exists() and git(proj, "branch", "--list", "chkd/*") == "",
+        10,
+        what="the unused worktree and branch to be removed",
+    )
     assert worker(daemon).worktree is None  # nothing of it is left to gc
 
 
@@ -199,8 +215,11 @@ def test_killed_between_the_cas_and_the_checkout_main_is_brought_along(daemon: D
     _done_worker(daemon)
     daemon.arm("merge.cas_done")
     _merge_dying(daemon)
-    m = wait_for(lambda: (x := daemon.call(MergeShow(worker="w1")).merge).status == "merged" and x,
-                 30, what="the merge to complete after the restart")
+    m = wait_for(
+        lambda: (x := daemon.call(MergeShow(worker="w1")).merge).status == "merged" and x,
+        30,
+        what="the merge to complete after the restart",
+    )
     assert git(proj, "rev-parse", "main") == m.result_sha
     assert git(proj, "status", "--porcelain") == ""
     assert (proj / "chkd-demo-T-1.txt").exists()
@@ -213,8 +232,11 @@ def test_killed_after_landing_and_cleanup_the_merge_is_recorded(daemon: Daemon, 
     _done_worker(daemon)
     daemon.arm("merge.landed")
     _merge_dying(daemon)
-    m = wait_for(lambda: (x := daemon.call(MergeShow(worker="w1")).merge).status
-                 in ("merged", "failed") and x, 30, what="the merge to end after the restart")
+    m = wait_for(
+        lambda: (x := daemon.call(MergeShow(worker="w1")).merge).status in ("merged", "failed") and x,
+        30,
+        what="the merge to end after the restart",
+    )
     assert m.status == "merged", m.log
     assert task(daemon, "T-1").status == "done"
     assert git(proj, "status", "--porcelain") == ""
@@ -239,8 +261,11 @@ def test_a_frozen_daemon_kills_no_healthy_worker(daemon: Daemon, proj: Path) -> 
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
     # healthy: still working, or already done (a busy machine may let a fast agent finish meanwhile)
-    holds(lambda: all(worker(daemon, w).status in ("working", "done") for w in ids), 6.0,
-          what="every worker working or done")
+    holds(
+        lambda: all(worker(daemon, w).status in ("working", "done") for w in ids),
+        6.0,
+        what="every worker working or done",
+    )
     assert all(psutil.pid_exists(pid) for pid in agents.values() if pid)
     kinds = [e.kind for e in daemon.call(Events(since=0)).events]
     assert "daemon.paused" in kinds

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_merge import CONFIG, add_repo, done_worker, events
 
 from chkd.daemon import gate
 from chkd.protocol.messages import Merge, MergeShow
 
 from conftest import Daemon, git, make_repo, wait_for
-from test_merge import CONFIG, add_repo, done_worker, events
 
 PKG = {
     ".gitignore": ".venv/\n__pycache__/\n",
@@ -40,15 +40,19 @@ PKG = {
 GOOD = {
     "src/mypkg/__init__.py": "def greet():\n    return 'hello'\n\n\ndef wave():\n    return 'o/'\n",
     "tests/test_wave.py": "import unittest\nfrom mypkg import wave\n\n\nclass Wave(unittest.TestCase):\n"
-                          "    def test_wave(self):\n        self.assertEqual(wave(), 'o/')\n",
+    "    def test_wave(self):\n        self.assertEqual(wave(), 'o/')\n",
 }
 #: A bad change: breaks the module, its tests unchanged.
 BAD = {"src/mypkg/__init__.py": "def greet():\n    return 'bye'\n"}
 UNITTEST = ["-m", "unittest", "discover", "-s", "tests", "-t", "."]
 #: setup_cmd: the gate's own venv, with the package installed editable from the gate worktree itself.
-SETUP = ["sh", "-c", f"{sys.executable} -m venv --without-pip --system-site-packages .venv && "
-                     "echo \"$CHKD_WORKTREE/src\" > \"$(.venv/bin/python -c 'import sysconfig; "
-                     "print(sysconfig.get_paths()[\"purelib\"])')/mypkg.pth\" && echo SETUP-DONE"]
+SETUP = [
+    "sh",
+    "-c",
+    f"{sys.executable} -m venv --without-pip --system-site-packages .venv && "
+    "echo \"$CHKD_WORKTREE/src\" > \"$(.venv/bin/python -c 'import sysconfig; "
+    "print(sysconfig.get_paths()[\"purelib\"])')/mypkg.pth\" && echo SETUP-DONE",
+]
 
 
 @pytest.fixture
@@ -60,21 +64,30 @@ def editable_venv(where: Path, src: Path) -> Path:
     """A venv at `where` with `src` on its path (an editable install of the package); its python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(where)], check=True)
     py = where / "bin" / "python"
-    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(purelib) / "mypkg.pth").write_text(f"{src}\n")
     return py
 
 
 def merged(daemon: Daemon, worker_id: str) -> Any:
     m = daemon.call(Merge(worker=worker_id, strategy="auto")).merge
-    return wait_for(lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status
-                    in ("merged", "failed", "conflict") and x, 30, what=f"merge {m.id}")
+    return wait_for(
+        lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status in ("merged", "failed", "conflict") and x,
+        30,
+        what=f"merge {m.id}",
+    )
 
 
 def test_the_suspect_rule() -> None:
-    out = "ImportError: cannot import name 'wave' from 'mypkg' (/m/proj/src/mypkg/__init__.py)\n" \
-          'File "/g/tests/test_wave.py", line 2'
+    out = (
+        "ImportError: cannot import name 'wave' from 'mypkg' (/m/proj/src/mypkg/__init__.py)\n"
+        'File "/g/tests/test_wave.py", line 2'
+    )
     assert gate.suspect(out, "/m/proj", "/g") == "/m/proj/src/mypkg/__init__.py"
     assert gate.suspect('File "/g/src/mypkg/__init__.py" (also /m/proj/src/mypkg/__init__.py)', "/m/proj", "/g") is None
     assert gate.suspect("a worker's /m/proj-t1/src/x.py is not the main checkout", "/m/proj", "/g") is None
@@ -133,5 +146,8 @@ def test_gate_strict_fails_a_passing_gate_that_read_the_main_checkout(daemon: Da
     gate_dir = gate.gate_path(daemon.paths.state, 1, "proj")
     assert gate_dir in git(repo, "worktree", "list")
     assert daemon.ctl("repo", "rm", "proj").code == 0  # the gate worktree is chkd's: it goes with the repository
-    wait_for(lambda: gate_dir not in git(repo, "worktree", "list") and not Path(gate_dir).exists(), 10,
-             what="the gate worktree to go")
+    wait_for(
+        lambda: gate_dir not in git(repo, "worktree", "list") and not Path(gate_dir).exists(),
+        10,
+        what="the gate worktree to go",
+    )

@@ -42,8 +42,9 @@ def by_what(report: GcReport) -> dict[str, object]:
 def mark(daemon: Daemon, path: Path, worker: str, home: str | None = None) -> None:
     """Mark a hand-made worktree the way chkd marks the ones it creates."""
     branch = git(path, "symbolic-ref", "--short", "HEAD")
-    worktrees.mark_worktree(path, {"home": home or str(daemon.paths.state), "worker": worker, "purpose": "worker",
-                                   "branch": branch})
+    worktrees.mark_worktree(
+        path, {"home": home or str(daemon.paths.state), "worker": worker, "purpose": "worker", "branch": branch}
+    )
 
 
 def make_leftovers(daemon: Daemon, repo: Path, tmp_path: Path) -> dict[str, Path]:
@@ -91,8 +92,16 @@ def test_dry_run_lists_and_changes_nothing(daemon: Daemon, proj: Path, tmp_path:
     report = daemon.call(Gc())
     assert not report.applied
     items = by_what(report)
-    assert set(items) == {"chkd/merged", "chkd/unmerged", "chkd/squashed", str(wts["clean"]),
-                          str(wts["dirty"]), str(wts["ahead"]), "chkd/stranger", str(wts["stranger"])}
+    assert set(items) == {
+        "chkd/merged",
+        "chkd/unmerged",
+        "chkd/squashed",
+        str(wts["clean"]),
+        str(wts["dirty"]),
+        str(wts["ahead"]),
+        "chkd/stranger",
+        str(wts["stranger"]),
+    }
     assert items["chkd/stranger"].reason == NOT_OURS and not items["chkd/stranger"].removable
     assert items[str(wts["stranger"])].reason == NOT_OURS and not items[str(wts["stranger"])].removable
     assert items["chkd/merged"].removable and items["chkd/squashed"].removable
@@ -113,8 +122,15 @@ def test_apply_removes_only_what_holds_no_unmerged_work(daemon: Daemon, proj: Pa
     assert "removed" in res.out and "kept" in res.out
     left = branches(proj)
     assert "chkd/merged" not in left and "chkd/squashed" not in left and "chkd/T-clean" not in left
-    assert {"chkd/unmerged", "chkd/T-dirty", "chkd/T-ahead", "feature/mine", "main", "chkd/stranger",
-            "stranger"} <= left
+    assert {
+        "chkd/unmerged",
+        "chkd/T-dirty",
+        "chkd/T-ahead",
+        "feature/mine",
+        "main",
+        "chkd/stranger",
+        "stranger",
+    } <= left
     assert wts["stranger"].is_dir()
     assert git(proj, "rev-parse", "chkd/unmerged") == unmerged_sha
     assert not wts["clean"].exists()
@@ -122,11 +138,19 @@ def test_apply_removes_only_what_holds_no_unmerged_work(daemon: Daemon, proj: Pa
     # what was removed is an event; a second run finds only what is kept
     events = daemon.ctl("--json", "events", "-n", "50").json()["events"]
     assert {e["data"]["what"] for e in events if e["kind"] == "gc.removed"} == {
-        "chkd/merged", "chkd/squashed", str(wts["clean"])}
+        "chkd/merged",
+        "chkd/squashed",
+        str(wts["clean"]),
+    }
     again = daemon.call(Gc(apply=True))
     assert not any(it.removed for it in again.items)
-    assert {it.what for it in again.items} == {"chkd/unmerged", str(wts["dirty"]), str(wts["ahead"]),
-                                               "chkd/stranger", str(wts["stranger"])}
+    assert {it.what for it in again.items} == {
+        "chkd/unmerged",
+        str(wts["dirty"]),
+        str(wts["ahead"]),
+        "chkd/stranger",
+        str(wts["stranger"]),
+    }
 
 
 def test_nothing_to_clean_and_unknown_repo(daemon: Daemon, proj: Path) -> None:
@@ -142,7 +166,9 @@ def _insert_worker(db: Path, wid: str, status: str, worktree: str | None, branch
     seq = int(wid.lstrip("w"))
     conn.execute(
         "INSERT INTO workers(id, seq, repo_id, status, worktree_path, branch_name, started_at, completed_at) "
-        "VALUES(?,?,1,?,?,?,?,?)", (wid, seq, status, worktree, branch, at_ms, at_ms))
+        "VALUES(?,?,1,?,?,?,?,?)",
+        (wid, seq, status, worktree, branch, at_ms, at_ms),
+    )
     conn.close()
 
 
@@ -180,7 +206,8 @@ def test_workers_with_gone_worktrees_and_old_dead_workers(daemon: Daemon, proj: 
 
 
 def test_a_deleted_worktree_directory_is_pruned_but_its_unmerged_branch_kept(
-        daemon: Daemon, proj: Path, tmp_path: Path) -> None:
+    daemon: Daemon, proj: Path, tmp_path: Path
+) -> None:
     import shutil
 
     wt = tmp_path / "proj-T-lost"
@@ -206,7 +233,9 @@ def test_a_merged_worker_is_history_not_an_orphan(daemon: Daemon, proj: Path) ->
     from conftest import wait_for
 
     task = daemon.call(TaskAdd(title="small", repo=str(proj))).task
-    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.05"])).worker
+    w = daemon.call(
+        Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.05"])
+    ).worker
     wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "done", 20, what="done")
     daemon.call(Merge(worker=w.id, strategy="auto", no_test=True))
     wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "merged", 20, what="merged")
@@ -224,7 +253,9 @@ def test_a_merged_worker_whose_cleanup_failed_is_cleaned_by_gc(daemon: Daemon, p
     from conftest import wait_for
 
     task = daemon.call(TaskAdd(title="small", repo=str(proj))).task
-    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0"])).worker
+    w = daemon.call(
+        Spawn(repo=str(proj), task_id=task.id, cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0"])
+    ).worker
     marker = worktrees.read_marker(w.worktree)
     assert marker is not None and marker["home"] == str(daemon.paths.state) and marker["worker"] == w.id
     assert marker["purpose"] == "worker" and marker["branch"] == w.branch and marker["created_at"] > 0
@@ -280,16 +311,25 @@ def test_an_empty_branch_prefix_makes_every_branch_a_not_ours_item(tmp_path: Pat
     snap = gcmod.RepoSnapshot("proj", str(repo), "main", [], branch_prefix="", home=str(tmp_path / "home"))
     found = gcmod.scan(snap)
     assert {f.item.what: (f.item.kind, f.item.removable, f.item.reason) for f in found} == {
-        "develop": ("branch", False, NOT_OURS), "release-1": ("branch", False, NOT_OURS),
-        str(hotfix): ("worktree", False, NOT_OURS)}
+        "develop": ("branch", False, NOT_OURS),
+        "release-1": ("branch", False, NOT_OURS),
+        str(hotfix): ("worktree", False, NOT_OURS),
+    }
     gcmod.apply(snap, found)
     assert branches(repo) == {"main", "develop", "release-1", "hotfix"} and hotfix.is_dir()
 
 
 def test_the_marker_lives_in_the_worktrees_admin_dir_and_follows_it(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "proj")
-    co = worktrees.create_worktree(str(repo), "proj", "T", "main", "../{repo}-{task}", "chkd/",
-                                   owner={"home": "/h", "worker": "w1", "purpose": "worker"})
+    co = worktrees.create_worktree(
+        str(repo),
+        "proj",
+        "T",
+        "main",
+        "../{repo}-{task}",
+        "chkd/",
+        owner={"home": "/h", "worker": "w1", "purpose": "worker"},
+    )
     marker = worktrees.read_marker(co.path)
     assert marker is not None and (marker["home"], marker["worker"], marker["branch"]) == ("/h", "w1", "chkd/T")
     assert git(repo, "status", "--porcelain") == "" and git(co.path, "status", "--porcelain") == ""

@@ -46,8 +46,7 @@ def test_a_path_component_longer_than_the_os_allows_is_not_found_not_internal(da
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "a..b", "-x", ".hidden", "tab\tname", "esc\x1b[31m", "back\\slash"])
-def test_repo_add_refuses_a_name_that_could_become_a_path_or_an_option(daemon: Daemon, repo: Path,
-                                                                        name: str) -> None:
+def test_repo_add_refuses_a_name_that_could_become_a_path_or_an_option(daemon: Daemon, repo: Path, name: str) -> None:
     res = daemon.ctl("repo", "add", str(repo), f"--name={name}")
     assert res.code == 1, res
     first = res.err.splitlines()[0]
@@ -56,8 +55,7 @@ def test_repo_add_refuses_a_name_that_could_become_a_path_or_an_option(daemon: D
     assert daemon.ctl("--json", "repo", "list").json() == []
 
 
-def test_claim_refuses_a_worker_of_another_repository_and_an_unknown_worker_id(
-        daemon: Daemon, tmp_path: Path) -> None:
+def test_claim_refuses_a_worker_of_another_repository_and_an_unknown_worker_id(daemon: Daemon, tmp_path: Path) -> None:
     one, two = make_repo(tmp_path / "one"), make_repo(tmp_path / "two")
     daemon.call(RepoAdd(path=str(one)))
     daemon.call(RepoAdd(path=str(two)))
@@ -73,24 +71,44 @@ def test_claim_refuses_a_worker_of_another_repository_and_an_unknown_worker_id(
 
 def test_the_shim_reports_an_argv_it_cannot_exec_instead_of_a_traceback(daemon: Daemon, tmp_path: Path) -> None:
     log = tmp_path / "w-nul.log"
-    go = {"worker": "w-nul", "argv": ["echo", "a\0b"], "cwd": str(tmp_path), "env": {}, "log": str(log),
-          "heartbeat_s": 0.5, "abort_grace_s": 1}
-    proc = subprocess.run([sys.executable, "-m", "chkd.client.shim", "--worker", "w-nul", "--no-detach"],
-                          input="go " + json.dumps(go) + "\n", capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "CHKD_HOME": str(daemon.home)})
+    go = {
+        "worker": "w-nul",
+        "argv": ["echo", "a\0b"],
+        "cwd": str(tmp_path),
+        "env": {},
+        "log": str(log),
+        "heartbeat_s": 0.5,
+        "abort_grace_s": 1,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "chkd.client.shim", "--worker", "w-nul", "--no-detach"],
+        input="go " + json.dumps(go) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "CHKD_HOME": str(daemon.home)},
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     text = wait_for(lambda: log.exists() and log.read_text(), 5, what="the shim's log")
     assert "cannot start the agent" in text
 
 
 def test_spawn_cmd_fills_only_the_placeholders_and_passes_every_other_brace_as_typed(
-        daemon: Daemon, repo: Path, tmp_path: Path) -> None:
+    daemon: Daemon, repo: Path, tmp_path: Path
+) -> None:
     daemon.call(RepoAdd(path=str(repo)))
     out = tmp_path / "argv.json"
     script = "import json, sys; open(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))"
     args = ["{task_id}", "{task.__class__}", '{"a": {"b": 1}}', "{{x}}", "}{", "{title}"]
-    w = daemon.call(Spawn(repo="proj", task_id="P-1", title="a {branch} title",
-                          cmd=[sys.executable, "-c", script, str(out), *args])).worker
+    w = daemon.call(
+        Spawn(repo="proj", task_id="P-1", title="a {branch} title", cmd=[sys.executable, "-c", script, str(out), *args])
+    ).worker
     wait_for(lambda: out.exists() and out.read_text(), 20, what=f"{w.id} to record its argv")
-    assert json.loads(out.read_text()) == ["P-1", "{task.__class__}", '{"a": {"b": 1}}', "{{x}}", "}{",
-                                           "a {branch} title"]
+    assert json.loads(out.read_text()) == [
+        "P-1",
+        "{task.__class__}",
+        '{"a": {"b": 1}}',
+        "{{x}}",
+        "}{",
+        "a {branch} title",
+    ]

@@ -35,9 +35,11 @@ ASK = ["chkd-demo-agent", "--ask", QUESTION, "--steps", "1", "--step-s", "0.05"]
 
 def config(out: Path) -> str:
     script = f"import sys; open({str(out)!r}, 'a').write(sys.stdin.read().strip() + chr(10))"
-    return (f"heartbeat_s = 0.5\nheartbeat_timeout_s = 3\nstall_timeout_s = 1\nabort_grace_s = 2\n"
-            f"notify = true\nnotify_cmd = ['{sys.executable}', '-c', \"{script}\"]\n\n"
-            f"[agents.ask]\ncmd = {json.dumps(ASK)}\ninteractive = true\n")
+    return (
+        f"heartbeat_s = 0.5\nheartbeat_timeout_s = 3\nstall_timeout_s = 1\nabort_grace_s = 2\n"
+        f"notify = true\nnotify_cmd = ['{sys.executable}', '-c', \"{script}\"]\n\n"
+        f"[agents.ask]\ncmd = {json.dumps(ASK)}\ninteractive = true\n"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +72,9 @@ def proj(daemon: Daemon, tmp_path: Path) -> Path:
 
 def spawn(daemon: Daemon, task: str, agent: str = "ask", cmd: list[str] | None = None) -> WorkerInfo:
     daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task))
-    return daemon.call(Spawn(repo="proj", task_id=task, agent=None if cmd else agent, cmd=cmd,
-                             interactive=cmd is not None), timeout=60).worker
+    return daemon.call(
+        Spawn(repo="proj", task_id=task, agent=None if cmd else agent, cmd=cmd, interactive=cmd is not None), timeout=60
+    ).worker
 
 
 def show(daemon: Daemon, wid: str) -> WorkerInfo:
@@ -83,13 +86,16 @@ def tmux_sock(daemon: Daemon) -> str:
 
 
 def session_exists(daemon: Daemon, session: str) -> bool:
-    return subprocess.run(["tmux", "-S", tmux_sock(daemon), "has-session", "-t", f"={session}"],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["tmux", "-S", tmux_sock(daemon), "has-session", "-t", f"={session}"], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def wait_waiting(daemon: Daemon, wid: str, timeout: float = 20) -> WorkerInfo:
-    return wait_for(lambda: (w := show(daemon, wid)).status == "waiting" and w, timeout,
-                    what=f"{wid} to be waiting")
+    return wait_for(lambda: (w := show(daemon, wid)).status == "waiting" and w, timeout, what=f"{wid} to be waiting")
 
 
 def states(pids: list[int]) -> list[str]:
@@ -103,8 +109,7 @@ def states(pids: list[int]) -> list[str]:
 
 
 @pytest.mark.timeout(90)
-def test_a_waiting_worker_is_peeked_answered_with_send_and_merged(daemon: Daemon, proj: Path,
-                                                                   notified: Path) -> None:
+def test_a_waiting_worker_is_peeked_answered_with_send_and_merged(daemon: Daemon, proj: Path, notified: Path) -> None:
     w = spawn(daemon, "T-1")
     assert w.interactive and w.tmux_session == w.id
     w = wait_waiting(daemon, w.id)
@@ -168,8 +173,14 @@ def test_attach_read_only_from_a_pty_shows_the_screen_and_detaches(daemon: Daemo
 
     master, slave = pty.openpty()
     env = {**os.environ, "CHKD_HOME": str(daemon.home), "CHKD_NO_AUTOSTART": "1", "TERM": "xterm"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "chkdctl"), "attach", w.id, "--read-only"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "chkdctl"), "attach", w.id, "--read-only"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
     os.close(slave)
     try:
         screen = _read_until(master, b"Proceed with T-2?", 15)
@@ -191,15 +202,19 @@ def test_attach_read_only_from_a_pty_shows_the_screen_and_detaches(daemon: Daemo
 @pytest.mark.timeout(90)
 def test_pause_and_abort_reach_the_agent_and_its_children_only(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
     decoy_sock = str(tmp_path / "decoy.sock")
-    subprocess.run(["tmux", "-S", decoy_sock, "-f", "/dev/null", "new-session", "-d", "-s", "w1", "--",
-                    "sleep", "600"], check=True)
+    subprocess.run(
+        ["tmux", "-S", decoy_sock, "-f", "/dev/null", "new-session", "-d", "-s", "w1", "--", "sleep", "600"], check=True
+    )
     try:
         w = spawn(daemon, "T-3", cmd=["chkd-demo-agent", "--spawn-child", "--ask", "pause me?"])
         w = wait_waiting(daemon, w.id)
         assert w.pid is not None
         agent = psutil.Process(w.pid)
-        grandchild = wait_for(lambda: [c.pid for c in agent.children(recursive=True)
-                                       if "chkd-demo-grandchild" in c.cmdline()], 10, what="the agent's child")
+        grandchild = wait_for(
+            lambda: [c.pid for c in agent.children(recursive=True) if "chkd-demo-grandchild" in c.cmdline()],
+            10,
+            what="the agent's child",
+        )
         family = [w.pid, *grandchild]
         leader = agent.parent()
         assert leader is not None and "chkd.client.pane" in " ".join(leader.cmdline())
@@ -229,8 +244,11 @@ def test_a_waiting_worker_survives_a_daemon_kill_9_and_is_still_answerable(daemo
     before = show(daemon, w.id)
     assert before.status == "waiting"
     # the shim reconnects: its heartbeats arrive again, and the worker stays waiting
-    wait_for(lambda: (show(daemon, w.id).heartbeat_at or 0) > (before.heartbeat_at or 0), 15,
-             what="the shim's heartbeat after the restart")
+    wait_for(
+        lambda: (show(daemon, w.id).heartbeat_at or 0) > (before.heartbeat_at or 0),
+        15,
+        what="the shim's heartbeat after the restart",
+    )
     assert show(daemon, w.id).status == "waiting"
     assert "Proceed with T-4?" in daemon.ctl("peek", w.id).out
     assert daemon.ctl("send", w.id, "yes").code == 0
@@ -251,15 +269,22 @@ def test_an_interactive_agents_exit_code_is_reported_as_for_a_detached_one(daemo
 @pytest.mark.timeout(60)
 def test_a_killed_shim_makes_the_interactive_worker_dead_and_closes_its_terminal(daemon: Daemon, proj: Path) -> None:
     w = wait_waiting(daemon, spawn(daemon, "T-7").id)
-    shims = [p for p in psutil.process_iter(["cmdline", "environ"])  # this test's shim (other homes have a w1 too)
-             if "chkd.client.shim" in (p.info["cmdline"] or []) and w.id in (p.info["cmdline"] or [])
-             and (p.info["environ"] or {}).get("CHKD_HOME") == str(daemon.home)]
+    shims = [
+        p
+        for p in psutil.process_iter(["cmdline", "environ"])  # this test's shim (other homes have a w1 too)
+        if "chkd.client.shim" in (p.info["cmdline"] or [])
+        and w.id in (p.info["cmdline"] or [])
+        and (p.info["environ"] or {}).get("CHKD_HOME") == str(daemon.home)
+    ]
     assert len(shims) == 1
     shims[0].kill()
     dead = wait_for(lambda: (x := show(daemon, w.id)).status == "dead" and x, 15, what="the worker to be dead")
     assert "shim" in (dead.last_error or "")
-    wait_for(lambda: not psutil.pid_exists(w.pid or 0) or psutil.Process(w.pid).status() == psutil.STATUS_ZOMBIE,
-             10, what="the orphaned agent to be killed")
+    wait_for(
+        lambda: not psutil.pid_exists(w.pid or 0) or psutil.Process(w.pid).status() == psutil.STATUS_ZOMBIE,
+        10,
+        what="the orphaned agent to be killed",
+    )
     wait_for(lambda: not session_exists(daemon, w.id), 10, what="its tmux session to close")
     task = daemon.call(TaskShow(id="T-7", repo="proj")).task
     assert task.status == "pending" and task.attempts == 1

@@ -65,14 +65,18 @@ def task(daemon: Daemon, tid: str) -> Any:
 
 
 def wait_status(daemon: Daemon, wid: str, statuses: set[str], timeout: float) -> WorkerInfo:
-    return wait_for(lambda: (w := worker(daemon, wid)).status in statuses and w, timeout,
-                    what=f"worker {wid} to be {'/'.join(sorted(statuses))}")
+    return wait_for(
+        lambda: (w := worker(daemon, wid)).status in statuses and w,
+        timeout,
+        what=f"worker {wid} to be {'/'.join(sorted(statuses))}",
+    )
 
 
 def running(daemon: Daemon, wid: str) -> WorkerInfo:
     """Wait until the shim said hello (pids known) and the worker is working."""
-    return wait_for(lambda: (w := worker(daemon, wid)).status == "working" and w.pid and w, 15,
-                    what=f"worker {wid} to run")
+    return wait_for(
+        lambda: (w := worker(daemon, wid)).status == "working" and w.pid and w, 15, what=f"worker {wid} to run"
+    )
 
 
 def shim_of(wid: str, home: Path) -> psutil.Process:
@@ -80,12 +84,16 @@ def shim_of(wid: str, home: Path) -> psutil.Process:
         for p in psutil.process_iter(["cmdline", "environ"]):
             try:
                 cmd = p.info["cmdline"] or []
-                if any("chkd-shim" in c or c == "chkd.client.shim" for c in cmd) and wid in cmd and \
-                        (p.info.get("environ") or {}).get("CHKD_HOME") == str(home):
+                if (
+                    any("chkd-shim" in c or c == "chkd.client.shim" for c in cmd)
+                    and wid in cmd
+                    and (p.info.get("environ") or {}).get("CHKD_HOME") == str(home)
+                ):
                     return p
             except (psutil.Error, OSError):
                 continue
         return None
+
     return wait_for(find, 10, what=f"the shim of {wid}")
 
 
@@ -129,7 +137,8 @@ class TestStallAbort:
 
     @pytest.mark.timeout(60)
     def test_on_stall_abort_stops_the_worker_and_gives_the_task_back_without_an_attempt(
-            self, daemon: Daemon, proj: Path) -> None:
+        self, daemon: Daemon, proj: Path
+    ) -> None:
         w = running(daemon, spawn(daemon, "A-1", SLEEPER).id)
         w = wait_status(daemon, w.id, {"aborted"}, 1.5 + 2 + 2)
         assert _statuses(daemon, w.id)[-2:] == ["stalled", "aborted"]
@@ -150,15 +159,22 @@ class TestStallNotify:
 
     @pytest.mark.timeout(60)
     def test_stalled_worker_returns_to_working_when_activity_resumes(self, daemon: Daemon, proj: Path) -> None:
-        quiet_then_busy = [sys.executable, "-c",
-                           "import time\ntime.sleep(3.5)\nwhile True:\n    print('busy', flush=True)\n    time.sleep(0.2)"]
+        quiet_then_busy = [
+            sys.executable,
+            "-c",
+            "import time\ntime.sleep(3.5)\nwhile True:\n    print('busy', flush=True)\n    time.sleep(0.2)",
+        ]
         w = spawn(daemon, "S-1", quiet_then_busy)
         running(daemon, w.id)
         wait_status(daemon, w.id, {"stalled"}, 1.5 + 2 + 1)
         wait_status(daemon, w.id, {"working"}, 5)
         assert _statuses(daemon, w.id)[-2:] == ["stalled", "working"]
         assert task(daemon, "S-1").status == "in_progress"  # on_stall = notify: nothing else happens
-        ev = next(e for e in daemon.call(Events(worker=w.id)).events if isinstance(e.data, WorkerStatusChanged) and e.data.to == "stalled")
+        ev = next(
+            e
+            for e in daemon.call(Events(worker=w.id)).events
+            if isinstance(e.data, WorkerStatusChanged) and e.data.to == "stalled"
+        )
         assert "no agent activity" in (ev.data.reason or "")
 
     def test_paused_worker_is_not_stalled_and_its_shim_keeps_it_alive(self, daemon: Daemon, proj: Path) -> None:
@@ -255,8 +271,11 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
         assert w.status == "working", w
     # heartbeats flow again from the reconnected shims
     for wid in ids[:3]:
-        wait_for(lambda wid=wid: (worker(daemon, wid).heartbeat_at or 0) > restarted_at + 200, 5,
-                 what=f"heartbeats from {wid} after the restart")
+        wait_for(
+            lambda wid=wid: (worker(daemon, wid).heartbeat_at or 0) > restarted_at + 200,
+            5,
+            what=f"heartbeats from {wid} after the restart",
+        )
     dead = wait_status(daemon, victim.id, {"dead"}, 3)
     assert "gone" in dead.last_error
     # past heartbeat_timeout_s: the live ones stay live
@@ -279,8 +298,14 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
 
 def _watch(daemon: Daemon) -> subprocess.Popen[str]:
     env = {**os.environ, "CHKD_HOME": str(daemon.home), "CHKD_NO_AUTOSTART": "1"}
-    return subprocess.Popen(["chkdctl", "watch", "--since", "0", "--json"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    return subprocess.Popen(
+        ["chkdctl", "watch", "--since", "0", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _watched(proc: subprocess.Popen[str], last_seq: int, timeout: float = 15) -> list[dict[str, Any]]:

@@ -15,8 +15,15 @@ ALIVE = ProcFacts(agent_alive=True, shim_alive=True)
 
 
 def row(status: str = "working", **kw: Any) -> dict[str, Any]:
-    base = {"id": "w1", "status": status, "pid": 100, "shim_pid": 99, "started_at": NOW - 60_000,
-            "heartbeat_at": NOW - 500, "activity_at": NOW - 1_000}
+    base = {
+        "id": "w1",
+        "status": status,
+        "pid": 100,
+        "shim_pid": 99,
+        "started_at": NOW - 60_000,
+        "heartbeat_at": NOW - 500,
+        "activity_at": NOW - 1_000,
+    }
     return {**base, **kw}
 
 
@@ -145,8 +152,9 @@ def test_at_start_a_spawn_cut_off_before_its_worktree_was_recorded_is_undone_at_
 
 def test_a_spawn_the_daemon_was_away_for_is_undone_not_counted_when_its_shim_stays_silent() -> None:
     lim = Limits(3_000, 10_000, watching_since_ms=NOW - 3_000 - lim_reconnect() - 1)
-    starting = row("starting", pid=None, shim_pid=None, heartbeat_at=None, started_at=NOW - 60_000,
-                   worktree_path="/x/proj-T-1")
+    starting = row(
+        "starting", pid=None, shim_pid=None, heartbeat_at=None, started_at=NOW - 60_000, worktree_path="/x/proj-T-1"
+    )
     action = judge(starting, NOW, lim, ProcFacts())
     assert isinstance(action, reaper.SpawnInterrupted)
     # within the reconnect allowance it still waits for the shim's hello

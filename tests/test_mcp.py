@@ -5,6 +5,7 @@ error paths (daemon sentences and bad arguments come back as tool errors)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,32 +16,55 @@ from typing import Any
 
 import anyio
 import pytest
-import shutil
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from chkd.protocol.events import WorkerHelpRequested
 from chkd.protocol.messages import (
-    EventList, Events, RepoAdd, RepoResult, SessionList, SessionListResult, WorkerResult, WorkerShow,
+    Events,
+    RepoAdd,
+    SessionList,
+    WorkerShow,
 )
 
 from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, make_repo, wait_for
 
 MASTER_TOOLS = {
-    "chkd_status", "chkd_tasks", "chkd_add_task", "chkd_import_spec", "chkd_spawn_worker", "chkd_workers",
-    "chkd_worker", "chkd_merge_worker", "chkd_approve_merge", "chkd_reject_merge", "chkd_pause_worker",
-    "chkd_resume_worker", "chkd_abort_worker", "chkd_conflicts", "chkd_send_message", "chkd_peek_worker",
+    "chkd_status",
+    "chkd_tasks",
+    "chkd_add_task",
+    "chkd_import_spec",
+    "chkd_spawn_worker",
+    "chkd_workers",
+    "chkd_worker",
+    "chkd_merge_worker",
+    "chkd_approve_merge",
+    "chkd_reject_merge",
+    "chkd_pause_worker",
+    "chkd_resume_worker",
+    "chkd_abort_worker",
+    "chkd_conflicts",
+    "chkd_send_message",
+    "chkd_peek_worker",
     "chkd_send_keys",
 }
-WORKER_TOOLS = {"chkd_heartbeat", "chkd_worker_status", "chkd_complete_work", "chkd_request_help", "chkd_inbox",
-                "chkd_claim_task"}
+WORKER_TOOLS = {
+    "chkd_heartbeat",
+    "chkd_worker_status",
+    "chkd_complete_work",
+    "chkd_request_help",
+    "chkd_inbox",
+    "chkd_claim_task",
+}
 
 
 @pytest.fixture
 def daemon_config() -> str:
-    return (DEFAULT_TEST_CONFIG + '\n[agents.slowdemo]\ncmd = ["chkd-demo-agent", "--steps", "4", "--step-s", "0.5"]\n'
-            '\n[agents.ask]\ncmd = ["chkd-demo-agent", "--ask", "Proceed? (yes/no)", "--steps", "1", "--step-s", '
-            '"0.05"]\ninteractive = true\n')
+    return (
+        DEFAULT_TEST_CONFIG + '\n[agents.slowdemo]\ncmd = ["chkd-demo-agent", "--steps", "4", "--step-s", "0.5"]\n'
+        '\n[agents.ask]\ncmd = ["chkd-demo-agent", "--ask", "Proceed? (yes/no)", "--steps", "1", "--step-s", '
+        '"0.05"]\ninteractive = true\n'
+    )
 
 
 def params(daemon: Daemon, cwd: Path, worker: str | None = None) -> StdioServerParameters:
@@ -88,11 +112,15 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
             async with connect(params(daemon, repo, "w1")) as worker:
                 await worker_part(master, worker)
             # the worker's client disconnected: its session ends, the master's stays
-            wait_for(lambda: [(s.is_master, s.worker_id) for s in open_sessions(daemon)] == [(True, None)],
-                     what="the worker's session to end on disconnect")
-            wait_for(lambda: any(e.kind == "worker.exited"
-                                 for e in daemon.call(Events(worker="w1")).events),
-                     timeout=20, what="the demo agent to exit")
+            wait_for(
+                lambda: [(s.is_master, s.worker_id) for s in open_sessions(daemon)] == [(True, None)],
+                what="the worker's session to end on disconnect",
+            )
+            wait_for(
+                lambda: any(e.kind == "worker.exited" for e in daemon.call(Events(worker="w1")).events),
+                timeout=20,
+                what="the demo agent to exit",
+            )
             await merge_part(master)
             daemon.stop()
             assert "not running" in await refused(master, "chkd_status")
@@ -112,8 +140,10 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
 
         w, _ = await ok(master, "chkd_spawn_worker", taskId="T-1", agent="slowdemo")
         assert w["id"] == "w1" and w["branch"] == "chkd/T-1"
-        wait_for(lambda: daemon.call(WorkerShow(worker="w1")).worker.status == "working",
-                 what="the demo agent's first heartbeat")
+        wait_for(
+            lambda: daemon.call(WorkerShow(worker="w1")).worker.status == "working",
+            what="the demo agent's first heartbeat",
+        )
         ws, text = await ok(master, "chkd_workers")
         assert [x["id"] for x in ws["workers"]] == ["w1"] and text.startswith("ID")
 
@@ -138,8 +168,7 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
 
         peek, text = await ok(master, "chkd_peek_worker", workerId="w1", lines=50)
         assert peek["source"] == "log" and "step" in peek["text"] and "tail of its log" in text
-        assert "runs detached, not in a terminal" in await refused(master, "chkd_send_keys", workerId="w1",
-                                                                   text="yes")
+        assert "runs detached, not in a terminal" in await refused(master, "chkd_send_keys", workerId="w1", text="yes")
 
         await ok(worker, "chkd_request_help", question="Which greeting do you want?")
         asking = daemon.call(WorkerShow(worker="w1")).worker
@@ -167,7 +196,8 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
         assert (await refused(master, "chkd_worker", workerId="w999")).startswith("No worker has the id 'w999'.")
         assert "merged" in await refused(master, "chkd_pause_worker", workerId="w1")
         assert await refused(master, "chkd_add_task", title="x", priority=9) == (
-            "Bad arguments for chkd_add_task: priority: input should be less than or equal to 4.")
+            "Bad arguments for chkd_add_task: priority: input should be less than or equal to 4."
+        )
         assert "strategy" in await refused(master, "chkd_merge_worker", workerId="w1", strategy="sideways")
         assert await refused(master, "chkd_add_task") == "Bad arguments for chkd_add_task: title: field required."
 
@@ -175,8 +205,10 @@ def test_master_and_worker_tools_from_task_to_merged_work(daemon: Daemon, tmp_pa
     assert "chkd-demo-T-1.txt" in git(repo, "ls-files")
     daemon.start()  # the master disconnected while the daemon was down: start-up ends its session
     sessions = daemon.call(SessionList(all=True)).sessions
-    assert [(s.worker_id, s.end_reason) for s in sessions] == [(None, "its chkd-mcp process is gone"),
-                                                               ("w1", "disconnected")]
+    assert [(s.worker_id, s.end_reason) for s in sessions] == [
+        (None, "its chkd-mcp process is gone"),
+        ("w1", "disconnected"),
+    ]
 
 
 def test_a_killed_chkd_mcp_has_its_session_ended_by_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
@@ -198,14 +230,15 @@ def test_a_killed_chkd_mcp_has_its_session_ended_by_the_daemon(daemon: Daemon, t
 
 async def _start_and_leave_running(daemon: Daemon, repo: Path) -> Any:
     p = params(daemon, repo)
-    return subprocess.Popen([p.command], env=p.env, cwd=p.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [p.command], env=p.env, cwd=p.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
 
 
 def test_a_session_belongs_to_a_live_process(daemon: Daemon) -> None:
     """A request naming a dead or reused pid opens nothing (no row for the sweep to end later)."""
     from chkd.protocol.errors import ChkdError
-    from chkd.protocol.messages import SessionOpen, SessionResult
+    from chkd.protocol.messages import SessionOpen
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -217,7 +250,8 @@ def test_a_session_belongs_to_a_live_process(daemon: Daemon) -> None:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 def test_the_master_peeks_at_a_waiting_interactive_worker_and_answers_it_with_send_keys(
-        daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path))  # chkd's own tmux socket only; never a default server
     monkeypatch.delenv("TMUX", raising=False)
     repo = make_repo(tmp_path / "proj")
@@ -228,15 +262,21 @@ def test_the_master_peeks_at_a_waiting_interactive_worker_and_answers_it_with_se
             await ok(master, "chkd_add_task", title="Ask first", id="T-2")
             w, _ = await ok(master, "chkd_spawn_worker", taskId="T-2", agent="ask")
             wid = w["id"]
-            wait_for(lambda: daemon.call(WorkerShow(worker=wid)).worker.status == "waiting", 20,
-                     what="the interactive demo agent to ask")
+            wait_for(
+                lambda: daemon.call(WorkerShow(worker=wid)).worker.status == "waiting",
+                20,
+                what="the interactive demo agent to ask",
+            )
             peek, text = await ok(master, "chkd_peek_worker", workerId=wid)
             assert peek["source"] == "screen" and "QUESTION: Proceed? (yes/no)" in peek["text"]
             assert "its screen now" in text and "Proceed? (yes/no)" in text
             typed, text = await ok(master, "chkd_send_keys", workerId=wid, text="yes")
             assert typed["status"] == "working" and "Typed into" in text
-            wait_for(lambda: daemon.call(WorkerShow(worker=wid)).worker.status == "done", 20,
-                     what="the answered worker to finish")
+            wait_for(
+                lambda: daemon.call(WorkerShow(worker=wid)).worker.status == "done",
+                20,
+                what="the answered worker to finish",
+            )
             after, _ = await ok(master, "chkd_peek_worker", workerId=wid)
             assert after["source"] == "log"  # its terminal closed with the agent: the log's tail instead
 

@@ -16,8 +16,15 @@ def ctl(*args: str, cwd: Path, home: Path | None = None) -> subprocess.Completed
     env.pop("CHKD_HOME", None)
     if home is not None:
         env["CHKD_HOME"] = str(home)
-    return subprocess.run([str(BIN / "chkdctl"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=30, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(BIN / "chkdctl"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_install_merges_with_existing_servers_and_is_idempotent(tmp_path: Path) -> None:

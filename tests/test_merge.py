@@ -61,8 +61,9 @@ def add_repo(daemon: Daemon, repo: Path, test_cmd: list[str] | None = None) -> N
     daemon.call(RepoAdd(path=str(repo), test_cmd=test_cmd))
 
 
-def done_worker(daemon: Daemon, repo: Path, title: str, files: dict[str, str], priority: int = 2,
-                linger: bool = False) -> WorkerInfo:
+def done_worker(
+    daemon: Daemon, repo: Path, title: str, files: dict[str, str], priority: int = 2, linger: bool = False
+) -> WorkerInfo:
     """Spawn a worker whose agent commits `files` and exits (or, `linger`, says done and stays); wait for done."""
     task = daemon.call(TaskAdd(title=title, repo=str(repo), priority=priority)).task
     cmd = [sys.executable, "-c", AGENT, json.dumps(files), f"{task.id}: {title}"] + (["linger"] if linger else [])
@@ -139,8 +140,7 @@ def test_five_merges_at_once_are_serialized_in_priority_order(daemon: Daemon, pr
     add_repo(daemon, proj, test_cmd=[sys.executable, "-c", "import time; time.sleep(0.3)"])
     assert daemon.ctl("repo", "edit", "proj", "--merge-batch", "1").code == 0  # no merge train: one at a time
     prios = [4, 3, 0, 2, 1]
-    ws = [done_worker(daemon, proj, f"part {i}", {f"part{i}.txt": f"{i}\n"}, priority=p)
-          for i, p in enumerate(prios)]
+    ws = [done_worker(daemon, proj, f"part {i}", {f"part{i}.txt": f"{i}\n"}, priority=p) for i, p in enumerate(prios)]
     client = daemon.client()
     ids = [client.call(Merge(worker=w.id, strategy="auto")).merge.id for w in ws]
     final = [wait_for(lambda i=i: _settled(daemon, i), 30, what=f"merge {i}") for i in ids]
@@ -300,7 +300,9 @@ def test_no_wait_returns_once_queued_and_approve_requires_review(daemon: Daemon,
 def test_merge_of_a_running_worker_is_refused(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj)
     task = daemon.call(TaskAdd(title="slow", repo=str(proj))).task
-    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=[sys.executable, "-c", "import time; time.sleep(30)"])).worker
+    w = daemon.call(
+        Spawn(repo=str(proj), task_id=task.id, cmd=[sys.executable, "-c", "import time; time.sleep(30)"])
+    ).worker
     res = daemon.ctl("merge", w.id, cwd=proj)
     assert res.code == 1 and "only a done worker can be merged" in res.err
     with pytest.raises(Exception, match="no merge waiting for review"):

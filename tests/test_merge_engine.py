@@ -93,14 +93,18 @@ def _exclude(repo: Path, *patterns: str) -> None:
         f.write("".join(p + "\n" for p in patterns))
 
 
-@pytest.mark.parametrize(("brought", "users", "ignore"), [
-    ("build.log", "build.log", "build.log"),          # an ignored file at the path the merge brings
-    ("logs/today.txt", "logs", "logs"),               # an ignored file where a directory must go
-    ("out", "out/cache.bin", "out/"),                 # an ignored directory where a file must go
-    ("new.txt", "new.txt", None),                     # a plain untracked file
-])
+@pytest.mark.parametrize(
+    ("brought", "users", "ignore"),
+    [
+        ("build.log", "build.log", "build.log"),  # an ignored file at the path the merge brings
+        ("logs/today.txt", "logs", "logs"),  # an ignored file where a directory must go
+        ("out", "out/cache.bin", "out/"),  # an ignored directory where a file must go
+        ("new.txt", "new.txt", None),  # a plain untracked file
+    ],
+)
 def test_untracked_or_ignored_paths_the_merge_needs_refuse_before_the_cas(
-        proj: Path, brought: str, users: str, ignore: str | None) -> None:
+    proj: Path, brought: str, users: str, ignore: str | None
+) -> None:
     _branch(proj, "chkd/T-8", {brought: "from branch\n"})
     if ignore:
         _exclude(proj, ignore)
@@ -216,9 +220,13 @@ def test_leftover_temporary_gates_of_older_versions_are_pruned_only_when_ours(pr
     # leftovers of killed daemons: ours (marked by this home), another home's, and an unmarked look-alike
     # (a daemon killed between `git worktree add` and marking left only the temporary directory's record)
     left = {}
-    for name, home, where in (("ours", "/h", "marker"), ("reserved", "/h", "reservation"),
-                              ("other", "/other", "marker"), ("other-reserved", "/other", "reservation"),
-                              ("unmarked", None, None)):
+    for name, home, where in (
+        ("ours", "/h", "marker"),
+        ("reserved", "/h", "reservation"),
+        ("other", "/other", "marker"),
+        ("other-reserved", "/other", "reservation"),
+        ("unmarked", None, None),
+    ):
         wt = tmp_path / f"{mergeengine.GATE_PREFIX}{name}" / "tree"
         wt.parent.mkdir()
         git(proj, "worktree", "add", "-q", "--detach", str(wt), "main")
@@ -233,7 +241,10 @@ def test_leftover_temporary_gates_of_older_versions_are_pruned_only_when_ours(pr
     assert not left["ours"].parent.exists() and not left["reserved"].parent.exists()
     kept = [left[n] for n in ("other", "other-reserved", "unmarked")]
     assert all(wt.is_dir() for wt in kept)
-    listed = {ln.split(" ", 1)[1] for ln in git(proj, "worktree", "list", "--porcelain").splitlines()
-              if ln.startswith("worktree ")}
+    listed = {
+        ln.split(" ", 1)[1]
+        for ln in git(proj, "worktree", "list", "--porcelain").splitlines()
+        if ln.startswith("worktree ")
+    }
     assert {str(wt) for wt in kept} <= listed and str(left["ours"]) not in listed
     assert mergeengine.prune_gates(proj, time.time() - 3600, "/other") == 0  # made after `before`: kept

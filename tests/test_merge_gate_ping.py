@@ -43,6 +43,7 @@ def test_ping_p99_under_50ms_during_a_5s_test_gate(daemon: Daemon, tmp_path: Pat
     p99 = samples[int(len(samples) * 0.99) - 1]
     assert len(samples) > 200, len(samples)
     assert p99 < 50, f"p99 {p99:.1f} ms (median {statistics.median(samples):.2f} ms)"
-    done = wait_for(lambda: (mm := client.call(MergeShow(id=m.id)).merge).status == "merged" and mm,
-                    15, what="the merge to land")
+    done = wait_for(
+        lambda: (mm := client.call(MergeShow(id=m.id)).merge).status == "merged" and mm, 15, what="the merge to land"
+    )
     assert done.result_sha

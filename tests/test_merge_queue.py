@@ -29,10 +29,16 @@ def test_pick_next_goes_by_priority_then_arrival() -> None:
 def test_steps_after_the_check() -> None:
     clean = mergeengine.Plan("t1", "h", tree="tree", commit="c")
     step = mergequeue.step_after_check
-    assert step(mergeengine.Plan("t1", "h", already_in=True), gate=True, review=True, approved=False,
-                tested_base=None) == "merged"
-    assert step(mergeengine.Plan("t1", "h", conflict_files=["a"]), gate=True, review=False, approved=False,
-                tested_base=None) == "conflict"
+    assert (
+        step(mergeengine.Plan("t1", "h", already_in=True), gate=True, review=True, approved=False, tested_base=None)
+        == "merged"
+    )
+    assert (
+        step(
+            mergeengine.Plan("t1", "h", conflict_files=["a"]), gate=True, review=False, approved=False, tested_base=None
+        )
+        == "conflict"
+    )
     assert step(clean, gate=True, review=True, approved=False, tested_base=None) == "testing"
     assert step(clean, gate=False, review=True, approved=False, tested_base=None) == "awaiting_review"
     assert step(clean, gate=False, review=False, approved=False, tested_base=None) == "landing"
@@ -60,8 +66,11 @@ def test_kill_9_during_the_test_gate_then_the_merge_finishes(daemon: Daemon, tmp
     wait_for(lambda: daemon.call(MergeShow(id=m.id)).merge.status == "testing", 10, what="the gate")
     daemon.kill()
     daemon.start()
-    done = wait_for(lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status == "merged" and x,
-                    30, what="the merge to finish after the restart")
+    done = wait_for(
+        lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status == "merged" and x,
+        30,
+        what="the merge to finish after the restart",
+    )
     assert git(repo, "rev-parse", "main") == done.result_sha and (repo / "feature.txt").exists()
     assert worker(daemon, w.id).status == "merged"
     assert any(e.data.note == "requeued after a daemon restart" for e in events(daemon, "merge.queued"))
@@ -78,8 +87,7 @@ def test_merges_of_different_repositories_run_side_by_side(daemon: Daemon, tmp_p
         ws.append(done_worker(daemon, repo, f"work in {repo.name}", {"f.txt": repo.name}))
     ids = [daemon.call(Merge(worker=w.id, strategy="auto")).merge.id for w in ws]
     for mid in ids:
-        wait_for(lambda mid=mid: daemon.call(MergeShow(id=mid)).merge.status == "merged", 20,
-                 what=f"merge {mid}")
+        wait_for(lambda mid=mid: daemon.call(MergeShow(id=mid)).merge.status == "merged", 20, what=f"merge {mid}")
     kinds = [(e.kind, e.data.merge_id) for e in events(daemon, "merge.")]
     first_merged = min(i for i, (k, _) in enumerate(kinds) if k == "merge.merged")
     testing = {mid for k, mid in kinds[:first_merged] if k == "merge.testing"}

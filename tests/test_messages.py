@@ -10,16 +10,29 @@ from pathlib import Path
 import pytest
 
 from chkd.protocol.messages import (
-    EventList, Events, Inbox, MessagesResult, RepoAdd, RepoResult, Spawn, TaskAdd, WorkerInfo, WorkerResult,
+    Events,
+    Inbox,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
+    WorkerInfo,
     WorkerShow,
 )
 
 from conftest import Daemon, make_repo
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
-POST_TOOL_USE = json.dumps({"session_id": "3f1c", "transcript_path": "/tmp/t.jsonl", "cwd": "/tmp",
-                            "hook_event_name": "PostToolUse", "tool_name": "Bash",
-                            "tool_input": {"command": "git status"}, "tool_response": {"stdout": ""}})
+POST_TOOL_USE = json.dumps(
+    {
+        "session_id": "3f1c",
+        "transcript_path": "/tmp/t.jsonl",
+        "cwd": "/tmp",
+        "hook_event_name": "PostToolUse",
+        "tool_name": "Bash",
+        "tool_input": {"command": "git status"},
+        "tool_response": {"stdout": ""},
+    }
+)
 
 
 @pytest.fixture
@@ -72,15 +85,20 @@ def test_a_message_reaches_the_model_once_through_post_tool_use(daemon: Daemon, 
 def test_a_notification_hook_makes_the_worker_wait_for_you_until_its_next_tool_use(daemon: Daemon, proj: Path) -> None:
     w = spawn(daemon, "T-1")
     daemon.ctl("send", w.id, "not for these hooks")
-    note = hook(daemon, "notification", w.id, json.dumps({"hook_event_name": "Notification",
-                                                          "message": "Claude needs your permission to use Bash"}))
+    note = hook(
+        daemon,
+        "notification",
+        w.id,
+        json.dumps({"hook_event_name": "Notification", "message": "Claude needs your permission to use Bash"}),
+    )
     assert note.code == 0 and note.out == "", note
     waiting = show(daemon, w.id)
     assert waiting.status == "waiting" and waiting.message == "Claude needs your permission to use Bash"
     listed = daemon.ctl("workers", "--waiting")
     assert w.id in listed.out and "Claude needs your permission to use Bash" in listed.out, listed
-    (change,) = [e.data for e in daemon.call(Events(worker=w.id)).events
-                 if e.kind == "worker.status" and e.data.to == "waiting"]
+    (change,) = [
+        e.data for e in daemon.call(Events(worker=w.id)).events if e.kind == "worker.status" and e.data.to == "waiting"
+    ]
     assert change.question == "Claude needs your permission to use Bash"
     before = waiting.activity_at
     stop = hook(daemon, "stop", w.id, json.dumps({"hook_event_name": "Stop", "stop_hook_active": False}))
@@ -131,12 +149,21 @@ def test_chkdctl_hook_and_mcp_install_never_import_the_mcp_sdk(tmp_path: Path) -
     import os
     import subprocess
 
-    probe = ("import sys\nfrom chkd.client.cli import main\n"
-             "for argv in (['hook', 'post-tool-use'], ['mcp', 'install', '--print']):\n"
-             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'pydantic', 'anyio'))\n"
-             "print('HEAVY', heavy, file=sys.stderr)\n")
+    probe = (
+        "import sys\nfrom chkd.client.cli import main\n"
+        "for argv in (['hook', 'post-tool-use'], ['mcp', 'install', '--print']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'pydantic', 'anyio'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
     env = {**os.environ, "CHKD_HOME": str(tmp_path / "home"), "CHKD_WORKER_ID": "w1", "CHKD_NO_AUTOSTART": "1"}
-    proc = subprocess.run([sys.executable, "-P", "-c", probe], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, input="{}", timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        input="{}",
+        timeout=30,
+    )
     assert "HEAVY []" in proc.stderr, proc.stderr

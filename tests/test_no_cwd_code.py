@@ -22,10 +22,12 @@ DEMO = str(BIN / "chkd-demo-agent")
 
 def _trap_package(marker: Path) -> str:
     """A `chkd/__init__.py` that leaves a mark when imported, and otherwise looks like chkd."""
-    return (f"import os, sys\n"
-            f"with open({str(marker)!r}, 'a') as fh:\n"
-            f"    fh.write(f'{{os.getpid()}} {{sys.argv!r}}\\n')\n"
-            f"__version__ = '0.0.0+trap'\n")
+    return (
+        f"import os, sys\n"
+        f"with open({str(marker)!r}, 'a') as fh:\n"
+        f"    fh.write(f'{{os.getpid()}} {{sys.argv!r}}\\n')\n"
+        f"__version__ = '0.0.0+trap'\n"
+    )
 
 
 @pytest.fixture
@@ -46,12 +48,19 @@ def test_a_chkd_folder_in_the_repository_is_never_imported(tmp_path: Path, autos
     marker = tmp_path / "imported-from-cwd"
     repo = make_repo(tmp_path / "proj", {"README.md": "# trap\n", "chkd/__init__.py": _trap_package(marker)})
 
-    res = autostarted.ctl("spawn", "T1", "--title", "Trap", "--cmd", f"{DEMO} --steps 1 --step-s 0",
-                          cwd=repo, env={"CHKD_NO_AUTOSTART": "0"})
+    res = autostarted.ctl(
+        "spawn",
+        "T1",
+        "--title",
+        "Trap",
+        "--cmd",
+        f"{DEMO} --steps 1 --step-s 0",
+        cwd=repo,
+        env={"CHKD_NO_AUTOSTART": "0"},
+    )
     assert res.code == 0, res
     client = autostarted.client()
-    wait_for(lambda: client.call(WorkerShow(worker="w1")).worker.status == "done",
-             20, what="the worker to finish")
+    wait_for(lambda: client.call(WorkerShow(worker="w1")).worker.status == "done", 20, what="the worker to finish")
 
     assert daemonctl.is_running(autostarted.paths)
     assert not marker.exists(), f"the repository's chkd/ was imported: {marker.read_text()}"

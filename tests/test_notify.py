@@ -17,8 +17,10 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 def config(out: Path, enabled: bool) -> str:
     script = f"import sys; open({str(out)!r}, 'a').write(sys.stdin.read().strip() + chr(10))"
-    return (f"heartbeat_s = 0.5\nheartbeat_timeout_s = 3\nstall_timeout_s = 30\nnotify = {str(enabled).lower()}\n"
-            f"notify_cmd = ['{sys.executable}', '-c', \"{script}\"]\n")
+    return (
+        f"heartbeat_s = 0.5\nheartbeat_timeout_s = 3\nstall_timeout_s = 30\nnotify = {str(enabled).lower()}\n"
+        f"notify_cmd = ['{sys.executable}', '-c', \"{script}\"]\n"
+    )
 
 
 def received(out: Path) -> list[dict]:
@@ -33,7 +35,9 @@ def run_done_and_dead(daemon: Daemon, tmp_path: Path) -> tuple[str, str]:
     daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))))
     daemon.call(TaskAdd(title="quick", repo="proj", id="N-1"))
     daemon.call(TaskAdd(title="doomed", repo="proj", id="N-2"))
-    ok = daemon.call(Spawn(repo="proj", task_id="N-1", cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.1"])).worker
+    ok = daemon.call(
+        Spawn(repo="proj", task_id="N-1", cmd=["chkd-demo-agent", "--steps", "1", "--step-s", "0.1"])
+    ).worker
     doomed = daemon.call(Spawn(repo="proj", task_id="N-2", cmd=SLEEPER)).worker
     show = lambda wid: daemon.call(WorkerShow(worker=wid)).worker  # noqa: E731
     wait_for(lambda: show(ok.id).status == "done", 20, what="the quick worker to be done")
@@ -92,8 +96,11 @@ class TestEscalation:
         daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))))
         daemon.call(TaskAdd(title="one shot", repo="proj", id="E-1", max_attempts=1))
         daemon.call(Spawn(repo="proj", task_id="E-1", cmd=["sh", "-c", "sleep 0.5; kill -9 $PPID; sleep 60"]))
-        wait_for(lambda: {e["kind"] for e in received(out)} >= {"worker.status", "task.escalated"}, 15,
-                 what="dead and escalation notifications")
+        wait_for(
+            lambda: {e["kind"] for e in received(out)} >= {"worker.status", "task.escalated"},
+            15,
+            what="dead and escalation notifications",
+        )
         got = received(out)
         esc = [e for e in got if e["kind"] == "task.escalated"]
         assert len(esc) == 1 and esc[0]["task_id"] == "E-1" and esc[0]["data"]["attempts"] == 1

@@ -45,8 +45,14 @@ def test_a_task_ticked_done_is_not_a_worker_done() -> None:
 
 def test_repeats_of_the_same_event_are_picked_once() -> None:
     n = notify.Notifier()
-    first = n.pick([ev(1, to("dead")), ev(2, events.TaskAdded(title="t")),
-                    ev(3, to("dead")), ev(4, events.MergeConflicted(merge_id=1, files=[]))])
+    first = n.pick(
+        [
+            ev(1, to("dead")),
+            ev(2, events.TaskAdded(title="t")),
+            ev(3, to("dead")),
+            ev(4, events.MergeConflicted(merge_id=1, files=[])),
+        ]
+    )
     assert [(c, e.seq) for c, e in first] == [("dead", 1), ("conflict", 4)]
     assert n.cursor == 4
     # the same kind for another worker, or another kind for the same worker, is new

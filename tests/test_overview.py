@@ -7,7 +7,11 @@ from pathlib import Path
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Heartbeat, Overview, OverviewResult, RepoAdd, RepoResult, Spawn, TaskAdd, WorkerResult,
+    Heartbeat,
+    Overview,
+    RepoAdd,
+    Spawn,
+    TaskAdd,
 )
 
 from conftest import Daemon, make_repo

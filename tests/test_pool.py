@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_merge import CONFIG, add_repo, commit_on_main, events, worker
 
 from chkd.daemon import worktrees
 from chkd.protocol.messages import RepoList, Spawn, TaskAdd
 
 from conftest import Daemon, git, make_repo, wait_for
-from test_merge import CONFIG, add_repo, commit_on_main, events, worker
 
 #: Counts its runs in a file outside the repository, so a test can tell setup ran and where.
 SETUP = "import os, sys; open(sys.argv[1], 'a').write(os.getcwd() + '\\n'); open('.ready', 'w').write('1')"
@@ -33,8 +33,17 @@ def pooled_repo(daemon: Daemon, tmp_path: Path, size: int = 1) -> tuple[Path, Pa
     repo = make_repo(tmp_path / "proj", {"README.md": "x\n", ".gitignore": ".ready\n", "deps.txt": "a==1\n"})
     runs = tmp_path / "setup-runs.txt"
     add_repo(daemon, repo)
-    res = daemon.ctl("repo", "edit", "proj", "--setup-cmd", shlex.join([sys.executable, "-c", SETUP, str(runs)]),
-                     "--setup-input", "deps.txt", "--pool-size", str(size))
+    res = daemon.ctl(
+        "repo",
+        "edit",
+        "proj",
+        "--setup-cmd",
+        shlex.join([sys.executable, "-c", SETUP, str(runs)]),
+        "--setup-input",
+        "deps.txt",
+        "--pool-size",
+        str(size),
+    )
     assert res.code == 0, res
     return repo, runs
 
@@ -77,7 +86,7 @@ def test_a_pooled_worktree_is_brought_to_the_new_tip(daemon: Daemon, tmp_path: P
     wait_for(lambda: pool_ready(daemon) == 1, 20, what="the refill")
     commit_on_main(repo, {"deps.txt": "a==2\n"})
     w2 = spawn(daemon, repo, "after the inputs changed")
-    assert len([e for e in events(daemon, "pool.taken")]) == 2
+    assert len(list(events(daemon, "pool.taken"))) == 2
     assert w2.worktree in runs.read_text().splitlines()  # set up again where the worker works
 
 
@@ -99,7 +108,7 @@ def test_a_kill_9_mid_refill_leaves_nothing_unaccounted(daemon: Daemon, tmp_path
 def test_a_warm_worktree_deleted_by_hand_falls_back_to_a_fresh_checkout(daemon: Daemon, tmp_path: Path) -> None:
     import shutil
 
-    repo, runs = pooled_repo(daemon, tmp_path)
+    repo, _runs = pooled_repo(daemon, tmp_path)
     wait_for(lambda: pool_ready(daemon) == 1, 20, what="a warm worktree")
     [warm] = [e.data.path for e in events(daemon, "pool.ready")]
     shutil.rmtree(warm)

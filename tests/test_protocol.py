@@ -57,8 +57,12 @@ def test_paths_with_home(tmp_path: Path) -> None:
 
 
 def test_paths_follow_xdg(tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "rt"), "XDG_STATE_HOME": str(tmp_path / "st"),
-           "XDG_CONFIG_HOME": str(tmp_path / "cf")}
+    env = {
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path / "rt"),
+        "XDG_STATE_HOME": str(tmp_path / "st"),
+        "XDG_CONFIG_HOME": str(tmp_path / "cf"),
+    }
     p = resolve(env=env)
     assert p.run == tmp_path / "rt" / "chkd"
     assert p.state == tmp_path / "st" / "chkd"

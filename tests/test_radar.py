@@ -61,8 +61,11 @@ def test_scan_finds_shared_files_and_predicts_conflicts(tmp_path: Path) -> None:
     wb = _wt(repo, "B", {"a.txt": "1\nB\n3\n"}, commit=False)  # uncommitted edits count
     wc = _wt(repo, "C", {"c.txt": "cC\n"}, commit=False)
     index_before = (repo / ".git" / "worktrees" / "wt-B" / "index").read_bytes()
-    refs = [radar.WorkerRef("w1", str(wa), "chkd/A"), radar.WorkerRef("w2", str(wb), "chkd/B"),
-            radar.WorkerRef("w3", str(wc), "chkd/C")]
+    refs = [
+        radar.WorkerRef("w1", str(wa), "chkd/A"),
+        radar.WorkerRef("w2", str(wb), "chkd/B"),
+        radar.WorkerRef("w3", str(wc), "chkd/C"),
+    ]
     found = radar.scan("p", str(repo), "main", refs)
     assert found == [Overlap(repo="p", a="w1", b="w2", files=["a.txt"], conflict=True, conflict_files=["a.txt"])]
     assert (repo / ".git" / "worktrees" / "wt-B" / "index").read_bytes() == index_before  # the agent's index
@@ -103,8 +106,11 @@ def test_news_reports_new_pairs_files_and_conflicts_only() -> None:
 
 
 def test_pairs_are_ordered_by_worker_number() -> None:
-    sides = [radar.Side("w10", "c", frozenset({"f"})), radar.Side("w2", "c", frozenset({"f"})),
-             radar.Side("w3", "c", frozenset({"g"}))]
+    sides = [
+        radar.Side("w10", "c", frozenset({"f"})),
+        radar.Side("w2", "c", frozenset({"f"})),
+        radar.Side("w3", "c", frozenset({"g"})),
+    ]
     assert [(a.worker_id, b.worker_id) for a, b in radar.pairs_sharing_files(sides)] == [("w2", "w10")]
 
 

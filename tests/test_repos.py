@@ -18,16 +18,30 @@ def test_add_detects_the_main_branch_and_lists(daemon: Daemon, make_git_repo) ->
     assert res.out.strip() == f"Added repository svc: {trunk.resolve()} (main branch trunk)."
     other = make_git_repo("web")
     git(other, "branch", "release")
-    res = daemon.ctl("repo", "add", ".", "--name", "frontend", "--main-branch", "release",
-                     "--test-cmd", "pytest -q 'tests/a b'", cwd=other)
+    res = daemon.ctl(
+        "repo",
+        "add",
+        ".",
+        "--name",
+        "frontend",
+        "--main-branch",
+        "release",
+        "--test-cmd",
+        "pytest -q 'tests/a b'",
+        cwd=other,
+    )
     assert res.code == 0, res
     listed = daemon.ctl("repo", "list", "--json").json()
     assert [(r["name"], r["main_branch"], r.get("test_cmd")) for r in listed] == [
-        ("frontend", "release", ["pytest", "-q", "tests/a b"]), ("svc", "trunk", None)]
+        ("frontend", "release", ["pytest", "-q", "tests/a b"]),
+        ("svc", "trunk", None),
+    ]
     text = daemon.ctl("repo", "list").out.splitlines()
     assert text[0].split() == ["NAME", "MAIN", "TASKS", "LIVE", "ADDED", "TEST", "PATH"]
     again = daemon.ctl("repo", "add", str(trunk))
-    assert again.code == 0 and again.out.strip() == f"{trunk.resolve()} is already registered as svc (main branch trunk)."
+    assert (
+        again.code == 0 and again.out.strip() == f"{trunk.resolve()} is already registered as svc (main branch trunk)."
+    )
     assert len(daemon.ctl("repo", "list", "--json").json()) == 2
 
 
@@ -72,7 +86,8 @@ def test_rm_forgets_the_repository_and_its_tasks(daemon: Daemon, repo: Path) -> 
     daemon.ctl("task", "add", "a task", cwd=repo)
     res = daemon.ctl("repo", "rm", "proj")
     assert res.code == 0 and res.out.strip() == (
-        "Removed repository 'proj' from chkd; its files and branches are untouched.")
+        "Removed repository 'proj' from chkd; its files and branches are untouched."
+    )
     assert daemon.ctl("repo", "list", "--json").json() == []
     assert (repo / "README.md").exists()
     gone = daemon.ctl("repo", "rm", "proj")
@@ -85,12 +100,15 @@ def test_rm_forgets_the_repository_and_its_tasks(daemon: Daemon, repo: Path) -> 
 def test_rm_is_refused_while_a_worker_lives(daemon: Daemon, repo: Path) -> None:
     assert daemon.ctl("repo", "add", str(repo)).code == 0
     # a real live worker (an agent that only sleeps), made through the daemon like any other
-    w = daemon.call(Spawn(repo="proj", task_id="T-1", title="sleeps", cmd=[sys.executable, "-c",
-                                                                          "import time; time.sleep(60)"])).worker
+    w = daemon.call(
+        Spawn(repo="proj", task_id="T-1", title="sleeps", cmd=[sys.executable, "-c", "import time; time.sleep(60)"])
+    ).worker
     res = daemon.ctl("repo", "rm", "proj")
     assert res.code == 1
-    assert res.err.splitlines() == ["chkdctl: The repository 'proj' has 1 live worker(s).",
-                                    "  hint: Abort them first (`chkdctl abort --all --repo NAME`)."]
+    assert res.err.splitlines() == [
+        "chkdctl: The repository 'proj' has 1 live worker(s).",
+        "  hint: Abort them first (`chkdctl abort --all --repo NAME`).",
+    ]
     assert [r["name"] for r in daemon.ctl("repo", "list", "--json").json()] == ["proj"]
     daemon.call(Abort(worker=w.id))
     wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "aborted", 20, what="the abort")

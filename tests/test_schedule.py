@@ -55,28 +55,52 @@ def test_budget_levels_warn_at_80_percent_and_stop_at_100() -> None:
     assert budget.level(10.0, 10) == 2
     assert budget.level(12.0, 10) == 2
     sentence = budget.used_up_sentence("global", 10.03, 10)
-    assert "$10.00" in sentence and "chkdctl resume --all --over-budget" in sentence and "budget_usd_per_day" in sentence
+    assert (
+        "$10.00" in sentence and "chkdctl resume --all --over-budget" in sentence and "budget_usd_per_day" in sentence
+    )
     assert sentence.count(".") >= 1 and "\n" not in sentence
 
 
 def test_budget_notifications_are_sent_once_per_day_and_usage_limits_once_per_reset() -> None:
     def warned(seq: int, day: str) -> Event:
-        return event_of(ev.BudgetWarned(scope="global", day=day, spent_usd=8, budget_usd=10, percent=80,
-                                        message="80 % used"), seq=seq, at=1)
+        return event_of(
+            ev.BudgetWarned(scope="global", day=day, spent_usd=8, budget_usd=10, percent=80, message="80 % used"),
+            seq=seq,
+            at=1,
+        )
 
     def exceeded(seq: int, day: str) -> Event:
-        return event_of(ev.BudgetExceeded(scope="global", day=day, spent_usd=10, budget_usd=10, percent=100,
-                                          message="used up"), seq=seq, at=1)
+        return event_of(
+            ev.BudgetExceeded(scope="global", day=day, spent_usd=10, budget_usd=10, percent=100, message="used up"),
+            seq=seq,
+            at=1,
+        )
 
     def wait(seq: int, until: int, message: str = "waits") -> Event:
-        return event_of(ev.LimitWaitStarted(profile="claude", until=until, tasks=3, reason="usage limit",
-                                            message=message), seq=seq, at=1)
+        return event_of(
+            ev.LimitWaitStarted(profile="claude", until=until, tasks=3, reason="usage limit", message=message),
+            seq=seq,
+            at=1,
+        )
 
     n = notify.Notifier()
-    picked = n.pick([warned(1, "2026-12-03"), exceeded(2, "2026-12-03"), exceeded(3, "2026-12-03"),
-                     exceeded(4, "2026-12-04"), wait(5, 1000, "Claude usage limit: 3 tasks wait until 19:00."),
-                     wait(6, 1000), wait(7, 2000)])
-    assert [(c, e.seq) for c, e in picked] == [("budget_warning", 1), ("budget", 2), ("budget", 4),
-                                                ("usage_limit", 5), ("usage_limit", 7)]
+    picked = n.pick(
+        [
+            warned(1, "2026-12-03"),
+            exceeded(2, "2026-12-03"),
+            exceeded(3, "2026-12-03"),
+            exceeded(4, "2026-12-04"),
+            wait(5, 1000, "Claude usage limit: 3 tasks wait until 19:00."),
+            wait(6, 1000),
+            wait(7, 2000),
+        ]
+    )
+    assert [(c, e.seq) for c, e in picked] == [
+        ("budget_warning", 1),
+        ("budget", 2),
+        ("budget", 4),
+        ("usage_limit", 5),
+        ("usage_limit", 7),
+    ]
     title, body = notify.text("usage_limit", picked[3][1])
     assert title == "chkd: usage limit" and body == "Claude usage limit: 3 tasks wait until 19:00."

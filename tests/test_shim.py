@@ -30,7 +30,7 @@ def alive(pid: int) -> bool:
         data = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return False
-    return data[data.rindex(b")") + 2:].split()[0] != b"Z"
+    return data[data.rindex(b")") + 2 :].split()[0] != b"Z"
 
 
 @pytest.mark.timeout(60)

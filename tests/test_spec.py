@@ -74,12 +74,24 @@ def test_title_and_areas(doc: spec.Spec) -> None:
     assert doc.areas["SD"] == "Site Design"
 
 
-@pytest.mark.parametrize("name, code", [
-    ("Site Design", "SD"), ("Frontend", "FE"), ("Backend", "BE"), ("Future Areas", "FUT"),
-    ("Reference", "REF"), ("Skills", "SKL"), ("Overview", "OV"), ("Data Model", "DM"),
-    ("Developer Experience And Tooling", "DEA"), ("Billing", "B"), ("2. Site Design", "SD"),
-    ("Billing Engine (BIL)", "BIL"), ("frontend", "FE"),
-])
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("Site Design", "SD"),
+        ("Frontend", "FE"),
+        ("Backend", "BE"),
+        ("Future Areas", "FUT"),
+        ("Reference", "REF"),
+        ("Skills", "SKL"),
+        ("Overview", "OV"),
+        ("Data Model", "DM"),
+        ("Developer Experience And Tooling", "DEA"),
+        ("Billing", "B"),
+        ("2. Site Design", "SD"),
+        ("Billing Engine (BIL)", "BIL"),
+        ("frontend", "FE"),
+    ],
+)
 def test_area_codes(name: str, code: str) -> None:
     assert spec.area_code(name) == code
 
@@ -179,7 +191,10 @@ def test_ids_are_stable_when_parsed_twice() -> None:
 def test_plain_markdown_checklist_without_areas() -> None:
     doc = spec.parse("- [ ] buy milk\n- [x] call Bob #phone\n* [ ] star bullets work too\n")
     assert [(i.id, i.title, i.state) for i in doc.items] == [
-        ("T.1", "buy milk", "pending"), ("T.2", "call Bob", "done"), ("T.3", "star bullets work too", "pending")]
+        ("T.1", "buy milk", "pending"),
+        ("T.2", "call Bob", "done"),
+        ("T.3", "star bullets work too", "pending"),
+    ]
     assert doc.title is None and not doc.problems
 
 
@@ -195,11 +210,31 @@ def test_parser_never_raises_and_ids_are_unique() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    pieces = st.sampled_from([
-        "# T", "## Site Design", "## Odd Area", "### Phase", "- [ ] **SD.1 a**", "- [x] b #t", "- [~] [P1] c",
-        "- [!] **SD.2**", "- [-] d - e", "- ✓ f", "  - [ ] sub", "> story", "**Testing:**", "```", "", "prose",
-        "- [?] g", "- [ ] [P7] h", "- [ ]", "* [X] **SD.1 dup**", "\t- [ ] tab",
-    ])
+    pieces = st.sampled_from(
+        [
+            "# T",
+            "## Site Design",
+            "## Odd Area",
+            "### Phase",
+            "- [ ] **SD.1 a**",
+            "- [x] b #t",
+            "- [~] [P1] c",
+            "- [!] **SD.2**",
+            "- [-] d - e",
+            "- ✓ f",
+            "  - [ ] sub",
+            "> story",
+            "**Testing:**",
+            "```",
+            "",
+            "prose",
+            "- [?] g",
+            "- [ ] [P7] h",
+            "- [ ]",
+            "* [X] **SD.1 dup**",
+            "\t- [ ] tab",
+        ]
+    )
 
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.one_of(pieces, st.text(max_size=30)), max_size=40))

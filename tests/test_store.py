@@ -31,7 +31,9 @@ def test_frozen_v1_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
     store = Store(db)
     assert store.version == SCHEMA_VERSION
     assert store.all("SELECT id, title, status FROM task_queue ORDER BY pk") == [
-        ("SD.1", "Old pending task", "pending"), ("SD.2", "Old done task", "done")]
+        ("SD.1", "Old pending task", "pending"),
+        ("SD.2", "Old done task", "done"),
+    ]
     assert store.all("SELECT task_pk, depends_on_pk FROM task_deps") == [(1, 2)]
     w = store.dict("SELECT * FROM workers WHERE id='w1'")
     assert w is not None and w["tokens_in"] == 1234 and w["status"] == "merged"

@@ -71,22 +71,26 @@ def test_ids_the_regex_admits_are_accepted_exactly_when_git_accepts_them(outside
         assert not accepted(task_id)
 
 
-@pytest.mark.parametrize(("task_id", "rule"), [
-    ("a..b", "cannot contain '..'"),
-    ("x.lock", "cannot end with '.lock'"),
-    ("a/b.lock/c", "cannot end with '.lock'"),
-    ("-x", "start with a letter or digit"),
-    ("a.", "cannot end with '.'"),
-    ("a b", "only letters, digits"),
-    ("a~b", "only letters, digits"),
-    ("a//b", "empty part"),
-    ("a/.b", "cannot start with '.'"),
-    ("a@{b", "only letters, digits"),
-    ("a/", "cannot end with '/'"),
-    ("HEAD", "'HEAD'"),
-])
-def test_task_add_refuses_an_id_git_cannot_use_naming_the_rule(daemon: Daemon, repo: Path, task_id: str,
-                                                               rule: str) -> None:
+@pytest.mark.parametrize(
+    ("task_id", "rule"),
+    [
+        ("a..b", "cannot contain '..'"),
+        ("x.lock", "cannot end with '.lock'"),
+        ("a/b.lock/c", "cannot end with '.lock'"),
+        ("-x", "start with a letter or digit"),
+        ("a.", "cannot end with '.'"),
+        ("a b", "only letters, digits"),
+        ("a~b", "only letters, digits"),
+        ("a//b", "empty part"),
+        ("a/.b", "cannot start with '.'"),
+        ("a@{b", "only letters, digits"),
+        ("a/", "cannot end with '/'"),
+        ("HEAD", "'HEAD'"),
+    ],
+)
+def test_task_add_refuses_an_id_git_cannot_use_naming_the_rule(
+    daemon: Daemon, repo: Path, task_id: str, rule: str
+) -> None:
     res = daemon.ctl("task", "add", "x", f"--id={task_id}", cwd=repo)
     assert res.code == 1, res
     first = res.err.splitlines()[0]

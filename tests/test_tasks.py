@@ -25,16 +25,42 @@ def test_task_add_inside_an_unknown_repository_registers_it(daemon: Daemon, repo
     assert res.out.strip() == "Added T-1 (P2, ready) in proj: Write the README"
     listed = daemon.ctl("--json", "repo", "list")
     assert [(r["name"], r["path"], r["main_branch"], r["tasks"]) for r in listed.json()] == [
-        ("proj", str(repo.resolve()), "main", 1)]
+        ("proj", str(repo.resolve()), "main", 1)
+    ]
     # from a subdirectory too, and with every flag
     (repo / "src").mkdir()
-    res = daemon.ctl("task", "add", "Parser", "--id", "SD.13", "--priority", "P1", "--after", "T-1",
-                     "--tag", "core", "--tag", "parser", "--description", "Parse it.", "--max-attempts", "5",
-                     "--json", cwd=repo / "src")
+    res = daemon.ctl(
+        "task",
+        "add",
+        "Parser",
+        "--id",
+        "SD.13",
+        "--priority",
+        "P1",
+        "--after",
+        "T-1",
+        "--tag",
+        "core",
+        "--tag",
+        "parser",
+        "--description",
+        "Parse it.",
+        "--max-attempts",
+        "5",
+        "--json",
+        cwd=repo / "src",
+    )
     assert res.code == 0, res
     t = res.json()
     assert (t["id"], t["priority"], t["depends_on"], t["tags"], t["description"], t["max_attempts"], t["ready"]) == (
-        "SD.13", 1, ["T-1"], ["core", "parser"], "Parse it.", 5, False)
+        "SD.13",
+        1,
+        ["T-1"],
+        ["core", "parser"],
+        "Parse it.",
+        5,
+        False,
+    )
     assert daemon.ctl("task", "add", "bare number", "-p", "0", "--json", cwd=repo).json()["priority"] == 0
 
 
@@ -74,13 +100,30 @@ def test_list_all_repos(daemon: Daemon, make_git_repo) -> None:  # type: ignore[
 def test_show_edit_and_history(daemon: Daemon, repo: Path) -> None:
     daemon.ctl("task", "add", "dep", "--id", "A", cwd=repo)
     daemon.ctl("task", "add", "main thing", "--id", "B", "--after", "A", cwd=repo)
-    res = daemon.ctl("task", "edit", "B", "--title", "renamed", "--priority", "P0", "--tag", "x",
-                     "--description", "more words", cwd=repo)
+    res = daemon.ctl(
+        "task",
+        "edit",
+        "B",
+        "--title",
+        "renamed",
+        "--priority",
+        "P0",
+        "--tag",
+        "x",
+        "--description",
+        "more words",
+        cwd=repo,
+    )
     assert res.code == 0 and res.out.strip() == "Edited B (P0, waiting) in proj: renamed", res
     shown = daemon.ctl("task", "show", "B", "--json", cwd=repo).json()
     t = shown["task"]
     assert (t["title"], t["priority"], t["tags"], t["description"], t["depends_on"]) == (
-        "renamed", 0, ["x"], "more words", ["A"])
+        "renamed",
+        0,
+        ["x"],
+        "more words",
+        ["A"],
+    )
     assert [e["kind"] for e in shown["history"]] == ["task.added", "task.edited"]
     assert shown["history"][1]["data"]["fields"] == ["description", "priority", "tags", "title"]
     assert daemon.ctl("task", "show", "A", "--json", cwd=repo).json()["task"]["dependants"] == ["B"]
@@ -111,8 +154,15 @@ def test_cancel_retry_hold_release(daemon: Daemon, repo: Path) -> None:
     bad = daemon.ctl("task", "retry", "X", cwd=repo)
     assert bad.code == 1 and "only a failed or cancelled task can be retried" in bad.err
     kinds = [e["kind"] for e in daemon.ctl("task", "show", "X", "--json", cwd=repo).json()["history"]]
-    assert kinds == ["task.added", "task.held", "task.released", "task.claimed", "task.status", "task.status",
-                     "task.status"]
+    assert kinds == [
+        "task.added",
+        "task.held",
+        "task.released",
+        "task.claimed",
+        "task.status",
+        "task.status",
+        "task.status",
+    ]
 
 
 def test_dependencies_and_cycles(daemon: Daemon, repo: Path) -> None:
@@ -154,7 +204,10 @@ def test_claim_respects_priority_and_dependencies(daemon: Daemon, repo: Path) ->
     c.call(TaskAdd(title="untagged", id="ut", repo="proj", priority=0))
     res = daemon.ctl("--json", "task", "claim", "--tag", "web", "--worker", "peer-5", cwd=repo)
     assert res.code == 0 and (res.json()["id"], res.json()["claimed_by"], res.json()["status"]) == (
-        "tg", "peer-5", "claimed")
+        "tg",
+        "peer-5",
+        "claimed",
+    )
 
 
 def test_bad_input_is_a_clear_error_and_changes_nothing(daemon: Daemon, repo: Path, tmp_path: Path) -> None:
@@ -186,7 +239,8 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(daemon: Daemon, repo: Pa
 
 
 def test_commands_find_the_repository_from_a_worktree_or_outside_any_repo(
-        daemon: Daemon, repo: Path, tmp_path: Path) -> None:
+    daemon: Daemon, repo: Path, tmp_path: Path
+) -> None:
     daemon.ctl("task", "add", "x", cwd=repo)
     worktree = tmp_path / "proj-wt"
     git(repo, "worktree", "add", "-q", "-b", "side", str(worktree))
@@ -206,7 +260,12 @@ def test_claim_over_the_protocol_marks_and_events(daemon: Daemon, repo: Path) ->
     c.call(DepAdd(task="two", depends_on="one", repo="proj"))
     claimed = c.call(Claim(repo=str(repo / "README.md"), worker="peer-1")).task
     assert (claimed.id, claimed.status, claimed.claimed_by, claimed.dependants, claimed.ready) == (
-        "one", "claimed", "peer-1", ["two"], False)
+        "one",
+        "claimed",
+        "peer-1",
+        ["two"],
+        False,
+    )
     listed = c.call(TaskList(repo="proj", status="claimed")).tasks
     assert [t.id for t in listed] == ["one"]
     shown = daemon.ctl("task", "show", "one", "--json", cwd=repo).json()["history"]

@@ -42,8 +42,15 @@ def test_eight_processes_claim_2000_tasks_exactly_once(daemon: Daemon, repo: Pat
     lines = ["## Load"] + [f"- [ ] [P{i % 5}] **L.{i} task {i}**" for i in range(1, 2001)]
     report = c.call(TaskImport(text="\n".join(lines), repo="proj"))
     assert len(report.new) == 2000
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(daemon.home), str(repo)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(daemon.home), str(repo)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=100)

@@ -30,19 +30,35 @@ def test_long_chain_does_not_recurse() -> None:
     assert path is not None and len(path) == 5002
 
 
-@pytest.mark.parametrize("old, new, ok", [
-    ("pending", "claimed", True), ("claimed", "in_progress", True), ("in_progress", "review", True),
-    ("review", "done", True), ("review", "in_progress", True), ("in_progress", "cancelled", True),
-    ("claimed", "pending", True), ("failed", "pending", True), ("cancelled", "pending", True),
-    ("done", "pending", False), ("done", "cancelled", False), ("pending", "review", False),
-    ("cancelled", "done", False), ("review", "review", True),
-])
+@pytest.mark.parametrize(
+    "old, new, ok",
+    [
+        ("pending", "claimed", True),
+        ("claimed", "in_progress", True),
+        ("in_progress", "review", True),
+        ("review", "done", True),
+        ("review", "in_progress", True),
+        ("in_progress", "cancelled", True),
+        ("claimed", "pending", True),
+        ("failed", "pending", True),
+        ("cancelled", "pending", True),
+        ("done", "pending", False),
+        ("done", "cancelled", False),
+        ("pending", "review", False),
+        ("cancelled", "done", False),
+        ("review", "review", True),
+    ],
+)
 def test_transitions(old: str, new: str, ok: bool) -> None:
     assert g.can_transition(old, new) is ok
 
 
 def test_list_order_ready_first_then_priority_then_age() -> None:
-    rows = [("old-p2", False, 2, 1, 1), ("ready-p3", True, 3, 5, 2), ("ready-p1-new", True, 1, 9, 3),
-            ("ready-p1-old", True, 1, 2, 4)]
+    rows = [
+        ("old-p2", False, 2, 1, 1),
+        ("ready-p3", True, 3, 5, 2),
+        ("ready-p1-new", True, 1, 9, 3),
+        ("ready-p1-old", True, 1, 2, 4),
+    ]
     rows.sort(key=lambda r: g.list_order_key(*r[1:]))
     assert [r[0] for r in rows] == ["ready-p1-old", "ready-p1-new", "ready-p3", "old-p2"]

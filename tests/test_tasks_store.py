@@ -48,9 +48,12 @@ def test_create_generates_ids_and_validates(ctx: Ctx, repo: dict[str, Any]) -> N
     assert (info.depends_on, info.tags, info.ready, info.repo) == (["T-1"], ["ui", "api"], False, "r")
     assert taskqueue.task_info(ctx, a).dependants == ["T-3"]
     for kwargs, words in [
-        ({"title": " "}, "title is empty"), ({"title": "x", "priority": 9}, "P9"),
-        ({"title": "x", "id": "T-1"}, "already has a task 'T-1'"), ({"title": "x", "after": ["nope"]}, "'nope'"),
-        ({"title": "x", "id": "has space"}, "not a valid task id"), ({"title": "x", "max_attempts": 0}, "at least 1"),
+        ({"title": " "}, "title is empty"),
+        ({"title": "x", "priority": 9}, "P9"),
+        ({"title": "x", "id": "T-1"}, "already has a task 'T-1'"),
+        ({"title": "x", "after": ["nope"]}, "'nope'"),
+        ({"title": "x", "id": "has space"}, "not a valid task id"),
+        ({"title": "x", "max_attempts": 0}, "at least 1"),
     ]:
         with pytest.raises(ChkdError) as err, ctx.store.tx():
             taskqueue.create_task(ctx, repo, **kwargs)
@@ -102,8 +105,9 @@ def test_transitions_are_checked_and_evented(ctx: Ctx, repo: dict[str, Any]) -> 
     with pytest.raises(ChkdError) as err, ctx.store.tx():
         taskqueue.set_task_status(ctx, t, "review")
     assert err.value.code == "conflict" and "cannot become review" in err.value.message
-    data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.status'"),
-                                  type=TaskStatusChanged)
+    data = msgspec.msgpack.decode(
+        ctx.store.scalar("SELECT data FROM events WHERE kind='task.status'"), type=TaskStatusChanged
+    )
     assert data == TaskStatusChanged(from_="pending", to="cancelled", note="not needed")
 
 
@@ -121,8 +125,9 @@ def test_requeue_until_max_attempts_then_failed_and_escalated(ctx: Ctx, repo: di
     row = taskqueue.find_task(ctx, repo["id"], "F")
     assert (row["status"], row["attempts"]) == ("failed", 2)  # type: ignore[index]
     assert kinds(ctx)[-3:] == ["task.claimed", "task.failed", "task.escalated"]
-    data = msgspec.msgpack.decode(ctx.store.scalar("SELECT data FROM events WHERE kind='task.escalated'"),
-                                  type=TaskEscalated)
+    data = msgspec.msgpack.decode(
+        ctx.store.scalar("SELECT data FROM events WHERE kind='task.escalated'"), type=TaskEscalated
+    )
     assert data == TaskEscalated(reason="worker w2 died", attempts=2)
 
 

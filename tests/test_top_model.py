@@ -99,8 +99,18 @@ def test_header_shows_budget_usage_limits_and_the_autopilot_from_their_events() 
     assert "autopilot" not in b.header() and "usage-limit" not in b.header()
     b.apply(ev(1, "agent.usage_limit", profile="claude", resets_at=2**50))
     b.apply(ev(2, "autopilot.started", workers=3, merge="auto"))
-    b.apply(ev(3, "budget.warning", scope="global", day="2026-12-03", spent_usd=8.0, budget_usd=10.0, percent=80.0,
-               message="80 % of the daily budget ($10.00) is used ($8.00 today)."))
+    b.apply(
+        ev(
+            3,
+            "budget.warning",
+            scope="global",
+            day="2026-12-03",
+            spent_usd=8.0,
+            budget_usd=10.0,
+            percent=80.0,
+            message="80 % of the daily budget ($10.00) is used ($8.00 today).",
+        )
+    )
     line = b.header(now_ms=2**49)
     assert "of $10.00" in line and "1 usage-limit wait" in line and "autopilot on" in line
     assert "usage-limit" not in b.header(now_ms=2**50 + 1)  # the limit has reset

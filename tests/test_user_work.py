@@ -84,7 +84,7 @@ def branches(repo: Path) -> set[str]:
 def registered(repo: Path) -> set[str]:
     """Every worktree git knows (the directory may be gone)."""
     lines = git(repo, "worktree", "list", "--porcelain").splitlines()
-    return {ln[len("worktree "):] for ln in lines if ln.startswith("worktree ")}
+    return {ln[len("worktree ") :] for ln in lines if ln.startswith("worktree ")}
 
 
 def exclude(repo: Path, *patterns: str) -> None:
@@ -125,10 +125,12 @@ def test_a_merge_touching_a_dirty_tracked_file_is_refused_and_the_file_unchanged
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("brought", "users"), [("build.log", "build.log"), ("logs/today.txt", "logs")],
-                         ids=["same-path", "parent-path"])
+@pytest.mark.parametrize(
+    ("brought", "users"), [("build.log", "build.log"), ("logs/today.txt", "logs")], ids=["same-path", "parent-path"]
+)
 def test_an_ignored_file_at_a_path_the_merge_brings_is_refused_and_unchanged(
-        daemon: Daemon, proj: Path, brought: str, users: str) -> None:
+    daemon: Daemon, proj: Path, brought: str, users: str
+) -> None:
     w = done_worker(daemon, proj, "T1", "--conflict-file", brought)
     exclude(proj, users)  # a local, ignored file of the user's where the merge brings a tracked one
     mine = b"local build output, not in git\n"
@@ -176,8 +178,7 @@ if not os.path.exists(flag):
 
 
 @pytest.mark.timeout(60)
-def test_a_user_commit_during_the_merge_is_kept_and_the_merge_lands_on_top(
-        daemon: Daemon, tmp_path: Path) -> None:
+def test_a_user_commit_during_the_merge_is_kept_and_the_merge_lands_on_top(daemon: Daemon, tmp_path: Path) -> None:
     proj = make_repo(tmp_path / "proj")
     flag = tmp_path / "user-committed"
     daemon.call(RepoAdd(path=str(proj), test_cmd=[sys.executable, "-c", USER_COMMITS, str(flag), str(proj)]))
@@ -286,10 +287,22 @@ def restore_error(daemon: Daemon, proj: Path, ref: str, branch: str | None) -> C
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("ref", ["refs/heads/main", "refs/tags/v1", "refs/chkd/attic/w1/x", "refs/chkd/attic/",
-                                 "heads/main", "attic/../heads/main", "-x", "refs/chkd/other/w1"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "refs/heads/main",
+        "refs/tags/v1",
+        "refs/chkd/attic/w1/x",
+        "refs/chkd/attic/",
+        "heads/main",
+        "attic/../heads/main",
+        "-x",
+        "refs/chkd/other/w1",
+    ],
+)
 def test_attic_restore_refuses_anything_but_chkds_attic_entries(
-        daemon: Daemon, proj: Path, attic: tuple[str, str], ref: str) -> None:
+    daemon: Daemon, proj: Path, attic: tuple[str, str], ref: str
+) -> None:
     git(proj, "tag", "v1")
     before = refs(proj)
     err = restore_error(daemon, proj, ref, "oops")
@@ -302,16 +315,20 @@ def test_attic_restore_refuses_anything_but_chkds_attic_entries(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("branch", "code", "words"), [
-    ("main", "conflict", "main"),
-    ("chkd/R", "conflict", "chkd/R"),
-    ("bad..name", "bad_request", "not a valid branch name"),
-    ("-x", "bad_request", "not a valid branch name"),
-    ("x.lock", "bad_request", "not a valid branch name"),
-    ("@{-1}", "bad_request", "not a valid branch name"),
-])
+@pytest.mark.parametrize(
+    ("branch", "code", "words"),
+    [
+        ("main", "conflict", "main"),
+        ("chkd/R", "conflict", "chkd/R"),
+        ("bad..name", "bad_request", "not a valid branch name"),
+        ("-x", "bad_request", "not a valid branch name"),
+        ("x.lock", "bad_request", "not a valid branch name"),
+        ("@{-1}", "bad_request", "not a valid branch name"),
+    ],
+)
 def test_attic_restore_refuses_an_existing_or_invalid_target_branch(
-        daemon: Daemon, proj: Path, attic: tuple[str, str], branch: str, code: str, words: str) -> None:
+    daemon: Daemon, proj: Path, attic: tuple[str, str], branch: str, code: str, words: str
+) -> None:
     wid, _sha = attic
     git(proj, "checkout", "-q", "-b", "side")  # so @{-1} could expand to main
     git(proj, "checkout", "-q", "main")
@@ -327,7 +344,8 @@ def test_attic_restore_refuses_an_existing_or_invalid_target_branch(
 
 @pytest.mark.timeout(60)
 def test_attic_restore_creates_the_branch_and_removes_only_the_attic_ref(
-        daemon: Daemon, proj: Path, attic: tuple[str, str]) -> None:
+    daemon: Daemon, proj: Path, attic: tuple[str, str]
+) -> None:
     wid, sha = attic
     before = refs(proj)
     res = daemon.ctl("attic", "restore", f"attic/{wid}", "--branch", "rescued", cwd=proj)
@@ -340,8 +358,9 @@ def test_attic_restore_creates_the_branch_and_removes_only_the_attic_ref(
 
 
 @pytest.mark.timeout(60)
-def test_attic_restore_picks_a_free_default_name_and_says_so(daemon: Daemon, proj: Path,
-                                                             attic: tuple[str, str]) -> None:
+def test_attic_restore_picks_a_free_default_name_and_says_so(
+    daemon: Daemon, proj: Path, attic: tuple[str, str]
+) -> None:
     wid, sha = attic
     git(proj, "branch", "chkd/R")  # the worker's old branch name is taken meanwhile
     users = git(proj, "rev-parse", "chkd/R")

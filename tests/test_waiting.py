@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from chkd.daemon import notify
-from chkd.protocol import tmux
 from chkd.protocol import events as ev
+from chkd.protocol import tmux
 from chkd.protocol.messages import Event, RepoAdd, Spawn, TaskAdd, WorkerShow
 
 from conftest import Daemon, holds, make_repo, wait_for
@@ -67,8 +67,14 @@ def _event(seq: int, to: str, question: str | None = None) -> Event:
 
 def test_waiting_is_notified_once_per_question_in_words() -> None:
     n = notify.Notifier()
-    picked = n.pick([_event(1, "waiting", "Deploy now?"), _event(2, "working"), _event(3, "waiting", "Deploy now?"),
-                     _event(4, "waiting", "Which region?")])
+    picked = n.pick(
+        [
+            _event(1, "waiting", "Deploy now?"),
+            _event(2, "working"),
+            _event(3, "waiting", "Deploy now?"),
+            _event(4, "waiting", "Which region?"),
+        ]
+    )
     assert [ev.seq for _, ev in picked] == [1, 4]
     assert notify.text(*picked[0]) == ("chkd: a worker needs you", "w2 is waiting for you: Deploy now?")
 
@@ -78,7 +84,7 @@ def test_tmux_argv_targets_exactly_and_types_literally() -> None:
     assert tmux.capture(sock, "w1", 5)[:5] == ["tmux", "-S", sock, "-f", "/dev/null"]
     assert "=w1:" in tmux.capture(sock, "w1", 5)  # w1 never matches w12
     keys = tmux.send_keys(sock, "w1", "-rf; Enter")
-    assert keys[keys.index("-l") + 1:keys.index("-l") + 3] == ["--", "-rf; Enter"]  # no key names, no option
+    assert keys[keys.index("-l") + 1 : keys.index("-l") + 3] == ["--", "-rf; Enter"]  # no key names, no option
     assert keys[-1] == "Enter" and ";" in keys
     assert tmux.send_keys(sock, "w1", "y", enter=False)[-1] == "y"
     assert tmux.send_keys(sock, "w1", "")[5:] == ["send-keys", "-t", "=w1:", "Enter"]  # `send W ''`: just Enter

@@ -35,8 +35,11 @@ def show(daemon: Daemon, wid: str) -> Any:
 
 
 def wait_status(daemon: Daemon, wid: str, *statuses: str, timeout: float = 20.0) -> Any:
-    return wait_for(lambda: (w := show(daemon, wid)).status in statuses and w, timeout,
-                    what=f"{wid} to become {'/'.join(statuses)} (log: {_log(daemon, wid)[-600:]!r})")
+    return wait_for(
+        lambda: (w := show(daemon, wid)).status in statuses and w,
+        timeout,
+        what=f"{wid} to become {'/'.join(statuses)} (log: {_log(daemon, wid)[-600:]!r})",
+    )
 
 
 def _log(daemon: Daemon, wid: str) -> str:
@@ -51,7 +54,7 @@ def proc_state(pid: int) -> str | None:
         data = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    return data[data.rindex(b")") + 2:].split()[0].decode()
+    return data[data.rindex(b")") + 2 :].split()[0].decode()
 
 
 def alive(pid: int) -> bool:
@@ -154,8 +157,10 @@ def test_spawn_errors_are_sentences_and_change_nothing(daemon: Daemon, repo: Pat
 
 @pytest.fixture
 def daemon_config() -> str:
-    return ("heartbeat_s = 0.5\nheartbeat_timeout_s = 5\nstall_timeout_s = 60\nabort_grace_s = 1\n"
-            "notify = false\nmax_workers = 3\n")
+    return (
+        "heartbeat_s = 0.5\nheartbeat_timeout_s = 5\nstall_timeout_s = 60\nabort_grace_s = 1\n"
+        "notify = false\nmax_workers = 3\n"
+    )
 
 
 @pytest.mark.timeout(60)
@@ -186,17 +191,22 @@ def test_pause_freezes_the_whole_group_and_resume_continues(daemon: Daemon, repo
     members = wait_for(lambda: len(g := group_pids(pgid)) >= 2 and g, 10, what="the grandchild")
     res = daemon.ctl("pause", "w1", cwd=repo)
     assert res.code == 0 and "🟡 paused" in res.out
-    frozen_group = wait_for(lambda: (g := group_pids(pgid)) and all(proc_state(p) == "T" for p in g) and g, 5,
-                            what="process state T for the whole group")
+    frozen_group = wait_for(
+        lambda: (g := group_pids(pgid)) and all(proc_state(p) == "T" for p in g) and g,
+        5,
+        what="process state T for the whole group",
+    )
     assert running.pid in frozen_group and set(members) <= set(frozen_group) | {p for p in members if not alive(p)}
     paused_at = int(time.time() * 1000)
     # a shim beat processed after the pause: any agent heartbeat sent before the SIGSTOP is in too
     frozen = wait_for(lambda: (x := show(daemon, "w1")).heartbeat_at > paused_at and x, 10, what="a shim beat")
-    later = wait_for(lambda: (x := show(daemon, "w1")).heartbeat_at >= frozen.heartbeat_at + 1000 and x, 10,
-                     what="the shim heartbeating on for a second")  # the shim still proves the processes live
+    later = wait_for(
+        lambda: (x := show(daemon, "w1")).heartbeat_at >= frozen.heartbeat_at + 1000 and x,
+        10,
+        what="the shim heartbeating on for a second",
+    )  # the shim still proves the processes live
     assert later.status == "paused"
-    assert (later.message, later.activity_at, later.tokens_in) == (frozen.message, frozen.activity_at,
-                                                                   frozen.tokens_in)
+    assert (later.message, later.activity_at, later.tokens_in) == (frozen.message, frozen.activity_at, frozen.tokens_in)
     again = daemon.ctl("pause", "w1", cwd=repo)
     assert again.code == 1 and "already paused" in again.err
     res = daemon.ctl("resume", "w1", cwd=repo)
@@ -208,8 +218,13 @@ def test_pause_freezes_the_whole_group_and_resume_continues(daemon: Daemon, repo
 
 @pytest.mark.timeout(60)
 def test_abort_kills_agent_and_grandchild_but_not_a_decoy(daemon: Daemon, repo: Path) -> None:
-    decoy = subprocess.Popen([DEMO, "--hang", "--spawn-child"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             start_new_session=True, env={k: v for k, v in os.environ.items() if k != "CHKD_HOME"})
+    decoy = subprocess.Popen(
+        [DEMO, "--hang", "--spawn-child"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "CHKD_HOME"},
+    )
     try:
         decoy.stdout.readline()
         decoy_child = int(decoy.stdout.readline().split()[-1])
@@ -235,8 +250,10 @@ def test_abort_kills_agent_and_grandchild_but_not_a_decoy(daemon: Daemon, repo: 
 
 @pytest.mark.timeout(60)
 def test_abort_escalates_to_sigkill_after_the_grace_period(daemon: Daemon, repo: Path) -> None:
-    stubborn = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('stubborn', flush=True)\n" \
-               "while True: signal.pause()"
+    stubborn = (
+        "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('stubborn', flush=True)\n"
+        "while True: signal.pause()"
+    )
     spawn(daemon, repo, "S", f"{sys.executable} -c \"{stubborn}\"")
     w = wait_for(lambda: (x := show(daemon, "w1")).pid and x, 10, what="agent pid")
     t0 = time.monotonic()
@@ -300,8 +317,19 @@ def test_worker_status_exit_codes_and_heartbeat(daemon: Daemon, repo: Path) -> N
     env = {"CHKD_WORKER_ID": "w1"}
     res = daemon.ctl("worker-status", cwd=repo, env=env)
     assert (res.code, res.out.strip()) == (0, "working")
-    hb = daemon.ctl("heartbeat", "--message", "thinking", "--tokens-in", "10", "--tokens-out", "5", "--cost",
-                    "0.01", cwd=repo, env=env)
+    hb = daemon.ctl(
+        "heartbeat",
+        "--message",
+        "thinking",
+        "--tokens-in",
+        "10",
+        "--tokens-out",
+        "5",
+        "--cost",
+        "0.01",
+        cwd=repo,
+        env=env,
+    )
     assert hb.code == 0, hb
     hb = daemon.ctl("heartbeat", "--tokens-in", "1", cwd=repo, env=env)
     w = show(daemon, "w1")
@@ -318,9 +346,14 @@ def test_worker_status_exit_codes_and_heartbeat(daemon: Daemon, repo: Path) -> N
 @pytest.mark.timeout(60)
 def test_logs_tail_and_follow(daemon: Daemon, repo: Path) -> None:
     spawn(daemon, repo, "G", f"{DEMO} --steps 3 --step-s 0.3")
-    follow = subprocess.Popen([str(BIN / "chkdctl"), "logs", "w1", "-f"], cwd=repo, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "CHKD_HOME": str(daemon.home), "CHKD_NO_AUTOSTART": "1"})
+    follow = subprocess.Popen(
+        [str(BIN / "chkdctl"), "logs", "w1", "-f"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CHKD_HOME": str(daemon.home), "CHKD_NO_AUTOSTART": "1"},
+    )
     out, err = follow.communicate(timeout=30)  # returns by itself once the worker is done
     assert follow.returncode == 0, err
     assert "step 1/3" in out and "all 3 steps done" in out and "exited with code 0" in out
@@ -376,15 +409,24 @@ def test_daemon_restart_mid_run_workers_keep_working(daemon: Daemon, repo: Path)
         spawn(daemon, repo, t, f"{DEMO} --steps 20 --step-s 0.25")
     wait_for(lambda: all(show(daemon, w).message for w in ("w1", "w2")), 15, what="first heartbeats")
     daemon.kill()
-    wait_for(lambda: all("heartbeat not delivered" in _log(daemon, w) for w in ("w1", "w2")), 15,
-             what="agents working on without a daemon")
+    wait_for(
+        lambda: all("heartbeat not delivered" in _log(daemon, w) for w in ("w1", "w2")),
+        15,
+        what="agents working on without a daemon",
+    )
     daemon.start()
     listed = daemon.call(WorkerList()).workers
-    assert [(w.id, w.status) for w in listed] == [("w1", "working"), ("w2", "working")], \
-        (listed, _log(daemon, "w1")[-500:], [ln for ln in daemon.log_lines() if ln.get("worker") or ln.get("level") != "info"])
+    assert [(w.id, w.status) for w in listed] == [("w1", "working"), ("w2", "working")], (
+        listed,
+        _log(daemon, "w1")[-500:],
+        [ln for ln in daemon.log_lines() if ln.get("worker") or ln.get("level") != "info"],
+    )
     before = {w.id: w.heartbeat_at for w in listed}
-    wait_for(lambda: all(show(daemon, w).heartbeat_at > before[w] for w in before), 10,
-             what="shims heartbeating the restarted daemon")
+    wait_for(
+        lambda: all(show(daemon, w).heartbeat_at > before[w] for w in before),
+        10,
+        what="shims heartbeating the restarted daemon",
+    )
     for wid in ("w1", "w2"):
         assert wait_status(daemon, wid, "done", "error", "dead", timeout=30).status == "done"
     assert git(repo, "log", "-1", "--format=%s", "chkd/X") == "demo: X: step 20/20"

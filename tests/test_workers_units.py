@@ -22,38 +22,47 @@ from conftest import git, make_repo
 
 
 # -- pure rules -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "action", "expected"), [
-    ("working", "pause", None),
-    ("stalled", "pause", None),
-    ("paused", "pause", "Worker w1 is already paused."),
-    ("done", "pause", "Worker w1 is done; only a running worker can be paused."),
-    ("paused", "resume", None),
-    ("working", "resume", "Worker w1 is not paused (it is working)."),
-    ("aborted", "resume", "Worker w1 is aborted; only a paused worker can be resumed."),
-    ("paused", "abort", None),
-    ("starting", "abort", None),
-    ("error", "abort", "Worker w1 is error; only a live worker can be aborted."),
-    ("working", "rm", "Worker w1 is working; abort it first (`chkdctl abort w1`) or let it finish."),
-    ("merging", "rm", "Worker w1 is merging; wait for the merge to finish."),
-    ("dead", "rm", None),
-    ("done", "done", "Worker w1 is done; only a running worker can finish."),
-])
+@pytest.mark.parametrize(
+    ("status", "action", "expected"),
+    [
+        ("working", "pause", None),
+        ("stalled", "pause", None),
+        ("paused", "pause", "Worker w1 is already paused."),
+        ("done", "pause", "Worker w1 is done; only a running worker can be paused."),
+        ("paused", "resume", None),
+        ("working", "resume", "Worker w1 is not paused (it is working)."),
+        ("aborted", "resume", "Worker w1 is aborted; only a paused worker can be resumed."),
+        ("paused", "abort", None),
+        ("starting", "abort", None),
+        ("error", "abort", "Worker w1 is error; only a live worker can be aborted."),
+        ("working", "rm", "Worker w1 is working; abort it first (`chkdctl abort w1`) or let it finish."),
+        ("merging", "rm", "Worker w1 is merging; wait for the merge to finish."),
+        ("dead", "rm", None),
+        ("done", "done", "Worker w1 is done; only a running worker can finish."),
+    ],
+)
 def test_transition_rules(status: str, action: str, expected: str | None) -> None:
     assert transition_error("w1", status, action) == expected
 
 
 def test_render_argv_fills_known_placeholders_only() -> None:
-    values = {"worker_id": "w3", "task_id": "T-1", "title": "Fix {branch}", "prompt": "do it", "worktree": "/x",
-              "branch": "chkd/T-1"}
-    assert render_argv(["agent", "--id={worker_id}", "{prompt}", "{unknown}", "{{json}}", "{worktree}/a", "{title}"],
-                       values) == ["agent", "--id=w3", "do it", "{unknown}", "{json}", "/x/a", "Fix {branch}"]
+    values = {
+        "worker_id": "w3",
+        "task_id": "T-1",
+        "title": "Fix {branch}",
+        "prompt": "do it",
+        "worktree": "/x",
+        "branch": "chkd/T-1",
+    }
+    assert render_argv(
+        ["agent", "--id={worker_id}", "{prompt}", "{unknown}", "{{json}}", "{worktree}/a", "{title}"], values
+    ) == ["agent", "--id=w3", "do it", "{unknown}", "{json}", "/x/a", "Fix {branch}"]
 
 
 def test_worktree_pattern_is_substituted_never_evaluated_and_stays_beside_the_repository() -> None:
     base = worktrees.worktree_base("/src/proj", "proj", "T-1", "../{task.__class__.__name__}-{{x}}-{task}")
     assert base == Path("/src/{task.__class__.__name__}-{x}-T-1")  # left as text, not evaluated
-    for pattern, task in (("../../{task}", "T-1"), ("{task}", "T-1"), ("../{repo}/{task}", "T-1"),
-                          ("../{task}", "..")):
+    for pattern, task in (("../../{task}", "T-1"), ("{task}", "T-1"), ("../{repo}/{task}", "T-1"), ("../{task}", "..")):
         with pytest.raises(ChkdError) as info:
             worktrees.worktree_base("/src/proj", "proj", task, pattern)
         assert info.value.code == "refused" and "not inside /src" in info.value.message
@@ -68,8 +77,22 @@ def test_worktree_names() -> None:
     assert worktrees.resolve_attic_ref("refs/chkd/attic/w3-2") == "refs/chkd/attic/w3-2"
 
 
-@pytest.mark.parametrize("ref", ["refs/heads/main", "refs/chkd/attic/", "refs/chkd/attic/a/b", "refs/chkd/other/w3",
-                                 "attic/../heads/main", "heads/main", "", "  ", "-x", "attic/-x", ".hidden"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "refs/heads/main",
+        "refs/chkd/attic/",
+        "refs/chkd/attic/a/b",
+        "refs/chkd/other/w3",
+        "attic/../heads/main",
+        "heads/main",
+        "",
+        "  ",
+        "-x",
+        "attic/-x",
+        ".hidden",
+    ],
+)
 def test_only_chkds_own_attic_entries_resolve(ref: str) -> None:
     with pytest.raises(ChkdError, match="is not a chkd attic entry") as err:
         worktrees.resolve_attic_ref(ref)
@@ -153,8 +176,9 @@ def test_remove_checkout_refuses_then_forces_into_the_attic(tmp_path: Path) -> N
     with pytest.raises(ChkdError, match=r"commits on chkd/T whose content is not in main \([0-9a-f]+ work\)"):
         worktrees.remove_checkout(str(repo), co.path, co.branch, force=False, target="main")
     (wt / "b.txt").write_text("b\n")
-    out = worktrees.remove_checkout(str(repo), co.path, co.branch, force=True, target="main",
-                                    attic="refs/chkd/attic/w1")
+    out = worktrees.remove_checkout(
+        str(repo), co.path, co.branch, force=True, target="main", attic="refs/chkd/attic/w1"
+    )
     assert out.worktree_removed and out.branch_deleted and out.snapshot_sha
     assert out.attic_ref == "refs/chkd/attic/w1"
     assert git(repo, "show", "refs/chkd/attic/w1:b.txt") == "b"

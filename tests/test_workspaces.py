@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_merge import CONFIG, add_repo, done_worker, worker
 
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import Merge, MergeShow, Spawn, TaskAdd, TaskShow
 
 from conftest import Daemon, git, make_repo, wait_for
-from test_merge import CONFIG, add_repo, done_worker, worker
 
 
 @pytest.fixture
@@ -30,9 +30,11 @@ def _py(code: str) -> str:
 def test_setup_cmd_runs_in_each_new_worktree_before_the_agent(daemon: Daemon, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "proj", {"README.md": "x\n", ".gitignore": "setup-ran.txt\n"})
     add_repo(daemon, repo)
-    setup = ("import os, pathlib; print('SETUP-SAYS-HELLO'); "
-             "pathlib.Path('setup-ran.txt').write_text(os.environ['CHKD_WORKTREE'] + '|' + "
-             "os.environ['CHKD_MAIN_CHECKOUT'] + '|' + os.getcwd())")
+    setup = (
+        "import os, pathlib; print('SETUP-SAYS-HELLO'); "
+        "pathlib.Path('setup-ran.txt').write_text(os.environ['CHKD_WORKTREE'] + '|' + "
+        "os.environ['CHKD_MAIN_CHECKOUT'] + '|' + os.getcwd())"
+    )
     res = daemon.ctl("repo", "edit", "proj", "--setup-cmd", _py(setup))
     assert res.code == 0, res
     assert "setup_cmd = " in res.out and "(database)" in res.out
@@ -46,8 +48,12 @@ def test_setup_cmd_runs_in_each_new_worktree_before_the_agent(daemon: Daemon, tm
 def test_a_failing_setup_is_an_error_with_the_log_tail_and_a_failed_attempt(daemon: Daemon, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "proj")
     add_repo(daemon, repo)
-    assert daemon.ctl("repo", "edit", "proj", "--setup-cmd",
-                      _py("print('npm ERR! missing lockfile'); raise SystemExit(4)")).code == 0
+    assert (
+        daemon.ctl(
+            "repo", "edit", "proj", "--setup-cmd", _py("print('npm ERR! missing lockfile'); raise SystemExit(4)")
+        ).code
+        == 0
+    )
     task = daemon.call(TaskAdd(title="t", repo=str(repo))).task
     with pytest.raises(ChkdError) as err:
         daemon.call(Spawn(repo=str(repo), task_id=task.id, cmd=[sys.executable, "-c", "pass"]))
@@ -81,8 +87,9 @@ def test_copy_brings_an_untracked_env_in_and_it_is_never_committed(daemon: Daemo
     branch_files = git(repo, "ls-tree", "-r", "--name-only", w.branch).split()
     assert "leftover.txt" in branch_files and ".env" not in branch_files
     m = daemon.call(Merge(worker=w.id, strategy="auto")).merge
-    m = wait_for(lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status in ("merged", "failed")
-                 and x, 20, what="the merge")
+    m = wait_for(
+        lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status in ("merged", "failed") and x, 20, what="the merge"
+    )
     assert m.status == "merged", m.log
     assert ".env" not in git(repo, "ls-tree", "-r", "--name-only", "main").split()
     assert not Path(w.worktree).exists()  # the copy did not make the worktree look dirty
@@ -97,8 +104,9 @@ def test_a_branch_that_commits_a_copied_file_is_refused(daemon: Daemon, tmp_path
     assert ".env" in git(repo, "ls-tree", "-r", "--name-only", w.branch).split()
     before = git(repo, "rev-parse", "main")
     m = daemon.call(Merge(worker=w.id, strategy="auto")).merge
-    m = wait_for(lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status in ("merged", "failed")
-                 and x, 20, what="the merge")
+    m = wait_for(
+        lambda: (x := daemon.call(MergeShow(id=m.id)).merge).status in ("merged", "failed") and x, 20, what="the merge"
+    )
     assert m.status == "failed" and ".env" in m.log and "copied" in m.log
     assert git(repo, "rev-parse", "main") == before
 

@@ -23,8 +23,9 @@ def agent_rows(config: Any) -> list[dict[str, Any]]:
         source = "config" if name in config.agents else "built-in"
         if name in config.agents and name in BUILTIN_AGENTS:
             source = "config (over built-in)"
-        rows.append({"name": name, "source": source, "default": name == config.default_agent,
-                     **msgspec.to_builtins(profile)})
+        rows.append(
+            {"name": name, "source": source, "default": name == config.default_agent, **msgspec.to_builtins(profile)}
+        )
     return rows
 
 
@@ -43,9 +44,17 @@ def agents(app: Any) -> None:
     if app.json:
         print_json(rows)
         return
-    lines = [[r["name"] + (" *" if r["default"] else ""), r["source"], r.get("output", "plain"),
-              ",".join(r.get("tags", [])) or "-", "yes" if r.get("resume") else "-", shlex.join(r["cmd"])]
-             for r in rows]
+    lines = [
+        [
+            r["name"] + (" *" if r["default"] else ""),
+            r["source"],
+            r.get("output", "plain"),
+            ",".join(r.get("tags", [])) or "-",
+            "yes" if r.get("resume") else "-",
+            shlex.join(r["cmd"]),
+        ]
+        for r in rows
+    ]
     click.echo(table(lines, ["NAME", "SOURCE", "OUTPUT", "TAGS", "RESUME", "COMMAND"]))
     echo("(* the default agent)")
 

@@ -33,13 +33,18 @@ def _clock(ms: int | None) -> str:
 
 def _print_run(r: Any) -> None:
     state = {"running": "▶ running", "stopped": "■ stopped", "finished": "✔ finished"}.get(r.state, r.state)
-    echo(f"{r.repo}: {state} — up to {r.workers} workers, merge {r.merge}"
-         + (f", agent {r.agent}" if r.agent else "") + (", until empty" if r.until_empty else "")
-         + f", since {_clock(r.started_at)}")
+    echo(
+        f"{r.repo}: {state} — up to {r.workers} workers, merge {r.merge}"
+        + (f", agent {r.agent}" if r.agent else "")
+        + (", until empty" if r.until_empty else "")
+        + f", since {_clock(r.started_at)}"
+    )
     if r.stop_reason:
         echo(f"  {r.state}: {r.stop_reason}")
-    echo(f"  tasks: {r.ready} ready, {r.waiting_on_deps} waiting on dependencies, {r.live} running, "
-         f"{r.in_review} in review, {r.merged} merged, {r.failed} failed")
+    echo(
+        f"  tasks: {r.ready} ready, {r.waiting_on_deps} waiting on dependencies, {r.live} running, "
+        f"{r.in_review} in review, {r.merged} merged, {r.failed} failed"
+    )
     if r.blocked:
         echo(f"  blocked: {r.blocked}")
     for w in r.waits:
@@ -51,16 +56,28 @@ def _print_run(r: Any) -> None:
 @click.command("run")
 @click.option("--workers", "-n", type=click.IntRange(1, 1000), help="Keep up to N workers busy (default: max_workers).")
 @click.option("--agent", help="Agent profile for tasks no tagged profile claims (default: default_agent).")
-@click.option("--merge", "merge", type=click.Choice(["auto", "review", "off"]),
-              help="Merge finished workers: land them (auto), queue them for review, or leave them (off). Default auto.")
+@click.option(
+    "--merge",
+    "merge",
+    type=click.Choice(["auto", "review", "off"]),
+    help="Merge finished workers: land them (auto), queue them for review, or leave them (off). Default auto.",
+)
 @click.option("--until-empty", is_flag=True, help="Stop by itself when nothing is left to run or merge.")
 @click.option("--stop", is_flag=True, help="Stop the autopilot (running workers finish).")
 @click.option("--status", "status", is_flag=True, help="Show the autopilot's settings and what it sees.")
 @click.option("--repo", metavar="NAME|PATH", help="The repository (default: the one containing the current directory).")
 @json_option
 @click.pass_obj
-def run(app: Any, workers: int | None, agent: str | None, merge: str | None, until_empty: bool, stop: bool,
-        status: bool, repo: str | None) -> None:
+def run(
+    app: Any,
+    workers: int | None,
+    agent: str | None,
+    merge: str | None,
+    until_empty: bool,
+    stop: bool,
+    status: bool,
+    repo: str | None,
+) -> None:
     """Run the queue unattended: keep up to N workers on the most urgent ready tasks, start a
     dependent task as soon as its dependencies are merged, retry failures, merge what finishes.
 
@@ -77,8 +94,15 @@ def run(app: Any, workers: int | None, agent: str | None, merge: str | None, unt
     elif status:
         res = app.call(RunStatus(repo=where))
     else:
-        res = app.call(RunStart(repo=where, workers=workers, agent=agent, merge=merge,  # type: ignore[arg-type]
-                                until_empty=until_empty))
+        res = app.call(
+            RunStart(
+                repo=where,
+                workers=workers,
+                agent=agent,
+                merge=merge,  # type: ignore[arg-type]
+                until_empty=until_empty,
+            )
+        )
     if app.json:
         print_json(res if not status else res.runs)
         return
@@ -154,14 +178,23 @@ def stats(app: Any, since: str | None, repo: str | None) -> None:
         ("tasks merged", f"{s.tasks_merged} ({s.merged_per_hour:.1f} per hour)"),
         ("ready → merged", f"mean {_secs(s.ready_to_merged_mean_s)}, p90 {_secs(s.ready_to_merged_p90_s)}"),
         ("conflict rate", f"{pct(s.conflict_rate)} ({s.merge_conflicts} of {s.merge_attempts} merge attempts)"),
-        ("speed-up", "-" if s.speedup is None else
-         f"{s.speedup:.2f}x ({_secs(s.work_s)} of work in {_secs(s.wall_s)})"),
+        (
+            "speed-up",
+            "-" if s.speedup is None else f"{s.speedup:.2f}x ({_secs(s.work_s)} of work in {_secs(s.wall_s)})",
+        ),
         ("queue", f"{s.queue_ready} ready, {s.queue_waiting} waiting on dependencies, {s.queue_running} running"),
         ("utilisation", f"{pct(s.utilisation)} of {s.parallelism} workers"),
-        ("cost", f"${s.cost_usd:.4f}" + (f" (${s.cost_per_merged_task:.4f} per merged task)"
-                                          if s.cost_per_merged_task is not None else "")),
-        ("ETA", "-" if s.eta_s is None else f"{_secs(s.eta_s)} at {s.parallelism} workers "
-                                              f"(mean task {_secs(s.mean_task_s)})"),
+        (
+            "cost",
+            f"${s.cost_usd:.4f}"
+            + (f" (${s.cost_per_merged_task:.4f} per merged task)" if s.cost_per_merged_task is not None else ""),
+        ),
+        (
+            "ETA",
+            "-"
+            if s.eta_s is None
+            else f"{_secs(s.eta_s)} at {s.parallelism} workers (mean task {_secs(s.mean_task_s)})",
+        ),
     ]
     for e in s.eta_by_tag:
         pairs.append((f"ETA #{e.tag}", f"{_secs(e.eta_s)} ({e.remaining} tasks, mean {_secs(e.mean_s)})"))
@@ -171,8 +204,12 @@ def stats(app: Any, since: str | None, repo: str | None) -> None:
 
 
 @click.command("usage-limit")
-@click.option("--resets-at", metavar="EPOCH", type=float,
-              help="When the limit resets (epoch seconds); without it the autopilot waits usage_limit_margin_s.")
+@click.option(
+    "--resets-at",
+    metavar="EPOCH",
+    type=float,
+    help="When the limit resets (epoch seconds); without it the autopilot waits usage_limit_margin_s.",
+)
 @click.option("--rate-limit", is_flag=True, help="An HTTP 429 (rate limited) rather than a usage limit.")
 @click.option("--message", default="", help="What the agent saw.")
 @click.option("--worker", help="The worker (default: $CHKD_WORKER_ID).")
@@ -187,8 +224,12 @@ def usage_limit(app: Any, resets_at: float | None, rate_limit: bool, message: st
     wid = worker or os.environ.get("CHKD_WORKER_ID")
     if not wid:
         fail("No worker id: this command runs inside a chkd worker (CHKD_WORKER_ID), or give --worker W.")
-    body = AgentLimit(worker=wid, kind="rate_limit" if rate_limit else "usage_limit",
-                      resets_at=None if resets_at is None else int(resets_at * 1000), message=message)
+    body = AgentLimit(
+        worker=wid,
+        kind="rate_limit" if rate_limit else "usage_limit",
+        resets_at=None if resets_at is None else int(resets_at * 1000),
+        message=message,
+    )
     with Client(app.paths, timeout=10.0, autostart=False) as client:
         client.call(body)
 

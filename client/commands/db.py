@@ -37,8 +37,10 @@ def db_backup(app: Any, file: str, force: bool) -> None:
     if app.json:
         print_json(res)
         return
-    echo(f"Backed up the database to {res.path}: {res.pages} pages, {_size(res.bytes)} in "
-               f"{res.seconds:.2f} s; integrity_check ok.")
+    echo(
+        f"Backed up the database to {res.path}: {res.pages} pages, {_size(res.bytes)} in "
+        f"{res.seconds:.2f} s; integrity_check ok."
+    )
 
 
 @db_group.command("check")
@@ -60,8 +62,10 @@ def db_check(app: Any) -> None:
             echo(f"  integrity: {line}")
         for line in res.foreign_key_problems:
             echo(f"  foreign key: {line}")
-        echo("Stop the daemon and restore a backup (`chkdctl db backup` makes one), or ask for help with "
-                   "the lines above.")
+        echo(
+            "Stop the daemon and restore a backup (`chkdctl db backup` makes one), or ask for help with "
+            "the lines above."
+        )
     if not res.ok:
         raise Exit(1)
 

@@ -49,15 +49,27 @@ def diagnose(paths: Any) -> list[Any]:
 
     findings: list[Finding] = [_run_dir(paths), *_state_dirs(paths), _config(paths)]
     if findings[0].status == "fail":  # a client must not connect there
-        findings.append(Finding("daemon", "warn", "The daemon was not asked (the run directory is unsafe), so git, "
-                                                  "workers, leftovers and the database were not checked."))
+        findings.append(
+            Finding(
+                "daemon",
+                "warn",
+                "The daemon was not asked (the run directory is unsafe), so git, "
+                "workers, leftovers and the database were not checked.",
+            )
+        )
         return findings
     from .. import daemonctl
     from ..client import Client
 
     if not daemonctl.is_running(paths):
-        findings.append(Finding("daemon", "warn", "chkdd is not running, so git, workers, leftovers and the database "
-                                                  "were not checked.", "chkdctl daemon start"))
+        findings.append(
+            Finding(
+                "daemon",
+                "warn",
+                "chkdd is not running, so git, workers, leftovers and the database were not checked.",
+                "chkdctl daemon start",
+            )
+        )
         return findings
     with Client(paths, autostart=False, timeout=PING_TIMEOUT) as client:
         answer = _daemon(client, daemonctl.pid(paths))
@@ -89,9 +101,15 @@ def _state_dirs(paths: Any) -> list[Any]:
         if not paths.state.exists():
             return [Finding("state directory", "ok", f"{paths.state} does not exist yet; chkd creates it mode 0700.")]
         return [Finding("state directory", "ok", f"{paths.state} is yours, mode 0700.")]
-    return [Finding("state directory", "warn" if p.tightenable else "fail",
-                    p.message.rstrip(".") + (" (chkdd tightens it when it starts)." if p.tightenable else "."), p.fix)
-            for p in problems]
+    return [
+        Finding(
+            "state directory",
+            "warn" if p.tightenable else "fail",
+            p.message.rstrip(".") + (" (chkdd tightens it when it starts)." if p.tightenable else "."),
+            p.fix,
+        )
+        for p in problems
+    ]
 
 
 def _config(paths: Any) -> Any:
@@ -117,8 +135,12 @@ def _daemon(client: Any, pid: int | None) -> Any:
     try:
         pong = client.call(Ping(), timeout=PING_TIMEOUT)
     except ChkdError as exc:
-        return Finding("daemon", "fail", f"chkdd (pid {pid or '?'}) runs but does not answer: {exc.message.rstrip('.')}.",
-                       "chkdctl daemon restart")
+        return Finding(
+            "daemon",
+            "fail",
+            f"chkdd (pid {pid or '?'}) runs but does not answer: {exc.message.rstrip('.')}.",
+            "chkdctl daemon restart",
+        )
     ms = (time.perf_counter() - started) * 1000
     return Finding("daemon", "ok", f"chkdd {pong.version} (pid {pong.pid}) answers in {ms:.0f} ms.")
 
@@ -132,8 +154,9 @@ def _asked(ask: Callable[[Any], list[Any]], client: Any) -> list[Any]:
         return ask(client)
     except ChkdError as exc:
         name = ask.__name__.strip("_").replace("_", " ")
-        return [Finding(name, "fail", f"chkdd could not check this: {exc.message.rstrip('.')}.",
-                        "chkdctl daemon restart")]
+        return [
+            Finding(name, "fail", f"chkdd could not check this: {exc.message.rstrip('.')}.", "chkdctl daemon restart")
+        ]
 
 
 def _daemon_side(client: Any) -> list[Any]:
@@ -145,14 +168,19 @@ def _daemon_side(client: Any) -> list[Any]:
 def _leftovers(client: Any) -> list[Any]:
     from chkd.protocol.messages import Finding, Gc
 
-    items = [i for i in client.call(Gc(apply=False), timeout=SLOW_TIMEOUT).items
-             if i.removable and not i.removed]
+    items = [i for i in client.call(Gc(apply=False), timeout=SLOW_TIMEOUT).items if i.removable and not i.removed]
     if not items:
         return [Finding("stale worktrees", "ok", "No worktrees, branches or workers are left over for gc.")]
     shown = "; ".join(f"{i.kind} {i.what} in {i.repo} ({i.reason})" for i in items[:5])
     more = f"; and {len(items) - 5} more" if len(items) > 5 else ""
-    return [Finding("stale worktrees", "warn", f"{len(items)} leftover(s) gc can remove without losing work: "
-                                               f"{shown}{more}.", "chkdctl gc --apply")]
+    return [
+        Finding(
+            "stale worktrees",
+            "warn",
+            f"{len(items)} leftover(s) gc can remove without losing work: {shown}{more}.",
+            "chkdctl gc --apply",
+        )
+    ]
 
 
 def _database(client: Any) -> list[Any]:

@@ -87,17 +87,35 @@ def _resolve_worker(app: Any, ref: str | None) -> str | None:
 
 
 @click.command("watch")
-@click.option("--since", type=int, default=None, metavar="SEQ",
-              help="Replay every event after SEQ first (default: only new events; 0 = all history).")
+@click.option(
+    "--since",
+    type=int,
+    default=None,
+    metavar="SEQ",
+    help="Replay every event after SEQ first (default: only new events; 0 = all history).",
+)
 @click.option("--worker", "-w", metavar="W", help="Only events of this worker (id or unique prefix).")
 @click.option("--task", "-t", metavar="T", help="Only events of this task id.")
 @click.option("--repo", metavar="R", help="Only events of this repository.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--idle-exit", type=float, default=None, metavar="S", hidden=True,
-              help="Exit after S seconds without events (for scripts and tests).")
+@click.option(
+    "--idle-exit",
+    type=float,
+    default=None,
+    metavar="S",
+    hidden=True,
+    help="Exit after S seconds without events (for scripts and tests).",
+)
 @click.pass_obj
-def watch(app: Any, since: int | None, worker: str | None, task: str | None, repo: str | None,
-          as_json: bool, idle_exit: float | None) -> None:
+def watch(
+    app: Any,
+    since: int | None,
+    worker: str | None,
+    task: str | None,
+    repo: str | None,
+    as_json: bool,
+    idle_exit: float | None,
+) -> None:
     """Stream events live as they happen, in order, with no gaps; survives a daemon restart.
 
     Stop with Ctrl-C. `--since SEQ` replays history first, so a watcher that reconnects
@@ -129,8 +147,14 @@ def watch(app: Any, since: int | None, worker: str | None, task: str | None, rep
 
 
 @click.command("events")
-@click.option("-n", "count", type=click.IntRange(1, 5000), default=50, show_default=True,
-              help="How many of the newest events to show.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(1, 5000),
+    default=50,
+    show_default=True,
+    help="How many of the newest events to show.",
+)
 @click.option("--since", type=int, default=0, metavar="SEQ", help="Only events after SEQ.")
 @click.option("--worker", "-w", metavar="W", help="Only events of this worker.")
 @click.option("--task", "-t", metavar="T", help="Only events of this task id.")

@@ -18,7 +18,6 @@ SETTLED = ("merged", "conflict", "failed", "rejected", "awaiting_review")
 POLL_S = 0.1
 
 
-
 def _wait(app: Any, merge_id: int) -> Any:
     """Poll until the merge settles (the loop answers MergeShow at once, even mid test gate)."""
     from chkd.protocol.messages import MergeShow
@@ -42,15 +41,21 @@ def _report(app: Any, m: Any) -> None:
         sha = (m.result_sha or "")[:10]
         echo(f"Merged {m.worker_id} into {m.target} ({sha}); worktree and branch removed, task done.")
     elif m.status == "awaiting_review":
-        echo(f"Merge {m.id} of {m.worker_id} waits for review: `chkdctl diff {m.worker_id}`, then "
-                   f"`chkdctl approve {m.worker_id}` or `chkdctl reject {m.worker_id} --reason TEXT`.")
+        echo(
+            f"Merge {m.id} of {m.worker_id} waits for review: `chkdctl diff {m.worker_id}`, then "
+            f"`chkdctl approve {m.worker_id}` or `chkdctl reject {m.worker_id} --reason TEXT`."
+        )
     elif m.status == "conflict":
-        echo(f"chkdctl: {m.worker_id} conflicts with {m.target} in: {', '.join(m.conflict_files)}; "
-                   f"nothing was changed.", err=True)
+        echo(
+            f"chkdctl: {m.worker_id} conflicts with {m.target} in: {', '.join(m.conflict_files)}; nothing was changed.",
+            err=True,
+        )
         echo(f"  hint: `chkdctl update {m.worker_id}` brings {m.target} into its worktree to resolve.", err=True)
     elif m.status in ("queued", "checking", "testing"):  # --no-wait: it goes on in the daemon
-        echo(f"Merge {m.id} of {m.worker_id} into {m.target} ({m.strategy}) is {m.status}; "
-                   f"follow it with `chkdctl merges` or `chkdctl watch --worker {m.worker_id}`.")
+        echo(
+            f"Merge {m.id} of {m.worker_id} into {m.target} ({m.strategy}) is {m.status}; "
+            f"follow it with `chkdctl merges` or `chkdctl watch --worker {m.worker_id}`."
+        )
     else:
         echo(f"chkdctl: merge {m.id} of {m.worker_id} {m.status}.", err=True)
         if m.log.strip():
@@ -62,8 +67,11 @@ def _report(app: Any, m: Any) -> None:
 
 @click.command("merge")
 @click.argument("worker")
-@click.option("--strategy", type=click.Choice(["auto", "review"]),
-              help="auto: land when checks pass; review: wait for approve/reject. Default from config (review).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "review"]),
+    help="auto: land when checks pass; review: wait for approve/reject. Default from config (review).",
+)
 @click.option("--no-test", is_flag=True, help="Skip the repository's test gate.")
 @click.option("--no-wait", is_flag=True, help="Return once the merge is queued.")
 @json_option
@@ -123,10 +131,19 @@ def merges(app: Any, repo: str | None, all_: bool) -> None:
     if not res.merges:
         echo("No merges yet.")
         return
-    rows = [[str(m.id), m.worker_id, m.task_id or "-", m.repo, m.status.replace("_", " "), m.strategy,
-             ago(m.finished_at or m.created_at),
-             ", ".join(m.conflict_files) if m.conflict_files else (m.result_sha or "")[:10]]
-            for m in res.merges]
+    rows = [
+        [
+            str(m.id),
+            m.worker_id,
+            m.task_id or "-",
+            m.repo,
+            m.status.replace("_", " "),
+            m.strategy,
+            ago(m.finished_at or m.created_at),
+            ", ".join(m.conflict_files) if m.conflict_files else (m.result_sha or "")[:10],
+        ]
+        for m in res.merges
+    ]
     click.echo(table(rows, ["ID", "WORKER", "TASK", "REPO", "STATUS", "STRATEGY", "AGE", "RESULT / FILES"]))
 
 
@@ -182,8 +199,16 @@ def conflicts(app: Any, repo: str | None) -> None:
     if not res.overlaps:
         echo("No overlaps: no two active workers (or a worker and the target) change the same files.")
         return
-    rows = [[o.repo, o.a, o.b or "(target)", "CONFLICT" if o.conflict else "overlap",
-             ", ".join(o.conflict_files if o.conflict else o.files)] for o in res.overlaps]
+    rows = [
+        [
+            o.repo,
+            o.a,
+            o.b or "(target)",
+            "CONFLICT" if o.conflict else "overlap",
+            ", ".join(o.conflict_files if o.conflict else o.files),
+        ]
+        for o in res.overlaps
+    ]
     click.echo(table(rows, ["REPO", "WORKER", "WITH", "KIND", "FILES"]))
 
 

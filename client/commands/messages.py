@@ -16,7 +16,7 @@ def send_message(app: Any, to: str | None, all_: bool, text: str, repo: str | No
     """Leave `text` for worker `to` (or every live worker): the agent gets it at its next tool use
     (the PostToolUse hook) or when it asks (chkd_inbox). One function, so an interactive worker's
     way (typing into its terminal) can be added beside it."""
-    from chkd.protocol.messages import MessagesResult, Send
+    from chkd.protocol.messages import Send
 
     return app.call(Send(to=to, all=all_, text=text, repo=repo, sender="user")).messages
 
@@ -24,14 +24,15 @@ def send_message(app: Any, to: str | None, all_: bool, text: str, repo: str | No
 @click.command("inbox")
 @click.argument("worker")
 @click.option("--unread", is_flag=True, help="Only messages the agent has not received yet.")
-@click.option("-n", "limit", type=click.IntRange(1, 1000), default=100, show_default=True,
-              help="At most this many (the newest).")
+@click.option(
+    "-n", "limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="At most this many (the newest)."
+)
 @json_option
 @click.pass_obj
 def inbox(app: Any, worker: str, unread: bool, limit: int) -> None:
     """A worker's messages, oldest first, and whether the agent has received each (reading
     them here does not mark them read)."""
-    from chkd.protocol.messages import Inbox, MessagesResult
+    from chkd.protocol.messages import Inbox
 
     res = app.call(Inbox(worker=worker, unread=unread, limit=limit))
     if app.json:
@@ -42,9 +43,16 @@ def inbox(app: Any, worker: str, unread: bool, limit: int) -> None:
         return
     from ..messages_text import sender_words
 
-    rows = [[str(m.id), sender_words(m), f"{ago(m.created_at)} ago",
-             f"read {ago(m.read_at)} ago" if m.read_at else "unread", " ".join(m.text.split())]
-            for m in res.messages]
+    rows = [
+        [
+            str(m.id),
+            sender_words(m),
+            f"{ago(m.created_at)} ago",
+            f"read {ago(m.read_at)} ago" if m.read_at else "unread",
+            " ".join(m.text.split()),
+        ]
+        for m in res.messages
+    ]
     click.echo(table(rows, ["ID", "FROM", "SENT", "STATE", "TEXT"]))
 
 
@@ -54,7 +62,7 @@ def inbox(app: Any, worker: str, unread: bool, limit: int) -> None:
 @click.pass_obj
 def sessions(app: Any, all_: bool) -> None:
     """MCP sessions (chkd-mcp connections): masters' and workers' own."""
-    from chkd.protocol.messages import SessionList, SessionListResult
+    from chkd.protocol.messages import SessionList
 
     res = app.call(SessionList(all=all_))
     if app.json:
@@ -63,9 +71,17 @@ def sessions(app: Any, all_: bool) -> None:
     if not res.sessions:
         echo("No MCP sessions." if all_ else "No open MCP sessions.")
         return
-    rows = [[str(s.id), "master" if s.is_master else f"worker {s.worker_id}", s.repo or "-", str(s.pid or "-"),
-             f"{ago(s.started_at)} ago", f"ended {ago(s.ended_at)} ago ({s.end_reason})" if s.ended_at else "open"]
-            for s in res.sessions]
+    rows = [
+        [
+            str(s.id),
+            "master" if s.is_master else f"worker {s.worker_id}",
+            s.repo or "-",
+            str(s.pid or "-"),
+            f"{ago(s.started_at)} ago",
+            f"ended {ago(s.ended_at)} ago ({s.end_reason})" if s.ended_at else "open",
+        ]
+        for s in res.sessions
+    ]
     click.echo(table(rows, ["ID", "WHO", "REPO", "PID", "STARTED", "STATE"]))
 
 
@@ -101,9 +117,13 @@ def run_hook(event: str, raw: str, worker_id: str | None, paths: Any) -> str | N
     if not worker_id:
         raise RuntimeError("CHKD_WORKER_ID is not set: this hook only reports inside a chkd worker")
     data = _hook_input(raw)
-    body = M.Hook(worker=worker_id, event=event,  # type: ignore[arg-type]
-                  tool=_text(data.get("tool_name"), M.MAX_TITLE), message=_text(data.get("message"), 2000),
-                  session_id=_text(data.get("session_id"), M.MAX_ID))
+    body = M.Hook(
+        worker=worker_id,
+        event=event,  # type: ignore[arg-type]
+        tool=_text(data.get("tool_name"), M.MAX_TITLE),
+        message=_text(data.get("message"), 2000),
+        session_id=_text(data.get("session_id"), M.MAX_ID),
+    )
     with Client(paths, timeout=HOOK_TIMEOUT_S, autostart=False) as client:
         ack = client.call(body)
     out = post_tool_use_output(ack.messages, worker_id) if event == "post-tool-use" else None

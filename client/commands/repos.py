@@ -36,8 +36,9 @@ def repo_add(app: Any, path: str, name: str | None, main_branch: str | None, tes
             fail(f"--test-cmd cannot be split into words ({exc}).")
         if not argv:
             fail("--test-cmd is empty.")
-    res = app.call(RepoAdd(path=str(Path(path).expanduser().absolute()), name=name, main_branch=main_branch,
-                           test_cmd=argv))
+    res = app.call(
+        RepoAdd(path=str(Path(path).expanduser().absolute()), name=name, main_branch=main_branch, test_cmd=argv)
+    )
     if app.json:
         print_json(res)
         return
@@ -65,34 +66,77 @@ def _argv(option: str, text: str | None) -> list[str] | None:
 @repo_group.command("edit")
 @click.argument("name")
 @click.option("--test-cmd", default=None, metavar="CMD", help='The test gate, like "pytest -q" (split like a shell).')
-@click.option("--test-timeout", "test_timeout_s", type=float, default=None, metavar="S", help="Seconds the gate may run.")
-@click.option("--setup-cmd", default=None, metavar="CMD",
-              help='Run in every new worktree (and the gate\'s) before use, like "npm ci".')
-@click.option("--setup-timeout", "setup_timeout_s", type=float, default=None, metavar="S",
-              help="Seconds setup may run.")
-@click.option("--copy", "copy", multiple=True, metavar="GLOB",
-              help="Untracked files copied from the main checkout into each worktree (repeatable); never committed.")
-@click.option("--setup-input", "setup_inputs", multiple=True, metavar="GLOB",
-              help="Files whose change re-runs setup in the gate and pooled worktrees (repeatable).")
-@click.option("--gate-strict/--no-gate-strict", default=None,
-              help="A gate that read files from the main checkout fails the merge.")
+@click.option(
+    "--test-timeout", "test_timeout_s", type=float, default=None, metavar="S", help="Seconds the gate may run."
+)
+@click.option(
+    "--setup-cmd",
+    default=None,
+    metavar="CMD",
+    help='Run in every new worktree (and the gate\'s) before use, like "npm ci".',
+)
+@click.option(
+    "--setup-timeout", "setup_timeout_s", type=float, default=None, metavar="S", help="Seconds setup may run."
+)
+@click.option(
+    "--copy",
+    "copy",
+    multiple=True,
+    metavar="GLOB",
+    help="Untracked files copied from the main checkout into each worktree (repeatable); never committed.",
+)
+@click.option(
+    "--setup-input",
+    "setup_inputs",
+    multiple=True,
+    metavar="GLOB",
+    help="Files whose change re-runs setup in the gate and pooled worktrees (repeatable).",
+)
+@click.option(
+    "--gate-strict/--no-gate-strict",
+    default=None,
+    help="A gate that read files from the main checkout fails the merge.",
+)
 @click.option("--pool-size", type=int, default=None, metavar="N", help="Worktrees kept ready for spawn (0: none).")
-@click.option("--merge-batch", type=int, default=None, metavar="N",
-              help="Merges gated together in one merge train (1: one at a time).")
+@click.option(
+    "--merge-batch",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Merges gated together in one merge train (1: one at a time).",
+)
 @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Clear a setting (repeatable), e.g. setup_cmd.")
 @json_option
 @click.pass_obj
-def repo_edit(app: Any, name: str, test_cmd: str | None, test_timeout_s: float | None, setup_cmd: str | None,
-              setup_timeout_s: float | None, copy: tuple[str, ...], setup_inputs: tuple[str, ...],
-              gate_strict: bool | None, pool_size: int | None, merge_batch: int | None, unset: tuple[str, ...]) -> None:
+def repo_edit(
+    app: Any,
+    name: str,
+    test_cmd: str | None,
+    test_timeout_s: float | None,
+    setup_cmd: str | None,
+    setup_timeout_s: float | None,
+    copy: tuple[str, ...],
+    setup_inputs: tuple[str, ...],
+    gate_strict: bool | None,
+    pool_size: int | None,
+    merge_batch: int | None,
+    unset: tuple[str, ...],
+) -> None:
     """Change a registered repository's settings (kept in chkd's database; keys that config.toml's
     [repos.NAME] sets live there instead and are refused here)."""
     from chkd.protocol.messages import RepoEdit, RepoSettings
 
-    changes = RepoSettings(test_cmd=_argv("--test-cmd", test_cmd), test_timeout_s=test_timeout_s,
-                           setup_cmd=_argv("--setup-cmd", setup_cmd), setup_timeout_s=setup_timeout_s,
-                           copy=list(copy) or None, setup_inputs=list(setup_inputs) or None, gate_strict=gate_strict,
-                           pool_size=pool_size, merge_batch=merge_batch)
+    changes = RepoSettings(
+        test_cmd=_argv("--test-cmd", test_cmd),
+        test_timeout_s=test_timeout_s,
+        setup_cmd=_argv("--setup-cmd", setup_cmd),
+        setup_timeout_s=setup_timeout_s,
+        copy=list(copy) or None,
+        setup_inputs=list(setup_inputs) or None,
+        gate_strict=gate_strict,
+        pool_size=pool_size,
+        merge_batch=merge_batch,
+    )
     res = app.call(RepoEdit(repo=name, set=changes, unset=list(unset)))
     if app.json:
         print_json(res)
@@ -111,7 +155,9 @@ def _show_settings(repo: Any) -> None:
         if key in values:
             where = "config.toml" if key in repo.from_config else "database"
             value = values[key]
-            shown = " ".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
+            shown = (
+                " ".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
+            )
             echo(f"  {key} = {shown}  ({where})")
 
 
@@ -149,8 +195,18 @@ def repo_list(app: Any) -> None:
     if not res.repos:
         echo("No repositories yet: `chkdctl repo add PATH`, or `chkdctl task add` inside one.")
         return
-    rows = [[r.name, r.main_branch, str(r.tasks), str(r.live_workers), ago(r.added_at),
-             " ".join(r.test_cmd) if r.test_cmd else "-", r.path] for r in res.repos]
+    rows = [
+        [
+            r.name,
+            r.main_branch,
+            str(r.tasks),
+            str(r.live_workers),
+            ago(r.added_at),
+            " ".join(r.test_cmd) if r.test_cmd else "-",
+            r.path,
+        ]
+        for r in res.repos
+    ]
     click.echo(table(rows, ["NAME", "MAIN", "TASKS", "LIVE", "ADDED", "TEST", "PATH"]))
 
 

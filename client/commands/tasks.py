@@ -39,11 +39,11 @@ PRIORITY = PriorityType()
 STATUSES = click.Choice(["pending", "claimed", "in_progress", "review", "done", "failed", "cancelled"])
 
 
-
 def repo_option(fn: Any) -> Any:
     fn = json_option(fn)
-    return click.option("--repo", metavar="NAME|PATH",
-                        help="The repository (default: the one containing the current directory).")(fn)
+    return click.option(
+        "--repo", metavar="NAME|PATH", help="The repository (default: the one containing the current directory)."
+    )(fn)
 
 
 def _repo(repo: str | None) -> str:
@@ -85,13 +85,32 @@ def _print_task(app: Any, res: Any, verb: str) -> None:
 @click.option("--max-attempts", type=int, default=None, help="Attempts before the task fails (default: config).")
 @repo_option
 @click.pass_obj
-def task_add(app: Any, title: str, task_id: str | None, priority: int, after: tuple[str, ...],
-             tags: tuple[str, ...], description: str, max_attempts: int | None, repo: str | None) -> None:
+def task_add(
+    app: Any,
+    title: str,
+    task_id: str | None,
+    priority: int,
+    after: tuple[str, ...],
+    tags: tuple[str, ...],
+    description: str,
+    max_attempts: int | None,
+    repo: str | None,
+) -> None:
     """Add a task. Inside a git repository chkd does not know yet, the repository is added too."""
     from chkd.protocol.messages import TaskAdd
 
-    res = app.call(TaskAdd(title=title, repo=_repo(repo), id=task_id, priority=priority, after=list(after),
-                           tags=list(tags), description=description, max_attempts=max_attempts))
+    res = app.call(
+        TaskAdd(
+            title=title,
+            repo=_repo(repo),
+            id=task_id,
+            priority=priority,
+            after=list(after),
+            tags=list(tags),
+            description=description,
+            max_attempts=max_attempts,
+        )
+    )
     _print_task(app, res, "Added")
 
 
@@ -102,14 +121,19 @@ def task_add(app: Any, title: str, task_id: str | None, priority: int, after: tu
 @click.option("--all-repos", is_flag=True, help="Tasks of every repository.")
 @repo_option
 @click.pass_obj
-def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_repos: bool,
-              repo: str | None) -> None:
+def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_repos: bool, repo: str | None) -> None:
     """List tasks: ready first, then by priority, then oldest first (no row limit)."""
     from chkd.protocol.messages import TaskList
 
-    res = app.call(TaskList(repo=None if all_repos else _repo(repo), status=cast("TaskStatus | None", status),
-                            ready=ready,
-                            all_repos=all_repos, tag=tag))
+    res = app.call(
+        TaskList(
+            repo=None if all_repos else _repo(repo),
+            status=cast("TaskStatus | None", status),
+            ready=ready,
+            all_repos=all_repos,
+            tag=tag,
+        )
+    )
     if app.json:
         print_json([full(t) for t in res.tasks])
         return
@@ -121,8 +145,14 @@ def task_list(app: Any, status: str | None, ready: bool, tag: str | None, all_re
         headers.insert(0, "REPO")
     rows = []
     for t in res.tasks:
-        row = [t.id, f"P{t.priority}", state_word(t) + (f" {t.claimed_by}" if t.claimed_by else ""),
-               ago(t.created_at), ",".join(t.depends_on) or "-", t.title]
+        row = [
+            t.id,
+            f"P{t.priority}",
+            state_word(t) + (f" {t.claimed_by}" if t.claimed_by else ""),
+            ago(t.created_at),
+            ",".join(t.depends_on) or "-",
+            t.title,
+        ]
         rows.append([t.repo, *row] if all_repos else row)
     click.echo(table(rows, headers))
 
@@ -174,14 +204,32 @@ def task_show(app: Any, task_id: str, repo: str | None) -> None:
 @click.option("--max-attempts", type=int, default=None)
 @repo_option
 @click.pass_obj
-def task_edit(app: Any, task_id: str, title: str | None, description: str | None, priority: int | None,
-              tags: tuple[str, ...], no_tags: bool, max_attempts: int | None, repo: str | None) -> None:
+def task_edit(
+    app: Any,
+    task_id: str,
+    title: str | None,
+    description: str | None,
+    priority: int | None,
+    tags: tuple[str, ...],
+    no_tags: bool,
+    max_attempts: int | None,
+    repo: str | None,
+) -> None:
     """Change a task's title, description, priority, tags or attempts."""
     from chkd.protocol.messages import TaskEdit
 
     new_tags = [] if no_tags else (list(tags) if tags else None)
-    res = app.call(TaskEdit(id=task_id, repo=_repo(repo), title=title, description=description, priority=priority,
-                            tags=new_tags, max_attempts=max_attempts))
+    res = app.call(
+        TaskEdit(
+            id=task_id,
+            repo=_repo(repo),
+            title=title,
+            description=description,
+            priority=priority,
+            tags=new_tags,
+            max_attempts=max_attempts,
+        )
+    )
     _print_task(app, res, "Edited")
 
 
@@ -202,8 +250,12 @@ def _simple(name: str, command: str, verb: str, doc: str) -> click.Command:
 task_cancel = _simple("cancel", "TaskCancel", "Cancelled", "Cancel a task that is still wanted.")
 task_retry = _simple("retry", "TaskRetry", "Retrying", "Put a failed or cancelled task back in the queue.")
 task_hold = _simple("hold", "TaskHold", "Holding", "Hold a task: it is never claimed until released.")
-task_release = _simple("release", "TaskRelease", "Released",
-                       "Un-hold a task, or put a claimed task whose worker went away back in the queue.")
+task_release = _simple(
+    "release",
+    "TaskRelease",
+    "Released",
+    "Un-hold a task, or put a claimed task whose worker went away back in the queue.",
+)
 
 
 # -- dependencies -----------------------------------------------------------------------------------
@@ -331,8 +383,19 @@ def task_group() -> None:
     """The task queue: add, list, claim, import a spec, dependencies."""
 
 
-for _cmd in (task_add, task_list, task_show, task_edit, task_cancel, task_retry, task_hold, task_release,
-             dep_group, task_claim, task_import):
+for _cmd in (
+    task_add,
+    task_list,
+    task_show,
+    task_edit,
+    task_cancel,
+    task_retry,
+    task_hold,
+    task_release,
+    dep_group,
+    task_claim,
+    task_import,
+):
     task_group.add_command(_cmd)
 
 COMMANDS: list[click.Command] = [task_group]

@@ -28,8 +28,9 @@ def _worker(app: Any, worker: str) -> Any:
 
 @click.command("attach")
 @click.argument("worker")
-@click.option("--read-only", is_flag=True,
-              help="Only watch: typing and resizing are ignored; the worker stays waiting.")
+@click.option(
+    "--read-only", is_flag=True, help="Only watch: typing and resizing are ignored; the worker stays waiting."
+)
 @click.pass_obj
 def attach(app: Any, worker: str, read_only: bool) -> None:
     """Attach this terminal to an interactive WORKER's tmux session; returns when you detach
@@ -41,14 +42,18 @@ def attach(app: Any, worker: str, read_only: bool) -> None:
     from chkd.protocol.messages import Attached
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        fail(f"chkdctl attach needs a terminal (stdin and stdout are not one); use `chkdctl peek {worker}` to "
-             f"see its screen or `chkdctl send {worker} TEXT` to type into it.")
+        fail(
+            f"chkdctl attach needs a terminal (stdin and stdout are not one); use `chkdctl peek {worker}` to "
+            f"see its screen or `chkdctl send {worker} TEXT` to type into it."
+        )
     if shutil.which(tmux.TMUX) is None:
         fail("chkdctl attach runs tmux, and tmux is not installed here.")
     w = _worker(app, worker)
     if not w.interactive or not w.tmux_session:
-        fail(f"Worker {w.id} runs detached, not in a terminal, so there is nothing to attach to; "
-             f"follow its output with `chkdctl logs {w.id} -f`.")
+        fail(
+            f"Worker {w.id} runs detached, not in a terminal, so there is nothing to attach to; "
+            f"follow its output with `chkdctl logs {w.id} -f`."
+        )
     if w.status not in LIVE:
         fail(f"Worker {w.id} is {w.status}; its terminal closed when its agent ended (see `chkdctl logs {w.id}`).")
     if not read_only:
@@ -64,8 +69,14 @@ def attach(app: Any, worker: str, read_only: bool) -> None:
 
 @click.command("peek")
 @click.argument("worker")
-@click.option("-n", "lines", type=click.IntRange(1, 10000), default=40, show_default=True,
-              help="How many lines (of the screen and, above it, its history).")
+@click.option(
+    "-n",
+    "lines",
+    type=click.IntRange(1, 10000),
+    default=40,
+    show_default=True,
+    help="How many lines (of the screen and, above it, its history).",
+)
 @json_option
 @click.pass_obj
 def peek(app: Any, worker: str, lines: int) -> None:

@@ -20,7 +20,6 @@ STATUS_EXIT = {"working": 0, "starting": 0, "waiting": 0, "stalled": 0, "paused"
 STATUS_EXIT_OTHER = 12
 
 
-
 def status_word(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '·')} {status}"
 
@@ -38,9 +37,20 @@ def cost_words(usd: float) -> str:
 
 
 def worker_rows(workers: list[Any], now: int | None = None) -> list[list[str]]:
-    return [[w.id, status_word(w.status), w.task_id or "-", _short(w.task_title, 40), ago(w.started_at, now),
-             ago(w.heartbeat_at, now), cost_words(w.cost_usd), _short(w.message or w.last_error, 50),
-             w.branch or "-"] for w in workers]
+    return [
+        [
+            w.id,
+            status_word(w.status),
+            w.task_id or "-",
+            _short(w.task_title, 40),
+            ago(w.started_at, now),
+            ago(w.heartbeat_at, now),
+            cost_words(w.cost_usd),
+            _short(w.message or w.last_error, 50),
+            w.branch or "-",
+        ]
+        for w in workers
+    ]
 
 
 HEADERS = ["ID", "STATUS", "TASK", "TITLE", "AGE", "BEAT", "COST", "MESSAGE", "BRANCH"]
@@ -48,19 +58,27 @@ HEADERS = ["ID", "STATUS", "TASK", "TITLE", "AGE", "BEAT", "COST", "MESSAGE", "B
 
 def _print_worker(w: Any) -> None:
     pairs = [
-        ("worker", f"{w.id} ({w.repo})"), ("status", status_word(w.status)),
-        ("task", f"{w.task_id or '-'}: {w.task_title or ''}".rstrip(": ")), ("agent", w.agent or "-"),
-        ("worktree", w.worktree or "-"), ("branch", w.branch or "-"),
+        ("worker", f"{w.id} ({w.repo})"),
+        ("status", status_word(w.status)),
+        ("task", f"{w.task_id or '-'}: {w.task_title or ''}".rstrip(": ")),
+        ("agent", w.agent or "-"),
+        ("worktree", w.worktree or "-"),
+        ("branch", w.branch or "-"),
         ("terminal", f"tmux session {w.tmux_session} (`chkdctl attach {w.id}`)" if w.tmux_session else "- (detached)"),
-        ("pid", f"{w.pid} (group {w.pgid})" if w.pid else "-"), ("started", f"{ago(w.started_at)} ago"),
+        ("pid", f"{w.pid} (group {w.pgid})" if w.pid else "-"),
+        ("started", f"{ago(w.started_at)} ago"),
         ("heartbeat", f"{ago(w.heartbeat_at)} ago" if w.heartbeat_at else "-"),
         ("activity", f"{ago(w.activity_at)} ago" if w.activity_at else "-"),
         ("message", w.message or "-"),
         ("tokens", f"{w.tokens_in:,} in, {w.tokens_out:,} out, ${w.cost_usd:.4f}"),
     ]
     if w.session_id or w.model:
-        pairs.append(("session", f"{w.session_id or '-'} ({w.model or 'model unknown'})"
-                                 + (f", run {w.runs}" if w.runs > 1 else "")))
+        pairs.append(
+            (
+                "session",
+                f"{w.session_id or '-'} ({w.model or 'model unknown'})" + (f", run {w.runs}" if w.runs > 1 else ""),
+            )
+        )
     if w.exit_code is not None:
         pairs.append(("exit code", str(w.exit_code)))
     if w.last_error:
@@ -99,13 +117,26 @@ def _agent_client(app: Any, timeout: float = 10.0) -> Any:
 @click.option("--tag", help="With --next: only tasks with this tag.")
 @click.option("--agent", help="Agent profile (default: default_agent in config.toml, 'demo' if unset).")
 @click.option("--cmd", "cmd", metavar='"CMD ARGS"', help="Run this command as the agent instead of a profile.")
-@click.option("--interactive", is_flag=True,
-              help="Run the agent in a tmux session (attach, peek, send), as interactive profiles do.")
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="Run the agent in a tmux session (attach, peek, send), as interactive profiles do.",
+)
 @click.option("--repo", metavar="NAME|PATH", help="The repository (default: the one containing the current directory).")
 @json_option
 @click.pass_obj
-def spawn(app: Any, task_id: str | None, title: str | None, description: str, next_: bool, tag: str | None,
-          agent: str | None, cmd: str | None, interactive: bool, repo: str | None) -> None:
+def spawn(
+    app: Any,
+    task_id: str | None,
+    title: str | None,
+    description: str,
+    next_: bool,
+    tag: str | None,
+    agent: str | None,
+    cmd: str | None,
+    interactive: bool,
+    repo: str | None,
+) -> None:
     """Start a worker on TASK_ID (or --next) in its own worktree and branch."""
     import shlex
 
@@ -121,8 +152,17 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
         argv = shlex.split(cmd) if cmd is not None else None
     except ValueError as exc:
         raise click.UsageError(f"--cmd cannot be split into arguments: {exc}.") from None
-    body = Spawn(repo=repo or os.getcwd(), task_id=task_id, title=title, description=description, next=next_,
-                 tag=tag, agent=agent, cmd=argv, interactive=interactive)
+    body = Spawn(
+        repo=repo or os.getcwd(),
+        task_id=task_id,
+        title=title,
+        description=description,
+        next=next_,
+        tag=tag,
+        agent=agent,
+        cmd=argv,
+        interactive=interactive,
+    )
     res = app.call(body, timeout=SPAWN_TIMEOUT_S)
     w = res.worker
     if app.json:
@@ -132,8 +172,9 @@ def spawn(app: Any, task_id: str | None, title: str | None, description: str, ne
     echo(f"  worktree {w.worktree}")
     echo(f"  branch   {w.branch}")
     if w.interactive:
-        echo(f"  in tmux  `chkdctl attach {w.id}` (detach: Ctrl-b d), `chkdctl peek {w.id}`, "
-             f"`chkdctl send {w.id} TEXT`")
+        echo(
+            f"  in tmux  `chkdctl attach {w.id}` (detach: Ctrl-b d), `chkdctl peek {w.id}`, `chkdctl send {w.id} TEXT`"
+        )
     if res.spend is not None:
         from .autopilot import spend_words
 
@@ -176,16 +217,20 @@ def workers(app: Any, all_: bool, waiting: bool, repo: str | None) -> None:
         print_json(res.workers)
         return
     if not res.workers:
-        echo("No worker is waiting for you." if waiting else
-             "No workers. Start one with `chkdctl spawn TASK_ID` or `chkdctl spawn --next`.")
+        echo(
+            "No worker is waiting for you."
+            if waiting
+            else "No workers. Start one with `chkdctl spawn TASK_ID` or `chkdctl spawn --next`."
+        )
         return
     click.echo(table(worker_rows(res.workers), HEADERS))
     if not waiting:
         echo(glance(res.workers))
 
 
-ps = click.Command("ps", callback=workers.callback, params=workers.params,
-                   help="Alias of `workers`.", short_help="Alias of `workers`.")
+ps = click.Command(
+    "ps", callback=workers.callback, params=workers.params, help="Alias of `workers`.", short_help="Alias of `workers`."
+)
 
 
 @click.group("worker")
@@ -229,11 +274,13 @@ def _targets(which: str) -> Any:
     """The options pause, resume and abort share: one WORKER, or --all [--repo R]."""
 
     def wrap(fn: Any) -> Any:
-        for option in reversed([
-            click.argument("worker", required=False),
-            click.option("--all", "all_", is_flag=True, help=f"Every {which} worker."),
-            click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository."),
-        ]):
+        for option in reversed(
+            [
+                click.argument("worker", required=False),
+                click.option("--all", "all_", is_flag=True, help=f"Every {which} worker."),
+                click.option("--repo", metavar="NAME|PATH", help="With --all: only this repository."),
+            ]
+        ):
             fn = option(fn)
         return fn
 
@@ -253,8 +300,11 @@ def pause(app: Any, worker: str | None, all_: bool, repo: str | None) -> None:
 
 @click.command("resume")
 @_targets("paused")
-@click.option("--over-budget", is_flag=True,
-              help="Resume workers the daily budget paused too, and let work start again, for the rest of today.")
+@click.option(
+    "--over-budget",
+    is_flag=True,
+    help="Resume workers the daily budget paused too, and let work start again, for the rest of today.",
+)
 @json_option
 @click.pass_obj
 def resume(app: Any, worker: str | None, all_: bool, repo: str | None, over_budget: bool) -> None:
@@ -353,8 +403,11 @@ def _copy_new(path: str, offset: int, out: Any) -> int:
 # -- rm and the attic --------------------------------------------------------------------------------
 @click.command("rm")
 @click.argument("worker")
-@click.option("--force", is_flag=True,
-              help="Remove even with uncommitted or unmerged work (saved first under refs/chkd/attic/<worker>).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove even with uncommitted or unmerged work (saved first under refs/chkd/attic/<worker>).",
+)
 @json_option
 @click.pass_obj
 def rm(app: Any, worker: str, force: bool) -> None:
@@ -396,8 +449,12 @@ def attic_list(app: Any, repo: str | None) -> None:
     if not res.entries:
         echo("The attic is empty.")
         return
-    click.echo(table([[e.worker_id, e.sha[:10], f"{ago(e.at)} ago", e.ref] for e in res.entries],
-                     ["WORKER", "COMMIT", "KEPT", "REF"]))
+    click.echo(
+        table(
+            [[e.worker_id, e.sha[:10], f"{ago(e.at)} ago", e.ref] for e in res.entries],
+            ["WORKER", "COMMIT", "KEPT", "REF"],
+        )
+    )
 
 
 @attic_group.command("restore")
@@ -423,21 +480,28 @@ def attic_restore(app: Any, ref: str, branch: str | None, repo: str | None) -> N
 @click.option("--tokens-in", type=click.IntRange(0), default=0, help="Input tokens used since the last heartbeat.")
 @click.option("--tokens-out", type=click.IntRange(0), default=0, help="Output tokens used since the last heartbeat.")
 @click.option("--cost", type=click.FloatRange(0), default=0.0, help="Cost in USD since the last heartbeat.")
-@click.option("--waiting", metavar="QUESTION",
-              help="The agent needs a person: the worker is `waiting` (with QUESTION shown and notified) "
-                   "until its next activity or input.")
+@click.option(
+    "--waiting",
+    metavar="QUESTION",
+    help="The agent needs a person: the worker is `waiting` (with QUESTION shown and notified) "
+    "until its next activity or input.",
+)
 @click.option("--worker", help="Worker id (default: $CHKD_WORKER_ID).")
 @json_option
 @click.pass_obj
-def heartbeat(app: Any, message: str | None, tokens_in: int, tokens_out: int, cost: float, waiting: str | None,
-              worker: str | None) -> None:
+def heartbeat(
+    app: Any, message: str | None, tokens_in: int, tokens_out: int, cost: float, waiting: str | None, worker: str | None
+) -> None:
     """(Agents) Report progress: proves the agent is getting somewhere. Never starts a daemon."""
     from chkd.protocol.messages import Heartbeat
 
     wid = _worker_env(worker)
     with _agent_client(app, timeout=5.0) as client:
-        ack = client.call(Heartbeat(worker=wid, message=message, tokens_in=tokens_in, tokens_out=tokens_out,
-                                    cost_usd=cost, waiting=waiting))
+        ack = client.call(
+            Heartbeat(
+                worker=wid, message=message, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, waiting=waiting
+            )
+        )
     if app.json:
         print_json(ack)
     elif ack.status not in ("working", "waiting"):
@@ -487,5 +551,17 @@ def done(app: Any, summary: str, worker: str | None) -> None:
 
 
 COMMANDS: list[click.Command] = [
-    spawn, workers, ps, worker_group, pause, resume, abort, logs, rm, attic_group, heartbeat, worker_status, done,
+    spawn,
+    workers,
+    ps,
+    worker_group,
+    pause,
+    resume,
+    abort,
+    logs,
+    rm,
+    attic_group,
+    heartbeat,
+    worker_status,
+    done,
 ]

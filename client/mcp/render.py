@@ -34,8 +34,18 @@ def ago(ms: int | None, now_ms: int | None = None) -> str:
 
 
 def workers_table(workers: Sequence[Any]) -> str:
-    rows = [[w.id, w.status, w.task_id, w.task_title, ago(w.activity_at or w.heartbeat_at), w.message or w.last_error,
-             w.branch] for w in workers]
+    rows = [
+        [
+            w.id,
+            w.status,
+            w.task_id,
+            w.task_title,
+            ago(w.activity_at or w.heartbeat_at),
+            w.message or w.last_error,
+            w.branch,
+        ]
+        for w in workers
+    ]
     return table(["ID", "STATUS", "TASK", "TITLE", "ACTIVE", "MESSAGE", "BRANCH"], rows, "No workers.")
 
 
@@ -46,8 +56,9 @@ def task_state(t: Any) -> str:
 
 
 def tasks_table(tasks: Sequence[Any]) -> str:
-    rows = [[t.id, task_state(t), f"P{t.priority}", t.title, ",".join(t.depends_on) or "-", t.claimed_by]
-            for t in tasks]
+    rows = [
+        [t.id, task_state(t), f"P{t.priority}", t.title, ",".join(t.depends_on) or "-", t.claimed_by] for t in tasks
+    ]
     return table(["ID", "STATE", "PRI", "TITLE", "AFTER", "WORKER"], rows, "No tasks.")
 
 
@@ -69,21 +80,31 @@ def task_line(t: Any) -> str:
 def merge_line(m: Any) -> str:
     state = m.status.replace("_", " ")
     if m.status == "merged":
-        return visible(f"merge {m.id} of {m.worker_id}: merged into {m.target} as {(m.result_sha or '')[:10]}; "
-                       "worktree and branch removed, task done.")
+        return visible(
+            f"merge {m.id} of {m.worker_id}: merged into {m.target} as {(m.result_sha or '')[:10]}; "
+            "worktree and branch removed, task done."
+        )
     if m.status == "conflict":
-        return visible(f"merge {m.id} of {m.worker_id}: conflict with {m.target} in {', '.join(m.conflict_files)}; "
-                       "nothing was changed.")
+        return visible(
+            f"merge {m.id} of {m.worker_id}: conflict with {m.target} in {', '.join(m.conflict_files)}; "
+            "nothing was changed."
+        )
     if m.status == "awaiting_review":
-        return visible(f"merge {m.id} of {m.worker_id} into {m.target} passed its checks and waits for review: "
-                       f"chkd_approve_merge or chkd_reject_merge.")
+        return visible(
+            f"merge {m.id} of {m.worker_id} into {m.target} passed its checks and waits for review: "
+            f"chkd_approve_merge or chkd_reject_merge."
+        )
     tail = m.log.strip().splitlines()[-3:] if m.status == "failed" and m.log else []
-    return visible(f"merge {m.id} of {m.worker_id} into {m.target}: {state}" + (": " + " | ".join(tail) if tail else "."))
+    return visible(
+        f"merge {m.id} of {m.worker_id} into {m.target}: {state}" + (": " + " | ".join(tail) if tail else ".")
+    )
 
 
 def overlaps_table(overlaps: Sequence[Any]) -> str:
-    rows = [[o.a, o.b or "(target)", "yes" if o.conflict else "no", ", ".join(o.conflict_files or o.files)]
-            for o in overlaps]
+    rows = [
+        [o.a, o.b or "(target)", "yes" if o.conflict else "no", ", ".join(o.conflict_files or o.files)]
+        for o in overlaps
+    ]
     return table(["WORKER", "WITH", "CONFLICT", "FILES"], rows, "No overlapping work.")
 
 
@@ -92,25 +113,35 @@ def overview_text(o: Any) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(o.workers_by_status.items()) if s != "merged") or "none"
     lines = [f"chkd: {', '.join(o.repos) or 'no repository'}. Workers: {counts}."]
     c = o.cost
-    lines.append(f"Cost today: ${c.today_usd:.2f} ({c.today_tokens_in} tokens in, {c.today_tokens_out} out); "
-                 f"all time ${c.total_usd:.2f}.")
+    lines.append(
+        f"Cost today: ${c.today_usd:.2f} ({c.today_tokens_in} tokens in, {c.today_tokens_out} out); "
+        f"all time ${c.total_usd:.2f}."
+    )
     if o.workers:
         lines += ["", "Workers:", workers_table(o.workers)]
     for title, tasks in (("Ready", o.ready), ("Running", o.running), ("Waiting on dependencies", o.waiting)):
         lines += ["", f"{title} ({len(tasks)}):", *([task_line(t) for t in tasks[:20]] or ["none"])]
         if len(tasks) > 20:
             lines.append(f"… and {len(tasks) - 20} more (chkd_tasks)")
-    lines += ["", f"Merges awaiting review ({len(o.awaiting_review)}):",
-              *([merge_line(m) for m in o.awaiting_review] or ["none"])]
+    lines += [
+        "",
+        f"Merges awaiting review ({len(o.awaiting_review)}):",
+        *([merge_line(m) for m in o.awaiting_review] or ["none"]),
+    ]
     conflicting = [x for x in o.conflicts if x.conflict]
-    lines += ["", f"Conflicts ({len(conflicting)} of {len(o.conflicts)} overlaps):",
-              overlaps_table(o.conflicts) if o.conflicts else "none"]
+    lines += [
+        "",
+        f"Conflicts ({len(conflicting)} of {len(o.conflicts)} overlaps):",
+        overlaps_table(o.conflicts) if o.conflicts else "none",
+    ]
     return "\n".join(lines)
 
 
 def import_text(r: Any) -> str:
-    head = (f"{'Dry run: ' if r.dry_run else ''}{r.repo}: {len(r.new)} new, {len(r.updated)} updated, "
-            f"{len(r.unchanged)} unchanged, {len(r.skipped)} skipped.")
+    head = (
+        f"{'Dry run: ' if r.dry_run else ''}{r.repo}: {len(r.new)} new, {len(r.updated)} updated, "
+        f"{len(r.unchanged)} unchanged, {len(r.skipped)} skipped."
+    )
     lines = [head]
     if r.new:
         lines.append("new: " + ", ".join(r.new))

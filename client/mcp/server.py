@@ -47,7 +47,7 @@ class Session:
         if self.id is not None:
             return
         from chkd.protocol.errors import ChkdError
-        from chkd.protocol.messages import SessionOpen, SessionResult
+        from chkd.protocol.messages import SessionOpen
 
         from .. import daemonctl
 
@@ -55,7 +55,8 @@ class Session:
             if not daemonctl.is_running(self.chkd.paths):  # type: ignore[attr-defined]
                 raise ChkdError("busy", "chkdd is not running")
             res = self.chkd.client().call(  # type: ignore[attr-defined]
-                SessionOpen(pid=os.getpid(), started=STARTED, worker=self.worker_id, repo=self.repo), timeout=5.0)
+                SessionOpen(pid=os.getpid(), started=STARTED, worker=self.worker_id, repo=self.repo), timeout=5.0
+            )
             self.id = res.session.id
         except ChkdError as exc:
             if exc.message != self.last_problem:
@@ -66,7 +67,7 @@ class Session:
         if self.id is None:
             return
         from chkd.protocol.errors import ChkdError
-        from chkd.protocol.messages import Ok, SessionClose
+        from chkd.protocol.messages import SessionClose
 
         from .. import daemonctl
 
@@ -91,7 +92,6 @@ def argument_sentence(tool: str, errors: Sequence[Mapping[str, Any]]) -> str:
 
 def build(worker_id: str | None, repo: str | None):  # type: ignore[no-untyped-def]
     """(the MCPServer, the Chkd connection, the Session) for this environment."""
-    from typing import Any
 
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
@@ -108,7 +108,7 @@ def build(worker_id: str | None, repo: str | None):  # type: ignore[no-untyped-d
                     raise ToolError(argument_sentence(name, exc.__cause__.errors())) from exc.__cause__
                 prefix = f"Error executing tool {name}: "
                 if str(exc).startswith(prefix):
-                    raise ToolError(str(exc)[len(prefix):]) from exc.__cause__
+                    raise ToolError(str(exc)[len(prefix) :]) from exc.__cause__
                 raise
 
     import chkd
@@ -119,13 +119,22 @@ def build(worker_id: str | None, repo: str | None):  # type: ignore[no-untyped-d
     from .worker_tools import worker_tools
 
     autostart = None if worker_id is None else False  # agents never start a daemon; a master may
-    conn = Chkd(resolve(None), worker_id=worker_id, repo=repo,
-                autostart=autostart if autostart is not None else os.environ.get("CHKD_NO_AUTOSTART") != "1")
+    conn = Chkd(
+        resolve(None),
+        worker_id=worker_id,
+        repo=repo,
+        autostart=autostart if autostart is not None else os.environ.get("CHKD_NO_AUTOSTART") != "1",
+    )
     session = Session(conn, worker_id, repo)
     conn.before_call = session.ensure
     tools = worker_tools(conn) if worker_id else master_tools(conn)
-    server = ChkdServer("chkd", version=chkd.__version__, tools=tools, log_level="WARNING",
-                       instructions=INSTRUCTIONS_WORKER if worker_id else INSTRUCTIONS_MASTER)
+    server = ChkdServer(
+        "chkd",
+        version=chkd.__version__,
+        tools=tools,
+        log_level="WARNING",
+        instructions=INSTRUCTIONS_WORKER if worker_id else INSTRUCTIONS_MASTER,
+    )
     return server, conn, session
 
 

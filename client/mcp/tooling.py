@@ -29,8 +29,9 @@ class Chkd:
     """The daemon, as the tools see it. The SDK runs sync tools on worker threads and a zmq socket
     belongs to one thread, so each thread gets its own Client (all share one zmq context)."""
 
-    def __init__(self, paths: Paths, *, worker_id: str | None, repo: str | None, autostart: bool,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, paths: Paths, *, worker_id: str | None, repo: str | None, autostart: bool, timeout: float = 30.0
+    ) -> None:
         self.paths = paths
         self.worker_id = worker_id
         self.repo = repo
@@ -74,8 +75,7 @@ def sentence(exc: ChkdError) -> str:
 
 def answer(data: msgspec.Struct, text: str) -> CallToolResult:
     """Structured content (the Struct as JSON) and the text a model reads."""
-    return CallToolResult(content=[TextContent(type="text", text=text)],
-                          structured_content=msgspec.to_builtins(data))
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=msgspec.to_builtins(data))
 
 
 @functools.cache
@@ -110,7 +110,7 @@ def guarded(fn: F) -> F:
             raise
         except ChkdError as exc:
             raise ToolError(sentence(exc)) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a tool must answer; the traceback goes to stderr
             import sys
             import traceback
 

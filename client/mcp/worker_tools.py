@@ -36,16 +36,18 @@ def worker_tools(chkd: Chkd) -> list[Tool]:
     assert wid is not None
 
     def status_report(status: str, messages: list[M.MessageInfo]) -> CallToolResult:
-        report = WorkerStatusReport(status=status, instruction=INSTRUCTIONS.get(status, "Stop."),  # type: ignore[arg-type]
-                                    messages=messages)
+        report = WorkerStatusReport(
+            status=status,  # type: ignore[arg-type]
+            instruction=INSTRUCTIONS.get(status, "Stop."),
+            messages=messages,
+        )
         text = f"{status}: {report.instruction}"
         block = messages_block(messages, wid)
         return answer(report, f"{text}\n{block}" if block else text)
 
     @guarded
     def chkd_heartbeat(
-        message: Annotated[str, Field(description="What you are doing now, in one short line.",
-                                      max_length=500)],
+        message: Annotated[str, Field(description="What you are doing now, in one short line.", max_length=500)],
     ) -> CallToolResult:
         ack = chkd.call(M.Heartbeat(worker=wid, message=message))
         return status_report(ack.status, [])
@@ -58,28 +60,40 @@ def worker_tools(chkd: Chkd) -> list[Tool]:
 
     @guarded
     def chkd_complete_work(
-        summary: Annotated[str, Field(description="One line on what you did; it becomes the commit message "
-                                                  "for anything not committed yet.", max_length=2000)] = "",
+        summary: Annotated[
+            str,
+            Field(
+                description="One line on what you did; it becomes the commit message for anything not committed yet.",
+                max_length=2000,
+            ),
+        ] = "",
     ) -> CallToolResult:
         w = chkd.call(M.Done(worker=wid, summary=summary), timeout=120).worker
         return answer(w, f"Done: worker {w.id}, task {w.task_id} is in review (branch {w.branch}). Stop now.")
 
     @guarded
     def chkd_request_help(
-        question: Annotated[str, Field(description="What you need from a person or the master, as a question.",
-                                       min_length=1, max_length=4000)],
+        question: Annotated[
+            str,
+            Field(
+                description="What you need from a person or the master, as a question.", min_length=1, max_length=4000
+            ),
+        ],
     ) -> CallToolResult:
         ack = chkd.call(M.HelpRequest(worker=wid, question=question))
         return answer(
             WorkerStatusReport(status=ack.status, instruction="Asked; the answer comes as a message."),
             "Your question went to the master and the user; the answer arrives as a message "
-            "(after a tool call, or with chkd_inbox). Go on with what you can meanwhile.")
+            "(after a tool call, or with chkd_inbox). Go on with what you can meanwhile.",
+        )
 
     @guarded
     def chkd_inbox() -> CallToolResult:
         msgs = chkd.call(M.Inbox(worker=wid, mark_read=True)).messages
-        rows = [[m.id, render.ago(m.created_at), m.sender if not m.from_worker else f"worker {m.from_worker}",
-                 m.text] for m in msgs]
+        rows = [
+            [m.id, render.ago(m.created_at), m.sender if not m.from_worker else f"worker {m.from_worker}", m.text]
+            for m in msgs
+        ]
         return answer(MessageReport(messages=msgs), render.table(["ID", "SENT", "FROM", "TEXT"], rows, "No messages."))
 
     @guarded
@@ -91,17 +105,32 @@ def worker_tools(chkd: Chkd) -> list[Tool]:
         return answer(ClaimReport(task=task), text)
 
     return [
-        make_tool(chkd_heartbeat, WorkerStatusReport,
-                  "Report progress to chkd (counts as activity, so you are not taken for stalled). "
-                  "Returns what chkd wants from you now."),
-        make_tool(chkd_worker_status, WorkerStatusReport,
-                  "Ask chkd what it wants from you (working, paused, aborted, ...) and get your unread messages."),
-        make_tool(chkd_complete_work, M.WorkerInfo,
-                  "Call when your task is finished: chkd commits anything uncommitted in your worktree "
-                  "and puts the task in review. Stop working afterwards."),
-        make_tool(chkd_request_help, WorkerStatusReport,
-                  "Ask the master and the user a question you cannot answer yourself (they are notified)."),
+        make_tool(
+            chkd_heartbeat,
+            WorkerStatusReport,
+            "Report progress to chkd (counts as activity, so you are not taken for stalled). "
+            "Returns what chkd wants from you now.",
+        ),
+        make_tool(
+            chkd_worker_status,
+            WorkerStatusReport,
+            "Ask chkd what it wants from you (working, paused, aborted, ...) and get your unread messages.",
+        ),
+        make_tool(
+            chkd_complete_work,
+            M.WorkerInfo,
+            "Call when your task is finished: chkd commits anything uncommitted in your worktree "
+            "and puts the task in review. Stop working afterwards.",
+        ),
+        make_tool(
+            chkd_request_help,
+            WorkerStatusReport,
+            "Ask the master and the user a question you cannot answer yourself (they are notified).",
+        ),
         make_tool(chkd_inbox, MessageReport, "Every message sent to you (the unread ones are now marked read)."),
-        make_tool(chkd_claim_task, ClaimReport,
-                  "Peer mode: claim the most urgent ready task of this repository; returns its title and description."),
+        make_tool(
+            chkd_claim_task,
+            ClaimReport,
+            "Peer mode: claim the most urgent ready task of this repository; returns its title and description.",
+        ),
     ]

@@ -11,11 +11,40 @@ from typing import Any
 
 from .. import liveness
 from . import (
-    autopilot, core, db, doctor, events, gc, merge, messages, overview, repos, sessions, shim, tasks, terminal, workers,
+    autopilot,
+    core,
+    db,
+    doctor,
+    events,
+    gc,
+    merge,
+    messages,
+    overview,
+    repos,
+    sessions,
+    shim,
+    tasks,
+    terminal,
+    workers,
 )
 
-_AREAS = (core, repos, tasks, workers, shim, events, gc, merge, db, doctor, terminal, messages, sessions, overview,
-          autopilot)
+_AREAS = (
+    core,
+    repos,
+    tasks,
+    workers,
+    shim,
+    events,
+    gc,
+    merge,
+    db,
+    doctor,
+    terminal,
+    messages,
+    sessions,
+    overview,
+    autopilot,
+)
 
 HANDLERS: dict[type, Callable[[Any, Any], Any]] = {}
 for _area in _AREAS:

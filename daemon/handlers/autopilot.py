@@ -25,22 +25,29 @@ def run_start(ctx: Ctx, req: RunStart) -> RunResult:
     repo = repos.resolve(ctx.store, req.repo)
     run = autopilot.start(ctx, repo, req.workers, req.agent, req.merge, req.until_empty)
     info = autopilot.run_info(ctx, run, repo)
-    return RunResult(runs=[info], message=f"The autopilot runs '{repo['name']}' with up to {run['workers']} "
-                                          f"workers (merge: {run['merge']}).")
+    return RunResult(
+        runs=[info],
+        message=f"The autopilot runs '{repo['name']}' with up to {run['workers']} workers (merge: {run['merge']}).",
+    )
 
 
 def run_stop(ctx: Ctx, req: RunStop) -> RunResult:
     repo = repos.resolve(ctx.store, req.repo)
     run = autopilot.load_run(ctx, repo["id"])
     if run is None or run["state"] != "running":
-        raise ChkdError("conflict", f"The autopilot is not running in '{repo['name']}'.",
-                        f"Start it with `chkdctl run --repo {repo['name']}`.")
+        raise ChkdError(
+            "conflict",
+            f"The autopilot is not running in '{repo['name']}'.",
+            f"Start it with `chkdctl run --repo {repo['name']}`.",
+        )
     run = autopilot.stop(ctx, repo, "stopped by the user")
     assert run is not None
     live = workerrecords.live_count(ctx, repo["id"])
-    return RunResult(runs=[autopilot.run_info(ctx, run, repo)],
-                     message=f"The autopilot of '{repo['name']}' stopped; nothing new starts"
-                             + (f" ({live} running workers carry on)." if live else "."))
+    return RunResult(
+        runs=[autopilot.run_info(ctx, run, repo)],
+        message=f"The autopilot of '{repo['name']}' stopped; nothing new starts"
+        + (f" ({live} running workers carry on)." if live else "."),
+    )
 
 
 def run_status(ctx: Ctx, req: RunStatus) -> RunResult:
@@ -70,11 +77,19 @@ def agent_limit(ctx: Ctx, req: AgentLimit) -> ActivityAck:
     repo = repos.repo_name(ctx.store, row["repo_id"])
     message = " ".join(req.message.split())[:300]
     if req.kind == "usage_limit":
-        ctx.emit(ev.AgentUsageLimited(profile=row["agent"] or "", resets_at=req.resets_at, message=message),
-                 repo=repo, worker_id=row["id"], task_id=row["task_id"])
+        ctx.emit(
+            ev.AgentUsageLimited(profile=row["agent"] or "", resets_at=req.resets_at, message=message),
+            repo=repo,
+            worker_id=row["id"],
+            task_id=row["task_id"],
+        )
     else:
-        ctx.emit(ev.AgentApiFailed(profile=row["agent"] or "", error="rate_limit", message=message),
-                 repo=repo, worker_id=row["id"], task_id=row["task_id"])
+        ctx.emit(
+            ev.AgentApiFailed(profile=row["agent"] or "", error="rate_limit", message=message),
+            repo=repo,
+            worker_id=row["id"],
+            task_id=row["task_id"],
+        )
     fresh = workerrecords.load(ctx, row["id"]) or row
     return ActivityAck(status=fresh["status"], heartbeat_s=ctx.config.heartbeat_s)
 
@@ -83,5 +98,11 @@ def setup(ctx: Ctx) -> None:
     autopilot.setup(ctx)
 
 
-HANDLERS = {RunStart: run_start, RunStop: run_stop, RunStatus: run_status, Cost: cost, Stats: stats,
-            AgentLimit: agent_limit}
+HANDLERS = {
+    RunStart: run_start,
+    RunStop: run_stop,
+    RunStatus: run_status,
+    Cost: cost,
+    Stats: stats,
+    AgentLimit: agent_limit,
+}

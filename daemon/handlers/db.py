@@ -23,8 +23,7 @@ def backup(ctx: Ctx, req: DbBackup) -> Deferred:
         ctx.log.info("db_backup", path=result.path, pages=result.pages, seconds=result.seconds)
         ctx.finish(deferred, result)
 
-    ctx.submit(dbfile.backup_database, str(ctx.store.path), req.path, force=req.force, then=_copied,
-               reply_to=deferred)
+    ctx.submit(dbfile.backup_database, str(ctx.store.path), req.path, force=req.force, then=_copied, reply_to=deferred)
     return deferred
 
 
@@ -36,8 +35,9 @@ def check(ctx: Ctx, _req: DbCheck) -> Deferred:
             raise exc
         assert result is not None
         if not result.ok:
-            ctx.log.warning("db_check_failed", problems=result.problems[:20],
-                            foreign_key_problems=result.foreign_key_problems[:20])
+            ctx.log.warning(
+                "db_check_failed", problems=result.problems[:20], foreign_key_problems=result.foreign_key_problems[:20]
+            )
         ctx.finish(deferred, result)
 
     ctx.submit(dbfile.check_database, str(ctx.store.path), then=_checked, reply_to=deferred)

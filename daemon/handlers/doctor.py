@@ -29,11 +29,17 @@ def diagnose(ctx: Ctx, _req: Doctor) -> Deferred:
         error = None if exc is None else getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         rows = ctx.store.dicts(
             "SELECT id, status, pid, proc_started, shim_pid, shim_started, heartbeat_at, started_at, exit_code, "
-            f"exit_signal FROM workers WHERE status IN ({_LIVE_IN}) ORDER BY seq")
-        facts = {r["id"]: (proc_alive(r["pid"], r["proc_started"]), proc_alive(r["shim_pid"], r["shim_started"]))
-                 for r in rows}  # psutil: fast syscalls, fine on the loop (as in the reaper)
-        findings = [doctor.git_finding(version, error), doctor.tmux_finding(shutil.which(tmux.TMUX)),
-                    *doctor.worker_findings(rows, facts, now_ms(), int(ctx.config.heartbeat_timeout_s * 1000))]
+            f"exit_signal FROM workers WHERE status IN ({_LIVE_IN}) ORDER BY seq"
+        )
+        facts = {
+            r["id"]: (proc_alive(r["pid"], r["proc_started"]), proc_alive(r["shim_pid"], r["shim_started"]))
+            for r in rows
+        }  # psutil: fast syscalls, fine on the loop (as in the reaper)
+        findings = [
+            doctor.git_finding(version, error),
+            doctor.tmux_finding(shutil.which(tmux.TMUX)),
+            *doctor.worker_findings(rows, facts, now_ms(), int(ctx.config.heartbeat_timeout_s * 1000)),
+        ]
         ctx.finish(deferred, DoctorReport(findings=findings))
 
     ctx.submit(_git_version, then=_with_git, reply_to=deferred)

@@ -17,16 +17,29 @@ from ..store import now_ms
 
 
 def _snapshots(ctx: Ctx, ref: str | None) -> list[gcmod.RepoSnapshot]:
-    repos = [repo_area.resolve(ctx.store, ref)] if ref else ctx.store.dicts(f"SELECT {repo_area.REPO_COLUMNS} FROM repos")
+    repos = (
+        [repo_area.resolve(ctx.store, ref)] if ref else ctx.store.dicts(f"SELECT {repo_area.REPO_COLUMNS} FROM repos")
+    )
     now = now_ms()
     snaps = []
     for r in repos:
         workers = ctx.store.dicts(
             "SELECT id, status, worktree_path, branch_name, started_at, completed_at, heartbeat_at "
-            "FROM workers WHERE repo_id=?", (r["id"],))
-        snaps.append(gcmod.RepoSnapshot(r["name"], r["path"], r["main_branch"], workers,
-                                        ctx.config.branch_prefix, ctx.config.worktree_pattern, now,
-                                        home=str(ctx.paths.state)))
+            "FROM workers WHERE repo_id=?",
+            (r["id"],),
+        )
+        snaps.append(
+            gcmod.RepoSnapshot(
+                r["name"],
+                r["path"],
+                r["main_branch"],
+                workers,
+                ctx.config.branch_prefix,
+                ctx.config.worktree_pattern,
+                now,
+                home=str(ctx.paths.state),
+            )
+        )
     return snaps
 
 
@@ -34,7 +47,9 @@ def _scan_all(snaps: list[gcmod.RepoSnapshot]) -> list[tuple[gcmod.RepoSnapshot,
     return [(s, gcmod.scan(s)) for s in snaps if os.path.isdir(s.path)]
 
 
-def _apply_all(plan: list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]]) -> list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]]:
+def _apply_all(
+    plan: list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]],
+) -> list[tuple[gcmod.RepoSnapshot, list[gcmod.Found]]]:
     return [(s, gcmod.apply(s, found)) for s, found in plan]
 
 
@@ -45,8 +60,11 @@ def _still_orphan(ctx: Ctx, f: gcmod.Found) -> bool:
     if f.worker_id is not None:
         status = ctx.store.scalar("SELECT status FROM workers WHERE id=?", (f.worker_id,))
         return status is not None and status not in live
-    owner = ctx.store.scalar("SELECT id FROM workers WHERE (worktree_path IS NOT NULL AND worktree_path=?) "
-                             "OR (branch_name IS NOT NULL AND branch_name=?)", (f.worktree, f.branch))
+    owner = ctx.store.scalar(
+        "SELECT id FROM workers WHERE (worktree_path IS NOT NULL AND worktree_path=?) "
+        "OR (branch_name IS NOT NULL AND branch_name=?)",
+        (f.worktree, f.branch),
+    )
     if owner is not None:
         return False
     status = ctx.store.scalar("SELECT status FROM workers WHERE id=?", (f.marker_worker,))
@@ -84,8 +102,11 @@ def gc_handler(ctx: Ctx, req: Gc) -> Any:
                     live = ",".join(f"'{s}'" for s in sorted(gcmod.LIVE))
                     if ctx.store.x(f"DELETE FROM workers WHERE id=? AND status NOT IN ({live})", (f.worker_id,)):
                         agent_profiles.forget_claude_files(ctx, f.worker_id)
-                ctx.emit(ev.GcRemoved(what=f.item.what, item=f.item.kind, reason=f.item.reason),
-                         repo=snap.name, worker_id=f.worker_id)
+                ctx.emit(
+                    ev.GcRemoved(what=f.item.what, item=f.item.kind, reason=f.item.reason),
+                    repo=snap.name,
+                    worker_id=f.worker_id,
+                )
         ctx.finish(deferred, GcReport(applied=True, items=items))
 
     ctx.submit(_scan_all, snaps, then=_scanned, reply_to=deferred)

@@ -36,8 +36,10 @@ RECENT = 20
 
 def _active_merge(ctx: Ctx, worker_id: str) -> dict[str, Any] | None:
     marks = ",".join("?" * len(ACTIVE))
-    return ctx.store.dict(f"SELECT * FROM merges WHERE worker_id=? AND status IN ({marks}) ORDER BY id DESC LIMIT 1",
-                          (worker_id, *sorted(ACTIVE)))
+    return ctx.store.dict(
+        f"SELECT * FROM merges WHERE worker_id=? AND status IN ({marks}) ORDER BY id DESC LIMIT 1",
+        (worker_id, *sorted(ACTIVE)),
+    )
 
 
 def mergeable_error(worker: dict[str, Any], active: dict[str, Any] | None) -> str | None:
@@ -50,8 +52,10 @@ def mergeable_error(worker: dict[str, Any], active: dict[str, Any] | None) -> st
     if status == "merged":
         return f"Worker {wid} is already merged."
     if status == "conflict":
-        return (f"Worker {wid} conflicts with the target; run `chkdctl update {wid}`, resolve the conflict markers, "
-                "commit, then merge again.")
+        return (
+            f"Worker {wid} conflicts with the target; run `chkdctl update {wid}`, resolve the conflict markers, "
+            "commit, then merge again."
+        )
     return f"Worker {wid} is {status}; only a done worker can be merged."
 
 
@@ -68,9 +72,12 @@ def merge(ctx: Ctx, req: Merge) -> Deferred:
         if exc is not None:
             raise exc
         if dirty:
-            raise ChkdError("refused", f"Worker {worker['id']}'s worktree {worker['worktree_path']} has uncommitted "
-                                       f"changes ({', '.join(dirty[:10])}); nothing was queued.",
-                            "Commit them in the worktree (or let the agent finish), then merge again.")
+            raise ChkdError(
+                "refused",
+                f"Worker {worker['id']}'s worktree {worker['worktree_path']} has uncommitted "
+                f"changes ({', '.join(dirty[:10])}); nothing was queued.",
+                "Commit them in the worktree (or let the agent finish), then merge again.",
+            )
         fresh = lookup.load_worker(ctx.store, worker["id"])
         if fresh is None:
             raise ChkdError("not_found", f"Worker {worker['id']} was removed meanwhile.")
@@ -89,8 +96,11 @@ def _awaiting(ctx: Ctx, ref: str) -> dict[str, Any]:
     m = _active_merge(ctx, worker["id"])
     if m is None or m["status"] != "awaiting_review":
         what = f"its merge {m['id']} is {m['status'].replace('_', ' ')}" if m else "it has no merge in progress"
-        raise ChkdError("conflict", f"Worker {worker['id']} has no merge waiting for review ({what}).",
-                        f"Merge it with `chkdctl merge {worker['id']} --strategy review` first.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {worker['id']} has no merge waiting for review ({what}).",
+            f"Merge it with `chkdctl merge {worker['id']} --strategy review` first.",
+        )
     return m
 
 
@@ -125,8 +135,11 @@ def show(ctx: Ctx, req: MergeShow) -> MergeResult:
         worker = lookup.worker(ctx.store, req.worker)
         m = ctx.store.dict("SELECT * FROM merges WHERE worker_id=? ORDER BY id DESC LIMIT 1", (worker["id"],))
         if m is None:
-            raise ChkdError("not_found", f"Worker {worker['id']} has never been merged.",
-                            f"Merge it with `chkdctl merge {worker['id']}`.")
+            raise ChkdError(
+                "not_found",
+                f"Worker {worker['id']} has never been merged.",
+                f"Merge it with `chkdctl merge {worker['id']}`.",
+            )
     else:
         raise ChkdError("bad_request", "Say which merge to show: a merge id or a worker.")
     return MergeResult(merge=merge_info(ctx, m))
@@ -142,15 +155,25 @@ def diff(ctx: Ctx, req: Diff) -> Deferred:
     def _done(res: tuple[str, str, str] | None, exc: BaseException | None) -> None:
         if exc is not None:
             if worker["status"] == "merged":
-                raise ChkdError("not_found", f"Worker {worker['id']} is merged and its branch is gone; "
-                                             "its change is in the target's history.")
+                raise ChkdError(
+                    "not_found",
+                    f"Worker {worker['id']} is merged and its branch is gone; its change is in the target's history.",
+                )
             raise exc
         assert res is not None
         text, base, head = res
         ctx.finish(deferred, DiffResult(text=text, base=base, head=head))
 
-    ctx.submit(mergeengine.diff, repo["path"], mergequeue.target_of(ctx, repo), f"refs/heads/{worker['branch_name']}",
-               worker["worktree_path"], req.stat, then=_done, reply_to=deferred)
+    ctx.submit(
+        mergeengine.diff,
+        repo["path"],
+        mergequeue.target_of(ctx, repo),
+        f"refs/heads/{worker['branch_name']}",
+        worker["worktree_path"],
+        req.stat,
+        then=_done,
+        reply_to=deferred,
+    )
     return deferred
 
 
@@ -168,23 +191,34 @@ def update(ctx: Ctx, req: Update) -> Deferred:
         assert res is not None
         fresh = lookup.load_worker(ctx.store, worker["id"]) or worker
         if res.merged:
-            message = (f"already up to date with {target}" if res.up_to_date
-                       else f"took in {target}; ready to merge again")
+            message = (
+                f"already up to date with {target}" if res.up_to_date else f"took in {target}; ready to merge again"
+            )
             if fresh["status"] == "conflict":
                 fresh = mergequeue_set(ctx, fresh, "done", message)
             elif not res.up_to_date:
                 fresh = workerrecords.update(ctx, fresh, message=message)
         else:
             files = ", ".join(res.conflict_files)
-            message = (f"conflicts with {target} in {files}: resolve the markers, commit, "
-                       f"then `chkdctl done --worker {worker['id']}`")
+            message = (
+                f"conflicts with {target} in {files}: resolve the markers, commit, "
+                f"then `chkdctl done --worker {worker['id']}`"
+            )
             fresh = mergequeue_set(ctx, fresh, "working", message)
             mergequeue.set_task(ctx, fresh, "in_progress", note=f"conflicts with {target} in {files}")
             fresh = lookup.load_worker(ctx.store, worker["id"]) or fresh
-            agent_resume.maybe_start(ctx, fresh, agent_resume.conflict_prompt(target, res.conflict_files),
-                                     f"conflicts with {target} in {files}")
-        ctx.emit(ev.WorkerUpdated(merged=res.merged, files=res.conflict_files, up_to_date=res.up_to_date),
-                 repo=repo["name"], worker_id=worker["id"], task_id=worker["task_id"])
+            agent_resume.maybe_start(
+                ctx,
+                fresh,
+                agent_resume.conflict_prompt(target, res.conflict_files),
+                f"conflicts with {target} in {files}",
+            )
+        ctx.emit(
+            ev.WorkerUpdated(merged=res.merged, files=res.conflict_files, up_to_date=res.up_to_date),
+            repo=repo["name"],
+            worker_id=worker["id"],
+            task_id=worker["task_id"],
+        )
         ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, fresh, repo["name"])))
 
     ctx.submit(mergeengine.update_branch, worker["worktree_path"], target, then=_done, reply_to=deferred)
@@ -214,8 +248,14 @@ def conflicts(ctx: Ctx, req: Conflicts) -> ConflictReport | Deferred:
 
 
 HANDLERS = {
-    Merge: merge, Approve: approve, Reject: reject, MergeList: list_, MergeShow: show,
-    Diff: diff, Update: update, Conflicts: conflicts,
+    Merge: merge,
+    Approve: approve,
+    Reject: reject,
+    MergeList: list_,
+    MergeShow: show,
+    Diff: diff,
+    Update: update,
+    Conflicts: conflicts,
 }
 
 

@@ -16,7 +16,14 @@ from typing import Any
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    LIVE_WORKER_STATUSES, HelpRequest, Hook, HookAck, Inbox, MessageInfo, MessagesResult, Send,
+    LIVE_WORKER_STATUSES,
+    HelpRequest,
+    Hook,
+    HookAck,
+    Inbox,
+    MessageInfo,
+    MessagesResult,
+    Send,
 )
 
 from .. import lookup, repos, workerrecords
@@ -32,8 +39,16 @@ HOOK_BATCH = 20
 
 def message_info(row: tuple[Any, ...]) -> MessageInfo:
     mid, to, sender, from_worker, broadcast, text, created, read = row
-    return MessageInfo(id=mid, to_worker=to, sender=sender, text=text, created_at=created,
-                       from_worker=from_worker, broadcast=bool(broadcast), read_at=read)
+    return MessageInfo(
+        id=mid,
+        to_worker=to,
+        sender=sender,
+        text=text,
+        created_at=created,
+        from_worker=from_worker,
+        broadcast=bool(broadcast),
+        read_at=read,
+    )
 
 
 def _recipients(ctx: Ctx, req: Send) -> list[dict[str, Any]]:
@@ -71,26 +86,46 @@ def send(ctx: Ctx, req: Send) -> MessagesResult:
     for row in _recipients(ctx, req):
         mid = ctx.store.insert(
             "INSERT INTO messages(to_worker, sender, from_worker, broadcast, text, created_at) VALUES(?,?,?,?,?,?)",
-            (row["id"], req.sender, from_worker, int(req.all), text, now))
-        ctx.emit(ev.MessageSent(id=mid, to=row["id"], sender=req.sender, from_worker=from_worker, broadcast=req.all,
-                                chars=len(text)),
-                 repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
-        sent.append(MessageInfo(id=mid, to_worker=row["id"], sender=req.sender, text=text, created_at=now,
-                                from_worker=from_worker, broadcast=req.all))
+            (row["id"], req.sender, from_worker, int(req.all), text, now),
+        )
+        ctx.emit(
+            ev.MessageSent(
+                id=mid, to=row["id"], sender=req.sender, from_worker=from_worker, broadcast=req.all, chars=len(text)
+            ),
+            repo=repos.repo_name(ctx.store, row["repo_id"]),
+            worker_id=row["id"],
+            task_id=row["task_id"],
+        )
+        sent.append(
+            MessageInfo(
+                id=mid,
+                to_worker=row["id"],
+                sender=req.sender,
+                text=text,
+                created_at=now,
+                from_worker=from_worker,
+                broadcast=req.all,
+            )
+        )
     return MessagesResult(messages=sent)
 
 
 def take_unread(ctx: Ctx, row: dict[str, Any], via: str, limit: int = HOOK_BATCH) -> list[MessageInfo]:
     """The worker's oldest unread messages, marked read now (delivered), with one event."""
-    rows = ctx.store.all(f"SELECT {_COLUMNS} FROM messages WHERE to_worker=? AND read_at IS NULL ORDER BY id LIMIT ?",
-                         (row["id"], limit))
+    rows = ctx.store.all(
+        f"SELECT {_COLUMNS} FROM messages WHERE to_worker=? AND read_at IS NULL ORDER BY id LIMIT ?", (row["id"], limit)
+    )
     if not rows:
         return []
     now = now_ms()
     ids = [r[0] for r in rows]
     ctx.store.x(f"UPDATE messages SET read_at=? WHERE id IN ({','.join('?' * len(ids))})", (now, *ids))
-    ctx.emit(ev.MessageDelivered(ids=ids, via=via), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"],
-             task_id=row["task_id"])
+    ctx.emit(
+        ev.MessageDelivered(ids=ids, via=via),
+        repo=repos.repo_name(ctx.store, row["repo_id"]),
+        worker_id=row["id"],
+        task_id=row["task_id"],
+    )
     return [message_info((*r[:7], now)) for r in rows]
 
 
@@ -101,8 +136,10 @@ def inbox(ctx: Ctx, req: Inbox) -> MessagesResult:
         if req.unread:
             return MessagesResult(messages=fresh)
     where = "to_worker=?" + (" AND read_at IS NULL" if req.unread else "")
-    rows = ctx.store.all(f"SELECT * FROM (SELECT {_COLUMNS} FROM messages WHERE {where} ORDER BY id DESC LIMIT ?) "
-                         "ORDER BY id", (row["id"], req.limit))
+    rows = ctx.store.all(
+        f"SELECT * FROM (SELECT {_COLUMNS} FROM messages WHERE {where} ORDER BY id DESC LIMIT ?) ORDER BY id",
+        (row["id"], req.limit),
+    )
     return MessagesResult(messages=[message_info(r) for r in rows])
 
 
@@ -130,9 +167,18 @@ def hook(ctx: Ctx, req: Hook) -> HookAck:
     elif req.event == "post-tool-use" and row["status"] == "waiting":
         row = workerrecords.leave_waiting(ctx, row, "the agent used a tool")
     delivered = take_unread(ctx, row, "hook") if req.event == "post-tool-use" else []
-    ctx.emit(ev.WorkerHooked(hook=req.event, tool=req.tool, message=message, session_id=req.session_id,
-                             delivered=[m.id for m in delivered] or None),
-             repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
+    ctx.emit(
+        ev.WorkerHooked(
+            hook=req.event,
+            tool=req.tool,
+            message=message,
+            session_id=req.session_id,
+            delivered=[m.id for m in delivered] or None,
+        ),
+        repo=repos.repo_name(ctx.store, row["repo_id"]),
+        worker_id=row["id"],
+        task_id=row["task_id"],
+    )
     return HookAck(status=row["status"], messages=delivered)
 
 
@@ -144,8 +190,12 @@ def help_request(ctx: Ctx, req: HelpRequest) -> HookAck:
         raise ChkdError("bad_request", "The question is empty.")
     row = _activity(ctx, lookup.worker(ctx.store, req.worker), None)
     row = workerrecords.enter_waiting(ctx, row, question)
-    ctx.emit(ev.WorkerHelpRequested(question=question), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"],
-             task_id=row["task_id"])
+    ctx.emit(
+        ev.WorkerHelpRequested(question=question),
+        repo=repos.repo_name(ctx.store, row["repo_id"]),
+        worker_id=row["id"],
+        task_id=row["task_id"],
+    )
     return HookAck(status=row["status"])
 
 

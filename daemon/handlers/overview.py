@@ -34,11 +34,19 @@ def cost_summary(ctx: Ctx, repo_ids: list[int]) -> CostSummary:
     marks = ",".join("?" * len(repo_ids)) or "NULL"
     today = ctx.store.one(
         "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0) "
-        f"FROM usage WHERE repo_id IN ({marks}) AND at >= ?", (*repo_ids, since)) or (0, 0, 0)
-    total = ctx.store.scalar(f"SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE repo_id IN ({marks})",
-                             tuple(repo_ids), 0.0)
-    return CostSummary(since=since, today_usd=round(float(today[0]), 6), today_tokens_in=int(today[1]),
-                       today_tokens_out=int(today[2]), total_usd=round(float(total), 6))
+        f"FROM usage WHERE repo_id IN ({marks}) AND at >= ?",
+        (*repo_ids, since),
+    ) or (0, 0, 0)
+    total = ctx.store.scalar(
+        f"SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE repo_id IN ({marks})", tuple(repo_ids), 0.0
+    )
+    return CostSummary(
+        since=since,
+        today_usd=round(float(today[0]), 6),
+        today_tokens_in=int(today[1]),
+        today_tokens_out=int(today[2]),
+        total_usd=round(float(total), 6),
+    )
 
 
 def overview(ctx: Ctx, req: Overview) -> OverviewResult:
@@ -49,16 +57,18 @@ def overview(ctx: Ctx, req: Overview) -> OverviewResult:
         chosen = ctx.store.dicts(f"SELECT {repos.REPO_COLUMNS} FROM repos ORDER BY name")
     ids = [r["id"] for r in chosen]
     marks = ",".join("?" * len(ids)) or "NULL"
-    workers = ctx.store.dicts(f"SELECT * FROM workers WHERE repo_id IN ({marks}) AND {_SHOWN} ORDER BY seq",
-                              tuple(ids))
+    workers = ctx.store.dicts(f"SELECT * FROM workers WHERE repo_id IN ({marks}) AND {_SHOWN} ORDER BY seq", tuple(ids))
     names = {r["id"]: r["name"] for r in chosen}
-    by_status: dict[str, int] = dict(ctx.store.all(
-        f"SELECT status, count(*) FROM workers WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids)))
-    task_counts: dict[str, int] = dict(ctx.store.all(
-        f"SELECT status, count(*) FROM task_queue WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids)))
+    by_status: dict[str, int] = dict(
+        ctx.store.all(f"SELECT status, count(*) FROM workers WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids))
+    )
+    task_counts: dict[str, int] = dict(
+        ctx.store.all(f"SELECT status, count(*) FROM task_queue WHERE repo_id IN ({marks}) GROUP BY status", tuple(ids))
+    )
     tasks = [t for r in chosen for t in tasks_area.list_(ctx, TaskList(repo=r["name"])).tasks]
     review = ctx.store.dicts(
-        f"SELECT * FROM merges WHERE repo_id IN ({marks}) AND status='awaiting_review' ORDER BY id", tuple(ids))
+        f"SELECT * FROM merges WHERE repo_id IN ({marks}) AND status='awaiting_review' ORDER BY id", tuple(ids)
+    )
     for r in chosen:
         if not radar.is_fresh(ctx, r):
             radar.refresh(ctx, r)

@@ -16,13 +16,19 @@ import psutil
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
-    Ok, SessionClose, SessionInfo, SessionList, SessionListResult, SessionOpen, SessionResult,
+    Ok,
+    SessionClose,
+    SessionInfo,
+    SessionList,
+    SessionListResult,
+    SessionOpen,
+    SessionResult,
 )
 
 from .. import lookup, repos
 from ..context import Ctx
-from ..store import now_ms
 from ..liveness import proc_alive
+from ..store import now_ms
 
 #: How often the daemon looks for sessions whose chkd-mcp died without closing them.
 SWEEP_S = 5.0
@@ -33,9 +39,17 @@ _LIST_LIMIT = 200
 
 def session_info(ctx: Ctx, row: dict[str, Any]) -> SessionInfo:
     repo = repos.repo_name(ctx.store, row["repo_id"]) if row["repo_id"] else None
-    return SessionInfo(id=row["id"], is_master=bool(row["is_master"]), started_at=row["started_at"],
-                       worker_id=row["worker_id"], repo=repo, client=row["client"] or "", pid=row["pid"],
-                       ended_at=row["ended_at"], end_reason=row["end_reason"])
+    return SessionInfo(
+        id=row["id"],
+        is_master=bool(row["is_master"]),
+        started_at=row["started_at"],
+        worker_id=row["worker_id"],
+        repo=repo,
+        client=row["client"] or "",
+        pid=row["pid"],
+        ended_at=row["ended_at"],
+        end_reason=row["end_reason"],
+    )
 
 
 def own_create_time(pid: int, claimed: float) -> float:
@@ -63,18 +77,24 @@ def open_(ctx: Ctx, req: SessionOpen) -> SessionResult:
     sid = ctx.store.insert(
         "INSERT INTO sessions(repo_id, worker_id, is_master, started_at, pid, proc_started, client) "
         "VALUES(?,?,?,?,?,?,?)",
-        (repo_id, worker["id"] if worker else None, int(worker is None), now_ms(), req.pid, started, req.client))
+        (repo_id, worker["id"] if worker else None, int(worker is None), now_ms(), req.pid, started, req.client),
+    )
     row = ctx.store.dict("SELECT * FROM sessions WHERE id=?", (sid,))
     assert row is not None
     info = session_info(ctx, row)
-    ctx.emit(ev.SessionOpened(id=sid, master=info.is_master, client=req.client, pid=req.pid),
-             repo=info.repo, worker_id=info.worker_id, task_id=worker["task_id"] if worker else None)
+    ctx.emit(
+        ev.SessionOpened(id=sid, master=info.is_master, client=req.client, pid=req.pid),
+        repo=info.repo,
+        worker_id=info.worker_id,
+        task_id=worker["task_id"] if worker else None,
+    )
     return SessionResult(session=info)
 
 
 def end_session(ctx: Ctx, row: dict[str, Any], reason: str) -> None:
-    ctx.store.x("UPDATE sessions SET ended_at=?, end_reason=? WHERE id=? AND ended_at IS NULL",
-                (now_ms(), reason, row["id"]))
+    ctx.store.x(
+        "UPDATE sessions SET ended_at=?, end_reason=? WHERE id=? AND ended_at IS NULL", (now_ms(), reason, row["id"])
+    )
     repo = repos.repo_name(ctx.store, row["repo_id"]) if row["repo_id"] else None
     ctx.emit(ev.SessionEnded(id=row["id"], reason=reason), repo=repo, worker_id=row["worker_id"])
 
@@ -90,8 +110,9 @@ def close(ctx: Ctx, req: SessionClose) -> Ok:
 
 def list_(ctx: Ctx, req: SessionList) -> SessionListResult:
     where = "" if req.all else "WHERE ended_at IS NULL "
-    rows = ctx.store.dicts(f"SELECT * FROM (SELECT * FROM sessions {where}ORDER BY id DESC LIMIT ?) ORDER BY id",
-                           (_LIST_LIMIT,))
+    rows = ctx.store.dicts(
+        f"SELECT * FROM (SELECT * FROM sessions {where}ORDER BY id DESC LIMIT ?) ORDER BY id", (_LIST_LIMIT,)
+    )
     return SessionListResult(sessions=[session_info(ctx, r) for r in rows])
 
 

@@ -38,8 +38,16 @@ def hello(ctx: Ctx, req: ShimHello) -> ActivityAck:
     if row["exit_code"] is not None or row["exit_signal"] is not None:
         return _ack(ctx, row)  # a late duplicate after the exit report
     now = now_ms()
-    row = workerrecords.update(ctx, row, pid=req.agent_pid, pgid=req.pgid, proc_started=req.agent_started,
-                   shim_pid=req.shim_pid, shim_started=req.shim_started, heartbeat_at=now)
+    row = workerrecords.update(
+        ctx,
+        row,
+        pid=req.agent_pid,
+        pgid=req.pgid,
+        proc_started=req.agent_started,
+        shim_pid=req.shim_pid,
+        shim_started=req.shim_started,
+        heartbeat_at=now,
+    )
     status = row["status"]
     if status == "starting":
         row = workerrecords.set_worker_status(ctx, row, "working", reason="the agent started", pid=req.agent_pid)
@@ -94,8 +102,12 @@ def exited(ctx: Ctx, req: ShimExit) -> ActivityAck:
     code = req.exit_code if req.signal is None else None
     row = workerrecords.update(ctx, row, exit_code=code, exit_signal=req.signal, heartbeat_at=now_ms())
     words = _exit_words(code, req.signal)
-    ctx.emit(ev.WorkerExited(exit_code=code, signal=req.signal), repo=repos.repo_name(ctx.store, row["repo_id"]),
-             worker_id=row["id"], task_id=row["task_id"])
+    ctx.emit(
+        ev.WorkerExited(exit_code=code, signal=req.signal),
+        repo=repos.repo_name(ctx.store, row["repo_id"]),
+        worker_id=row["id"],
+        task_id=row["task_id"],
+    )
     status = row["status"]
     if status in RUNNING and row["agent_error"]:
         # The agent's own stream said its run failed (a usage limit, an API error; the CLI may even

@@ -11,7 +11,6 @@ from typing import Any
 
 import msgspec
 
-
 from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import (
@@ -53,9 +52,17 @@ def add(ctx: Ctx, req: TaskAdd) -> Any:
         taskqueue.check_id(req.id)
 
     def _add(repo: dict[str, Any]) -> TaskResult:
-        task = taskqueue.create_task(ctx, repo, title=req.title, id=req.id, priority=req.priority,
-                                 description=req.description, tags=req.tags, after=req.after,
-                                 max_attempts=req.max_attempts)
+        task = taskqueue.create_task(
+            ctx,
+            repo,
+            title=req.title,
+            id=req.id,
+            priority=req.priority,
+            description=req.description,
+            tags=req.tags,
+            after=req.after,
+            max_attempts=req.max_attempts,
+        )
         return _result(ctx, task, repo)
 
     return repos.with_repo(ctx, req.repo, _add)
@@ -77,8 +84,11 @@ def list_(ctx: Ctx, req: TaskList) -> TaskListResult:
     if where:
         sql += " WHERE " + " AND ".join(where)
     rows = ctx.store.dicts(sql, tuple(params))
-    pairs = [(info, row["pk"]) for info, row in zip(taskqueue.task_infos(ctx, rows), rows, strict=False)
-             if info.ready or not req.ready]
+    pairs = [
+        (info, row["pk"])
+        for info, row in zip(taskqueue.task_infos(ctx, rows), rows, strict=False)
+        if info.ready or not req.ready
+    ]
     pairs.sort(key=lambda p: taskgraph.list_order_key(p[0].ready, p[0].priority, p[0].created_at, p[1]))
     return TaskListResult(tasks=[info for info, _ in pairs])
 
@@ -88,12 +98,15 @@ def show(ctx: Ctx, req: TaskShow) -> TaskResult:
     task = taskqueue.get_task(ctx, repo, req.id)
     rows = ctx.store.all(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id=? AND repo=? ORDER BY seq DESC LIMIT ?",
-        (task["id"], repo["name"], HISTORY_LIMIT))
+        (task["id"], repo["name"], HISTORY_LIMIT),
+    )
     history = [row_event(r) for r in reversed(rows)]
     info = taskqueue.task_info(ctx, task, repo["name"])
     tokens_in, tokens_out, cost = ctx.store.one(
         "SELECT coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_usd), 0.0) "
-        "FROM workers WHERE task_pk=?", (task["pk"],)) or (0, 0, 0.0)
+        "FROM workers WHERE task_pk=?",
+        (task["pk"],),
+    ) or (0, 0, 0.0)
     info = msgspec.structs.replace(info, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost)
     return TaskResult(task=info, history=history)
 
@@ -113,8 +126,9 @@ def edit(ctx: Ctx, req: TaskEdit) -> TaskResult:
     if req.max_attempts is not None:
         changes["max_attempts"] = taskqueue.check_max_attempts(req.max_attempts, 1)
     if not changes:
-        raise ChkdError("bad_request", "Nothing to change: give --title, --description, --priority, --tag or "
-                                       "--max-attempts.")
+        raise ChkdError(
+            "bad_request", "Nothing to change: give --title, --description, --priority, --tag or --max-attempts."
+        )
     taskqueue.update_fields(ctx, repo, task, changes)
     return _result(ctx, taskqueue.reload(ctx, task), repo)
 
@@ -126,8 +140,9 @@ def cancel(ctx: Ctx, req: TaskCancel) -> TaskResult:
     if task["status"] == "cancelled":
         raise ChkdError("conflict", f"Task {task['id']} is already cancelled.")
     if task["status"] not in taskgraph.LIVE_STATUSES:
-        raise ChkdError("conflict", f"Task {task['id']} is {task['status']}; only a task that is still wanted "
-                                    "can be cancelled.")
+        raise ChkdError(
+            "conflict", f"Task {task['id']} is {task['status']}; only a task that is still wanted can be cancelled."
+        )
     note = None
     worker = taskqueue.live_worker_for(ctx, task)
     if worker:
@@ -140,8 +155,10 @@ def retry(ctx: Ctx, req: TaskRetry) -> TaskResult:
     repo = repos.resolve(ctx.store, req.repo)
     task = taskqueue.get_task(ctx, repo, req.id)
     if task["status"] not in ("failed", "cancelled"):
-        raise ChkdError("conflict", f"Task {task['id']} is {task['status'].replace('_', ' ')}; only a failed or "
-                                    "cancelled task can be retried.")
+        raise ChkdError(
+            "conflict",
+            f"Task {task['id']} is {task['status'].replace('_', ' ')}; only a failed or cancelled task can be retried.",
+        )
     task = taskqueue.set_task_status(ctx, task, "pending", note="retried by hand")
     ctx.store.x("UPDATE task_queue SET attempts=0 WHERE pk=?", (task["pk"],))
     return _result(ctx, taskqueue.reload(ctx, task), repo)
@@ -169,20 +186,29 @@ def release(ctx: Ctx, req: TaskRelease) -> TaskResult:
     if task["status"] in taskgraph.RUNNING_STATUSES:
         worker = taskqueue.live_worker_for(ctx, task)
         if worker:
-            raise ChkdError("refused", f"Task {task['id']} is being worked on by the live worker {worker}.",
-                            f"Abort the worker first (`chkdctl abort {worker}`); its task is then put back.")
-        task = taskqueue.set_task_status(ctx, task, "pending", note=f"released from {task['claimed_by'] or 'its claim'}")
+            raise ChkdError(
+                "refused",
+                f"Task {task['id']} is being worked on by the live worker {worker}.",
+                f"Abort the worker first (`chkdctl abort {worker}`); its task is then put back.",
+            )
+        task = taskqueue.set_task_status(
+            ctx, task, "pending", note=f"released from {task['claimed_by'] or 'its claim'}"
+        )
         return _result(ctx, task, repo)
-    raise ChkdError("conflict", f"Task {task['id']} is {task['status'].replace('_', ' ')} and not on hold; "
-                                "there is nothing to release.")
+    raise ChkdError(
+        "conflict",
+        f"Task {task['id']} is {task['status'].replace('_', ' ')} and not on hold; there is nothing to release.",
+    )
 
 
 # -- dependencies --------------------------------------------------------------------------------------
 def _graph(ctx: Ctx, repo_id: int) -> dict[str, list[str]]:
     edges: dict[str, list[str]] = {}
     for a, b in ctx.store.all(
-            "SELECT t.id, u.id FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk "
-            "JOIN task_queue u ON u.pk = d.depends_on_pk WHERE t.repo_id=?", (repo_id,)):
+        "SELECT t.id, u.id FROM task_deps d JOIN task_queue t ON t.pk = d.task_pk "
+        "JOIN task_queue u ON u.pk = d.depends_on_pk WHERE t.repo_id=?",
+        (repo_id,),
+    ):
         edges.setdefault(a, []).append(b)
     return edges
 
@@ -193,8 +219,10 @@ def dep_add(ctx: Ctx, req: DepAdd) -> TaskResult:
     dep = taskqueue.get_task(ctx, repo, req.depends_on)
     cycle = taskgraph.cycle_if_added(_graph(ctx, repo["id"]), task["id"], dep["id"])
     if cycle is not None:
-        raise ChkdError("conflict", f"{task['id']} cannot depend on {dep['id']}: that would make a cycle "
-                                    f"({taskgraph.format_cycle(cycle)}).")
+        raise ChkdError(
+            "conflict",
+            f"{task['id']} cannot depend on {dep['id']}: that would make a cycle ({taskgraph.format_cycle(cycle)}).",
+        )
     if ctx.store.x("INSERT OR IGNORE INTO task_deps(task_pk, depends_on_pk) VALUES(?,?)", (task["pk"], dep["pk"])):
         ctx.emit(ev.DepAdded(depends_on=dep["id"]), repo=repo["name"], task_id=task["id"])
     return _result(ctx, task, repo)
@@ -228,11 +256,17 @@ def check_claimer(ctx: Ctx, repo: dict[str, Any], who: str) -> None:
         return
     row = ctx.store.one("SELECT repo_id FROM workers WHERE id=?", (who,))
     if row is None:
-        raise ChkdError("not_found", f"No worker has the id '{who}'.",
-                        "Worker ids like w3 are chkd's own; a peer agent claims under its own name.")
+        raise ChkdError(
+            "not_found",
+            f"No worker has the id '{who}'.",
+            "Worker ids like w3 are chkd's own; a peer agent claims under its own name.",
+        )
     if row[0] != repo["id"]:
-        raise ChkdError("conflict", f"Worker {who} belongs to the repository '{repos.repo_name(ctx.store, row[0])}', "
-                                    f"not '{repo['name']}'; it cannot claim a task here.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {who} belongs to the repository '{repos.repo_name(ctx.store, row[0])}', "
+            f"not '{repo['name']}'; it cannot claim a task here.",
+        )
 
 
 # -- spec import ---------------------------------------------------------------------------------------------
@@ -258,16 +292,33 @@ def import_(ctx: Ctx, req: TaskImport) -> Deferred:
         assert result is not None
         doc, facts = result
         if len(doc.items) > MAX_IMPORT_ITEMS:
-            raise ChkdError("bad_request", f"{req.source} has {len(doc.items)} items; one import can hold at most "
-                                           f"{MAX_IMPORT_ITEMS}.", "Split it into several files.")
-        ctx.finish(deferred, specimport.apply_spec(ctx, specimport.import_target(ctx, row, facts, req.dry_run), doc,
-                                                   req.source, req.dry_run))
+            raise ChkdError(
+                "bad_request",
+                f"{req.source} has {len(doc.items)} items; one import can hold at most {MAX_IMPORT_ITEMS}.",
+                "Split it into several files.",
+            )
+        ctx.finish(
+            deferred,
+            specimport.apply_spec(
+                ctx, specimport.import_target(ctx, row, facts, req.dry_run), doc, req.source, req.dry_run
+            ),
+        )
 
     ctx.submit(_parse, then=_parsed, reply_to=deferred)
     return deferred
 
 
 HANDLERS = {
-    TaskAdd: add, TaskList: list_, TaskShow: show, TaskEdit: edit, TaskCancel: cancel, TaskRetry: retry,
-    TaskHold: hold, TaskRelease: release, DepAdd: dep_add, DepRm: dep_rm, Claim: claim, TaskImport: import_,
+    TaskAdd: add,
+    TaskList: list_,
+    TaskShow: show,
+    TaskEdit: edit,
+    TaskCancel: cancel,
+    TaskRetry: retry,
+    TaskHold: hold,
+    TaskRelease: release,
+    DepAdd: dep_add,
+    DepRm: dep_rm,
+    Claim: claim,
+    TaskImport: import_,
 }

@@ -23,12 +23,18 @@ def _session(ctx: Ctx, row: dict[str, Any], doing: str) -> str:
     """The live interactive worker's tmux session, or the sentence why there is none."""
     wid = row["id"]
     if not row["interactive"]:
-        raise ChkdError("conflict", f"Worker {wid} runs detached, not in a terminal, so there is nothing to {doing}.",
-                        f"Its output: `chkdctl logs {wid} -f`; interactive workers come from a profile with "
-                        "interactive = true (e.g. --agent claude-interactive).")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid} runs detached, not in a terminal, so there is nothing to {doing}.",
+            f"Its output: `chkdctl logs {wid} -f`; interactive workers come from a profile with "
+            "interactive = true (e.g. --agent claude-interactive).",
+        )
     if row["status"] not in LIVE_WORKER_STATUSES:
-        raise ChkdError("conflict", f"Worker {wid} is {row['status']}; its terminal closed when its agent ended.",
-                        f"Its output: `chkdctl logs {wid}`.")
+        raise ChkdError(
+            "conflict",
+            f"Worker {wid} is {row['status']}; its terminal closed when its agent ended.",
+            f"Its output: `chkdctl logs {wid}`.",
+        )
     session = workerrecords.tmux_session(row)
     assert session is not None
     return session
@@ -42,8 +48,9 @@ def peek(ctx: Ctx, req: Peek) -> Deferred:
     socket = str(ctx.paths.tmux_socket)
 
     def _from_log() -> None:
-        ctx.submit(terminal.log_tail, log, req.lines, reply_to=deferred,
-                   then=lambda text, exc: _answer("log", text, exc))
+        ctx.submit(
+            terminal.log_tail, log, req.lines, reply_to=deferred, then=lambda text, exc: _answer("log", text, exc)
+        )
 
     def _answer(source: str, text: str | None, exc: BaseException | None) -> None:
         if isinstance(exc, ChkdError) and exc.code == "not_found" and source == "screen":
@@ -54,8 +61,14 @@ def peek(ctx: Ctx, req: Peek) -> Deferred:
         ctx.finish(deferred, PeekResult(worker=wid, source=source, text=text or ""))  # type: ignore[arg-type]
 
     if row["interactive"] and row["status"] in LIVE_WORKER_STATUSES:
-        ctx.submit(terminal.capture, socket, workerrecords.tmux_session(row), req.lines, reply_to=deferred,
-                   then=lambda text, exc: _answer("screen", text, exc))
+        ctx.submit(
+            terminal.capture,
+            socket,
+            workerrecords.tmux_session(row),
+            req.lines,
+            reply_to=deferred,
+            then=lambda text, exc: _answer("screen", text, exc),
+        )
     else:
         _from_log()
     return deferred
@@ -67,8 +80,12 @@ def _person_was_here(ctx: Ctx, wid: str, how: str, reason: str, **data: Any) -> 
     if row is None:
         return None
     row = workerrecords.leave_waiting(ctx, row, reason)
-    ctx.emit(ev.WorkerInput(how=how, **data), repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=wid,
-             task_id=row["task_id"])
+    ctx.emit(
+        ev.WorkerInput(how=how, **data),
+        repo=repos.repo_name(ctx.store, row["repo_id"]),
+        worker_id=wid,
+        task_id=row["task_id"],
+    )
     return row
 
 
@@ -85,14 +102,16 @@ def send_keys(ctx: Ctx, req: SendKeys) -> Deferred:
             raise ChkdError("conflict", f"Worker {wid}'s terminal is gone (its agent ended); nothing was typed.")
         if exc is not None:
             raise exc
-        fresh = _person_was_here(ctx, wid, "send", "a person answered (chkdctl send)", chars=len(req.text),
-                                 enter=req.enter)
+        fresh = _person_was_here(
+            ctx, wid, "send", "a person answered (chkdctl send)", chars=len(req.text), enter=req.enter
+        )
         if fresh is None:
             raise ChkdError("not_found", f"Worker {wid} was removed meanwhile.")
         ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, fresh)))
 
-    ctx.submit(terminal.type_keys, str(ctx.paths.tmux_socket), session, req.text, req.enter, then=_typed,
-               reply_to=deferred)
+    ctx.submit(
+        terminal.type_keys, str(ctx.paths.tmux_socket), session, req.text, req.enter, then=_typed, reply_to=deferred
+    )
     return deferred
 
 

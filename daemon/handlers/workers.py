@@ -131,7 +131,9 @@ def resume(ctx: Ctx, req: Resume) -> WorkerListResult:
 
 def abort(ctx: Ctx, req: Abort) -> WorkerListResult:
     rows = _targets(ctx, req.worker, req.all, req.repo, workerrecords.ACTIONS["abort"])
-    return _infos(ctx, [workerrecords.abort_worker(ctx, r, "aborted by the user", cancel_task=req.cancel_task) for r in rows])
+    return _infos(
+        ctx, [workerrecords.abort_worker(ctx, r, "aborted by the user", cancel_task=req.cancel_task) for r in rows]
+    )
 
 
 # -- rm and the attic -------------------------------------------------------------------------------
@@ -154,10 +156,19 @@ def remove(ctx: Ctx, req: Remove) -> Deferred:
             workerrecords.release_task(ctx, fresh, f"worker {wid} was removed")
             ctx.store.x("DELETE FROM workers WHERE id=?", (wid,))
         agent_profiles.forget_claude_files(ctx, wid)
-        ctx.emit(ev.WorkerRemoved(worktree=row["worktree_path"], branch=row["branch_name"],
-                                  attic_ref=result.attic_ref, attic_sha=result.attic_sha,
-                                  snapshot=result.snapshot_sha, force=req.force),
-                 repo=repo["name"], worker_id=wid, task_id=row["task_id"])
+        ctx.emit(
+            ev.WorkerRemoved(
+                worktree=row["worktree_path"],
+                branch=row["branch_name"],
+                attic_ref=result.attic_ref,
+                attic_sha=result.attic_sha,
+                snapshot=result.snapshot_sha,
+                force=req.force,
+            ),
+            repo=repo["name"],
+            worker_id=wid,
+            task_id=row["task_id"],
+        )
         parts = [f"Removed worker {wid}"]
         if result.worktree_removed:
             parts.append(f"its worktree {row['worktree_path']}")
@@ -165,16 +176,28 @@ def remove(ctx: Ctx, req: Remove) -> Deferred:
             parts.append(f"its branch {row['branch_name']}")
         text = parts[0] + (" and " + " and ".join(parts[1:]) if len(parts) > 1 else "") + "."
         if result.attic_ref:
-            text += (f" The work is kept as {result.attic_ref} ({result.attic_sha[:10] if result.attic_sha else ''});"
-                     f" `chkdctl attic restore {wid}` brings it back.")
+            text += (
+                f" The work is kept as {result.attic_ref} ({result.attic_sha[:10] if result.attic_sha else ''});"
+                f" `chkdctl attic restore {wid}` brings it back."
+            )
         for note in result.notes:
             text += f" Note: {note}"
         ctx.finish(deferred, Ok(message=text))
 
     snapshot = f"chkd: {row['task_id'] or wid}: snapshot of uncommitted work before removal ({wid})"
-    ctx.submit(worktrees.remove_checkout, repo["path"], row["worktree_path"], row["branch_name"], force=req.force,
-               target=repo["main_branch"], attic=worktrees.attic_ref(wid), snapshot_message=snapshot,
-               who=f"Worker {wid}", then=_removed, reply_to=deferred)
+    ctx.submit(
+        worktrees.remove_checkout,
+        repo["path"],
+        row["worktree_path"],
+        row["branch_name"],
+        force=req.force,
+        target=repo["main_branch"],
+        attic=worktrees.attic_ref(wid),
+        snapshot_message=snapshot,
+        who=f"Worker {wid}",
+        then=_removed,
+        reply_to=deferred,
+    )
     return deferred
 
 
@@ -201,8 +224,10 @@ def attic_list(ctx: Ctx, req: AtticList) -> Deferred:
     def _listed(items: list[tuple[str, worktrees.AtticItem]] | None, exc: BaseException | None) -> None:
         if exc is not None:
             raise exc
-        entries = [AtticEntry(ref=i.ref, sha=i.sha, worker_id=i.ref.rsplit("/", 1)[-1], at=_removed_at(ctx, i))
-                   for _path, i in items or []]
+        entries = [
+            AtticEntry(ref=i.ref, sha=i.sha, worker_id=i.ref.rsplit("/", 1)[-1], at=_removed_at(ctx, i))
+            for _path, i in items or []
+        ]
         ctx.finish(deferred, AtticListResult(entries=entries))
 
     ctx.submit(_list_attics, repos, then=_listed, reply_to=deferred)
@@ -211,8 +236,9 @@ def attic_list(ctx: Ctx, req: AtticList) -> Deferred:
 
 def _removal_event(ctx: Ctx, attic_ref: str) -> dict[str, Any] | None:
     wid = attic_ref.rsplit("/", 1)[-1].split("-", 1)[0]
-    for at, blob in ctx.store.all("SELECT at, data FROM events WHERE kind='worker.removed' AND worker_id=? "
-                                  "ORDER BY seq DESC LIMIT 5", (wid,)):
+    for at, blob in ctx.store.all(
+        "SELECT at, data FROM events WHERE kind='worker.removed' AND worker_id=? ORDER BY seq DESC LIMIT 5", (wid,)
+    ):
         data = msgspec.msgpack.decode(blob) if blob else {}
         if data.get("attic_ref") == attic_ref:
             return {**data, "at": at}
@@ -242,8 +268,15 @@ def attic_restore(ctx: Ctx, req: AtticRestore) -> Deferred:
         taken = f" (a branch {wanted} already exists, so the default name was not used)" if name != wanted else ""
         ctx.finish(deferred, Ok(message=f"Restored {full} as branch {name} ({sha[:10]}) in {repo['path']}{taken}."))
 
-    ctx.submit(worktrees.attic_restore, repo["path"], full, wanted, explicit=req.branch is not None,
-               then=_restored, reply_to=deferred)
+    ctx.submit(
+        worktrees.attic_restore,
+        repo["path"],
+        full,
+        wanted,
+        explicit=req.branch is not None,
+        then=_restored,
+        reply_to=deferred,
+    )
     return deferred
 
 
@@ -263,7 +296,8 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
         raise ChkdError("bad_request", "Token counts and cost are increments and cannot be negative.")
     now = now_ms()
     fields: dict[str, Any] = {
-        "activity_at": now, "tokens_in": min(TOTAL_CAP, (row["tokens_in"] or 0) + req.tokens_in),
+        "activity_at": now,
+        "tokens_in": min(TOTAL_CAP, (row["tokens_in"] or 0) + req.tokens_in),
         "tokens_out": min(TOTAL_CAP, (row["tokens_out"] or 0) + req.tokens_out),
         "cost_usd": min(float(TOTAL_CAP), (row["cost_usd"] or 0) + req.cost_usd),
     }
@@ -274,7 +308,8 @@ def heartbeat(ctx: Ctx, req: Heartbeat) -> ActivityAck:
     used = bool(req.tokens_in or req.tokens_out or req.cost_usd)
     beat = ev.WorkerHeartbeat(
         message=fields["message"] if req.message is not None else None,
-        tokens_in=row["tokens_in"] if used else None, tokens_out=row["tokens_out"] if used else None,
+        tokens_in=row["tokens_in"] if used else None,
+        tokens_out=row["tokens_out"] if used else None,
         cost_usd=row["cost_usd"] if used else None,
     )
     ctx.emit(beat, repo=repos.repo_name(ctx.store, row["repo_id"]), worker_id=row["id"], task_id=row["task_id"])
@@ -309,9 +344,14 @@ def done(ctx: Ctx, req: Done) -> Deferred:
         if fresh is None:
             raise ChkdError("not_found", f"Worker {wid} was removed meanwhile.")
         if fresh["status"] not in workerrecords.ACTIONS["done"]:
-            raise ChkdError("conflict", f"Worker {wid} became {fresh['status']} meanwhile; the work was committed"
-                                        f"{' as ' + sha[:10] if sha else ''}.")
-        fresh = workerrecords.set_worker_status(ctx, fresh, "done", reason="the agent said done", message=summary or None)
+            raise ChkdError(
+                "conflict",
+                f"Worker {wid} became {fresh['status']} meanwhile; the work was committed"
+                f"{' as ' + sha[:10] if sha else ''}.",
+            )
+        fresh = workerrecords.set_worker_status(
+            ctx, fresh, "done", reason="the agent said done", message=summary or None
+        )
         workerrecords.finish_task(ctx, fresh, summary)
         ctx.finish(deferred, WorkerResult(worker=workerrecords.worker_info(ctx, fresh)))
 
@@ -341,7 +381,17 @@ def setup(ctx: Ctx) -> None:
 
 
 HANDLERS = {
-    Spawn: spawn, WorkerList: list_, WorkerShow: show, Pause: pause, Resume: resume, Abort: abort,
-    Remove: remove, AtticList: attic_list, AtticRestore: attic_restore, Heartbeat: heartbeat,
-    WorkerState: state, Done: done, ResumeAgent: resume_agent,
+    Spawn: spawn,
+    WorkerList: list_,
+    WorkerShow: show,
+    Pause: pause,
+    Resume: resume,
+    Abort: abort,
+    Remove: remove,
+    AtticList: attic_list,
+    AtticRestore: attic_restore,
+    Heartbeat: heartbeat,
+    WorkerState: state,
+    Done: done,
+    ResumeAgent: resume_agent,
 }

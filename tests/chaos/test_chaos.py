@@ -60,8 +60,14 @@ max_attempts = 100
 merge_strategy = "auto"
 notify = false
 """
-FAILPOINTS = ["spawn.planned", "spawn.worktree_created", "spawn.released", "exit.recorded",
-              "merge.cas_done", "merge.landed"]
+FAILPOINTS = [
+    "spawn.planned",
+    "spawn.worktree_created",
+    "spawn.released",
+    "exit.recorded",
+    "merge.cas_done",
+    "merge.landed",
+]
 DEMO = str(Path(sys.executable).parent / "chkd-demo-agent")
 LIVE = {"starting", "working", "stalled", "paused"}
 CHAOS_S = 70.0
@@ -111,8 +117,11 @@ class Run:
         self.d._clients.clear()
         point = None
         if chaos:
-            point = self.points.pop() if self.points else (
-                self.rng.choice(FAILPOINTS) if self.rng.random() < 0.75 else None)
+            point = (
+                self.points.pop()
+                if self.points
+                else (self.rng.choice(FAILPOINTS) if self.rng.random() < 0.75 else None)
+            )
         try:
             self.d.start(env={"CHKD_FAILPOINTS": point} if point else None)
         except AssertionError:  # it reached its failpoint while starting (a merge it resumed): again
@@ -196,12 +205,14 @@ def _chaos(run: Run, rng: random.Random, tally: Tally) -> None:
             tally.note("daemon died at its failpoint")
             run.restart(chaos=True)
         run.drive()
-        if (all(t.status == "done" for t in run.tasks()) and tally.total_kills >= MIN_KILLS
-                and not run.faults):
+        if all(t.status == "done" for t in run.tasks()) and tally.total_kills >= MIN_KILLS and not run.faults:
             break
         if time.monotonic() >= next_chaos and run.alive():
-            action = run.faults.pop(0) if run.faults else rng.choices(["daemon", "shim", "agent", "pause"],
-                                                                     weights=[3, 2, 2, 1])[0]
+            action = (
+                run.faults.pop(0)
+                if run.faults
+                else rng.choices(["daemon", "shim", "agent", "pause"], weights=[3, 2, 2, 1])[0]
+            )
             if action in ("shim", "agent") and not run.kill_process(action):
                 run.faults.insert(0, action)  # nothing to hit now: the next live worker gets it,
                 action = "daemon"  # and the daemon takes this turn's kill
@@ -241,8 +252,9 @@ def _commits_made(d: Daemon) -> set[str]:
 def _is_ancestor(repo: Path, sha: str, ref: str) -> bool:
     import subprocess
 
-    return subprocess.run(["git", "merge-base", "--is-ancestor", sha, ref], cwd=repo,
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["git", "merge-base", "--is-ancestor", sha, ref], cwd=repo, capture_output=True).returncode == 0
+    )
 
 
 def _check(run: Run, tally: Tally) -> dict[str, Any]:
@@ -275,24 +287,39 @@ def _check(run: Run, tally: Tally) -> dict[str, Any]:
         problems.append(f"db check failed: {check.out or check.err}")
     # 4. no worktree that no record accounts for
     recorded = {os.path.realpath(w.worktree) for w in workers if w.worktree}
-    listed = [line.split(" ", 1)[1] for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-              if line.startswith("worktree ")]
+    listed = [
+        line.split(" ", 1)[1]
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ]
     extra = [p for p in listed if os.path.realpath(p) != os.path.realpath(repo) and os.path.realpath(p) not in recorded]
     problems += [f"worktree {p} has no record" for p in extra]
     # 5. a daemon pause never killed a healthy worker: no death by timeout at all
     events = EventsAll(d)
-    timeouts = [e for e in events if isinstance(e.data, WorkerStatusChanged) and e.data.to == "dead"
-                and (e.data.reason or "").startswith(("no heartbeat from the shim", "the shim never reported"))]
+    timeouts = [
+        e
+        for e in events
+        if isinstance(e.data, WorkerStatusChanged)
+        and e.data.to == "dead"
+        and (e.data.reason or "").startswith(("no heartbeat from the shim", "the shim never reported"))
+    ]
     problems += [f"{e.worker_id} was judged dead by timeout: {e.data.reason}" for e in timeouts]
     # 6. no process of the run is left (after the daemon stops)
     d.stop()
     left = _processes_of(d.home)
     problems += [f"process {p} of the run is still running" for p in left]
     figures = {
-        "seed": tally.seed, "kills": tally.kills, "kills_total": tally.total_kills, "daemon_pauses": tally.pauses,
-        "tasks_done": sum(1 for t in tasks if t.status == "done"), "tasks": len(tasks),
-        "commits_made": len(made), "commits_lost": len(lost), "stuck_workers": len(stuck),
-        "timeout_deaths": len(timeouts), "problems": problems,
+        "seed": tally.seed,
+        "kills": tally.kills,
+        "kills_total": tally.total_kills,
+        "daemon_pauses": tally.pauses,
+        "tasks_done": sum(1 for t in tasks if t.status == "done"),
+        "tasks": len(tasks),
+        "commits_made": len(made),
+        "commits_lost": len(lost),
+        "stuck_workers": len(stuck),
+        "timeout_deaths": len(timeouts),
+        "problems": problems,
     }
     return figures
 

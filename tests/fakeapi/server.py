@@ -74,16 +74,21 @@ class Recorded:
 
 def usage_limit_turn(resets_at_s: int, limit_type: str = "five_hour") -> Turn:
     """What the API answers a subscription that is out of usage: 429 with the unified headers rejected."""
-    return Turn(status=429, sticky=True, headers={
-        "anthropic-ratelimit-unified-status": "rejected",
-        "anthropic-ratelimit-unified-reset": str(resets_at_s),
-        "anthropic-ratelimit-unified-representative-claim": limit_type,
-        "anthropic-ratelimit-unified-5h-status": "rejected",
-        "anthropic-ratelimit-unified-5h-reset": str(resets_at_s),
-        "anthropic-ratelimit-unified-overage-status": "rejected",
-        "anthropic-ratelimit-unified-overage-disabled-reason": "org_level_disabled",
-        "retry-after": "3600",
-    }, error={"type": "rate_limit_error", "message": "Number of requests has exceeded your rate limit."})
+    return Turn(
+        status=429,
+        sticky=True,
+        headers={
+            "anthropic-ratelimit-unified-status": "rejected",
+            "anthropic-ratelimit-unified-reset": str(resets_at_s),
+            "anthropic-ratelimit-unified-representative-claim": limit_type,
+            "anthropic-ratelimit-unified-5h-status": "rejected",
+            "anthropic-ratelimit-unified-5h-reset": str(resets_at_s),
+            "anthropic-ratelimit-unified-overage-status": "rejected",
+            "anthropic-ratelimit-unified-overage-disabled-reason": "org_level_disabled",
+            "retry-after": "3600",
+        },
+        error={"type": "rate_limit_error", "message": "Number of requests has exceeded your rate limit."},
+    )
 
 
 class FakeAnthropic:
@@ -103,15 +108,15 @@ class FakeAnthropic:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's names
+            def do_GET(self) -> None:
                 fake._json(self, 404, {"type": "error", "error": {"type": "not_found_error", "message": "no"}})
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
@@ -140,9 +145,16 @@ class FakeAnthropic:
 
     def env(self, *, oauth: bool = False) -> dict[str, str]:
         """The CLI's environment for this fake (API key mode, or a subscription's OAuth token)."""
-        env = {"ANTHROPIC_BASE_URL": self.url, "CLAUDE_CODE_MAX_RETRIES": "0", "DISABLE_TELEMETRY": "1",
-               "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-               "ANTHROPIC_MODEL": MODEL, "ANTHROPIC_SMALL_FAST_MODEL": MODEL}
+        env = {
+            "ANTHROPIC_BASE_URL": self.url,
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "ANTHROPIC_MODEL": MODEL,
+            "ANTHROPIC_SMALL_FAST_MODEL": MODEL,
+        }
         env["CLAUDE_CODE_OAUTH_TOKEN" if oauth else "ANTHROPIC_API_KEY"] = "sk-fake-for-tests"
         return env
 
@@ -156,8 +168,9 @@ class FakeAnthropic:
             self._json(h, 404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
             return
         main = bool(body.get("tools"))
-        rec = Recorded(path=h.path, headers={k.lower(): v for k, v in h.headers.items()}, body=body,
-                       at=time.time(), main=main)
+        rec = Recorded(
+            path=h.path, headers={k.lower(): v for k, v in h.headers.items()}, body=body, at=time.time(), main=main
+        )
         with self.lock:
             self.requests.append(rec)
             turn = self._next(rec) if main else Turn(blocks=[Text("ok")], input_tokens=10, output_tokens=2)
@@ -180,8 +193,11 @@ class FakeAnthropic:
         turn = self.turns[self._used]
         deferred = [b for b in turn.blocks if isinstance(b, ToolUse) and b.name not in rec.tool_names()]
         if deferred and "ToolSearch" in rec.tool_names():  # 2.1.332: find the deferred tool first
-            return Turn(blocks=[ToolUse("ToolSearch", {"query": "select:" + ",".join(b.name for b in deferred),
-                                                       "max_results": 5})])
+            return Turn(
+                blocks=[
+                    ToolUse("ToolSearch", {"query": "select:" + ",".join(b.name for b in deferred), "max_results": 5})
+                ]
+            )
         self._used += 1
         if turn.sticky:
             self._sticky = turn
@@ -193,14 +209,30 @@ class FakeAnthropic:
             if isinstance(block, Text):
                 content.append({"type": "text", "text": block.text if complete else ""})
             else:
-                content.append({"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:20], "name": block.name,
-                                "input": block.input if complete else {}})
+                content.append(
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_" + uuid.uuid4().hex[:20],
+                        "name": block.name,
+                        "input": block.input if complete else {},
+                    }
+                )
         stop = "tool_use" if any(isinstance(b, ToolUse) for b in turn.blocks) else "end_turn"
-        return {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant", "model": MODEL,
-                "content": content, "stop_reason": stop if complete else None, "stop_sequence": None,
-                "usage": {"input_tokens": turn.input_tokens, "output_tokens": turn.output_tokens if complete else 1,
-                          "cache_creation_input_tokens": turn.cache_creation_input_tokens,
-                          "cache_read_input_tokens": turn.cache_read_input_tokens}}
+        return {
+            "id": "msg_" + uuid.uuid4().hex[:20],
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": content,
+            "stop_reason": stop if complete else None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": turn.input_tokens,
+                "output_tokens": turn.output_tokens if complete else 1,
+                "cache_creation_input_tokens": turn.cache_creation_input_tokens,
+                "cache_read_input_tokens": turn.cache_read_input_tokens,
+            },
+        }
 
     def _stream(self, h: BaseHTTPRequestHandler, turn: Turn) -> None:
         h.send_response(200)
@@ -212,22 +244,40 @@ class FakeAnthropic:
             h.send_header(k, v)
         h.end_headers()
         message = self._message(turn, complete=True)
-        events: list[dict[str, Any]] = [{"type": "message_start", "message": {**message, "content": [],
-                                                                               "stop_reason": None}}]
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {**message, "content": [], "stop_reason": None}}
+        ]
         for i, block in enumerate(message["content"]):
             if block["type"] == "text":
-                events.append({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
-                events.append({"type": "content_block_delta", "index": i,
-                               "delta": {"type": "text_delta", "text": block["text"]}})
+                events.append(
+                    {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}
+                )
+                events.append(
+                    {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": block["text"]}}
+                )
             else:
-                events.append({"type": "content_block_start", "index": i,
-                               "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"],
-                                                 "input": {}}})
-                events.append({"type": "content_block_delta", "index": i,
-                               "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+                events.append(
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                    }
+                )
+                events.append(
+                    {
+                        "type": "content_block_delta",
+                        "index": i,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+                    }
+                )
             events.append({"type": "content_block_stop", "index": i})
-        events.append({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                       "usage": {"output_tokens": turn.output_tokens}})
+        events.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": turn.output_tokens},
+            }
+        )
         events.append({"type": "message_stop"})
         try:
             for event in events:
@@ -238,7 +288,9 @@ class FakeAnthropic:
         h.close_connection = True
 
     @staticmethod
-    def _json(h: BaseHTTPRequestHandler, status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _json(
+        h: BaseHTTPRequestHandler, status: int, data: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         raw = json.dumps(data).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")

@@ -37,11 +37,24 @@ SHELL = f"$(touch {PWNED})"
 PREFIX = f"we$(touch${{IFS}}{PWNED})/"  # a valid branch prefix (git allows $ ( ) {{ }}), a command to a shell
 PATTERN_DIR = f"wt {SHELL} ;dir"
 #: The agent profile `record`: writes the argv it got (as JSON) beside its worktree, and a file inside it.
-RECORD = ("import json, pathlib, sys; wt = pathlib.Path(sys.argv[1]); "
-          "pathlib.Path(str(wt) + '.argv.json').write_text(json.dumps(sys.argv[1:])); "
-          "(wt / 'recorded.txt').write_text('x')")
-AGENT_ARGS = ["{worktree}", "{title}", "{description}", "{task_id}", "{branch}", "{worker_id}", "-rf", "--help",
-              SHELL, "; rm -rf ~", "{{literal}}"]
+RECORD = (
+    "import json, pathlib, sys; wt = pathlib.Path(sys.argv[1]); "
+    "pathlib.Path(str(wt) + '.argv.json').write_text(json.dumps(sys.argv[1:])); "
+    "(wt / 'recorded.txt').write_text('x')"
+)
+AGENT_ARGS = [
+    "{worktree}",
+    "{title}",
+    "{description}",
+    "{task_id}",
+    "{branch}",
+    "{worker_id}",
+    "-rf",
+    "--help",
+    SHELL,
+    "; rm -rf ~",
+    "{{literal}}",
+]
 
 
 def toml_str(text: str) -> str:
@@ -51,10 +64,12 @@ def toml_str(text: str) -> str:
 @pytest.fixture
 def daemon_config() -> str:
     cmd = ", ".join(toml_str(a) for a in [sys.executable, "-c", RECORD, *AGENT_ARGS])
-    return (f"heartbeat_s = 0.5\nheartbeat_timeout_s = 3\nstall_timeout_s = 30\nabort_grace_s = 1\nnotify = false\n"
-            f"max_workers = 8\nbranch_prefix = {toml_str(PREFIX)}\n"
-            f"worktree_pattern = {toml_str('../' + PATTERN_DIR + '/{repo}-{task}')}\n"
-            f"[agents.record]\ncmd = [{cmd}]\n")
+    return (
+        f"heartbeat_s = 0.5\nheartbeat_timeout_s = 3\nstall_timeout_s = 30\nabort_grace_s = 1\nnotify = false\n"
+        f"max_workers = 8\nbranch_prefix = {toml_str(PREFIX)}\n"
+        f"worktree_pattern = {toml_str('../' + PATTERN_DIR + '/{repo}-{task}')}\n"
+        f"[agents.record]\ncmd = [{cmd}]\n"
+    )
 
 
 def assert_one_sentence(err: str) -> None:
@@ -64,17 +79,49 @@ def assert_one_sentence(err: str) -> None:
     assert "Traceback" not in err and "\x1b" not in err, err
 
 
-HOSTILE_IDS = ["../x", "/abs", "-x", "--help", "a b", "'q'", '"q"', SHELL, "a;b", "a\nb", "\x1b[31m", "é", "..",
-               "a/../b", ".hidden", "a/", "a//b", "x.lock", "HEAD",
-               # accepted ones
-               "a/b", "x.y-z_1", "1", "UPPER.9"]
-HOSTILE_TITLES = [SHELL, f"`touch {PWNED}`", f"; touch {PWNED}", "-rf --force", "--help", "'single' \"double\"",
-                  "line one\nline two", "\x1b]0;title\x07 \x1b[31mred", "naïve 日本 🟢", "{branch} {{x}}", "\\ back"]
+HOSTILE_IDS = [
+    "../x",
+    "/abs",
+    "-x",
+    "--help",
+    "a b",
+    "'q'",
+    '"q"',
+    SHELL,
+    "a;b",
+    "a\nb",
+    "\x1b[31m",
+    "é",
+    "..",
+    "a/../b",
+    ".hidden",
+    "a/",
+    "a//b",
+    "x.lock",
+    "HEAD",
+    # accepted ones
+    "a/b",
+    "x.y-z_1",
+    "1",
+    "UPPER.9",
+]
+HOSTILE_TITLES = [
+    SHELL,
+    f"`touch {PWNED}`",
+    f"; touch {PWNED}",
+    "-rf --force",
+    "--help",
+    "'single' \"double\"",
+    "line one\nline two",
+    "\x1b]0;title\x07 \x1b[31mred",
+    "naïve 日本 🟢",
+    "{branch} {{x}}",
+    "\\ back",
+]
 
 
 @pytest.mark.timeout(120)
-def test_hostile_ids_and_titles_are_refused_or_used_verbatim_never_through_a_shell(
-        daemon: Daemon, repo: Path) -> None:
+def test_hostile_ids_and_titles_are_refused_or_used_verbatim_never_through_a_shell(daemon: Daemon, repo: Path) -> None:
     daemon.call(RepoAdd(path=str(repo)))
     accepted: list[str] = []
     for task_id in HOSTILE_IDS:
@@ -107,8 +154,19 @@ def test_hostile_ids_and_titles_are_refused_or_used_verbatim_never_through_a_she
         wait_done(daemon, w.id)
         assert_landed(repo, w.worktree, task.id)
         argv = json.loads(Path(w.worktree + ".argv.json").read_text())
-        assert argv == [w.worktree, task.title, description, task.id, w.branch, w.id, "-rf", "--help", SHELL,
-                        "; rm -rf ~", "{literal}"]
+        assert argv == [
+            w.worktree,
+            task.title,
+            description,
+            task.id,
+            w.branch,
+            w.id,
+            "-rf",
+            "--help",
+            SHELL,
+            "; rm -rf ~",
+            "{literal}",
+        ]
         assert task.title == " ".join(title.split())
         subject = git(repo, "log", "-1", "--format=%s", f"refs/heads/{w.branch}")
         assert subject == f"chkd: {task.id}: {task.title}"
@@ -116,8 +174,9 @@ def test_hostile_ids_and_titles_are_refused_or_used_verbatim_never_through_a_she
 
 
 def wait_done(daemon: Daemon, wid: str) -> Any:
-    return wait_for(lambda: (w := daemon.call(WorkerShow(worker=wid)).worker).status == "done" and w,
-                    30, what=f"{wid} to finish")
+    return wait_for(
+        lambda: (w := daemon.call(WorkerShow(worker=wid)).worker).status == "done" and w, 30, what=f"{wid} to finish"
+    )
 
 
 def assert_landed(repo: Path, worktree: str, task_id: str) -> None:
@@ -129,21 +188,66 @@ def assert_landed(repo: Path, worktree: str, task_id: str) -> None:
 
 
 # -- config values, checked without a daemon -------------------------------------------------------------
-@pytest.mark.parametrize("text", [
-    f"branch_prefix = {toml_str(p)}" for p in ["", "-x/", "--force/", "a b/", "../", "/abs/", "a..b/", "x.", "a\nb/",
-                                               "\u001b[31m/", "~/", "a:b/", "@{-1}/", PREFIX, "agents/", "ü-"]
-] + [
-    f"worktree_pattern = {toml_str(p)}" for p in [
-        "/tmp/{task}", "../../{task}", "../{repo}/{task}", "{task}", ".git/{task}", "../{task}/..", "../{unknown}-{task}",
-        "../{task.__class__.__name__}", "../{task!r}", "../{task:>99}", "../x", "~/{task}", "../-{task}",
-        f"../{SHELL}/{{task}}", "../;{task}", "../\n{task}", "../{repo}-{task}",
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"branch_prefix = {toml_str(p)}"
+        for p in [
+            "",
+            "-x/",
+            "--force/",
+            "a b/",
+            "../",
+            "/abs/",
+            "a..b/",
+            "x.",
+            "a\nb/",
+            "\u001b[31m/",
+            "~/",
+            "a:b/",
+            "@{-1}/",
+            PREFIX,
+            "agents/",
+            "ü-",
+        ]
     ]
-] + [
-    f"[agents.a]\ncmd = [{', '.join(toml_str(a) for a in args)}]" for args in [
-        [], [""], ["-x"], ["agent", "{prompt.__class__}"], ["agent", "{0}"], ["agent", "{}"], ["agent", "{"],
-        ["agent", SHELL, "{title}"], ["agent", "{{literal}}", "'q'", "\"q\"", "a;b", "line\nbreak"],
+    + [
+        f"worktree_pattern = {toml_str(p)}"
+        for p in [
+            "/tmp/{task}",
+            "../../{task}",
+            "../{repo}/{task}",
+            "{task}",
+            ".git/{task}",
+            "../{task}/..",
+            "../{unknown}-{task}",
+            "../{task.__class__.__name__}",
+            "../{task!r}",
+            "../{task:>99}",
+            "../x",
+            "~/{task}",
+            "../-{task}",
+            f"../{SHELL}/{{task}}",
+            "../;{task}",
+            "../\n{task}",
+            "../{repo}-{task}",
+        ]
     ]
-])
+    + [
+        f"[agents.a]\ncmd = [{', '.join(toml_str(a) for a in args)}]"
+        for args in [
+            [],
+            [""],
+            ["-x"],
+            ["agent", "{prompt.__class__}"],
+            ["agent", "{0}"],
+            ["agent", "{}"],
+            ["agent", "{"],
+            ["agent", SHELL, "{title}"],
+            ["agent", "{{literal}}", "'q'", "\"q\"", "a;b", "line\nbreak"],
+        ]
+    ],
+)
 def test_hostile_config_values_are_refused_with_one_sentence_or_accepted_and_safe(text: str) -> None:
     try:
         cfg = parse_config(text, Path("config.toml"))
@@ -169,17 +273,22 @@ def _accepted(pattern: str) -> bool:
     return worktree_pattern_problem(pattern) is None
 
 
-_PARTS = st.lists(st.sampled_from(["../", "./", "/", "{repo}", "{task}", "x", "-", ".", " ", "$(", ".git", "wt/"]),
-                  max_size=4).map("".join)
+_PARTS = st.lists(
+    st.sampled_from(["../", "./", "/", "{repo}", "{task}", "x", "-", ".", " ", "$(", ".git", "wt/"]), max_size=4
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
-@given(pattern=st.tuples(st.sampled_from(["../", "", "./../", "x/../../", "/"]), _PARTS, _PARTS)
-       .map(lambda t: t[0] + t[1] + "{task}" + t[2]),
-       task_id=st.text(alphabet="ab.-_/1", min_size=1, max_size=10),
-       repo_name=st.text(alphabet="pr.-_ ", min_size=1, max_size=8))
+@given(
+    pattern=st.tuples(st.sampled_from(["../", "", "./../", "x/../../", "/"]), _PARTS, _PARTS).map(
+        lambda t: t[0] + t[1] + "{task}" + t[2]
+    ),
+    task_id=st.text(alphabet="ab.-_/1", min_size=1, max_size=10),
+    repo_name=st.text(alphabet="pr.-_ ", min_size=1, max_size=8),
+)
 def test_an_accepted_worktree_pattern_never_lands_outside_the_parent_or_inside_the_repository(
-        pattern: str, task_id: str, repo_name: str) -> None:
+    pattern: str, task_id: str, repo_name: str
+) -> None:
     """What config.toml accepts (symbolically, {repo} and {task} unknown) holds for every id and
     repository name chkd accepts: worktree_base never refuses it, and the path is where the rule says."""
     if not _accepted(pattern) or id_problem(task_id) or repo_name_problem(repo_name):

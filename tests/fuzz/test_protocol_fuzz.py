@@ -113,9 +113,12 @@ def live(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         yield Live(daemon, daemon.client(timeout=15), db, STATS, base)
         db.close()
     finally:
-        report(request, f"protocol fuzz: {STATS.tried} cases tried, {STATS.rejected} rejected, daemon crashes "
-                        f"{STATS.crashes}, rejected requests that changed the DB {STATS.changed_db}; "
-                        f"errors by code {dict(sorted(STATS.by_code.items()))}")
+        report(
+            request,
+            f"protocol fuzz: {STATS.tried} cases tried, {STATS.rejected} rejected, daemon crashes "
+            f"{STATS.crashes}, rejected requests that changed the DB {STATS.changed_db}; "
+            f"errors by code {dict(sorted(STATS.by_code.items()))}",
+        )
         try:
             daemon.stop()
         finally:
@@ -143,16 +146,21 @@ def _populate(daemon: Daemon, base: Path) -> None:
             daemon.call(TaskAdd(title=f"{name} task {i}", id=f"{name[0].upper()}-{i + 2}", repo=name))
     demo = [str(BIN / "chkd-demo-agent"), "--steps", "1", "--step-s", "0"]
     w = daemon.call(Spawn(repo="one", task_id="A-1", title="the only worker", cmd=demo)).worker
-    wait_for(lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "done", 30,
-             what="the setup worker to finish")
+    wait_for(
+        lambda: daemon.call(WorkerShow(worker=w.id)).worker.status == "done", 30, what="the setup worker to finish"
+    )
 
 
 def dump(db: apsw.Connection) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """Every row of every table, in a stable order (the notifier's background cursor left out)."""
     db.execute("BEGIN")
     try:
-        tables = [r[0] for r in db.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_stat%' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_stat%' ORDER BY name"
+            )
+        ]
         out = []
         for table in tables:
             ncols = len(list(db.execute(f'PRAGMA table_info("{table}")')))
@@ -169,18 +177,53 @@ def dump(db: apsw.Connection) -> list[tuple[str, list[tuple[Any, ...]]]]:
 # -- hostile values -----------------------------------------------------------------------------------
 HUGE = "x" * 70_000
 HOSTILE = [
-    "", " ", "\0", "a\0b", "..", "../..", "/", "-", "-x", "--help", "a..b", "x.lock", "HEAD", "@{-1}", "~nosuchuser/x",
-    "$(touch /tmp/chkd-fuzz-PWNED)", "; rm -rf ~", "'\"`", "\n", "a\nb", "\x1b]0;t\x07", "\x1b[2J", "\u202e",
-    "é", "🟢👩‍💻", "\ufffd", "p" * 300, "/" + "p" * 300, "x" * 65, "x" * 501, HUGE, "%s%n", "{title}", "{{",
+    "",
+    " ",
+    "\0",
+    "a\0b",
+    "..",
+    "../..",
+    "/",
+    "-",
+    "-x",
+    "--help",
+    "a..b",
+    "x.lock",
+    "HEAD",
+    "@{-1}",
+    "~nosuchuser/x",
+    "$(touch /tmp/chkd-fuzz-PWNED)",
+    "; rm -rf ~",
+    "'\"`",
+    "\n",
+    "a\nb",
+    "\x1b]0;t\x07",
+    "\x1b[2J",
+    "\u202e",
+    "é",
+    "🟢👩‍💻",
+    "\ufffd",
+    "p" * 300,
+    "/" + "p" * 300,
+    "x" * 65,
+    "x" * 501,
+    HUGE,
+    "%s%n",
+    "{title}",
+    "{{",
 ]
 generic_text = st.one_of(st.text(max_size=30), st.sampled_from(HOSTILE), st.text(alphabet="./-~ \0\n{}", max_size=8))
 REPOS = ["one", "two", "one/README.md", "./one", "three", "/nonexistent/repo"]
 WORKERS = ["w1", "w", "w2", "w999", "A-1", "1"]
 TASK_IDS = ["A-1", "O-2", "T-3", "nope", "O-9"]
-INTS = st.one_of(st.integers(-(2**63), 2**64 - 1),
-                 st.sampled_from([0, -1, 1, 2, 4, 5, 2**31, 2**40, 2**40 + 1, 2**53, 2**62, 2**63, 2**64 - 1, -(2**63)]))
-FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                   st.sampled_from([0.0, -0.0, -1.0, 1e6, 1e6 + 1, float("nan"), float("inf"), float("-inf"), 1e308]))
+INTS = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.sampled_from([0, -1, 1, 2, 4, 5, 2**31, 2**40, 2**40 + 1, 2**53, 2**62, 2**63, 2**64 - 1, -(2**63)]),
+)
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, -1.0, 1e6, 1e6 + 1, float("nan"), float("inf"), float("-inf"), 1e308]),
+)
 HUGE_LISTS = [["t"] * 100_000, [str(i) for i in range(100_000)]]
 
 
@@ -277,9 +320,17 @@ def exchange(live: Live, send: Any) -> None:
     assert isinstance(pong, Pong) and time.monotonic() - t0 < 1.0
 
 
-FUZZ = {"deadline": None, "derandomize": False, "database": None,
-            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-                                   HealthCheck.filter_too_much]}
+FUZZ = {
+    "deadline": None,
+    "derandomize": False,
+    "database": None,
+    "suppress_health_check": [
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
+}
 
 
 @settings(max_examples=EXAMPLES or 1500, **FUZZ)
@@ -289,21 +340,39 @@ def test_well_formed_requests_with_hostile_values(live: Live, cmd: Any) -> None:
 
 
 def _raw_frames() -> st.SearchStrategy[bytes]:
-    samples = [codec.encode_request(7, c) for c in (
-        Ping(), TaskAdd(title="x", repo="one", tags=["a"]), Merge(worker="zz"), Gc(repo="one"))]
-    values = st.recursive(st.none() | st.booleans() | INTS | FLOATS | st.text(max_size=8) | st.binary(max_size=8),
-                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                        max_size=4), max_leaves=12)
-    envelope = st.fixed_dictionaries({"v": st.one_of(st.just(1), values), "id": st.one_of(INTS, values),
-                                      "body": st.one_of(values, st.dictionaries(st.sampled_from(
-                                          ["op", "title", "repo", "worker", "tags", "v"]), values, max_size=4))})
+    samples = [
+        codec.encode_request(7, c)
+        for c in (Ping(), TaskAdd(title="x", repo="one", tags=["a"]), Merge(worker="zz"), Gc(repo="one"))
+    ]
+    values = st.recursive(
+        st.none() | st.booleans() | INTS | FLOATS | st.text(max_size=8) | st.binary(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        max_leaves=12,
+    )
+    envelope = st.fixed_dictionaries(
+        {
+            "v": st.one_of(st.just(1), values),
+            "id": st.one_of(INTS, values),
+            "body": st.one_of(
+                values,
+                st.dictionaries(st.sampled_from(["op", "title", "repo", "worker", "tags", "v"]), values, max_size=4),
+            ),
+        }
+    )
     return st.one_of(
         st.binary(max_size=300),
         st.tuples(st.sampled_from(samples), st.integers(0, 200)).map(lambda p: p[0][: p[1]]),  # truncated
         envelope.map(msgspec.msgpack.encode),
         values.map(msgspec.msgpack.encode),
-        st.sampled_from([b"\x91" * 100_000, b"\x83\xa1v\x01\xa2id\x01\xa4body" + b"\x81\xa1a" * 50_000 + b"\xc0",
-                         b"\xdd\xff\xff\xff\xff", b"\xc7\x01\x05x", b"\xdb\xff\xff\xff\xff"]),
+        st.sampled_from(
+            [
+                b"\x91" * 100_000,
+                b"\x83\xa1v\x01\xa2id\x01\xa4body" + b"\x81\xa1a" * 50_000 + b"\xc0",
+                b"\xdd\xff\xff\xff\xff",
+                b"\xc7\x01\x05x",
+                b"\xdb\xff\xff\xff\xff",
+            ]
+        ),
     )
 
 
