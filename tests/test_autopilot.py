@@ -159,7 +159,9 @@ def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1
     assert max_concurrent(evs, "one") == 1
     assert max_concurrent(evs, "three") == 3
     speedup = wall_ms(evs, "one") / wall_ms(evs, "three")
-    assert speedup >= 2.5, f"N=3 was only {speedup:.2f}x faster than N=1"
+    # ten equal tasks on three slots need at least four rounds, so 2.5x is this graph's ceiling;
+    # 2.0 proves the slots really ran side by side (N=1 vs N=3 from the recorded timestamps)
+    assert speedup >= 2.0, f"N=3 was only {speedup:.2f}x faster than N=1"
     quick = {e.task_id for e in evs if e.kind == "autopilot.spawn" and e.data.profile == "quick"}
     assert quick == {"T1"}  # the tagged task went to the profile carrying its tag, the rest to the default
     # stats sees the run
