@@ -20,25 +20,7 @@ import click
 
 from chkd.protocol.errors import ChkdError
 
-from .commands import (
-    agents,
-    autopilot,
-    core,
-    daemon,
-    db,
-    demo,
-    doctor,
-    liveness,
-    mcp_install,
-    merge,
-    messages,
-    repos,
-    service,
-    tasks,
-    terminal,
-    top,
-    workers,
-)
+from .commands.index import INDEX
 from .output import Exit, echo, exit_code, fail
 
 if TYPE_CHECKING:
@@ -95,7 +77,34 @@ def _with_local_paths(body: Any) -> Any:
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class LazyGroup(click.Group):
+    """The top-level group: commands come from `commands.index.INDEX`, each area's module imported
+    only when one of its commands runs, and `--help` lists them from the index without importing any."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(INDEX)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in INDEX:
+            return None
+        if cmd_name not in self.commands:
+            import importlib
+
+            area = importlib.import_module(f"{__package__}.commands.{INDEX[cmd_name][0]}")
+            for command in area.COMMANDS:
+                self.commands.setdefault(str(command.name), command)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own listing, with each line taken from the index."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, click.Command(name, help=INDEX[name][1]).get_short_help_str(limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--home",
     envvar="CHKD_HOME",
@@ -117,29 +126,6 @@ def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
     if home:
         os.environ["CHKD_HOME"] = home  # the daemon we start, and anything it starts, use the same home
     ctx.obj = App(home=home, json=as_json)
-
-
-for _area in (
-    daemon,
-    core,
-    repos,
-    tasks,
-    workers,
-    agents,
-    terminal,
-    messages,
-    liveness,
-    merge,
-    db,
-    doctor,
-    demo,
-    service,
-    top,
-    mcp_install,
-    autopilot,
-):
-    for _command in _area.COMMANDS:
-        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from textual.containers import Grid, VerticalScroll
 from textual.widgets import DataTable, Footer, RichLog, Static, TabbedContent, TabPane
 
 from chkd.protocol.errors import ChkdError
+from chkd.protocol.launch import installed_argv
 from chkd.protocol.messages import (
     Abort,
     Approve,
@@ -526,13 +526,10 @@ class TopApp(App[None]):
             self._log_offset += len(chunk)
             self.query_one("#worker-log", RichLog).write(Text(visible_lines(chunk.decode("utf-8", "replace"))))
 
-    # -- actions other areas provide (wired when their commands exist in this chkd) --------------
+    # -- actions that run a chkdctl command (the terminal's, or one that reports in words) -------
     def action_send(self) -> None:
         wid = self._need_worker()
         if wid is None:
-            return
-        if not _has_command("send"):
-            self.notify("This chkd has no `send` command yet (messages to workers are issue 12).", severity="warning")
             return
 
         def answered(text: str | None) -> None:
@@ -545,16 +542,10 @@ class TopApp(App[None]):
         wid = self._need_worker()
         if wid is None:
             return
-        if not _has_command("attach"):
-            self.notify("This chkd has no `attach` command yet (interactive workers are issue 13).", severity="warning")
-            return
         with self.suspend():
             subprocess.run(self._ctl_argv(["attach", wid]), check=False)
 
     def action_autopilot(self) -> None:
-        if not _has_command("run"):
-            self.notify("This chkd has no autopilot yet (`chkdctl run` is issue 15).", severity="warning")
-            return
         on = self.board.facts.get("autopilot") is True
         self._run_ctl(
             ["run", "--stop"] if on else ["run", *(["--repo", self.repo] if self.repo else [])],
@@ -562,9 +553,8 @@ class TopApp(App[None]):
         )
 
     def _ctl_argv(self, args: list[str]) -> list[str]:
-        exe = shutil.which("chkdctl") or "chkdctl"
         home = ["--home", str(self.paths.home)] if self.paths.home is not None else []
-        return [exe, *home, *args]
+        return [*installed_argv("chkdctl", "chkd.client.cli"), *home, *args]
 
     @work(thread=True, group="actions")
     def _run_ctl(self, args: list[str], done: str) -> None:
@@ -591,12 +581,6 @@ def _spawned(r: WorkerResult) -> str:
 def visible_lines(text: str) -> str:
     """Each line made visible (escapes shown as text), the line breaks kept."""
     return "\n".join(visible(line) for line in text.splitlines())
-
-
-def _has_command(name: str) -> bool:
-    from ..cli import cli
-
-    return name in cli.commands
 
 
 def run_top(target: Any, *, repo: str | None = None) -> None:
