@@ -314,6 +314,36 @@ def make_git_repo(tmp_path: Path) -> Callable[..., Path]:
     return _make
 
 
+def claude_bin() -> str | None:
+    """The claude CLI the tests drive: CHKD_CLAUDE_BIN (.ci/run installs a pinned one), else PATH's."""
+    found = os.environ.get("CHKD_CLAUDE_BIN") or shutil.which("claude")
+    return found if found and os.access(found, os.X_OK) else None
+
+
+#: What some tests need from the machine, and how to tell it is there. `.ci/run` installs each one
+#: and sets CHKD_CI=1, which turns a missing one into a failure: a test skipped in CI checks nothing.
+#: Elsewhere such a test skips, saying what is missing.
+NEEDS: dict[str, Callable[[], object]] = {
+    "tmux": lambda: shutil.which("tmux"),
+    "chromium": lambda: shutil.which("chromium"),
+    "systemd-analyze": lambda: shutil.which("systemd-analyze"),
+    "claude": claude_bin,
+    "root": lambda: os.geteuid() == 0,  # only root can act as a second user; CI runs as root
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if shutil.which("git") is None:  # pragma: no cover
         raise pytest.UsageError("the tests need git on PATH")
+    config.addinivalue_line("markers", f"needs(*what): the test needs these from the machine ({', '.join(NEEDS)})")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        missing = [what for what in mark.args if not NEEDS[what]()]
+        if not missing:
+            continue
+        said = f"needs {', '.join(missing)}, which this machine lacks (.ci/run installs it)"
+        if os.environ.get("CHKD_CI") == "1":
+            pytest.fail(f"CHKD_CI=1: {said}", pytrace=False)
+        pytest.skip(said)

@@ -34,9 +34,7 @@ DEMO = str(BIN / "chkd-demo-agent")
 NOBODY = 65534
 ME = os.geteuid()
 
-needs_root = pytest.mark.skipif(
-    ME != 0, reason="needs root: only root can act as a second user (setpriv) and chown to it; CI runs as root"
-)
+needs_root = pytest.mark.needs("root")  # only root can act as a second user (setpriv) and chown to it
 
 
 def mode(path: Path) -> int:

@@ -180,7 +180,7 @@ def test_a_claude_profile_gets_its_files_in_the_state_dir_not_the_worktree(daemo
     assert not files.exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="Claude Code refuses bypassPermissions only as root")
+@pytest.mark.needs("root")  # Claude Code refuses bypassPermissions only as root
 def test_bypass_as_root_without_is_sandbox_is_refused(daemon: Daemon, repo: Path) -> None:
     daemon.write_config(
         DEFAULT_TEST_CONFIG

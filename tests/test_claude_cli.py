@@ -1,8 +1,8 @@
 """The real `claude` CLI as a chkd worker, offline, against the fake Anthropic API (tests/fakeapi).
 
 The CLI comes from CHKD_CLAUDE_BIN (.ci/run installs a pinned @anthropic-ai/claude-code into a cache
-and sets it) or `claude` on PATH. Without it these tests skip with the reason — unless
-CHKD_REQUIRE_CLAUDE=1 (CI), where a missing CLI is a failure.
+and sets it) or `claude` on PATH. Without it these tests skip with the reason — unless CHKD_CI=1
+(.ci/run), where a missing CLI is a failure (conftest's `needs` marker).
 
 What they prove: the built-in claude profile's argv, MCP config and hooks work with the real CLI —
 it edits a file, commits with git, calls chkd_heartbeat and chkd_complete_work through chkd-mcp; the
@@ -14,8 +14,6 @@ land on the worker; the work merges. A subscription out of usage ends `error` wi
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,28 +23,12 @@ from fakeapi.server import FakeAnthropic, Text, ToolUse, Turn, usage_limit_turn
 
 from chkd.protocol.messages import Events, WorkerShow
 
-from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, wait_for
+from conftest import DEFAULT_TEST_CONFIG, Daemon, claude_bin, git, wait_for
 
-CLAUDE = os.environ.get("CHKD_CLAUDE_BIN") or shutil.which("claude")
-REQUIRED = os.environ.get("CHKD_REQUIRE_CLAUDE") == "1"
-
-if not CLAUDE or not os.access(CLAUDE, os.X_OK):
-    if REQUIRED:
-        raise RuntimeError(
-            f"CHKD_REQUIRE_CLAUDE=1 but the claude CLI is missing (CHKD_CLAUDE_BIN={CLAUDE!r}); "
-            f"`.ci/run` installs it with npm"
-        )
-    pytest.skip(
-        "the claude CLI is not installed (set CHKD_CLAUDE_BIN, or run .ci/run, which installs it)",
-        allow_module_level=True,
-    )
+CLAUDE = claude_bin()
+pytestmark = pytest.mark.needs("claude")
 
 STREAM = ["--output-format", "stream-json", "--verbose"]
-#: chkd-mcp and `chkdctl hook` come with issue 12 part A; until that is in the tree the tests that
-#: need the worker's MCP tools and hooks skip, saying so (the usage-limit test needs neither).
-needs_mcp = pytest.mark.skipif(
-    not (BIN / "chkd-mcp").exists(), reason="needs chkd-mcp and `chkdctl hook` (issue 12 part A), not installed here"
-)
 
 
 @pytest.fixture
@@ -103,7 +85,6 @@ def spawn(daemon: Daemon, repo: Path, task: str, agent: str = "claude") -> None:
     assert res.code == 0, res
 
 
-@needs_mcp
 @pytest.mark.timeout(120)
 def test_claude_edits_commits_reports_through_mcp_gets_a_message_and_its_work_merges(
     daemon: Daemon, repo: Path, api: FakeAnthropic
@@ -161,7 +142,6 @@ def test_a_subscription_out_of_usage_ends_error_with_the_reset_time(
     assert task["status"] == "pending" and task["attempts"] == 0
 
 
-@needs_mcp
 @pytest.mark.timeout(120)
 def test_reject_with_a_reason_resumes_the_same_session(daemon: Daemon, repo: Path, api: FakeAnthropic) -> None:
     worktree = repo.parent / "proj-R-1"

@@ -12,7 +12,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo
 
 from conftest import Daemon, git, holds, make_repo, wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.needs("tmux")
 
 QUESTION = "Proceed with {task_id}? (yes/no)"
 #: The demo agent asking first, then two quick steps.

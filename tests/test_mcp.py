@@ -5,7 +5,6 @@ error paths (daemon sentences and bad arguments come back as tool errors)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -248,7 +247,7 @@ def test_a_session_belongs_to_a_live_process(daemon: Daemon) -> None:
     assert daemon.call(SessionList(all=True)).sessions == []
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
+@pytest.mark.needs("tmux")
 def test_the_master_peeks_at_a_waiting_interactive_worker_and_answers_it_with_send_keys(
     daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

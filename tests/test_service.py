@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import plistlib
-import shutil
 import socket
 import subprocess
 import sys
@@ -63,7 +62,7 @@ def unit_file(env: dict[str, str]) -> Path:
 # -- the files ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.needs("systemd-analyze")
 def test_generated_unit_passes_systemd_analyze_verify(tmp_path: Path, user_env: dict[str, str]) -> None:
     odd_home = tmp_path / "a home with spaces, 100% $odd"
     res = ctl(odd_home, user_env, "service", "install", "--print", "--json")

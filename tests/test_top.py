@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -16,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, wait_for
-
-pytest.importorskip("textual")
-
 from chkd.client.tui.app import TopApp
+
+from conftest import BIN, DEFAULT_TEST_CONFIG, Daemon, git, wait_for
 
 SIZE = (170, 50)
 
@@ -266,7 +263,7 @@ async def _cdp_page_text(debug_port: int, url: str, want: Callable[[str], bool],
             return text
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (.ci/run installs it)")
+@pytest.mark.needs("chromium")
 def test_top_web_shows_the_workers_in_chromium(daemon: Daemon, repo: Path, tmp_path: Path) -> None:
     assert daemon.ctl("task", "add", "Browser visible", "--id", "T-W", cwd=repo).code == 0
     wid = spawn(daemon, repo, "T-W", "chkd-demo-agent --steps 400 --step-s 0.1")
