@@ -52,6 +52,11 @@ def _test_environment() -> Iterator[None]:
     os.environ.update(saved)
 
 
+def busy_for(seconds: float) -> list[str]:
+    """A command that runs `seconds` doing nothing: an agent (or a test gate) busy that long."""
+    return [sys.executable, "-c", f"import time; time.sleep({seconds:g})"]
+
+
 def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
     """Poll `cond` until it returns something truthy; fail the test with `what` at the deadline."""
     deadline = time.monotonic() + timeout

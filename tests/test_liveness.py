@@ -17,7 +17,7 @@ import pytest
 from chkd.protocol.events import WorkerStatusChanged
 from chkd.protocol.messages import Events, Ping, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
 
-from conftest import Daemon, holds, make_repo, wait_for
+from conftest import Daemon, busy_for, holds, make_repo, wait_for
 
 BASE = """\
 heartbeat_s = 0.5
@@ -27,7 +27,7 @@ notify = false
 max_workers = 4
 """
 #: An agent that only sleeps, silently: alive, no activity.
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+SLEEPER = busy_for(120)
 
 
 @pytest.fixture
@@ -263,7 +263,8 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
     victim_shim.kill()
     os.killpg(victim.pgid, signal.SIGKILL)
     wait_for(lambda: gone(victim.pid) and gone(victim_shim.pid), 5, what="the victim to die")
-    time.sleep(1)
+    survivors = [shim_of(wid, daemon.home) for wid in ids[:3]]
+    holds(lambda: all(s.is_running() for s in survivors), 1.0, what="the other shims living without the daemon")
     daemon.start()
     restarted_at = int(time.time() * 1000)
     for wid in ids[:3]:

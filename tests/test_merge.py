@@ -22,7 +22,7 @@ from chkd.protocol.messages import (
     WorkerShow,
 )
 
-from conftest import Daemon, git, make_repo, wait_for
+from conftest import Daemon, busy_for, git, make_repo, wait_for
 
 #: The agent: writes the files given as JSON, commits them, exits 0 (the daemon marks it done).
 AGENT = r"""
@@ -137,7 +137,7 @@ def test_conflict_changes_nothing_and_lists_files(daemon: Daemon, proj: Path) ->
 
 @pytest.mark.timeout(90)
 def test_five_merges_at_once_are_serialized_in_priority_order(daemon: Daemon, proj: Path) -> None:
-    add_repo(daemon, proj, test_cmd=[sys.executable, "-c", "import time; time.sleep(0.3)"])
+    add_repo(daemon, proj, test_cmd=busy_for(0.3))
     assert daemon.ctl("repo", "edit", "proj", "--merge-batch", "1").code == 0  # no merge train: one at a time
     prios = [4, 3, 0, 2, 1]
     ws = [done_worker(daemon, proj, f"part {i}", {f"part{i}.txt": f"{i}\n"}, priority=p) for i, p in enumerate(prios)]
@@ -300,9 +300,7 @@ def test_no_wait_returns_once_queued_and_approve_requires_review(daemon: Daemon,
 def test_merge_of_a_running_worker_is_refused(daemon: Daemon, proj: Path) -> None:
     add_repo(daemon, proj)
     task = daemon.call(TaskAdd(title="slow", repo=str(proj))).task
-    w = daemon.call(
-        Spawn(repo=str(proj), task_id=task.id, cmd=[sys.executable, "-c", "import time; time.sleep(30)"])
-    ).worker
+    w = daemon.call(Spawn(repo=str(proj), task_id=task.id, cmd=busy_for(30))).worker
     res = daemon.ctl("merge", w.id, cwd=proj)
     assert res.code == 1 and "only a done worker can be merged" in res.err
     with pytest.raises(Exception, match="no merge waiting for review"):

@@ -11,7 +11,7 @@ import pytest
 from chkd.daemon import mergeengine
 from chkd.protocol.errors import ChkdError
 
-from conftest import git, make_repo
+from conftest import busy_for, git, make_repo
 
 
 def _branch(repo: Path, name: str, files: dict[str, str], msg: str = "work") -> Path:
@@ -170,7 +170,7 @@ def test_gate_runs_in_the_merge_result_and_reports_failure(proj: Path, tmp_path:
     assert ok.ok and "new" in ok.output
     bad = run([sys.executable, "-c", "import os, sys; print('boom', os.path.exists('stray.txt')); sys.exit(3)"])
     assert not bad.ok and bad.returncode == 3 and "boom False" in bad.output  # `git clean -fd` between runs
-    slow = run([sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
+    slow = run(busy_for(30), 0.5)
     assert not slow.ok and slow.timed_out and slow.seconds < 10
     missing = run(["no-such-test-runner-xyz"], 5)
     assert not missing.ok and "could not start" in missing.output

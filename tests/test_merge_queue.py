@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from test_merge import CONFIG, add_repo, done_worker, events, worker
 from chkd.daemon import mergeengine, mergequeue
 from chkd.protocol.messages import Merge, MergeShow
 
-from conftest import Daemon, git, make_repo, wait_for
+from conftest import Daemon, busy_for, git, make_repo, wait_for
 
 
 @pytest.fixture
@@ -60,7 +59,7 @@ def test_transitions() -> None:
 @pytest.mark.timeout(60)
 def test_kill_9_during_the_test_gate_then_the_merge_finishes(daemon: Daemon, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "proj")
-    add_repo(daemon, repo, test_cmd=[sys.executable, "-c", "import time; time.sleep(1.5)"])
+    add_repo(daemon, repo, test_cmd=busy_for(1.5))
     w = done_worker(daemon, repo, "feature", {"feature.txt": "x\n"})
     m = daemon.call(Merge(worker=w.id, strategy="auto")).merge
     wait_for(lambda: daemon.call(MergeShow(id=m.id)).merge.status == "testing", 10, what="the gate")
@@ -79,7 +78,7 @@ def test_kill_9_during_the_test_gate_then_the_merge_finishes(daemon: Daemon, tmp
 
 @pytest.mark.timeout(60)
 def test_merges_of_different_repositories_run_side_by_side(daemon: Daemon, tmp_path: Path) -> None:
-    gate = [sys.executable, "-c", "import time; time.sleep(1.5)"]
+    gate = busy_for(1.5)
     repos = [make_repo(tmp_path / name) for name in ("one", "two")]
     ws = []
     for repo in repos:

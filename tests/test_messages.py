@@ -19,9 +19,9 @@ from chkd.protocol.messages import (
     WorkerShow,
 )
 
-from conftest import Daemon, make_repo
+from conftest import Daemon, busy_for, make_repo
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+SLEEPER = busy_for(120)
 POST_TOOL_USE = json.dumps(
     {
         "session_id": "3f1c",

@@ -10,9 +10,9 @@ import pytest
 
 from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, WorkerShow
 
-from conftest import Daemon, holds, make_repo, wait_for
+from conftest import Daemon, busy_for, holds, make_repo, wait_for
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
+SLEEPER = busy_for(120)
 
 
 def config(out: Path, enabled: bool) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from chkd.protocol.errors import ChkdError
@@ -14,14 +13,14 @@ from chkd.protocol.messages import (
     TaskAdd,
 )
 
-from conftest import Daemon, make_repo
+from conftest import Daemon, busy_for, make_repo
 
 
 def test_overview_splits_tasks_and_sums_cost(daemon: Daemon, tmp_path: Path) -> None:
     daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))))
     for task, after in (("A", []), ("B", ["A"]), ("C", [])):
         daemon.call(TaskAdd(title=f"task {task}", id=task, repo="proj", after=after))
-    w = daemon.call(Spawn(repo="proj", task_id="A", cmd=[sys.executable, "-c", "import time; time.sleep(60)"])).worker
+    w = daemon.call(Spawn(repo="proj", task_id="A", cmd=busy_for(60))).worker
     daemon.call(Heartbeat(worker=w.id, tokens_in=1000, tokens_out=200, cost_usd=0.25))
     o = daemon.call(Overview())
     assert [t.id for t in o.ready] == ["C"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from chkd.protocol.messages import Abort, Spawn, WorkerShow
 
-from conftest import Daemon, git, make_repo, wait_for
+from conftest import Daemon, busy_for, git, make_repo, wait_for
 
 
 def test_add_detects_the_main_branch_and_lists(daemon: Daemon, make_git_repo) -> None:  # type: ignore[no-untyped-def]
@@ -100,9 +99,7 @@ def test_rm_forgets_the_repository_and_its_tasks(daemon: Daemon, repo: Path) -> 
 def test_rm_is_refused_while_a_worker_lives(daemon: Daemon, repo: Path) -> None:
     assert daemon.ctl("repo", "add", str(repo)).code == 0
     # a real live worker (an agent that only sleeps), made through the daemon like any other
-    w = daemon.call(
-        Spawn(repo="proj", task_id="T-1", title="sleeps", cmd=[sys.executable, "-c", "import time; time.sleep(60)"])
-    ).worker
+    w = daemon.call(Spawn(repo="proj", task_id="T-1", title="sleeps", cmd=busy_for(60))).worker
     res = daemon.ctl("repo", "rm", "proj")
     assert res.code == 1
     assert res.err.splitlines() == [

@@ -46,7 +46,7 @@ from chkd.protocol.messages import (
     WorkerList,
 )
 
-from conftest import Daemon, git, make_repo
+from conftest import Daemon, git, holds, make_repo, wait_for
 
 TASKS = 12
 WORKERS = 3
@@ -143,7 +143,8 @@ class Run:
         assert self.d.proc is not None
         pid = self.d.proc.pid
         os.kill(pid, signal.SIGSTOP)
-        time.sleep(3.5 + self.rng.random())  # longer than heartbeat_timeout_s (3 s): the daemon is frozen
+        frozen = psutil.Process(pid)  # longer than heartbeat_timeout_s (3 s): the daemon is frozen
+        holds(lambda: frozen.status() == psutil.STATUS_STOPPED, 3.5 + self.rng.random(), what="the daemon frozen")
         os.kill(pid, signal.SIGCONT)
         self.t.pauses += 1
         self.t.note("SIGSTOP/SIGCONT daemon")
@@ -218,7 +219,7 @@ def _chaos(run: Run, rng: random.Random, tally: Tally) -> None:
                 action = "daemon"  # and the daemon takes this turn's kill
             if action == "daemon":
                 run.kill_daemon()
-                time.sleep(rng.random() * 0.5)
+                holds(lambda: not run.alive(), rng.random() * 0.5, what="the daemon staying down")
                 run.restart(chaos=True)
             elif action == "pause":
                 run.pause_daemon()
@@ -231,14 +232,16 @@ def _settle(run: Run, tally: Tally) -> None:
     if run.alive():
         run.d.stop()
     run.restart(chaos=False)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+
+    def settled() -> bool:
         run.drive()
-        ws = run.workers()
-        if all(t.status == "done" for t in run.tasks()) and not any(w.status in LIVE | {"merging"} for w in ws):
-            return
-        time.sleep(0.2)
-    tally.note("the queue did not finish after the chaos (checked below)")
+        busy = any(w.status in LIVE | {"merging"} for w in run.workers())
+        return all(t.status == "done" for t in run.tasks()) and not busy
+
+    try:
+        wait_for(settled, 90, interval=0.2, what="the queue to finish after the chaos")
+    except AssertionError:
+        tally.note("the queue did not finish after the chaos (checked below)")
 
 
 # -- the promises ------------------------------------------------------------------------------------
