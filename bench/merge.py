@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from chkd.client import daemonctl
@@ -112,7 +114,9 @@ def time_checks(repo: Path, reps: int) -> tuple[float, float]:
     return statistics.median(fast), statistics.median(slow)
 
 
-def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
+@contextmanager
+def merge_daemon(home: Path, workers: int) -> Iterator[Client]:
+    """A chkdd for `home` with `workers` slots, once it answers, and a client of it (both closed after)."""
     paths = resolve(home)
     paths.ensure()
     paths.config_file.write_text(
@@ -128,24 +132,39 @@ def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    os.environ.update(IDENTITY)
     try:
         deadline = time.monotonic() + 20
         while not daemonctl._answers(paths, 0.5):
             if time.monotonic() > deadline:
                 raise SystemExit("chkdd did not start")
         client = Client(paths, timeout=120, autostart=False)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
+
+
+def wait_all_done(client: Client, ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(client.call(WorkerShow(worker=w)).worker.status != "done" for w in ids):
+        if time.monotonic() > deadline:
+            raise SystemExit("workers did not finish")
+        time.sleep(0.1)
+
+
+def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
+    os.environ.update(IDENTITY)
+    with merge_daemon(home, workers) as client:
         client.call(RepoAdd(path=str(repo)))
         ids = []
         for i in range(workers):
             task = client.call(TaskAdd(title=f"bench {i}", repo=str(repo))).task
             cmd = [sys.executable, "-c", AGENT, f"bench-{i}.txt"]
             ids.append(client.call(Spawn(repo=str(repo), task_id=task.id, cmd=cmd)).worker.id)
-        deadline = time.monotonic() + 600
-        while any(client.call(WorkerShow(worker=w)).worker.status != "done" for w in ids):
-            if time.monotonic() > deadline:
-                raise SystemExit("workers did not finish")
-            time.sleep(0.2)
+        wait_all_done(client, ids, 600)
         t0 = time.perf_counter()
         merge_ids = [client.call(Merge(worker=w, strategy="auto", no_test=True)).merge.id for w in ids]
         pending = set(merge_ids)
@@ -159,16 +178,12 @@ def queue_throughput(repo: Path, home: Path, workers: int) -> dict[str, float]:
             time.sleep(0.02)
         seconds = time.perf_counter() - t0
         landed = git(repo, "rev-list", "--count", "--merges", "main")
-        client.close()
         return {
             "workers": workers,
             "seconds": round(seconds, 2),
             "merges_per_min": round(workers / seconds * 60, 1),
             "merge_commits_on_main": int(landed),
         }
-    finally:
-        daemon.terminate()
-        daemon.wait(20)
 
 
 TRAIN_GATE = (
@@ -186,28 +201,7 @@ def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad
     git(repo, "init", "-q", "-b", "main")
     commit_change(repo, "README.md", "train bench\n", "initial")
     runs = tmp / f"{name}-gate-runs"
-    home = tmp / f"{name}-home"
-    paths = resolve(home)
-    paths.ensure()
-    paths.config_file.write_text(
-        f"max_workers = {workers}\nnotify = false\nheartbeat_s = 1\nheartbeat_timeout_s = 30\n"
-    )
-    env = {**os.environ, **IDENTITY, "CHKD_HOME": str(home), "CHKD_NO_AUTOSTART": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    daemon = subprocess.Popen(
-        module_argv("chkd.daemon.main", "--home", str(home)),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not daemonctl._answers(paths, 0.5):
-            if time.monotonic() > deadline:
-                raise SystemExit("chkdd did not start")
-        client = Client(paths, timeout=120, autostart=False)
+    with merge_daemon(tmp / f"{name}-home", workers) as client:
         client.call(RepoAdd(path=str(repo), test_cmd=[sys.executable, "-c", TRAIN_GATE, str(runs), str(gate_s)]))
         client.call(RepoEdit(repo=str(repo), set=RepoSettings(merge_batch=batch)))
         ids = []
@@ -217,11 +211,7 @@ def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad
             ids.append(
                 client.call(Spawn(repo=str(repo), task_id=task.id, cmd=[sys.executable, "-c", AGENT, fname])).worker.id
             )
-        deadline = time.monotonic() + 300
-        while any(client.call(WorkerShow(worker=w)).worker.status != "done" for w in ids):
-            if time.monotonic() > deadline:
-                raise SystemExit("workers did not finish")
-            time.sleep(0.1)
+        wait_all_done(client, ids, 300)
         t0 = time.perf_counter()
         merge_ids = [client.call(Merge(worker=w, strategy="auto")).merge.id for w in ids]
         final: dict[int, str] = {}
@@ -238,7 +228,6 @@ def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad
                             runs_at_isolation = int(found.group(1)) if found else None
             time.sleep(0.05)
         seconds = time.perf_counter() - t0
-        client.close()
         out: dict[str, object] = {
             "merge_batch": batch,
             "seconds": round(seconds, 2),
@@ -249,9 +238,6 @@ def train_run(tmp: Path, name: str, batch: int, workers: int, gate_s: float, bad
         if bad is not None:
             out["gate_runs_when_bad_isolated"] = runs_at_isolation
         return out
-    finally:
-        daemon.terminate()
-        daemon.wait(20)
 
 
 def train_bench(tmp: Path, gate_s: float, workers: int = 8) -> dict[str, object]:
