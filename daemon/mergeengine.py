@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 from chkd.protocol.errors import ChkdError
 
-from . import failpoints, git, worktrees
+from . import failpoints, git, procs, worktrees
 
 #: Temporary directories of test gates start with this (leftovers are recognised by their marker, not by this).
 GATE_PREFIX = "chkd-gate-"
@@ -167,45 +165,17 @@ def _created_s(marker: dict[str, Any]) -> float:
 def run_cmd(
     cmd: list[str], cwd: Path, timeout: float, started: float, extra_env: dict[str, str] | None = None
 ) -> GateResult:
-    env = git.git_env(extra_env)
-    for key in ("CHKD_WORKER_ID", "CHKD_TASK_ID"):
-        env.pop(key, None)
     try:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        ran = procs.run_bounded(cmd, cwd, timeout, extra_env=extra_env)
     except OSError as exc:
         return GateResult(
             False, f"The test command {cmd[0]!r} could not start: {exc.strerror or exc}.", time.monotonic() - started
         )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        out, _ = proc.communicate()
-        timed_out = True
-    text = _tail(out.decode(errors="replace"))
+    text = _tail(ran.output.decode(errors="replace"))
     seconds = time.monotonic() - started
-    if timed_out:
+    if ran.timed_out:
         text += f"\n[chkd] the test command ran longer than {timeout:g} s and was stopped.\n"
-    return GateResult(not timed_out and proc.returncode == 0, text, seconds, timed_out, proc.returncode)
-
-
-def _kill_group(pgid: int) -> None:
-    """The gate's own process group only (it was started in a new session)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
+    return GateResult(not ran.timed_out and ran.returncode == 0, text, seconds, ran.timed_out, ran.returncode)
 
 
 def _tail(text: str) -> str:

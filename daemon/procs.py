@@ -11,13 +11,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
 from chkd.protocol.launch import NEUTRAL_CWD
 from chkd.protocol.paths import open_private
+
+from . import git
 
 #: Create times are in clock ticks (10 ms on Linux); allow a little float noise.
 TOLERANCE_S = 0.05
@@ -141,3 +146,53 @@ def release_shim(proc: subprocess.Popen[bytes], word: str, timeout: float = 10.0
         return proc.wait(timeout)
     except subprocess.TimeoutExpired:
         return None
+
+
+@dataclass
+class Ran:
+    returncode: int
+    timed_out: bool
+    output: bytes  # empty when the output went to a file
+
+
+def run_bounded(
+    cmd: Sequence[str],
+    cwd: str | Path,
+    timeout: float,
+    *,
+    stdout: int | IO[bytes] = subprocess.PIPE,
+    extra_env: dict[str, str] | None = None,
+) -> Ran:
+    """Off-loop: a user's command (a test gate, a setup) in its own session, with git's environment
+    but no worker's identity; at `timeout` its whole process group is stopped (SIGTERM, then
+    SIGKILL), so nothing it started outlives it. OSError when it cannot start."""
+    env = git.git_env(extra_env)
+    for key in ("CHKD_WORKER_ID", "CHKD_TASK_ID"):
+        env.pop(key, None)
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        _end_session(proc.pid)
+        out, _ = proc.communicate()
+        timed_out = True
+    return Ran(proc.returncode, timed_out, out or b"")
+
+
+def _end_session(pgid: int) -> None:
+    """The process group of a command we started in a new session (so its pgid is its pid)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)

@@ -15,15 +15,13 @@ import glob
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chkd.protocol.errors import ChkdError
 
-from . import git, worktrees
+from . import git, procs, worktrees
 from .reposettings import Workspace
 
 #: Lines of the setup output a failure quotes.
@@ -98,9 +96,6 @@ def run_setup(ws: Workspace, worktree: str, log_path: str | Path, timeout: float
     """Run `setup_cmd` in `worktree` (its own session; output appended to `log_path`)."""
     assert ws.setup_cmd
     timeout = timeout or ws.setup_timeout_s
-    env = git.git_env({"CHKD_WORKTREE": worktree, "CHKD_MAIN_CHECKOUT": ws.main_checkout})
-    for key in ("CHKD_WORKER_ID", "CHKD_TASK_ID"):
-        env.pop(key, None)
     started = time.monotonic()
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -109,42 +104,24 @@ def run_setup(ws: Workspace, worktree: str, log_path: str | Path, timeout: float
         out.flush()
         start = out.tell()
         try:
-            proc = subprocess.Popen(
+            ran = procs.run_bounded(
                 ws.setup_cmd,
-                cwd=worktree,
-                stdin=subprocess.DEVNULL,
+                worktree,
+                timeout,
                 stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
+                extra_env={"CHKD_WORKTREE": worktree, "CHKD_MAIN_CHECKOUT": ws.main_checkout},
             )
         except OSError as exc:
             msg = f"the setup command {ws.setup_cmd[0]!r} could not start: {exc.strerror or exc}"
             out.write(f"[chkd] {msg}\n".encode())
             return SetupRun(False, time.monotonic() - started, tail=msg)
-        try:
-            proc.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            proc.wait()
-            timed_out = True
         seconds = time.monotonic() - started
-        ok = not timed_out and proc.returncode == 0
+        ok = not ran.timed_out and ran.returncode == 0
         out.write(
             f"[chkd] setup {'finished' if ok else 'failed'} in {seconds:.1f} s "
-            f"(exit {proc.returncode}{', timed out' if timed_out else ''})\n".encode()
+            f"(exit {ran.returncode}{', timed out' if ran.timed_out else ''})\n".encode()
         )
-    return SetupRun(ok, seconds, proc.returncode, timed_out, _tail(log, start))
-
-
-def _kill_group(pgid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
+    return SetupRun(ok, seconds, ran.returncode, ran.timed_out, _tail(log, start))
 
 
 def _tail(log: Path, start: int) -> str:
