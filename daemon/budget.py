@@ -24,6 +24,8 @@ from .context import Ctx
 WARN_AT = 0.8
 OVERRIDE_KEY = "budget.override_day"
 RUNNING = ("starting", "working", "stalled")
+#: ctx.ext key: what the last budget evaluation saw (day, ledger version, override day).
+TICK_INPUTS = "budget.tick_inputs"
 
 
 def level(spent: float, cap: float | None) -> int:
@@ -103,8 +105,19 @@ def check_spawn(ctx: Ctx, repo: Mapping[str, Any]) -> None:
 
 
 def tick(ctx: Ctx) -> None:
-    """Every second: warn, pause, or resume by the budgets (idempotent; remembered per day)."""
+    """Every second: warn, pause, or resume by the budgets (idempotent; remembered per day).
+
+    The decision depends only on the day, the ledger and today's override, so a second in which
+    none of them changed is skipped: summing a busy day's ledger every second would load the loop."""
     day = usage.today()
+    inputs = (day, usage.ledger_version(ctx), _meta(ctx, OVERRIDE_KEY))
+    if ctx.ext.get(TICK_INPUTS) == inputs:
+        return
+    _evaluate(ctx, day)
+    ctx.ext[TICK_INPUTS] = inputs  # only once the evaluation went through
+
+
+def _evaluate(ctx: Ctx, day: str) -> None:
     lifted = overridden(ctx, day)
     over_repos: set[int] = set()
     over_all = False

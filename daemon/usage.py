@@ -23,6 +23,14 @@ def day_of(ms: int) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(ms / 1000))
 
 
+#: ctx.ext key: bumped by every ledger entry, so readers (the budget tick) can tell "nothing new".
+LEDGER_VERSION = "usage.ledger_version"
+
+
+def ledger_version(ctx: Ctx) -> int:
+    return int(ctx.ext.get(LEDGER_VERSION, 0))
+
+
 def today() -> str:
     return day_of(now_ms())
 
@@ -31,6 +39,7 @@ def record(ctx: Ctx, row: Mapping[str, Any], tokens_in: int, tokens_out: int, co
     """One increment of a worker's usage (heartbeat, stream-json result): a dated ledger entry."""
     if not (tokens_in or tokens_out or cost_usd):
         return
+    ctx.ext[LEDGER_VERSION] = ctx.ext.get(LEDGER_VERSION, 0) + 1
     at = now_ms()
     ctx.store.x(
         "INSERT INTO usage(at, day, repo_id, worker_id, task_id, tokens_in, tokens_out, cost_usd) "
