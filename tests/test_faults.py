@@ -256,8 +256,10 @@ def test_a_frozen_daemon_kills_no_healthy_worker(daemon: Daemon, proj: Path) -> 
     assert daemon.proc is not None
     os.kill(daemon.proc.pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: psutil.Process(daemon.proc.pid).status() == psutil.STATUS_STOPPED, 5, what="SIGSTOP")
-        holds(lambda: True, 8.0)  # > 2 x heartbeat_timeout_s with the daemon frozen
+        frozen = psutil.Process(daemon.proc.pid)
+        wait_for(lambda: frozen.status() == psutil.STATUS_STOPPED, 5, what="SIGSTOP")
+        # > 2 x heartbeat_timeout_s with the daemon frozen
+        holds(lambda: frozen.status() == psutil.STATUS_STOPPED, 8.0, what="the daemon frozen")
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
     # healthy: still working, or already done (a busy machine may let a fast agent finish meanwhile)

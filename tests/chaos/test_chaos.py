@@ -143,7 +143,9 @@ class Run:
         assert self.d.proc is not None
         pid = self.d.proc.pid
         os.kill(pid, signal.SIGSTOP)
-        frozen = psutil.Process(pid)  # longer than heartbeat_timeout_s (3 s): the daemon is frozen
+        frozen = psutil.Process(pid)  # a signal is delivered asynchronously: wait until it took hold,
+        wait_for(lambda: frozen.status() == psutil.STATUS_STOPPED, 5, what="the daemon to stop")
+        # then keep it frozen longer than heartbeat_timeout_s (3 s)
         holds(lambda: frozen.status() == psutil.STATUS_STOPPED, 3.5 + self.rng.random(), what="the daemon frozen")
         os.kill(pid, signal.SIGCONT)
         self.t.pauses += 1
