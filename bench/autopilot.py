@@ -11,7 +11,10 @@ Figures per N, from the daemon's recorded event timestamps:
 
 Goals (issue 15): speed-up at N=5 ≥ 4.5x; overhead ≤ 100 ms per task.
 
-    python bench/autopilot.py [--tasks 20] [--steps 2] [--step-s 1.0]
+With `--pool` each repository keeps N warm worktrees (issue 14's pool): the spawn then waits for
+no `git worktree add`.
+
+    python bench/autopilot.py [--tasks 20] [--steps 2] [--step-s 1.0] [--n 1 3 5] [--pool]
 """
 
 from __future__ import annotations
@@ -31,7 +34,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from floor import chkdd, pct
 
 from chkd.client.client import Client
-from chkd.protocol.messages import Events, RepoAdd, RunStart, RunStatus, Stats, TaskAdd
+from chkd.protocol.messages import (
+    Events,
+    RepoAdd,
+    RepoEdit,
+    RepoList,
+    RepoSettings,
+    RunStart,
+    RunStatus,
+    Stats,
+    TaskAdd,
+)
 from chkd.protocol.paths import resolve
 
 LIVE = {"starting", "working", "stalled", "paused"}
@@ -92,10 +105,17 @@ def overheads(evs: list[Any], repo: str) -> tuple[list[float], list[float]]:
     return out, decided
 
 
-def run_once(client: Client, base: Path, n: int, tasks: int) -> dict[str, Any]:
+def run_once(client: Client, base: Path, n: int, tasks: int, pool: bool) -> dict[str, Any]:
     repo_path = base / f"bench-n{n}"
     make_repo(repo_path)
     name = client.call(RepoAdd(path=str(repo_path), name=f"bench-n{n}")).repo.name
+    if pool:  # N warm worktrees, filled before the run starts (as they would be long before a real one)
+        client.call(RepoEdit(repo=name, set=RepoSettings(pool_size=n)))
+        deadline = time.monotonic() + 120
+        while next(r for r in client.call(RepoList()).repos if r.name == name).pool_ready < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"N={n}: the pool did not fill")
+            time.sleep(0.05)
     for i in range(1, tasks + 1):
         client.call(TaskAdd(repo=name, id=f"B{i}", title=f"bench task {i}"))
     client.call(RunStart(repo=name, workers=n, until_empty=True, agent="bench"))
@@ -111,6 +131,7 @@ def run_once(client: Client, base: Path, n: int, tasks: int) -> dict[str, Any]:
     over, decided = overheads(evs, name)
     return {
         "workers": n,
+        "pool_size": n if pool else 0,
         "tasks_merged": len(merged),
         "wall_s": round((max(merged) - start) / 1000, 3),
         "conflict_rate": s.conflict_rate,
@@ -131,6 +152,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--step-s", type=float, default=1.0)
     ap.add_argument("--n", type=int, nargs="*", default=[1, 3, 5])
+    ap.add_argument("--pool", action="store_true", help="give each run's repository a warm pool of N worktrees")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="chkd-bench-autopilot-"))
     home = base / "home"
@@ -153,7 +175,7 @@ def main() -> None:
                     raise
                 time.sleep(0.1)
         for n in args.n:
-            results.append(run_once(client, base, n, args.tasks))
+            results.append(run_once(client, base, n, args.tasks, args.pool))
     base_wall = next((r["wall_s"] for r in results if r["workers"] == 1), None)
     for r in results:
         r["speedup"] = round(base_wall / r["wall_s"], 3) if base_wall else None
@@ -165,6 +187,7 @@ def main() -> None:
                 "bench": "autopilot",
                 "tasks": args.tasks,
                 "agent": f"chkd-demo-agent --steps {args.steps} --step-s {args.step_s}",
+                "pool": args.pool,
                 "runs": results,
                 "goal_speedup_n5": 4.5,
                 "speedup_n5": at5["speedup"] if at5 else None,

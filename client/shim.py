@@ -1,10 +1,12 @@
 """chkd-shim: runs one worker's agent and keeps the daemon informed.
 
 The daemon starts `chkd-shim --worker W` in its own session with a pipe on stdin and
-the worker log as stdout/stderr. The shim forks away at once (so the daemon reaps
-its first process immediately and never collects zombies), then waits for one line
+the worker log as stdout/stderr — or, ahead of any spawn, `chkd-shim --standby` (output
+to the standby log until its `go` names the worker and its log: a spawn then waits for
+no Python start-up, daemon/shimstandby.py). The shim forks away at once (so the daemon
+reaps its first process immediately and never collects zombies), then waits for one line
 on stdin: `go {json}` (a ShimGo: the agent's argv, cwd and environment) once the
-worktree exists, or `stop`. It then
+worktree exists, or `stop` (or EOF: the daemon went away). It then
 
 - starts the agent in its own session / process group (so signals to the group reach
   the agent and everything it starts, and nothing else), stdout+stderr into a pipe
@@ -396,25 +398,42 @@ def main(argv: list[str] | None = None) -> None:
         prog="chkd-shim",
         description=("Runs one chkd worker's agent (started by chkdd; reads `go {json}` or `stop` on stdin)."),
     )
-    parser.add_argument("--worker", required=True, help="the worker id")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--worker", help="the worker id")
+    who.add_argument("--standby", action="store_true", help="wait for any worker: the `go` line names it")
     parser.add_argument("--no-detach", action="store_true", help="stay in the foreground (debugging)")
     args = parser.parse_args(argv)
     if not args.no_detach:
         _detach()
     line = sys.stdin.readline()
+    name = args.worker or "standby"
     try:
         spec = decode_go(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        print(f"chkd-shim {args.worker}: not starting: the daemon's go line does not fit ({exc}).", file=sys.stderr)
+        print(f"chkd-shim {name}: not starting: the daemon's go line does not fit ({exc}).", file=sys.stderr)
         sys.exit(1)
     if spec is None:
-        print(f"chkd-shim {args.worker}: not starting ({line.strip() or 'no go from the daemon'}).", file=sys.stderr)
+        print(f"chkd-shim {name}: not starting ({line.strip() or 'no go from the daemon'}).", file=sys.stderr)
         sys.exit(0)
+    if args.worker is not None and spec.worker != args.worker:
+        print(f"chkd-shim {name}: not starting: the go line is for worker {spec.worker}.", file=sys.stderr)
+        sys.exit(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    if args.standby:
+        _output_to(spec.log)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.exit(Shim(spec, resolve()).run())
+
+
+def _output_to(log: str) -> None:
+    """A standby shim's stdout and stderr (its own messages, a traceback) go to the worker log from now on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open_private(log, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 
 from chkd.protocol.messages import ShimGo, TmuxTarget, encode_go
 
-from . import agent_profiles, failpoints, pool, procs, reposettings
+from . import agent_profiles, failpoints, pool, procs, reposettings, shimstandby
 from . import workerrecords as W
 
 
@@ -81,14 +81,16 @@ def go_message(spec: LaunchSpec, argv: list[str], cwd: str) -> ShimGo:
     )
 
 
-def restart_agent(spec: LaunchSpec) -> list[str]:
-    """Off-loop: a new shim for the worker's existing worktree, told `go` at once. Returns the argv."""
+def restart_agent(spec: LaunchSpec, standby: shimstandby.Standby | None = None) -> list[str]:
+    """Off-loop: a shim for the worker's existing worktree (a standby one when it fits), told `go` at once.
+    Returns the argv."""
     failpoints.hit("resume.recorded")
-    shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
+    log = Path(spec.log_path)
+    shim = shimstandby.start_shim(standby, spec.shim_argv, log, spec.shim_env)
     try:
         argv = agent_argv(spec, spec.path, spec.branch)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    procs.release_shim(shim, encode_go(go_message(spec, argv, spec.path)))
+    shimstandby.release(shim, encode_go(go_message(spec, argv, spec.path)), spec.shim_argv, log, spec.shim_env)
     return argv

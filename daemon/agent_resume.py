@@ -23,7 +23,7 @@ from chkd.protocol.errors import ChkdError
 from chkd.protocol.launch import module_argv
 from chkd.protocol.messages import SHIM_RECONNECT_S, WorkerResult
 
-from . import agent_launch, agent_profiles, repos, taskqueue
+from . import agent_launch, agent_profiles, repos, shimstandby, taskqueue
 from . import workerrecords as W
 from .context import Ctx, Deferred
 from .mergequeue import ACTIVE
@@ -174,7 +174,7 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
         template=plan.template,
         values=values,
         shim_argv=module_argv("chkd.client.shim", "--worker", wid),
-        shim_env={**os.environ, **env_home},
+        shim_env=shimstandby.shim_env(ctx),
         agent_env={**plan.env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": row["task_id"] or ""},
         log_path=str(ctx.paths.worker_log(wid)),
         heartbeat_s=ctx.config.heartbeat_s,
@@ -207,7 +207,7 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
         if deferred is not None:
             ctx.finish(deferred, WorkerResult(worker=W.worker_info(ctx, fresh)))
 
-    ctx.submit(agent_launch.restart_agent, spec, then=_started, reply_to=deferred)
+    ctx.submit(agent_launch.restart_agent, spec, shimstandby.standby_of(ctx), then=_started, reply_to=deferred)
 
 
 def _check_pending(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:

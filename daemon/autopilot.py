@@ -43,7 +43,19 @@ from chkd.protocol import events as ev
 from chkd.protocol.errors import ChkdError
 from chkd.protocol.messages import LIVE_WORKER_STATUSES, Event, ProfileWait, RunInfo, Spawn
 
-from . import agent_resume, budget, mergeengine, mergequeue, repos, schedule, spawning, taskqueue, usage, workerrecords
+from . import (
+    agent_resume,
+    budget,
+    mergeengine,
+    mergequeue,
+    repos,
+    schedule,
+    shimstandby,
+    spawning,
+    taskqueue,
+    usage,
+    workerrecords,
+)
 from .context import Ctx, Deferred
 from .store import now_ms
 
@@ -169,6 +181,7 @@ def tick(ctx: Ctx) -> None:
         "ON r.id = a.repo_id WHERE a.state='running' ORDER BY r.name"
     )
     ctx.ext.setdefault(EXT, {})["any_running"] = bool(runs)
+    shimstandby.want(ctx, sum(run["workers"] for run in runs))  # each run may start N at once
     for run in runs:
         try:
             with ctx.savepoint():

@@ -134,18 +134,21 @@ def start_shim(argv: Sequence[str], log_path: Path, env: dict[str, str]) -> subp
         )
 
 
-def release_shim(proc: subprocess.Popen[bytes], word: str, timeout: float = 10.0) -> int | None:
-    """Tell the waiting shim `go`/`stop`, then reap its first process (which exits after forking)."""
+def release_shim(proc: subprocess.Popen[bytes], word: str, timeout: float = 10.0) -> bool:
+    """Tell the waiting shim `go`/`stop`, then reap its first process (which exits after forking).
+    False when the line could not be written: no shim reads the pipe any more."""
     try:
         assert proc.stdin is not None
         proc.stdin.write(word.encode() + b"\n")
         proc.stdin.close()
+        written = True
     except (BrokenPipeError, OSError):
-        pass
+        written = False
     try:
-        return proc.wait(timeout)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        return None
+        pass
+    return written
 
 
 @dataclass

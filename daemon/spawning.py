@@ -3,8 +3,9 @@
 Spawn validates and records everything synchronously (repo, max_workers, agent, task
 claim, the worker row `starting`), then does the slow part off-loop in two jobs: the
 first picks free worktree and branch names, which the loop records on the row before
-anything exists on disk; the second starts the shim (its Python start-up overlaps with
-the checkout), runs `git worktree add` at the recorded names, and tells the shim `go`.
+anything exists on disk; the second takes a standby shim (daemon/shimstandby.py: one whose
+Python start-up is already done; else it starts one, its start-up overlapping the checkout),
+runs `git worktree add` at the recorded names (or takes a warm pool worktree), and tells the shim `go`.
 A kill -9 anywhere in between leaves a row that names everything the spawn may have
 made, so start-up reconciliation can finish or undo it. The reply waits for the launch.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from . import (
     pool,
     procs,
     reposettings,
+    shimstandby,
     taskqueue,
     terminal,
     usage,
@@ -51,10 +52,11 @@ class Launched:
     argv: list[str]
 
 
-def launch(spec: LaunchSpec) -> Launched:
-    """Off-loop: start the shim (waiting), create the worktree (or take a warm one from the pool),
-    copy files in and run setup, then let the shim start the agent."""
-    shim = procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
+def launch(spec: LaunchSpec, standby: shimstandby.Standby | None = None) -> Launched:
+    """Off-loop: take a standby shim (or start one, waiting), create the worktree (or take a warm
+    one from the pool), copy files in and run setup, then let the shim start the agent."""
+    log = Path(spec.log_path)
+    shim = shimstandby.start_shim(standby, spec.shim_argv, log, spec.shim_env)
     try:
         checkout = _pooled_checkout(spec) if spec.pooled is not None else None
         fresh = checkout is None
@@ -71,7 +73,8 @@ def launch(spec: LaunchSpec) -> Launched:
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    procs.release_shim(shim, encode_go(agent_launch.go_message(spec, argv, checkout.path)))
+    go = encode_go(agent_launch.go_message(spec, argv, checkout.path))
+    shimstandby.release(shim, go, spec.shim_argv, log, spec.shim_env)
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
 
@@ -232,7 +235,7 @@ def _launch_spec(
         template=plan.template,
         values=values,
         shim_argv=module_argv("chkd.client.shim", "--worker", wid),
-        shim_env={**os.environ, **env_home},
+        shim_env=shimstandby.shim_env(ctx),
         agent_env={**plan.env, **env_home, "CHKD_WORKER_ID": wid, "CHKD_TASK_ID": task["id"]},
         log_path=str(ctx.paths.worker_log(wid)),
         heartbeat_s=ctx.config.heartbeat_s,
@@ -270,7 +273,7 @@ def start(ctx: Ctx, req: Spawn, repo: dict[str, Any], deferred: Deferred) -> Non
         pooled = pool.take(ctx, repo, wid)  # on the loop, in this transaction: never handed out twice
         ctx.after_commit(lambda: failpoints.hit("spawn.planned"))
         spec = _launch_spec(ctx, repo, wid, task, agent, path, branch, plan.base_sha, pooled)
-        ctx.submit(launch, spec, then=_launched, reply_to=deferred)
+        ctx.submit(launch, spec, shimstandby.standby_of(ctx), then=_launched, reply_to=deferred)
 
     def _failed(row: dict[str, Any], exc: BaseException) -> None:
         pool.spawn_ended(ctx, wid)

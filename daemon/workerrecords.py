@@ -160,6 +160,7 @@ def worker_info(ctx: Ctx, row: Mapping[str, Any], repo: str | None = None) -> Wo
         worktree=row["worktree_path"],
         branch=row["branch_name"],
         pid=row["pid"],
+        shim_pid=row["shim_pid"],
         pgid=row["pgid"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],

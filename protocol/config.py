@@ -50,6 +50,7 @@ GraceS = Annotated[float, Meta(ge=0.05, le=3600)]
 TestTimeoutS = Annotated[float, Meta(ge=0.1, le=86400)]
 IntervalS = Annotated[float, Meta(ge=0.05, le=3600)]
 Workers = Annotated[int, Meta(ge=1, le=1000)]
+Standby = Annotated[int, Meta(ge=0, le=64)]
 LimitMarginS = Annotated[float, Meta(ge=0, le=86400)]
 BackoffS = Annotated[float, Meta(ge=0.05, le=3600)]
 Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
@@ -176,6 +177,8 @@ class Config(Struct, forbid_unknown_fields=True):
     max_workers: Workers = 3
     max_attempts: Attempts = 3
     abort_grace_s: GraceS = 5.0
+    #: chkd-shim processes kept started ahead, so a spawn waits for no Python start-up (0: none).
+    shim_standby: Standby = 2
     worktree_pattern: str = "../{repo}-{task}"
     branch_prefix: str = "chkd/"
     merge_strategy: Literal["auto", "review"] = "review"

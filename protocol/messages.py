@@ -185,6 +185,8 @@ class WorkerInfo(Struct, omit_defaults=True):
     branch: str | None = None
     pid: int | None = None
     pgid: int | None = None
+    #: The worker's chkd-shim (a standby one shows as `chkd-shim --standby` in ps).
+    shim_pid: int | None = None
     started_at: int = 0
     completed_at: int | None = None
     heartbeat_at: int | None = None

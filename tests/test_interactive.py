@@ -268,15 +268,9 @@ def test_an_interactive_agents_exit_code_is_reported_as_for_a_detached_one(daemo
 @pytest.mark.timeout(60)
 def test_a_killed_shim_makes_the_interactive_worker_dead_and_closes_its_terminal(daemon: Daemon, proj: Path) -> None:
     w = wait_waiting(daemon, spawn(daemon, "T-7").id)
-    shims = [
-        p
-        for p in psutil.process_iter(["cmdline", "environ"])  # this test's shim (other homes have a w1 too)
-        if "chkd.client.shim" in (p.info["cmdline"] or [])
-        and w.id in (p.info["cmdline"] or [])
-        and (p.info["environ"] or {}).get("CHKD_HOME") == str(daemon.home)
-    ]
-    assert len(shims) == 1
-    shims[0].kill()
+    shim = psutil.Process(show(daemon, w.id).shim_pid)  # the shim the daemon recorded for this worker
+    assert "chkd.client.shim" in shim.cmdline()
+    shim.kill()
     dead = wait_for(lambda: (x := show(daemon, w.id)).status == "dead" and x, 15, what="the worker to be dead")
     assert "shim" in (dead.last_error or "")
     wait_for(

@@ -79,22 +79,12 @@ def running(daemon: Daemon, wid: str) -> WorkerInfo:
     )
 
 
-def shim_of(wid: str, home: Path) -> psutil.Process:
-    def find() -> psutil.Process | None:
-        for p in psutil.process_iter(["cmdline", "environ"]):
-            try:
-                cmd = p.info["cmdline"] or []
-                if (
-                    any("chkd-shim" in c or c == "chkd.client.shim" for c in cmd)
-                    and wid in cmd
-                    and (p.info.get("environ") or {}).get("CHKD_HOME") == str(home)
-                ):
-                    return p
-            except (psutil.Error, OSError):
-                continue
-        return None
-
-    return wait_for(find, 10, what=f"the shim of {wid}")
+def shim_of(w: WorkerInfo) -> psutil.Process:
+    """The worker's chkd-shim, as the daemon recorded it (a standby shim's command line names no worker)."""
+    assert w.shim_pid, w
+    shim = psutil.Process(w.shim_pid)
+    assert "chkd.client.shim" in shim.cmdline() and w.pid in [c.pid for c in shim.children()], shim
+    return shim
 
 
 def gone(pid: int) -> bool:
@@ -193,7 +183,7 @@ class TestStallNotify:
 @pytest.mark.timeout(60)
 def test_sigstopped_shim_makes_the_worker_dead_and_requeues(daemon: Daemon, proj: Path) -> None:
     w = running(daemon, spawn(daemon, "D-1", SLEEPER).id)
-    shim = shim_of(w.id, daemon.home)
+    shim = shim_of(w)
     shim.send_signal(signal.SIGSTOP)
     t0 = time.monotonic()
     w = wait_status(daemon, w.id, {"dead"}, 3 + 2 + 1)
@@ -221,7 +211,7 @@ def test_kill_9_of_the_agent_is_noticed_with_its_signal(daemon: Daemon, proj: Pa
 @pytest.mark.timeout(60)
 def test_kill_9_of_the_shim_is_noticed_and_its_agent_stopped(daemon: Daemon, proj: Path) -> None:
     w = running(daemon, spawn(daemon, "K-2", SLEEPER).id)
-    shim = shim_of(w.id, daemon.home)
+    shim = shim_of(w)
     shim.kill()
     w = wait_status(daemon, w.id, {"dead"}, 3)
     assert "shim" in w.last_error and "gone" in w.last_error
@@ -258,12 +248,12 @@ def test_daemon_kill_9_then_restart_keeps_live_workers_and_buries_the_dead(daemo
     watcher = _watch(daemon)  # sees the whole run, across the crash
     ids = [running(daemon, spawn(daemon, f"R-{i}", SLEEPER).id).id for i in range(4)]
     victim = worker(daemon, ids[3])
-    victim_shim = shim_of(victim.id, daemon.home)
+    victim_shim = shim_of(victim)
+    survivors = [shim_of(worker(daemon, wid)) for wid in ids[:3]]
     daemon.kill()
     victim_shim.kill()
     os.killpg(victim.pgid, signal.SIGKILL)
     wait_for(lambda: gone(victim.pid) and gone(victim_shim.pid), 5, what="the victim to die")
-    survivors = [shim_of(wid, daemon.home) for wid in ids[:3]]
     holds(lambda: all(s.is_running() for s in survivors), 1.0, what="the other shims living without the daemon")
     daemon.start()
     restarted_at = int(time.time() * 1000)

@@ -42,10 +42,9 @@ def run_done_and_dead(daemon: Daemon, tmp_path: Path) -> tuple[str, str]:
     show = lambda wid: daemon.call(WorkerShow(worker=wid)).worker  # noqa: E731
     wait_for(lambda: show(ok.id).status == "done", 20, what="the quick worker to be done")
     wait_for(lambda: show(doomed.id).pid, 15, what="the doomed agent to start")
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "chkd.client.shim" in cmd and doomed.id in cmd:
-            p.kill()
+    shim = psutil.Process(show(doomed.id).shim_pid)
+    assert "chkd.client.shim" in shim.cmdline()
+    shim.kill()
     wait_for(lambda: show(doomed.id).status == "dead", 10, what="the doomed worker to be dead")
     return ok.id, doomed.id
 

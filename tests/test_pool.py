@@ -92,8 +92,9 @@ def test_a_pooled_worktree_is_brought_to_the_new_tip(daemon: Daemon, tmp_path: P
 
 def test_a_kill_9_mid_refill_leaves_nothing_unaccounted(daemon: Daemon, tmp_path: Path) -> None:
     repo, _ = pooled_repo(daemon, tmp_path, size=0)
-    assert daemon.ctl("repo", "edit", "proj", "--pool-size", "1").code == 0
     daemon.arm("pool.created")  # dies after `git worktree add` + marker, before setup
+    # armed first: a refill started before the restart could finish, and then none would be cut off
+    assert daemon.ctl("repo", "edit", "proj", "--pool-size", "1").code == 0
     daemon.wait_dead()
     daemon.start()
     wait_for(lambda: pool_ready(daemon) == 1, 20, what="the refill after the restart")

@@ -33,7 +33,18 @@ from chkd.protocol.messages import (
     WorkerState,
 )
 
-from .. import agent_profiles, agent_resume, budget, lookup, repos, spawning, usage, workerrecords, worktrees
+from .. import (
+    agent_profiles,
+    agent_resume,
+    budget,
+    lookup,
+    repos,
+    shimstandby,
+    spawning,
+    usage,
+    workerrecords,
+    worktrees,
+)
 from ..context import Ctx, Deferred
 from ..store import now_ms
 
@@ -374,7 +385,8 @@ def resume_agent(ctx: Ctx, req: ResumeAgent) -> Deferred:
 def setup(ctx: Ctx) -> None:
     """Finish what a killed daemon left half done: re-send signals rows ask for, commit the
     leftovers of agents whose exit was recorded but not yet finished, and start again the agents
-    whose resume was recorded but never said hello."""
+    whose resume was recorded but never said hello. The first standby shims start off-loop."""
+    shimstandby.setup(ctx)
     workerrecords.reassert_signals(ctx)
     workerrecords.resume_finishes(ctx)
     agent_resume.setup(ctx)
