@@ -44,6 +44,8 @@ class AgentPlan:
     allowed_tools: tuple[str, ...] = ()
     prompt: str | None = None  # the profile's prompt template, or None for chkd's default
     interactive: bool = False  # runs in a tmux session on chkd's own server (attach, peek, send)
+    #: `max_task_usd`, for a Claude profile: passed as --max-budget-usd (claude stops itself at the cap).
+    task_cap_usd: float | None = None
 
 
 def profile_named(config: Config, name: str) -> AgentConfig:
@@ -69,8 +71,9 @@ def find_program(program: str, env: dict[str, str]) -> str | None:
     return beside if os.access(beside, os.X_OK) else None
 
 
-def plan(name: str, profile: AgentConfig, *, resume: bool = False) -> AgentPlan:
-    """The run `profile` describes, or a ChkdError sentence (nothing has been created yet)."""
+def plan(name: str, profile: AgentConfig, *, resume: bool = False, task_cap_usd: float | None = None) -> AgentPlan:
+    """The run `profile` describes, or a ChkdError sentence (nothing has been created yet). A Claude
+    profile's first run and its resumes alike get `task_cap_usd` (the config's `max_task_usd`)."""
     argv = profile.resume if resume else profile.cmd
     if argv is None:
         raise ChkdError(
@@ -107,6 +110,7 @@ def plan(name: str, profile: AgentConfig, *, resume: bool = False) -> AgentPlan:
         allowed_tools=tuple(profile.allowed_tools),
         prompt=profile.prompt,
         interactive=profile.interactive,
+        task_cap_usd=task_cap_usd if profile.claude_hooks and "--max-budget-usd" not in argv else None,
     )
 
 
@@ -165,7 +169,9 @@ def write_claude_files(directory: Path, worker_id: str, agent_env: dict[str, str
 
 def claude_args(plan_: AgentPlan, mcp: Path, settings: Path) -> list[str]:
     """Appended after the profile's argv, so the prompt stays before the variadic flags."""
+    cap = ["--max-budget-usd", f"{plan_.task_cap_usd:g}"] if plan_.task_cap_usd else []
     return [
+        *cap,
         "--permission-mode",
         plan_.permission_mode,
         "--mcp-config",

@@ -94,7 +94,7 @@ def _check(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
             "conflict",
             f"Worker {wid} runs a --cmd command, not an agent profile, so there is no `resume` to continue it with.",
         )
-    plan = agent_profiles.plan(row["agent"], agent_profiles.profile_named(ctx.config, row["agent"]), resume=True)
+    plan = _resume_plan(ctx, row)
     if not row["session_id"] and any("{session_id}" in arg for arg in plan.template):
         raise ChkdError(
             "conflict",
@@ -154,7 +154,7 @@ def maybe_start(ctx: Ctx, row: dict[str, Any], prompt: str, why: str) -> bool:
 def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
     row = W.load(ctx, wid)
     assert row is not None
-    plan = _check_pending(ctx, row)
+    plan = _resume_plan(ctx, row)
     home = ctx.paths.home
     env_home = {"CHKD_HOME": str(home)} if home is not None else {}
     values = {
@@ -210,8 +210,10 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
     ctx.submit(agent_launch.restart_agent, spec, shimstandby.standby_of(ctx), then=_started, reply_to=deferred)
 
 
-def _check_pending(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
-    return agent_profiles.plan(row["agent"], agent_profiles.profile_named(ctx.config, row["agent"]), resume=True)
+def _resume_plan(ctx: Ctx, row: dict[str, Any]) -> agent_profiles.AgentPlan:
+    """The profile's `resume` run, with the same cap as its first run (`max_task_usd`)."""
+    profile = agent_profiles.profile_named(ctx.config, row["agent"])
+    return agent_profiles.plan(row["agent"], profile, resume=True, task_cap_usd=ctx.config.max_task_usd)
 
 
 def new_run(row: dict[str, Any]) -> dict[str, Any]:

@@ -103,18 +103,16 @@ def _pooled_checkout(spec: LaunchSpec) -> worktrees.Checkout | None:
 def _agent(ctx: Ctx, req: Spawn, repo: dict[str, Any]) -> agent_profiles.AgentPlan:
     """The agent run the spawn asks for; every refusal (unknown profile, program not installed, a
     permission mode Claude refuses, no tmux for an interactive one) is a sentence here, before anything exists.
-    A Claude profile gets `max_task_usd` as --max-budget-usd (claude stops itself at the cap)."""
+    A Claude profile gets `max_task_usd` as --max-budget-usd (agent_profiles.claude_args)."""
     if req.cmd is not None:  # typed by hand: the placeholders are filled, every other brace is literal (JSON...)
         template = [templates.literal_braces(arg, templates.AGENT_PLACEHOLDERS) for arg in req.cmd]
         plan = agent_profiles.AgentPlan(name="cmd", template=template, env={}, interactive=req.interactive)
     else:
         name = req.agent or ctx.config.for_repo(repo["name"]).default_agent or ctx.config.default_agent
-        plan = agent_profiles.plan(name, agent_profiles.profile_named(ctx.config, name))
+        profile = agent_profiles.profile_named(ctx.config, name)
+        plan = agent_profiles.plan(name, profile, task_cap_usd=ctx.config.max_task_usd)
         if req.interactive and not plan.interactive:
             plan = dataclasses.replace(plan, interactive=True)
-        cap = ctx.config.max_task_usd
-        if plan.claude and cap and "--max-budget-usd" not in plan.template:
-            plan = dataclasses.replace(plan, template=[*plan.template, "--max-budget-usd", f"{cap:g}"])
     if plan.interactive:
         terminal.require_tmux()
     return plan

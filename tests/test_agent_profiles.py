@@ -24,6 +24,8 @@ def daemon_config() -> str:
     return (
         DEFAULT_TEST_CONFIG
         + f"""
+max_task_usd = 1.5
+
 [agents.replay]
 cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "{{task_id}}.jsonl"]
 output = "claude-stream-json"
@@ -67,6 +69,13 @@ cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit
 output = "claude-stream-json"
 claude_hooks = true
 prompt = "Do {{task_id}} ({{title}}) in {{worktree}} on {{branch}}."
+
+[agents.cappedclaude]
+cmd = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-mcp-stop-exit2.jsonl", "{{prompt}}"]
+resume = [{json.dumps(sys.executable)}, {json.dumps(REPLAY)}, "stream-subagent.jsonl", "--session={{session_id}}",
+          "{{prompt}}"]
+output = "claude-stream-json"
+claude_hooks = true
 """
     )
 
@@ -178,6 +187,19 @@ def test_a_claude_profile_gets_its_files_in_the_state_dir_not_the_worktree(daemo
     res = daemon.ctl("rm", "w1", "--force", cwd=repo)
     assert res.code == 0, res
     assert not files.exists()
+
+
+def test_max_task_usd_caps_a_claude_run_and_its_resume(daemon: Daemon, repo: Path) -> None:
+    spawn(daemon, repo, "U-1", "cappedclaude")
+    wait_for(lambda: show(daemon).status == "done", 20, what="done")
+    assert daemon.ctl("resume-agent", "w1", "--prompt", "go on", cwd=repo).code == 0
+    w = wait_for(lambda: (x := show(daemon)).status == "done" and x.runs == 2 and x, 20, what="the resumed run")
+    log = Path(w.log_path).read_text()  # the default prompt spans lines: count in the whole log
+    assert log.count("worker w1: starting") == 2 and log.count("--max-budget-usd 1.5") == 2, log
+    # a plain profile is not Claude: it gets no Claude flag
+    spawn(daemon, repo, "U-2", "plainreplay")
+    w2 = wait_for(lambda: (x := show(daemon, "w2")).status == "done" and x, 20, what="w2 done")
+    assert "--max-budget-usd" not in Path(w2.log_path).read_text()
 
 
 @pytest.mark.needs("root")  # Claude Code refuses bypassPermissions only as root
