@@ -122,6 +122,15 @@ def want(ctx: Ctx, n: int) -> None:
         standby.refill()
 
 
+def ready_count(ctx: Ctx) -> int:
+    """How many shims wait for a spawn now (for `ping`)."""
+    standby = standby_of(ctx)
+    if standby is None:
+        return 0
+    with standby.lock:
+        return len(standby.ready)
+
+
 def standby_of(ctx: Ctx) -> Standby | None:
     standby = ctx.ext.get(EXT)
     return standby if isinstance(standby, Standby) else None

@@ -444,6 +444,8 @@ class Pong(Result, tag="pong"):
     tasks: int
     workers: int
     last_seq: int = 0
+    #: chkd-shim processes started ahead and waiting for a spawn (`shim_standby`).
+    standby_shims: int = 0
 
 
 class StatusResult(Result, tag="status"):

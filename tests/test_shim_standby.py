@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, WorkerInfo, WorkerShow
+from chkd.protocol.messages import Ping, RepoAdd, Spawn, TaskAdd, WorkerInfo, WorkerShow
 
 from conftest import Daemon, busy_for, make_repo, wait_for
 
@@ -53,6 +53,12 @@ def standby(home: Path) -> list[psutil.Process]:
     return out
 
 
+def ready(daemon: Daemon, n: int = 2) -> list[psutil.Process]:
+    """Until the daemon holds `n` standby shims ready (`ping` counts them) and `n` wait in ps."""
+    wait_for(lambda: daemon.call(Ping()).standby_shims == n, 15, what=f"{n} standby shims in ping")
+    return wait_for(lambda: len(s := standby(daemon.home)) == n and s, 15, what=f"{n} standby shims waiting")
+
+
 def spawn(daemon: Daemon, task: str) -> WorkerInfo:
     daemon.call(TaskAdd(title=f"task {task}", repo="proj", id=task))
     wid = daemon.call(Spawn(repo="proj", task_id=task, cmd=SLEEPER)).worker.id
@@ -65,12 +71,12 @@ def spawn(daemon: Daemon, task: str) -> WorkerInfo:
 
 @pytest.mark.timeout(60)
 def test_a_spawn_takes_a_standby_shim_and_the_standby_refills(daemon: Daemon, proj: Path) -> None:
-    waiting = wait_for(lambda: len(s := standby(daemon.home)) == 2 and s, 15, what="two standby shims")
+    waiting = ready(daemon)
     w = spawn(daemon, "S-1")
     assert w.shim_pid in {p.pid for p in waiting}  # the worker's shim is one that was waiting
     shim = psutil.Process(w.shim_pid)
     assert [c.pid for c in shim.children()] == [w.pid]  # and it started the agent
-    wait_for(lambda: len(standby(daemon.home)) == 2, 15, what="the standby refilled to two")
+    ready(daemon)  # refilled to two
     # the shim writes to the worker's own log, not to the standby log
     log = Path(daemon.call(WorkerShow(worker=w.id)).worker.log_path or "")
     assert log.is_file()
@@ -79,18 +85,18 @@ def test_a_spawn_takes_a_standby_shim_and_the_standby_refills(daemon: Daemon, pr
 @pytest.mark.timeout(60)
 def test_standby_shims_exit_when_the_daemon_is_killed_and_the_workers_live_on(daemon: Daemon, proj: Path) -> None:
     w = spawn(daemon, "S-2")
-    waiting = wait_for(lambda: len(s := standby(daemon.home)) == 2 and s, 15, what="two standby shims")
+    waiting = ready(daemon)
     daemon.kill()
     wait_for(lambda: not any(p.is_running() for p in waiting), 10, what="the standby shims to exit")
     assert psutil.Process(w.shim_pid).is_running() and psutil.pid_exists(w.pid)
     daemon.start()
     assert daemon.call(WorkerShow(worker=w.id)).worker.status == "working"
-    wait_for(lambda: len(standby(daemon.home)) == 2, 15, what="a new daemon's standby shims")
+    ready(daemon)  # a new daemon's own
 
 
 @pytest.mark.timeout(60)
 def test_a_standby_shim_that_died_is_replaced_and_the_spawn_still_starts(daemon: Daemon, proj: Path) -> None:
-    for p in wait_for(lambda: len(s := standby(daemon.home)) == 2 and s, 15, what="two standby shims"):
+    for p in ready(daemon):
         p.kill()
     w = spawn(daemon, "S-3")  # the go could not be written to a dead standby shim: a shim of its own
     assert psutil.Process(w.shim_pid).cmdline()[-2:] == ["--worker", w.id]
@@ -102,4 +108,4 @@ def test_a_standby_shim_that_died_is_replaced_and_the_spawn_still_starts(daemon:
 def test_with_shim_standby_0_every_spawn_starts_its_own_shim(daemon: Daemon, proj: Path) -> None:
     w = spawn(daemon, "S-4")
     assert ["--worker", w.id] == psutil.Process(w.shim_pid).cmdline()[-2:]
-    assert standby(daemon.home) == []
+    assert standby(daemon.home) == [] and daemon.call(Ping()).standby_shims == 0

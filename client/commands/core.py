@@ -26,7 +26,7 @@ def ping(app: Any) -> None:
         return
     echo(
         f"pong from chkdd {pong.version} (pid {pong.pid}, up {pong.uptime_s:.0f}s) in {rtt_ms:.1f} ms: "
-        f"{pong.repos} repos, {pong.tasks} tasks, {pong.workers} workers"
+        f"{pong.repos} repos, {pong.tasks} tasks, {pong.workers} workers, {pong.standby_shims} standby shims"
     )
 
 

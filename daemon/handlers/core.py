@@ -7,6 +7,7 @@ import os
 import chkd
 from chkd.protocol.messages import Ok, Ping, Pong, Shutdown, Status, StatusResult
 
+from .. import shimstandby
 from ..context import Ctx
 from ..store import WAL_BACKSTOP_PAGES, checkpoint_wal
 
@@ -26,6 +27,7 @@ def ping(ctx: Ctx, _req: Ping) -> Pong:
         tasks=tasks,
         workers=workers,
         last_seq=last_seq,
+        standby_shims=shimstandby.ready_count(ctx),
     )
 
 
