@@ -33,7 +33,7 @@ cmd = {FAST}
 # The scheduling tests' agents are plain shell: they sleep, write a file and exit 0 (chkd commits it),
 # so what the speed-up measures is the schedule, not Python start-ups competing for two cores.
 [agents.sleeper]
-cmd = ["sh", "-c", "sleep 1.0; echo {{task_id}} > task-{{task_id}}.txt"]
+cmd = ["sh", "-c", "sleep 2.0; echo {{task_id}} > task-{{task_id}}.txt"]
 
 [agents.quick]
 cmd = ["sh", "-c", "echo {{task_id}} > task-{{task_id}}.txt"]
@@ -112,7 +112,8 @@ def max_concurrent(evs: list[Any], repo: str) -> int:
 def chain_and_fan_out(d: Daemon, repo: str) -> None:
     """T1 → T9 → T10 is a chain (T9 most urgent, so the chain never waits for a wave); T2..T8 fan out from
     T1. T1 is tagged `quick` (smart assignment gives it the quick profile): with ten equal tasks no
-    schedule at N=3 could beat 10/ceil(10/3) = 2.5x, so the root that everything waits for is short."""
+    schedule at N=3 could beat 10/ceil(10/3) = 2.5x, so the root that everything waits for is short
+    (the ceiling is then 3x), and the others sleep 2 s, so a spawn's and a merge's cost are small beside them."""
     add(d, repo, "T1", priority="P0", tags=("quick",))
     add(d, repo, "T9", "T1", priority="P0")
     for n in range(2, 9):
@@ -159,9 +160,8 @@ def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1
     assert max_concurrent(evs, "one") == 1
     assert max_concurrent(evs, "three") == 3
     speedup = wall_ms(evs, "one") / wall_ms(evs, "three")
-    # ten equal tasks on three slots need at least four rounds, so 2.5x is this graph's ceiling;
-    # 2.0 proves the slots really ran side by side (N=1 vs N=3 from the recorded timestamps)
-    assert speedup >= 2.0, f"N=3 was only {speedup:.2f}x faster than N=1"
+    # T1 is quick, so nine 2-second tasks on three slots cap this graph at 3x; the issue asks 2.5x
+    assert speedup >= 2.5, f"N=3 was only {speedup:.2f}x faster than N=1"
     quick = {e.task_id for e in evs if e.kind == "autopilot.spawn" and e.data.profile == "quick"}
     assert quick == {"T1"}  # the tagged task went to the profile carrying its tag, the rest to the default
     # stats sees the run
@@ -352,3 +352,118 @@ def test_repeated_429s_back_off_the_profile_with_growing_delays_and_count_no_att
         assert start >= wait.data.until - 5, (wait.data, start)
     task = daemon.ctl("task", "show", "R", "--repo", "proj", "--json").json()["task"]
     assert task.get("attempts", 0) == 0 and task["status"] in ("pending", "claimed", "in_progress")
+
+
+def tz_just_before_midnight(lead_s: int) -> str:
+    """A POSIX TZ whose local time is `lead_s` seconds before midnight now (the daemon's day is
+    its local date: a daemon started with it sees the next day arrive during the test)."""
+    now = time.time()
+    utc_s = int(now) % 86400
+    offset = (utc_s - (86400 - lead_s)) % 86400  # local = UTC - offset
+    if offset > 43200:
+        offset -= 86400
+    sign, a = ("+", offset) if offset >= 0 else ("-", -offset)
+    return f"CHK{sign}{a // 3600}:{a % 3600 // 60:02d}:{a % 60:02d}"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("daemon_config", [BUDGET])
+def test_the_next_days_budget_resumes_the_paused_workers_by_itself(daemon: Daemon, repo: Path) -> None:
+    daemon.stop()
+    daemon.start(env={"TZ": tz_just_before_midnight(25)})
+    assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
+    for t in ("A", "B", "C"):
+        add(daemon, "proj", t)
+    assert daemon.ctl("run", "--workers", "2", "--agent", "spender", "--repo", "proj").code == 0
+    exceeded = wait_for(
+        lambda: next((e for e in events(daemon) if e.kind == "budget.exceeded"), None),
+        20,
+        interval=0.1,
+        what="the budget used up before midnight",
+    )
+    assert exceeded.data.paused  # its workers were paused, not killed
+    # nobody touches anything: at the daemon's midnight the new day's budget resumes them
+    resumed = wait_for(
+        lambda: next((e for e in events(daemon) if e.kind == "budget.resumed"), None),
+        45,
+        interval=0.2,
+        what="the next day's budget to resume the workers",
+    )
+    # (a worker whose agent exited just as the budget stopped it is done, not waiting for a resume)
+    assert resumed.data.day > exceeded.data.day and resumed.data.workers
+    assert set(resumed.data.workers) <= set(exceeded.data.paused)
+    assert resumed.at >= exceeded.at
+    # the run went on: the budget itself let a paused worker run again (paused -> working) on the new day
+    assert any(
+        e.kind == "worker.status"
+        and (e.data.from_, e.data.to) == ("paused", "working")
+        and e.data.reason == "the budget allows work again"
+        and e.seq > exceeded.seq
+        for e in events(daemon)
+    )
+
+
+PER_REPO = CONFIG + '\n[repos."proj"]\nbudget_usd_per_day = 0.02\n'
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("daemon_config", [PER_REPO])
+def test_a_repositorys_budget_pauses_only_that_repository(daemon: Daemon, repo: Path, tmp_path: Path) -> None:
+    free = make_repo(tmp_path / "free")
+    assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
+    assert daemon.ctl("repo", "add", str(free), "--name", "free").code == 0
+    for name in ("proj", "free"):
+        for t in ("A", "B", "C"):
+            add(daemon, name, t)
+    assert daemon.ctl("run", "--workers", "2", "--agent", "spender", "--repo", "proj").code == 0
+    assert daemon.ctl("run", "--workers", "2", "--until-empty", "--agent", "spender", "--repo", "free").code == 0
+    exceeded = wait_for(
+        lambda: next((e for e in events(daemon) if e.kind == "budget.exceeded"), None), 30, what="proj's budget used up"
+    )
+    assert exceeded.repo == "proj" and exceeded.data.scope == "proj"
+    assert '[repos."proj"] budget_usd_per_day' in exceeded.data.message
+    wait_for(lambda: finished(daemon, "free"), 60, interval=0.2, what="the other repository's run to finish")
+    free_tasks = daemon.ctl("task", "list", "--repo", "free", "--json").json()
+    assert {t["status"] for t in free_tasks} == {"done"}  # spent more than proj's cap, never paused
+    assert daemon.ctl("cost", "--by", "repo", "--json").json()["rows"]
+    assert "budget" in run_status(daemon, "proj")["blocked"]
+    assert not any(e.kind == "budget.exceeded" and e.repo == "free" for e in events(daemon))
+
+
+@pytest.mark.timeout(90)
+def test_merge_review_waits_for_a_person_and_merge_off_merges_nothing(daemon: Daemon, tmp_path: Path) -> None:
+    rev = make_repo(tmp_path / "rev")
+    off = make_repo(tmp_path / "off")
+    for path, name in ((rev, "rev"), (off, "off")):
+        assert daemon.ctl("repo", "add", str(path), "--name", name).code == 0
+        add(daemon, name, "A")
+        add(daemon, name, "B", "A")  # waits for A to be merged
+    assert daemon.ctl("run", "--workers", "2", "--merge", "review", "--agent", "quick", "--repo", "rev").code == 0
+    assert (
+        daemon.ctl("run", "--workers", "2", "--merge", "off", "--until-empty", "--agent", "quick", "--repo", "off").code
+        == 0
+    )
+    # review: A's merge waits for a person; B does not start before A is approved and merged
+    wait_for(
+        lambda: any(e.kind == "merge.awaiting_review" and e.repo == "rev" for e in events(daemon)),
+        30,
+        interval=0.2,
+        what="A's merge waiting for review",
+    )
+    holds(lambda: spawned(events(daemon), "rev") == ["A"], 1.5, interval=0.2, what="B waiting for A's review")
+    [w] = [w for w in daemon.ctl("workers", "--json").json() if w["repo"] == "rev"]
+    assert daemon.ctl("approve", w["id"]).code == 0
+    wait_for(
+        lambda: (
+            {t["id"]: t["status"] for t in daemon.ctl("task", "list", "--repo", "rev", "--json").json()}["A"] == "done"
+        ),
+        30,
+        interval=0.2,
+        what="A merged after the approval",
+    )
+    wait_for(lambda: "B" in spawned(events(daemon), "rev"), 30, interval=0.2, what="B started after A merged")
+    # off: A is done and never merged, so B (which needs A merged) never starts and the run ends
+    wait_for(lambda: finished(daemon, "off"), 30, interval=0.2, what="the --merge off run to finish")
+    assert spawned(events(daemon), "off") == ["A"]
+    assert not any(e.kind.startswith("merge.") and e.repo == "off" for e in events(daemon))
+    assert "A" not in git(off, "log", "--format=%s", "main")
