@@ -23,6 +23,7 @@ import pytest
 from chkd.client import daemonctl
 from chkd.client.client import Client
 from chkd.protocol.launch import NEUTRAL_CWD, module_argv
+from chkd.protocol.messages import RepoAdd
 from chkd.protocol.paths import Paths, open_private, resolve
 
 T = TypeVar("T")
@@ -309,6 +310,14 @@ def _kill_strays(home: Path) -> None:
 def repo(tmp_path: Path) -> Path:
     """A fresh git repository `tmp_path/proj` with one commit on `main`."""
     return make_repo(tmp_path / "proj")
+
+
+@pytest.fixture
+def proj(daemon: Daemon, tmp_path: Path) -> Path:
+    """`tmp_path/proj` (one commit on `main`) registered with the test's daemon as `proj`."""
+    repo = make_repo(tmp_path / "proj")
+    daemon.call(RepoAdd(path=str(repo)))
+    return repo
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from chkd.protocol.messages import (
     Events,
     Merge,
     MergeShow,
-    RepoAdd,
     Spawn,
     TaskAdd,
     TaskShow,
@@ -31,7 +30,7 @@ from chkd.protocol.messages import (
     WorkerShow,
 )
 
-from conftest import Daemon, git, holds, make_repo, wait_for
+from conftest import Daemon, git, holds, wait_for
 
 CONFIG = """\
 heartbeat_s = 0.5
@@ -47,13 +46,6 @@ DEMO = str(Path(sys.executable).parent / "chkd-demo-agent")
 @pytest.fixture
 def daemon_config() -> str:
     return CONFIG
-
-
-@pytest.fixture
-def proj(daemon: Daemon, tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)))
-    return repo
 
 
 def add_task(daemon: Daemon, task: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from chkd.daemon import gc as gcmod
 from chkd.daemon import worktrees
-from chkd.protocol.messages import Gc, GcReport, RepoAdd
+from chkd.protocol.messages import Gc, GcReport
 
 from conftest import Daemon, git, make_repo
 
@@ -22,13 +22,6 @@ def commit_file(repo: Path, name: str, text: str, msg: str) -> str:
     git(repo, "add", name)
     git(repo, "commit", "-q", "-m", msg)
     return git(repo, "rev-parse", "HEAD")
-
-
-@pytest.fixture
-def proj(daemon: Daemon, tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)))
-    return repo
 
 
 def branches(repo: Path) -> set[str]:

@@ -21,9 +21,9 @@ from typing import Any
 import psutil
 import pytest
 
-from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
+from chkd.protocol.messages import Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
 
-from conftest import Daemon, git, holds, make_repo, wait_for
+from conftest import Daemon, git, holds, wait_for
 
 pytestmark = pytest.mark.needs("tmux")
 
@@ -60,13 +60,6 @@ def notified(tmp_path: Path) -> Path:
 @pytest.fixture
 def daemon_config(notified: Path) -> str:
     return config(notified)
-
-
-@pytest.fixture
-def proj(daemon: Daemon, tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)))
-    return repo
 
 
 def spawn(daemon: Daemon, task: str, agent: str = "ask", cmd: list[str] | None = None) -> WorkerInfo:

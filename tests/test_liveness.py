@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from chkd.protocol.events import WorkerStatusChanged
-from chkd.protocol.messages import Events, Ping, RepoAdd, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
+from chkd.protocol.messages import Events, Ping, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
 
-from conftest import Daemon, busy_for, holds, make_repo, wait_for
+from conftest import Daemon, busy_for, holds, wait_for
 
 BASE = """\
 heartbeat_s = 0.5
@@ -33,13 +33,6 @@ SLEEPER = busy_for(120)
 @pytest.fixture
 def daemon_config() -> str:
     return BASE + "stall_timeout_s = 30\n"
-
-
-@pytest.fixture
-def proj(daemon: Daemon, tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)))
-    return repo
 
 
 def spawn(daemon: Daemon, task: str, cmd: list[str], max_attempts: int | None = None) -> WorkerInfo:

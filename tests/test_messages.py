@@ -7,19 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 from chkd.protocol.messages import (
     Events,
     Inbox,
-    RepoAdd,
     Spawn,
     TaskAdd,
     WorkerInfo,
     WorkerShow,
 )
 
-from conftest import Daemon, busy_for, make_repo
+from conftest import Daemon, busy_for
 
 SLEEPER = busy_for(120)
 POST_TOOL_USE = json.dumps(
@@ -33,13 +30,6 @@ POST_TOOL_USE = json.dumps(
         "tool_response": {"stdout": ""},
     }
 )
-
-
-@pytest.fixture
-def proj(daemon: Daemon, tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)))
-    return repo
 
 
 def spawn(daemon: Daemon, task: str) -> WorkerInfo:

@@ -8,9 +8,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chkd.protocol.messages import Ping, RepoAdd, Spawn, TaskAdd, WorkerInfo, WorkerShow
+from chkd.protocol.messages import Ping, Spawn, TaskAdd, WorkerInfo, WorkerShow
 
-from conftest import Daemon, busy_for, make_repo, wait_for
+from conftest import Daemon, busy_for, wait_for
 
 CONFIG = """\
 heartbeat_s = 0.5
@@ -26,13 +26,6 @@ SLEEPER = busy_for(60)
 @pytest.fixture
 def daemon_config() -> str:
     return CONFIG
-
-
-@pytest.fixture
-def proj(daemon: Daemon, tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "proj")
-    daemon.call(RepoAdd(path=str(repo)))
-    return repo
 
 
 def standby(home: Path) -> list[psutil.Process]:
