@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar, cast
 
 import zmq
@@ -145,8 +145,10 @@ class Client:
         follow: bool = True,
         poll_s: float = 0.5,
         idle_timeout: float | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> Iterator[Event]:
-        """Every event after `since`, in seq order with no gap: history from the table, then live.
+        """Every event after `since`, in seq order with no gap: history from the table, then live
+        (until `stop()` says so: it is asked at least every `poll_s`).
 
         Subscribes first, then replays from the table, then drops live events it already
         yielded, so nothing falls between replay and live. A daemon restart is survived:
@@ -158,7 +160,7 @@ class Client:
         try:
             yield from self._replay(cursor)
             if follow:
-                yield from self._follow(sub, cursor, poll_s, idle_timeout)
+                yield from self._follow(sub, cursor, poll_s, idle_timeout, stop)
         finally:
             sub.close(0)
 
@@ -184,10 +186,17 @@ class Client:
                 cursor.seq = max(cursor.seq, page.last_seq)
                 return
 
-    def _follow(self, sub: zmq.Socket, cursor: _Cursor, poll_s: float, idle_timeout: float | None) -> Iterator[Event]:
+    def _follow(
+        self,
+        sub: zmq.Socket,
+        cursor: _Cursor,
+        poll_s: float,
+        idle_timeout: float | None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[Event]:
         """Live events; a gap in seq (slow joiner, restart) or a quiet poll replays from the table."""
         idle_since = time.monotonic()
-        while True:
+        while stop is None or not stop():
             if sub.poll(int(poll_s * 1000)):
                 _topic, payload = sub.recv_multipart()
                 ev = codec.decode_event(payload)

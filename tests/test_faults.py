@@ -170,7 +170,8 @@ def test_killed_after_the_worktree_was_made_the_spawn_is_undone_and_the_checkout
         10,
         what="the unused worktree and branch to be removed",
     )
-    assert worker(daemon).worktree is None  # nothing of it is left to gc
+    # the record forgets them once the off-loop removal has reported back: nothing of it is left to gc
+    wait_for(lambda: worker(daemon).worktree is None, 5, what="the record to forget the removed worktree")
 
 
 def test_killed_after_the_agent_started_the_worker_carries_on(daemon: Daemon, proj: Path) -> None:

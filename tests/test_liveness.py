@@ -310,5 +310,7 @@ def _watched(proc: subprocess.Popen[str], last_seq: int, timeout: float = 15) ->
     reader.start()
     reader.join(timeout)
     os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(10)
+    reader.join(1)
+    proc.communicate(timeout=10)  # drained: a watcher blocked writing to a full pipe could not exit
+    assert proc.returncode == 0  # Ctrl-C ends a watch quietly
     return seen

@@ -122,7 +122,9 @@ def watch(
     continues from the last seq it printed.
     """
     import gc
+    import signal
     import sys
+    import threading
 
     import msgspec
 
@@ -138,12 +140,18 @@ def watch(
     client = app.client
     client.timeout = 3.0  # a request lost in a daemon restart is retried quickly
     encoder = msgspec.json.Encoder()
-    try:
-        for ev in client.events(since, worker=worker_id, task=task, repo=repo, follow=True, idle_timeout=idle_exit):
-            sys.stdout.write(encoder.encode(ev).decode() + "\n" if as_json else format_event(ev) + "\n")
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends: no complaint, exit 0
+    # Ctrl-C is how a watch ends (exit 0, no complaint). It only sets a flag the loop reads: a
+    # KeyboardInterrupt raised at whatever line the signal lands on can fall inside a destructor,
+    # where Python swallows it ("Exception ignored in …"), and the watch would then run on.
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda _sig, _frame: stopping.set())
+    for ev in client.events(
+        since, worker=worker_id, task=task, repo=repo, follow=True, idle_timeout=idle_exit, stop=stopping.is_set
+    ):
+        sys.stdout.write(encoder.encode(ev).decode() + "\n" if as_json else format_event(ev) + "\n")
+        sys.stdout.flush()
+        if stopping.is_set():
+            break
 
 
 @click.command("events")
