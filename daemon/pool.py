@@ -21,6 +21,7 @@ Events (kind → data; each carries repo too):
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -169,19 +170,20 @@ def take(ctx: Ctx, repo: dict[str, Any], worker_id: str) -> Taken | None:
         return None
     ctx.store.x("UPDATE pool SET status='taken', worker_id=? WHERE id=? AND status='ready'", (worker_id, row["id"]))
     ctx.emit(ev.PoolTaken(path=row["path"]), repo=repo["name"], worker_id=worker_id)
-    ctx.timers.after(0, lambda: kick(ctx, repo["id"]), "pool-refill")
     return Taken(row["id"], row["path"], row["base_sha"], row["setup_hash"], str(ctx.paths.state))
 
 
 def spawn_ended(ctx: Ctx, worker_id: str) -> None:
-    """The spawn that took an entry finished (started or failed): the entry's row goes, and a
-    worktree still at the pool's path (the move never happened) is removed."""
+    """The spawn that took an entry finished (started or failed): the entry's row goes, a worktree
+    still at the pool's path (the move never happened) is removed, and the pool refills now."""
     for row in ctx.store.dicts(
         "SELECT p.*, r.path AS repo_path FROM pool p JOIN repos r ON r.id = p.repo_id "
         "WHERE p.worker_id=? AND p.status='taken'",
         (worker_id,),
     ):
         _drop(ctx, row)
+        repo_id: int = row["repo_id"]
+        ctx.timers.after(0, functools.partial(kick, ctx, repo_id), "pool-refill")
 
 
 def _drop(ctx: Ctx, row: dict[str, Any]) -> None:
@@ -204,6 +206,10 @@ def kick(ctx: Ctx, repo_id: int) -> None:
     if repo is None:
         return
     size = reposettings.pool_size(ctx, repo)
+    if ctx.store.scalar("SELECT 1 FROM pool WHERE repo_id=? AND status='taken' LIMIT 1", (repo_id,)):
+        # a spawn is moving an entry into place: `git worktree add` beside `git worktree move` in one
+        # repository can make the move read the new entry half made and fail; it refills when done
+        return
     rows = ctx.store.dicts(
         "SELECT p.*, ? AS repo_path FROM pool p WHERE repo_id=? AND status IN ('creating', 'ready') ORDER BY id",
         (repo["path"], repo_id),
