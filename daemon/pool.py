@@ -21,7 +21,6 @@ Events (kind → data; each carries repo too):
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -181,21 +180,30 @@ def spawn_ended(ctx: Ctx, worker_id: str) -> None:
         "WHERE p.worker_id=? AND p.status='taken'",
         (worker_id,),
     ):
-        _drop(ctx, row)
-        repo_id: int = row["repo_id"]
-        ctx.timers.after(0, functools.partial(kick, ctx, repo_id), "pool-refill")
+        _drop(ctx, row)  # the refill follows the drop (`_drop`)
+
+
+def _dropping(ctx: Ctx) -> dict[int, int]:
+    """Per repository, how many entry removals are running off-loop now."""
+    counts: dict[int, int] = ctx.ext.setdefault("pool.dropping", {})
+    return counts
 
 
 def _drop(ctx: Ctx, row: dict[str, Any]) -> None:
-    """Off-loop removal of an entry's worktree; the row goes once nothing is left at its path."""
+    """Off-loop removal of an entry's worktree; the row goes once nothing is left at its path, and
+    the pool refills once the removal is over (it may remove the pool's directory, once empty)."""
     home = str(ctx.paths.state)
+    repo_id: int = row["repo_id"]
     ctx.store.x("UPDATE pool SET status='dropping' WHERE id=?", (row["id"],))
+    _dropping(ctx)[repo_id] = _dropping(ctx).get(repo_id, 0) + 1
 
     def _gone(ok: bool | None, exc: BaseException | None) -> None:
+        _dropping(ctx)[repo_id] -= 1
         if exc is not None:
             ctx.log.warning("pool_discard_failed", path=row["path"], error=str(exc))
         if exc is None and ok:
             ctx.store.x("DELETE FROM pool WHERE id=?", (row["id"],))
+        kick(ctx, repo_id)
 
     ctx.submit(discard, row["repo_path"], row["path"], home, then=_gone)
 
@@ -206,9 +214,12 @@ def kick(ctx: Ctx, repo_id: int) -> None:
     if repo is None:
         return
     size = reposettings.pool_size(ctx, repo)
-    if ctx.store.scalar("SELECT 1 FROM pool WHERE repo_id=? AND status='taken' LIMIT 1", (repo_id,)):
-        # a spawn is moving an entry into place: `git worktree add` beside `git worktree move` in one
-        # repository can make the move read the new entry half made and fail; it refills when done
+    if _dropping(ctx).get(repo_id) or ctx.store.scalar(
+        "SELECT 1 FROM pool WHERE repo_id=? AND status='taken' LIMIT 1", (repo_id,)
+    ):
+        # No `git worktree add` beside a spawn moving an entry into place (the move can read the new
+        # entry half made and fail) nor beside a removal (it removes the pool's directory once empty,
+        # under the add's feet). Each of them ends with a refill.
         return
     rows = ctx.store.dicts(
         "SELECT p.*, ? AS repo_path FROM pool p WHERE repo_id=? AND status IN ('creating', 'ready') ORDER BY id",
