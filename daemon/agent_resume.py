@@ -155,8 +155,7 @@ def _launch(ctx: Ctx, wid: str, why: str, deferred: Deferred | None) -> None:
     row = W.load(ctx, wid)
     assert row is not None
     plan = _resume_plan(ctx, row)
-    home = ctx.paths.home
-    env_home = {"CHKD_HOME": str(home)} if home is not None else {}
+    env_home = ctx.paths.home_env()
     values = {
         "worker_id": wid,
         "task_id": row["task_id"] or "",

@@ -152,5 +152,4 @@ def setup(ctx: Ctx) -> None:
 
 def shim_env(ctx: Ctx) -> dict[str, str]:
     """Every shim's environment: the daemon's, with its home (a standby shim fits any spawn)."""
-    home = ctx.paths.home
-    return {**os.environ, **({"CHKD_HOME": str(home)} if home is not None else {})}
+    return {**os.environ, **ctx.paths.home_env()}

@@ -221,8 +221,7 @@ def _launch_spec(
     pooled: pool.Taken | None = None,
 ) -> LaunchSpec:
     """Everything the off-loop launch needs, from the recorded names and the daemon's config."""
-    home = ctx.paths.home
-    env_home = {"CHKD_HOME": str(home)} if home is not None else {}
+    env_home = ctx.paths.home_env()
     values = {"worker_id": wid, "task_id": task["id"], "title": task["title"], "description": task["description"]}
     return LaunchSpec(  # the prompt is filled in off-loop, once the worktree and branch exist
         worker_id=wid,

@@ -68,6 +68,10 @@ class Paths:
     def __repr__(self) -> str:
         return f"Paths(run={self.run!s}, state={self.state!s}, config_file={self.config_file!s})"
 
+    def home_env(self) -> dict[str, str]:
+        """`CHKD_HOME` for the processes chkd starts, when one directory was chosen for everything."""
+        return {"CHKD_HOME": str(self.home)} if self.home is not None else {}
+
     @property
     def sock_dir(self) -> Path:
         """The run directory, or a short directory of its own when the home is deep (see above)."""
