@@ -85,12 +85,11 @@ def restart_agent(spec: LaunchSpec, standby: shimstandby.Standby | None = None) 
     """Off-loop: a shim for the worker's existing worktree (a standby one when it fits), told `go` at once.
     Returns the argv."""
     failpoints.hit("resume.recorded")
-    log = Path(spec.log_path)
-    shim = shimstandby.start_shim(standby, spec.shim_argv, log, spec.shim_env)
+    shim = shimstandby.start_shim(standby, spec)
     try:
         argv = agent_argv(spec, spec.path, spec.branch)
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    shimstandby.release(shim, encode_go(go_message(spec, argv, spec.path)), spec.shim_argv, log, spec.shim_env)
+    shimstandby.release(shim, encode_go(go_message(spec, argv, spec.path)), spec)
     return argv

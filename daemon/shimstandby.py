@@ -20,11 +20,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chkd.protocol.launch import module_argv
 
 from . import procs
 from .context import Ctx
+
+if TYPE_CHECKING:  # agent_launch imports this module
+    from .agent_launch import LaunchSpec
 
 EXT = "shims"
 #: How long a standby shim may take to detach (its first process exits) before it is given up.
@@ -86,28 +90,22 @@ class Standby:
         if not ok and proc is not None:
             procs.release_shim(proc, "stop", timeout=1.0)
 
-    def close(self) -> None:
-        """Every waiting shim is told `stop` (they would also exit on the EOF of the daemon's exit)."""
-        with self.lock:
-            ready, self.ready = self.ready, []
-        for proc in ready:
-            procs.release_shim(proc, "stop", timeout=1.0)
+
+def start_shim(standby: Standby | None, spec: LaunchSpec) -> subprocess.Popen[bytes]:
+    """Off-loop: a standby shim when one fits, else the worker's own `chkd-shim --worker W`."""
+    proc = standby.take(spec.shim_env) if standby is not None else None
+    return proc if proc is not None else _own_shim(spec)
 
 
-def start_shim(
-    standby: Standby | None, argv: list[str], log_path: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    """Off-loop: a standby shim when one fits, else a new `chkd-shim --worker W` (`argv`)."""
-    proc = standby.take(env) if standby is not None else None
-    return proc if proc is not None else procs.start_shim(argv, log_path, env)
+def release(proc: subprocess.Popen[bytes], go: str, spec: LaunchSpec) -> None:
+    """Tell the shim its `go` line; a standby shim that died while it waited cannot be told, and
+    the `go` then goes to the worker's own shim, started now."""
+    if not procs.release_shim(proc, go):
+        procs.release_shim(_own_shim(spec), go)
 
 
-def release(proc: subprocess.Popen[bytes], word: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
-    """Tell the shim `word` (`go …` or `stop`); a standby shim that died while it waited cannot be
-    told, and a `go` then goes to a shim started for it now."""
-    if procs.release_shim(proc, word) or not word.startswith("go "):
-        return
-    procs.release_shim(procs.start_shim(argv, log_path, env), word)
+def _own_shim(spec: LaunchSpec) -> subprocess.Popen[bytes]:
+    return procs.start_shim(spec.shim_argv, Path(spec.log_path), spec.shim_env)
 
 
 def want(ctx: Ctx, n: int) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from chkd.protocol import events as ev
@@ -55,8 +54,7 @@ class Launched:
 def launch(spec: LaunchSpec, standby: shimstandby.Standby | None = None) -> Launched:
     """Off-loop: take a standby shim (or start one, waiting), create the worktree (or take a warm
     one from the pool), copy files in and run setup, then let the shim start the agent."""
-    log = Path(spec.log_path)
-    shim = shimstandby.start_shim(standby, spec.shim_argv, log, spec.shim_env)
+    shim = shimstandby.start_shim(standby, spec)
     try:
         checkout = _pooled_checkout(spec) if spec.pooled is not None else None
         fresh = checkout is None
@@ -73,8 +71,7 @@ def launch(spec: LaunchSpec, standby: shimstandby.Standby | None = None) -> Laun
     except BaseException:
         procs.release_shim(shim, "stop")
         raise
-    go = encode_go(agent_launch.go_message(spec, argv, checkout.path))
-    shimstandby.release(shim, go, spec.shim_argv, log, spec.shim_env)
+    shimstandby.release(shim, encode_go(agent_launch.go_message(spec, argv, checkout.path)), spec)
     failpoints.hit("spawn.released")
     return Launched(checkout, argv)
 
