@@ -16,15 +16,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from chkd.client import daemonctl
 from chkd.client.client import Client
 from chkd.protocol.launch import NEUTRAL_CWD, module_argv
-from chkd.protocol.messages import RepoAdd
+from chkd.protocol.messages import RepoAdd, WorkerInfo
 from chkd.protocol.paths import Paths, open_private, resolve
+
+if TYPE_CHECKING:
+    import psutil
 
 T = TypeVar("T")
 
@@ -310,6 +313,17 @@ def _kill_strays(home: Path) -> None:
 def repo(tmp_path: Path) -> Path:
     """A fresh git repository `tmp_path/proj` with one commit on `main`."""
     return make_repo(tmp_path / "proj")
+
+
+def shim_of(w: WorkerInfo) -> psutil.Process:
+    """The worker's chkd-shim, as the daemon recorded it: a standby shim's
+    command line names no worker, so it is found by the pid, never by the command line."""
+    import psutil
+
+    assert w.shim_pid, w
+    shim = psutil.Process(w.shim_pid)
+    assert "chkd.client.shim" in shim.cmdline(), shim
+    return shim
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from chkd.protocol.events import WorkerStatusChanged
 from chkd.protocol.messages import Events, Ping, Spawn, TaskAdd, TaskShow, WorkerInfo, WorkerShow
 
 from conftest import Daemon, busy_for, holds, wait_for
+from conftest import shim_of as recorded_shim
 
 BASE = """\
 heartbeat_s = 0.5
@@ -73,10 +74,9 @@ def running(daemon: Daemon, wid: str) -> WorkerInfo:
 
 
 def shim_of(w: WorkerInfo) -> psutil.Process:
-    """The worker's chkd-shim, as the daemon recorded it (a standby shim's command line names no worker)."""
-    assert w.shim_pid, w
-    shim = psutil.Process(w.shim_pid)
-    assert "chkd.client.shim" in shim.cmdline() and w.pid in [c.pid for c in shim.children()], shim
+    """The worker's recorded chkd-shim, the parent of its (detached) agent."""
+    shim = recorded_shim(w)
+    assert w.pid in [c.pid for c in shim.children()], shim
     return shim
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from chkd.protocol.messages import RepoAdd, Spawn, TaskAdd, WorkerShow
 
-from conftest import Daemon, busy_for, holds, make_repo, wait_for
+from conftest import Daemon, busy_for, holds, make_repo, shim_of, wait_for
 
 SLEEPER = busy_for(120)
 
@@ -30,7 +30,6 @@ def received(out: Path) -> list[dict]:
 
 
 def run_done_and_dead(daemon: Daemon, tmp_path: Path) -> tuple[str, str]:
-    import psutil
 
     daemon.call(RepoAdd(path=str(make_repo(tmp_path / "proj"))))
     daemon.call(TaskAdd(title="quick", repo="proj", id="N-1"))
@@ -42,9 +41,7 @@ def run_done_and_dead(daemon: Daemon, tmp_path: Path) -> tuple[str, str]:
     show = lambda wid: daemon.call(WorkerShow(worker=wid)).worker  # noqa: E731
     wait_for(lambda: show(ok.id).status == "done", 20, what="the quick worker to be done")
     wait_for(lambda: show(doomed.id).pid, 15, what="the doomed agent to start")
-    shim = psutil.Process(show(doomed.id).shim_pid)
-    assert "chkd.client.shim" in shim.cmdline()
-    shim.kill()
+    shim_of(show(doomed.id)).kill()
     wait_for(lambda: show(doomed.id).status == "dead", 10, what="the doomed worker to be dead")
     return ok.id, doomed.id
 
