@@ -105,6 +105,7 @@ class Run:
         self.points = rng.sample(FAILPOINTS, len(FAILPOINTS))
         # process kills first, while the first workers run (they need live workers to hit)
         self.faults = rng.sample(["shim", "agent"], 2) + rng.sample(["daemon", "pause"], 2)
+        self.extra = 0  # tasks added so that a due process fault finds a worker
 
     # -- the daemon -------------------------------------------------------------------------------
     def alive(self) -> bool:
@@ -157,29 +158,39 @@ class Run:
         return res.workers if res else []
 
     def kill_process(self, kind: str) -> bool:
-        """kill -9 the shim or agent of a random live worker; False when there was none to hit."""
-        live = [w for w in self.workers() if w.status in LIVE and w.pid]
-        if not live:
-            return False
-        w = self.rng.choice(live)
-        pid = self._shim_pid(w) if kind == "shim" else w.pid
-        try:
-            if not pid:
-                raise ProcessLookupError
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return False
-        self.t.kills[kind] += 1
-        self.t.note(f"kill -9 {kind} of {w.id} ({w.task_id})")
-        return True
+        """kill -9 the shim or agent of a live worker; False when there was none to hit.
+
+        Every live worker is tried (in a seeded order): under load an agent often has already
+        exited while its worker still reads `working` (the daemon was down when it did)."""
+        live = [w for w in self.workers() if w.status in LIVE]
+        for w in self.rng.sample(live, len(live)):
+            pid = self._shim_pid(w) if kind == "shim" else w.pid
+            try:
+                if not pid:
+                    continue
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            self.t.kills[kind] += 1
+            self.t.note(f"kill -9 {kind} of {w.id} ({w.task_id})")
+            return True
+        return False
 
     def _shim_pid(self, w: Any) -> int | None:
-        """The shim is the agent's parent (it started the agent in its own session)."""
+        """The shim as the daemon recorded it (a standby shim's command line names no worker)."""
         try:
-            parent = psutil.Process(w.pid).parent()
+            shim = psutil.Process(w.shim_pid) if w.shim_pid else None
+            return shim.pid if shim is not None and "chkd.client.shim" in " ".join(shim.cmdline()) else None
         except psutil.Error:
             return None
-        return parent.pid if parent is not None and "chkd.client.shim" in " ".join(parent.cmdline()) else None
+
+    def more_work(self) -> None:
+        """A process fault is due but the queue ran dry: one more task, so a worker runs to hit."""
+        self.extra += 1
+        if _calm(self.d, TaskAdd(repo="proj", id=f"C-x{self.extra}", title=f"chaos extra {self.extra}")) is not None:
+            self.t.note(f"task C-x{self.extra} added (a process fault is still due)")
+        else:
+            self.extra -= 1
 
     def drive(self) -> None:
         """One turn of what a user (or the autopilot) does: merge done workers, fill free slots."""
@@ -219,6 +230,8 @@ def _chaos(run: Run, rng: random.Random, tally: Tally) -> None:
             if action in ("shim", "agent") and not run.kill_process(action):
                 run.faults.insert(0, action)  # nothing to hit now: the next live worker gets it,
                 action = "daemon"  # and the daemon takes this turn's kill
+                if all(t.status != "pending" for t in run.tasks()):
+                    run.more_work()
             if action == "daemon":
                 run.kill_daemon()
                 holds(lambda: not run.alive(), rng.random() * 0.5, what="the daemon staying down")
@@ -378,7 +391,7 @@ def _one_schedule(tmp_path: Path, seed: int) -> dict[str, Any]:
                 pass
     print("CHAOS " + json.dumps(figures))
     if run_short(tally) or figures["problems"]:
-        detail = "\n".join(tally.log[-60:])
+        detail = "\n".join(tally.log[-100:])
         raise AssertionError(f"chaos seed {seed} (replay: CHKD_CHAOS_SEED={seed}): {figures}\n{detail}")
     return figures
 
