@@ -35,6 +35,9 @@ cmd = {FAST}
 [agents.sleeper]
 cmd = ["sh", "-c", "sleep 2.0; echo {{task_id}} > task-{{task_id}}.txt"]
 
+[agents.waves]
+cmd = ["sh", "-c", "sleep 3.0; echo {{task_id}} > task-{{task_id}}.txt"]
+
 [agents.quick]
 cmd = ["sh", "-c", "echo {{task_id}} > task-{{task_id}}.txt"]
 tags = ["quick"]
@@ -113,7 +116,8 @@ def chain_and_fan_out(d: Daemon, repo: str) -> None:
     """T1 → T9 → T10 is a chain (T9 most urgent, so the chain never waits for a wave); T2..T8 fan out from
     T1. T1 is tagged `quick` (smart assignment gives it the quick profile): with ten equal tasks no
     schedule at N=3 could beat 10/ceil(10/3) = 2.5x, so the root that everything waits for is short
-    (the ceiling is then 3x), and the others sleep 2 s, so a spawn's and a merge's cost are small beside them."""
+    (the ceiling is then 3x), and the others sleep 3 s (the `waves` profile), so a spawn's and a merge's
+    cost are small beside them."""
     add(d, repo, "T1", priority="P0", tags=("quick",))
     add(d, repo, "T9", "T1", priority="P0")
     for n in range(2, 9):
@@ -137,10 +141,10 @@ def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1
         assert daemon.ctl("repo", "add", str(path), "--name", name).code == 0
         chain_and_fan_out(daemon, name)
 
-    r = daemon.ctl("run", "--workers", "1", "--until-empty", "--agent", "sleeper", "--repo", "one")
+    r = daemon.ctl("run", "--workers", "1", "--until-empty", "--agent", "waves", "--repo", "one")
     assert r.code == 0 and "up to 1 workers" in r.out, r
     wait_for(lambda: finished(daemon, "one"), 120, interval=0.2, what="the N=1 run to finish")
-    r = daemon.ctl("run", "--workers", "3", "--until-empty", "--agent", "sleeper", "--repo", "three")
+    r = daemon.ctl("run", "--workers", "3", "--until-empty", "--agent", "waves", "--repo", "three")
     assert r.code == 0, r
     wait_for(lambda: finished(daemon, "three"), 120, interval=0.2, what="the N=3 run to finish")
 
@@ -160,9 +164,10 @@ def test_chain_and_fan_out_at_n3_merges_all_in_order_within_the_cap_and_beats_n1
     assert max_concurrent(evs, "one") == 1
     assert max_concurrent(evs, "three") == 3
     speedup = wall_ms(evs, "one") / wall_ms(evs, "three")
-    # T1 is quick, so nine 2-second tasks on three slots cap this graph at 3x. The issue asks 2.5x: met
-    # alone (2.64-2.76x), but CI's other worker's load brought it to 2.42x once, so 2.2 is what holds here
-    assert speedup >= 2.2, f"N=3 was only {speedup:.2f}x faster than N=1"
+    # T1 is quick, so nine 3-second tasks on three slots cap this graph at 3x; the issue asks 2.5x. (With
+    # 2-second tasks a spawn and a merge weighed more: 2.6x alone, 2.42x once under CI's other worker.)
+    print(f"N=3 speed-up {speedup:.2f}x")
+    assert speedup >= 2.5, f"N=3 was only {speedup:.2f}x faster than N=1"
     quick = {e.task_id for e in evs if e.kind == "autopilot.spawn" and e.data.profile == "quick"}
     assert quick == {"T1"}  # the tagged task went to the profile carrying its tag, the rest to the default
     # stats sees the run
