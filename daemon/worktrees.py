@@ -194,14 +194,17 @@ def admin_dir(worktree_path: str | Path) -> Path | None:
 
     None when the path is not a linked worktree: missing, the main checkout (it has no admin
     directory of its own), or a plain directory that merely lies inside some repository."""
-    if not os.path.isdir(worktree_path):
+    # Read as git itself finds it (no git process: this runs several times per spawn and merge): a
+    # linked worktree's `.git` is a file `gitdir: <admin dir>`, and the admin dir's `gitdir` file points back.
+    try:
+        with open(os.path.join(worktree_path, ".git"), encoding="utf-8") as f:
+            first = f.readline().strip()
+    except (OSError, UnicodeDecodeError):  # missing, or `.git` is a directory: the main checkout
         return None
-    proc = git.run(["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"], worktree_path, check=False)
-    lines = proc.stdout.split("\n")
-    if proc.returncode != 0 or len(lines) < 2 or lines[0] == lines[1]:
+    if not first.startswith("gitdir:"):
         return None
-    admin = Path(lines[0])
-    back = _gitdir_target(admin)
+    admin = Path(os.path.realpath(os.path.join(worktree_path, first[len("gitdir:") :].strip())))
+    back = _gitdir_target(admin) if admin.parent.name == "worktrees" else None  # not a submodule's
     return admin if back is not None and back == os.path.realpath(worktree_path) else None
 
 

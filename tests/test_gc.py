@@ -337,6 +337,12 @@ def test_the_marker_lives_in_the_worktrees_admin_dir_and_follows_it(tmp_path: Pa
     assert worktrees.read_marker(plain) is None
     import shutil
 
+    copy = tmp_path / "copy"  # a copy of the worktree (its `.git` file points at the same admin dir) is not it
+    shutil.copytree(moved, copy)
+    assert worktrees.read_marker(copy) is None and worktrees.read_marker(moved) == marker
+    (plain / ".git").write_text("gitdir: ../.git/modules/sub\n")  # a submodule's checkout is no chkd worktree
+    assert worktrees.read_marker(plain) is None
+
     shutil.rmtree(moved)  # deleted by hand: the marker is still found through git's registration
     assert worktrees.worktree_markers(str(repo)) == {str(moved): marker}
     git(repo, "worktree", "remove", str(moved))
