@@ -322,10 +322,13 @@ def _check(run: Run, tally: Tally) -> dict[str, Any]:
         and (e.data.reason or "").startswith(("no heartbeat from the shim", "the shim never reported"))
     ]
     problems += [f"{e.worker_id} was judged dead by timeout: {e.data.reason}" for e in timeouts]
-    # 6. no process of the run is left (after the daemon stops)
+    # 6. no process of the run is left (after the daemon stops). Standby shims read EOF when the daemon
+    # exits and end by themselves, detached (parent 1): one may still be in exit_group for a moment.
     d.stop()
-    left = _processes_of(d.home)
-    problems += [f"process {p} of the run is still running" for p in left]
+    deadline = time.monotonic() + 10
+    while (left := _processes_of(d.home)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    problems += [f"process {_describe(p)} of the run is still running 10 s after the daemon stopped" for p in left]
     figures = {
         "seed": tally.seed,
         "kills": tally.kills,
@@ -363,6 +366,15 @@ def _processes_of(home: Path) -> list[int]:
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def _describe(pid: int) -> str:
+    """pid, command line, parent and age: what a lingering process was."""
+    try:
+        p = psutil.Process(pid)
+        return f"{pid} ({' '.join(p.cmdline())[:200]}; parent {p.ppid()}; {time.time() - p.create_time():.1f} s old)"
+    except psutil.Error:
+        return f"{pid} (gone)"
 
 
 def _one_schedule(tmp_path: Path, seed: int) -> dict[str, Any]:
