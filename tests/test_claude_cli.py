@@ -1,8 +1,8 @@
 """The real `claude` CLI as a chkd worker, offline, against the fake Anthropic API (tests/fakeapi).
 
 The CLI comes from CHKD_CLAUDE_BIN (.ci/run installs a pinned @anthropic-ai/claude-code into a cache
-and sets it) or `claude` on PATH. Without it these tests skip with the reason — unless CHKD_CI=1
-(.ci/run), where a missing CLI is a failure (conftest's `needs` marker).
+and sets it) or `claude` on PATH. Without it these tests fail, saying so (conftest's `needs`
+marker): a skipped test checks nothing.
 
 What they prove: the built-in claude profile's argv, MCP config and hooks work with the real CLI —
 it edits a file, commits with git, calls chkd_heartbeat and chkd_complete_work through chkd-mcp; the
