@@ -550,5 +550,6 @@ def setup(ctx: Ctx) -> None:
     ctx.listeners.append(lambda event: on_event(ctx, event))
     ctx.timers.every(1.0, lambda: tick(ctx), "autopilot", first_in=0.2)
     ctx.timers.every(1.0, lambda: budget.tick(ctx), "budget", first_in=0.1)
+    ctx.ext[usage.ON_SPEND] = lambda: budget.soon(ctx)
     for (until,) in ctx.store.all("SELECT until_ms FROM profile_waits WHERE notified=0"):
         arm_wait_timer(ctx, until)

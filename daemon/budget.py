@@ -104,6 +104,23 @@ def check_spawn(ctx: Ctx, repo: Mapping[str, Any]) -> None:
         raise ChkdError("busy", why)
 
 
+SOON = "budget.soon"
+
+
+def soon(ctx: Ctx) -> None:
+    """Judge the budgets as soon as this batch of requests is committed (one timer however many
+    spends the batch holds): a spend that crosses a budget pauses the workers within milliseconds."""
+    if ctx.ext.get(SOON):
+        return
+    ctx.ext[SOON] = True
+
+    def due() -> None:
+        ctx.ext[SOON] = False
+        tick(ctx)
+
+    ctx.timers.after(0.0, due, "budget.soon")
+
+
 def tick(ctx: Ctx) -> None:
     """Every second: warn, pause, or resume by the budgets (idempotent; remembered per day).
 

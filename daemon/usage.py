@@ -27,6 +27,11 @@ def day_of(ms: int) -> str:
 LEDGER_VERSION = "usage.ledger_version"
 
 
+#: ctx.ext key: a callable run after every ledger entry. The budget sets it (autopilot.setup) to
+#: judge a spend at once: on its one-second tick alone, a fast agent overspent a small budget 5x.
+ON_SPEND = "usage.on_spend"
+
+
 def ledger_version(ctx: Ctx) -> int:
     return int(ctx.ext.get(LEDGER_VERSION, 0))
 
@@ -46,6 +51,8 @@ def record(ctx: Ctx, row: Mapping[str, Any], tokens_in: int, tokens_out: int, co
         "VALUES(?,?,?,?,?,?,?,?)",
         (at, day_of(at), row["repo_id"], row["id"], row.get("task_id"), tokens_in, tokens_out, cost_usd),
     )
+    if (on_spend := ctx.ext.get(ON_SPEND)) is not None:
+        on_spend()
 
 
 def spent(ctx: Ctx, day: str, repo_id: int | None = None) -> float:

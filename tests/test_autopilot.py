@@ -52,6 +52,9 @@ tags = ["limited"]
 [agents.spender]
 cmd = ["chkd-demo-agent", "--steps", "4", "--step-s", "0.2"]
 
+[agents.burst]
+cmd = ["sh", "-c", "for n in 1 2 3; do chkdctl heartbeat --cost 0.03 -m spent$n; done; sleep 60"]
+
 [agents.throttled]
 cmd = ["sh", "-c", "chkdctl usage-limit --rate-limit --message 'HTTP 429'; exit 1"]
 tags = ["throttled"]
@@ -358,6 +361,26 @@ def test_repeated_429s_back_off_the_profile_with_growing_delays_and_count_no_att
         assert start >= wait.data.until - 5, (wait.data, start)
     task = daemon.ctl("task", "show", "R", "--repo", "proj", "--json").json()["task"]
     assert task.get("attempts", 0) == 0 and task["status"] in ("pending", "claimed", "in_progress")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("daemon_config", [BUDGET])
+def test_a_spend_that_crosses_the_budget_pauses_the_worker_before_its_next_report(daemon: Daemon, repo: Path) -> None:
+    # three reports of $0.03 each, about 0.1 s apart, against a $0.02 budget: the first one crosses it.
+    # Judged only on the one-second tick, the daemon let all three land (and saw $0.09, 4.5x the budget).
+    assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
+    add(daemon, "proj", "A")
+    assert daemon.ctl("run", "--workers", "1", "--agent", "burst", "--repo", "proj").code == 0
+    exceeded = wait_for(
+        lambda: next((e for e in events(daemon) if e.kind == "budget.exceeded"), None),
+        20,
+        interval=0.1,
+        what="the budget used up",
+    )
+    assert exceeded.data.spent_usd == pytest.approx(0.03), exceeded.data
+    assert exceeded.data.paused == ["w1"], exceeded.data
+    w = daemon.ctl("worker", "show", "w1", "--json").json()
+    assert w["status"] == "paused" and w["cost_usd"] == pytest.approx(0.03), w
 
 
 def tz_just_before_midnight(lead_s: int) -> str:
