@@ -108,9 +108,13 @@ def test_a_waiting_worker_is_peeked_answered_with_send_and_merged(daemon: Daemon
     question = QUESTION.format(task_id="T-1")
     assert w.message == question
 
-    peek = daemon.ctl("peek", w.id)
-    assert peek.code == 0, peek
-    assert f"QUESTION: {question}" in peek.out and "answer>" in peek.out
+    # the agent reports waiting, then prints its prompt: the screen shows both a moment later
+    peek = wait_for(
+        lambda: (r := daemon.ctl("peek", w.id)).code == 0 and "answer>" in r.out and r,
+        10,
+        what="the prompt on the worker's screen",
+    )
+    assert f"QUESTION: {question}" in peek.out
 
     listed = daemon.ctl("workers")
     assert listed.code == 0 and "🔔 waiting" in listed.out and question in listed.out
@@ -191,6 +195,14 @@ def test_attach_read_only_from_a_pty_shows_the_screen_and_detaches(daemon: Daemo
     assert session_exists(daemon, w.id)
 
 
+def cmdline_of(p: psutil.Process) -> list[str]:
+    """A process's command line; [] for one that has just exited (a zombie not yet reaped, or gone)."""
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
 @pytest.mark.timeout(90)
 def test_pause_and_abort_reach_the_agent_and_its_children_only(daemon: Daemon, proj: Path, tmp_path: Path) -> None:
     decoy_sock = str(tmp_path / "decoy.sock")
@@ -203,7 +215,7 @@ def test_pause_and_abort_reach_the_agent_and_its_children_only(daemon: Daemon, p
         assert w.pid is not None
         agent = psutil.Process(w.pid)
         grandchild = wait_for(
-            lambda: [c.pid for c in agent.children(recursive=True) if "chkd-demo-grandchild" in c.cmdline()],
+            lambda: [c.pid for c in agent.children(recursive=True) if "chkd-demo-grandchild" in cmdline_of(c)],
             10,
             what="the agent's child",
         )
