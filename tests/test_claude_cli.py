@@ -133,8 +133,10 @@ def test_a_subscription_out_of_usage_ends_error_with_the_reset_time(
         what="the run to end",
     )
     assert w.status == "error", w
-    hhmm = time.strftime("%H:%M", time.gmtime(resets))
-    assert w.last_error.startswith("Claude stopped: ") and f"resets {hhmm}" in w.last_error, w.last_error
+    # the reset time in UTC, with its date when it falls on another day (after 22:00 UTC, it does)
+    same_day = time.gmtime(resets)[:3] == time.gmtime()[:3]
+    when = time.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M", time.gmtime(resets))
+    assert w.last_error.startswith("Claude stopped: ") and f"resets {when} UTC" in w.last_error, w.last_error
     (limit,) = events(daemon, "agent.usage_limit")
     assert limit.data.resets_at == resets * 1000 and limit.data.profile == "claude-sub"
     assert api.main_requests()[0].headers.get("authorization", "").startswith("Bearer ")  # OAuth mode
