@@ -216,6 +216,11 @@ def test_a_failing_task_is_retried_then_failed_and_escalated_while_the_rest_fini
     assert status["state"] == "finished" and status.get("failed") == 1
 
 
+def first_event(daemon: Daemon, kind: str, timeout: float, what: str) -> Any:
+    """The first event of `kind`, waited for."""
+    return wait_for(lambda: next((e for e in events(daemon) if e.kind == kind), None), timeout, interval=0.1, what=what)
+
+
 BUDGET = CONFIG.replace("max_workers = 5", "max_workers = 5\nbudget_usd_per_day = 0.02")
 
 
@@ -371,12 +376,7 @@ def test_a_spend_that_crosses_the_budget_pauses_the_worker_before_its_next_repor
     assert daemon.ctl("repo", "add", str(repo), "--name", "proj").code == 0
     add(daemon, "proj", "A")
     assert daemon.ctl("run", "--workers", "1", "--agent", "burst", "--repo", "proj").code == 0
-    exceeded = wait_for(
-        lambda: next((e for e in events(daemon) if e.kind == "budget.exceeded"), None),
-        20,
-        interval=0.1,
-        what="the budget used up",
-    )
+    exceeded = first_event(daemon, "budget.exceeded", 20, what="the budget used up")
     assert exceeded.data.spent_usd == pytest.approx(0.03), exceeded.data
     assert exceeded.data.paused == ["w1"], exceeded.data
     w = daemon.ctl("worker", "show", "w1", "--json").json()
@@ -404,12 +404,7 @@ def test_the_next_days_budget_resumes_the_paused_workers_by_itself(daemon: Daemo
     for t in ("A", "B", "C"):
         add(daemon, "proj", t)
     assert daemon.ctl("run", "--workers", "2", "--agent", "spender", "--repo", "proj").code == 0
-    exceeded = wait_for(
-        lambda: next((e for e in events(daemon) if e.kind == "budget.exceeded"), None),
-        20,
-        interval=0.1,
-        what="the budget used up before midnight",
-    )
+    exceeded = first_event(daemon, "budget.exceeded", 20, what="the budget used up before midnight")
     assert exceeded.data.paused  # its workers were paused, not killed
     # nobody touches anything: at the daemon's midnight the new day's budget resumes them
     resumed = wait_for(
@@ -446,9 +441,7 @@ def test_a_repositorys_budget_pauses_only_that_repository(daemon: Daemon, repo: 
             add(daemon, name, t)
     assert daemon.ctl("run", "--workers", "2", "--agent", "spender", "--repo", "proj").code == 0
     assert daemon.ctl("run", "--workers", "2", "--until-empty", "--agent", "spender", "--repo", "free").code == 0
-    exceeded = wait_for(
-        lambda: next((e for e in events(daemon) if e.kind == "budget.exceeded"), None), 30, what="proj's budget used up"
-    )
+    exceeded = first_event(daemon, "budget.exceeded", 30, what="proj's budget used up")
     assert exceeded.repo == "proj" and exceeded.data.scope == "proj"
     assert '[repos."proj"] budget_usd_per_day' in exceeded.data.message
     wait_for(lambda: finished(daemon, "free"), 60, interval=0.2, what="the other repository's run to finish")
